@@ -1,0 +1,106 @@
+/*
+ * config.h — settings of every visionbatch program, from four sources.
+ *
+ * Precedence: command-line flag > environment variable > JSON config file >
+ * built-in default (SPEC.md §5, §6). The config file is `--config PATH`, else
+ * $VISIONBATCH_CONFIG, else /etc/batch_processor/config.json if it exists.
+ * Settings are described by one table in config.c (JSON key, flag, env var,
+ * type, default, bounds, which programs use it); the whole result is
+ * validated before it is returned, so a program never starts half-configured.
+ *
+ * A vb_config owns its strings; free with vb_config_free(). Read-only after
+ * loading, so threads may share it.
+ */
+#ifndef VISIONBATCH_CONFIG_H
+#define VISIONBATCH_CONFIG_H
+
+#include <stdio.h>
+
+#include "visionbatch/error.h"
+
+/* Which program is loading: selects the settings it accepts and requires. */
+typedef enum vb_program {
+    VB_PROG_RUN_ONCE = 1 << 0, /* visionbatch run-once */
+    VB_PROG_PRODUCER = 1 << 1, /* visionbatch-producer */
+    VB_PROG_WORKER = 1 << 2,   /* visionbatch-worker */
+    VB_PROG_ADMIN = 1 << 3,    /* visionbatch runs … (Redis/Kafka only) */
+} vb_program;
+
+typedef struct vb_config {
+    /* SPEC.md §5 — the external platform and the backend. */
+    char *external_api_get_url;
+    char *external_api_post_url;
+    char *external_api_key; /* secret: never logged, never on Kafka */
+    char *backend_api_url;  /* default http://localhost:8000 */
+    char *organization_id;
+
+    char *config_path; /* the file that was read, or NULL */
+
+    /* Logging. */
+    char *log_file;  /* default /var/log/batch_processor.log; "" = stderr only */
+    int log_format;  /* vb_log_format */
+    int log_level;   /* vb_log_level */
+
+    /* Processing. */
+    char *temp_dir;               /* default /tmp/batch_processor */
+    long page_size;               /* runs per GET page, default 50 */
+    long max_pages;               /* safety bound on paging, default 1000 */
+    long download_concurrency;    /* parallel downloads per run, default 4 */
+    long long max_document_bytes; /* per document, default 100 MiB */
+    long long max_response_bytes; /* JSON answers, default 16 MiB */
+    long long max_report_bytes;   /* one HTML report, default 256 MiB */
+    long connect_timeout_s;       /* default 10 */
+    long request_timeout_s;       /* API calls, default 60 */
+    long download_timeout_s;      /* one document, default 600 */
+    long upload_timeout_s;        /* one upload (image or report), default 600 */
+    long retries;                 /* attempts after the first, default 3 */
+    long retry_base_ms;           /* backoff base, default 500 */
+    long retry_max_ms;            /* backoff cap, default 30000 */
+    long batch_timeout_s;         /* per backend batch, default 3600 */
+    long max_images_per_batch;    /* default 20 (backend rejects more) */
+    long status_poll_min_ms;      /* first status poll delay, default 1000 */
+    long status_poll_max_ms;      /* poll backoff cap, default 30000 */
+    int allow_partial;            /* process a run even if some images fail */
+    char *chat_id;                /* /upload-image chat_id, default cron_batch_job */
+
+    /* Services (SPEC.md §6). */
+    char *kafka_brokers;   /* default 127.0.0.1:9092 */
+    char *redis_url;       /* default redis://127.0.0.1:6379/0 */
+    char *listen;          /* producer REST API, default 127.0.0.1:8000 */
+    char *api_token_file;  /* producer REST API token file */
+    char *api_token;       /* VISIONBATCH_API_TOKEN or read from the file; secret */
+    char *secret_key_file; /* base64 32-byte key file */
+    char *secret_key;      /* VISIONBATCH_SECRET_KEY or from the file; secret */
+    long concurrency;      /* worker slots, default 4 */
+    char *metrics_listen;  /* worker metrics/health, default 127.0.0.1:9101 */
+    char *topic;           /* default visionbatch.runs */
+    char *dlq_topic;       /* default visionbatch.runs.dlq */
+    char *group_id;        /* default visionbatch-workers */
+    long lease_ms;         /* run lock TTL, default 30000 */
+    long max_attempts;     /* before a run is dead, default 5 */
+    long poll_interval_s;  /* producer --interval, default 300 */
+    char *worker_id;       /* default hostname:pid */
+} vb_config;
+
+/* Loads settings for `prog` from argv/environ/file/defaults into *cfg (which
+ * is zeroed first). Recognised flags are consumed; remaining positional
+ * arguments are returned in (*rest, *nrest) (pointers into argv). Unknown
+ * flags, bad values and missing required settings fail with VB_ERR_CONFIG
+ * and a message naming every offending setting (one per line). `--help` is
+ * not handled here (see vb_config_print_help). On failure *cfg is freed. */
+vb_err vb_config_load(vb_config *cfg, unsigned prog, int argc, char **argv, char ***rest,
+                      int *nrest, vb_error *err);
+
+/* Checks that the settings needed to talk to the platform are present
+ * (external_api_get_url, _post_url, _key, organization_id). Used by programs
+ * for which they are optional at load time (worker). */
+vb_err vb_config_require_platform(const vb_config *cfg, vb_error *err);
+
+/* Prints the settings table for `prog` (flag, env var, JSON key, default). */
+void vb_config_print_help(FILE *out, unsigned prog);
+
+/* Duplicates / frees. vb_config_free accepts NULL and zeroes the struct. */
+vb_err vb_config_copy(vb_config *dst, const vb_config *src);
+void vb_config_free(vb_config *cfg);
+
+#endif

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of visionbatch on Debian bookworm.
+# Idempotent: packages already present are left alone. Used by the README's
+# commands, .ci/run and docker/*.Dockerfile, so all three install the same set.
+#
+#   scripts/install-deps.sh            build + test dependencies (default)
+#   scripts/install-deps.sh --runtime  only the shared libraries the binaries need
+set -euo pipefail
+
+BUILD_PKGS=(
+  build-essential cmake pkg-config ca-certificates
+  libcurl4-openssl-dev libcjson-dev librdkafka-dev libhiredis-dev
+  libmicrohttpd-dev libssl-dev libcmocka-dev
+)
+TEST_PKGS=(
+  redis-server redis-tools python3 kcat iproute2 tzdata procps
+  openjdk-17-jre-headless maven
+)
+RUNTIME_PKGS=(
+  ca-certificates libcurl4 libcjson1 librdkafka1 libhiredis0.14
+  libmicrohttpd12 libssl3 tzdata
+)
+
+mode=${1:-all}
+case "$mode" in
+  --runtime) pkgs=("${RUNTIME_PKGS[@]}") ;;
+  --build) pkgs=("${BUILD_PKGS[@]}") ;;
+  all | --all) pkgs=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  -h | --help)
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "install-deps.sh: unknown option '$mode' (try --help)" >&2
+    exit 2
+    ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Java and Maven may come from outside apt (a preinstalled JDK); accept those.
+if [ "$mode" != --runtime ]; then
+  filtered=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      openjdk-17-jre-headless) command -v java >/dev/null 2>&1 && continue ;;
+      maven) command -v mvn >/dev/null 2>&1 && continue ;;
+    esac
+    filtered+=("$p")
+  done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of visionbatch: installs dependencies, builds twice (a
+# normal -Werror build and an AddressSanitizer+UndefinedBehaviorSanitizer
+# build), starts Kafka and Redis from deploy/local/, and runs the unit and
+# system tests of both builds through CTest.
+#
+#   scripts/test.sh            everything (what .ci/run does)
+#   scripts/test.sh --quick    normal build only, no sanitizer pass
+#   scripts/test.sh -R regex   pass a test filter on to ctest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+quick=0
+ctest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) ctest_args+=("$1") ;;
+  esac
+  shift
+done
+
+scripts/install-deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+if [ -x deploy/local/services.sh ]; then
+  deploy/local/services.sh start
+  trap 'deploy/local/services.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+
+run_suite() { # build-dir, extra cmake args…
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]+"${ctest_args[@]}"}")
+}
+
+echo "== normal build =="
+run_suite build
+if [ "$quick" -eq 0 ]; then
+  echo "== AddressSanitizer + UndefinedBehaviorSanitizer build =="
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  run_suite build-asan -DVB_SANITIZE=ON
+fi
+echo "all test suites passed"
