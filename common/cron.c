@@ -87,15 +87,17 @@ static int parse_value(const cron_field *f, const char **pp, const char *end, in
 {
     const char *p = *pp;
     if (p < end && *p >= '0' && *p <= '9') {
+        const char *digits = p;
         long v = 0;
         while (p < end && *p >= '0' && *p <= '9') {
-            if (v < 100000)
+            if (v < 100000) /* saturate: anything this big is out of range */
                 v = v * 10 + (*p - '0');
             p++;
         }
         if (v < f->lo || v > f->hi) {
-            set_err(errbuf, errlen, "%s: value %ld out of range %d-%d", f->name, v, f->lo,
-                    f->hi);
+            int nd = (int)(p - digits);
+            set_err(errbuf, errlen, "%s: value %.*s%s out of range %d-%d", f->name,
+                    nd > 12 ? 12 : nd, digits, nd > 12 ? "..." : "", f->lo, f->hi);
             return -1;
         }
         *out = (int)v;
