@@ -1,0 +1,618 @@
+/*
+ * backend.c — client of the batch-analysis backend (backend.h, SPEC.md §3).
+ *
+ * Each call is one HTTP exchange through vb_http (retries and timeouts come
+ * from the policy); answers are parsed with cJSON and every field used is
+ * type- and size-checked. Ids that end up in URL paths (batch ids) must be
+ * made of [A-Za-z0-9._-]. The report is buffered in memory up to
+ * max_report_bytes and then written to disk (simple, and bounded by the
+ * cap; a streaming download can replace it without changing the contract).
+ * Stateless; thread-safe with one vb_http handle per thread.
+ */
+#include "visionbatch/backend.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "excerpt.h"
+#include "visionbatch/buf.h"
+#include "visionbatch/log.h"
+
+#define DEFAULT_BACKEND "http://localhost:8000"
+#define DEFAULT_CHAT_ID "cron_batch_job"
+
+/* ---- helpers ---- */
+
+vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
+{
+    vb_http_policy pol = {0};
+    pol.connect_timeout_ms = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s * 1000 : 0;
+    pol.timeout_ms = cfg->request_timeout_s > 0 ? cfg->request_timeout_s * 1000 : 0;
+    pol.max_bytes = cfg->max_response_bytes > 0 ? cfg->max_response_bytes : 0;
+    pol.retries = cfg->retries > 0 ? (int)cfg->retries : 0;
+    pol.retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 0;
+    pol.retry_max_ms = cfg->retry_max_ms > 0 ? cfg->retry_max_ms : 0;
+    pol.retry_on_5xx = 1;
+    pol.cancel = cancel;
+    return pol;
+}
+
+/* base (without trailing '/') + path + optional suffix, into out. */
+static vb_err backend_url(const vb_config *cfg, const char *path, const char *id,
+                          const char *suffix, vb_buf *out)
+{
+    const char *base = cfg->backend_api_url && *cfg->backend_api_url ? cfg->backend_api_url
+                                                                     : DEFAULT_BACKEND;
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    vb_buf_reset(out);
+    vb_err rc = vb_buf_append(out, base, n);
+    if (rc == VB_OK)
+        rc = vb_buf_append_str(out, path);
+    if (rc == VB_OK && id)
+        rc = vb_buf_append_str(out, id);
+    if (rc == VB_OK && suffix)
+        rc = vb_buf_append_str(out, suffix);
+    return rc;
+}
+
+/* Builds an "API returned" message from a failed exchange, quoting the
+ * backend's {"detail": …} when there is one. */
+static vb_err backend_failure(vb_err rc, const char *what, const vb_http_response *resp,
+                              vb_error *err)
+{
+    char ex[256];
+    if (rc != VB_ERR_HTTP)
+        return vb_error_set(err, rc, "backend %s failed", what);
+    const char *text = resp->body.data;
+    size_t len = resp->body.len;
+    char *printed = NULL;
+    cJSON *root = text ? cJSON_ParseWithLengthOpts(text, len, NULL, 0) : NULL;
+    const cJSON *detail = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "detail")
+                                               : NULL;
+    if (cJSON_IsString(detail)) {
+        text = detail->valuestring;
+        len = strlen(text);
+    } else if (detail && (printed = cJSON_PrintUnformatted(detail)) != NULL) {
+        text = printed;
+        len = strlen(printed);
+    }
+    vb__excerpt(text, len, 200, ex, sizeof ex);
+    cJSON_Delete(root);
+    free(printed);
+    return vb_error_set(err, VB_ERR_HTTP, "backend %s: API returned %ld: %s", what,
+                        resp->status, ex);
+}
+
+static int safe_id_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
+int vb_backend_batch_id_valid(const char *id)
+{
+    if (!id || !*id)
+        return 0;
+    size_t n = 0;
+    int only_dots = 1;
+    for (const char *p = id; *p; p++) {
+        if (++n > VB_BACKEND_MAX_ID || !safe_id_char(*p))
+            return 0;
+        if (*p != '.')
+            only_dots = 0;
+    }
+    return !only_dots;
+}
+
+/* An image id goes into JSON only: printable, bounded. */
+static int image_id_valid(const char *id)
+{
+    size_t n = 0;
+    if (!id || !*id)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (++n > VB_BACKEND_MAX_ID || (unsigned char)*p < 0x20 || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Reads a string id (or an integral number, as some backends send) from obj[key]. */
+static char *json_id(const cJSON *obj, const char *key)
+{
+    const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (cJSON_IsString(it) && it->valuestring)
+        return strdup(it->valuestring);
+    if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < 9e15 &&
+        it->valuedouble == (double)(long long)it->valuedouble) {
+        char num[32];
+        snprintf(num, sizeof num, "%lld", (long long)it->valuedouble);
+        return strdup(num);
+    }
+    return NULL;
+}
+
+void vb_backend_safe_filename(const char *name, char *out, size_t outlen)
+{
+    if (!out || outlen == 0)
+        return;
+    size_t n = 0;
+    for (const char *p = name ? name : ""; *p && n + 1 < outlen; p++) {
+        unsigned char c = (unsigned char)*p;
+        out[n++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/') ? '_' : (char)c;
+    }
+    /* Do not end inside a UTF-8 sequence. */
+    if (name && name[n] != '\0' && ((unsigned char)name[n] & 0xC0) == 0x80) {
+        while (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0x80)
+            n--;
+        if (n > 0)
+            n--; /* the lead byte of the cut sequence */
+    }
+    out[n] = '\0';
+    if (n == 0)
+        snprintf(out, outlen, "image");
+}
+
+/* ---- connectivity ---- */
+
+vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
+                        vb_error *err)
+{
+    vb_buf url = {0};
+    vb_http_response resp = {0};
+    vb_http_policy pol = vb_backend_policy(cfg, cancel);
+    vb_err rc = backend_url(cfg, "/available_models", NULL, NULL, &url);
+    if (rc != VB_OK) {
+        rc = vb_error_set(err, rc, "cannot build the backend URL");
+        goto done;
+    }
+    vb_http_request req = {.method = "GET", .url = url.data};
+    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    if (rc != VB_OK) {
+        rc = backend_failure(rc, "available_models", &resp, err);
+        goto done;
+    }
+    cJSON *root = cJSON_ParseWithLengthOpts(resp.body.data, resp.body.len, NULL, 0);
+    const cJSON *models = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "models")
+                                               : NULL;
+    if (!cJSON_IsArray(models))
+        rc = vb_error_set(err, VB_ERR_PARSE, "backend available_models: no models array");
+    else
+        VB_DEBUG("backend reachable: %d model(s)", cJSON_GetArraySize(models));
+    cJSON_Delete(root);
+done:
+    vb_http_response_free(&resp);
+    vb_buf_free(&url);
+    return rc;
+}
+
+/* ---- images ---- */
+
+const char *vb_backend_image_type(const unsigned char *p, size_t n)
+{
+    if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF)
+        return "image/jpeg";
+    if (n >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0)
+        return "image/png";
+    if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
+        return "image/gif";
+    if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
+        return "image/webp";
+    if (n >= 2 && p[0] == 'B' && p[1] == 'M')
+        return "image/bmp";
+    if (n >= 4 && (memcmp(p, "II*\0", 4) == 0 || memcmp(p, "MM\0*", 4) == 0))
+        return "image/tiff";
+    return NULL;
+}
+
+vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
+                               const char *filename, const volatile sig_atomic_t *cancel,
+                               char **image_id, vb_error *err)
+{
+    unsigned char head[16];
+    char fname[256];
+    vb_buf url = {0};
+    vb_http_response resp = {0};
+    cJSON *root = NULL;
+    vb_err rc;
+
+    *image_id = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return vb_error_set(err, VB_ERR_IO, "cannot open image %s: %s",
+                            filename ? filename : "", strerror(errno));
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    const char *ctype = vb_backend_image_type(head, got);
+    vb_backend_safe_filename(filename, fname, sizeof fname);
+    if (!ctype)
+        return vb_error_set(err, VB_ERR_CONTENT, "%s is not a supported image", fname);
+
+    if ((rc = backend_url(cfg, "/upload-image", NULL, NULL, &url)) != VB_OK) {
+        rc = vb_error_set(err, rc, "cannot build the backend URL");
+        goto done;
+    }
+    vb_http_part parts[2] = {
+        {.name = "image", .file_path = path, .filename = fname, .content_type = ctype},
+        {.name = "chat_id", .value = cfg->chat_id && *cfg->chat_id ? cfg->chat_id
+                                                                   : DEFAULT_CHAT_ID},
+    };
+    vb_http_request req = {.method = "POST", .url = url.data, .parts = parts, .nparts = 2};
+    vb_http_policy pol = vb_backend_policy(cfg, cancel);
+    if (cfg->upload_timeout_s > 0)
+        pol.timeout_ms = cfg->upload_timeout_s * 1000;
+    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    if (rc != VB_OK) {
+        rc = backend_failure(rc, "upload-image", &resp, err);
+        goto done;
+    }
+    root = cJSON_ParseWithLengthOpts(resp.body.data, resp.body.len, NULL, 0);
+    char *id = json_id(root, "image_id");
+    if (!image_id_valid(id)) {
+        free(id);
+        rc = vb_error_set(err, VB_ERR_PARSE, "backend upload-image: no valid image_id for %s",
+                          fname);
+        goto done;
+    }
+    *image_id = id;
+done:
+    cJSON_Delete(root);
+    vb_http_response_free(&resp);
+    vb_buf_free(&url);
+    return rc;
+}
+
+/* ---- batch-analyze ---- */
+
+vb_err vb_backend_analyze_body(const vb_backend_analyze *req, char **json, vb_error *err)
+{
+    *json = NULL;
+    if (!req || req->nimages == 0 || !req->image_ids || !req->prompt)
+        return vb_error_set(err, VB_ERR_INVALID, "batch-analyze needs images and a prompt");
+    cJSON *root = cJSON_CreateObject();
+    cJSON *ids = root ? cJSON_AddArrayToObject(root, "image_ids") : NULL;
+    if (!ids)
+        goto nomem;
+    for (size_t i = 0; i < req->nimages; i++) {
+        if (!req->image_ids[i]) {
+            cJSON_Delete(root);
+            return vb_error_set(err, VB_ERR_INVALID, "image id %zu is missing", i + 1);
+        }
+        cJSON *s = cJSON_CreateString(req->image_ids[i]);
+        if (!s || !cJSON_AddItemToArray(ids, s)) {
+            cJSON_Delete(s);
+            goto nomem;
+        }
+    }
+    if (!cJSON_AddStringToObject(root, "analysis_prompt", req->prompt) ||
+        !cJSON_AddStringToObject(root, "report_format", "html") ||
+        !cJSON_AddStringToObject(root, "organization",
+                                 req->organization ? req->organization : ""))
+        goto nomem;
+    if (!req->descriptions) {
+        if (!cJSON_AddNullToObject(root, "descriptions_map"))
+            goto nomem;
+    } else {
+        cJSON *map = cJSON_AddObjectToObject(root, "descriptions_map");
+        if (!map)
+            goto nomem;
+        for (size_t i = 0; i < req->ndescriptions; i++) {
+            const vb_backend_description *d = &req->descriptions[i];
+            if (!d->image_name || !d->text)
+                continue;
+            cJSON *s = cJSON_CreateString(d->text);
+            if (!s)
+                goto nomem;
+            if (cJSON_GetObjectItemCaseSensitive(map, d->image_name))
+                cJSON_ReplaceItemInObjectCaseSensitive(map, d->image_name, s);
+            else if (!cJSON_AddItemToObject(map, d->image_name, s)) {
+                cJSON_Delete(s);
+                goto nomem;
+            }
+        }
+    }
+    *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!*json)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory building batch-analyze body");
+    return VB_OK;
+nomem:
+    cJSON_Delete(root);
+    return vb_error_set(err, VB_ERR_NOMEM, "out of memory building batch-analyze body");
+}
+
+vb_err vb_backend_parse_batch_id(const char *json, size_t len, char **batch_id, vb_error *err)
+{
+    *batch_id = NULL;
+    cJSON *root = json && len ? cJSON_ParseWithLengthOpts(json, len, NULL, 0) : NULL;
+    char *id = json_id(root, "batch_id");
+    cJSON_Delete(root);
+    if (!vb_backend_batch_id_valid(id)) {
+        free(id);
+        char ex[128];
+        return vb_error_set(err, VB_ERR_PARSE, "backend batch-analyze: no valid batch_id in %s",
+                            vb__excerpt(json, json ? len : 0, 100, ex, sizeof ex));
+    }
+    *batch_id = id;
+    return VB_OK;
+}
+
+vb_err vb_backend_start_batch(vb_http *h, const vb_config *cfg, const vb_backend_analyze *req,
+                              const volatile sig_atomic_t *cancel, char **batch_id,
+                              vb_error *err)
+{
+    char *body = NULL;
+    vb_buf url = {0};
+    vb_http_response resp = {0};
+    *batch_id = NULL;
+    vb_err rc = vb_backend_analyze_body(req, &body, err);
+    if (rc != VB_OK)
+        return rc;
+    if ((rc = backend_url(cfg, "/batch-analyze", NULL, NULL, &url)) != VB_OK) {
+        rc = vb_error_set(err, rc, "cannot build the backend URL");
+        goto done;
+    }
+    vb_http_request hreq = {.method = "POST",
+                            .url = url.data,
+                            .content_type = "application/json",
+                            .body = body,
+                            .body_len = strlen(body)};
+    vb_http_policy pol = vb_backend_policy(cfg, cancel);
+    rc = vb_http_perform(h, &hreq, &pol, &resp, err);
+    if (rc != VB_OK) {
+        rc = backend_failure(rc, "batch-analyze", &resp, err);
+        goto done;
+    }
+    rc = vb_backend_parse_batch_id(resp.body.data, resp.body.len, batch_id, err);
+done:
+    free(body);
+    vb_http_response_free(&resp);
+    vb_buf_free(&url);
+    return rc;
+}
+
+/* ---- status ---- */
+
+const char *vb_backend_state_name(vb_batch_state s)
+{
+    switch (s) {
+    case VB_BATCH_QUEUED: return "queued";
+    case VB_BATCH_PROCESSING: return "processing";
+    case VB_BATCH_COMPLETED: return "completed";
+    case VB_BATCH_FAILED: return "failed";
+    default: return "unknown";
+    }
+}
+
+static long json_count(const cJSON *obj, const char *key)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 1e9)
+        return (long)it->valuedouble;
+    return -1;
+}
+
+vb_err vb_backend_parse_status(const char *json, size_t len, vb_batch_status *st,
+                               vb_error *err)
+{
+    static const char *const detail_keys[] = {"error", "error_message", "message", "detail"};
+    memset(st, 0, sizeof *st);
+    st->processed = st->total = -1;
+    cJSON *root = json && len ? cJSON_ParseWithLengthOpts(json, len, NULL, 0) : NULL;
+    const cJSON *status = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "status")
+                                               : NULL;
+    if (!cJSON_IsString(status) || !status->valuestring) {
+        char ex[128];
+        cJSON_Delete(root);
+        return vb_error_set(err, VB_ERR_PARSE, "backend status answer without status: %s",
+                            vb__excerpt(json, json ? len : 0, 100, ex, sizeof ex));
+    }
+    static const vb_batch_state states[] = {VB_BATCH_QUEUED, VB_BATCH_PROCESSING,
+                                            VB_BATCH_COMPLETED, VB_BATCH_FAILED};
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+        if (strcasecmp(status->valuestring, vb_backend_state_name(states[i])) == 0)
+            st->state = states[i];
+    st->processed = json_count(root, "processed_count");
+    st->total = json_count(root, "total_images");
+    for (size_t i = 0; i < sizeof detail_keys / sizeof detail_keys[0]; i++) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, detail_keys[i]);
+        if (cJSON_IsString(d) && d->valuestring && *d->valuestring) {
+            vb__excerpt(d->valuestring, strlen(d->valuestring), 200, st->detail,
+                        sizeof st->detail);
+            break;
+        }
+    }
+    cJSON_Delete(root);
+    return VB_OK;
+}
+
+vb_err vb_backend_get_status(vb_http *h, const vb_config *cfg, const char *batch_id,
+                             const volatile sig_atomic_t *cancel, vb_batch_status *st,
+                             vb_error *err)
+{
+    vb_buf url = {0};
+    vb_http_response resp = {0};
+    vb_err rc;
+    memset(st, 0, sizeof *st);
+    if (!vb_backend_batch_id_valid(batch_id))
+        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id");
+    if ((rc = backend_url(cfg, "/batch-analyze/", batch_id, "/status", &url)) != VB_OK) {
+        rc = vb_error_set(err, rc, "cannot build the backend URL");
+        goto done;
+    }
+    vb_http_request req = {.method = "GET", .url = url.data};
+    vb_http_policy pol = vb_backend_policy(cfg, cancel);
+    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    if (rc != VB_OK) {
+        rc = backend_failure(rc, "status", &resp, err);
+        goto done;
+    }
+    rc = vb_backend_parse_status(resp.body.data, resp.body.len, st, err);
+done:
+    vb_http_response_free(&resp);
+    vb_buf_free(&url);
+    return rc;
+}
+
+long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms)
+{
+    if (min_ms <= 0)
+        min_ms = 1000;
+    if (max_ms < min_ms)
+        max_ms = min_ms;
+    if (prev_ms <= 0)
+        return min_ms;
+    long next = prev_ms > max_ms / 2 ? max_ms : prev_ms * 2;
+    return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
+static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
+{
+    while (ms > 0) {
+        if (cancel && *cancel)
+            return 1;
+        long long slice = ms < 100 ? ms : 100;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(slice * 1000000)};
+        nanosleep(&ts, NULL);
+        ms -= slice;
+    }
+    return cancel && *cancel;
+}
+
+vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
+                       const volatile sig_atomic_t *cancel, vb_batch_status *last,
+                       vb_error *err)
+{
+    vb_batch_status st_local, *st = last ? last : &st_local;
+    long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
+    long long deadline = now_ms() + (long long)timeout_s * 1000;
+    long delay = 0;
+    memset(st, 0, sizeof *st);
+    for (;;) {
+        if (cancel && *cancel)
+            return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
+                                batch_id);
+        vb_error e;
+        vb_error_clear(&e);
+        vb_batch_status now_st;
+        vb_err rc = vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
+        if (rc == VB_OK) {
+            *st = now_st;
+            if (st->state == VB_BATCH_COMPLETED) {
+                VB_INFO("batch %s completed (%ld/%ld images)", batch_id, st->processed,
+                        st->total);
+                return VB_OK;
+            }
+            if (st->state == VB_BATCH_FAILED)
+                return vb_error_set(err, VB_ERR_BACKEND, "backend batch %s failed: %s",
+                                    batch_id, st->detail[0] ? st->detail : "no detail given");
+            VB_DEBUG("batch %s %s (%ld/%ld)", batch_id, vb_backend_state_name(st->state),
+                     st->processed, st->total);
+        } else if (rc == VB_ERR_CANCELLED || !vb_error_is_transient(&e)) {
+            if (err) {
+                long status = e.http_status;
+                vb_error_set(err, e.code, "%s", e.msg);
+                err->http_status = status;
+            }
+            return rc;
+        } else {
+            VB_WARN("status of batch %s not available, will retry: %s", batch_id, e.msg);
+        }
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return vb_error_set(err, VB_ERR_TIMEOUT,
+                                "batch %s did not complete within %ld s (last status %s, "
+                                "%ld/%ld)",
+                                batch_id, timeout_s, vb_backend_state_name(st->state),
+                                st->processed, st->total);
+        delay = vb_backend_next_poll_ms(delay, cfg->status_poll_min_ms, cfg->status_poll_max_ms);
+        if (sleep_cancellable(delay < left ? delay : left, cancel))
+            return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
+                                batch_id);
+    }
+}
+
+/* ---- report ---- */
+
+static vb_err write_file(const char *path, const char *data, size_t len, vb_error *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return vb_error_set(err, VB_ERR_IO, "cannot create report file: %s", strerror(errno));
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(path);
+            return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
+        }
+        off += (size_t)w;
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(path);
+        return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
+    }
+    return VB_OK;
+}
+
+vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
+                               const char *out_path, const volatile sig_atomic_t *cancel,
+                               vb_error *err)
+{
+    vb_buf url = {0};
+    vb_http_response resp = {0};
+    vb_err rc;
+    if (!vb_backend_batch_id_valid(batch_id) || !out_path)
+        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id or report path");
+    if ((rc = backend_url(cfg, "/batch-analyze/", batch_id,
+                          "/report?format=html&include_images=true", &url)) != VB_OK) {
+        rc = vb_error_set(err, rc, "cannot build the backend URL");
+        goto done;
+    }
+    vb_http_request req = {.method = "GET", .url = url.data};
+    vb_http_policy pol = vb_backend_policy(cfg, cancel);
+    pol.max_bytes = cfg->max_report_bytes > 0 ? cfg->max_report_bytes : 256LL * 1024 * 1024;
+    if (cfg->download_timeout_s > 0)
+        pol.timeout_ms = cfg->download_timeout_s * 1000;
+    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    if (rc != VB_OK) {
+        rc = backend_failure(rc, "report", &resp, err);
+        goto done;
+    }
+    if (resp.body.len == 0) {
+        rc = vb_error_set(err, VB_ERR_CONTENT, "backend report for batch %s is empty",
+                          batch_id);
+        goto done;
+    }
+    if (resp.content_type[0] && !strcasestr(resp.content_type, "html"))
+        VB_WARN("backend report for batch %s has content type %.60s, expected text/html",
+                batch_id, resp.content_type);
+    rc = write_file(out_path, resp.body.data, resp.body.len, err);
+    if (rc == VB_OK)
+        VB_DEBUG("report of batch %s saved (%zu bytes)", batch_id, resp.body.len);
+done:
+    vb_http_response_free(&resp);
+    vb_buf_free(&url);
+    return rc;
+}

@@ -1,0 +1,65 @@
+/* Helpers shared by the unit tests: reading files from tests/data and
+ * building large strings. Header-only; each test includes it once. */
+#ifndef VB_TEST_UTIL_H
+#define VB_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads $VB_TEST_DATA/name (or tests/data/name) into a malloc'd,
+ * NUL-terminated string; aborts the test program when it cannot. */
+static inline char *tu_read_data(const char *name, size_t *len)
+{
+    const char *dir = getenv("VB_TEST_DATA");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/data", name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        abort();
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = malloc((size_t)n + 1);
+    if (!s || fread(s, 1, (size_t)n, f) != (size_t)n)
+        abort();
+    s[n] = '\0';
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return s;
+}
+
+/* Writes `text` to a new temporary file and returns its malloc'd path. */
+static inline char *tu_write_temp(const char *text)
+{
+    char tmpl[] = "/tmp/vbtest.XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd < 0)
+        abort();
+    FILE *f = fdopen(fd, "wb");
+    if (!f || fwrite(text, 1, strlen(text), f) != strlen(text) || fclose(f) != 0)
+        abort();
+    return strdup(tmpl);
+}
+
+/* Reads a whole file into a malloc'd string (NULL if it cannot be opened). */
+static inline char *tu_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = malloc((size_t)n + 1);
+    if (!s || fread(s, 1, (size_t)n, f) != (size_t)n)
+        abort();
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+#endif
