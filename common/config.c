@@ -791,7 +791,8 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
     if (argc > 0 && argv)
         scan_args(&ld, argc, argv, passthrough, &config_flag, &npos);
     if (npos > 0 && !rest)
-        add_line(&ld.errs, "unexpected argument %.64s", argv[1]);
+        /* Not quoted: a mistyped option may have pushed a secret here. */
+        add_line(&ld.errs, "unexpected positional argument (this program takes none)");
     if (rest && argc > 0)
         *rest = argv + 1;
     if (nrest)
@@ -837,6 +838,9 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
     }
 
     if (ld.errs.len || ld.missing.len) {
+        /* Every secret is registered by now: scrub lines built before. */
+        if (ld.errs.data)
+            vb_redact_text(ld.errs.data);
         rc = vb_error_set(err, VB_ERR_CONFIG, "%s%s%s%s",
                           ld.errs.len ? "invalid configuration:" : "", ld.errs.len ? ld.errs.data : "",
                           ld.missing.len ? (ld.errs.len ? "\nmissing required settings:"
