@@ -193,8 +193,8 @@ static const setting settings[] = {
      1, 1000, P_SVC, 0, 0, NULL, "attempts before a run is dead-lettered"},
     {"poll_interval_s", "poll-interval-s", "VISIONBATCH_POLL_INTERVAL_S", CT_LONG,
      OFF(poll_interval_s), "300", 1, 604800, P_PROD, 0, 0, NULL, "producer --interval default"},
-    {"worker_id", "worker-id", "VISIONBATCH_WORKER_ID", CT_STR, OFF(worker_id), NULL, 0, 0, P_WORK,
-     0, 0, NULL, "this worker's name (default hostname:pid)"},
+    {"worker_id", "worker-id", "VISIONBATCH_WORKER_ID", CT_STR, OFF(worker_id), NULL, 0, 0,
+     P_WORK | P_PROD, 0, 0, NULL, "instance name in locks and status (default hostname:pid)"},
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
@@ -322,7 +322,8 @@ static int valid_addr(const char *v)
     char *end;
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
-    return errno == 0 && *end == '\0' && port >= 1 && port <= 65535 && isdigit((unsigned char)colon[1]);
+    return errno == 0 && *end == '\0' && port >= 1 && port <= 65535 &&
+           isdigit((unsigned char)colon[1]);
 }
 
 static int valid_redis(const char *v)
@@ -736,7 +737,8 @@ static void scan_args(loader *ld, int argc, char **argv, const char *const *pass
         } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
             val = argv[++i];
         } else {
-            add_line(&ld->errs, "option --%.*s needs a value (use --%.*s=VALUE if it starts with --)",
+            add_line(&ld->errs,
+                     "option --%.*s needs a value (use --%.*s=VALUE if it starts with --)",
                      (int)nlen, name, (int)nlen, name);
             continue;
         }
@@ -827,8 +829,7 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
 
     load_secret_file(&ld, index_of("api_token_file"), index_of("api_token"));
     load_secret_file(&ld, index_of("secret_key_file"), index_of("secret_key"));
-    if (ld.prog & P_WORK)
-        default_worker_id(&ld);
+    default_worker_id(&ld);
     check_cross(&ld);
 
     for (size_t i = 0; i < NSETTINGS; i++) {
@@ -841,11 +842,13 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
         /* Every secret is registered by now: scrub lines built before. */
         if (ld.errs.data)
             vb_redact_text(ld.errs.data);
+        const char *missing_head = "";
+        if (ld.missing.len)
+            missing_head = ld.errs.len ? "\nmissing required settings:"
+                                       : "missing required settings:";
         rc = vb_error_set(err, VB_ERR_CONFIG, "%s%s%s%s",
-                          ld.errs.len ? "invalid configuration:" : "", ld.errs.len ? ld.errs.data : "",
-                          ld.missing.len ? (ld.errs.len ? "\nmissing required settings:"
-                                                        : "missing required settings:")
-                                         : "",
+                          ld.errs.len ? "invalid configuration:" : "",
+                          ld.errs.len ? ld.errs.data : "", missing_head,
                           ld.missing.len ? ld.missing.data : "");
         goto fail;
     }
