@@ -13,7 +13,7 @@ BUILD_PKGS=(
   libmicrohttpd-dev libssl-dev libcmocka-dev
 )
 TEST_PKGS=(
-  redis-server redis-tools python3 kcat iproute2 tzdata procps
+  redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps
   openjdk-17-jre-headless maven
 )
 RUNTIME_PKGS=(

@@ -82,24 +82,48 @@ typedef struct vb_config {
     char *worker_id;       /* default hostname:pid */
 } vb_config;
 
-/* Loads settings for `prog` from argv/environ/file/defaults into *cfg (which
- * is zeroed first). Recognised flags are consumed; remaining positional
- * arguments are returned in (*rest, *nrest) (pointers into argv). Unknown
- * flags, bad values and missing required settings fail with VB_ERR_CONFIG
- * and a message naming every offending setting (one per line). `--help` is
- * not handled here (see vb_config_print_help). On failure *cfg is freed. */
+/* Loads settings for `prog` (one VB_PROG_* value, or several OR-ed; 0 = all)
+ * from argv/environ/file/defaults into *cfg (which is zeroed first).
+ * argv[0] is the program (or subcommand) name and is skipped. Options are
+ * `--name value` or `--name=value`; a bool option alone means true
+ * (`--allow-partial`, `--allow-partial=false`); `--` ends the options.
+ * Recognised options are consumed; the remaining positional arguments are
+ * moved, in order, to argv[1..] and returned as (*rest = argv + 1, *nrest)
+ * (rest may be NULL when the program takes none: then they are an error).
+ * Unknown options, options of other programs, bad values and missing
+ * required settings fail with VB_ERR_CONFIG and one message naming every
+ * offending setting and its source (one per line); secret values are never
+ * quoted. Unknown keys in the config file only log a warning. Secrets are
+ * registered with vb_redact_add_secret(). `--help` is not handled here (see
+ * vb_config_wants_help, vb_config_print_help). On failure *cfg is freed.
+ * Reads the environment: call before threads start. */
 vb_err vb_config_load(vb_config *cfg, unsigned prog, int argc, char **argv, char ***rest,
                       int *nrest, vb_error *err);
+
+/* vb_config_load, except that the options named in `passthrough` (a
+ * NULL-terminated list of names without "--", e.g. {"once", "interval",
+ * NULL}) are left untouched among the positional arguments in *rest, in
+ * either form (`--interval=60`, or `--interval` followed by `60`), for the
+ * program's own parser. */
+vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
+                         const char *const *passthrough, char ***rest, int *nrest,
+                         vb_error *err);
+
+/* 1 if argv[1..] holds --help or -h before any "--". */
+int vb_config_wants_help(int argc, char **argv);
 
 /* Checks that the settings needed to talk to the platform are present
  * (external_api_get_url, _post_url, _key, organization_id). Used by programs
  * for which they are optional at load time (worker). */
 vb_err vb_config_require_platform(const vb_config *cfg, vb_error *err);
 
-/* Prints the settings table for `prog` (flag, env var, JSON key, default). */
+/* Prints the settings table for `prog` (option, environment variable, JSON
+ * key, default, meaning), aligned; secrets' values are never shown. */
 void vb_config_print_help(FILE *out, unsigned prog);
 
-/* Duplicates / frees. vb_config_free accepts NULL and zeroes the struct. */
+/* Deep copy into dst (overwritten, not freed first); on VB_ERR_NOMEM dst is
+ * left zeroed. vb_config_free accepts NULL, wipes secrets and zeroes the
+ * struct. */
 vb_err vb_config_copy(vb_config *dst, const vb_config *src);
 void vb_config_free(vb_config *cfg);
 

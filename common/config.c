@@ -1,0 +1,1009 @@
+/*
+ * config.c — every setting of every visionbatch program, from one table.
+ *
+ * Each row of `settings` names a field of vb_config with its JSON key, its
+ * command-line flag, its environment variable, its type, default and bounds,
+ * the programs that accept it and those that require it, and whether it is a
+ * secret. Loading applies the sources in increasing precedence — built-in
+ * default, JSON config file, environment, command line — recording where
+ * each value came from, then validates the whole result (types, bounds, URL
+ * schemes, cross-field rules, required settings) and reports every problem
+ * in one error message, one per line. A program therefore never starts
+ * half-configured, and an error names the setting and the source to fix.
+ *
+ * Secrets (external_api_key, api_token, secret_key) are registered with the
+ * redactor as soon as they are read, and their values never appear in error
+ * messages. The config file may hold the external API key: if it is readable
+ * by group or others, a warning suggests chmod 600.
+ *
+ * Threading: loading uses getenv() and must run before threads start; the
+ * resulting vb_config is read-only and may be shared. It owns its strings.
+ */
+#include "visionbatch/config.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config_internal.h"
+#include "visionbatch/buf.h"
+#include "visionbatch/log.h"
+#include "visionbatch/redact.h"
+
+const char *vb__config_default_path = "/etc/batch_processor/config.json";
+
+#define CONFIG_FILE_MAX (1024 * 1024)  /* bytes of a JSON config file */
+#define SECRET_FILE_MAX 4096           /* bytes read from a token/key file */
+#define STRING_VALUE_MAX 8192          /* longest accepted string setting */
+#define CONFIG_ENV "VISIONBATCH_CONFIG"
+
+typedef enum ctype { CT_STR, CT_LONG, CT_LLONG, CT_BOOL, CT_ENUM } ctype;
+
+enum {
+    CF_SECRET = 1u << 0,   /* never shown, registered with the redactor */
+    CF_URL = 1u << 1,      /* http:// or https:// with a host */
+    CF_EMPTY_OK = 1u << 2, /* "" is a meaningful value */
+    CF_ADDR = 1u << 3,     /* host:port */
+    CF_REDIS = 1u << 4,    /* redis://, rediss:// or unix: */
+};
+
+/* Where a value came from, in increasing precedence. */
+typedef enum source { SRC_NONE = 0, SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG } source;
+
+typedef struct setting {
+    const char *key;  /* JSON key, = vb_config field name */
+    const char *flag; /* without "--"; NULL = no flag */
+    const char *env;  /* NULL = no environment variable */
+    ctype type;
+    size_t off; /* offset in vb_config */
+    const char *def;
+    long long min, max; /* numbers only */
+    unsigned progs;     /* VB_PROG_* that accept it */
+    unsigned required;  /* VB_PROG_* that need it */
+    unsigned flags;     /* CF_* */
+    int (*parse_enum)(const char *);
+    const char *help;
+} setting;
+
+#define P_ONCE VB_PROG_RUN_ONCE
+#define P_PROD VB_PROG_PRODUCER
+#define P_WORK VB_PROG_WORKER
+#define P_ADMIN VB_PROG_ADMIN
+#define P_ALL (P_ONCE | P_PROD | P_WORK | P_ADMIN)
+#define P_FETCH (P_ONCE | P_PROD | P_WORK) /* talks to the external API */
+#define P_PIPE (P_ONCE | P_WORK)           /* runs the processing pipeline */
+#define P_SVC (P_PROD | P_WORK | P_ADMIN)  /* uses Kafka/Redis */
+
+#define OFF(field) offsetof(vb_config, field)
+#define KIB 1024LL
+#define MIB (1024LL * 1024LL)
+#define GIB (1024LL * MIB)
+
+static const setting settings[] = {
+    /* SPEC.md §5. */
+    {"external_api_get_url", "external-api-get-url", "EXTERNAL_API_GET_URL", CT_STR,
+     OFF(external_api_get_url), NULL, 0, 0, P_FETCH, P_ONCE, CF_URL, NULL,
+     "GET endpoint listing unprocessed runs"},
+    {"external_api_post_url", "external-api-post-url", "EXTERNAL_API_POST_URL", CT_STR,
+     OFF(external_api_post_url), NULL, 0, 0, P_FETCH, P_ONCE, CF_URL, NULL,
+     "POST endpoint receiving the HTML reports"},
+    {"external_api_key", "external-api-key", "EXTERNAL_API_KEY", CT_STR, OFF(external_api_key),
+     NULL, 0, 0, P_FETCH, P_ONCE, CF_SECRET, NULL, "Bearer token of the external API (secret)"},
+    {"backend_api_url", "backend-api-url", "BACKEND_API_URL", CT_STR, OFF(backend_api_url),
+     "http://localhost:8000", 0, 0, P_FETCH, 0, CF_URL, NULL, "batch-analysis backend"},
+    {"organization_id", "organization-id", "ORGANIZATION_ID", CT_STR, OFF(organization_id), NULL,
+     0, 0, P_FETCH, P_ONCE, 0, NULL, "organization whose runs are processed"},
+
+    /* Logging. */
+    {"log_file", "log-file", "VISIONBATCH_LOG_FILE", CT_STR, OFF(log_file),
+     "/var/log/batch_processor.log", 0, 0, P_ALL, 0, CF_EMPTY_OK, NULL,
+     "log file (appended); \"\" = stderr only"},
+    {"log_format", "log-format", "VISIONBATCH_LOG_FORMAT", CT_ENUM, OFF(log_format), "text", 0, 0,
+     P_ALL, 0, 0, vb_log_format_parse, "text|json"},
+    {"log_level", "log-level", "VISIONBATCH_LOG_LEVEL", CT_ENUM, OFF(log_level), "info", 0, 0,
+     P_ALL, 0, 0, vb_log_level_parse, "debug|info|warn|error"},
+
+    /* Processing. */
+    {"temp_dir", "temp-dir", "VISIONBATCH_TEMP_DIR", CT_STR, OFF(temp_dir),
+     "/tmp/batch_processor", 0, 0, P_PIPE, 0, 0, NULL, "downloads (removed after each run)"},
+    {"page_size", "page-size", "VISIONBATCH_PAGE_SIZE", CT_LONG, OFF(page_size), "50", 1, 1000,
+     P_FETCH, 0, 0, NULL, "runs per GET page"},
+    {"max_pages", "max-pages", "VISIONBATCH_MAX_PAGES", CT_LONG, OFF(max_pages), "1000", 1,
+     1000000, P_FETCH, 0, 0, NULL, "safety bound on paging"},
+    {"download_concurrency", "download-concurrency", "VISIONBATCH_DOWNLOAD_CONCURRENCY", CT_LONG,
+     OFF(download_concurrency), "4", 1, 64, P_PIPE, 0, 0, NULL, "parallel downloads per run"},
+    {"max_document_bytes", "max-document-bytes", "VISIONBATCH_MAX_DOCUMENT_BYTES", CT_LLONG,
+     OFF(max_document_bytes), "104857600", KIB, 16 * GIB, P_PIPE, 0, 0, NULL,
+     "largest accepted document"},
+    {"max_response_bytes", "max-response-bytes", "VISIONBATCH_MAX_RESPONSE_BYTES", CT_LLONG,
+     OFF(max_response_bytes), "16777216", KIB, GIB, P_FETCH, 0, 0, NULL,
+     "largest accepted JSON answer"},
+    {"max_report_bytes", "max-report-bytes", "VISIONBATCH_MAX_REPORT_BYTES", CT_LLONG,
+     OFF(max_report_bytes), "268435456", KIB, 4 * GIB, P_PIPE, 0, 0, NULL,
+     "largest accepted HTML report"},
+    {"connect_timeout_s", "connect-timeout-s", "VISIONBATCH_CONNECT_TIMEOUT_S", CT_LONG,
+     OFF(connect_timeout_s), "10", 1, 3600, P_FETCH, 0, 0, NULL, "TCP/TLS connect timeout"},
+    {"request_timeout_s", "request-timeout-s", "VISIONBATCH_REQUEST_TIMEOUT_S", CT_LONG,
+     OFF(request_timeout_s), "60", 1, 86400, P_FETCH, 0, 0, NULL, "API call timeout"},
+    {"download_timeout_s", "download-timeout-s", "VISIONBATCH_DOWNLOAD_TIMEOUT_S", CT_LONG,
+     OFF(download_timeout_s), "600", 1, 86400, P_PIPE, 0, 0, NULL, "one document download"},
+    {"upload_timeout_s", "upload-timeout-s", "VISIONBATCH_UPLOAD_TIMEOUT_S", CT_LONG,
+     OFF(upload_timeout_s), "600", 1, 86400, P_PIPE, 0, 0, NULL, "one image or report upload"},
+    {"retries", "retries", "VISIONBATCH_RETRIES", CT_LONG, OFF(retries), "3", 0, 100, P_FETCH, 0,
+     0, NULL, "retries of a failed call after the first attempt"},
+    {"retry_base_ms", "retry-base-ms", "VISIONBATCH_RETRY_BASE_MS", CT_LONG, OFF(retry_base_ms),
+     "500", 1, 3600000, P_FETCH, 0, 0, NULL, "first retry delay (doubles)"},
+    {"retry_max_ms", "retry-max-ms", "VISIONBATCH_RETRY_MAX_MS", CT_LONG, OFF(retry_max_ms),
+     "30000", 1, 86400000, P_FETCH, 0, 0, NULL, "longest retry delay"},
+    {"batch_timeout_s", "batch-timeout-s", "VISIONBATCH_BATCH_TIMEOUT_S", CT_LONG,
+     OFF(batch_timeout_s), "3600", 1, 604800, P_PIPE, 0, 0, NULL, "wait for one backend batch"},
+    {"max_images_per_batch", "max-images-per-batch", "VISIONBATCH_MAX_IMAGES_PER_BATCH", CT_LONG,
+     OFF(max_images_per_batch), "20", 1, 20, P_PIPE, 0, 0, NULL,
+     "images per backend batch (backend limit 20)"},
+    {"status_poll_min_ms", "status-poll-min-ms", "VISIONBATCH_STATUS_POLL_MIN_MS", CT_LONG,
+     OFF(status_poll_min_ms), "1000", 10, 600000, P_PIPE, 0, 0, NULL, "first status poll delay"},
+    {"status_poll_max_ms", "status-poll-max-ms", "VISIONBATCH_STATUS_POLL_MAX_MS", CT_LONG,
+     OFF(status_poll_max_ms), "30000", 10, 3600000, P_PIPE, 0, 0, NULL,
+     "longest status poll delay"},
+    {"allow_partial", "allow-partial", "VISIONBATCH_ALLOW_PARTIAL", CT_BOOL, OFF(allow_partial),
+     "false", 0, 1, P_PIPE, 0, 0, NULL, "analyze a run even if some images failed"},
+    {"chat_id", "chat-id", "VISIONBATCH_CHAT_ID", CT_STR, OFF(chat_id), "cron_batch_job", 0, 0,
+     P_PIPE, 0, 0, NULL, "chat_id sent with /upload-image"},
+
+    /* Services, SPEC.md §6. */
+    {"kafka_brokers", "kafka-brokers", "KAFKA_BROKERS", CT_STR, OFF(kafka_brokers),
+     "127.0.0.1:9092", 0, 0, P_SVC, 0, 0, NULL, "Kafka bootstrap servers"},
+    {"redis_url", "redis-url", "REDIS_URL", CT_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0,
+     0, P_SVC, 0, CF_REDIS, NULL, "Redis (redis://, rediss:// or unix:)"},
+    {"listen", "listen", "VISIONBATCH_LISTEN", CT_STR, OFF(listen), "127.0.0.1:8000", 0, 0, P_PROD,
+     0, CF_ADDR, NULL, "cron-jobs REST API address"},
+    {"api_token_file", "api-token-file", "VISIONBATCH_API_TOKEN_FILE", CT_STR, OFF(api_token_file),
+     NULL, 0, 0, P_PROD, 0, 0, NULL, "file holding the REST API token"},
+    {"api_token", NULL, "VISIONBATCH_API_TOKEN", CT_STR, OFF(api_token), NULL, 0, 0, P_PROD, 0,
+     CF_SECRET, NULL, "REST API token itself (secret)"},
+    {"secret_key_file", "secret-key-file", "VISIONBATCH_SECRET_KEY_FILE", CT_STR,
+     OFF(secret_key_file), NULL, 0, 0, P_SVC, 0, 0, NULL,
+     "file holding the base64 32-byte encryption key"},
+    {"secret_key", NULL, "VISIONBATCH_SECRET_KEY", CT_STR, OFF(secret_key), NULL, 0, 0, P_SVC, 0,
+     CF_SECRET, NULL, "encryption key itself, base64 (secret)"},
+    {"concurrency", "concurrency", "VISIONBATCH_CONCURRENCY", CT_LONG, OFF(concurrency), "4", 1,
+     256, P_WORK, 0, 0, NULL, "runs processed in parallel"},
+    {"metrics_listen", "metrics-listen", "VISIONBATCH_METRICS_LISTEN", CT_STR, OFF(metrics_listen),
+     "127.0.0.1:9101", 0, 0, P_WORK, 0, CF_ADDR, NULL, "metrics/health address"},
+    {"topic", "topic", "VISIONBATCH_TOPIC", CT_STR, OFF(topic), "visionbatch.runs", 0, 0, P_SVC, 0,
+     0, NULL, "Kafka topic of runs"},
+    {"dlq_topic", "dlq-topic", "VISIONBATCH_DLQ_TOPIC", CT_STR, OFF(dlq_topic),
+     "visionbatch.runs.dlq", 0, 0, P_SVC, 0, 0, NULL, "Kafka dead-letter topic"},
+    {"group_id", "group-id", "VISIONBATCH_GROUP_ID", CT_STR, OFF(group_id), "visionbatch-workers",
+     0, 0, P_SVC, 0, 0, NULL, "Kafka consumer group"},
+    {"lease_ms", "lease-ms", "VISIONBATCH_LEASE_MS", CT_LONG, OFF(lease_ms), "30000", 1000,
+     3600000, P_SVC, 0, 0, NULL, "run lock lifetime (renewed while working)"},
+    {"max_attempts", "max-attempts", "VISIONBATCH_MAX_ATTEMPTS", CT_LONG, OFF(max_attempts), "5",
+     1, 1000, P_SVC, 0, 0, NULL, "attempts before a run is dead-lettered"},
+    {"poll_interval_s", "poll-interval-s", "VISIONBATCH_POLL_INTERVAL_S", CT_LONG,
+     OFF(poll_interval_s), "300", 1, 604800, P_PROD, 0, 0, NULL, "producer --interval default"},
+    {"worker_id", "worker-id", "VISIONBATCH_WORKER_ID", CT_STR, OFF(worker_id), NULL, 0, 0,
+     P_WORK | P_PROD, 0, 0, NULL, "instance name in locks and status (default hostname:pid)"},
+};
+
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* State of one load. */
+typedef struct loader {
+    vb_config *cfg;
+    unsigned prog;
+    source src[NSETTINGS];
+    const char *flagval[NSETTINGS]; /* borrowed from argv */
+    vb_buf errs;                    /* "  problem\n" lines */
+    vb_buf missing;                 /* "  --flag / ENV / key\n" lines */
+    int file_has_secret;            /* the config file holds a secret */
+} loader;
+
+static char **str_field(vb_config *cfg, const setting *s)
+{
+    return (char **)(void *)((char *)cfg + s->off);
+}
+
+static const char *const *cstr_field(const vb_config *cfg, const setting *s)
+{
+    return (const char *const *)(const void *)((const char *)cfg + s->off);
+}
+
+static void wipe_free(char *p)
+{
+    if (!p)
+        return;
+    explicit_bzero(p, strlen(p));
+    free(p);
+}
+
+static void add_line(vb_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_line(vb_buf *b, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* Out of memory only loses detail: the load still fails. */
+    if (vb_buf_append_str(b, "\n  ") == VB_OK)
+        (void)vb_buf_append_str(b, line);
+}
+
+/* "--page-size", "environment VISIONBATCH_PAGE_SIZE", "config file F key "k"". */
+static void describe_source(const loader *ld, const setting *s, source src, char *out, size_t n)
+{
+    switch (src) {
+    case SRC_FLAG:
+        snprintf(out, n, "option --%s", s->flag ? s->flag : s->key);
+        break;
+    case SRC_ENV:
+        snprintf(out, n, "environment variable %s", s->env ? s->env : "?");
+        break;
+    case SRC_FILE:
+        snprintf(out, n, "config file %s, key \"%s\"",
+                 ld->cfg->config_path ? ld->cfg->config_path : "?", s->key);
+        break;
+    default:
+        snprintf(out, n, "built-in default of %s", s->key);
+        break;
+    }
+}
+
+/* Records a bad value; secrets' values are never quoted, others redacted. */
+static void bad_value(loader *ld, const setting *s, source src, const char *val,
+                      const char *problem)
+{
+    char where[300];
+    describe_source(ld, s, src, where, sizeof where);
+    if ((s->flags & CF_SECRET) || !val) {
+        add_line(&ld->errs, "%s (%s): %s", s->key, where, problem);
+        return;
+    }
+    char shown[80];
+    size_t n = strlen(val);
+    int cut = n >= sizeof shown - 4;
+    snprintf(shown, sizeof shown, "%.*s%s", (int)(cut ? sizeof shown - 8 : n), val,
+             cut ? "..." : "");
+    vb_redact_text(shown);
+    add_line(&ld->errs, "%s (%s): %s (got \"%s\")", s->key, where, problem, shown);
+}
+
+static int parse_bool(const char *v)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(v, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* "http://host…" / "https://host…" with a non-empty host. */
+static int valid_http_url(const char *v)
+{
+    const char *rest;
+    if (strncasecmp(v, "http://", 7) == 0)
+        rest = v + 7;
+    else if (strncasecmp(v, "https://", 8) == 0)
+        rest = v + 8;
+    else
+        return 0;
+    if (*rest == '\0' || *rest == '/' || *rest == '?' || *rest == '#' || *rest == ':')
+        return 0;
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+/* "host:port" with a port in 1..65535 (host may be empty = all interfaces,
+ * or a bracketed IPv6 address). */
+static int valid_addr(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon[1] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return errno == 0 && *end == '\0' && port >= 1 && port <= 65535 &&
+           isdigit((unsigned char)colon[1]);
+}
+
+static int valid_redis(const char *v)
+{
+    return strncasecmp(v, "redis://", 8) == 0 || strncasecmp(v, "rediss://", 9) == 0 ||
+           strncasecmp(v, "unix:", 5) == 0;
+}
+
+static void set_string(loader *ld, size_t i, char *owned, source src)
+{
+    const setting *s = &settings[i];
+    char **field = str_field(ld->cfg, s);
+    if (s->flags & CF_SECRET) {
+        vb_redact_add_secret(owned);
+        wipe_free(*field);
+    } else {
+        free(*field);
+    }
+    *field = owned;
+    ld->src[i] = src;
+}
+
+static void set_number(loader *ld, size_t i, long long v, source src)
+{
+    const setting *s = &settings[i];
+    char *base = (char *)ld->cfg + s->off;
+    switch (s->type) {
+    case CT_LONG:
+        *(long *)(void *)base = (long)v;
+        break;
+    case CT_LLONG:
+        *(long long *)(void *)base = v;
+        break;
+    default:
+        *(int *)(void *)base = (int)v;
+        break;
+    }
+    ld->src[i] = src;
+}
+
+static void check_range(loader *ld, size_t i, long long v, source src, const char *val)
+{
+    const setting *s = &settings[i];
+    if (v < s->min || v > s->max) {
+        char problem[128];
+        snprintf(problem, sizeof problem, "must be between %lld and %lld", s->min, s->max);
+        bad_value(ld, s, src, val, problem);
+        return;
+    }
+    set_number(ld, i, v, src);
+}
+
+/* Applies a textual value (flag, environment, default, or a JSON string). */
+static void set_from_text(loader *ld, size_t i, const char *val, source src)
+{
+    const setting *s = &settings[i];
+    switch (s->type) {
+    case CT_STR: {
+        size_t n = strlen(val);
+        if (n == 0 && !(s->flags & CF_EMPTY_OK)) {
+            bad_value(ld, s, src, NULL, "must not be empty");
+            return;
+        }
+        if (n > STRING_VALUE_MAX) {
+            bad_value(ld, s, src, NULL, "is too long");
+            return;
+        }
+        if ((s->flags & CF_URL) && !valid_http_url(val)) {
+            bad_value(ld, s, src, val, "must be an http:// or https:// URL");
+            return;
+        }
+        if ((s->flags & CF_ADDR) && !valid_addr(val)) {
+            bad_value(ld, s, src, val, "must be host:port");
+            return;
+        }
+        if ((s->flags & CF_REDIS) && !valid_redis(val)) {
+            bad_value(ld, s, src, val, "must start with redis://, rediss:// or unix:");
+            return;
+        }
+        char *copy = strdup(val);
+        if (!copy) {
+            bad_value(ld, s, src, NULL, "out of memory");
+            return;
+        }
+        set_string(ld, i, copy, src);
+        return;
+    }
+    case CT_LONG:
+    case CT_LLONG: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (end == val || *end != '\0' || isspace((unsigned char)val[0])) {
+            bad_value(ld, s, src, val, "must be an integer");
+            return;
+        }
+        if (errno == ERANGE) {
+            v = v < 0 ? LLONG_MIN : LLONG_MAX; /* reported as out of range below */
+        }
+        check_range(ld, i, v, src, val);
+        return;
+    }
+    case CT_BOOL: {
+        int b = parse_bool(val);
+        if (b < 0) {
+            bad_value(ld, s, src, val, "must be true or false (also 1/0, yes/no)");
+            return;
+        }
+        set_number(ld, i, b, src);
+        return;
+    }
+    case CT_ENUM: {
+        int e = s->parse_enum(val);
+        if (e < 0) {
+            char problem[96];
+            snprintf(problem, sizeof problem, "must be one of %s", s->help);
+            bad_value(ld, s, src, val, problem);
+            return;
+        }
+        set_number(ld, i, e, src);
+        return;
+    }
+    }
+}
+
+static void set_from_json(loader *ld, size_t i, const cJSON *item)
+{
+    const setting *s = &settings[i];
+    if (cJSON_IsNull(item))
+        return; /* null = not set here */
+    if (s->flags & CF_SECRET)
+        ld->file_has_secret = 1;
+    switch (s->type) {
+    case CT_STR:
+    case CT_ENUM:
+        if (!cJSON_IsString(item) || !item->valuestring) {
+            bad_value(ld, s, SRC_FILE, NULL, "must be a JSON string");
+            return;
+        }
+        set_from_text(ld, i, item->valuestring, SRC_FILE);
+        return;
+    case CT_LONG:
+    case CT_LLONG: {
+        if (!cJSON_IsNumber(item)) {
+            bad_value(ld, s, SRC_FILE, NULL, "must be a JSON integer");
+            return;
+        }
+        double d = item->valuedouble;
+        if (!isfinite(d) || d != floor(d)) {
+            bad_value(ld, s, SRC_FILE, NULL, "must be a JSON integer");
+            return;
+        }
+        char shown[48];
+        snprintf(shown, sizeof shown, "%.0f", d);
+        if (d < (double)s->min || d > (double)s->max) {
+            check_range(ld, i, d < 0 ? LLONG_MIN : LLONG_MAX, SRC_FILE, shown);
+            return;
+        }
+        check_range(ld, i, (long long)d, SRC_FILE, shown);
+        return;
+    }
+    case CT_BOOL:
+        if (cJSON_IsBool(item)) {
+            set_number(ld, i, cJSON_IsTrue(item) ? 1 : 0, SRC_FILE);
+        } else if (cJSON_IsNumber(item) && (item->valuedouble == 0 || item->valuedouble == 1)) {
+            set_number(ld, i, item->valuedouble == 1, SRC_FILE);
+        } else if (cJSON_IsString(item) && item->valuestring) {
+            set_from_text(ld, i, item->valuestring, SRC_FILE);
+        } else {
+            bad_value(ld, s, SRC_FILE, NULL, "must be true or false");
+        }
+        return;
+    }
+}
+
+/* Reads at most `cap` bytes of a regular file into a NUL-terminated heap
+ * string. Fails with VB_ERR_CONFIG naming `what` and the path. */
+static vb_err read_capped(const char *path, const char *what, size_t cap, char **out,
+                          size_t *outlen, struct stat *st, vb_error *err)
+{
+    char *data = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        vb_error_set(err, VB_ERR_CONFIG, "%s %s: %s", what, path, strerror(errno));
+        goto fail;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        vb_error_set(err, VB_ERR_CONFIG, "%s %s: not a regular file", what, path);
+        goto fail;
+    }
+    data = malloc(cap + 2);
+    if (!data) {
+        vb_error_set(err, VB_ERR_NOMEM, "%s %s: out of memory", what, path);
+        goto fail;
+    }
+    size_t len = 0;
+    while (len <= cap) {
+        ssize_t r = read(fd, data + len, cap + 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            vb_error_set(err, VB_ERR_CONFIG, "%s %s: %s", what, path, strerror(errno));
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    if (len > cap) {
+        vb_error_set(err, VB_ERR_CONFIG, "%s %s: larger than %zu bytes", what, path, cap);
+        goto fail;
+    }
+    data[len] = '\0';
+    close(fd);
+    *out = data;
+    *outlen = len;
+    return VB_OK;
+fail:
+    free(data);
+    if (fd >= 0)
+        close(fd);
+    return err ? err->code : VB_ERR_CONFIG;
+}
+
+static const setting *find_by_key(const char *key, size_t *idx)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (strcmp(settings[i].key, key) == 0) {
+            *idx = i;
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+static vb_err load_file(loader *ld, const char *path, vb_error *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    struct stat st;
+    vb_err rc = read_capped(path, "config file", CONFIG_FILE_MAX, &text, &len, &st, err);
+    if (rc != VB_OK)
+        goto fail;
+    ld->cfg->config_path = strdup(path);
+    if (!ld->cfg->config_path) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    root = cJSON_ParseWithLength(text, len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = (at && at >= text && at <= text + len) ? (long)(at - text) : -1;
+        rc = vb_error_set(err, VB_ERR_CONFIG, "config file %s: not valid JSON (near byte %ld)",
+                          path, off);
+        goto fail;
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = vb_error_set(err, VB_ERR_CONFIG, "config file %s: must contain a JSON object", path);
+        goto fail;
+    }
+    for (const cJSON *item = root->child; item; item = item->next) {
+        size_t i;
+        const char *key = item->string ? item->string : "";
+        if (!find_by_key(key, &i)) {
+            char shown[80];
+            snprintf(shown, sizeof shown, "%s", key);
+            VB_WARN("config file %s: unknown key \"%s\" ignored", path, shown);
+            continue;
+        }
+        /* Settings of other programs may share the file: skip them quietly. */
+        if (!(settings[i].progs & ld->prog))
+            continue;
+        set_from_json(ld, i, item);
+    }
+    if (ld->file_has_secret && (st.st_mode & 077)) {
+        VB_WARN("config file %s holds a secret (external_api_key) and is readable by group or "
+                "others (mode %03o); restrict it with: chmod 600 %s",
+                path, (unsigned)(st.st_mode & 0777), path);
+    }
+    rc = VB_OK;
+fail:
+    cJSON_Delete(root);
+    if (text) {
+        explicit_bzero(text, len);
+        free(text);
+    }
+    return rc;
+}
+
+/* Reads the first line of a token/key file, trimmed. */
+static void load_secret_file(loader *ld, size_t file_idx, size_t value_idx)
+{
+    const setting *fs = &settings[file_idx];
+    const char *path = *cstr_field(ld->cfg, fs);
+    if (!path || !(fs->progs & ld->prog))
+        return;
+    /* The direct value (environment/file) wins only from a higher source. */
+    if (*cstr_field(ld->cfg, &settings[value_idx]) && ld->src[value_idx] > ld->src[file_idx])
+        return;
+    char *text = NULL;
+    size_t len = 0;
+    struct stat st;
+    vb_error e = {0};
+    if (read_capped(path, fs->key, SECRET_FILE_MAX, &text, &len, &st, &e) != VB_OK) {
+        add_line(&ld->errs, "%s", e.msg);
+        return;
+    }
+    char *start = text;
+    while (*start && isspace((unsigned char)*start) && *start != '\n')
+        start++;
+    char *end = start;
+    while (*end && *end != '\n' && *end != '\r')
+        end++;
+    while (end > start && isspace((unsigned char)end[-1]))
+        end--;
+    *end = '\0';
+    if (*start == '\0') {
+        add_line(&ld->errs, "%s %s: the first line is empty", fs->key, path);
+    } else {
+        if (st.st_mode & 077)
+            VB_WARN("%s %s is readable by group or others (mode %03o); restrict it with: "
+                    "chmod 600 %s",
+                    fs->key, path, (unsigned)(st.st_mode & 0777), path);
+        char *copy = strdup(start);
+        if (copy)
+            set_string(ld, value_idx, copy, ld->src[file_idx]);
+        else
+            add_line(&ld->errs, "%s %s: out of memory", fs->key, path);
+    }
+    explicit_bzero(text, len);
+    free(text);
+}
+
+static size_t index_of(const char *key)
+{
+    size_t i = 0;
+    find_by_key(key, &i);
+    return i;
+}
+
+static void check_cross(loader *ld)
+{
+    vb_config *c = ld->cfg;
+    if ((ld->prog & P_FETCH) && c->retry_base_ms > c->retry_max_ms)
+        add_line(&ld->errs, "retry_base_ms (%ld) must not exceed retry_max_ms (%ld)",
+                 c->retry_base_ms, c->retry_max_ms);
+    if ((ld->prog & P_PIPE) && c->status_poll_min_ms > c->status_poll_max_ms)
+        add_line(&ld->errs, "status_poll_min_ms (%ld) must not exceed status_poll_max_ms (%ld)",
+                 c->status_poll_min_ms, c->status_poll_max_ms);
+}
+
+static void describe_missing(vb_buf *b, const setting *s)
+{
+    add_line(b, "%s%s%s%s / JSON key \"%s\"", s->flag ? "--" : "", s->flag ? s->flag : "",
+             s->flag ? " / " : "", s->env ? s->env : "", s->key);
+}
+
+/* Scans argv: collects flag values and the config path, moves positional
+ * arguments (and pass-through options) to the front. */
+static void scan_args(loader *ld, int argc, char **argv, const char *const *passthrough,
+                      const char **config_flag, int *npos)
+{
+    int w = 1;
+    int only_positional = 0;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0') {
+            argv[w++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = 1;
+            continue;
+        }
+        if (a[1] != '-') {
+            add_line(&ld->errs, "unknown option %.64s", a);
+            continue;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        int passed = 0;
+        for (const char *const *p = passthrough; p && *p; p++) {
+            if (strlen(*p) == nlen && strncmp(*p, name, nlen) == 0)
+                passed = 1;
+        }
+        if (passed) {
+            argv[w++] = a;
+            continue;
+        }
+        const setting *s = NULL;
+        size_t idx = 0;
+        int is_config = nlen == 6 && strncmp(name, "config", 6) == 0;
+        for (size_t k = 0; !is_config && k < NSETTINGS; k++) {
+            if (settings[k].flag && strlen(settings[k].flag) == nlen &&
+                strncmp(settings[k].flag, name, nlen) == 0) {
+                s = &settings[k];
+                idx = k;
+            }
+        }
+        if (!is_config && !s) {
+            add_line(&ld->errs, "unknown option --%.*s", (int)(nlen > 64 ? 64 : nlen), name);
+            continue;
+        }
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else if (s && s->type == CT_BOOL) {
+            val = "true";
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+            val = argv[++i];
+        } else {
+            add_line(&ld->errs,
+                     "option --%.*s needs a value (use --%.*s=VALUE if it starts with --)",
+                     (int)nlen, name, (int)nlen, name);
+            continue;
+        }
+        if (is_config) {
+            *config_flag = val;
+            continue;
+        }
+        if (!(s->progs & ld->prog)) {
+            add_line(&ld->errs, "option --%s is not used by this program", s->flag);
+            continue;
+        }
+        ld->flagval[idx] = val;
+    }
+    *npos = w - 1;
+}
+
+static void default_worker_id(loader *ld)
+{
+    if (ld->cfg->worker_id)
+        return;
+    char host[256];
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    char id[300];
+    snprintf(id, sizeof id, "%s:%ld", host, (long)getpid());
+    char *copy = strdup(id);
+    if (copy)
+        set_string(ld, index_of("worker_id"), copy, SRC_DEFAULT);
+    else
+        add_line(&ld->errs, "worker_id: out of memory");
+}
+
+vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
+                         const char *const *passthrough, char ***rest, int *nrest, vb_error *err)
+{
+    loader ld = {.cfg = cfg, .prog = prog ? prog : P_ALL};
+    vb_err rc = VB_OK;
+    memset(cfg, 0, sizeof *cfg);
+    if (rest)
+        *rest = argv;
+    if (nrest)
+        *nrest = 0;
+
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].def)
+            set_from_text(&ld, i, settings[i].def, SRC_DEFAULT);
+    }
+
+    const char *config_flag = NULL;
+    int npos = 0;
+    if (argc > 0 && argv)
+        scan_args(&ld, argc, argv, passthrough, &config_flag, &npos);
+    if (npos > 0 && !rest)
+        /* Not quoted: a mistyped option may have pushed a secret here. */
+        add_line(&ld.errs, "unexpected positional argument (this program takes none)");
+    if (rest && argc > 0)
+        *rest = argv + 1;
+    if (nrest)
+        *nrest = npos;
+
+    /* The config file: explicit paths must exist, the default one may not. */
+    const char *path = config_flag;
+    const char *env_path = getenv(CONFIG_ENV);
+    if (!path && env_path && env_path[0])
+        path = env_path;
+    if (!path && vb__config_default_path && access(vb__config_default_path, F_OK) == 0)
+        path = vb__config_default_path;
+    if (path && path[0] == '\0') {
+        rc = vb_error_set(err, VB_ERR_CONFIG, "--config: the path must not be empty");
+        goto fail;
+    }
+    if (path) {
+        rc = load_file(&ld, path, err);
+        if (rc != VB_OK)
+            goto fail;
+    }
+
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = settings[i].env ? getenv(settings[i].env) : NULL;
+        if (v && (settings[i].progs & ld.prog))
+            set_from_text(&ld, i, v, SRC_ENV);
+    }
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (ld.flagval[i])
+            set_from_text(&ld, i, ld.flagval[i], SRC_FLAG);
+    }
+
+    load_secret_file(&ld, index_of("api_token_file"), index_of("api_token"));
+    load_secret_file(&ld, index_of("secret_key_file"), index_of("secret_key"));
+    default_worker_id(&ld);
+    check_cross(&ld);
+
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *s = &settings[i];
+        if ((s->required & ld.prog) && s->type == CT_STR && !*cstr_field(cfg, s))
+            describe_missing(&ld.missing, s);
+    }
+
+    if (ld.errs.len || ld.missing.len) {
+        /* Every secret is registered by now: scrub lines built before. */
+        if (ld.errs.data)
+            vb_redact_text(ld.errs.data);
+        const char *missing_head = "";
+        if (ld.missing.len)
+            missing_head = ld.errs.len ? "\nmissing required settings:"
+                                       : "missing required settings:";
+        rc = vb_error_set(err, VB_ERR_CONFIG, "%s%s%s%s",
+                          ld.errs.len ? "invalid configuration:" : "",
+                          ld.errs.len ? ld.errs.data : "", missing_head,
+                          ld.missing.len ? ld.missing.data : "");
+        goto fail;
+    }
+    vb_buf_free(&ld.errs);
+    vb_buf_free(&ld.missing);
+    return VB_OK;
+fail:
+    if (rc == VB_OK)
+        rc = VB_ERR_CONFIG;
+    vb_buf_free(&ld.errs);
+    vb_buf_free(&ld.missing);
+    vb_config_free(cfg);
+    return rc;
+}
+
+vb_err vb_config_load(vb_config *cfg, unsigned prog, int argc, char **argv, char ***rest,
+                      int *nrest, vb_error *err)
+{
+    return vb_config_load_ex(cfg, prog, argc, argv, NULL, rest, nrest, err);
+}
+
+vb_err vb_config_require_platform(const vb_config *cfg, vb_error *err)
+{
+    static const char *const keys[] = {"external_api_get_url", "external_api_post_url",
+                                       "external_api_key", "organization_id"};
+    vb_buf missing = {0};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        const setting *s = &settings[index_of(keys[k])];
+        const char *v = *cstr_field(cfg, s);
+        if (!v || !v[0])
+            describe_missing(&missing, s);
+    }
+    if (!missing.len)
+        return VB_OK;
+    vb_err rc =
+        vb_error_set(err, VB_ERR_CONFIG, "missing required settings:%s", missing.data);
+    vb_buf_free(&missing);
+    return rc;
+}
+
+int vb_config_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && argv; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return 0;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void help_cells(const setting *s, unsigned prog, char *flag, size_t fn, char *def,
+                       size_t dn)
+{
+    if (!s->flag)
+        snprintf(flag, fn, "-");
+    else if (s->type == CT_BOOL)
+        snprintf(flag, fn, "--%s[=BOOL]", s->flag);
+    else if (s->type == CT_LONG || s->type == CT_LLONG)
+        snprintf(flag, fn, "--%s N", s->flag);
+    else if (s->type == CT_ENUM)
+        snprintf(flag, fn, "--%s WORD", s->flag);
+    else
+        snprintf(flag, fn, "--%s %s", s->flag,
+                 (s->flags & CF_URL) ? "URL" : (s->flags & CF_ADDR) ? "HOST:PORT" : "VALUE");
+    if (s->required & prog)
+        snprintf(def, dn, "required");
+    else if (s->flags & CF_SECRET)
+        snprintf(def, dn, "-");
+    else if (s->off == offsetof(vb_config, worker_id))
+        snprintf(def, dn, "hostname:pid");
+    else if (!s->def)
+        snprintf(def, dn, "-");
+    else if (!s->def[0])
+        snprintf(def, dn, "\"\"");
+    else
+        snprintf(def, dn, "%s", s->def);
+}
+
+void vb_config_print_help(FILE *out, unsigned prog)
+{
+    if (!out)
+        return;
+    if (!prog)
+        prog = P_ALL;
+    char flag[96], def[96];
+    int wf = (int)strlen("--config PATH"), we = (int)strlen(CONFIG_ENV), wk = 3, wd = 0;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *s = &settings[i];
+        if (!(s->progs & prog))
+            continue;
+        help_cells(s, prog, flag, sizeof flag, def, sizeof def);
+        if ((int)strlen(flag) > wf)
+            wf = (int)strlen(flag);
+        if (s->env && (int)strlen(s->env) > we)
+            we = (int)strlen(s->env);
+        if ((int)strlen(s->key) > wk)
+            wk = (int)strlen(s->key);
+        if ((int)strlen(def) > wd)
+            wd = (int)strlen(def);
+    }
+    if (wd < (int)strlen(vb__config_default_path ? vb__config_default_path : ""))
+        wd = (int)strlen(vb__config_default_path ? vb__config_default_path : "");
+    fprintf(out, "Settings (precedence: option > environment > config file > default):\n");
+    fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, "OPTION", we, "ENVIRONMENT", wk,
+            "JSON KEY", wd, "DEFAULT", "MEANING");
+    fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, "--config PATH", we, CONFIG_ENV, wk, "-",
+            wd, vb__config_default_path ? vb__config_default_path : "-",
+            "JSON config file (read only if it exists)");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *s = &settings[i];
+        if (!(s->progs & prog))
+            continue;
+        help_cells(s, prog, flag, sizeof flag, def, sizeof def);
+        fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, flag, we, s->env ? s->env : "-", wk,
+                s->key, wd, def, s->help);
+    }
+}
+
+vb_err vb_config_copy(vb_config *dst, const vb_config *src)
+{
+    memcpy(dst, src, sizeof *dst);
+    dst->config_path = NULL;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].type == CT_STR)
+            *str_field(dst, &settings[i]) = NULL;
+    }
+    if (src->config_path && !(dst->config_path = strdup(src->config_path)))
+        goto fail;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].type != CT_STR)
+            continue;
+        const char *v = *cstr_field(src, &settings[i]);
+        if (v && !(*str_field(dst, &settings[i]) = strdup(v)))
+            goto fail;
+    }
+    return VB_OK;
+fail:
+    vb_config_free(dst);
+    return VB_ERR_NOMEM;
+}
+
+void vb_config_free(vb_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (settings[i].type != CT_STR)
+            continue;
+        char **f = str_field(cfg, &settings[i]);
+        if (settings[i].flags & CF_SECRET)
+            wipe_free(*f);
+        else
+            free(*f);
+    }
+    free(cfg->config_path);
+    memset(cfg, 0, sizeof *cfg);
+}

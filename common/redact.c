@@ -1,0 +1,354 @@
+/*
+ * redact.c — scrubs secrets from text before it reaches a log, an error
+ * message or a report (see redact.h).
+ *
+ * Three layers, applied in this order by vb_redact_text():
+ *   1. registered secrets (API key, tokens), longest first, wherever they occur;
+ *   2. header-style values: "Authorization: …" (to the end of the line) and
+ *      "Bearer <token>";
+ *   3. URL parts: userinfo ("user:pass@") after "scheme://", and the values of
+ *      query or fragment parameters whose names look secret (sig, token, …).
+ * Every replacement is at most as long as what it replaces ("***" for values
+ * of three bytes or more, one '*' per byte below that), so redaction works in
+ * place and a redacted string is never longer than the original.
+ *
+ * Threading: the registry is process-wide and guarded by one mutex; the scrub
+ * functions only read it under that mutex. Everything else is stateless.
+ */
+#include "visionbatch/redact.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define REDACT_MIN_SECRET 4
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **registry;     /* sorted by length, longest first */
+static size_t registry_len; /* entries in use */
+static size_t registry_cap; /* entries allocated */
+
+/* Query/fragment parameter names whose values are secrets (compared
+ * case-insensitively, after percent-decoding the name). Azure SAS fields other
+ * than `sig` (se, sp, sv, sr, st, spr) are harmless and stay visible, which
+ * helps when debugging an expired token. */
+static const char *const secret_params[] = {
+    "sig",
+    "signature",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "session_token",
+    "sessiontoken",
+    "key",
+    "api_key",
+    "apikey",
+    "api-key",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "code",
+    "auth",
+    "authorization",
+    "credential",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+};
+
+void vb_redact_add_secret(const char *secret)
+{
+    if (!secret)
+        return;
+    size_t n = strlen(secret);
+    if (n < REDACT_MIN_SECRET)
+        return;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_len; i++) {
+        if (strcmp(registry[i], secret) == 0)
+            goto done;
+    }
+    if (registry_len == registry_cap) {
+        size_t cap = registry_cap ? registry_cap * 2 : 8;
+        char **grown = realloc(registry, cap * sizeof *grown);
+        if (!grown)
+            goto done; /* out of memory: the other layers still apply */
+        registry = grown;
+        registry_cap = cap;
+    }
+    char *copy = strdup(secret);
+    if (!copy)
+        goto done;
+    /* Longest first, so a secret that contains another is replaced whole. */
+    size_t pos = 0;
+    while (pos < registry_len && strlen(registry[pos]) >= n)
+        pos++;
+    memmove(registry + pos + 1, registry + pos, (registry_len - pos) * sizeof *registry);
+    registry[pos] = copy;
+    registry_len++;
+done:
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void vb_redact_clear_secrets(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_len; i++) {
+        explicit_bzero(registry[i], strlen(registry[i]));
+        free(registry[i]);
+    }
+    free(registry);
+    registry = NULL;
+    registry_len = registry_cap = 0;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* Replaces text[start, start+len) (within a string of total length *total)
+ * by a mask no longer than len; returns the mask's length. */
+static size_t mask_span(char *text, size_t *total, size_t start, size_t len)
+{
+    size_t mlen = len >= 3 ? 3 : len;
+    memset(text + start, '*', mlen);
+    memmove(text + start + mlen, text + start + len, *total - (start + len) + 1);
+    *total -= len - mlen;
+    return mlen;
+}
+
+static int is_masked(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '*')
+            return 0;
+    }
+    return 1;
+}
+
+static void scrub_registered(char *text, size_t *total)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_len; i++) {
+        const char *secret = registry[i];
+        size_t n = strlen(secret);
+        size_t from = 0;
+        char *hit;
+        while (from < *total && (hit = memmem(text + from, *total - from, secret, n))) {
+            size_t at = (size_t)(hit - text);
+            from = at + mask_span(text, total, at, n);
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static int ci_prefix(const char *s, size_t avail, const char *word)
+{
+    size_t n = strlen(word);
+    return avail >= n && strncasecmp(s, word, n) == 0;
+}
+
+/* "Authorization: <value to end of line>" — also Proxy-Authorization, and the
+ * JSON-ish `"Authorization": "…"`. */
+static void scrub_headers(char *text, size_t *total)
+{
+    static const char *const names[] = {"authorization", "x-api-key", "cookie"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        size_t nlen = strlen(names[k]);
+        for (size_t i = 0; i + nlen <= *total; i++) {
+            if (!ci_prefix(text + i, *total - i, names[k]))
+                continue;
+            size_t p = i + nlen;
+            if (p < *total && (text[p] == '"' || text[p] == '\''))
+                p++;
+            while (p < *total && (text[p] == ' ' || text[p] == '\t'))
+                p++;
+            if (p >= *total || text[p] != ':')
+                continue;
+            p++;
+            while (p < *total && (text[p] == ' ' || text[p] == '\t'))
+                p++;
+            size_t end = p;
+            while (end < *total && text[end] != '\n' && text[end] != '\r')
+                end++;
+            /* Trailing blanks are not part of the value. */
+            while (end > p && (text[end - 1] == ' ' || text[end - 1] == '\t'))
+                end--;
+            if (end > p && !is_masked(text + p, end - p))
+                end = p + mask_span(text, total, p, end - p);
+            i = end > i ? end - 1 : i;
+        }
+    }
+}
+
+static int token_char(unsigned char c)
+{
+    return c > ' ' && c != '"' && c != '\'' && c != ',' && c != ';' && c != '<' && c != '>' &&
+           c != 0x7f;
+}
+
+/* "Bearer <token>" (any case) → "Bearer ***". */
+static void scrub_bearer(char *text, size_t *total)
+{
+    for (size_t i = 0; i + 6 <= *total; i++) {
+        if (!ci_prefix(text + i, *total - i, "bearer"))
+            continue;
+        if (i > 0 && isalnum((unsigned char)text[i - 1]))
+            continue;
+        size_t p = i + 6;
+        if (p >= *total || (text[p] != ' ' && text[p] != '\t'))
+            continue;
+        while (p < *total && (text[p] == ' ' || text[p] == '\t'))
+            p++;
+        size_t end = p;
+        while (end < *total && token_char((unsigned char)text[end]))
+            end++;
+        if (end > p && !is_masked(text + p, end - p))
+            end = p + mask_span(text, total, p, end - p);
+        i = end - 1;
+    }
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int param_is_secret(const char *name, size_t len)
+{
+    char dec[48];
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (n + 1 >= sizeof dec)
+            return 0; /* longer than any listed name */
+        int c = (unsigned char)name[i];
+        if (c == '%' && i + 2 < len) {
+            int hi = hexval((unsigned char)name[i + 1]);
+            int lo = hexval((unsigned char)name[i + 2]);
+            if (hi >= 0 && lo >= 0) {
+                c = hi * 16 + lo;
+                i += 2;
+            }
+        }
+        dec[n++] = (char)c;
+    }
+    dec[n] = '\0';
+    for (size_t k = 0; k < sizeof secret_params / sizeof secret_params[0]; k++) {
+        if (strcasecmp(dec, secret_params[k]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int url_stop(unsigned char c)
+{
+    return c <= ' ' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '`' || c == 0x7f;
+}
+
+/* Values of secret-looking parameters after '?', '&' or '#' (query strings
+ * and OAuth-style fragments), wherever they appear in the text. */
+static void scrub_params(char *text, size_t *total)
+{
+    for (size_t i = 0; i < *total; i++) {
+        char c = text[i];
+        if (c != '?' && c != '&' && c != '#')
+            continue;
+        size_t name = i + 1;
+        size_t eq = name;
+        while (eq < *total && text[eq] != '=' && text[eq] != '&' && text[eq] != '#' &&
+               !url_stop((unsigned char)text[eq]))
+            eq++;
+        if (eq >= *total || text[eq] != '=' || eq == name)
+            continue;
+        size_t val = eq + 1;
+        size_t end = val;
+        while (end < *total && text[end] != '&' && text[end] != '#' &&
+               !url_stop((unsigned char)text[end]))
+            end++;
+        if (param_is_secret(text + name, eq - name) && end > val &&
+            !is_masked(text + val, end - val))
+            end = val + mask_span(text, total, val, end - val);
+        i = end - 1;
+    }
+}
+
+static int scheme_char(unsigned char c)
+{
+    return isalnum(c) || c == '+' || c == '-' || c == '.';
+}
+
+/* userinfo before "@" in scheme:// URLs becomes "***". */
+static void scrub_userinfo(char *text, size_t *total)
+{
+    for (size_t i = 0; i + 3 <= *total; i++) {
+        if (memcmp(text + i, "://", 3) != 0)
+            continue;
+        if (i == 0 || !scheme_char((unsigned char)text[i - 1]))
+            continue;
+        size_t start = i + 3;
+        size_t end = start;
+        size_t at = (size_t)-1;
+        while (end < *total && text[end] != '/' && text[end] != '?' && text[end] != '#' &&
+               !url_stop((unsigned char)text[end])) {
+            if (text[end] == '@')
+                at = end;
+            end++;
+        }
+        if (at != (size_t)-1 && at > start && !is_masked(text + start, at - start))
+            mask_span(text, total, start, at - start);
+        i = start - 1;
+    }
+}
+
+static void scrub(char *text, size_t *total)
+{
+    scrub_registered(text, total);
+    scrub_headers(text, total);
+    scrub_bearer(text, total);
+    scrub_userinfo(text, total);
+    scrub_params(text, total);
+}
+
+void vb_redact_text(char *text)
+{
+    if (!text)
+        return;
+    size_t total = strlen(text);
+    scrub(text, &total);
+}
+
+char *vb_redact_url(const char *url, char *out, size_t outlen)
+{
+    if (!out || outlen == 0)
+        return out;
+    if (!url) {
+        out[0] = '\0';
+        return out;
+    }
+    /* Redact the whole URL first so truncation cannot cut a secret out of
+     * reach of the patterns; fall back to redacting the truncated copy. */
+    char *full = strdup(url);
+    const char *src = url;
+    if (full) {
+        vb_redact_text(full);
+        src = full;
+    }
+    size_t n = strlen(src);
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, src, n);
+    out[n] = '\0';
+    if (!full)
+        vb_redact_text(out);
+    free(full);
+    return out;
+}
