@@ -730,6 +730,7 @@ static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
         return;
     }
     it->written = it->discarded = 0;
+    it->cap = l->max_bytes;
     it->too_large = it->io_error = it->http_error = 0;
     it->hs.status = 0;
     it->hs.retry_after_s = -1;
