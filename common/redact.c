@@ -2,15 +2,17 @@
  * redact.c — masks secrets in text before it reaches logs, errors or reports
  * (see redact.h).
  *
- * One in-place scanner handles the pattern layers: userinfo in URLs
+ * One scanner handles the pattern layers: userinfo in URLs
  * (removed by vb_redact_url, masked in free text), values of secret-looking
  * query parameters, and "Bearer"/"Authorization:" values. Registered secrets
- * are replaced afterwards. Every replacement is at most as long as what it
- * replaces, so text never grows. The registry is guarded by a mutex.
+ * are replaced afterwards. In free text every replacement is at most as
+ * long as what it replaces, so text never grows; URLs are rewritten into a
+ * fresh buffer and always get the full mask. The registry is guarded by a mutex.
  */
 #include "visionbatch/redact.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,20 +76,22 @@ static int is_name_char(char c)
            c == '_' || c == '-' || c == '.';
 }
 
-/* Writes the mask for a value of `len` bytes at w; returns bytes written
- * (never more than len). */
-static size_t put_mask(char *w, size_t len)
+/* Writes the mask for a value of `len` bytes at w; returns bytes written.
+ * In place (`fit`), it never writes more than len, so text cannot grow. */
+static size_t put_mask(char *w, size_t len, int fit)
 {
-    size_t m = len < 3 ? len : 3;
+    size_t m = fit && len < 3 ? len : 3;
     memset(w, '*', m);
     return m;
 }
 
-/* The pattern layers, in place. `drop_userinfo` removes user:pass@ instead
- * of masking it. */
-static void scrub_patterns(char *s, int drop_userinfo)
+/* The pattern layers, from src to dst (which may be src itself when
+ * `in_place`; otherwise dst holds at least 3 * strlen(src) + 1 bytes). URL
+ * mode removes user:pass@ instead of masking it. */
+static void scrub_patterns(const char *src, char *dst, int in_place, int url_mode)
 {
-    char *r = s, *w = s;
+    const char *r = src;
+    char *w = dst;
     while (*r) {
         if (strncmp(r, "://", 3) == 0) {
             size_t n = strcspn(r + 3, "/?#@ \t\r\n\"'<>");
@@ -95,8 +99,8 @@ static void scrub_patterns(char *s, int drop_userinfo)
             w += 3;
             r += 3;
             if (r[n] == '@' && n > 0) {
-                if (!drop_userinfo) {
-                    w += put_mask(w, n);
+                if (!url_mode) {
+                    w += put_mask(w, n, in_place);
                     *w++ = '@';
                 }
                 r += n + 1;
@@ -114,19 +118,27 @@ static void scrub_patterns(char *s, int drop_userinfo)
                 size_t v = 0;
                 while (!ends_value(r[v]))
                     v++;
-                w += put_mask(w, v);
+                w += put_mask(w, v, in_place);
                 r += v;
                 continue;
             }
         }
-        if (strncasecmp(r, "Bearer ", 7) == 0 ||
-            (strncasecmp(r, "Authorization: ", 15) == 0 && strncasecmp(r + 15, "Bearer ", 7))) {
-            size_t k = r[0] == 'B' || r[0] == 'b' ? 7 : 15;
+        size_t k = 0, v = 0;
+        if (strncasecmp(r, "Bearer ", 7) == 0) {
+            k = 7;
+            v = strcspn(r + k, " \t\r\n\"'<>,;");
+        } else if (strncasecmp(r, "Authorization:", 14) == 0) {
+            /* Whatever the scheme, the rest of the header line is the credential. */
+            k = 14;
+            while (r[k] == ' ')
+                k++;
+            v = strcspn(r + k, "\r\n\"'<>");
+        }
+        if (k) {
             memmove(w, r, k);
             w += k;
             r += k;
-            size_t v = strcspn(r, " \t\r\n\"'<>,;");
-            w += put_mask(w, v);
+            w += put_mask(w, v, in_place);
             r += v;
             continue;
         }
@@ -153,7 +165,7 @@ void vb_redact_text(char *text)
 {
     if (!text)
         return;
-    scrub_patterns(text, 0);
+    scrub_patterns(text, text, 1, 0);
     scrub_secrets(text);
 }
 
@@ -161,12 +173,15 @@ char *vb_redact_url(const char *url, char *out, size_t outlen)
 {
     if (!out || outlen == 0)
         return out;
-    char *copy = strdup(url ? url : "");
+    if (!url)
+        url = "";
+    size_t len = strlen(url);
+    char *copy = len < SIZE_MAX / 4 ? malloc(3 * len + 1) : NULL;
     if (!copy) {
         snprintf(out, outlen, "%s", "(url)");
         return out;
     }
-    scrub_patterns(copy, 1);
+    scrub_patterns(url, copy, 0, 1);
     scrub_secrets(copy);
     snprintf(out, outlen, "%s", copy);
     free(copy);

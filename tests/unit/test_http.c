@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -617,6 +618,35 @@ static void download_cancel_aborts_all_and_removes_files(void **state)
     }
 }
 
+static long max_rss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void download_memory_stays_flat_for_large_documents(void **state)
+{
+    enum { SIZE = 48 * 1024 * 1024 };
+    dl_case c;
+    vb_download d;
+    char route[64];
+    snprintf(route, sizeof route, "/bytes/%d", SIZE);
+    dl_prepare(&c, &d, route, "large");
+    vb_http_policy pol = {.max_bytes = 2LL * SIZE};
+    vb_error err;
+    vb_error_clear(&err);
+    long before = max_rss_kb();
+    assert_int_equal(vb_http_download_all(&d, 1, 1, &pol, &err), VB_OK);
+    /* Buffering the body would raise the high-water mark by ~48 MiB. */
+    assert_true(max_rss_kb() - before < 16 * 1024);
+    assert_int_equal(d.bytes, SIZE);
+    struct stat st;
+    assert_int_equal(stat(c.path, &st), 0);
+    assert_int_equal(st.st_size, SIZE);
+    unlink(c.path);
+}
+
 static void download_refuses_non_http_url(void **state)
 {
     vb_download d = {.url = "file:///etc/passwd"};
@@ -660,6 +690,7 @@ int main(void)
         cmocka_unit_test(download_retry_restarts_file_from_scratch),
         cmocka_unit_test(download_never_overwrites_existing_file),
         cmocka_unit_test(download_cancel_aborts_all_and_removes_files),
+        cmocka_unit_test(download_memory_stays_flat_for_large_documents),
         cmocka_unit_test(download_refuses_non_http_url),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
