@@ -845,7 +845,8 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
     while (done < n) {
         if (cancelled(&l)) {
             for (size_t s = 0; s < conc; s++) {
-                if (slots[s] == SIZE_MAX)
+                /* Items that already finished keep their result and file. */
+                if (slots[s] == SIZE_MAX || its[slots[s]].phase == DL_DONE)
                     continue;
                 dl_release(multi, &its[slots[s]]);
                 dl_fail(&its[slots[s]], VB_ERR_CANCELLED, "cancelled");
@@ -879,7 +880,7 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
         if (mc != CURLM_OK) {
             rc = vb_error_set(err, VB_ERR_NETWORK, "download: %s", curl_multi_strerror(mc));
             for (size_t s = 0; s < conc; s++) {
-                if (slots[s] == SIZE_MAX)
+                if (slots[s] == SIZE_MAX || its[slots[s]].phase == DL_DONE)
                     continue;
                 dl_release(multi, &its[slots[s]]);
                 dl_fail(&its[slots[s]], VB_ERR_NETWORK, "%s", curl_multi_strerror(mc));

@@ -175,6 +175,17 @@ static void ts_serve(int fd, ts_shared *sh, int port)
             ts_simple(fd, 429, extra, "slow down");
         else
             ts_simple(fd, 200, "", "ok");
+    } else if (ts_route(path, "/retry-after-date", &a, &b)) {
+        time_t when = time(NULL) + (time_t)a;
+        struct tm tm;
+        char date[64];
+        gmtime_r(&when, &tm);
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        snprintf(extra, sizeof extra, "Retry-After: %s\r\n", date);
+        ts_simple(fd, 503, extra, "later");
+    } else if (ts_route(path, "/error-bytes", &a, &b)) {
+        ts_head(fd, 500, "", -1);
+        ts_pattern_body(fd, 0, a);
     } else if (ts_route(path, "/bytes", &a, &b)) {
         ts_head(fd, 200, "", a);
         ts_pattern_body(fd, 0, a);

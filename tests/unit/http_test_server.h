@@ -14,6 +14,8 @@
  *   /status/C             status C, body "nope"
  *   /flaky/I/K            503 "busy" for the first K hits on counter I, then 200 "finally"
  *   /retry-after/I/S      429 with Retry-After: S on the first hit of counter I, then 200 "ok"
+ *   /retry-after-date/S   503 with Retry-After as an HTTP-date S seconds ahead
+ *   /error-bytes/N        500 with N patterned bytes, no Content-Length
  *   /bytes/N              200 with Content-Length N and a patterned body
  *   /stream/N             200, N patterned bytes, no Content-Length (ends at close)
  *   /cut/I/N              first hit of counter I: announces N bytes, sends N/2 and closes;

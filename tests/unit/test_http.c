@@ -325,6 +325,32 @@ static void perform_captures_retry_after_of_final_answer(void **state)
     vb_http_response_free(&resp);
 }
 
+static void perform_understands_retry_after_http_date(void **state)
+{
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(get("/retry-after-date/100", NULL, &resp, &err), VB_ERR_HTTP);
+    assert_int_equal(resp.status, 503);
+    assert_in_range(resp.retry_after_s, 97, 101);
+    vb_http_response_free(&resp);
+}
+
+static void perform_keeps_capped_prefix_of_large_error_body(void **state)
+{
+    vb_http_policy pol = {.max_bytes = 1000};
+    vb_http_response resp;
+    vb_error err;
+    /* An error answer over the cap is still an HTTP error, with its start kept. */
+    assert_int_equal(get("/error-bytes/50000", &pol, &resp, &err), VB_ERR_HTTP);
+    assert_int_equal(err.http_status, 500);
+    assert_int_equal(resp.body.len, 1000);
+    assert_int_equal(resp.body.data[999], ts_pattern(999));
+    vb_http_response_free(&resp);
+    assert_int_equal(get("/error-bytes/900", &pol, &resp, &err), VB_ERR_HTTP);
+    assert_int_equal(resp.body.len, 900);
+    vb_http_response_free(&resp);
+}
+
 static void perform_rejects_body_over_cap(void **state)
 {
     vb_http_policy pol = {.max_bytes = 1000};
@@ -596,11 +622,11 @@ static void download_never_overwrites_existing_file(void **state)
     unlink(c.path);
 }
 
-static void download_cancel_aborts_all_and_removes_files(void **state)
+static void download_cancel_aborts_all_and_removes_partial_files(void **state)
 {
     dl_case cases[3];
     vb_download items[3];
-    dl_prepare(&cases[0], &items[0], "/trickle/200", "t1");
+    dl_prepare(&cases[0], &items[0], "/bytes/100", "t1");
     dl_prepare(&cases[1], &items[1], "/trickle/200", "t2");
     dl_prepare(&cases[2], &items[2], "/trickle/200", "t3");
     canceller c;
@@ -612,7 +638,11 @@ static void download_cancel_aborts_all_and_removes_files(void **state)
     assert_int_equal(vb_http_download_all(items, 3, 2, &pol, &err), VB_ERR_CANCELLED);
     assert_true(ms_now() - t0 < 2500);
     pthread_join(c.thread, NULL);
-    for (int i = 0; i < 3; i++) {
+    /* A document finished before the cancel is kept; the others are gone. */
+    assert_int_equal(items[0].result, VB_OK);
+    assert_pattern_file(cases[0].path, 100);
+    unlink(cases[0].path);
+    for (int i = 1; i < 3; i++) {
         assert_int_equal(items[i].result, VB_ERR_CANCELLED);
         assert_false(file_exists(cases[i].path));
     }
@@ -675,6 +705,8 @@ int main(void)
         cmocka_unit_test(perform_waits_for_retry_after_on_429),
         cmocka_unit_test(perform_caps_retry_after_by_retry_max),
         cmocka_unit_test(perform_captures_retry_after_of_final_answer),
+        cmocka_unit_test(perform_understands_retry_after_http_date),
+        cmocka_unit_test(perform_keeps_capped_prefix_of_large_error_body),
         cmocka_unit_test(perform_rejects_body_over_cap),
         cmocka_unit_test(perform_refuses_redirects_to_other_protocols),
         cmocka_unit_test(perform_refuses_non_http_urls),
@@ -689,7 +721,7 @@ int main(void)
         cmocka_unit_test(download_enforces_size_cap_and_removes_partial_file),
         cmocka_unit_test(download_retry_restarts_file_from_scratch),
         cmocka_unit_test(download_never_overwrites_existing_file),
-        cmocka_unit_test(download_cancel_aborts_all_and_removes_files),
+        cmocka_unit_test(download_cancel_aborts_all_and_removes_partial_files),
         cmocka_unit_test(download_memory_stays_flat_for_large_documents),
         cmocka_unit_test(download_refuses_non_http_url),
     };
