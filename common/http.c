@@ -1,0 +1,930 @@
+/*
+ * http.c — the libcurl-backed HTTP client declared in http.h.
+ *
+ * vb_http_perform() drives one curl easy handle (owned by a vb_http, reused
+ * across calls so connections are kept alive); vb_http_download_all() drives
+ * a curl multi handle with one short-lived easy handle per attempt and
+ * streams every body straight to its file, so memory use does not depend on
+ * document sizes. Both share one option set (protocol allow-list, redirect
+ * limit, timeouts, size cap, cancel check) and one translation of CURLcode
+ * into vb_err. Retries use exponential backoff with full jitter, or the
+ * server's Retry-After when it sent one, and sleep in short slices so the
+ * cancel flag is noticed quickly.
+ *
+ * Threading: a vb_http belongs to one thread at a time; download_all uses
+ * only its own handles. The jitter generator is thread-local. Error texts
+ * carry redacted URLs (redact.h) and redacted curl messages only.
+ */
+#include "visionbatch/http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "visionbatch/redact.h"
+
+#define VB_HTTP_USER_AGENT "visionbatch/0.1"
+#define VB_HTTP_PROTOCOLS "http,https"
+#define VB_HTTP_MAX_REDIRECTS 5L
+#define VB_HTTP_SLEEP_SLICE_MS 50L
+#define VB_HTTP_POLL_MS 100
+/* Bodies of non-2xx answers a download discards before giving up on them. */
+#define VB_HTTP_ERROR_BODY_MAX (64 * 1024)
+
+struct vb_http {
+    CURL *easy;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* The policy with defaults filled in. */
+typedef struct http_limits {
+    long connect_ms;
+    long timeout_ms;
+    long long max_bytes;
+    int retries;
+    long base_ms;
+    long max_ms;
+    int retry_on_5xx;
+    const volatile sig_atomic_t *cancel;
+} http_limits;
+
+/* What the header callback learns about the latest answer (redirects and
+ * interim answers each start afresh). */
+typedef struct hdr_state {
+    long status;
+    long retry_after_s;
+} hdr_state;
+
+static http_limits limits_of(const vb_http_policy *pol)
+{
+    http_limits l = {
+        .connect_ms = 10000,
+        .timeout_ms = 60000,
+        .max_bytes = 16LL * 1024 * 1024,
+        .retries = 0,
+        .base_ms = 500,
+        .max_ms = 30000,
+        .retry_on_5xx = 0,
+        .cancel = NULL,
+    };
+    if (!pol)
+        return l;
+    if (pol->connect_timeout_ms > 0)
+        l.connect_ms = pol->connect_timeout_ms;
+    if (pol->timeout_ms > 0)
+        l.timeout_ms = pol->timeout_ms;
+    if (pol->max_bytes > 0)
+        l.max_bytes = pol->max_bytes;
+    if (pol->retries > 0)
+        l.retries = pol->retries;
+    if (pol->retry_base_ms > 0)
+        l.base_ms = pol->retry_base_ms;
+    if (pol->retry_max_ms > 0)
+        l.max_ms = pol->retry_max_ms;
+    l.retry_on_5xx = pol->retry_on_5xx;
+    l.cancel = pol->cancel;
+    return l;
+}
+
+static int cancelled(const http_limits *l)
+{
+    return l->cancel && *l->cancel;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps `ms` in short slices; returns -1 as soon as the cancel flag is set. */
+static int sleep_cancellable(long ms, const http_limits *l)
+{
+    long long end = now_ms() + ms;
+    for (;;) {
+        if (cancelled(l))
+            return -1;
+        long long left = end - now_ms();
+        if (left <= 0)
+            return 0;
+        if (left > VB_HTTP_SLEEP_SLICE_MS)
+            left = VB_HTTP_SLEEP_SLICE_MS;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* xorshift64* seeded from the kernel, one state per thread: jitter needs to
+ * differ between processes, not to be unpredictable. */
+static _Thread_local uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    if (rng_state == 0) {
+        if (getrandom(&rng_state, sizeof rng_state, GRND_NONBLOCK) != (ssize_t)sizeof rng_state)
+            rng_state = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&rng_state;
+        if (rng_state == 0)
+            rng_state = 0x9E3779B97F4A7C15ULL;
+    }
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+long vb_http_backoff_ms(const vb_http_policy *pol, int attempt, long retry_after_s)
+{
+    http_limits l = limits_of(pol);
+    if (retry_after_s >= 0) {
+        if (retry_after_s > l.max_ms / 1000)
+            return l.max_ms;
+        return retry_after_s * 1000 < l.max_ms ? retry_after_s * 1000 : l.max_ms;
+    }
+    long cap = l.base_ms < l.max_ms ? l.base_ms : l.max_ms;
+    for (int i = 1; i < attempt && cap < l.max_ms; i++)
+        cap = cap > l.max_ms / 2 ? l.max_ms : cap * 2;
+    return (long)(rng_next() % ((uint64_t)cap + 1));
+}
+
+/* Retry-After is either delay-seconds or an HTTP-date; -1 when unusable. */
+static long parse_retry_after(const char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v >= '0' && *v <= '9') {
+        char *end = NULL;
+        errno = 0;
+        long s = strtol(v, &end, 10);
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (errno == ERANGE)
+            return 86400L * 365;
+        return *end == '\0' ? s : -1;
+    }
+    time_t when = curl_getdate(v, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    time_t now = time(NULL);
+    return when > now ? (long)(when - now) : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    hdr_state *hs = ud;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+        const char *sp = memchr(p, ' ', len);
+        hs->status = 0;
+        hs->retry_after_s = -1;
+        if (sp && (size_t)(sp - p) + 4 <= len) {
+            long code = 0;
+            for (int i = 1; i <= 3; i++) {
+                if (sp[i] < '0' || sp[i] > '9')
+                    return len;
+                code = code * 10 + (sp[i] - '0');
+            }
+            hs->status = code;
+        }
+    } else if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
+        char value[128];
+        size_t vlen = len - 12 < sizeof value - 1 ? len - 12 : sizeof value - 1;
+        memcpy(value, p + 12, vlen);
+        while (vlen > 0 && (value[vlen - 1] == '\r' || value[vlen - 1] == '\n' ||
+                            value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+            vlen--;
+        value[vlen] = '\0';
+        hs->retry_after_s = parse_retry_after(value);
+    }
+    return len;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    const volatile sig_atomic_t *cancel = ud;
+    return *cancel ? 1 : 0;
+}
+
+static int is_2xx(long status)
+{
+    return status >= 200 && status < 300;
+}
+
+static int status_retryable(const http_limits *l, long status)
+{
+    return l->retry_on_5xx && (status == 429 || (status >= 500 && status < 600));
+}
+
+/* The one translation of transport failures. WRITE_ERROR and
+ * ABORTED_BY_CALLBACK are the callers' own aborts and are resolved by them
+ * before this is consulted. */
+static vb_err translate_curl(CURLcode cc, int *retryable)
+{
+    *retryable = 0;
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        *retryable = 1;
+        return VB_ERR_TIMEOUT;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return VB_ERR_CANCELLED;
+    case CURLE_FILESIZE_EXCEEDED:
+        return VB_ERR_TOO_LARGE;
+    case CURLE_OUT_OF_MEMORY:
+        return VB_ERR_NOMEM;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        return VB_ERR_INVALID;
+    case CURLE_READ_ERROR:
+        return VB_ERR_IO;
+    case CURLE_TOO_MANY_REDIRECTS:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+        return VB_ERR_NETWORK;
+    default:
+        /* Resolve, connect, reset, TLS handshake, truncated answers. */
+        *retryable = 1;
+        return VB_ERR_NETWORK;
+    }
+}
+
+/* Options shared by every transfer. */
+static CURLcode easy_common(CURL *e, const http_limits *l, hdr_state *hs, char *errbuf)
+{
+    CURLcode cc;
+    if ((cc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, VB_HTTP_PROTOCOLS)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, VB_HTTP_PROTOCOLS)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_MAXREDIRS, VB_HTTP_MAX_REDIRECTS)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, l->connect_ms)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, l->timeout_ms)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_USERAGENT, VB_HTTP_USER_AGENT)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)l->max_bytes)) !=
+            CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_HEADERDATA, hs)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf)) != CURLE_OK)
+        return cc;
+    if (l->cancel) {
+        if ((cc = curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L)) != CURLE_OK ||
+            (cc = curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress)) != CURLE_OK ||
+            (cc = curl_easy_setopt(e, CURLOPT_XFERINFODATA, (void *)l->cancel)) != CURLE_OK)
+            return cc;
+    }
+    return CURLE_OK;
+}
+
+/* Copies curl's error text (or the generic one) with secrets masked. */
+static void curl_reason(CURLcode cc, const char *errbuf, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", errbuf && errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    vb_redact_text(out);
+}
+
+vb_err vb_http_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? VB_OK : VB_ERR_NETWORK;
+}
+
+void vb_http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+vb_http *vb_http_new(void)
+{
+    vb_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->easy = curl_easy_init();
+    if (!h->easy) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void vb_http_free(vb_http *h)
+{
+    if (!h)
+        return;
+    curl_easy_cleanup(h->easy);
+    free(h);
+}
+
+void vb_http_response_free(vb_http_response *resp)
+{
+    if (!resp)
+        return;
+    vb_buf_free(&resp->body);
+    resp->status = 0;
+    resp->content_type[0] = '\0';
+}
+
+/* ---- vb_http_perform ---- */
+
+typedef struct mem_sink {
+    vb_buf *body;
+    const hdr_state *hs;
+    int too_large;       /* a 2xx body passed the cap */
+    int error_truncated; /* a non-2xx body passed the cap; its prefix is kept */
+    int nomem;
+} mem_sink;
+
+static size_t on_body_mem(char *p, size_t size, size_t n, void *ud)
+{
+    mem_sink *s = ud;
+    size_t len = size * n;
+    vb_err rc = vb_buf_append(s->body, p, len);
+    if (rc == VB_OK)
+        return len;
+    if (rc == VB_ERR_NOMEM) {
+        s->nomem = 1;
+        return 0;
+    }
+    if (!is_2xx(s->hs->status)) {
+        /* Error answers are for diagnostics: keep what fits and stop reading. */
+        size_t room = s->body->limit > s->body->len ? s->body->limit - s->body->len : 0;
+        if (room && vb_buf_append(s->body, p, room < len ? room : len) != VB_OK) {
+            s->nomem = 1;
+            return 0;
+        }
+        s->error_truncated = 1;
+        return 0;
+    }
+    s->too_large = 1;
+    return 0;
+}
+
+static int token_ok(const char *s, size_t max)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (s[n] == '\r' || s[n] == '\n' || n >= max)
+            return 0;
+    return 1;
+}
+
+/* Builds the request headers into *out (free with curl_slist_free_all). */
+static vb_err build_headers(const vb_http_request *req, struct curl_slist **out)
+{
+    struct curl_slist *list = NULL, *tmp;
+    char line[1024];
+    vb_err rc = VB_ERR_NOMEM;
+    if (req->bearer) {
+        if (!token_ok(req->bearer, sizeof line - 32)) {
+            rc = VB_ERR_INVALID;
+            goto fail;
+        }
+        snprintf(line, sizeof line, "Authorization: Bearer %s", req->bearer);
+        if (!(tmp = curl_slist_append(list, line)))
+            goto fail;
+        list = tmp;
+    }
+    if (req->body && req->nparts == 0) {
+        const char *ct = req->content_type ? req->content_type : "application/json";
+        if (!token_ok(ct, 256)) {
+            rc = VB_ERR_INVALID;
+            goto fail;
+        }
+        snprintf(line, sizeof line, "Content-Type: %s", ct);
+        if (!(tmp = curl_slist_append(list, line)))
+            goto fail;
+        list = tmp;
+    }
+    /* No "Expect: 100-continue" round trip before uploads. */
+    if (!(tmp = curl_slist_append(list, "Expect:")))
+        goto fail;
+    *out = tmp;
+    return VB_OK;
+fail:
+    curl_slist_free_all(list);
+    return rc;
+}
+
+static vb_err build_mime(CURL *e, const vb_http_request *req, curl_mime **out, const char **bad)
+{
+    curl_mime *mime = curl_mime_init(e);
+    if (!mime)
+        return VB_ERR_NOMEM;
+    for (size_t i = 0; i < req->nparts; i++) {
+        const vb_http_part *p = &req->parts[i];
+        *bad = p->name ? p->name : "(unnamed)";
+        curl_mimepart *part = curl_mime_addpart(mime);
+        if (!part)
+            goto nomem;
+        if (!p->name || (!p->value && !p->file_path))
+            goto invalid;
+        if (curl_mime_name(part, p->name) != CURLE_OK)
+            goto nomem;
+        if (p->value) {
+            if (curl_mime_data(part, p->value, CURL_ZERO_TERMINATED) != CURLE_OK)
+                goto nomem;
+            continue;
+        }
+        /* Checked here so a missing file is an IO error, not a transfer error. */
+        if (access(p->file_path, R_OK) != 0 || curl_mime_filedata(part, p->file_path) != CURLE_OK)
+            goto io;
+        if (p->filename && curl_mime_filename(part, p->filename) != CURLE_OK)
+            goto nomem;
+        if (p->content_type && curl_mime_type(part, p->content_type) != CURLE_OK)
+            goto nomem;
+    }
+    *out = mime;
+    return VB_OK;
+nomem:
+    curl_mime_free(mime);
+    return VB_ERR_NOMEM;
+invalid:
+    curl_mime_free(mime);
+    return VB_ERR_INVALID;
+io:
+    curl_mime_free(mime);
+    return VB_ERR_IO;
+}
+
+static int method_ok(const char *m)
+{
+    size_t n = 0;
+    for (; m[n]; n++)
+        if (n >= 16 || m[n] < 'A' || m[n] > 'Z')
+            return 0;
+    return n > 0;
+}
+
+static CURLcode set_method(CURL *e, const char *method, const vb_http_request *req, curl_mime *mime)
+{
+    CURLcode cc = CURLE_OK;
+    int is_post = strcmp(method, "POST") == 0;
+    if (mime) {
+        cc = curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
+    } else if (req->body || is_post) {
+        const char *body = req->body ? req->body : "";
+        curl_off_t len = req->body ? (curl_off_t)req->body_len : 0;
+        if ((cc = curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, len)) == CURLE_OK)
+            cc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    } else if (strcmp(method, "HEAD") == 0) {
+        return curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "GET") == 0) {
+        return curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+        return curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (cc == CURLE_OK && !is_post)
+        cc = curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    return cc;
+}
+
+/* One attempt. Fills resp (status, content type, Retry-After, body) and a
+ * reason for failures; *retryable says whether another attempt may help. */
+static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr_state *hs,
+                           vb_http_response *resp, int *retryable, char *why, size_t whylen)
+{
+    *retryable = 0;
+    hs->status = 0;
+    hs->retry_after_s = -1;
+    sink->too_large = sink->error_truncated = sink->nomem = 0;
+    h->errbuf[0] = '\0';
+    vb_buf_reset(&resp->body);
+
+    CURLcode cc = curl_easy_perform(h->easy);
+
+    long status = 0;
+    char *ct = NULL;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+    resp->status = status;
+    resp->retry_after_s = hs->retry_after_s;
+    resp->content_type[0] = '\0';
+    if (curl_easy_getinfo(h->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+        snprintf(resp->content_type, sizeof resp->content_type, "%s", ct);
+
+    if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sink->error_truncated)) {
+        vb_err rc;
+        if (cc == CURLE_WRITE_ERROR && sink->too_large) {
+            snprintf(why, whylen, "body exceeds %lld bytes", l->max_bytes);
+            return VB_ERR_TOO_LARGE;
+        }
+        if (cc == CURLE_WRITE_ERROR && sink->nomem) {
+            snprintf(why, whylen, "out of memory");
+            return VB_ERR_NOMEM;
+        }
+        if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
+            snprintf(why, whylen, "cancelled");
+            return VB_ERR_CANCELLED;
+        }
+        rc = translate_curl(cc, retryable);
+        curl_reason(cc, h->errbuf, why, whylen);
+        return rc;
+    }
+    if (is_2xx(status))
+        return VB_OK;
+    *retryable = status_retryable(l, status);
+    snprintf(why, whylen, "HTTP %ld", status);
+    return VB_ERR_HTTP;
+}
+
+vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
+                       vb_http_response *resp, vb_error *err)
+{
+    if (!resp)
+        return vb_error_set(err, VB_ERR_INVALID, "http: no response struct");
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    if (!h || !req || !req->url)
+        return vb_error_set(err, VB_ERR_INVALID, "http: missing handle, request or URL");
+    if (req->nparts && !req->parts)
+        return vb_error_set(err, VB_ERR_INVALID, "http: nparts without parts");
+
+    http_limits l = limits_of(pol);
+    const char *method = req->method ? req->method : "GET";
+    char safe_url[256];
+    vb_redact_url(req->url, safe_url, sizeof safe_url);
+    if (!method_ok(method))
+        return vb_error_set(err, VB_ERR_INVALID, "http: bad method for %s", safe_url);
+
+    struct curl_slist *headers = NULL;
+    curl_mime *mime = NULL;
+    hdr_state hs = {0, -1};
+    mem_sink sink = {.body = &resp->body, .hs = &hs};
+    char why[CURL_ERROR_SIZE + 64] = "";
+    vb_err rc;
+    CURL *e = h->easy;
+
+    resp->body.limit = l.max_bytes > 0 && (unsigned long long)l.max_bytes < SIZE_MAX
+                           ? (size_t)l.max_bytes
+                           : 0;
+    curl_easy_reset(e);
+    if ((rc = build_headers(req, &headers)) != VB_OK) {
+        vb_error_set(err, rc, "%s %s: cannot build headers", method, safe_url);
+        goto fail;
+    }
+    if (req->nparts) {
+        const char *bad = "";
+        if ((rc = build_mime(e, req, &mime, &bad)) != VB_OK) {
+            vb_error_set(err, rc, "%s %s: multipart part '%s' unusable", method, safe_url, bad);
+            goto fail;
+        }
+    }
+    CURLcode cc;
+    if ((cc = easy_common(e, &l, &hs, h->errbuf)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_URL, req->url)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body_mem)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink)) != CURLE_OK ||
+        (cc = set_method(e, method, req, mime)) != CURLE_OK) {
+        rc = vb_error_set(err, cc == CURLE_OUT_OF_MEMORY ? VB_ERR_NOMEM : VB_ERR_INVALID,
+                          "%s %s: %s", method, safe_url, curl_easy_strerror(cc));
+        goto fail;
+    }
+
+    for (int attempt = 1;; attempt++) {
+        int retryable = 0;
+        resp->attempts = attempt;
+        rc = perform_once(h, &l, &sink, &hs, resp, &retryable, why, sizeof why);
+        if (rc == VB_OK)
+            break;
+        if (!retryable || attempt > l.retries)
+            break;
+        if (sleep_cancellable(vb_http_backoff_ms(pol, attempt, resp->retry_after_s), &l) != 0) {
+            rc = VB_ERR_CANCELLED;
+            snprintf(why, sizeof why, "cancelled while waiting to retry");
+            break;
+        }
+    }
+    if (rc != VB_OK) {
+        vb_error_set(err, rc, "%s %s: %s (attempt %d of %d)", method, safe_url, why,
+                     resp->attempts, l.retries + 1);
+        if (err)
+            err->http_status = resp->status;
+    }
+
+fail:
+    /* The easy handle must not keep pointers into this call's data. */
+    curl_easy_reset(e);
+    curl_mime_free(mime);
+    curl_slist_free_all(headers);
+    return rc;
+}
+
+/* ---- vb_http_download_all ---- */
+
+typedef enum dl_phase { DL_PENDING, DL_RUNNING, DL_BACKOFF, DL_DONE } dl_phase;
+
+typedef struct dl_item {
+    vb_download *d;
+    dl_phase phase;
+    CURL *easy;
+    int fd;
+    int created;
+    int attempts;
+    long long written;
+    long long discarded;
+    long long cap;
+    int too_large;
+    int io_error;
+    int http_error;
+    long long ready_at;
+    hdr_state hs;
+    char errbuf[CURL_ERROR_SIZE];
+} dl_item;
+
+static size_t on_body_file(char *p, size_t size, size_t n, void *ud)
+{
+    dl_item *it = ud;
+    size_t len = size * n;
+    if (!is_2xx(it->hs.status)) {
+        /* Not the document: drop it, but not forever. */
+        it->discarded += (long long)len;
+        if (it->discarded > VB_HTTP_ERROR_BODY_MAX) {
+            it->http_error = 1;
+            return 0;
+        }
+        return len;
+    }
+    if ((long long)len > it->cap - it->written) {
+        it->too_large = 1;
+        return 0;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(it->fd, p + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            it->io_error = errno;
+            return 0;
+        }
+        off += (size_t)w;
+    }
+    it->written += (long long)len;
+    return len;
+}
+
+static void dl_fail(dl_item *it, vb_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Ends an item as failed: its file (if we created it) is removed. */
+static void dl_fail(dl_item *it, vb_err code, const char *fmt, ...)
+{
+    char why[sizeof it->d->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    char safe_url[160];
+    vb_redact_url(it->d->url ? it->d->url : "(null)", safe_url, sizeof safe_url);
+    if (snprintf(it->d->error, sizeof it->d->error, "GET %s: %s", safe_url, why) >=
+        (int)sizeof it->d->error)
+        it->d->error[sizeof it->d->error - 1] = '\0'; /* truncated: still terminated */
+    vb_redact_text(it->d->error);
+    if (it->fd >= 0) {
+        close(it->fd);
+        it->fd = -1;
+    }
+    if (it->created) {
+        unlink(it->d->dest_path);
+        it->created = 0;
+    }
+    it->d->result = code;
+    it->d->bytes = 0;
+    it->phase = DL_DONE;
+}
+
+static void dl_release(CURLM *multi, dl_item *it)
+{
+    if (!it->easy)
+        return;
+    curl_multi_remove_handle(multi, it->easy);
+    curl_easy_cleanup(it->easy);
+    it->easy = NULL;
+}
+
+/* Starts (or restarts) an item's transfer; on failure the item is done. */
+static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
+{
+    if (!it->created) {
+        if (!it->d->url || !it->d->dest_path) {
+            dl_fail(it, VB_ERR_INVALID, "missing url or dest_path");
+            return;
+        }
+        it->fd = open(it->d->dest_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (it->fd < 0) {
+            dl_fail(it, VB_ERR_IO, "cannot create destination: %s", strerror(errno));
+            return;
+        }
+        it->created = 1;
+    } else if (ftruncate(it->fd, 0) != 0 || lseek(it->fd, 0, SEEK_SET) != 0) {
+        dl_fail(it, VB_ERR_IO, "cannot truncate destination: %s", strerror(errno));
+        return;
+    }
+    it->written = it->discarded = 0;
+    it->cap = l->max_bytes;
+    it->too_large = it->io_error = it->http_error = 0;
+    it->hs.status = 0;
+    it->hs.retry_after_s = -1;
+    it->errbuf[0] = '\0';
+    it->attempts++;
+    it->easy = curl_easy_init();
+    if (!it->easy) {
+        dl_fail(it, VB_ERR_NOMEM, "out of memory");
+        return;
+    }
+    CURLcode cc;
+    if ((cc = easy_common(it->easy, l, &it->hs, it->errbuf)) != CURLE_OK ||
+        (cc = curl_easy_setopt(it->easy, CURLOPT_URL, it->d->url)) != CURLE_OK ||
+        (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEFUNCTION, on_body_file)) != CURLE_OK ||
+        (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEDATA, it)) != CURLE_OK ||
+        (cc = curl_easy_setopt(it->easy, CURLOPT_PRIVATE, it)) != CURLE_OK) {
+        curl_easy_cleanup(it->easy);
+        it->easy = NULL;
+        dl_fail(it, VB_ERR_INVALID, "%s", curl_easy_strerror(cc));
+        return;
+    }
+    if (curl_multi_add_handle(multi, it->easy) != CURLM_OK) {
+        curl_easy_cleanup(it->easy);
+        it->easy = NULL;
+        dl_fail(it, VB_ERR_NOMEM, "cannot add transfer");
+        return;
+    }
+    it->phase = DL_RUNNING;
+}
+
+/* Resolves one finished attempt: success, a scheduled retry, or failure. */
+static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits *l,
+                      const vb_http_policy *pol)
+{
+    long status = 0;
+    curl_easy_getinfo(it->easy, CURLINFO_RESPONSE_CODE, &status);
+    it->d->http_status = status;
+    char reason[CURL_ERROR_SIZE];
+    curl_reason(cc, it->errbuf, reason, sizeof reason);
+    dl_release(multi, it);
+
+    int retryable = 0;
+    vb_err rc;
+    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && it->http_error)) {
+        if (is_2xx(status) && cc == CURLE_OK) {
+            it->d->bytes = it->written;
+            it->phase = DL_DONE;
+            it->d->result = VB_OK;
+            int fd = it->fd;
+            it->fd = -1;
+            if (close(fd) != 0)
+                dl_fail(it, VB_ERR_IO, "cannot close destination: %s", strerror(errno));
+            it->created = 0;
+            return;
+        }
+        rc = VB_ERR_HTTP;
+        retryable = status_retryable(l, status);
+        snprintf(reason, sizeof reason, "HTTP %ld", status);
+    } else if (cc == CURLE_WRITE_ERROR && it->too_large) {
+        rc = VB_ERR_TOO_LARGE;
+        snprintf(reason, sizeof reason, "body exceeds %lld bytes", l->max_bytes);
+    } else if (cc == CURLE_WRITE_ERROR && it->io_error) {
+        rc = VB_ERR_IO;
+        snprintf(reason, sizeof reason, "cannot write destination: %s", strerror(it->io_error));
+    } else if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
+        rc = VB_ERR_CANCELLED;
+        snprintf(reason, sizeof reason, "cancelled");
+    } else {
+        rc = translate_curl(cc, &retryable);
+    }
+    if (retryable && it->attempts <= l->retries) {
+        it->phase = DL_BACKOFF;
+        it->ready_at = now_ms() + vb_http_backoff_ms(pol, it->attempts, it->hs.retry_after_s);
+        return;
+    }
+    dl_fail(it, rc, "%s (attempt %d of %d)", reason, it->attempts, l->retries + 1);
+}
+
+vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
+                            const vb_http_policy *pol, vb_error *err)
+{
+    if (n == 0)
+        return VB_OK;
+    if (!items)
+        return vb_error_set(err, VB_ERR_INVALID, "download: no items");
+    http_limits l = limits_of(pol);
+    size_t conc = concurrency > 0 ? (size_t)concurrency : 1;
+    if (conc > n)
+        conc = n;
+    vb_err rc = VB_OK;
+    dl_item *its = calloc(n, sizeof *its);
+    size_t *slots = calloc(conc, sizeof *slots);
+    CURLM *multi = curl_multi_init();
+    if (!its || !slots || !multi) {
+        free(its);
+        its = NULL;
+        rc = vb_error_set(err, VB_ERR_NOMEM, "download: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        its[i].d = &items[i];
+        its[i].fd = -1;
+        items[i].result = VB_ERR_CANCELLED;
+        items[i].http_status = 0;
+        items[i].bytes = 0;
+        items[i].error[0] = '\0';
+    }
+    for (size_t s = 0; s < conc; s++)
+        slots[s] = SIZE_MAX;
+
+    size_t next = 0, done = 0;
+    while (done < n) {
+        if (cancelled(&l)) {
+            for (size_t s = 0; s < conc; s++) {
+                /* Items that already finished keep their result and file. */
+                if (slots[s] == SIZE_MAX || its[slots[s]].phase == DL_DONE)
+                    continue;
+                dl_release(multi, &its[slots[s]]);
+                dl_fail(&its[slots[s]], VB_ERR_CANCELLED, "cancelled");
+                slots[s] = SIZE_MAX;
+            }
+            for (; next < n; next++)
+                dl_fail(&its[next], VB_ERR_CANCELLED, "cancelled");
+            break;
+        }
+        long long now = now_ms();
+        int wait_ms = VB_HTTP_POLL_MS;
+        /* Fill free slots, restart items whose backoff is over, retire done ones. */
+        for (size_t s = 0; s < conc; s++) {
+            if (slots[s] == SIZE_MAX && next < n)
+                slots[s] = next++;
+            if (slots[s] == SIZE_MAX)
+                continue;
+            dl_item *it = &its[slots[s]];
+            if (it->phase == DL_PENDING || (it->phase == DL_BACKOFF && it->ready_at <= now))
+                dl_start(multi, it, &l);
+            else if (it->phase == DL_BACKOFF && it->ready_at - now < wait_ms)
+                wait_ms = (int)(it->ready_at - now);
+            if (it->phase == DL_DONE) {
+                slots[s] = SIZE_MAX;
+                done++;
+                wait_ms = 0;
+            }
+        }
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(multi, &running);
+        if (mc != CURLM_OK) {
+            rc = vb_error_set(err, VB_ERR_NETWORK, "download: %s", curl_multi_strerror(mc));
+            for (size_t s = 0; s < conc; s++) {
+                if (slots[s] == SIZE_MAX || its[slots[s]].phase == DL_DONE)
+                    continue;
+                dl_release(multi, &its[slots[s]]);
+                dl_fail(&its[slots[s]], VB_ERR_NETWORK, "%s", curl_multi_strerror(mc));
+            }
+            for (; next < n; next++)
+                dl_fail(&its[next], VB_ERR_NETWORK, "%s", curl_multi_strerror(mc));
+            goto fail;
+        }
+        CURLMsg *msg;
+        int queued;
+        while ((msg = curl_multi_info_read(multi, &queued))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            char *priv = NULL;
+            CURLcode result = msg->data.result;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            dl_item *it = (dl_item *)(void *)priv;
+            if (it) {
+                dl_finish(multi, it, result, &l, pol);
+                wait_ms = 0;
+            }
+        }
+        if (wait_ms > 0 && curl_multi_poll(multi, NULL, 0, wait_ms, NULL) != CURLM_OK)
+            nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 10000000L}, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].result != VB_OK) {
+            rc = vb_error_set(err, items[i].result, "download %zu of %zu failed: %s", i + 1, n,
+                              items[i].error);
+            if (err)
+                err->http_status = items[i].http_status;
+            break;
+        }
+    }
+fail:
+    if (its) {
+        for (size_t i = 0; i < n; i++) {
+            dl_release(multi, &its[i]);
+            if (its[i].phase != DL_DONE)
+                dl_fail(&its[i], rc != VB_OK ? rc : VB_ERR_CANCELLED, "not completed");
+        }
+    }
+    curl_multi_cleanup(multi);
+    free(slots);
+    free(its);
+    return rc;
+}
