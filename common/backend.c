@@ -10,6 +10,7 @@
  * Stateless; thread-safe with one vb_http handle per thread.
  */
 #include "visionbatch/backend.h"
+#include "visionbatch/documents.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -140,27 +141,6 @@ static char *json_id(const cJSON *obj, const char *key)
     return NULL;
 }
 
-void vb_backend_safe_filename(const char *name, char *out, size_t outlen)
-{
-    if (!out || outlen == 0)
-        return;
-    size_t n = 0;
-    for (const char *p = name ? name : ""; *p && n + 1 < outlen; p++) {
-        unsigned char c = (unsigned char)*p;
-        out[n++] = (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/') ? '_' : (char)c;
-    }
-    /* Do not end inside a UTF-8 sequence. */
-    if (name && name[n] != '\0' && ((unsigned char)name[n] & 0xC0) == 0x80) {
-        while (n > 0 && ((unsigned char)out[n - 1] & 0xC0) == 0x80)
-            n--;
-        if (n > 0)
-            n--; /* the lead byte of the cut sequence */
-    }
-    out[n] = '\0';
-    if (n == 0)
-        snprintf(out, outlen, "image");
-}
-
 /* ---- connectivity ---- */
 
 vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
@@ -196,23 +176,6 @@ done:
 
 /* ---- images ---- */
 
-const char *vb_backend_image_type(const unsigned char *p, size_t n)
-{
-    if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF)
-        return "image/jpeg";
-    if (n >= 8 && memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0)
-        return "image/png";
-    if (n >= 6 && (memcmp(p, "GIF87a", 6) == 0 || memcmp(p, "GIF89a", 6) == 0))
-        return "image/gif";
-    if (n >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0)
-        return "image/webp";
-    if (n >= 2 && p[0] == 'B' && p[1] == 'M')
-        return "image/bmp";
-    if (n >= 4 && (memcmp(p, "II*\0", 4) == 0 || memcmp(p, "MM\0*", 4) == 0))
-        return "image/tiff";
-    return NULL;
-}
-
 vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
                                const char *filename, const volatile sig_atomic_t *cancel,
                                char **image_id, vb_error *err)
@@ -231,8 +194,8 @@ vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *pat
                             filename ? filename : "", strerror(errno));
     size_t got = fread(head, 1, sizeof head, f);
     fclose(f);
-    const char *ctype = vb_backend_image_type(head, got);
-    vb_backend_safe_filename(filename, fname, sizeof fname);
+    const char *ctype = vb_image_sniff(head, got);
+    vb_name_sanitise(filename, fname, sizeof fname);
     if (!ctype)
         return vb_error_set(err, VB_ERR_CONTENT, "%s is not a supported image", fname);
 
@@ -496,8 +459,9 @@ static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
 }
 
 vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
-                       const volatile sig_atomic_t *cancel, vb_batch_status *last,
-                       vb_error *err)
+                       const volatile sig_atomic_t *cancel,
+                       vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
+                       vb_batch_status *last, vb_error *err)
 {
     vb_batch_status st_local, *st = last ? last : &st_local;
     long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
@@ -510,6 +474,11 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
                                 batch_id);
         vb_error e;
         vb_error_clear(&e);
+        if (heartbeat && heartbeat(hb_ctx, &e) != VB_OK) {
+            if (err)
+                vb_error_set(err, e.code, "waiting for batch %s stopped: %s", batch_id, e.msg);
+            return e.code;
+        }
         vb_batch_status now_st;
         vb_err rc = vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
         if (rc == VB_OK) {

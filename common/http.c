@@ -393,7 +393,9 @@ static vb_err build_headers(const vb_http_request *req, struct curl_slist **out)
             goto fail;
         list = tmp;
     }
-    if (req->body && req->nparts == 0) {
+    /* A body defaults to JSON; a request without one still sends the type its
+     * caller names (the platform's GET contract asks for application/json). */
+    if ((req->body || req->content_type) && req->nparts == 0) {
         const char *ct = req->content_type ? req->content_type : "application/json";
         if (!token_ok(ct, 256)) {
             rc = VB_ERR_INVALID;

@@ -60,17 +60,8 @@ vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic
 vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
                         vb_error *err);
 
-/* Content type of an image from its first bytes (JPEG, PNG, GIF, WebP, BMP,
- * TIFF); NULL when not a known image. Static string. */
-const char *vb_backend_image_type(const unsigned char *head, size_t n);
-
-/* Writes name with control characters, '"', '\\' and '/' replaced by '_'
- * (at most outlen - 1 bytes, UTF-8 kept whole) — the file name sent for an
- * image. Use the same function for descriptions_map keys so they match. */
-void vb_backend_safe_filename(const char *name, char *out, size_t outlen);
-
 /* POST /upload-image: multipart `image` (the file at `path`, sent as
- * vb_backend_safe_filename(filename) with the content type detected from its bytes; VB_ERR_CONTENT
+ * vb_name_sanitise(filename) (documents.h) with the content type detected from its bytes; VB_ERR_CONTENT
  * if it is not an image) and `chat_id` (cfg->chat_id, default
  * "cron_batch_job"). On success *image_id is a malloc'd id (caller frees). */
 vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
@@ -112,10 +103,13 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms);
  * the backend's detail), cfg->batch_timeout_s elapsed (VB_ERR_TIMEOUT) or
  * *cancel set (VB_ERR_CANCELLED). Transient status errors (network, 5xx)
  * are logged and polling goes on until the deadline. *last (optional) holds
- * the last status seen. */
+ * the last status seen. `heartbeat` (may be NULL) is called before every
+ * status poll; a non-OK answer stops the wait with that error (a worker that
+ * lost its lease). */
 vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
-                       const volatile sig_atomic_t *cancel, vb_batch_status *last,
-                       vb_error *err);
+                       const volatile sig_atomic_t *cancel,
+                       vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
+                       vb_batch_status *last, vb_error *err);
 
 /* GET /batch-analyze/{batch_id}/report?format=html&include_images=true and
  * writes the body to out_path (created or truncated, mode 0600). The body is
