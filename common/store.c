@@ -26,6 +26,8 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,13 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define SERVER_MSG_MAX 200 /* bytes of a server error message we repeat */
+
+/* Lets a function report its failure code when the caller passed no
+ * vb_error: failures are recorded in a local one instead. */
+#define ERR_OR_LOCAL(e)                                                                            \
+    vb_error e##_fallback = {0};                                                                   \
+    if (!(e))                                                                                      \
+    (e) = &e##_fallback
 
 /* ---- Lua scripts ---- */
 
@@ -548,6 +557,12 @@ void vb_store_url_clear(vb_store_url *u)
 
 /* ---- connection ---- */
 
+/* The code of a failure already recorded in err (never NULL here). */
+static vb_err failed(const vb_error *err)
+{
+    return err->code != VB_OK ? err->code : VB_ERR_REDIS;
+}
+
 /* Writes the server's error text into err, unless it repeats the password. */
 static vb_err server_error(vb_store *s, const char *what, const redisReply *r, vb_error *err)
 {
@@ -566,11 +581,39 @@ static void store_disconnect(vb_store *s)
     }
 }
 
+/* redisCommandArgv with SIGPIPE blocked in this thread: hiredis writes with
+ * write(2), so a write to a connection the server has reset would otherwise
+ * kill the process. A SIGPIPE raised here is consumed before unblocking
+ * (unless one was already pending for another reason). errno is preserved. */
+static redisReply *guarded_command(redisContext *c, int argc, const char **argv,
+                                   const size_t *lens)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    int saved = errno;
+    if (!r && !was_pending) {
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_set, NULL, &zero);
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return r;
+}
+
 /* Sends one command during connection set-up; VB_OK on a non-error reply. */
 static vb_err setup_cmd(vb_store *s, const char *what, int argc, const char **argv,
                         vb_error *err)
 {
-    redisReply *r = redisCommandArgv(s->c, argc, argv, NULL);
+    redisReply *r = guarded_command(s->c, argc, argv, NULL);
     if (!r)
         return vb_error_set(err, VB_ERR_REDIS, "redis %s: %s: %s", s->desc, what, s->c->errstr);
     vb_err rc = VB_OK;
@@ -653,7 +696,7 @@ static redisReply *store_call(vb_store *s, int argc, const char **argv, const si
 {
     if (ensure_connected(s, err) != VB_OK)
         return NULL;
-    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    redisReply *r = guarded_command(s->c, argc, argv, lens);
     if (!r) {
         int timed_out = s->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
         vb_error_set(err, VB_ERR_REDIS, "redis %s: %s", s->desc,
@@ -783,19 +826,15 @@ const char *vb_store_describe(const vb_store *s)
 
 vb_err vb_store_ping(vb_store *s, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     const char *argv[1] = {"PING"};
     redisReply *r = store_cmd(s, 1, argv, NULL, err);
     if (!r)
-        return err && err->code ? err->code : VB_ERR_REDIS;
+        return failed(err);
     freeReplyObject(r);
     return VB_OK;
 }
 
-/* The error code a NULL reply stands for. */
-static vb_err failed(vb_error *err)
-{
-    return err && err->code != VB_OK ? err->code : VB_ERR_REDIS;
-}
 
 static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
 {
@@ -969,6 +1008,7 @@ static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h,
 
 vb_err vb_store_get(vb_store *s, const char *run_id, vb_run_state *out, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     memset(out, 0, sizeof *out);
     char id[VB_STORE_ID_MAX + 1], key[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
@@ -1001,6 +1041,7 @@ fail:
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
                      vb_run_state_list *out, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     memset(out, 0, sizeof *out);
     if (count == 0 || count > LIST_MAX)
         return vb_error_set(err, VB_ERR_INVALID, "list count must be 1-%d", LIST_MAX);
@@ -1071,6 +1112,7 @@ vb_err vb_store_claim_for_queue_ex(vb_store *s, const char *run_id, long max_att
                                    const char *execution_id, vb_claim_decision *decision,
                                    long long *version, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], key[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK)
@@ -1127,6 +1169,7 @@ vb_err vb_store_claim_for_queue(vb_store *s, const char *run_id, long max_attemp
 vb_err vb_store_lock_acquire(vb_store *s, const char *run_id, const char *worker_id, long ttl_ms,
                              char token_out[VB_STORE_TOKEN_SIZE], vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], key[KEY_MAX], tok[VB_STORE_TOKEN_SIZE];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_worker(worker_id, err)) != VB_OK ||
@@ -1154,6 +1197,7 @@ vb_err vb_store_lock_acquire(vb_store *s, const char *run_id, const char *worker
 vb_err vb_store_lock_renew(vb_store *s, const char *run_id, const char *token, long ttl_ms,
                            vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], lkey[KEY_MAX], rkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
@@ -1179,6 +1223,7 @@ vb_err vb_store_lock_renew(vb_store *s, const char *run_id, const char *token, l
 
 vb_err vb_store_lock_release(vb_store *s, const char *run_id, const char *token, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
@@ -1223,6 +1268,7 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
                                  const char *worker_id, long lease_ms, long *attempt,
                                  vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
@@ -1250,6 +1296,7 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
 vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char *token,
                                     long long *previous_ms, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
@@ -1286,6 +1333,7 @@ static size_t utf8_cut(const char *s, size_t len, size_t max)
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
                           const char *last_error, const char *batch_ids, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
@@ -1331,6 +1379,7 @@ vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb
 
 vb_err vb_store_retry(vb_store *s, const char *run_id, vb_error *err)
 {
+    ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
     if (rc != VB_OK)

@@ -167,7 +167,7 @@ static int teardown(void **state)
     if (!redis_available)                                                                          \
         skip();                                                                                    \
     vb_error err = {0};                                                                            \
-    (void)err
+    (void)err, (void)s
 
 /* ---- URL parsing (no server) ---- */
 
@@ -361,6 +361,63 @@ static void store_reloads_scripts_after_script_flush(void **state)
     rawcmd_ok("SCRIPT FLUSH");
     assert_int_equal(vb_store_claim_for_queue(s, "R2", 3, 60000, 1000, &d, &err), VB_OK);
     assert_int_equal(d, VB_CLAIM_PUBLISH);
+}
+
+static void store_command_timeout_drops_the_connection_and_recovers(void **state)
+{
+    STORE();
+    vb_store *fast = NULL;
+    vb_store_opts o = {.command_timeout_ms = 200};
+    assert_int_equal(vb_store_new(test_url(), &o, &fast, &err), VB_OK);
+    rawcmd_ok("CLIENT PAUSE 800 ALL");
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_ping(fast, &err), VB_ERR_REDIS);
+    assert_non_null(strstr(err.msg, "timed out"));
+    sleep_ms(900);
+    assert_int_equal(vb_store_ping(fast, &err), VB_OK);
+    vb_store_free(fast);
+}
+
+/* A server that accepts one connection and resets it at once. */
+static pid_t start_resetting_server(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int c = accept(fd, NULL, NULL);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        if (c >= 0) {
+            setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(c);
+        }
+        _exit(0);
+    }
+    close(fd);
+    return pid;
+}
+
+static void store_reports_a_reset_connection_and_stays_usable(void **state)
+{
+    int port = 0;
+    pid_t pid = start_resetting_server(&port);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    vb_store *s = NULL;
+    vb_error err = {0};
+    assert_int_equal(vb_store_new(url, NULL, &s, &err), VB_OK); /* no AUTH/SELECT to send */
+    waitpid(pid, NULL, 0);
+    sleep_ms(100); /* the reset has arrived before the next command */
+    assert_int_equal(vb_store_ping(s, NULL), VB_ERR_REDIS);
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* nobody listens any more */
+    vb_store_free(s);
 }
 
 /* Picks a free TCP port on the loopback interface. */
@@ -703,6 +760,8 @@ static void lock_is_exclusive_and_tokens_are_random(void **state)
     assert_int_equal(strlen(t1), 32);
     assert_int_equal(vb_store_lock_acquire(s, "R1", "worker-b", 30000, t2, &err),
                      VB_ERR_CONFLICT);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "worker-b", 30000, t2, NULL),
+                     VB_ERR_CONFLICT);
     redisReply *r = rawcmd("GET visionbatch:lock:R1");
     assert_int_equal(r->type, REDIS_REPLY_STRING);
     char want[80];
@@ -1020,6 +1079,7 @@ int main(void)
         cmocka_unit_test(url_rejects_bad_forms_without_leaking_the_password),
         cmocka_unit_test(store_new_with_bad_url_fails_with_config_error),
         cmocka_unit_test(status_names_round_trip),
+        cmocka_unit_test(store_reports_a_reset_connection_and_stays_usable),
     };
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest live[] = {
@@ -1029,6 +1089,7 @@ int main(void)
         T(store_reconnects_on_the_call_after_a_killed_connection),
         T(store_reloads_scripts_after_script_flush),
         T(store_survives_a_redis_restart),
+        T(store_command_timeout_drops_the_connection_and_recovers),
         T(claim_without_state_publishes_and_records_queued),
         T(claim_queued_with_live_lease_skips_and_expired_republishes),
         T(claim_processing_with_live_lease_skips),
