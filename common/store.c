@@ -207,10 +207,14 @@ enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_
        SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
-    [SCRIPT_CLAIM] = LUA_CLAIM,         [SCRIPT_BEGIN] = LUA_BEGIN,
-    [SCRIPT_MARK_UPLOAD] = LUA_MARK_UPLOAD, [SCRIPT_SET_STATE] = LUA_SET_STATE,
-    [SCRIPT_RENEW] = LUA_RENEW,         [SCRIPT_RELEASE] = LUA_RELEASE,
-    [SCRIPT_RETRY] = LUA_RETRY,         [SCRIPT_LIST] = LUA_LIST,
+    [SCRIPT_CLAIM] = LUA_CLAIM,
+    [SCRIPT_BEGIN] = LUA_BEGIN,
+    [SCRIPT_MARK_UPLOAD] = LUA_MARK_UPLOAD,
+    [SCRIPT_SET_STATE] = LUA_SET_STATE,
+    [SCRIPT_RENEW] = LUA_RENEW,
+    [SCRIPT_RELEASE] = LUA_RELEASE,
+    [SCRIPT_RETRY] = LUA_RETRY,
+    [SCRIPT_LIST] = LUA_LIST,
 };
 
 struct vb_store {
@@ -844,9 +848,12 @@ static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
 /* ---- run state ---- */
 
 static const char *const vb_run_status_names[] = {
-    [VB_RUN_NONE] = "none",         [VB_RUN_QUEUED] = "queued",
-    [VB_RUN_PROCESSING] = "processing", [VB_RUN_UPLOADING] = "uploading",
-    [VB_RUN_UPLOADED] = "uploaded", [VB_RUN_FAILED] = "failed",
+    [VB_RUN_NONE] = "none",
+    [VB_RUN_QUEUED] = "queued",
+    [VB_RUN_PROCESSING] = "processing",
+    [VB_RUN_UPLOADING] = "uploading",
+    [VB_RUN_UPLOADED] = "uploaded",
+    [VB_RUN_FAILED] = "failed",
     [VB_RUN_DEAD] = "dead",
 };
 

@@ -13,9 +13,11 @@
  * that reconnect fails too, further attempts are spaced by an exponential
  * backoff (100 ms doubling to 5 s) during which calls fail fast. Commands are
  * never re-sent automatically: a lost reply may hide an executed transition,
- * so the caller decides (each operation below is safe to call again). The
- * password is never logged nor placed in an error message; vb_store_describe()
- * gives a printable "host:port/db" form.
+ * so the caller decides (each operation below is safe to call again).
+ * SIGPIPE is blocked in the calling thread while a command is written, so a
+ * reset connection is an error, never a signal. The password is never logged
+ * nor placed in an error message; vb_store_describe() gives a printable
+ * "host:port/db" form. Every function accepts err == NULL.
  *
  * Threading: one vb_store per thread (it wraps one hiredis context); distinct
  * stores may be used concurrently from different threads and processes.

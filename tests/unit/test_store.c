@@ -404,7 +404,7 @@ static pid_t start_resetting_server(int *port)
     return pid;
 }
 
-static void store_reports_a_reset_connection_and_stays_usable(void **state)
+static void store_reports_a_reset_connection_as_a_redis_error(void **state)
 {
     int port = 0;
     pid_t pid = start_resetting_server(&port);
@@ -1079,7 +1079,7 @@ int main(void)
         cmocka_unit_test(url_rejects_bad_forms_without_leaking_the_password),
         cmocka_unit_test(store_new_with_bad_url_fails_with_config_error),
         cmocka_unit_test(status_names_round_trip),
-        cmocka_unit_test(store_reports_a_reset_connection_and_stays_usable),
+        cmocka_unit_test(store_reports_a_reset_connection_as_a_redis_error),
     };
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest live[] = {
