@@ -222,6 +222,7 @@ struct vb_store {
     redisContext *c;             /* NULL while disconnected */
     struct timeval connect_tv;
     struct timeval command_tv;
+    char client_name[65];        /* "" = none */
     long long reconnect_at;      /* monotonic ms before which we fail fast */
     long backoff_ms;             /* 0 after a successful connect */
     char desc[400];
@@ -665,6 +666,12 @@ static vb_err store_connect(vb_store *s, vb_error *err)
         if (rc != VB_OK)
             goto fail;
     }
+    if (s->client_name[0]) {
+        const char *argv[3] = {"CLIENT", "SETNAME", s->client_name};
+        rc = setup_cmd(s, "CLIENT SETNAME failed", 3, argv, err);
+        if (rc != VB_OK)
+            goto fail;
+    }
     return VB_OK;
 fail:
     store_disconnect(s);
@@ -790,6 +797,19 @@ vb_err vb_store_new(const char *url, const vb_store_opts *opts, vb_store **out, 
         goto fail;
     long cto = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
     long mto = opts && opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
+    if (opts && opts->client_name) {
+        const char *n = opts->client_name;
+        size_t len = strlen(n);
+        int ok = len >= 1 && len < sizeof s->client_name;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (unsigned char)n[i] > 0x20 && (unsigned char)n[i] < 0x7f;
+        if (!ok) {
+            rc = vb_error_set(err, VB_ERR_INVALID,
+                              "Redis client name must be 1-64 printable characters, no spaces");
+            goto fail;
+        }
+        memcpy(s->client_name, n, len + 1);
+    }
     s->connect_tv = ms_to_tv(cto);
     s->command_tv = ms_to_tv(mto);
     if (s->url.is_unix)

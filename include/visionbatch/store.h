@@ -92,6 +92,8 @@ void vb_store_url_clear(vb_store_url *u);
 typedef struct vb_store_opts {
     long connect_timeout_ms; /* 0 = 5000 */
     long command_timeout_ms; /* 0 = 10000 */
+    const char *client_name; /* CLIENT SETNAME on every connect (shown by CLIENT
+                                LIST); NULL = none; 1–64 printable, no spaces */
 } vb_store_opts;
 
 /* Parses `url`, connects, authenticates and selects the database. On success

@@ -3,7 +3,8 @@
  *
  * The server is $REDIS_URL, else redis://127.0.0.1:6379/15; every test starts
  * with FLUSHDB of that database, so never point REDIS_URL at a database that
- * holds data you want. When Redis is unreachable the Redis tests fail, unless
+ * holds data you want. Connections are killed by client name only, so other
+ * clients of a shared server are not disturbed. When Redis is unreachable the Redis tests fail, unless
  * VB_ALLOW_NO_REDIS=1 (then they are skipped). The URL tests need no server.
  * The restart test starts its own redis-server on a free port when the binary
  * is on PATH.
@@ -331,15 +332,44 @@ static void store_wrong_password_is_refused_without_leaking_it(void **state)
     assert_null(strstr(err.msg, SECRET));
 }
 
+/* Kills the server side of every connection named `name` (what a Redis
+ * restart does to a client), leaving other clients of a shared server alone. */
+static void kill_clients_named(const char *name)
+{
+    redisReply *r = rawcmd("CLIENT LIST TYPE normal");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char needle[96];
+    snprintf(needle, sizeof needle, " name=%s ", name);
+    int killed = 0;
+    for (char *line = r->str; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strstr(line, needle) && strncmp(line, "id=", 3) == 0) {
+            long long id = strtoll(line + 3, NULL, 10);
+            redisReply *k = rawcmd("CLIENT KILL ID %lld", id);
+            assert_int_equal(k->type, REDIS_REPLY_INTEGER);
+            killed += (int)k->integer;
+            freeReplyObject(k);
+        }
+        line = next;
+    }
+    freeReplyObject(r);
+    assert_true(killed >= 1);
+}
+
 static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
 {
     STORE();
+    char name[64];
+    snprintf(name, sizeof name, "vbtest-%ld", (long)getpid());
+    vb_store_opts o = {.client_name = name};
+    vb_store_free(s);
+    *state = s = NULL;
+    assert_int_equal(vb_store_new(test_url(), &o, &s, &err), VB_OK);
+    *state = s;
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
-    /* Kills every normal client except `raw` itself (SKIPME yes is the default). */
-    redisReply *r = rawcmd("CLIENT KILL TYPE normal");
-    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-    assert_true(r->integer >= 1);
-    freeReplyObject(r);
+    kill_clients_named(name);
 
     vb_claim_decision d = 0;
     vb_err rc = vb_store_claim_for_queue(s, "R1", 3, 60000, vb_store_now_ms(), &d, &err);
@@ -351,6 +381,14 @@ static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
                      VB_OK);
     assert_int_equal(d, VB_CLAIM_PUBLISH);
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
+    kill_clients_named(name); /* the new connection carries the name too */
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS);
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+
+    vb_store *bad = NULL;
+    o.client_name = "two words";
+    assert_int_equal(vb_store_new(test_url(), &o, &bad, &err), VB_ERR_INVALID);
+    assert_null(bad);
 }
 
 static void store_reloads_scripts_after_script_flush(void **state)
@@ -379,8 +417,10 @@ static void store_command_timeout_drops_the_connection_and_recovers(void **state
 }
 
 /* A server that accepts one connection and resets it at once. */
-static pid_t start_resetting_server(int *port)
+static pid_t start_resetting_server(int *port, int *go_fd)
 {
+    int go[2];
+    assert_int_equal(pipe(go), 0);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -392,6 +432,10 @@ static pid_t start_resetting_server(int *port)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        char ch;
+        close(go[1]);
+        if (read(go[0], &ch, 1) != 1) /* accept only once the client is connected */
+            _exit(1);
         int c = accept(fd, NULL, NULL);
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         if (c >= 0) {
@@ -401,18 +445,22 @@ static pid_t start_resetting_server(int *port)
         _exit(0);
     }
     close(fd);
+    close(go[0]);
+    *go_fd = go[1];
     return pid;
 }
 
 static void store_reports_a_reset_connection_as_a_redis_error(void **state)
 {
-    int port = 0;
-    pid_t pid = start_resetting_server(&port);
+    int port = 0, go = -1;
+    pid_t pid = start_resetting_server(&port, &go);
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
     vb_store *s = NULL;
     vb_error err = {0};
     assert_int_equal(vb_store_new(url, NULL, &s, &err), VB_OK); /* no AUTH/SELECT to send */
+    assert_int_equal(write(go, "x", 1), 1);
+    close(go);
     waitpid(pid, NULL, 0);
     sleep_ms(100); /* the reset has arrived before the next command */
     assert_int_equal(vb_store_ping(s, NULL), VB_ERR_REDIS);
