@@ -1,0 +1,1431 @@
+/*
+ * store.c — the Redis layer of store.h: URL parsing, a self-healing hiredis
+ * connection, and every run-state transition as one Lua script.
+ *
+ * Why Lua: a transition reads the state, decides and writes; done as separate
+ * commands, two producers (or a producer and a worker) could interleave and
+ * both act. A script runs atomically on the server, so each decision sees the
+ * result of the previous one. Scripts are sent with EVALSHA (SHA-1 computed
+ * here once per store) and re-sent with EVAL when the server answers NOSCRIPT
+ * (after a restart or SCRIPT FLUSH). Times and deadlines are computed on the
+ * client and passed as strings, so the scripts never format numbers.
+ *
+ * Connection handling: a command that fails on the connection (I/O error,
+ * EOF, timeout) frees the hiredis context and reports VB_ERR_REDIS; the next
+ * call reconnects, and failed reconnects are spaced by an exponential backoff.
+ * Error replies from the server leave the connection in place.
+ *
+ * Threading: a vb_store is used by one thread at a time. Ownership: the store
+ * owns its context and a copy of the URL (credentials wiped on free); replies
+ * are freed before each function returns.
+ */
+#include "visionbatch/store.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEY_PREFIX "visionbatch:"
+#define RUN_PREFIX KEY_PREFIX "run:"
+#define LOCK_PREFIX KEY_PREFIX "lock:"
+#define INDEX_KEY KEY_PREFIX "runs"
+#define KEY_MAX (sizeof(RUN_PREFIX) + VB_STORE_ID_MAX + 8)
+#define WORKER_MAX 255
+#define LIST_MAX 1000
+#define LIST_SCAN_MAX 100000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define SERVER_MSG_MAX 200 /* bytes of a server error message we repeat */
+
+/* Lets a function report its failure code when the caller passed no
+ * vb_error: failures are recorded in a local one instead. */
+#define ERR_OR_LOCAL(e)                                                                            \
+    vb_error e##_fallback = {0};                                                                   \
+    if (!(e))                                                                                      \
+    (e) = &e##_fallback
+
+/* ---- Lua scripts ---- */
+
+/* True when the lock at key k holds token t ("<token> <worker>"). */
+#define LUA_HELD                                                                                   \
+    "local function held(k, t)\n"                                                                  \
+    "  local v = redis.call('GET', k)\n"                                                           \
+    "  return v and string.sub(v, 1, #t + 1) == t .. ' '\n"                                        \
+    "end\n"
+
+/* KEYS run, index. ARGV id, max_attempts, now, lease_until, trace_id,
+ * execution_id. Returns {decision, version}. */
+static const char LUA_CLAIM[] =
+    "local key, idx, id, now = KEYS[1], KEYS[2], ARGV[1], ARGV[3]\n"
+    "local st = redis.call('HGET', key, 'state')\n"
+    "local function publish(fresh, why)\n"
+    "  local f = {'state', 'queued', 'queued_at', now, 'updated_at', now, 'lease_until', ARGV[4]}\n"
+    "  if fresh then\n"
+    "    for _, x in ipairs({'created_at', now, 'attempts', '0'}) do f[#f + 1] = x end\n"
+    "  end\n"
+    "  if why then f[#f + 1] = 'last_error'; f[#f + 1] = why end\n"
+    "  if ARGV[5] ~= '' then f[#f + 1] = 'trace_id'; f[#f + 1] = ARGV[5] end\n"
+    "  if ARGV[6] ~= '' then f[#f + 1] = 'execution_id'; f[#f + 1] = ARGV[6] end\n"
+    "  redis.call('HSET', key, unpack(f))\n"
+    "  local v = redis.call('HINCRBY', key, 'version', 1)\n"
+    "  redis.call('ZADD', idx, now, id)\n"
+    "  return {'publish', v}\n"
+    "end\n"
+    "if not st then return publish(true, nil) end\n"
+    "local v = tonumber(redis.call('HGET', key, 'version')) or 0\n"
+    "if st == 'uploaded' then return {'done', v} end\n"
+    "if st == 'dead' then return {'dead', v} end\n"
+    "local why = nil\n"
+    "if st == 'queued' or st == 'processing' or st == 'uploading' then\n"
+    "  local lease = tonumber(redis.call('HGET', key, 'lease_until')) or 0\n"
+    "  if lease >= tonumber(now) then return {'in_progress', v} end\n"
+    "  if st ~= 'queued' then why = 'lease expired while ' .. st .. ' (worker lost)' end\n"
+    "elseif st ~= 'failed' then\n"
+    "  return redis.error_reply('ERR visionbatch run has an unknown state')\n"
+    "end\n"
+    "local attempts = tonumber(redis.call('HGET', key, 'attempts')) or 0\n"
+    "if attempts >= tonumber(ARGV[2]) then\n"
+    "  local f = {'state', 'dead', 'updated_at', now, 'finished_at', now, 'lease_until', '0'}\n"
+    "  if why then f[#f + 1] = 'last_error'; f[#f + 1] = why end\n"
+    "  redis.call('HSET', key, unpack(f))\n"
+    "  v = redis.call('HINCRBY', key, 'version', 1)\n"
+    "  redis.call('ZADD', idx, now, id)\n"
+    "  return {'dead', v}\n"
+    "end\n"
+    "return publish(false, why)\n";
+
+/* KEYS run, lock, index. ARGV id, token, worker, now, lease_until.
+ * Returns {'ok', attempt} | {'lost', 0} | {'conflict', state}. */
+static const char LUA_BEGIN[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'uploaded' or st == 'dead' then return {'conflict', st} end\n"
+    "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[4]) end\n"
+    "local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "redis.call('HSET', KEYS[1], 'state', 'processing', 'started_at', ARGV[4], 'worker', ARGV[3],\n"
+    "           'lease_until', ARGV[5], 'finished_at', '0', 'updated_at', ARGV[4])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "return {'ok', a}\n";
+
+/* KEYS run, lock, index. ARGV id, token, now.
+ * Returns {'ok', previous upload_started_at} | {'lost', 0} | {'conflict', 0}. */
+static const char LUA_MARK_UPLOAD[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'uploaded' then return {'conflict', 0} end\n"
+    "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[3]) end\n"
+    "local prev = redis.call('HGET', KEYS[1], 'upload_started_at') or '0'\n"
+    "redis.call('HSET', KEYS[1], 'state', 'uploading', 'upload_started_at', ARGV[3],\n"
+    "           'updated_at', ARGV[3])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "return {'ok', prev}\n";
+
+/* KEYS run, lock, index. ARGV id, token, state, now, has_error, error,
+ * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. */
+static const char LUA_SET_STATE[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'uploaded' then return 'conflict' end\n"
+    "local f = {'state', ARGV[3], 'updated_at', ARGV[4]}\n"
+    "if ARGV[3] ~= 'uploading' then\n"
+    "  for _, x in ipairs({'finished_at', ARGV[4], 'lease_until', '0'}) do f[#f + 1] = x end\n"
+    "end\n"
+    "if not st then f[#f + 1] = 'created_at'; f[#f + 1] = ARGV[4] end\n"
+    "if ARGV[5] == '1' then f[#f + 1] = 'last_error'; f[#f + 1] = ARGV[6] end\n"
+    "if ARGV[7] == '1' then f[#f + 1] = 'batch_ids'; f[#f + 1] = ARGV[8] end\n"
+    "redis.call('HSET', KEYS[1], unpack(f))\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "return 'ok'\n";
+
+/* KEYS lock, run. ARGV token, ttl_ms, lease_until. Returns 1 | 0 (lost). */
+static const char LUA_RENEW[] = LUA_HELD
+    "if not held(KEYS[1], ARGV[1]) then return 0 end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "local st = redis.call('HGET', KEYS[2], 'state')\n"
+    "if st == 'queued' or st == 'processing' or st == 'uploading' then\n"
+    "  redis.call('HSET', KEYS[2], 'lease_until', ARGV[3])\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS lock. ARGV token. Returns 1 | 0 (not held). */
+static const char LUA_RELEASE[] = LUA_HELD
+    "if not held(KEYS[1], ARGV[1]) then return 0 end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return 1\n";
+
+/* KEYS run, index. ARGV id, now. Returns 'ok' | 'notfound' | current state. */
+static const char LUA_RETRY[] =
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if not st then return 'notfound' end\n"
+    "if st ~= 'dead' and st ~= 'failed' then return st end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', '0', 'lease_until', '0',\n"
+    "           'updated_at', ARGV[2])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
+    "return 'ok'\n";
+
+/* KEYS index. ARGV run-key prefix, offset, count, state filter ('' = any),
+ * max entries scanned. Read-only. Returns {{id, {field, value, …}}, …}. */
+static const char LUA_LIST[] =
+    "local idx, prefix, filter = KEYS[1], ARGV[1], ARGV[4]\n"
+    "local skip, want, maxscan = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])\n"
+    "local out, pos = {}, 0\n"
+    "if filter == '' then pos = skip; skip = 0; maxscan = maxscan + pos end\n"
+    "while #out < want and pos < maxscan do\n"
+    "  local ids = redis.call('ZREVRANGE', idx, pos, pos + 255)\n"
+    "  if #ids == 0 then break end\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    local key = prefix .. id\n"
+    "    local st = redis.call('HGET', key, 'state')\n"
+    "    if st and (filter == '' or st == filter) then\n"
+    "      if skip > 0 then skip = skip - 1\n"
+    "      else\n"
+    "        out[#out + 1] = {id, redis.call('HGETALL', key)}\n"
+    "        if #out >= want then break end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  pos = pos + 256\n"
+    "end\n"
+    "return out\n";
+
+enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
+       SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT__COUNT };
+
+static const char *const vb_store_scripts[SCRIPT__COUNT] = {
+    [SCRIPT_CLAIM] = LUA_CLAIM,
+    [SCRIPT_BEGIN] = LUA_BEGIN,
+    [SCRIPT_MARK_UPLOAD] = LUA_MARK_UPLOAD,
+    [SCRIPT_SET_STATE] = LUA_SET_STATE,
+    [SCRIPT_RENEW] = LUA_RENEW,
+    [SCRIPT_RELEASE] = LUA_RELEASE,
+    [SCRIPT_RETRY] = LUA_RETRY,
+    [SCRIPT_LIST] = LUA_LIST,
+};
+
+struct vb_store {
+    vb_store_url url;
+    redisContext *c;             /* NULL while disconnected */
+    struct timeval connect_tv;
+    struct timeval command_tv;
+    char client_name[65];        /* "" = none */
+    long long reconnect_at;      /* monotonic ms before which we fail fast */
+    long backoff_ms;             /* 0 after a successful connect */
+    char desc[400];
+    char sha[SCRIPT__COUNT][41];
+};
+
+/* ---- small helpers ---- */
+
+long long vb_store_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_to_tv(long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+/* Copies a normalised (upper-case) run id into out after validating it. */
+static vb_err norm_id(const char *in, char out[VB_STORE_ID_MAX + 1], vb_error *err)
+{
+    if (!in || !*in)
+        return vb_error_set(err, VB_ERR_INVALID, "run id is empty");
+    size_t n = 0;
+    for (; in[n]; n++) {
+        unsigned char ch = (unsigned char)in[n];
+        if (n >= VB_STORE_ID_MAX)
+            return vb_error_set(err, VB_ERR_INVALID, "run id longer than %d characters",
+                                VB_STORE_ID_MAX);
+        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "run id contains a character other than A-Z a-z 0-9 . _ -");
+        out[n] = (char)toupper(ch);
+    }
+    out[n] = '\0';
+    return VB_OK;
+}
+
+static vb_err check_token(const char *token, vb_error *err)
+{
+    if (!token || strlen(token) != VB_STORE_TOKEN_SIZE - 1)
+        return vb_error_set(err, VB_ERR_INVALID, "lock token must be 32 hex digits");
+    for (const char *p = token; *p; p++)
+        if (!isxdigit((unsigned char)*p))
+            return vb_error_set(err, VB_ERR_INVALID, "lock token must be 32 hex digits");
+    return VB_OK;
+}
+
+static vb_err check_worker(const char *worker, vb_error *err)
+{
+    if (!worker || !*worker || strlen(worker) > WORKER_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "worker id must be 1-%d bytes", WORKER_MAX);
+    for (const char *p = worker; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "worker id must be printable ASCII without spaces");
+    return VB_OK;
+}
+
+static vb_err check_ms(long ms, const char *what, vb_error *err)
+{
+    if (ms <= 0 || ms > 7L * 24 * 3600 * 1000)
+        return vb_error_set(err, VB_ERR_INVALID, "%s must be 1 ms to 7 days", what);
+    return VB_OK;
+}
+
+static void make_key(char *out, size_t outlen, const char *prefix, const char *id)
+{
+    snprintf(out, outlen, "%s%s", prefix, id);
+}
+
+static void fmt_ll(char out[24], long long v)
+{
+    snprintf(out, 24, "%lld", v);
+}
+
+/* Fills `tok` with 128 random bits as lower-case hex. */
+static vb_err random_token(char tok[VB_STORE_TOKEN_SIZE], vb_error *err)
+{
+    unsigned char raw[16];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < sizeof raw) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return vb_error_set(err, VB_ERR_IO, "no random source: %s", strerror(errno));
+        while (got < sizeof raw) {
+            ssize_t r = read(fd, raw + got, sizeof raw - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        close(fd);
+        if (got < sizeof raw)
+            return vb_error_set(err, VB_ERR_IO, "short read from /dev/urandom");
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        tok[2 * i] = hex[raw[i] >> 4];
+        tok[2 * i + 1] = hex[raw[i] & 15];
+    }
+    tok[VB_STORE_TOKEN_SIZE - 1] = '\0';
+    return VB_OK;
+}
+
+/* ---- URL parsing ---- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decodes [s, s+n) into out (outlen bytes incl. NUL). */
+static int pct_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return -1;
+            ch = hi * 16 + lo;
+            i += 2;
+        }
+        if (o + 1 >= outlen)
+            return -1;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static vb_err parse_db(const char *s, size_t n, int *db, vb_error *err)
+{
+    if (n == 0 || n > 5)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: database must be a number 0-99999");
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return vb_error_set(err, VB_ERR_CONFIG,
+                                "Redis URL: database must be a number 0-99999");
+        v = v * 10 + (s[i] - '0');
+    }
+    *db = v;
+    return VB_OK;
+}
+
+/* Parses "[user]:password" (percent-encoded) from [s, s+n). */
+static vb_err parse_userinfo(const char *s, size_t n, vb_store_url *u, vb_error *err)
+{
+    const char *colon = memchr(s, ':', n);
+    if (!colon)
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "Redis URL: credentials must be written [user]:password@");
+    if (pct_decode(s, (size_t)(colon - s), u->user, sizeof u->user) != 0)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad or too long user name");
+    if (pct_decode(colon + 1, n - (size_t)(colon - s) - 1, u->password, sizeof u->password) != 0)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad or too long password");
+    return VB_OK;
+}
+
+static vb_err parse_hostport(const char *s, size_t n, vb_store_url *u, vb_error *err)
+{
+    const char *host = s, *port = NULL;
+    size_t hostlen = n, portlen = 0;
+    if (n > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: unterminated [IPv6] host");
+        host = s + 1;
+        hostlen = (size_t)(close - host);
+        const char *after = close + 1;
+        size_t rest = n - (size_t)(after - s);
+        if (rest > 0) {
+            if (*after != ':')
+                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: junk after [IPv6] host");
+            port = after + 1;
+            portlen = rest - 1;
+        }
+        for (size_t i = 0; i < hostlen; i++)
+            if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
+                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad IPv6 address");
+    } else {
+        const char *colon = memchr(s, ':', n);
+        if (colon) {
+            hostlen = (size_t)(colon - s);
+            port = colon + 1;
+            portlen = n - hostlen - 1;
+        }
+        for (size_t i = 0; i < hostlen; i++)
+            if (!isalnum((unsigned char)host[i]) && host[i] != '.' && host[i] != '-' &&
+                host[i] != '_')
+                return vb_error_set(err, VB_ERR_CONFIG,
+                                    "Redis URL: host name has an invalid character");
+    }
+    if (hostlen == 0)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: host is missing");
+    if (hostlen >= sizeof u->host)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: host name too long");
+    memcpy(u->host, host, hostlen);
+    u->host[hostlen] = '\0';
+    u->port = 6379;
+    if (port) {
+        long v = 0;
+        if (portlen == 0 || portlen > 5)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
+        for (size_t i = 0; i < portlen; i++) {
+            if (port[i] < '0' || port[i] > '9')
+                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
+            v = v * 10 + (port[i] - '0');
+        }
+        if (v < 1 || v > 65535)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
+        u->port = (int)v;
+    }
+    return VB_OK;
+}
+
+static vb_err parse_tcp(const char *rest, vb_store_url *u, vb_error *err)
+{
+    const char *slash = strchr(rest, '/');
+    size_t authlen = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (memchr(rest, '?', strlen(rest)) || memchr(rest, '#', strlen(rest)))
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "Redis URL: query strings and fragments are not supported");
+    /* The last '@' ends the credentials: an unencoded '@' in a password stays in it. */
+    const char *at = NULL;
+    for (const char *p = rest; p < rest + authlen; p++)
+        if (*p == '@')
+            at = p;
+    const char *hp = rest;
+    if (at) {
+        vb_err rc = parse_userinfo(rest, (size_t)(at - rest), u, err);
+        if (rc != VB_OK)
+            return rc;
+        hp = at + 1;
+    }
+    vb_err rc = parse_hostport(hp, (size_t)(rest + authlen - hp), u, err);
+    if (rc != VB_OK)
+        return rc;
+    if (slash && slash[1] != '\0')
+        return parse_db(slash + 1, strlen(slash + 1), &u->db, err);
+    return VB_OK;
+}
+
+static vb_err parse_unix(const char *rest, vb_store_url *u, vb_error *err)
+{
+    const char *path = rest;
+    const char *slash = strchr(rest, '/');
+    if (!slash)
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "Redis URL: unix:// needs an absolute socket path");
+    if (slash != rest) {
+        const char *at = slash - 1;
+        if (*at != '@')
+            return vb_error_set(err, VB_ERR_CONFIG,
+                                "Redis URL: unix:// takes [user]:password@ before the path only");
+        vb_err rc = parse_userinfo(rest, (size_t)(at - rest), u, err);
+        if (rc != VB_OK)
+            return rc;
+        path = slash;
+    }
+    const char *q = strchr(path, '?');
+    size_t plen = q ? (size_t)(q - path) : strlen(path);
+    if (plen < 2 || plen >= sizeof u->path)
+        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: socket path missing or too long");
+    memcpy(u->path, path, plen);
+    u->path[plen] = '\0';
+    u->is_unix = 1;
+    if (q) {
+        if (strncmp(q, "?db=", 4) != 0)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: unix:// accepts only ?db=N");
+        return parse_db(q + 4, strlen(q + 4), &u->db, err);
+    }
+    return VB_OK;
+}
+
+vb_err vb_store_url_parse(const char *url, vb_store_url *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    vb_err rc;
+    if (!url || !*url)
+        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL is empty");
+    else if (strlen(url) > 2048)
+        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL is too long");
+    else if (strncasecmp(url, "rediss://", 9) == 0)
+        rc = vb_error_set(err, VB_ERR_CONFIG,
+                          "Redis URL: rediss:// (TLS) is not supported by this build");
+    else if (strncasecmp(url, "redis://", 8) == 0)
+        rc = parse_tcp(url + 8, out, err);
+    else if (strncasecmp(url, "unix://", 7) == 0)
+        rc = parse_unix(url + 7, out, err);
+    else
+        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL must start with redis:// or unix://");
+    if (rc == VB_OK)
+        for (const char *p = url; *p; p++)
+            if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
+                rc = vb_error_set(err, VB_ERR_CONFIG,
+                                  "Redis URL contains spaces or control characters");
+    if (rc != VB_OK)
+        vb_store_url_clear(out);
+    return rc;
+}
+
+void vb_store_url_clear(vb_store_url *u)
+{
+    if (u)
+        explicit_bzero(u, sizeof *u);
+}
+
+/* ---- connection ---- */
+
+/* The code of a failure already recorded in err (never NULL here). */
+static vb_err failed(const vb_error *err)
+{
+    return err->code != VB_OK ? err->code : VB_ERR_REDIS;
+}
+
+/* Writes the server's error text into err, unless it repeats the password. */
+static vb_err server_error(vb_store *s, const char *what, const redisReply *r, vb_error *err)
+{
+    const char *msg = (r && r->str) ? r->str : "unexpected reply";
+    if (s->url.password[0] && strstr(msg, s->url.password))
+        msg = "(server message withheld: it contains a credential)";
+    return vb_error_set(err, VB_ERR_REDIS, "redis %s: %s: %.*s", s->desc, what, SERVER_MSG_MAX,
+                        msg);
+}
+
+static void store_disconnect(vb_store *s)
+{
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+}
+
+/* redisCommandArgv with SIGPIPE blocked in this thread: hiredis writes with
+ * write(2), so a write to a connection the server has reset would otherwise
+ * kill the process. A SIGPIPE raised here is consumed before unblocking
+ * (unless one was already pending for another reason). errno is preserved. */
+static redisReply *guarded_command(redisContext *c, int argc, const char **argv,
+                                   const size_t *lens)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    int saved = errno;
+    if (!r && !was_pending) {
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_set, NULL, &zero);
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return r;
+}
+
+/* Sends one command during connection set-up; VB_OK on a non-error reply. */
+static vb_err setup_cmd(vb_store *s, const char *what, int argc, const char **argv,
+                        vb_error *err)
+{
+    redisReply *r = guarded_command(s->c, argc, argv, NULL);
+    if (!r)
+        return vb_error_set(err, VB_ERR_REDIS, "redis %s: %s: %s", s->desc, what, s->c->errstr);
+    vb_err rc = VB_OK;
+    if (r->type == REDIS_REPLY_ERROR)
+        rc = server_error(s, what, r, err);
+    freeReplyObject(r);
+    return rc;
+}
+
+static vb_err store_connect(vb_store *s, vb_error *err)
+{
+    store_disconnect(s);
+    s->c = s->url.is_unix ? redisConnectUnixWithTimeout(s->url.path, s->connect_tv)
+                          : redisConnectWithTimeout(s->url.host, s->url.port, s->connect_tv);
+    if (!s->c)
+        return vb_error_set(err, VB_ERR_NOMEM, "redis %s: cannot allocate a context", s->desc);
+    vb_err rc;
+    if (s->c->err) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "redis %s: connect failed: %s", s->desc,
+                          s->c->errstr);
+        goto fail;
+    }
+    if (redisSetTimeout(s->c, s->command_tv) != REDIS_OK ||
+        (!s->url.is_unix && redisEnableKeepAlive(s->c) != REDIS_OK)) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "redis %s: cannot set socket options: %s",
+                          s->desc, s->c->errstr);
+        goto fail;
+    }
+    if (s->url.password[0]) {
+        const char *argv[3] = {"AUTH", s->url.user, s->url.password};
+        int argc = 3;
+        if (!s->url.user[0]) {
+            argv[1] = s->url.password;
+            argc = 2;
+        }
+        rc = setup_cmd(s, "authentication failed", argc, argv, err);
+        if (rc != VB_OK)
+            goto fail;
+    }
+    if (s->url.db != 0) {
+        char db[24];
+        snprintf(db, sizeof db, "%d", s->url.db);
+        const char *argv[2] = {"SELECT", db};
+        rc = setup_cmd(s, "SELECT failed", 2, argv, err);
+        if (rc != VB_OK)
+            goto fail;
+    }
+    if (s->client_name[0]) {
+        const char *argv[3] = {"CLIENT", "SETNAME", s->client_name};
+        rc = setup_cmd(s, "CLIENT SETNAME failed", 3, argv, err);
+        if (rc != VB_OK)
+            goto fail;
+    }
+    return VB_OK;
+fail:
+    store_disconnect(s);
+    return rc;
+}
+
+static vb_err ensure_connected(vb_store *s, vb_error *err)
+{
+    if (s->c)
+        return VB_OK;
+    long long now = mono_ms();
+    if (now < s->reconnect_at)
+        return vb_error_set(err, VB_ERR_REDIS,
+                            "redis %s: unreachable, next reconnect attempt in %lld ms", s->desc,
+                            s->reconnect_at - now);
+    vb_err rc = store_connect(s, err);
+    if (rc != VB_OK) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (s->backoff_ms > BACKOFF_MAX_MS)
+            s->backoff_ms = BACKOFF_MAX_MS;
+        s->reconnect_at = mono_ms() + s->backoff_ms;
+        return rc;
+    }
+    s->backoff_ms = 0;
+    s->reconnect_at = 0;
+    return VB_OK;
+}
+
+/* Runs one command. Returns the reply (possibly an error reply) or NULL with
+ * err set when the connection failed (the context is then dropped). */
+static redisReply *store_call(vb_store *s, int argc, const char **argv, const size_t *lens,
+                              vb_error *err)
+{
+    if (ensure_connected(s, err) != VB_OK)
+        return NULL;
+    redisReply *r = guarded_command(s->c, argc, argv, lens);
+    if (!r) {
+        int timed_out = s->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+        vb_error_set(err, VB_ERR_REDIS, "redis %s: %s", s->desc,
+                     timed_out ? "command timed out" : s->c->errstr);
+        store_disconnect(s);
+    }
+    return r;
+}
+
+/* As store_call, but an error reply becomes VB_ERR_REDIS and NULL. */
+static redisReply *store_cmd(vb_store *s, int argc, const char **argv, const size_t *lens,
+                             vb_error *err)
+{
+    redisReply *r = store_call(s, argc, argv, lens, err);
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        server_error(s, argv[0], r, err);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Runs script `which` with keys and args (lens may be NULL: strlen). */
+static redisReply *store_eval(vb_store *s, int which, int nkeys, const char **keys, int nargs,
+                              const char **args, const size_t *arglens, vb_error *err)
+{
+    const char *argv[16];
+    size_t lens[16];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    int argc = 0;
+    argv[argc] = "EVALSHA";
+    lens[argc++] = 7;
+    argv[argc] = s->sha[which];
+    lens[argc++] = 40;
+    argv[argc] = nk;
+    lens[argc++] = strlen(nk);
+    for (int i = 0; i < nkeys; i++) {
+        argv[argc] = keys[i];
+        lens[argc++] = strlen(keys[i]);
+    }
+    for (int i = 0; i < nargs; i++) {
+        argv[argc] = args[i];
+        lens[argc++] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    redisReply *r = store_call(s, argc, argv, lens, err);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(r);
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = vb_store_scripts[which];
+        lens[1] = strlen(vb_store_scripts[which]);
+        r = store_call(s, argc, argv, lens, err);
+    }
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        server_error(s, "script failed", r, err);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static vb_err sha1_hex(const char *text, char out[41])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
+        return VB_ERR_CRYPTO;
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 20; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[40] = '\0';
+    return VB_OK;
+}
+
+vb_err vb_store_new(const char *url, const vb_store_opts *opts, vb_store **out, vb_error *err)
+{
+    *out = NULL;
+    vb_err rc;
+    vb_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    rc = vb_store_url_parse(url, &s->url, err);
+    if (rc != VB_OK)
+        goto fail;
+    long cto = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
+    long mto = opts && opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
+    if (opts && opts->client_name) {
+        const char *n = opts->client_name;
+        size_t len = strlen(n);
+        int ok = len >= 1 && len < sizeof s->client_name;
+        for (size_t i = 0; ok && i < len; i++)
+            ok = (unsigned char)n[i] > 0x20 && (unsigned char)n[i] < 0x7f;
+        if (!ok) {
+            rc = vb_error_set(err, VB_ERR_INVALID,
+                              "Redis client name must be 1-64 printable characters, no spaces");
+            goto fail;
+        }
+        memcpy(s->client_name, n, len + 1);
+    }
+    s->connect_tv = ms_to_tv(cto);
+    s->command_tv = ms_to_tv(mto);
+    if (s->url.is_unix)
+        snprintf(s->desc, sizeof s->desc, "unix:%s/%d", s->url.path, s->url.db);
+    else if (strchr(s->url.host, ':'))
+        snprintf(s->desc, sizeof s->desc, "[%s]:%d/%d", s->url.host, s->url.port, s->url.db);
+    else
+        snprintf(s->desc, sizeof s->desc, "%s:%d/%d", s->url.host, s->url.port, s->url.db);
+    for (int i = 0; i < SCRIPT__COUNT; i++) {
+        if (sha1_hex(vb_store_scripts[i], s->sha[i]) != VB_OK) {
+            rc = vb_error_set(err, VB_ERR_CRYPTO, "cannot compute a SHA-1 digest");
+            goto fail;
+        }
+    }
+    rc = store_connect(s, err);
+    if (rc != VB_OK)
+        goto fail;
+    *out = s;
+    return VB_OK;
+fail:
+    vb_store_free(s);
+    return rc;
+}
+
+void vb_store_free(vb_store *s)
+{
+    if (!s)
+        return;
+    store_disconnect(s);
+    vb_store_url_clear(&s->url);
+    free(s);
+}
+
+const char *vb_store_describe(const vb_store *s)
+{
+    return s ? s->desc : "(none)";
+}
+
+vb_err vb_store_ping(vb_store *s, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    const char *argv[1] = {"PING"};
+    redisReply *r = store_cmd(s, 1, argv, NULL, err);
+    if (!r)
+        return failed(err);
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+
+static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
+{
+    return vb_error_set(err, VB_ERR_REDIS, "redis %s: unexpected reply to %s", s->desc, what);
+}
+
+/* ---- run state ---- */
+
+static const char *const vb_run_status_names[] = {
+    [VB_RUN_NONE] = "none",
+    [VB_RUN_QUEUED] = "queued",
+    [VB_RUN_PROCESSING] = "processing",
+    [VB_RUN_UPLOADING] = "uploading",
+    [VB_RUN_UPLOADED] = "uploaded",
+    [VB_RUN_FAILED] = "failed",
+    [VB_RUN_DEAD] = "dead",
+};
+
+#define N_STATUS ((int)(sizeof vb_run_status_names / sizeof vb_run_status_names[0]))
+
+const char *vb_run_status_name(vb_run_status st)
+{
+    if ((int)st < 0 || (int)st >= N_STATUS)
+        return "unknown";
+    return vb_run_status_names[st];
+}
+
+int vb_run_status_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < N_STATUS; i++)
+        if (strcasecmp(name, vb_run_status_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *vb_claim_decision_name(vb_claim_decision d)
+{
+    switch (d) {
+    case VB_CLAIM_PUBLISH:
+        return "publish";
+    case VB_CLAIM_SKIP_IN_PROGRESS:
+        return "skip_in_progress";
+    case VB_CLAIM_SKIP_DONE:
+        return "skip_done";
+    case VB_CLAIM_DEAD:
+        return "dead";
+    }
+    return "unknown";
+}
+
+void vb_run_state_free(vb_run_state *st)
+{
+    if (!st)
+        return;
+    free(st->id);
+    free(st->worker);
+    free(st->batch_ids);
+    free(st->last_error);
+    free(st->trace_id);
+    free(st->execution_id);
+    memset(st, 0, sizeof *st);
+}
+
+void vb_run_state_list_free(vb_run_state_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        vb_run_state_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Hash fields and where they go in vb_run_state. */
+enum field_kind { F_STR, F_TIME, F_LONG, F_STATE };
+static const struct {
+    const char *name;
+    enum field_kind kind;
+    size_t off;
+} vb_run_fields[] = {
+    {"state", F_STATE, offsetof(vb_run_state, state)},
+    {"attempts", F_LONG, offsetof(vb_run_state, attempts)},
+    {"version", F_TIME, offsetof(vb_run_state, version)},
+    {"created_at", F_TIME, offsetof(vb_run_state, created_at)},
+    {"updated_at", F_TIME, offsetof(vb_run_state, updated_at)},
+    {"queued_at", F_TIME, offsetof(vb_run_state, queued_at)},
+    {"started_at", F_TIME, offsetof(vb_run_state, started_at)},
+    {"finished_at", F_TIME, offsetof(vb_run_state, finished_at)},
+    {"lease_until", F_TIME, offsetof(vb_run_state, lease_until)},
+    {"upload_started_at", F_TIME, offsetof(vb_run_state, upload_started_at)},
+    {"worker", F_STR, offsetof(vb_run_state, worker)},
+    {"batch_ids", F_STR, offsetof(vb_run_state, batch_ids)},
+    {"last_error", F_STR, offsetof(vb_run_state, last_error)},
+    {"trace_id", F_STR, offsetof(vb_run_state, trace_id)},
+    {"execution_id", F_STR, offsetof(vb_run_state, execution_id)},
+};
+#define N_FIELDS (sizeof vb_run_fields / sizeof vb_run_fields[0])
+
+static long long parse_ll(const char *s)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 0)
+        return 0;
+    return v;
+}
+
+static char *dup_bytes(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* Fills *st from an HGETALL array reply; *st must be zeroed. */
+static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h, vb_run_state *st,
+                              vb_error *err)
+{
+    if (h->type != REDIS_REPLY_ARRAY || h->elements % 2 != 0)
+        return vb_error_set(err, VB_ERR_REDIS, "malformed run record");
+    char *base = (char *)st;
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *k = h->element[i], *v = h->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        for (size_t f = 0; f < N_FIELDS; f++) {
+            if (strcmp(k->str, vb_run_fields[f].name) != 0)
+                continue;
+            void *slot = base + vb_run_fields[f].off;
+            switch (vb_run_fields[f].kind) {
+            case F_STR: {
+                char *d = dup_bytes(v->str, v->len);
+                if (!d)
+                    return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+                free(*(char **)slot);
+                *(char **)slot = d;
+                break;
+            }
+            case F_TIME:
+                *(long long *)slot = parse_ll(v->str);
+                break;
+            case F_LONG: {
+                long long x = parse_ll(v->str);
+                *(long *)slot = x > 1000000000 ? 1000000000 : (long)x;
+                break;
+            }
+            case F_STATE: {
+                int x = vb_run_status_parse(v->str);
+                *(vb_run_status *)slot = x < 0 ? VB_RUN_NONE : (vb_run_status)x;
+                break;
+            }
+            }
+            break;
+        }
+    }
+    st->id = dup_bytes(id, idlen);
+    if (!st->id)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    for (size_t f = 0; f < N_FIELDS; f++) {
+        if (vb_run_fields[f].kind != F_STR)
+            continue;
+        char **slot = (char **)(base + vb_run_fields[f].off);
+        if (!*slot && !(*slot = dup_bytes("", 0)))
+            return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    }
+    return VB_OK;
+}
+
+vb_err vb_store_get(vb_store *s, const char *run_id, vb_run_state *out, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    memset(out, 0, sizeof *out);
+    char id[VB_STORE_ID_MAX + 1], key[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK)
+        return rc;
+    make_key(key, sizeof key, RUN_PREFIX, id);
+    const char *argv[2] = {"HGETALL", key};
+    redisReply *r = store_cmd(s, 2, argv, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_ARRAY) {
+        rc = bad_reply(s, "HGETALL", err);
+        goto fail;
+    }
+    if (r->elements == 0) {
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "run %s has no recorded state", id);
+        goto fail;
+    }
+    rc = state_from_hash(id, strlen(id), r, out, err);
+    if (rc != VB_OK)
+        goto fail;
+    freeReplyObject(r);
+    return VB_OK;
+fail:
+    freeReplyObject(r);
+    vb_run_state_free(out);
+    return rc;
+}
+
+vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
+                     vb_run_state_list *out, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    memset(out, 0, sizeof *out);
+    if (count == 0 || count > LIST_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "list count must be 1-%d", LIST_MAX);
+    if ((int)filter < 0 || (int)filter >= N_STATUS)
+        return vb_error_set(err, VB_ERR_INVALID, "unknown state filter");
+    if (offset > (size_t)LIST_SCAN_MAX * 100)
+        return vb_error_set(err, VB_ERR_INVALID, "list offset too large");
+    vb_err rc;
+    redisReply *r = NULL;
+
+    const char *zc[2] = {"ZCARD", INDEX_KEY};
+    r = store_cmd(s, 2, zc, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_INTEGER) {
+        rc = bad_reply(s, "ZCARD", err);
+        goto fail;
+    }
+    out->total_runs = r->integer > 0 ? (size_t)r->integer : 0;
+    freeReplyObject(r);
+
+    char off[24], cnt[24], scan[24];
+    fmt_ll(off, (long long)offset);
+    fmt_ll(cnt, (long long)count);
+    fmt_ll(scan, LIST_SCAN_MAX);
+    const char *keys[1] = {INDEX_KEY};
+    const char *args[5] = {RUN_PREFIX, off, cnt, filter == VB_RUN_NONE ? "" :
+                           vb_run_status_name(filter), scan};
+    r = store_eval(s, SCRIPT_LIST, 1, keys, 5, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements > count) {
+        rc = bad_reply(s, "list", err);
+        goto fail;
+    }
+    if (r->elements > 0) {
+        out->items = calloc(r->elements, sizeof *out->items);
+        if (!out->items) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING) {
+            rc = bad_reply(s, "list", err);
+            goto fail;
+        }
+        rc = state_from_hash(e->element[0]->str, e->element[0]->len, e->element[1],
+                             &out->items[out->n], err);
+        out->n++; /* counted even on failure so the list free releases it */
+        if (rc != VB_OK)
+            goto fail;
+    }
+    freeReplyObject(r);
+    return VB_OK;
+fail:
+    freeReplyObject(r);
+    vb_run_state_list_free(out);
+    return rc;
+}
+
+/* ---- producer ---- */
+
+vb_err vb_store_claim_for_queue_ex(vb_store *s, const char *run_id, long max_attempts,
+                                   long lease_ms, long long now_ms, const char *trace_id,
+                                   const char *execution_id, vb_claim_decision *decision,
+                                   long long *version, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], key[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK)
+        return rc;
+    if (max_attempts < 1 || max_attempts > 1000)
+        return vb_error_set(err, VB_ERR_INVALID, "max_attempts must be 1-1000");
+    if ((rc = check_ms(lease_ms, "lease", err)) != VB_OK)
+        return rc;
+    if (now_ms <= 0)
+        return vb_error_set(err, VB_ERR_INVALID, "claim time must be positive");
+    if ((trace_id && strlen(trace_id) > 256) || (execution_id && strlen(execution_id) > 256))
+        return vb_error_set(err, VB_ERR_INVALID, "trace_id/execution_id longer than 256 bytes");
+    make_key(key, sizeof key, RUN_PREFIX, id);
+    char maxa[24], now[24], lease[24];
+    fmt_ll(maxa, max_attempts);
+    fmt_ll(now, now_ms);
+    fmt_ll(lease, now_ms + lease_ms);
+    const char *keys[2] = {key, INDEX_KEY};
+    const char *args[6] = {id, maxa, now, lease, trace_id ? trace_id : "",
+                           execution_id ? execution_id : ""};
+    redisReply *r = store_eval(s, SCRIPT_CLAIM, 2, keys, 6, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return bad_reply(s, "claim", err);
+    }
+    const char *d = r->element[0]->str;
+    vb_claim_decision dec = strcmp(d, "publish") == 0       ? VB_CLAIM_PUBLISH
+                            : strcmp(d, "in_progress") == 0 ? VB_CLAIM_SKIP_IN_PROGRESS
+                            : strcmp(d, "done") == 0        ? VB_CLAIM_SKIP_DONE
+                            : strcmp(d, "dead") == 0        ? VB_CLAIM_DEAD
+                                                            : (vb_claim_decision)0;
+    long long v = r->element[1]->integer;
+    freeReplyObject(r);
+    if (dec == 0)
+        return bad_reply(s, "claim", err);
+    *decision = dec;
+    if (version)
+        *version = v;
+    return VB_OK;
+}
+
+vb_err vb_store_claim_for_queue(vb_store *s, const char *run_id, long max_attempts, long lease_ms,
+                                long long now_ms, vb_claim_decision *decision, vb_error *err)
+{
+    return vb_store_claim_for_queue_ex(s, run_id, max_attempts, lease_ms, now_ms, NULL, NULL,
+                                       decision, NULL, err);
+}
+
+/* ---- lock ---- */
+
+vb_err vb_store_lock_acquire(vb_store *s, const char *run_id, const char *worker_id, long ttl_ms,
+                             char token_out[VB_STORE_TOKEN_SIZE], vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], key[KEY_MAX], tok[VB_STORE_TOKEN_SIZE];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_worker(worker_id, err)) != VB_OK ||
+        (rc = check_ms(ttl_ms, "lock TTL", err)) != VB_OK ||
+        (rc = random_token(tok, err)) != VB_OK)
+        return rc;
+    make_key(key, sizeof key, LOCK_PREFIX, id);
+    char value[VB_STORE_TOKEN_SIZE + WORKER_MAX + 2], ttl[24];
+    snprintf(value, sizeof value, "%s %s", tok, worker_id);
+    fmt_ll(ttl, ttl_ms);
+    const char *argv[6] = {"SET", key, value, "NX", "PX", ttl};
+    redisReply *r = store_cmd(s, 6, argv, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type == REDIS_REPLY_NIL)
+        rc = vb_error_set(err, VB_ERR_CONFLICT, "run %s is locked by another worker", id);
+    else if (r->type != REDIS_REPLY_STATUS)
+        rc = bad_reply(s, "SET NX", err);
+    freeReplyObject(r);
+    if (rc == VB_OK)
+        memcpy(token_out, tok, VB_STORE_TOKEN_SIZE);
+    return rc;
+}
+
+vb_err vb_store_lock_renew(vb_store *s, const char *run_id, const char *token, long ttl_ms,
+                           vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], lkey[KEY_MAX], rkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
+        (rc = check_ms(ttl_ms, "lock TTL", err)) != VB_OK)
+        return rc;
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    char ttl[24], lease[24];
+    fmt_ll(ttl, ttl_ms);
+    fmt_ll(lease, vb_store_now_ms() + ttl_ms);
+    const char *keys[2] = {lkey, rkey};
+    const char *args[3] = {token, ttl, lease};
+    redisReply *r = store_eval(s, SCRIPT_RENEW, 2, keys, 3, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_INTEGER)
+        rc = bad_reply(s, "renew", err);
+    else if (r->integer != 1)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "lock of run %s was lost", id);
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_store_lock_release(vb_store *s, const char *run_id, const char *token, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
+        return rc;
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    const char *keys[1] = {lkey};
+    const char *args[1] = {token};
+    redisReply *r = store_eval(s, SCRIPT_RELEASE, 1, keys, 1, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_INTEGER)
+        rc = bad_reply(s, "release", err);
+    else if (r->integer != 1)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "lock of run %s was not held", id);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- worker transitions ---- */
+
+/* Checks a {status, value} script answer; "lost" and "conflict" become errors. */
+static vb_err pair_status(vb_store *s, const redisReply *r, const char *id, const char *what,
+                          vb_error *err)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return bad_reply(s, what, err);
+    const char *st = r->element[0]->str;
+    if (strcmp(st, "ok") == 0)
+        return VB_OK;
+    if (strcmp(st, "lost") == 0)
+        return vb_error_set(err, VB_ERR_CANCELLED, "%s of run %s refused: lock lost", what, id);
+    if (strcmp(st, "conflict") == 0) {
+        const redisReply *v = r->element[1];
+        return vb_error_set(err, VB_ERR_CONFLICT, "%s of run %s refused: run is %s", what, id,
+                            v->type == REDIS_REPLY_STRING ? v->str : "uploaded");
+    }
+    return bad_reply(s, what, err);
+}
+
+vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *token,
+                                 const char *worker_id, long lease_ms, long *attempt,
+                                 vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
+        (rc = check_worker(worker_id, err)) != VB_OK ||
+        (rc = check_ms(lease_ms, "lease", err)) != VB_OK)
+        return rc;
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    long long now_ms = vb_store_now_ms();
+    char now[24], lease[24];
+    fmt_ll(now, now_ms);
+    fmt_ll(lease, now_ms + lease_ms);
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[5] = {id, token, worker_id, now, lease};
+    redisReply *r = store_eval(s, SCRIPT_BEGIN, 3, keys, 5, args, NULL, err);
+    if (!r)
+        return failed(err);
+    rc = pair_status(s, r, id, "begin processing", err);
+    if (rc == VB_OK && attempt)
+        *attempt = r->element[1]->type == REDIS_REPLY_INTEGER ? (long)r->element[1]->integer : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char *token,
+                                    long long *previous_ms, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
+        return rc;
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    char now[24];
+    fmt_ll(now, vb_store_now_ms());
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[3] = {id, token, now};
+    redisReply *r = store_eval(s, SCRIPT_MARK_UPLOAD, 3, keys, 3, args, NULL, err);
+    if (!r)
+        return failed(err);
+    rc = pair_status(s, r, id, "upload start", err);
+    if (rc == VB_OK && previous_ms)
+        *previous_ms = r->element[1]->type == REDIS_REPLY_STRING ? parse_ll(r->element[1]->str)
+                                                                 : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Length of the longest prefix of s, at most max bytes, that ends on a UTF-8
+ * character boundary. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    return cut;
+}
+
+vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
+                          const char *last_error, const char *batch_ids, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
+        return rc;
+    if (state != VB_RUN_UPLOADING && state != VB_RUN_UPLOADED && state != VB_RUN_FAILED &&
+        state != VB_RUN_DEAD)
+        return vb_error_set(err, VB_ERR_INVALID, "a worker cannot set state %s",
+                            vb_run_status_name(state));
+    if (batch_ids && strlen(batch_ids) > VB_STORE_BATCH_IDS_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "batch_ids longer than %d bytes",
+                            VB_STORE_BATCH_IDS_MAX);
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    char now[24];
+    fmt_ll(now, vb_store_now_ms());
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[8] = {id,   token, vb_run_status_name(state), now, last_error ? "1" : "0",
+                           last_error ? last_error : "", batch_ids ? "1" : "0",
+                           batch_ids ? batch_ids : ""};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(args[i]);
+    lens[5] = utf8_cut(args[5], lens[5], VB_STORE_LAST_ERROR_MAX);
+    redisReply *r = store_eval(s, SCRIPT_SET_STATE, 3, keys, 8, args, lens, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "set state", err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "state %s of run %s refused: lock lost",
+                          vb_run_status_name(state), id);
+    else if (strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT,
+                          "state %s of run %s refused: run is already uploaded",
+                          vb_run_status_name(state), id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, "set state", err);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- operator ---- */
+
+vb_err vb_store_retry(vb_store *s, const char *run_id, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK)
+        return rc;
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    char now[24];
+    fmt_ll(now, vb_store_now_ms());
+    const char *keys[2] = {rkey, INDEX_KEY};
+    const char *args[2] = {id, now};
+    redisReply *r = store_eval(s, SCRIPT_RETRY, 2, keys, 2, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "retry", err);
+    else if (strcmp(r->str, "notfound") == 0)
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "run %s has no recorded state", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT,
+                          "run %s is %.20s: only dead or failed runs can be retried", id, r->str);
+    freeReplyObject(r);
+    return rc;
+}

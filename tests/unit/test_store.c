@@ -1,0 +1,1170 @@
+/*
+ * Unit tests of store.c, against a real Redis.
+ *
+ * The server is $REDIS_URL, else redis://127.0.0.1:6379/15; every test starts
+ * with FLUSHDB of that database, so never point REDIS_URL at a database that
+ * holds data you want. Connections are killed by client name only, so other
+ * clients of a shared server are not disturbed. When Redis is unreachable the Redis tests fail, unless
+ * VB_ALLOW_NO_REDIS=1 (then they are skipped). The URL tests need no server.
+ * The restart test starts its own redis-server on a free port when the binary
+ * is on PATH.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "visionbatch/store.h"
+
+#define SECRET "s3cr3tPW"
+
+static const char *test_url(void)
+{
+    const char *u = getenv("REDIS_URL");
+    return u && *u ? u : "redis://127.0.0.1:6379/15";
+}
+
+static int redis_available;
+static redisContext *raw; /* a plain hiredis connection for arranging and inspecting */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Runs a raw command and returns its reply (caller frees). */
+static redisReply *rawcmd(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(raw, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    return r;
+}
+
+static void rawcmd_ok(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(raw, fmt, ap);
+    va_end(ap);
+    assert_non_null(r);
+    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+}
+
+static redisContext *raw_connect(const vb_store_url *u)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
+                                 : redisConnectWithTimeout(u->host, u->port, tv);
+    if (!c || c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    redisReply *r = NULL;
+    if (u->password[0]) {
+        r = u->user[0] ? redisCommand(c, "AUTH %s %s", u->user, u->password)
+                       : redisCommand(c, "AUTH %s", u->password);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            goto fail;
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "SELECT %d", u->db);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        goto fail;
+    freeReplyObject(r);
+    return c;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+static int group_setup(void **state)
+{
+    vb_store_url u;
+    vb_error err = {0};
+    if (vb_store_url_parse(test_url(), &u, &err) != VB_OK) {
+        fprintf(stderr, "REDIS_URL is invalid: %s\n", err.msg);
+        return -1;
+    }
+    raw = raw_connect(&u);
+    vb_store_url_clear(&u);
+    if (raw) {
+        redis_available = 1;
+        return 0;
+    }
+    const char *allow = getenv("VB_ALLOW_NO_REDIS");
+    if (allow && strcmp(allow, "1") == 0) {
+        fprintf(stderr, "Redis unreachable: Redis tests skipped (VB_ALLOW_NO_REDIS=1)\n");
+        return 0;
+    }
+    fprintf(stderr,
+            "Redis unreachable at the test URL ($REDIS_URL or redis://127.0.0.1:6379/15); "
+            "start one (deploy/local/services.sh start) or set VB_ALLOW_NO_REDIS=1\n");
+    return -1;
+}
+
+static int group_teardown(void **state)
+{
+    if (raw) {
+        redisFree(raw);
+        raw = NULL;
+    }
+    return 0;
+}
+
+/* Per test: a clean database and a fresh store in *state. */
+static int setup(void **state)
+{
+    if (!redis_available) {
+        *state = NULL;
+        return 0;
+    }
+    redisReply *r = redisCommand(raw, "FLUSHDB");
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    freeReplyObject(r);
+    vb_store *s = NULL;
+    vb_error err = {0};
+    if (vb_store_new(test_url(), NULL, &s, &err) != VB_OK) {
+        fprintf(stderr, "vb_store_new: %s\n", err.msg);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    vb_store_free(*state);
+    return 0;
+}
+
+#define STORE()                                                                                    \
+    vb_store *s = *state;                                                                          \
+    if (!redis_available)                                                                          \
+        skip();                                                                                    \
+    vb_error err = {0};                                                                            \
+    (void)err, (void)s
+
+/* ---- URL parsing (no server) ---- */
+
+static void url_parses_host_port_db_and_encoded_password(void **state)
+{
+    vb_store_url u;
+    vb_error err = {0};
+    assert_int_equal(vb_store_url_parse("redis://:p%40ss:w@example.com:6380/3", &u, &err), VB_OK);
+    assert_int_equal(u.is_unix, 0);
+    assert_string_equal(u.host, "example.com");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 3);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "p@ss:w");
+    vb_store_url_clear(&u);
+    assert_string_equal(u.password, "");
+}
+
+static void url_applies_defaults(void **state)
+{
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse("redis://localhost", &u, NULL), VB_OK);
+    assert_string_equal(u.host, "localhost");
+    assert_int_equal(u.port, 6379);
+    assert_int_equal(u.db, 0);
+    assert_string_equal(u.password, "");
+    assert_int_equal(vb_store_url_parse("REDIS://redis-1.internal/", &u, NULL), VB_OK);
+    assert_string_equal(u.host, "redis-1.internal");
+    assert_int_equal(u.db, 0);
+}
+
+static void url_accepts_acl_user_and_ipv6(void **state)
+{
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse("redis://alice:secret@10.0.0.1:7000/1", &u, NULL), VB_OK);
+    assert_string_equal(u.user, "alice");
+    assert_string_equal(u.password, "secret");
+    assert_string_equal(u.host, "10.0.0.1");
+    assert_int_equal(vb_store_url_parse("redis://[::1]:6390/2", &u, NULL), VB_OK);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 6390);
+    assert_int_equal(u.db, 2);
+}
+
+static void url_accepts_unix_sockets(void **state)
+{
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse("unix:///var/run/redis/redis.sock?db=4", &u, NULL), VB_OK);
+    assert_int_equal(u.is_unix, 1);
+    assert_string_equal(u.path, "/var/run/redis/redis.sock");
+    assert_int_equal(u.db, 4);
+    assert_int_equal(vb_store_url_parse("unix://:pw@/tmp/r.sock", &u, NULL), VB_OK);
+    assert_string_equal(u.path, "/tmp/r.sock");
+    assert_string_equal(u.password, "pw");
+    assert_int_equal(u.db, 0);
+}
+
+static void url_rejects_bad_forms_without_leaking_the_password(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "http://:" SECRET "@host",
+        "rediss://:" SECRET "@host:6379/0",
+        "redis://",
+        "redis://:" SECRET "@",
+        "redis://:" SECRET "@host:0",
+        "redis://:" SECRET "@host:65536",
+        "redis://:" SECRET "@host:12ab",
+        "redis://:" SECRET "@host/x",
+        "redis://:" SECRET "@host/100000",
+        "redis://:" SECRET "@host/1?timeout=3",
+        "redis://" SECRET "@host",
+        "redis://:" SECRET "@ho st",
+        "redis://:" SECRET "@[::1",
+        "redis://:" SECRET "%zz@host",
+        "redis://:" SECRET "@host:6379/1 ",
+        "unix://",
+        "unix://relative.sock",
+        "unix://:" SECRET "@/tmp/r.sock?x=1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vb_store_url u;
+        vb_error err = {0};
+        vb_err rc = vb_store_url_parse(bad[i], &u, &err);
+        if (rc != VB_ERR_CONFIG)
+            fail_msg("accepted bad URL #%zu", i);
+        assert_int_equal(err.code, VB_ERR_CONFIG);
+        assert_true(err.msg[0] != '\0');
+        assert_null(strstr(err.msg, SECRET));
+        assert_string_equal(u.password, "");
+    }
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse(NULL, &u, NULL), VB_ERR_CONFIG);
+}
+
+static void store_new_with_bad_url_fails_with_config_error(void **state)
+{
+    vb_store *s = (vb_store *)1;
+    vb_error err = {0};
+    assert_int_equal(vb_store_new("redis://:" SECRET "@host:99999/0", NULL, &s, &err),
+                     VB_ERR_CONFIG);
+    assert_null(s);
+    assert_null(strstr(err.msg, SECRET));
+}
+
+static void status_names_round_trip(void **state)
+{
+    for (int i = VB_RUN_NONE; i <= VB_RUN_DEAD; i++)
+        assert_int_equal(vb_run_status_parse(vb_run_status_name((vb_run_status)i)), i);
+    assert_int_equal(vb_run_status_parse("Uploaded"), VB_RUN_UPLOADED);
+    assert_int_equal(vb_run_status_parse("finished"), -1);
+    assert_string_equal(vb_claim_decision_name(VB_CLAIM_SKIP_DONE), "skip_done");
+}
+
+/* ---- connection ---- */
+
+static void store_connects_pings_and_describes_without_credentials(void **state)
+{
+    STORE();
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse(test_url(), &u, NULL), VB_OK);
+    char want[64];
+    snprintf(want, sizeof want, "/%d", u.db);
+    assert_non_null(strstr(vb_store_describe(s), want));
+    if (u.password[0])
+        assert_null(strstr(vb_store_describe(s), u.password));
+    vb_store_url_clear(&u);
+}
+
+static void store_unreachable_server_fails_with_redis_error(void **state)
+{
+    if (!redis_available)
+        skip();
+    vb_store *s = (vb_store *)1;
+    vb_error err = {0};
+    vb_store_opts o = {.connect_timeout_ms = 1000};
+    assert_int_equal(vb_store_new("redis://:" SECRET "@127.0.0.1:1/0", &o, &s, &err),
+                     VB_ERR_REDIS);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "127.0.0.1:1/0"));
+    assert_null(strstr(err.msg, SECRET));
+}
+
+static void store_wrong_password_is_refused_without_leaking_it(void **state)
+{
+    if (!redis_available)
+        skip();
+    vb_store_url u;
+    assert_int_equal(vb_store_url_parse(test_url(), &u, NULL), VB_OK);
+    if (u.is_unix)
+        skip();
+    char url[512];
+    snprintf(url, sizeof url, "redis://:%s-wrong@%s:%d/%d", SECRET, u.host, u.port, u.db);
+    vb_store_url_clear(&u);
+    vb_store *s = NULL;
+    vb_error err = {0};
+    assert_int_equal(vb_store_new(url, NULL, &s, &err), VB_ERR_REDIS);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "authentication failed"));
+    assert_null(strstr(err.msg, SECRET));
+}
+
+/* Kills the server side of every connection named `name` (what a Redis
+ * restart does to a client), leaving other clients of a shared server alone. */
+static void kill_clients_named(const char *name)
+{
+    redisReply *r = rawcmd("CLIENT LIST TYPE normal");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char needle[96];
+    snprintf(needle, sizeof needle, " name=%s ", name);
+    int killed = 0;
+    for (char *line = r->str; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strstr(line, needle) && strncmp(line, "id=", 3) == 0) {
+            long long id = strtoll(line + 3, NULL, 10);
+            redisReply *k = rawcmd("CLIENT KILL ID %lld", id);
+            assert_int_equal(k->type, REDIS_REPLY_INTEGER);
+            killed += (int)k->integer;
+            freeReplyObject(k);
+        }
+        line = next;
+    }
+    freeReplyObject(r);
+    assert_true(killed >= 1);
+}
+
+static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
+{
+    STORE();
+    char name[64];
+    snprintf(name, sizeof name, "vbtest-%ld", (long)getpid());
+    vb_store_opts o = {.client_name = name};
+    vb_store_free(s);
+    *state = s = NULL;
+    assert_int_equal(vb_store_new(test_url(), &o, &s, &err), VB_OK);
+    *state = s;
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+    kill_clients_named(name);
+
+    vb_claim_decision d = 0;
+    vb_err rc = vb_store_claim_for_queue(s, "R1", 3, 60000, vb_store_now_ms(), &d, &err);
+    assert_int_equal(rc, VB_ERR_REDIS);
+    assert_int_equal(err.code, VB_ERR_REDIS);
+
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_claim_for_queue(s, "R1", 3, 60000, vb_store_now_ms(), &d, &err),
+                     VB_OK);
+    assert_int_equal(d, VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+    kill_clients_named(name); /* the new connection carries the name too */
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS);
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+
+    vb_store *bad = NULL;
+    o.client_name = "two words";
+    assert_int_equal(vb_store_new(test_url(), &o, &bad, &err), VB_ERR_INVALID);
+    assert_null(bad);
+}
+
+static void store_reloads_scripts_after_script_flush(void **state)
+{
+    STORE();
+    vb_claim_decision d = 0;
+    assert_int_equal(vb_store_claim_for_queue(s, "R1", 3, 60000, 1000, &d, &err), VB_OK);
+    rawcmd_ok("SCRIPT FLUSH");
+    assert_int_equal(vb_store_claim_for_queue(s, "R2", 3, 60000, 1000, &d, &err), VB_OK);
+    assert_int_equal(d, VB_CLAIM_PUBLISH);
+}
+
+static void store_command_timeout_drops_the_connection_and_recovers(void **state)
+{
+    STORE();
+    vb_store *fast = NULL;
+    vb_store_opts o = {.command_timeout_ms = 200};
+    assert_int_equal(vb_store_new(test_url(), &o, &fast, &err), VB_OK);
+    rawcmd_ok("CLIENT PAUSE 800 ALL");
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_ping(fast, &err), VB_ERR_REDIS);
+    assert_non_null(strstr(err.msg, "timed out"));
+    sleep_ms(900);
+    assert_int_equal(vb_store_ping(fast, &err), VB_OK);
+    vb_store_free(fast);
+}
+
+/* A server that accepts one connection and resets it at once. */
+static pid_t start_resetting_server(int *port, int *go_fd)
+{
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char ch;
+        close(go[1]);
+        if (read(go[0], &ch, 1) != 1) /* accept only once the client is connected */
+            _exit(1);
+        int c = accept(fd, NULL, NULL);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        if (c >= 0) {
+            setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(c);
+        }
+        _exit(0);
+    }
+    close(fd);
+    close(go[0]);
+    *go_fd = go[1];
+    return pid;
+}
+
+static void store_reports_a_reset_connection_as_a_redis_error(void **state)
+{
+    int port = 0, go = -1;
+    pid_t pid = start_resetting_server(&port, &go);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    vb_store *s = NULL;
+    vb_error err = {0};
+    assert_int_equal(vb_store_new(url, NULL, &s, &err), VB_OK); /* no AUTH/SELECT to send */
+    assert_int_equal(write(go, "x", 1), 1);
+    close(go);
+    waitpid(pid, NULL, 0);
+    sleep_ms(100); /* the reset has arrived before the next command */
+    assert_int_equal(vb_store_ping(s, NULL), VB_ERR_REDIS);
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* nobody listens any more */
+    vb_store_free(s);
+}
+
+/* Picks a free TCP port on the loopback interface. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static pid_t start_redis(int port)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", 0);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    /* Wait until it answers. */
+    for (int i = 0; i < 100; i++) {
+        redisContext *c = redisConnect("127.0.0.1", port);
+        int ok = c && !c->err;
+        redisFree(c);
+        if (ok)
+            return pid;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1;
+        sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void stop_redis(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void store_survives_a_redis_restart(void **state)
+{
+    if (!redis_available || system("command -v redis-server >/dev/null 2>&1") != 0)
+        skip();
+    int port = free_port();
+    pid_t pid = start_redis(port);
+    if (pid < 0)
+        skip();
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    vb_store *s = NULL;
+    vb_error err = {0};
+    vb_store_opts o = {.connect_timeout_ms = 500, .command_timeout_ms = 1000};
+    assert_int_equal(vb_store_new(url, &o, &s, &err), VB_OK);
+    assert_int_equal(vb_store_ping(s, &err), VB_OK);
+
+    stop_redis(pid);
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* connection lost */
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* reconnect refused */
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* within the backoff: fails fast */
+    assert_non_null(strstr(err.msg, "next reconnect"));
+
+    pid = start_redis(port);
+    if (pid < 0) {
+        vb_store_free(s);
+        skip();
+    }
+    vb_err rc = VB_ERR_REDIS;
+    for (int i = 0; i < 60 && rc != VB_OK; i++) {
+        rc = vb_store_ping(s, &err);
+        if (rc != VB_OK)
+            sleep_ms(100);
+    }
+    assert_int_equal(rc, VB_OK);
+    vb_claim_decision d = 0;
+    assert_int_equal(vb_store_claim_for_queue(s, "R1", 3, 60000, 1000, &d, &err), VB_OK);
+    assert_int_equal(d, VB_CLAIM_PUBLISH);
+    vb_store_free(s);
+    stop_redis(pid);
+}
+
+/* ---- claim decisions ---- */
+
+static vb_claim_decision claim(vb_store *s, const char *id, long max, long long now)
+{
+    vb_error err = {0};
+    vb_claim_decision d = 0;
+    vb_err rc = vb_store_claim_for_queue(s, id, max, 60000, now, &d, &err);
+    if (rc != VB_OK)
+        fail_msg("claim %s: %s", id, err.msg);
+    return d;
+}
+
+static vb_run_state get(vb_store *s, const char *id)
+{
+    vb_run_state st;
+    vb_error err = {0};
+    if (vb_store_get(s, id, &st, &err) != VB_OK)
+        fail_msg("get %s: %s", id, err.msg);
+    return st;
+}
+
+/* Takes the lock and begins an attempt; returns the token in tok. */
+static void start_attempt(vb_store *s, const char *id, long lease_ms, char tok[VB_STORE_TOKEN_SIZE])
+{
+    vb_error err = {0};
+    assert_int_equal(vb_store_lock_acquire(s, id, "w1:1", lease_ms, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_processing(s, id, tok, "w1:1", lease_ms, NULL, &err), VB_OK);
+}
+
+static void claim_without_state_publishes_and_records_queued(void **state)
+{
+    STORE();
+    vb_claim_decision d = 0;
+    long long v = 0;
+    assert_int_equal(vb_store_claim_for_queue_ex(s, "run-abc", 3, 60000, 5000, "trace-1", "exec-9",
+                                                 &d, &v, &err),
+                     VB_OK);
+    assert_int_equal(d, VB_CLAIM_PUBLISH);
+    assert_int_equal(v, 1);
+    vb_run_state st = get(s, "RUN-ABC");
+    assert_string_equal(st.id, "RUN-ABC");
+    assert_int_equal(st.state, VB_RUN_QUEUED);
+    assert_int_equal(st.attempts, 0);
+    assert_int_equal(st.created_at, 5000);
+    assert_int_equal(st.queued_at, 5000);
+    assert_int_equal(st.updated_at, 5000);
+    assert_int_equal(st.lease_until, 65000);
+    assert_string_equal(st.trace_id, "trace-1");
+    assert_string_equal(st.execution_id, "exec-9");
+    assert_string_equal(st.worker, "");
+    assert_string_equal(st.last_error, "");
+    vb_run_state_free(&st);
+    assert_null(st.id);
+}
+
+static void claim_queued_with_live_lease_skips_and_expired_republishes(void **state)
+{
+    STORE();
+    assert_int_equal(claim(s, "R1", 3, 1000), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "R1", 3, 1000), VB_CLAIM_SKIP_IN_PROGRESS);
+    assert_int_equal(claim(s, "R1", 3, 61000), VB_CLAIM_SKIP_IN_PROGRESS); /* lease_until itself */
+    assert_int_equal(claim(s, "R1", 3, 61001), VB_CLAIM_PUBLISH);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.queued_at, 61001);
+    assert_int_equal(st.created_at, 1000);
+    assert_int_equal(st.version, 2);
+    vb_run_state_free(&st);
+}
+
+static void claim_processing_with_live_lease_skips(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    long long now = vb_store_now_ms();
+    assert_int_equal(claim(s, "R1", 3, now), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_SKIP_IN_PROGRESS);
+    assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, NULL, &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_SKIP_IN_PROGRESS);
+}
+
+static void claim_processing_with_expired_lease_republishes(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 1000, tok);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 5000), VB_CLAIM_PUBLISH);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_QUEUED);
+    assert_int_equal(st.attempts, 1); /* kept */
+    assert_non_null(strstr(st.last_error, "lease expired while processing"));
+    vb_run_state_free(&st);
+}
+
+static void claim_expired_lease_at_max_attempts_marks_dead(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 1, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 1000, tok);
+    assert_int_equal(claim(s, "R1", 1, vb_store_now_ms() + 5000), VB_CLAIM_DEAD);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_DEAD);
+    assert_true(st.finished_at > 0);
+    vb_run_state_free(&st);
+}
+
+static void claim_failed_with_attempts_left_publishes(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "backend said no", NULL, &err),
+                     VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_QUEUED);
+    assert_int_equal(st.attempts, 1);
+    assert_string_equal(st.last_error, "backend said no");
+    vb_run_state_free(&st);
+}
+
+static void claim_failed_at_max_attempts_marks_dead(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(claim(s, "R1", 2, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+        start_attempt(s, "R1", 60000, tok);
+        assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "boom", NULL, &err),
+                         VB_OK);
+        assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    }
+    assert_int_equal(claim(s, "R1", 2, vb_store_now_ms()), VB_CLAIM_DEAD);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_DEAD);
+    assert_int_equal(st.attempts, 2);
+    long long v = st.version;
+    vb_run_state_free(&st);
+    assert_int_equal(claim(s, "R1", 2, vb_store_now_ms()), VB_CLAIM_DEAD);
+    st = get(s, "R1");
+    assert_int_equal(st.version, v); /* a dead run is not touched again */
+    vb_run_state_free(&st);
+}
+
+static void claim_uploaded_skips_as_done(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_UPLOADED, "", "b1,b2", &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_SKIP_DONE);
+    /* Even far in the future (no lease applies to a finished run). */
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 86400000LL), VB_CLAIM_SKIP_DONE);
+}
+
+static void claim_rejects_invalid_arguments(void **state)
+{
+    STORE();
+    vb_claim_decision d = 0;
+    assert_int_equal(vb_store_claim_for_queue(s, "a b", 3, 1000, 1000, &d, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_claim_for_queue(s, "", 3, 1000, 1000, &d, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_claim_for_queue(s, "R1", 0, 1000, 1000, &d, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_claim_for_queue(s, "R1", 3, 0, 1000, &d, &err), VB_ERR_INVALID);
+    char longid[VB_STORE_ID_MAX + 2];
+    memset(longid, 'A', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    assert_int_equal(vb_store_claim_for_queue(s, longid, 3, 1000, 1000, &d, &err), VB_ERR_INVALID);
+    longid[VB_STORE_ID_MAX] = '\0';
+    assert_int_equal(vb_store_claim_for_queue(s, longid, 3, 1000, 1000, &d, &err), VB_OK);
+}
+
+#define RACE_RUNS 40
+
+/* Child of the race test: claims every run once; exits with the number of
+ * PUBLISH decisions (or 255 on error). */
+static void race_child(int go_fd)
+{
+    char c;
+    vb_store *s = NULL;
+    vb_error err = {0};
+    if (vb_store_new(test_url(), NULL, &s, &err) != VB_OK)
+        _exit(255);
+    if (read(go_fd, &c, 1) != 1)
+        _exit(255);
+    int published = 0;
+    for (int i = 0; i < RACE_RUNS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "RACE-%d", i);
+        vb_claim_decision d = 0;
+        if (vb_store_claim_for_queue(s, id, 3, 60000, 1000, &d, &err) != VB_OK)
+            _exit(255);
+        published += d == VB_CLAIM_PUBLISH;
+    }
+    vb_store_free(s);
+    _exit(published);
+}
+
+static void concurrent_claimers_publish_each_run_exactly_once(void **state)
+{
+    STORE();
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t kids[3];
+    for (int k = 0; k < 3; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            close(go[1]);
+            race_child(go[0]);
+        }
+    }
+    close(go[0]);
+    sleep_ms(100); /* let every child connect */
+    assert_int_equal(write(go[1], "xxx", 3), 3);
+    close(go[1]);
+    int total = 0;
+    for (int k = 0; k < 3; k++) {
+        int st = 0;
+        assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+        assert_true(WIFEXITED(st));
+        assert_int_not_equal(WEXITSTATUS(st), 255);
+        total += WEXITSTATUS(st);
+    }
+    /* Every run got at least one PUBLISH (the first claim), so a total of
+     * RACE_RUNS means none got two. */
+    assert_int_equal(total, RACE_RUNS);
+    vb_run_state st = get(s, "RACE-7");
+    assert_int_equal(st.version, 1);
+    vb_run_state_free(&st);
+}
+
+/* ---- locks ---- */
+
+static void lock_is_exclusive_and_tokens_are_random(void **state)
+{
+    STORE();
+    char t1[VB_STORE_TOKEN_SIZE], t2[VB_STORE_TOKEN_SIZE] = "";
+    assert_int_equal(vb_store_lock_acquire(s, "r1", "worker-a", 30000, t1, &err), VB_OK);
+    assert_int_equal(strlen(t1), 32);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "worker-b", 30000, t2, &err),
+                     VB_ERR_CONFLICT);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "worker-b", 30000, t2, NULL),
+                     VB_ERR_CONFLICT);
+    redisReply *r = rawcmd("GET visionbatch:lock:R1");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char want[80];
+    snprintf(want, sizeof want, "%s worker-a", t1);
+    assert_string_equal(r->str, want);
+    freeReplyObject(r);
+    assert_int_equal(vb_store_lock_acquire(s, "R2", "worker-a", 30000, t2, &err), VB_OK);
+    assert_string_not_equal(t1, t2);
+    assert_int_equal(vb_store_lock_acquire(s, "R3", "bad worker", 30000, t2, &err),
+                     VB_ERR_INVALID);
+}
+
+static void lock_renew_and_release_refuse_a_wrong_token(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    const char *wrong = "0123456789abcdef0123456789abcdef";
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w", 1000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_lock_renew(s, "R1", wrong, 60000, &err), VB_ERR_CANCELLED);
+    assert_int_equal(vb_store_lock_release(s, "R1", wrong, &err), VB_ERR_CANCELLED);
+    assert_int_equal(vb_store_lock_renew(s, "R1", "not-a-token", 60000, &err), VB_ERR_INVALID);
+
+    assert_int_equal(vb_store_lock_renew(s, "R1", tok, 60000, &err), VB_OK);
+    redisReply *r = rawcmd("PTTL visionbatch:lock:R1");
+    assert_true(r->integer > 50000);
+    freeReplyObject(r);
+
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    r = rawcmd("EXISTS visionbatch:lock:R1");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_ERR_CANCELLED);
+}
+
+static void lock_renew_after_expiry_reports_lost(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w", 50, tok, &err), VB_OK);
+    sleep_ms(150);
+    assert_int_equal(vb_store_lock_renew(s, "R1", tok, 1000, &err), VB_ERR_CANCELLED);
+    char t2[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 1000, t2, &err), VB_OK);
+}
+
+static void lock_renew_extends_the_run_lease(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 1000, tok);
+    long long before = vb_store_now_ms();
+    assert_int_equal(vb_store_lock_renew(s, "R1", tok, 120000, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    assert_true(st.lease_until >= before + 120000);
+    vb_run_state_free(&st);
+    assert_int_equal(claim(s, "R1", 3, before + 60000), VB_CLAIM_SKIP_IN_PROGRESS);
+}
+
+/* ---- worker transitions ---- */
+
+static void begin_processing_counts_attempts_and_sets_lease(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "host:42", 30000, tok, &err), VB_OK);
+    long long before = vb_store_now_ms();
+    long attempt = 0;
+    assert_int_equal(vb_store_begin_processing(s, "r1", tok, "host:42", 30000, &attempt, &err),
+                     VB_OK);
+    assert_int_equal(attempt, 1);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_PROCESSING);
+    assert_int_equal(st.attempts, 1);
+    assert_string_equal(st.worker, "host:42");
+    assert_true(st.started_at >= before);
+    assert_true(st.lease_until >= before + 30000);
+    vb_run_state_free(&st);
+}
+
+static void begin_processing_refuses_uploaded_dead_and_wrong_token(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    const char *wrong = "ffffffffffffffffffffffffffffffff";
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w", 30000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_processing(s, "R1", wrong, "w", 30000, NULL, &err),
+                     VB_ERR_CANCELLED);
+    assert_int_equal(vb_store_begin_processing(s, "R1", tok, "w", 30000, NULL, &err), VB_OK);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_UPLOADED, NULL, NULL, &err), VB_OK);
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_begin_processing(s, "R1", tok, "w", 30000, NULL, &err),
+                     VB_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, "uploaded"));
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.attempts, 1);
+    vb_run_state_free(&st);
+
+    assert_int_equal(vb_store_lock_acquire(s, "R2", "w", 30000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_set_state(s, "R2", tok, VB_RUN_DEAD, "gave up", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_begin_processing(s, "R2", tok, "w", 30000, NULL, &err),
+                     VB_ERR_CONFLICT);
+}
+
+static void set_state_with_a_lost_lock_is_refused(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 30000, tok);
+    rawcmd_ok("DEL visionbatch:lock:R1"); /* as if it had expired */
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_UPLOADED, NULL, NULL, &err),
+                     VB_ERR_CANCELLED);
+    assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, NULL, &err), VB_ERR_CANCELLED);
+    char other[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 30000, other, &err), VB_OK);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "x", NULL, &err),
+                     VB_ERR_CANCELLED);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_PROCESSING);
+    assert_string_equal(st.last_error, "");
+    vb_run_state_free(&st);
+}
+
+static void set_state_rejects_states_a_worker_cannot_set(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    start_attempt(s, "R1", 30000, tok);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_QUEUED, NULL, NULL, &err),
+                     VB_ERR_INVALID);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_PROCESSING, NULL, NULL, &err),
+                     VB_ERR_INVALID);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_NONE, NULL, NULL, &err),
+                     VB_ERR_INVALID);
+}
+
+static void uploaded_is_final(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 30000, tok);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_UPLOADED, NULL, "b-1,b-2", &err),
+                     VB_OK);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "late", NULL, &err),
+                     VB_ERR_CONFLICT);
+    assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, NULL, &err), VB_ERR_CONFLICT);
+    assert_int_equal(vb_store_retry(s, "R1", &err), VB_ERR_CONFLICT);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_UPLOADED);
+    assert_string_equal(st.batch_ids, "b-1,b-2");
+    assert_string_equal(st.last_error, "");
+    assert_true(st.finished_at > 0);
+    assert_int_equal(st.lease_until, 0);
+    vb_run_state_free(&st);
+}
+
+static void mark_upload_started_reports_an_earlier_upload(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 30000, tok);
+    long long prev = -1, before = vb_store_now_ms();
+    assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, &prev, &err), VB_OK);
+    assert_int_equal(prev, 0);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_UPLOADING);
+    long long first = st.upload_started_at;
+    assert_true(first >= before);
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "POST timed out", NULL, &err),
+                     VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+
+    /* The next attempt learns that an upload may already have happened. */
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 30000, tok);
+    st = get(s, "R1");
+    assert_int_equal(st.upload_started_at, first);
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, &prev, &err), VB_OK);
+    assert_int_equal(prev, first);
+}
+
+static void set_state_cuts_last_error_on_a_character_boundary(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    start_attempt(s, "R1", 30000, tok);
+    char msg[VB_STORE_LAST_ERROR_MAX + 16];
+    memset(msg, 'a', VB_STORE_LAST_ERROR_MAX - 1);
+    memcpy(msg + VB_STORE_LAST_ERROR_MAX - 1, "\xc3\xa9tail", 7); /* é straddles the limit */
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, msg, NULL, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(strlen(st.last_error), VB_STORE_LAST_ERROR_MAX - 1);
+    vb_run_state_free(&st);
+
+    char *big = malloc(VB_STORE_BATCH_IDS_MAX + 2);
+    assert_non_null(big);
+    memset(big, 'b', VB_STORE_BATCH_IDS_MAX + 1);
+    big[VB_STORE_BATCH_IDS_MAX + 1] = '\0';
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, NULL, big, &err),
+                     VB_ERR_INVALID);
+    free(big);
+}
+
+/* ---- operator ---- */
+
+static void retry_makes_a_dead_run_publishable_again(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 1, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 30000, tok);
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "boom", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 1, vb_store_now_ms()), VB_CLAIM_DEAD);
+
+    assert_int_equal(vb_store_retry(s, "r1", &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_FAILED);
+    assert_int_equal(st.attempts, 0);
+    assert_string_equal(st.last_error, "boom");
+    vb_run_state_free(&st);
+    assert_int_equal(claim(s, "R1", 1, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+
+    /* queued: not retryable; unknown: not found. */
+    vb_error_clear(&err);
+    assert_int_equal(vb_store_retry(s, "R1", &err), VB_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, "queued"));
+    assert_int_equal(vb_store_retry(s, "NOPE", &err), VB_ERR_NOT_FOUND);
+    assert_int_equal(vb_store_get(s, "NOPE", &st, &err), VB_ERR_NOT_FOUND);
+    assert_null(st.id);
+}
+
+static void list_orders_by_latest_update_and_filters_by_state(void **state)
+{
+    STORE();
+    vb_run_state_list l;
+    assert_int_equal(vb_store_list(s, 0, 10, VB_RUN_NONE, &l, &err), VB_OK);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(l.total_runs, 0);
+    vb_run_state_list_free(&l);
+
+    assert_int_equal(claim(s, "A", 3, 1000), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "B", 3, 2000), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "C", 3, 3000), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_list(s, 0, 10, VB_RUN_NONE, &l, &err), VB_OK);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.total_runs, 3);
+    assert_string_equal(l.items[0].id, "C");
+    assert_string_equal(l.items[1].id, "B");
+    assert_string_equal(l.items[2].id, "A");
+    assert_int_equal(l.items[2].state, VB_RUN_QUEUED);
+    assert_int_equal(l.items[2].updated_at, 1000);
+    vb_run_state_list_free(&l);
+
+    assert_int_equal(vb_store_list(s, 1, 1, VB_RUN_NONE, &l, &err), VB_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].id, "B");
+    vb_run_state_list_free(&l);
+
+    /* B fails now: it becomes the most recent and the only failed one. */
+    char tok[VB_STORE_TOKEN_SIZE];
+    start_attempt(s, "B", 30000, tok);
+    assert_int_equal(vb_store_set_state(s, "B", tok, VB_RUN_FAILED, "x", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_list(s, 0, 10, VB_RUN_NONE, &l, &err), VB_OK);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.items[0].id, "B");
+    assert_string_equal(l.items[1].id, "C");
+    vb_run_state_list_free(&l);
+    assert_int_equal(vb_store_list(s, 0, 10, VB_RUN_FAILED, &l, &err), VB_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].id, "B");
+    assert_string_equal(l.items[0].last_error, "x");
+    vb_run_state_list_free(&l);
+    assert_int_equal(vb_store_list(s, 1, 10, VB_RUN_QUEUED, &l, &err), VB_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].id, "A");
+    vb_run_state_list_free(&l);
+    assert_int_equal(vb_store_list(s, 0, 0, VB_RUN_NONE, &l, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_list(s, 0, 1001, VB_RUN_NONE, &l, &err), VB_ERR_INVALID);
+}
+
+static void list_pages_through_many_runs(void **state)
+{
+    STORE();
+    for (int i = 0; i < 600; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "P%d", i);
+        assert_int_equal(claim(s, id, 3, 1000 + i), VB_CLAIM_PUBLISH);
+    }
+    vb_run_state_list l;
+    assert_int_equal(vb_store_list(s, 550, 100, VB_RUN_QUEUED, &l, &err), VB_OK);
+    assert_int_equal(l.n, 50);
+    assert_string_equal(l.items[0].id, "P49");
+    assert_string_equal(l.items[49].id, "P0");
+    vb_run_state_list_free(&l);
+    assert_int_equal(vb_store_list(s, 300, 1, VB_RUN_NONE, &l, &err), VB_OK);
+    assert_string_equal(l.items[0].id, "P299");
+    vb_run_state_list_free(&l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest offline[] = {
+        cmocka_unit_test(url_parses_host_port_db_and_encoded_password),
+        cmocka_unit_test(url_applies_defaults),
+        cmocka_unit_test(url_accepts_acl_user_and_ipv6),
+        cmocka_unit_test(url_accepts_unix_sockets),
+        cmocka_unit_test(url_rejects_bad_forms_without_leaking_the_password),
+        cmocka_unit_test(store_new_with_bad_url_fails_with_config_error),
+        cmocka_unit_test(status_names_round_trip),
+        cmocka_unit_test(store_reports_a_reset_connection_as_a_redis_error),
+    };
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest live[] = {
+        T(store_connects_pings_and_describes_without_credentials),
+        T(store_unreachable_server_fails_with_redis_error),
+        T(store_wrong_password_is_refused_without_leaking_it),
+        T(store_reconnects_on_the_call_after_a_killed_connection),
+        T(store_reloads_scripts_after_script_flush),
+        T(store_survives_a_redis_restart),
+        T(store_command_timeout_drops_the_connection_and_recovers),
+        T(claim_without_state_publishes_and_records_queued),
+        T(claim_queued_with_live_lease_skips_and_expired_republishes),
+        T(claim_processing_with_live_lease_skips),
+        T(claim_processing_with_expired_lease_republishes),
+        T(claim_expired_lease_at_max_attempts_marks_dead),
+        T(claim_failed_with_attempts_left_publishes),
+        T(claim_failed_at_max_attempts_marks_dead),
+        T(claim_uploaded_skips_as_done),
+        T(claim_rejects_invalid_arguments),
+        T(concurrent_claimers_publish_each_run_exactly_once),
+        T(lock_is_exclusive_and_tokens_are_random),
+        T(lock_renew_and_release_refuse_a_wrong_token),
+        T(lock_renew_after_expiry_reports_lost),
+        T(lock_renew_extends_the_run_lease),
+        T(begin_processing_counts_attempts_and_sets_lease),
+        T(begin_processing_refuses_uploaded_dead_and_wrong_token),
+        T(set_state_with_a_lost_lock_is_refused),
+        T(set_state_rejects_states_a_worker_cannot_set),
+        T(uploaded_is_final),
+        T(mark_upload_started_reports_an_earlier_upload),
+        T(set_state_cuts_last_error_on_a_character_boundary),
+        T(retry_makes_a_dead_run_publishable_again),
+        T(list_orders_by_latest_update_and_filters_by_state),
+        T(list_pages_through_many_runs),
+    };
+#undef T
+    int failures = cmocka_run_group_tests_name("store_offline", offline, NULL, NULL);
+    failures += cmocka_run_group_tests_name("store_redis", live, group_setup, group_teardown);
+    return failures;
+}
