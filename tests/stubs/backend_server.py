@@ -57,7 +57,7 @@ the fault's.
 
 Config keys (defaults): polls_to_complete 3, batch_delay 0.0, outcome
 "completed", max_images 20, require_image_type true, save_images false,
-models ["gpt-4o", "gpt-4o-mini"].
+model_names ["gpt-4o", "gpt-4o-mini"].
 
 Records (GET /_control/records):
   {"uploads": [{"seq","time","headers","content_type","transfer_encoding",
@@ -328,7 +328,7 @@ class BackendHandler(common.StubHandler):
             rec["status"] = fault.get("status", 200)
             return
         rec["status"] = 200
-        self.send_json(200, {"models": list(st.cfg("models"))})
+        self.send_json(200, {"models": list(st.cfg("model_names"))})
 
     def control_records(self):
         st = self.state
@@ -373,7 +373,7 @@ def main(argv=None):
     ap.epilog = __doc__
     args = ap.parse_args(argv)
     config = {"polls_to_complete": 3, "batch_delay": 0.0, "outcome": "completed", "max_images": 20,
-              "require_image_type": True, "save_images": False, "models": ["gpt-4o", "gpt-4o-mini"]}
+              "require_image_type": True, "save_images": False, "model_names": ["gpt-4o", "gpt-4o-mini"]}
     scen = common.load_json_file(args.scenario) if args.scenario else {}
     for k, v in (scen.get("config") or {}).items():
         if k not in config:

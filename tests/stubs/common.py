@@ -579,6 +579,8 @@ class StubState:
     def __init__(self, fault_keys, config, record_dir=None):
         self.lock = threading.RLock()
         self.fault_keys = tuple(fault_keys)
+        # POST /_control/faults routes config keys to the config: no overlap.
+        assert not set(self.fault_keys) & set(config), "config key shadows a fault queue"
         self.initial_config = dict(config)
         self.config = dict(config)
         self.record_dir = record_dir
