@@ -290,6 +290,7 @@ class BackendHandler(common.StubHandler):
         rec["status"] = 200
         if fault and fault.get("apply"):
             self.fault_answer(fault)
+            rec["status"] = fault.get("status", 200)
             return
         self.send_json(200, ans)
 

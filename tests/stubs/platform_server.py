@@ -319,6 +319,7 @@ class PlatformHandler(common.StubHandler):
         rec["count"] = len(items)
         if fault and fault.get("apply"):
             self.fault_answer(fault)
+            rec["status"] = fault.get("status", 200)
             return
         self.send_json(200, {"code": 200, "status": "success", "data": data})
 
