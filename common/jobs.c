@@ -1200,7 +1200,7 @@ static void add_exec_fields(args *a, const vb_exec *e, char *output_cut)
 
 static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
 {
-    char key[96], list[96], cap[24], *out = NULL;
+    char key[96], list[96], cap[24], jk[80], *out = NULL;
     long long ok = 0;
     vb_err rc;
     if (!vb_exec_status_valid(e->status))
@@ -1222,7 +1222,6 @@ static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
     }
     snprintf(key, sizeof key, PREFIX "exec:%s", e->execution_id);
     if (create) {
-        char jk[80];
         job_key(jk, e->job_id);
         snprintf(list, sizeof list, "%s:execs", jk);
         snprintf(cap, sizeof cap, "%zu", j->exec_cap);

@@ -336,6 +336,7 @@ static void executions_are_recorded_capped_and_deleted_with_the_job(void **state
     assert_int_equal(vb_jobs_exec_get(j, ids[4], &e, &err), VB_OK);
     snprintf(e.status, sizeof e.status, "success");
     e.completed_at = 9000;
+    free(e.batch_id);
     e.batch_id = strdup("b1,b2");
     e.runs_found = 2;
     e.runs_published = 2;
