@@ -32,7 +32,7 @@ static vb_err parse(const char *body, int partial, char *msg)
     vb_job_input in;
     vb_error err = {0};
     vb_err rc = vb_job_input_parse(body, strlen(body), partial, &in, &err);
-    snprintf(msg, 512, "%s", err.msg);
+    snprintf(msg, sizeof err.msg, "%s", err.msg);
     vb_job_input_free(&in);
     return rc;
 }
@@ -53,7 +53,7 @@ static void input_accepts_the_guide_body(void **state)
 
 static void input_names_every_missing_field(void **state)
 {
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{\"name\":\"x\",\"schedule\":\"0 * * * *\"}", 0, msg), VB_ERR_INVALID);
     assert_string_equal(msg, "missing required field(s): external_api_get_url, "
                              "external_api_post_url, external_api_key, organization_id");
@@ -63,7 +63,7 @@ static void input_names_every_missing_field(void **state)
 
 static void input_rejects_unknown_and_duplicate_fields(void **state)
 {
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{" REQ ",\"colour\":1,\"size\":2}", 0, msg), VB_ERR_INVALID);
     assert_string_equal(msg, "unknown field(s): colour, size");
     assert_int_equal(parse("{" REQ ",\"name\":\"again\"}", 0, msg), VB_ERR_INVALID);
@@ -72,7 +72,7 @@ static void input_rejects_unknown_and_duplicate_fields(void **state)
 
 static void input_rejects_wrong_types(void **state)
 {
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{" REQ ",\"enabled\":\"yes\"}", 0, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "enabled must be a boolean"));
     assert_int_equal(parse("{" REQ ",\"enabled\":1}", 0, msg), VB_ERR_INVALID);
@@ -90,7 +90,7 @@ static void input_rejects_wrong_types(void **state)
 
 static void input_bad_cron_names_the_field(void **state)
 {
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{\"schedule\":\"61 * * * *\"}", 1, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "schedule"));
     assert_non_null(strstr(msg, "minute"));
@@ -103,7 +103,7 @@ static void input_bad_cron_names_the_field(void **state)
 
 static void input_rejects_bad_urls(void **state)
 {
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{\"external_api_get_url\":\"ftp://a/b\"}", 1, msg), VB_ERR_INVALID);
     assert_string_equal(msg, "external_api_get_url must be an http:// or https:// URL");
     assert_int_equal(parse("{\"backend_api_url\":\"http://\"}", 1, msg), VB_ERR_INVALID);
@@ -116,7 +116,7 @@ static void input_rejects_bad_urls(void **state)
 
 static void input_checks_strings(void **state)
 {
-    char msg[512], body[1024];
+    char msg[1024], body[1024];
     char name[230];
     memset(name, 'a', 201);
     name[201] = '\0';
@@ -144,7 +144,7 @@ static void input_rejects_malformed_json_and_nul_bytes(void **state)
 {
     vb_job_input in;
     vb_error err = {0};
-    char msg[512];
+    char msg[1024];
     assert_int_equal(parse("{\"name\":", 0, msg), VB_ERR_PARSE);
     assert_int_equal(parse("{} trailing", 0, msg), VB_ERR_PARSE);
     assert_int_equal(parse("", 0, msg), VB_ERR_PARSE);
