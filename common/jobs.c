@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
 
+#include "jobs_internal.h"
 #include "visionbatch/cron.h"
 #include "visionbatch/tz.h"
 
@@ -1383,4 +1384,21 @@ done:
     if (rc != VB_OK)
         vb_exec_list_free(out);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* internal access (jobs_internal.h)                                   */
+
+redisReply *vb__jobs_command(vb_jobs *j, int argc, const char **argv, const size_t *lens,
+                             vb_error *err)
+{
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = cmd(j, argc, argv, lens, err);
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+size_t vb__jobs_exec_cap(const vb_jobs *j)
+{
+    return j->exec_cap;
 }

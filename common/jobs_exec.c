@@ -1,0 +1,569 @@
+/*
+ * jobs_exec.c — executions from tick to completion (see jobs_exec.h for the
+ * Redis fields and the status rules).
+ *
+ * Every operation is one Lua script sent with EVAL over the vb_jobs handle's
+ * connection (jobs_internal.h), so claims, records and counters stay
+ * consistent whatever other producers and workers do meanwhile. The
+ * completion rule lives in one Lua function (COMPLETE) shared by the scripts
+ * that can finish an execution: fire_done, add_published and run_done.
+ *
+ * Threading: stateless; thread-safety comes from the vb_jobs handle.
+ */
+#include "visionbatch/jobs_exec.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "jobs_internal.h"
+#include "visionbatch/crypto.h"
+
+#define PREFIX "visionbatch:"
+#define EXEC_PREFIX PREFIX "exec:"
+#define RUNNING_SET PREFIX "execs:running"
+#define RUN_ID_MAX 128
+
+/* Shared Lua: settles KEYS-independent execution `k` (id `id`) when its
+ * firing is done and all its published runs have finished. Returns the
+ * status after the call. */
+#define COMPLETE                                                                                   \
+    "local function complete(k, z, id, now) "                                                      \
+    "  local h = redis.call('HMGET', k, 'status', 'fired', 'runs_published', 'runs_succeeded', "  \
+    "    'runs_failed', 'output') "                                                                \
+    "  if h[1] ~= 'running' or h[2] ~= '1' then return h[1] or '' end "                           \
+    "  local p, s, f = tonumber(h[3] or '0') or 0, tonumber(h[4] or '0') or 0, "                  \
+    "    tonumber(h[5] or '0') or 0 "                                                              \
+    "  if s + f < p then return 'running' end "                                                    \
+    "  local st = 'success' "                                                                      \
+    "  if p > 0 and f > 0 then if s == 0 then st = 'failed' else st = 'partial' end end "         \
+    "  local out = h[6] or '' "                                                                    \
+    "  if p > 0 then "                                                                             \
+    "    local sum = s .. ' succeeded, ' .. f .. ' failed' "                                       \
+    "    if out == '' then out = sum else out = out .. '; ' .. sum end "                           \
+    "    out = string.sub(out, 1, 4096) "                                                          \
+    "  end "                                                                                       \
+    "  redis.call('HSET', k, 'status', st, 'completed_at', now, 'output', out) "                   \
+    "  redis.call('ZREM', z, id) "                                                                 \
+    "  return st "                                                                                 \
+    "end "
+
+/* Shared Lua: is one of the job's executions (list KEYS[2]) still running
+ * and younger than the timeout? Returns its id or false. */
+#define BUSY                                                                                       \
+    "local function busy(list, pre, now, timeout) "                                                \
+    "  for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                  \
+    "    local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                         \
+    "    if h[1] == 'running' and (tonumber(h[2] or '0') or 0) >= now - timeout then "             \
+    "      return e end "                                                                          \
+    "  end "                                                                                       \
+    "  return false "                                                                              \
+    "end "
+
+/* Shared Lua: records a new execution and pushes it on the job's list. */
+#define RECORD                                                                                     \
+    "local function rec(list, zrun, pre, job_id, producer, id, status, now, sched, reason, out) " \
+    "  local done = 0 if status ~= 'running' then done = now end "                                 \
+    "  redis.call('HSET', pre .. id, 'execution_id', id, 'job_id', job_id, 'status', status, "    \
+    "    'started_at', now, 'completed_at', done, 'scheduled_for', sched, 'output', out, "         \
+    "    'batch_id', '', 'skip_reason', reason, 'runs_found', 0, 'runs_published', 0, "            \
+    "    'runs_skipped_in_progress', 0, 'runs_skipped_other_org', 0, 'runs_succeeded', 0, "        \
+    "    'runs_failed', 0, 'fired', 0, 'producer', producer) "                                     \
+    "  redis.call('LPUSH', list, id) "                                                             \
+    "  if status == 'running' then redis.call('ZADD', zrun, now, id) end "                         \
+    "end "                                                                                         \
+    "local function trim(list, zrun, pre, cap) "                                                   \
+    "  for _, e in ipairs(redis.call('LRANGE', list, cap, -1)) do "                                \
+    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) end "                             \
+    "  redis.call('LTRIM', list, 0, cap - 1) "                                                     \
+    "end "
+
+/* KEYS: job hash, execs list, running set. ARGV: 1 expected last, 2 new last,
+ * 3 fire tick, 4 missed count, 5 missed last, 6 missed output, 7 now ms,
+ * 8 cap, 9 exec prefix, 10 id paused, 11 id missed, 12 id fire, 13 timeout ms,
+ * 14 job id, 15 producer id. Returns {code, fired, overlap, missed, paused}. */
+static const char *const script_tick =
+    BUSY RECORD
+    "local job, list, zrun = KEYS[1], KEYS[2], KEYS[3] "
+    "if redis.call('EXISTS', job) == 0 then return {3, 0, 0, 0, 0} end "
+    "local last = tonumber(redis.call('HGET', job, 'last_tick') or '0') or 0 "
+    "if last ~= tonumber(ARGV[1]) then return {0, 0, 0, 0, 0} end "
+    "redis.call('HSET', job, 'last_tick', ARGV[2]) "
+    "local fire, missed = tonumber(ARGV[3]), tonumber(ARGV[4]) "
+    "local now, cap, pre = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] "
+    "if redis.call('HGET', job, 'enabled') == '0' then "
+    "  local n = missed if fire > 0 then n = n + 1 end "
+    "  if n > 0 then "
+    "    redis.call('HINCRBY', job, 'paused_ticks', n) "
+    "    local pl = ARGV[5] if fire > 0 then pl = ARGV[3] end "
+    "    redis.call('HSET', job, 'paused_last', pl) "
+    "  end "
+    "  return {2, 0, 0, 0, 0} "
+    "end "
+    "local res = {1, 0, 0, 0, 0} "
+    "local pn = tonumber(redis.call('HGET', job, 'paused_ticks') or '0') or 0 "
+    "if pn > 0 then "
+    "  local pl = tonumber(redis.call('HGET', job, 'paused_last') or '0') or 0 "
+    "  rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[10], 'skipped', now, pl * 1000, 'paused', "
+    "    pn .. ' scheduled run(s) skipped while the job was deactivated') "
+    "  redis.call('HDEL', job, 'paused_ticks', 'paused_last') "
+    "  res[5] = pn "
+    "end "
+    "if missed > 0 then "
+    "  rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[11], 'skipped', now, "
+    "    tonumber(ARGV[5]) * 1000, 'missed', ARGV[6]) "
+    "  res[4] = 1 "
+    "end "
+    "if fire > 0 then "
+    "  local b = false "
+    "  if redis.call('HGET', job, 'overlap') ~= 'allow' then "
+    "    b = busy(list, pre, now, tonumber(ARGV[13])) end "
+    "  if b then "
+    "    rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[12], 'skipped', now, fire * 1000, "
+    "      'overlap', 'previous execution ' .. b .. ' is still running') "
+    "    res[3] = 1 "
+    "  else "
+    "    rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[12], 'running', now, fire * 1000, '', '') "
+    "    res[2] = 1 "
+    "  end "
+    "end "
+    "trim(list, zrun, pre, cap) "
+    "return res";
+
+/* KEYS: job hash, execs list, running set. ARGV: 1 id, 2 now, 3 cap, 4 prefix,
+ * 5 timeout ms, 6 job id, 7 producer. Returns 1 recorded, 0 no job, 2 busy. */
+static const char *const script_manual =
+    BUSY RECORD
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local now = tonumber(ARGV[2]) "
+    "if redis.call('HGET', KEYS[1], 'overlap') ~= 'allow' and "
+    "   busy(KEYS[2], ARGV[4], now, tonumber(ARGV[5])) then return 2 end "
+    "rec(KEYS[2], KEYS[3], ARGV[4], ARGV[6], ARGV[7], ARGV[1], 'running', now, 0, '', '') "
+    "trim(KEYS[2], KEYS[3], ARGV[4], tonumber(ARGV[3])) "
+    "return 1";
+
+/* KEYS: exec hash, running set. ARGV: 1 id, 2 run id. Returns 0 gone, 1 ok. */
+static const char *const script_add_published =
+    COMPLETE
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local f = 'run:' .. ARGV[2] "
+    "local v = redis.call('HGET', KEYS[1], f) "
+    "if not v then "
+    "  redis.call('HSET', KEYS[1], f, 'p') redis.call('HINCRBY', KEYS[1], 'runs_published', 1) "
+    "elseif v == 'ok!' or v == 'failed!' then "
+    "  local o = string.sub(v, 1, -2) "
+    "  redis.call('HSET', KEYS[1], f, o) redis.call('HINCRBY', KEYS[1], 'runs_published', 1) "
+    "  if o == 'ok' then redis.call('HINCRBY', KEYS[1], 'runs_succeeded', 1) "
+    "  else redis.call('HINCRBY', KEYS[1], 'runs_failed', 1) end "
+    "  complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])) "
+    "end "
+    "return 1";
+
+/* KEYS: exec hash, running set. ARGV: 1 id, 2 found, 3 in progress, 4 other
+ * org, 5 output, 6 failed, 7 now. Returns the status ("" when gone). */
+static const char *const script_fire_done =
+    COMPLETE
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return '' end "
+    "redis.call('HSET', KEYS[1], 'fired', 1, 'runs_found', ARGV[2], "
+    "  'runs_skipped_in_progress', ARGV[3], 'runs_skipped_other_org', ARGV[4], "
+    "  'output', ARGV[5]) "
+    "local p = tonumber(redis.call('HGET', KEYS[1], 'runs_published') or '0') or 0 "
+    "if ARGV[6] == '1' and p == 0 then "
+    "  if redis.call('HGET', KEYS[1], 'status') ~= 'running' then "
+    "    return redis.call('HGET', KEYS[1], 'status') end "
+    "  redis.call('HSET', KEYS[1], 'status', 'error', 'completed_at', ARGV[7]) "
+    "  redis.call('ZREM', KEYS[2], ARGV[1]) "
+    "  return 'error' "
+    "end "
+    "return complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[7]))";
+
+/* KEYS: exec hash, running set. ARGV: 1 id, 2 run id, 3 outcome (ok|failed),
+ * 4 batch ids, 5 now, 6 batch ids cap. Returns {code, status}: code 0 gone,
+ * 1 counted, 2 duplicate. */
+static const char *const script_run_done =
+    COMPLETE
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end "
+    "local f = 'run:' .. ARGV[2] "
+    "local v = redis.call('HGET', KEYS[1], f) "
+    "if v and v ~= 'p' then return {2, ''} end "
+    "if v == 'p' then "
+    "  redis.call('HSET', KEYS[1], f, ARGV[3]) "
+    "  if ARGV[3] == 'ok' then redis.call('HINCRBY', KEYS[1], 'runs_succeeded', 1) "
+    "  else redis.call('HINCRBY', KEYS[1], 'runs_failed', 1) end "
+    "else "
+    "  redis.call('HSET', KEYS[1], f, ARGV[3] .. '!') "
+    "end "
+    "if ARGV[4] ~= '' then "
+    "  local b = redis.call('HGET', KEYS[1], 'batch_id') or '' "
+    "  if b == '' then b = ARGV[4] else b = b .. ',' .. ARGV[4] end "
+    "  if string.len(b) <= tonumber(ARGV[6]) then redis.call('HSET', KEYS[1], 'batch_id', b) end "
+    "end "
+    "return {1, complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[5]))}";
+
+/* KEYS: running set. ARGV: 1 now, 2 timeout ms, 3 fire timeout ms, 4 prefix.
+ * Returns how many executions changed. */
+static const char *const script_expire =
+    "local now, to, fto = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) "
+    "local lim = math.min(to, fto) "
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lim, 'LIMIT', 0, 1000) "
+    "local n = 0 "
+    "for _, id in ipairs(ids) do "
+    "  local k = ARGV[4] .. id "
+    "  local h = redis.call('HMGET', k, 'status', 'started_at', 'fired', 'output') "
+    "  if h[1] ~= 'running' then redis.call('ZREM', KEYS[1], id) "
+    "  else "
+    "    local age = now - (tonumber(h[2] or '0') or 0) "
+    "    local out = h[4] or '' if out ~= '' then out = out .. '; ' end "
+    "    if h[3] ~= '1' and age >= fto then "
+    "      redis.call('HSET', k, 'status', 'error', 'completed_at', now, 'output', "
+    "        string.sub(out .. 'the producer stopped before it finished publishing runs', 1, 4096)) "
+    "      redis.call('ZREM', KEYS[1], id) n = n + 1 "
+    "    elseif age >= to then "
+    "      redis.call('HSET', k, 'status', 'timeout', 'completed_at', now, 'output', "
+    "        string.sub(out .. 'runs still unfinished after ' .. math.floor(to / 1000) .. ' s', "
+    "        1, 4096)) "
+    "      redis.call('ZREM', KEYS[1], id) n = n + 1 "
+    "    end "
+    "  end "
+    "end "
+    "return n";
+
+/* ------------------------------------------------------------------ */
+
+#define MAX_ARGS 24
+
+typedef struct args {
+    const char *v[MAX_ARGS];
+    char nums[MAX_ARGS][24];
+    int n;
+} args;
+
+static void add(args *a, const char *s)
+{
+    if (a->n < MAX_ARGS)
+        a->v[a->n++] = s ? s : "";
+}
+
+static void add_ll(args *a, long long v)
+{
+    if (a->n < MAX_ARGS) {
+        snprintf(a->nums[a->n], sizeof a->nums[a->n], "%lld", v);
+        add(a, a->nums[a->n]);
+    }
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long reply_ll(const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING && r->str) {
+        char *end = NULL;
+        long long v = strtoll(r->str, &end, 10);
+        return end != r->str ? v : 0;
+    }
+    return 0;
+}
+
+/* Run ids follow store.h: 1–128 of [A-Za-z0-9._-], kept upper case. */
+static int run_id_norm(const char *in, char out[RUN_ID_MAX + 1])
+{
+    size_t n = in ? strlen(in) : 0;
+    if (n == 0 || n > RUN_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
+            return 0;
+        out[i] = (char)toupper(c);
+    }
+    out[n] = '\0';
+    return 1;
+}
+
+static redisReply *run(vb_jobs *j, args *a, vb_error *err)
+{
+    return vb__jobs_command(j, a->n, a->v, NULL, err);
+}
+
+static long timeout_ms(long s, long def)
+{
+    return (s > 0 ? s : def) * 1000;
+}
+
+vb_err vb_jobs_exec_last_tick(vb_jobs *j, const char *job_id, long long *last, vb_error *err)
+{
+    char key[80];
+    *last = 0;
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
+    snprintf(key, sizeof key, PREFIX "job:%s", job_id);
+    const char *argv[3] = {"HGET", key, "last_tick"};
+    redisReply *r = vb__jobs_command(j, 3, argv, NULL, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    *last = reply_ll(r);
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+vb_err vb_jobs_exec_tick(vb_jobs *j, const vb_exec_tick *t, vb_exec_tick_result *res,
+                         vb_error *err)
+{
+    char jk[80], list[96], ids[3][VB_UUID_SIZE];
+    vb_err rc;
+    memset(res, 0, sizeof *res);
+    if (!t || !vb_jobs_id_valid(t->job_id))
+        return vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
+    for (int i = 0; i < 3; i++)
+        if ((rc = vb_crypto_uuid4(ids[i], err)) != VB_OK)
+            return rc;
+    snprintf(jk, sizeof jk, PREFIX "job:%s", t->job_id);
+    snprintf(list, sizeof list, "%s:execs", jk);
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_tick);
+    add(&a, "3");
+    add(&a, jk);
+    add(&a, list);
+    add(&a, RUNNING_SET);
+    add_ll(&a, t->expected_last);
+    add_ll(&a, t->new_last);
+    add_ll(&a, t->fire_tick);
+    add_ll(&a, t->missed);
+    add_ll(&a, t->missed_last);
+    add(&a, t->missed_output);
+    add_ll(&a, t->now_ms);
+    add_ll(&a, (long long)vb__jobs_exec_cap(j));
+    add(&a, EXEC_PREFIX);
+    add(&a, ids[0]);
+    add(&a, ids[1]);
+    add(&a, ids[2]);
+    add_ll(&a, timeout_ms(t->timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
+    add(&a, t->job_id);
+    add(&a, t->producer_id);
+    redisReply *r = run(j, &a, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+        freeReplyObject(r);
+        return vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
+    }
+    long long code = reply_ll(r->element[0]);
+    res->code = code == 1   ? VB_EXEC_TICK_DONE
+                : code == 2 ? VB_EXEC_TICK_PAUSED
+                : code == 3 ? VB_EXEC_TICK_GONE
+                            : VB_EXEC_TICK_CONFLICT;
+    res->fired = reply_ll(r->element[1]) == 1;
+    res->overlap = reply_ll(r->element[2]) == 1;
+    res->missed_recorded = reply_ll(r->element[3]) == 1;
+    res->paused_reported = (long)reply_ll(r->element[4]);
+    if (res->fired || res->overlap)
+        memcpy(res->execution_id, ids[2], VB_UUID_SIZE);
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+vb_err vb_jobs_exec_start_manual(vb_jobs *j, const char *job_id, const char *producer_id,
+                                 long long now, long timeout_s,
+                                 char execution_id[VB_UUID_SIZE], vb_error *err)
+{
+    char jk[80], list[96], id[VB_UUID_SIZE];
+    vb_err rc;
+    execution_id[0] = '\0';
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    if ((rc = vb_crypto_uuid4(id, err)) != VB_OK)
+        return rc;
+    snprintf(jk, sizeof jk, PREFIX "job:%s", job_id);
+    snprintf(list, sizeof list, "%s:execs", jk);
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_manual);
+    add(&a, "3");
+    add(&a, jk);
+    add(&a, list);
+    add(&a, RUNNING_SET);
+    add(&a, id);
+    add_ll(&a, now);
+    add_ll(&a, (long long)vb__jobs_exec_cap(j));
+    add(&a, EXEC_PREFIX);
+    add_ll(&a, timeout_ms(timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
+    add(&a, job_id);
+    add(&a, producer_id);
+    redisReply *r = run(j, &a, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    long long code = reply_ll(r);
+    freeReplyObject(r);
+    if (code == 0)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", job_id);
+    if (code == 2)
+        return vb_error_set(err, VB_ERR_CONFLICT,
+                            "an execution of cron job %s is still running (overlap is \"skip\")",
+                            job_id);
+    memcpy(execution_id, id, VB_UUID_SIZE);
+    return VB_OK;
+}
+
+vb_err vb_jobs_exec_add_published(vb_jobs *j, const char *execution_id, const char *run_id,
+                                  vb_error *err)
+{
+    char key[96], rid[RUN_ID_MAX + 1];
+    if (!vb_jobs_id_valid(execution_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
+    if (!run_id_norm(run_id, rid))
+        return vb_error_set(err, VB_ERR_INVALID, "run id is not valid");
+    snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_add_published);
+    add(&a, "2");
+    add(&a, key);
+    add(&a, RUNNING_SET);
+    add(&a, execution_id);
+    add(&a, rid);
+    add_ll(&a, now_ms());
+    redisReply *r = run(j, &a, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    long long ok = reply_ll(r);
+    freeReplyObject(r);
+    if (!ok)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found", execution_id);
+    return VB_OK;
+}
+
+/* Byte length of s cut to at most max bytes on a UTF-8 boundary. */
+static size_t utf8_cut(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
+vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
+                              long skipped_in_progress, long skipped_other_org,
+                              const char *output, int failed, long long now, char status[16],
+                              vb_error *err)
+{
+    char key[96];
+    if (status)
+        status[0] = '\0';
+    if (!vb_jobs_id_valid(execution_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
+    const char *o = output ? output : "";
+    char *cut = strndup(o, utf8_cut(o, VB_JOBS_OUTPUT_MAX));
+    if (!cut)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_fire_done);
+    add(&a, "2");
+    add(&a, key);
+    add(&a, RUNNING_SET);
+    add(&a, execution_id);
+    add_ll(&a, found);
+    add_ll(&a, skipped_in_progress);
+    add_ll(&a, skipped_other_org);
+    add(&a, cut);
+    add(&a, failed ? "1" : "0");
+    add_ll(&a, now);
+    redisReply *r = run(j, &a, err);
+    free(cut);
+    if (!r)
+        return VB_ERR_REDIS;
+    vb_err rc = VB_OK;
+    if (r->type != REDIS_REPLY_STRING || r->len == 0)
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found", execution_id);
+    else if (status)
+        snprintf(status, 16, "%s", r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_jobs_exec_run_done_at(vb_jobs *j, const char *execution_id, const char *run_id,
+                                int outcome, const char *batch_ids, long long now,
+                                char status[16], vb_error *err)
+{
+    char key[96], rid[RUN_ID_MAX + 1];
+    if (status)
+        status[0] = '\0';
+    if (!vb_jobs_id_valid(execution_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
+    if (!run_id_norm(run_id, rid))
+        return vb_error_set(err, VB_ERR_INVALID, "run id is not valid");
+    if (outcome != VB_EXEC_RUN_OK && outcome != VB_EXEC_RUN_FAILED)
+        return vb_error_set(err, VB_ERR_INVALID, "unknown run outcome %d", outcome);
+    const char *b = batch_ids ? batch_ids : "";
+    if (strlen(b) > VB_EXEC_BATCH_IDS_MAX)
+        b = ""; /* never grow the record without bound */
+    snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_run_done);
+    add(&a, "2");
+    add(&a, key);
+    add(&a, RUNNING_SET);
+    add(&a, execution_id);
+    add(&a, rid);
+    add(&a, outcome == VB_EXEC_RUN_OK ? "ok" : "failed");
+    add(&a, b);
+    add_ll(&a, now);
+    add_ll(&a, VB_EXEC_BATCH_IDS_MAX);
+    redisReply *r = run(j, &a, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    vb_err rc = VB_OK;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
+    } else if (reply_ll(r->element[0]) == 0) {
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found", execution_id);
+    } else if (status && r->element[1]->type == REDIS_REPLY_STRING) {
+        snprintf(status, 16, "%s", r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_jobs_exec_run_done(vb_jobs *j, const char *execution_id, const char *run_id,
+                             int outcome, const char *batch_ids, vb_error *err)
+{
+    return vb_jobs_exec_run_done_at(j, execution_id, run_id, outcome, batch_ids, now_ms(), NULL,
+                                    err);
+}
+
+vb_err vb_jobs_exec_expire(vb_jobs *j, long long now, long timeout_s, long fire_timeout_s,
+                           size_t *expired, vb_error *err)
+{
+    if (expired)
+        *expired = 0;
+    args a = {0};
+    add(&a, "EVAL");
+    add(&a, script_expire);
+    add(&a, "1");
+    add(&a, RUNNING_SET);
+    add_ll(&a, now);
+    add_ll(&a, timeout_ms(timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
+    add_ll(&a, timeout_ms(fire_timeout_s, VB_EXEC_FIRE_TIMEOUT_DEFAULT_S));
+    add(&a, EXEC_PREFIX);
+    redisReply *r = run(j, &a, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    if (expired)
+        *expired = (size_t)reply_ll(r);
+    freeReplyObject(r);
+    return VB_OK;
+}

@@ -1,0 +1,28 @@
+/*
+ * jobs_internal.h — what jobs.c shares with the other modules that keep
+ * their data next to the jobs (jobs_exec.c, the producer's scheduler): raw
+ * commands on the handle's one Redis connection, and the executions cap.
+ *
+ * Threading: vb__jobs_command takes the handle's mutex for the duration of
+ * the command, so it may be called from any thread, like the rest of jobs.h.
+ */
+#ifndef VISIONBATCH_JOBS_INTERNAL_H
+#define VISIONBATCH_JOBS_INTERNAL_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+#include "visionbatch/jobs.h"
+
+/* Runs one command (reconnecting first if needed). Returns the reply, which
+ * the caller frees with freeReplyObject(), or NULL with err set
+ * (VB_ERR_REDIS) on a connection failure or an error reply. `lens` may be
+ * NULL for NUL-terminated arguments. */
+redisReply *vb__jobs_command(vb_jobs *j, int argc, const char **argv, const size_t *lens,
+                             vb_error *err);
+
+/* Executions kept per job (the handle's exec_cap). */
+size_t vb__jobs_exec_cap(const vb_jobs *j);
+
+#endif

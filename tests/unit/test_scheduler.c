@@ -1,0 +1,755 @@
+/* Unit tests of the producer's scheduler (producer/scheduler.c) and of the
+ * execution life cycle (common/jobs_exec.c), against a live Redis (database
+ * 10; see redis_test_url.h). The scheduler runs without its thread and with
+ * an injected clock, so simulated hours pass without waiting. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../producer/scheduler.c"
+#include "jobs_internal.h"
+#include "redis_test_url.h"
+#include "visionbatch/jobs_exec.h"
+
+#define DB 10
+#define KEY_B64 "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+
+static long long clk; /* simulated unix ms */
+
+static long long test_clock(void *ctx)
+{
+    (void)ctx;
+    return clk;
+}
+
+typedef struct firer {
+    atomic_int calls;
+    int publish;      /* runs each firing publishes */
+    int fail;         /* 1: the callback fails */
+    char last_exec[VB_UUID_SIZE];
+} firer;
+
+static vb_err fire_cb(void *ctx, const vb_job *job, const char *execution_id, vb_fire_result *out,
+                      vb_error *err)
+{
+    firer *f = ctx;
+    atomic_fetch_add(&f->calls, 1);
+    snprintf(f->last_exec, sizeof f->last_exec, "%s", execution_id);
+    out->found = f->publish;
+    for (int i = 0; i < f->publish; i++) {
+        char run[64];
+        snprintf(run, sizeof run, "RUN-%.8s-%d", execution_id, i);
+        vb_err rc = vb_jobs_exec_add_published(out->jobs, execution_id, run, err);
+        if (rc != VB_OK)
+            return rc;
+        out->published++;
+    }
+    if (f->fail)
+        return vb_error_set(err, VB_ERR_NETWORK, "platform unreachable");
+    return VB_OK;
+}
+
+typedef struct fx {
+    vb_jobs *jobs;
+    firer f;
+    vb_metrics *metrics;
+} fx;
+
+static int setup(void **state)
+{
+    if (vb_test_redis_flush(DB) != 0) {
+        if (vb_test_allow_no_redis())
+            skip();
+        fail_msg("Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)",
+                 vb_test_redis_url(DB));
+    }
+    fx *x = calloc(1, sizeof *x);
+    vb_error err = {0};
+    vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB)};
+    assert_int_equal(vb_jobs_new(&o, &x->jobs, &err), VB_OK);
+    x->metrics = vb_metrics_new();
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *x = *state;
+    if (x) {
+        vb_jobs_free(x->jobs);
+        vb_metrics_free(x->metrics);
+        free(x);
+    }
+    return 0;
+}
+
+/* Creates a job directly in Redis (no secret key needed) and returns its
+ * created_at in seconds. */
+static long long make_job(fx *x, const char *schedule, const char *overlap, char id[VB_UUID_SIZE])
+{
+    vb_error err = {0};
+    assert_int_equal(vb_crypto_uuid4(id, &err), VB_OK);
+    char key[80], now[24];
+    long long ms = real_clock_ms(NULL);
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    snprintf(now, sizeof now, "%lld", ms);
+    const char *argv[] = {"HSET", key, "name", "t", "schedule", schedule, "timezone", "UTC",
+                          "external_api_get_url", "https://a/x", "external_api_post_url",
+                          "https://a/y", "organization_id", "o", "enabled", "1", "overlap",
+                          overlap, "created_at", now, "updated_at", now};
+    redisReply *r = vb__jobs_command(x->jobs, sizeof argv / sizeof argv[0], argv, NULL, &err);
+    assert_non_null(r);
+    freeReplyObject(r);
+    const char *a2[] = {"SADD", "visionbatch:jobs", id};
+    freeReplyObject(vb__jobs_command(x->jobs, 3, a2, NULL, &err));
+    const char *a3[] = {"INCR", "visionbatch:jobs:version"};
+    freeReplyObject(vb__jobs_command(x->jobs, 2, a3, NULL, &err));
+    return ms / 1000;
+}
+
+static void set_last_tick(fx *x, const char *id, long long t)
+{
+    vb_error err = {0};
+    char key[80], v[24];
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    snprintf(v, sizeof v, "%lld", t);
+    const char *argv[] = {"HSET", key, "last_tick", v};
+    redisReply *r = vb__jobs_command(x->jobs, 4, argv, NULL, &err);
+    assert_non_null(r);
+    freeReplyObject(r);
+}
+
+static vb_scheduler *sched(fx *x, const char *pid)
+{
+    vb_error err = {0};
+    vb_scheduler_opts o = {
+        .redis_url = vb_test_redis_url(DB),
+        .producer_id = pid,
+        .fire = fire_cb,
+        .fire_ctx = &x->f,
+        .metrics = x->metrics,
+        .clock_ms = test_clock,
+        .no_thread = 1,
+    };
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    if (!s)
+        fail_msg("scheduler: %s", err.msg);
+    return s;
+}
+
+static void step_ok(vb_scheduler *s)
+{
+    vb_error err = {0};
+    vb_err rc = vb_scheduler_step(s, &err);
+    if (rc != VB_OK)
+        fail_msg("step: %s", err.msg);
+}
+
+static vb_exec_list execs(fx *x, const char *id)
+{
+    vb_exec_list l;
+    vb_error err = {0};
+    assert_int_equal(vb_jobs_exec_list(x->jobs, id, 1000, &l, &err), VB_OK);
+    return l;
+}
+
+static size_t count_status(const vb_exec_list *l, const char *status, const char *reason)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i].status, status) == 0 &&
+            (!reason || strcmp(l->items[i].skip_reason ? l->items[i].skip_reason : "", reason) == 0))
+            n++;
+    return n;
+}
+
+/* The first whole minute (or hour) strictly after t. */
+static long long next_boundary(long long t, long long unit)
+{
+    return (t / unit + 1) * unit;
+}
+
+/* ---- scheduler ---- */
+
+static void two_producers_fire_each_tick_exactly_once(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", id), 60);
+    vb_scheduler *a = sched(x, "producer-a"), *b = sched(x, "producer-b");
+    /* 5 simulated minutes, both producers stepping every 7 s, in turns */
+    int turn = 0;
+    for (long long t = start; t < start + 300; t += 7, turn++) {
+        clk = t * 1000 + 300;
+        step_ok(turn % 2 ? a : b);
+        step_ok(turn % 2 ? b : a);
+    }
+    assert_int_equal(atomic_load(&x->f.calls), 5);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 5);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_string_equal(l.items[i].status, "success");
+        assert_string_equal(l.items[i].output, "no unprocessed runs");
+        /* newest first, one per minute */
+        assert_int_equal(l.items[i].scheduled_for, (start + 60 * (long long)(4 - i)) * 1000);
+    }
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(a);
+    vb_scheduler_stop(b);
+}
+
+static void tick_claim_is_exclusive(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", id), 60);
+    vb_error err = {0};
+    vb_exec_tick t = {.job_id = id, .expected_last = 0, .new_last = start, .fire_tick = start,
+                      .now_ms = start * 1000};
+    vb_exec_tick_result r1, r2;
+    assert_int_equal(vb_jobs_exec_tick(x->jobs, &t, &r1, &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_tick(x->jobs, &t, &r2, &err), VB_OK);
+    assert_int_equal(r1.code, VB_EXEC_TICK_DONE);
+    assert_true(r1.fired);
+    assert_int_equal(r2.code, VB_EXEC_TICK_CONFLICT);
+    assert_false(r2.fired);
+    long long last = 0;
+    assert_int_equal(vb_jobs_exec_last_tick(x->jobs, id, &last, &err), VB_OK);
+    assert_int_equal(last, start);
+}
+
+static void restart_inside_window_fires_the_missed_tick_once(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    vb_scheduler *a = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(a);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_scheduler_stop(a); /* down across the next tick */
+    clk = (start + 90) * 1000; /* tick start+60 is 30 s old: inside the window */
+    vb_scheduler *b = sched(x, "b");
+    step_ok(b);
+    step_ok(b);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.items[0].scheduled_for, (start + 60) * 1000);
+    assert_string_equal(l.items[0].status, "success");
+    assert_int_equal(count_status(&l, "skipped", NULL), 0);
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(b);
+}
+
+static void several_missed_ticks_fire_newest_and_record_one_missed(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    set_last_tick(x, id, start);
+    clk = (start + 4 * 60 + 30) * 1000; /* ticks +60 … +240 due, all in the window */
+    vb_scheduler *s = sched(x, "a");
+    step_ok(s);
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.items[0].scheduled_for, (start + 240) * 1000); /* the newest fired */
+    assert_string_equal(l.items[0].status, "success");
+    assert_string_equal(l.items[1].status, "skipped");
+    assert_string_equal(l.items[1].skip_reason, "missed");
+    assert_int_equal(l.items[1].scheduled_for, (start + 180) * 1000);
+    assert_non_null(strstr(l.items[1].output, "3 scheduled run(s)"));
+    vb_exec_list_free(&l);
+    const char *v[1] = {"missed"};
+    assert_true(vb_metric_value(vb_metrics_counter(x->metrics, "visionbatch_scheduler_skips_total",
+                                                   "", "reason"),
+                                v) == 3.0);
+    vb_scheduler_stop(s);
+}
+
+static void tick_outside_window_is_recorded_missed_not_fired(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long h = next_boundary(make_job(x, "0 * * * *", "skip", id), 3600);
+    set_last_tick(x, id, h);
+    clk = (h + 2 * 3600 + 15 * 60) * 1000; /* ticks h+1h, h+2h: newest is 15 min old */
+    vb_scheduler *s = sched(x, "a");
+    step_ok(s);
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 0);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].status, "skipped");
+    assert_string_equal(l.items[0].skip_reason, "missed");
+    assert_int_equal(l.items[0].scheduled_for, (h + 2 * 3600) * 1000);
+    assert_non_null(strstr(l.items[0].output, "2 scheduled run(s)"));
+    vb_exec_list_free(&l);
+    /* the next tick fires normally */
+    clk = (h + 3 * 3600 + 2) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_scheduler_stop(s);
+}
+
+static void three_hours_down_never_fires_a_storm(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long h = next_boundary(make_job(x, "0 * * * *", "allow", id), 3600);
+    set_last_tick(x, id, h);
+    clk = (h + 3 * 3600 + 5 * 60) * 1000; /* h+3h is 5 min old: fires; h+1h, h+2h missed */
+    vb_scheduler *a = sched(x, "a"), *b = sched(x, "b");
+    for (int i = 0; i < 3; i++) {
+        step_ok(a);
+        step_ok(b);
+    }
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.items[0].scheduled_for, (h + 3 * 3600) * 1000);
+    assert_string_equal(l.items[1].skip_reason, "missed");
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(a);
+    vb_scheduler_stop(b);
+}
+
+static void never_fired_job_starts_at_its_creation(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long created = make_job(x, "* * * * *", "skip", id);
+    clk = (created + 10) * 1000;
+    vb_scheduler *s = sched(x, "a");
+    step_ok(s);
+    /* at most the minute boundary between creation and now (if any) */
+    vb_exec_list l = execs(x, id);
+    assert_true(l.n <= 1);
+    assert_int_equal(count_status(&l, "skipped", NULL), 0);
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(s);
+}
+
+static void overlap_skip_records_the_tick_while_running(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    x->f.publish = 1;
+    vb_scheduler *s = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(s);
+    char first[VB_UUID_SIZE];
+    memcpy(first, x->f.last_exec, sizeof first);
+    clk = (start + 61) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].status, "skipped");
+    assert_string_equal(l.items[0].skip_reason, "overlap");
+    assert_non_null(strstr(l.items[0].output, first));
+    assert_int_equal(l.items[0].scheduled_for, (start + 60) * 1000);
+    assert_string_equal(l.items[1].status, "running");
+    vb_exec_list_free(&l);
+    /* the run finishes: the next tick fires again */
+    char run[64];
+    snprintf(run, sizeof run, "RUN-%.8s-0", first);
+    vb_error err = {0};
+    assert_int_equal(vb_jobs_exec_run_done(x->jobs, first, run, VB_EXEC_RUN_OK, "b1", &err),
+                     VB_OK);
+    clk = (start + 121) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, first, &e, &err), VB_OK);
+    assert_string_equal(e.status, "success");
+    assert_string_equal(e.batch_id, "b1");
+    vb_exec_free(&e);
+    vb_scheduler_stop(s);
+}
+
+static void overlap_allow_runs_side_by_side(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", id), 60);
+    x->f.publish = 1;
+    vb_scheduler *s = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(s);
+    clk = (start + 61) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(count_status(&l, "running", NULL), 2);
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(s);
+}
+
+static void deactivate_stops_firing_and_activate_reports_paused(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    vb_error err = {0};
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    vb_scheduler *s = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    assert_int_equal(vb_jobs_set_enabled(x->jobs, id, 0, &err), VB_OK);
+    for (int m = 1; m <= 3; m++) {
+        clk = (start + 60 * m + 1) * 1000;
+        step_ok(s);
+    }
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 1);
+    vb_exec_list_free(&l);
+    assert_int_equal(vb_jobs_set_enabled(x->jobs, id, 1, &err), VB_OK);
+    clk = (start + 241) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    l = execs(x, id);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.items[0].scheduled_for, (start + 240) * 1000);
+    assert_string_equal(l.items[1].skip_reason, "paused");
+    assert_non_null(strstr(l.items[1].output, "3 scheduled run(s)"));
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(s);
+}
+
+static void deleted_job_stops_firing(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    vb_error err = {0};
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    vb_scheduler *s = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(s);
+    assert_int_equal(vb_jobs_delete(x->jobs, id, &err), VB_OK);
+    clk = (start + 61) * 1000;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    redisReply *r = vb_test_redis(DB, "EXISTS visionbatch:job:%s", id);
+    assert_non_null(r);
+    assert_int_equal(r->integer, 0); /* nothing recreated the job's hash */
+    freeReplyObject(r);
+    vb_scheduler_stop(s);
+}
+
+static void fire_now_records_then_fires_and_respects_overlap(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], e1[VB_UUID_SIZE], e2[VB_UUID_SIZE];
+    vb_error err = {0};
+    long long start = next_boundary(make_job(x, "0 0 1 1 *", "skip", id), 60);
+    x->f.publish = 2;
+    vb_scheduler *s = sched(x, "a");
+    clk = start * 1000;
+    assert_int_equal(vb_scheduler_fire_now(s, id, e1, &err), VB_OK);
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, e1, &e, &err), VB_OK);
+    assert_string_equal(e.status, "running");
+    assert_int_equal(e.scheduled_for, 0);
+    vb_exec_free(&e);
+    assert_int_equal(atomic_load(&x->f.calls), 0); /* asynchronous */
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    assert_string_equal(x->f.last_exec, e1);
+    assert_int_equal(vb_jobs_exec_get(x->jobs, e1, &e, &err), VB_OK);
+    assert_int_equal(e.runs_found, 2);
+    assert_int_equal(e.runs_published, 2);
+    assert_string_equal(e.status, "running");
+    vb_exec_free(&e);
+    assert_int_equal(vb_scheduler_fire_now(s, id, e2, &err), VB_ERR_CONFLICT);
+    assert_string_equal(e2, "");
+    char bad[VB_UUID_SIZE];
+    assert_int_equal(vb_crypto_uuid4(bad, &err), VB_OK);
+    assert_int_equal(vb_scheduler_fire_now(s, bad, e2, &err), VB_ERR_NOT_FOUND);
+    vb_scheduler_stop(s);
+}
+
+static void fire_error_without_publishing_ends_as_error(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    x->f.fail = 1;
+    vb_scheduler *s = sched(x, "a");
+    clk = (start + 1) * 1000;
+    step_ok(s);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].status, "error");
+    assert_non_null(strstr(l.items[0].output, "platform unreachable"));
+    assert_true(l.items[0].completed_at > 0);
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(s);
+}
+
+static void thread_fires_a_manual_run_within_a_second(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], e1[VB_UUID_SIZE];
+    vb_error err = {0};
+    make_job(x, "0 0 1 1 *", "skip", id);
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB), .fire = fire_cb,
+                           .fire_ctx = &x->f};
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    assert_non_null(s);
+    assert_int_equal(vb_scheduler_fire_now(s, id, e1, &err), VB_OK);
+    for (int i = 0; i < 300 && atomic_load(&x->f.calls) == 0; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_scheduler_stop(s);
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, e1, &e, &err), VB_OK);
+    assert_string_equal(e.status, "success");
+    vb_exec_free(&e);
+    /* step is refused on a threaded scheduler */
+    assert_int_equal(vb_scheduler_step(NULL, &err), VB_ERR_INVALID);
+}
+
+static void start_refuses_bad_options(void **state)
+{
+    vb_error err = {0};
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB)};
+    assert_null(vb_scheduler_start(&o, &err)); /* no fire callback */
+    assert_int_equal(err.code, VB_ERR_CONFIG);
+    vb_error_clear(&err);
+    o.fire = fire_cb;
+    o.secret_key = "not base64!";
+    assert_null(vb_scheduler_start(&o, &err));
+    assert_int_equal(err.code, VB_ERR_CONFIG);
+    vb_error_clear(&err);
+    o.secret_key = KEY_B64;
+    o.redis_url = "redis://127.0.0.1:1/0";
+    assert_null(vb_scheduler_start(&o, &err));
+    assert_int_equal(err.code, VB_ERR_REDIS);
+}
+
+/* ---- execution completion ---- */
+
+static void manual_exec(fx *x, char id[VB_UUID_SIZE], char exec[VB_UUID_SIZE], int published)
+{
+    vb_error err = {0};
+    make_job(x, "0 0 1 1 *", "allow", id);
+    assert_int_equal(vb_jobs_exec_start_manual(x->jobs, id, "p", 1000, 0, exec, &err), VB_OK);
+    for (int i = 0; i < published; i++) {
+        char run[16];
+        snprintf(run, sizeof run, "r%d", i);
+        assert_int_equal(vb_jobs_exec_add_published(x->jobs, exec, run, &err), VB_OK);
+    }
+}
+
+static void status_of(fx *x, const char *exec, const char *want)
+{
+    vb_exec e;
+    vb_error err = {0};
+    assert_int_equal(vb_jobs_exec_get(x->jobs, exec, &e, &err), VB_OK);
+    assert_string_equal(e.status, want);
+    vb_exec_free(&e);
+}
+
+static void two_ok_one_failed_is_partial_and_duplicates_count_once(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], st[16];
+    vb_error err = {0};
+    manual_exec(x, id, ex, 3);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex, 3, 0, 0, "found 3", 0, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "running");
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r0", VB_EXEC_RUN_OK, "b0", 3000, st,
+                                              &err),
+                     VB_OK);
+    assert_string_equal(st, "running");
+    /* the same report again (a redelivered message) changes nothing */
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "R0", VB_EXEC_RUN_OK, "b0", 3000, st,
+                                              &err),
+                     VB_OK);
+    assert_string_equal(st, "");
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r0", VB_EXEC_RUN_FAILED, "", 3000, st,
+                                              &err),
+                     VB_OK);
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r1", VB_EXEC_RUN_OK, "b1", 3000, st,
+                                              &err),
+                     VB_OK);
+    status_of(x, ex, "running");
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r2", VB_EXEC_RUN_FAILED, "b2", 4000,
+                                              st, &err),
+                     VB_OK);
+    assert_string_equal(st, "partial");
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, ex, &e, &err), VB_OK);
+    assert_string_equal(e.batch_id, "b0,b1,b2");
+    assert_int_equal(e.completed_at, 4000);
+    assert_int_equal(e.runs_published, 3);
+    assert_string_equal(e.output, "found 3; 2 succeeded, 1 failed");
+    vb_exec_free(&e);
+    /* a late duplicate after completion changes nothing either */
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r2", VB_EXEC_RUN_OK, "", 5000, st,
+                                              &err),
+                     VB_OK);
+    status_of(x, ex, "partial");
+}
+
+static void all_ok_is_success_all_failed_is_failed(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], ex2[VB_UUID_SIZE], st[16];
+    vb_error err = {0};
+    manual_exec(x, id, ex, 2);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex, 2, 0, 0, "", 0, 2000, st, &err), VB_OK);
+    vb_jobs_exec_run_done(x->jobs, ex, "r0", VB_EXEC_RUN_OK, NULL, &err);
+    vb_jobs_exec_run_done(x->jobs, ex, "r1", VB_EXEC_RUN_OK, NULL, &err);
+    status_of(x, ex, "success");
+    manual_exec(x, id, ex2, 2);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex2, 2, 0, 0, "", 0, 2000, st, &err), VB_OK);
+    vb_jobs_exec_run_done(x->jobs, ex2, "r0", VB_EXEC_RUN_FAILED, NULL, &err);
+    vb_jobs_exec_run_done(x->jobs, ex2, "r1", VB_EXEC_RUN_FAILED, NULL, &err);
+    status_of(x, ex2, "failed");
+}
+
+static void runs_finished_before_firing_ends_are_counted(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], st[16];
+    vb_error err = {0};
+    manual_exec(x, id, ex, 1);
+    /* r0 finishes while the producer is still publishing: no early success */
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r0", VB_EXEC_RUN_OK, "", 1500, st,
+                                              &err),
+                     VB_OK);
+    assert_string_equal(st, "running");
+    /* r1 is reported done even before the producer counted it published */
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r1", VB_EXEC_RUN_FAILED, "", 1600, st,
+                                              &err),
+                     VB_OK);
+    assert_int_equal(vb_jobs_exec_add_published(x->jobs, ex, "r1", &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_add_published(x->jobs, ex, "r1", &err), VB_OK); /* once */
+    status_of(x, ex, "running");
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex, 2, 0, 0, "", 0, 2000, st, &err), VB_OK);
+    assert_string_equal(st, "partial");
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, ex, &e, &err), VB_OK);
+    assert_int_equal(e.runs_published, 2);
+    vb_exec_free(&e);
+}
+
+static void nothing_published_ends_at_once(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], ex2[VB_UUID_SIZE], st[16];
+    vb_error err = {0};
+    manual_exec(x, id, ex, 0);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex, 4, 3, 1, "found 4", 0, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "success");
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, ex, &e, &err), VB_OK);
+    assert_int_equal(e.runs_found, 4);
+    assert_int_equal(e.runs_skipped_in_progress, 3);
+    assert_int_equal(e.runs_skipped_other_org, 1);
+    assert_int_equal(e.completed_at, 2000);
+    vb_exec_free(&e);
+    manual_exec(x, id, ex2, 0);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex2, 0, 0, 0, "boom", 1, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "error");
+}
+
+static void expire_turns_stuck_executions_into_timeout_and_error(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], ex2[VB_UUID_SIZE], st[16];
+    vb_error err = {0};
+    size_t n = 9;
+    manual_exec(x, id, ex, 1); /* started at 1000 ms */
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex, 1, 0, 0, "", 0, 2000, st, &err), VB_OK);
+    manual_exec(x, id, ex2, 1); /* firing never finishes: its producer died */
+    assert_int_equal(vb_jobs_exec_expire(x->jobs, 1000 + 899 * 1000, 0, 0, &n, &err), VB_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(vb_jobs_exec_expire(x->jobs, 1000 + 900 * 1000, 0, 0, &n, &err), VB_OK);
+    assert_int_equal(n, 1);
+    status_of(x, ex2, "error");
+    status_of(x, ex, "running");
+    assert_int_equal(vb_jobs_exec_expire(x->jobs, 1000 + 7200 * 1000, 0, 0, &n, &err), VB_OK);
+    assert_int_equal(n, 1);
+    status_of(x, ex, "timeout");
+    /* a late report does not revive it */
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex, "r0", VB_EXEC_RUN_OK, "", 9999999, st,
+                                              &err),
+                     VB_OK);
+    status_of(x, ex, "timeout");
+}
+
+static void a_stale_running_execution_no_longer_blocks(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[VB_UUID_SIZE], ex2[VB_UUID_SIZE];
+    vb_error err = {0};
+    make_job(x, "0 0 1 1 *", "skip", id);
+    assert_int_equal(vb_jobs_exec_start_manual(x->jobs, id, "p", 1000, 0, ex, &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_start_manual(x->jobs, id, "p", 2000, 0, ex2, &err),
+                     VB_ERR_CONFLICT);
+    assert_int_equal(vb_jobs_exec_start_manual(x->jobs, id, "p", 1000 + 7201 * 1000, 0, ex2, &err),
+                     VB_OK);
+}
+
+static void run_done_rejects_bad_input_and_unknown_executions(void **state)
+{
+    fx *x = *state;
+    char ex[VB_UUID_SIZE];
+    vb_error err = {0};
+    assert_int_equal(vb_crypto_uuid4(ex, &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_run_done(x->jobs, ex, "r0", VB_EXEC_RUN_OK, "", &err),
+                     VB_ERR_NOT_FOUND);
+    assert_int_equal(vb_jobs_exec_run_done(x->jobs, ex, "bad id", VB_EXEC_RUN_OK, "", &err),
+                     VB_ERR_INVALID);
+    assert_int_equal(vb_jobs_exec_run_done(x->jobs, ex, "r0", 7, "", &err), VB_ERR_INVALID);
+    assert_int_equal(vb_jobs_exec_run_done(x->jobs, "nope", "r0", 0, "", &err), VB_ERR_NOT_FOUND);
+    assert_int_equal(vb_jobs_exec_add_published(x->jobs, ex, "r0", &err), VB_ERR_NOT_FOUND);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(two_producers_fire_each_tick_exactly_once),
+        T(tick_claim_is_exclusive),
+        T(restart_inside_window_fires_the_missed_tick_once),
+        T(several_missed_ticks_fire_newest_and_record_one_missed),
+        T(tick_outside_window_is_recorded_missed_not_fired),
+        T(three_hours_down_never_fires_a_storm),
+        T(never_fired_job_starts_at_its_creation),
+        T(overlap_skip_records_the_tick_while_running),
+        T(overlap_allow_runs_side_by_side),
+        T(deactivate_stops_firing_and_activate_reports_paused),
+        T(deleted_job_stops_firing),
+        T(fire_now_records_then_fires_and_respects_overlap),
+        T(fire_error_without_publishing_ends_as_error),
+        T(thread_fires_a_manual_run_within_a_second),
+        T(start_refuses_bad_options),
+        T(two_ok_one_failed_is_partial_and_duplicates_count_once),
+        T(all_ok_is_success_all_failed_is_failed),
+        T(runs_finished_before_firing_ends_are_counted),
+        T(nothing_published_ends_at_once),
+        T(expire_turns_stuck_executions_into_timeout_and_error),
+        T(a_stale_running_execution_no_longer_blocks),
+        T(run_done_rejects_bad_input_and_unknown_executions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
