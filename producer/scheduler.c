@@ -31,6 +31,7 @@
 #include "visionbatch/cron.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
+#include "visionbatch/redact.h"
 
 #define MISSED_COUNT_CAP 10000 /* old ticks counted one by one, at most */
 #define CLAIM_ATTEMPTS 5
@@ -213,6 +214,7 @@ static void do_fire(vb_scheduler *s, const char *job_id, const char *exec_id)
                  "found %ld runs: %ld published, %ld skipped as already in progress, %ld "
                  "skipped as another organization's",
                  r.found, r.published, r.skipped_in_progress, r.skipped_other_org);
+    vb_redact_text(out); /* the callback's message should hold no secret; be sure */
     char status[16] = "";
     vb_err drc = vb_jobs_exec_fire_done(s->jobs, exec_id, r.found, r.skipped_in_progress,
                                         r.skipped_other_org, out, rc != VB_OK, now_ms(s), status,
@@ -359,7 +361,7 @@ static long wait_ms(vb_scheduler *s)
     long long now = now_ms(s), best = 1000;
     for (size_t i = 0; i < s->n; i++) {
         long long d = s->sj[i].next_due;
-        if (!s->sj[i].cron_ok || d == NEVER)
+        if (!s->sj[i].cron_ok || d == NEVER || d == 0) /* 0: a failed pass; retry in 1 s */
             continue;
         long long ms = d * 1000 - now;
         if (ms < best)
