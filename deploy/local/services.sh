@@ -7,6 +7,8 @@
 #   deploy/local/services.sh restart [kafka|redis|all]   stop + start, data kept
 #   deploy/local/services.sh status  [kafka|redis|all]   exit 0 only if all named are up
 #   deploy/local/services.sh topics                      create the topics (idempotent)
+#   deploy/local/services.sh create-topic NAME [PARTS]   create another topic (idempotent)
+#   deploy/local/services.sh delete-topic NAME           delete a topic (if it exists)
 #   deploy/local/services.sh fetch                       only download the Kafka jars
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), REDIS_PORT (6379),
@@ -39,7 +41,7 @@ die() {
   printf 'services: error: %s\n' "$*" >&2
   exit 1
 }
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 java_bin() {
   if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
@@ -301,24 +303,42 @@ for t in d.get("topics",[]):
         print(len(t.get("partitions",[])))' "$1"
 }
 
+topic_command() { # TopicCommand args…
+  kafka_answers || die "kafka does not answer on 127.0.0.1:$KAFKA_PORT (start it first)"
+  kafka_fetch
+  [ -f "$var/kafka/tools-log4j2.properties" ] || kafka_write_config
+  kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"
+}
+
+# create_topic NAME PARTITIONS: idempotent; an existing topic is left as it is.
+create_topic() {
+  local name=$1 parts=$2 have
+  case "$parts" in '' | *[!0-9]*) die "partitions must be a positive number, not '$parts'" ;; esac
+  have=$(topic_partitions "$name")
+  if [ -z "$have" ]; then
+    topic_command --create --if-not-exists --topic "$name" --partitions "$parts" \
+      --replication-factor 1 >/dev/null || die "could not create topic $name"
+    have=$(topic_partitions "$name")
+    say "topic $name created (${have:-?} partitions)"
+  elif [ "$have" != "$parts" ]; then
+    say "warning: topic $name exists with $have partitions (wanted $parts); left as is"
+  fi
+}
+
+delete_topic() {
+  [ -n "$(topic_partitions "$1")" ] || {
+    say "topic $1 does not exist"
+    return 0
+  }
+  topic_command --delete --if-exists --topic "$1" >/dev/null || die "could not delete topic $1"
+  say "topic $1 deleted"
+}
+
 kafka_topics() {
-  local spec name parts have
+  local spec
   kafka_answers || die "kafka does not answer on 127.0.0.1:$KAFKA_PORT (start it first)"
   for spec in "${TOPICS[@]}"; do
-    name=${spec%%:*}
-    parts=${spec##*:}
-    have=$(topic_partitions "$name")
-    if [ -z "$have" ]; then
-      [ -d "$libs" ] || kafka_fetch
-      [ -f "$var/kafka/tools-log4j2.properties" ] || { mkdir -p "$var" && kafka_write_config; }
-      kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-        --create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 >/dev/null ||
-        die "could not create topic $name"
-      have=$(topic_partitions "$name")
-      say "topic $name created ($have partitions)"
-    elif [ "$have" != "$parts" ]; then
-      say "warning: topic $name exists with $have partitions (wanted $parts); left as is"
-    fi
+    create_topic "${spec%%:*}" "${spec##*:}"
   done
 }
 
@@ -413,6 +433,12 @@ case "$cmd" in
     usage
     exit 0
     ;;
+  create-topic | delete-topic)
+    [ -n "${2:-}" ] || die "$cmd needs a topic name"
+    topic=$2
+    topic_parts=${3:-1}
+    what=kafka
+    ;;
   start | stop | restart | status | topics | fetch) ;;
   "")
     usage >&2
@@ -473,6 +499,8 @@ case "$cmd" in
     exit $rc
     ;;
   topics) kafka_topics ;;
+  create-topic) create_topic "$topic" "$topic_parts" ;;
+  delete-topic) delete_topic "$topic" ;;
   fetch) kafka_fetch ;;
 esac
 exit 0
