@@ -319,7 +319,7 @@ create_topic() {
     topic_command --create --if-not-exists --topic "$name" --partitions "$parts" \
       --replication-factor 1 >/dev/null || die "could not create topic $name"
     have=$(topic_partitions "$name")
-    say "topic $name created (${have:-?} partitions)"
+    say "topic $name created, partitions: ${have:-?}"
   elif [ "$have" != "$parts" ]; then
     say "warning: topic $name exists with $have partitions (wanted $parts); left as is"
   fi
