@@ -2,8 +2,9 @@
  * Tests of store_requeue.c (releasing a producer's claim) against a real
  * Redis: $VB_TEST_REDIS_URL_REQUEUE, else redis://127.0.0.1:6379/13. Each
  * test uses run ids unique to the process (REQUEUE-TEST-…), so concurrent
- * suites never collide; nothing is flushed and the few records stay. When Redis is unreachable the tests fail unless
- * VB_ALLOW_NO_REDIS=1 (then they are skipped).
+ * suites never collide; nothing is flushed and the few records stay. When
+ * Redis is unreachable the tests fail unless VB_ALLOW_NO_REDIS=1 (then they
+ * are skipped).
  */
 #include <setjmp.h>
 #include <stdarg.h>
