@@ -4,7 +4,9 @@
  *
  * Fetching walks the GET pages from page 1 and stops on the first of: an
  * empty page, a page repeating the previous page's ids (a server ignoring
- * paging), a trustworthy data.total reached, or max_pages. The decision is a
+ * paging), or max_pages. data.total is never trusted alone (SPEC.md §2: it
+ * may be missing or wrong): stopping at it could leave runs behind, so it is
+ * only compared with what was collected and logged. The decision is a
  * pure function (vb__paging_next) so it can be tested without a server.
  * Runs are deduplicated by id across pages with a small hash set. Errors from
  * the platform carry "API returned", the status and a redacted excerpt of
@@ -37,8 +39,6 @@ vb__paging_decision vb__paging_next(const vb__paging_state *st)
         return VB__PAGING_STOP_EMPTY;
     if (st->repeated)
         return VB__PAGING_STOP_REPEATED;
-    if (st->total > 0 && st->total == st->first_total && st->collected >= (size_t)st->total)
-        return VB__PAGING_STOP_TOTAL;
     if (st->page >= max_pages)
         return VB__PAGING_STOP_MAX_PAGES;
     return VB__PAGING_CONTINUE;

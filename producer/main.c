@@ -4,7 +4,9 @@
  * deciding atomically which runs to publish (poller.c).
  *
  *   visionbatch-producer --once            one pass, then exit
- *   visionbatch-producer [--interval N]    a pass every N seconds until SIGTERM
+ *   visionbatch-producer [--interval N]    a pass every N seconds until SIGTERM,
+ *                                          serving the cron-jobs REST API (api.h)
+ *                                          on `listen` meanwhile
  *   visionbatch-producer --healthcheck     GET http://<listen>/healthz, exit 0/1
  *
  * Exit status: 0 success (also after SIGTERM/SIGINT: the current publish is
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api.h"
 #include "poller.h"
 #include "visionbatch/config.h"
 #include "visionbatch/http.h"
@@ -60,7 +63,8 @@ static void help(void)
            "                      skipped, 1: a failure)\n"
            "  --interval SECONDS  a pass every SECONDS (default: poll_interval_s) until\n"
            "                      SIGTERM/SIGINT, which end the service after the current\n"
-           "                      publish with status 0\n"
+           "                      publish with status 0; the cron-jobs REST API is served\n"
+           "                      on --listen meanwhile (also without --interval)\n"
            "  --healthcheck       GET http://<listen>/healthz; exit 0 when it answers 2xx\n"
            "                      within 5 s, else 1\n"
            "  --version           print the version\n\n"
@@ -171,12 +175,53 @@ static void sleep_interruptible(long s)
     }
 }
 
+/* The producer context the REST API's readiness callback looks at; set and
+ * cleared by the main thread, read by the API's threads. */
+static vb_producer_ctx *volatile g_ctx;
+
+static int api_ready(void *unused, char *why, size_t whylen)
+{
+    vb_producer_ctx *ctx = g_ctx;
+    if (!ctx) {
+        snprintf(why, whylen, "not connected to Kafka and Redis yet");
+        return 0;
+    }
+    if (!vb_producer_kafka_reachable(ctx, 2000)) {
+        snprintf(why, whylen, "Kafka is unreachable");
+        return 0;
+    }
+    return 1;
+}
+
+static vb_api *start_api(const vb_config *cfg)
+{
+    vb_error err;
+    vb_error_clear(&err);
+    vb_api_opts ao = {
+        .listen = cfg->listen,
+        .token = cfg->api_token,
+        .redis_url = cfg->redis_url,
+        .secret_key = cfg->secret_key,
+        .cb = {.ready = api_ready},
+    };
+    vb_api *api = vb_api_start(&ao, &err);
+    if (!api)
+        VB_ERROR("cannot start the REST API on %s: %s", cfg->listen, err.msg);
+    else
+        VB_INFO("REST API listening on %s (port %d)", cfg->listen, vb_api_port(api));
+    return api;
+}
+
 static int serve(const vb_config *cfg, const opts *o)
 {
     vb_producer_ctx *ctx = NULL;
+    vb_api *api = NULL;
     vb_error err;
     long interval = o->interval_s > 0 ? o->interval_s : cfg->poll_interval_s;
     int status = 0;
+
+    if (!o->once && !(api = start_api(cfg)))
+        return 1;
 
     VB_INFO("producer starting: %s, topic %s, organization %s, queue lease %ld ms, "
             "max attempts %ld",
@@ -190,6 +235,7 @@ static int serve(const vb_config *cfg, const opts *o)
             VB_ERROR("cannot connect: %s", err.msg);
             status = 1;
         } else {
+            g_ctx = ctx;
             vb_poll_stats st;
             vb_err rc = vb_producer_poll(ctx, cfg, NULL, NULL, &st, &err);
             status = rc == VB_OK || rc == VB_ERR_CANCELLED ? 0 : 1;
@@ -202,6 +248,8 @@ static int serve(const vb_config *cfg, const opts *o)
         VB_INFO("signal received: stopping");
         status = o->once ? status : 0;
     }
+    vb_api_stop(api);
+    g_ctx = NULL;
     vb_producer_ctx_free(ctx);
     return status;
 }

@@ -265,7 +265,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
         st->failed_publish++;
         *first = err;
         out = RUN_STOP;
-        char reason[VB_STORE_LAST_ERROR_MAX];
+        char reason[sizeof err.msg + 32]; /* the store cuts it to 1 KiB */
         snprintf(reason, sizeof reason, "not published: %s", err.msg);
         vb_error rerr;
         vb_error_clear(&rerr);

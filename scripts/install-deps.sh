@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every build and test dependency of visionbatch on Debian bookworm.
 # Idempotent: packages already present are left alone. Used by the README's
-# commands, .ci/run and docker/*.Dockerfile, so all three install the same set.
+# commands, .ci/run and docker/Dockerfile, so all three install the same set.
 #
 #   scripts/install-deps.sh            build + test dependencies (default)
 #   scripts/install-deps.sh --runtime  only the shared libraries the binaries need
@@ -13,7 +13,7 @@ BUILD_PKGS=(
   libmicrohttpd-dev libssl-dev libcmocka-dev
 )
 TEST_PKGS=(
-  redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps
+  redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
   openjdk-17-jre-headless maven
 )
 RUNTIME_PKGS=(

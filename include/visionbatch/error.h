@@ -38,7 +38,7 @@ typedef enum vb_err {
 typedef struct vb_error {
     vb_err code;
     long http_status; /* last HTTP status seen, 0 if none */
-    char msg[512];    /* NUL-terminated, redacted */
+    char msg[1024];   /* NUL-terminated, redacted */
 } vb_error;
 
 /* Static English description of `code`; never NULL. */

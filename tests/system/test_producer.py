@@ -346,9 +346,11 @@ class ProducerTest(harness.SystemTestCase):
         rid = scen["runs"][0]["vision_analysis_id"]
         platform = self.start_platform(scenario=scen)
         cfg = self.config(platform)
-        p = self.start_program("visionbatch-producer", "--config", cfg, "--interval", "3600")
+        p = self.start_program("visionbatch-producer", "--config", cfg, "--interval", "3600",
+                               "--listen", "127.0.0.1:%d" % _free_port())
         harness.wait_until(lambda: self.run_state(rid).get("state") == "queued", timeout=30,
                            message="the first pass")
+        self.assertIn("REST API listening", p.stderr())
         p.signal(signal.SIGTERM)
         self.assertEqual(p.wait(15), 0, p.stderr())
         self.assertIn("stopping", p.stderr())

@@ -1,0 +1,1386 @@
+/*
+ * jobs.c — cron jobs and executions in Redis (see jobs.h for the layout),
+ * plus the pure validation of the REST API's job bodies.
+ *
+ * The handle wraps one hiredis context behind a mutex. Commands go through
+ * cmd(), which (re)connects on demand, drops the context after any
+ * connection-level failure and turns hiredis errors into VB_ERR_REDIS. All
+ * writes are Lua scripts (EVAL) so each change is atomic. The job's API key
+ * is sealed with AES-256-GCM (crypto.h) before it reaches Redis; a handle
+ * without a secret key refuses to store one.
+ */
+#include "visionbatch/jobs.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+
+#include "visionbatch/cron.h"
+#include "visionbatch/tz.h"
+
+#define PREFIX "visionbatch:"
+#define JOBS_SET PREFIX "jobs"
+#define JOBS_VERSION PREFIX "jobs:version"
+#define MAX_ARGS 48
+
+struct vb_jobs {
+    pthread_mutex_t mu;
+    redisContext *c;
+    int is_unix;
+    char host[256];
+    int port;
+    char path[108];
+    int db;
+    char user[128];
+    char password[256];
+    unsigned char key[VB_CRYPTO_KEY_SIZE];
+    int has_key;
+    size_t exec_cap;
+    long connect_ms, command_ms;
+};
+
+/* ------------------------------------------------------------------ */
+/* validation                                                          */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+    int required;
+} fields[] = {
+    {"name", VB_JOB_F_NAME, 1},
+    {"schedule", VB_JOB_F_SCHEDULE, 1},
+    {"timezone", VB_JOB_F_TIMEZONE, 0},
+    {"external_api_get_url", VB_JOB_F_GET_URL, 1},
+    {"external_api_post_url", VB_JOB_F_POST_URL, 1},
+    {"external_api_key", VB_JOB_F_API_KEY, 1},
+    {"backend_api_url", VB_JOB_F_BACKEND_URL, 0},
+    {"organization_id", VB_JOB_F_ORG_ID, 1},
+    {"enabled", VB_JOB_F_ENABLED, 0},
+    {"overlap", VB_JOB_F_OVERLAP, 0},
+};
+#define NFIELDS (sizeof fields / sizeof fields[0])
+
+int vb_jobs_id_valid(const char *id)
+{
+    if (!id || strlen(id) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (id[i] != '-')
+                return 0;
+        } else if (!isxdigit((unsigned char)id[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Number of code points in a valid UTF-8 string, or -1 when invalid. */
+static long utf8_length(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    long n = 0;
+    while (*p) {
+        uint32_t cp;
+        int extra;
+        if (*p < 0x80) {
+            cp = *p;
+            extra = 0;
+        } else if ((*p & 0xe0) == 0xc0) {
+            cp = *p & 0x1f;
+            extra = 1;
+        } else if ((*p & 0xf0) == 0xe0) {
+            cp = *p & 0x0f;
+            extra = 2;
+        } else if ((*p & 0xf8) == 0xf0) {
+            cp = *p & 0x07;
+            extra = 3;
+        } else {
+            return -1;
+        }
+        p++;
+        for (int i = 0; i < extra; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return -1;
+            cp = (cp << 6) | (*p & 0x3f);
+        }
+        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
+            (extra == 3 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+/* Copies a client-supplied field name into a message, printable ASCII only. */
+static void safe_name(const char *in, char *out, size_t outlen)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < outlen && i < 64; i++) {
+        unsigned char c = (unsigned char)in[i];
+        out[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    out[i] = '\0';
+}
+
+static vb_err check_url(const char *field, const char *v, vb_error *err)
+{
+    size_t skip = 0;
+    if (strncasecmp(v, "http://", 7) == 0)
+        skip = 7;
+    else if (strncasecmp(v, "https://", 8) == 0)
+        skip = 8;
+    else
+        return vb_error_set(err, VB_ERR_INVALID, "%s must be an http:// or https:// URL", field);
+    if (strlen(v) > VB_JOBS_URL_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "%s is longer than %d bytes", field,
+                            VB_JOBS_URL_MAX);
+    const char *host = v + skip;
+    const char *at = NULL;
+    for (const char *p = host; *p && *p != '/' && *p != '?' && *p != '#'; p++)
+        if (*p == '@')
+            at = p;
+    if (at)
+        host = at + 1;
+    if (*host == '\0' || *host == '/' || *host == ':' || *host == '?' || *host == '#')
+        return vb_error_set(err, VB_ERR_INVALID, "%s has no host", field);
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return vb_error_set(err, VB_ERR_INVALID, "%s must not contain spaces or control "
+                                "characters", field);
+    return VB_OK;
+}
+
+static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, vb_error *err)
+{
+    if (!cJSON_IsString(item) || !item->valuestring)
+        return vb_error_set(err, VB_ERR_INVALID, "%s must be a string", field);
+    const char *v = item->valuestring;
+    if (*v == '\0')
+        return vb_error_set(err, VB_ERR_INVALID, "%s must not be empty", field);
+    if (utf8_length(v) < 0)
+        return vb_error_set(err, VB_ERR_INVALID, "%s is not valid UTF-8", field);
+    if (maxbytes && strlen(v) > maxbytes)
+        return vb_error_set(err, VB_ERR_INVALID, "%s is longer than %zu bytes", field, maxbytes);
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return vb_error_set(err, VB_ERR_INVALID, "%s must not contain control characters",
+                                field);
+    return VB_OK;
+}
+
+void vb_job_input_free(vb_job_input *in)
+{
+    if (!in)
+        return;
+    free(in->name);
+    free(in->schedule);
+    free(in->timezone);
+    free(in->external_api_get_url);
+    free(in->external_api_post_url);
+    vb_crypto_free_secret(in->external_api_key);
+    free(in->backend_api_url);
+    free(in->organization_id);
+    memset(in, 0, sizeof *in);
+}
+
+static char **input_slot(vb_job_input *in, unsigned bit)
+{
+    switch (bit) {
+    case VB_JOB_F_NAME: return &in->name;
+    case VB_JOB_F_SCHEDULE: return &in->schedule;
+    case VB_JOB_F_TIMEZONE: return &in->timezone;
+    case VB_JOB_F_GET_URL: return &in->external_api_get_url;
+    case VB_JOB_F_POST_URL: return &in->external_api_post_url;
+    case VB_JOB_F_API_KEY: return &in->external_api_key;
+    case VB_JOB_F_BACKEND_URL: return &in->backend_api_url;
+    case VB_JOB_F_ORG_ID: return &in->organization_id;
+    default: return NULL;
+    }
+}
+
+static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_error *err)
+{
+    const char *name = fields[fi].name;
+    unsigned bit = fields[fi].bit;
+    vb_err rc = VB_OK;
+    if (bit == VB_JOB_F_ENABLED) {
+        if (!cJSON_IsBool(item))
+            return vb_error_set(err, VB_ERR_INVALID, "enabled must be a boolean (true or false)");
+        in->enabled = cJSON_IsTrue(item);
+        return VB_OK;
+    }
+    if (bit == VB_JOB_F_OVERLAP) {
+        if (!cJSON_IsString(item) || !item->valuestring ||
+            (strcmp(item->valuestring, "skip") != 0 && strcmp(item->valuestring, "allow") != 0))
+            return vb_error_set(err, VB_ERR_INVALID, "overlap must be \"skip\" or \"allow\"");
+        in->overlap_allow = strcmp(item->valuestring, "allow") == 0;
+        return VB_OK;
+    }
+    size_t max = bit == VB_JOB_F_API_KEY  ? VB_JOBS_KEY_MAX
+                 : bit == VB_JOB_F_ORG_ID ? VB_JOBS_ORG_MAX
+                 : bit == VB_JOB_F_SCHEDULE ? VB_CRON_EXPR_MAX
+                 : bit == VB_JOB_F_TIMEZONE ? VB_TZ_NAME_MAX
+                                            : VB_JOBS_URL_MAX * 2;
+    if ((rc = check_string(name, item, max, err)) != VB_OK)
+        return rc;
+    const char *v = item->valuestring;
+    switch (bit) {
+    case VB_JOB_F_NAME:
+        if (utf8_length(v) > VB_JOBS_NAME_MAX)
+            return vb_error_set(err, VB_ERR_INVALID, "name is longer than %d characters",
+                                VB_JOBS_NAME_MAX);
+        break;
+    case VB_JOB_F_SCHEDULE: {
+        vb_cron c;
+        char why[256] = "";
+        time_t next;
+        if (vb_cron_parse(v, &c, why, sizeof why) != VB_OK)
+            return vb_error_set(err, VB_ERR_INVALID, "schedule: invalid cron expression: %s",
+                                why);
+        if (vb_cron_next(&c, "UTC", time(NULL), &next) != VB_OK)
+            return vb_error_set(err, VB_ERR_INVALID, "schedule: the expression never fires");
+        break;
+    }
+    case VB_JOB_F_TIMEZONE:
+        if (!vb_tz_valid(v))
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "timezone: unknown time zone (use an IANA name such as "
+                                "\"UTC\" or \"Europe/Berlin\")");
+        break;
+    case VB_JOB_F_GET_URL:
+    case VB_JOB_F_POST_URL:
+    case VB_JOB_F_BACKEND_URL:
+        if ((rc = check_url(name, v, err)) != VB_OK)
+            return rc;
+        break;
+    default:
+        break;
+    }
+    char **slot = input_slot(in, bit);
+    if (!(*slot = strdup(v)))
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    return VB_OK;
+}
+
+/* Appends ", name" (or "name") to a message list; keeps it bounded. */
+static void list_add(char *list, size_t len, const char *name)
+{
+    size_t used = strlen(list);
+    if (used + 8 >= len)
+        return;
+    snprintf(list + used, len - used, "%s%s", used ? ", " : "", name);
+}
+
+vb_err vb_job_input_parse(const char *body, size_t len, int partial, vb_job_input *out,
+                          vb_error *err)
+{
+    vb_err rc = VB_ERR_INVALID;
+    cJSON *root = NULL;
+    const char *end = NULL;
+    char list[400] = "";
+    char nm[72];
+
+    memset(out, 0, sizeof *out);
+    if (!body || len == 0)
+        return vb_error_set(err, VB_ERR_PARSE, "request body is empty: send a JSON object");
+    if (memchr(body, '\0', len))
+        return vb_error_set(err, VB_ERR_PARSE, "request body contains a NUL byte");
+    root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        rc = vb_error_set(err, VB_ERR_PARSE, "request body is not valid JSON");
+        goto fail;
+    }
+    for (; end && end < body + len; end++) {
+        if (!isspace((unsigned char)*end)) {
+            rc = vb_error_set(err, VB_ERR_PARSE, "request body has data after the JSON value");
+            goto fail;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        vb_error_set(err, VB_ERR_INVALID, "request body must be a JSON object");
+        goto fail;
+    }
+    /* unknown and duplicate fields */
+    for (const cJSON *it = root->child; it; it = it->next) {
+        for (const cJSON *p = root->child; p != it; p = p->next) {
+            if (strcmp(p->string, it->string) == 0) {
+                safe_name(it->string, nm, sizeof nm);
+                vb_error_set(err, VB_ERR_INVALID, "duplicate field: %s", nm);
+                goto fail;
+            }
+        }
+        size_t fi = 0;
+        while (fi < NFIELDS && strcmp(fields[fi].name, it->string) != 0)
+            fi++;
+        if (fi == NFIELDS) {
+            safe_name(it->string, nm, sizeof nm);
+            list_add(list, sizeof list, nm);
+        }
+    }
+    if (list[0]) {
+        vb_error_set(err, VB_ERR_INVALID, "unknown field(s): %s", list);
+        goto fail;
+    }
+    /* missing required fields */
+    if (!partial) {
+        for (size_t fi = 0; fi < NFIELDS; fi++)
+            if (fields[fi].required && !cJSON_GetObjectItemCaseSensitive(root, fields[fi].name))
+                list_add(list, sizeof list, fields[fi].name);
+        if (list[0]) {
+            vb_error_set(err, VB_ERR_INVALID, "missing required field(s): %s", list);
+            goto fail;
+        }
+    } else if (!root->child) {
+        vb_error_set(err, VB_ERR_INVALID, "request body has no fields to update");
+        goto fail;
+    }
+    for (size_t fi = 0; fi < NFIELDS; fi++) {
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, fields[fi].name);
+        if (!item)
+            continue;
+        if ((rc = check_field(out, fi, item, err)) != VB_OK)
+            goto fail;
+        out->present |= fields[fi].bit;
+    }
+    cJSON_Delete(root);
+    return VB_OK;
+fail:
+    if (root) {
+        /* wipe the API key from cJSON's copy before freeing it */
+        cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "external_api_key");
+        if (cJSON_IsString(k) && k->valuestring)
+            vb_crypto_wipe(k->valuestring, strlen(k->valuestring));
+        cJSON_Delete(root);
+    }
+    vb_job_input_free(out);
+    return rc == VB_OK ? VB_ERR_INVALID : rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* records                                                             */
+
+void vb_job_free(vb_job *job)
+{
+    if (!job)
+        return;
+    free(job->name);
+    free(job->schedule);
+    free(job->timezone);
+    free(job->external_api_get_url);
+    free(job->external_api_post_url);
+    free(job->external_api_key_enc);
+    free(job->backend_api_url);
+    free(job->organization_id);
+    memset(job, 0, sizeof *job);
+}
+
+void vb_job_list_free(vb_job_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        vb_job_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+void vb_exec_free(vb_exec *e)
+{
+    if (!e)
+        return;
+    free(e->output);
+    free(e->batch_id);
+    free(e->skip_reason);
+    memset(e, 0, sizeof *e);
+}
+
+void vb_exec_list_free(vb_exec_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        vb_exec_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+int vb_exec_status_valid(const char *status)
+{
+    static const char *const names[] = {"running", "success", "partial", "failed",
+                                        "timeout", "error",   "skipped"};
+    for (size_t i = 0; status && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(status, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------ */
+/* connection                                                          */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) into out; 0 on bad escapes or overflow. */
+static int pct_copy(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return 0;
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0)
+                return 0;
+            c = h * 16 + l;
+            i += 2;
+        }
+        if (c == 0 || o + 1 >= outlen)
+            return 0;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return 1;
+}
+
+static int parse_int(const char *s, size_t n, long lo, long hi, long *out)
+{
+    char tmp[16];
+    if (n == 0 || n >= sizeof tmp)
+        return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)tmp[i]))
+            return 0;
+    long v = strtol(tmp, NULL, 10);
+    if (v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static vb_err parse_url(vb_jobs *j, const char *url, vb_error *err)
+{
+    const char *rest;
+    long v;
+    j->port = 6379;
+    j->db = 0;
+    if (strncmp(url, "redis://", 8) == 0) {
+        rest = url + 8;
+    } else if (strncmp(url, "unix://", 7) == 0) {
+        rest = url + 7;
+        j->is_unix = 1;
+    } else {
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "Redis URL must start with redis:// or unix:// (rediss:// is not "
+                            "supported)");
+    }
+    const char *at = strrchr(rest, '@');
+    if (at) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
+        if (!colon) /* redis://password@host is the older single-secret form */
+            ulen = 0;
+        if (!pct_copy(rest, ulen, j->user, sizeof j->user))
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed user name");
+        const char *pw = colon ? colon + 1 : rest;
+        if (!pct_copy(pw, (size_t)(at - pw), j->password, sizeof j->password))
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed password");
+        rest = at + 1;
+    }
+    if (j->is_unix) {
+        const char *q = strchr(rest, '?');
+        size_t plen = q ? (size_t)(q - rest) : strlen(rest);
+        if (plen == 0 || rest[0] != '/' || plen >= sizeof j->path)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis unix URL needs an absolute socket path");
+        memcpy(j->path, rest, plen);
+        j->path[plen] = '\0';
+        if (q) {
+            if (strncmp(q, "?db=", 4) != 0 || !parse_int(q + 4, strlen(q + 4), 0, 99999, &v))
+                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed ?db=");
+            j->db = (int)v;
+        }
+        return VB_OK;
+    }
+    const char *slash = strchr(rest, '/');
+    size_t hp = slash ? (size_t)(slash - rest) : strlen(rest);
+    const char *port = NULL;
+    size_t hlen = hp;
+    if (hp && rest[0] == '[') {
+        const char *close = memchr(rest, ']', hp);
+        if (!close)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has an unclosed [IPv6] host");
+        hlen = (size_t)(close - rest - 1);
+        if (hlen == 0 || hlen >= sizeof j->host)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad host");
+        memcpy(j->host, rest + 1, hlen);
+        j->host[hlen] = '\0';
+        if (close + 1 < rest + hp) {
+            if (close[1] != ':')
+                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad host");
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(rest, ':', hp);
+        if (colon) {
+            hlen = (size_t)(colon - rest);
+            port = colon + 1;
+        }
+        if (hlen == 0 || hlen >= sizeof j->host)
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has no host");
+        memcpy(j->host, rest, hlen);
+        j->host[hlen] = '\0';
+    }
+    if (port) {
+        if (!parse_int(port, (size_t)(rest + hp - port), 1, 65535, &v))
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad port");
+        j->port = (int)v;
+    }
+    if (slash && slash[1]) {
+        if (!parse_int(slash + 1, strlen(slash + 1), 0, 99999, &v))
+            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad database number");
+        j->db = (int)v;
+    }
+    return VB_OK;
+}
+
+static void drop(vb_jobs *j)
+{
+    if (j->c) {
+        redisFree(j->c);
+        j->c = NULL;
+    }
+}
+
+static struct timeval tv_ms(long ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+/* Sends one setup command on a fresh context; no reconnect logic. */
+static vb_err setup(vb_jobs *j, int argc, const char **argv, const char *what, vb_error *err)
+{
+    redisReply *r = redisCommandArgv(j->c, argc, argv, NULL);
+    vb_err rc = VB_OK;
+    if (!r)
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s failed: %s", what,
+                          j->c->errstr);
+    else if (r->type == REDIS_REPLY_ERROR)
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s refused", what);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+static vb_err connect_now(vb_jobs *j, vb_error *err)
+{
+    struct timeval ct = tv_ms(j->connect_ms);
+    j->c = j->is_unix ? redisConnectUnixWithTimeout(j->path, ct)
+                      : redisConnectWithTimeout(j->host, j->port, ct);
+    if (!j->c || j->c->err) {
+        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: cannot connect to Redis at %s:%d: %s",
+                     j->is_unix ? j->path : j->host, j->is_unix ? 0 : j->port,
+                     j->c ? j->c->errstr : "out of memory");
+        drop(j);
+        return VB_ERR_REDIS;
+    }
+    redisSetTimeout(j->c, tv_ms(j->command_ms));
+    if (!j->is_unix)
+        redisEnableKeepAlive(j->c);
+    if (j->password[0]) {
+        const char *argv[3] = {"AUTH", j->user[0] ? j->user : j->password, j->password};
+        if (setup(j, j->user[0] ? 3 : 2, argv, "AUTH", err) != VB_OK)
+            goto fail;
+    }
+    if (j->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", j->db);
+        const char *argv[2] = {"SELECT", db};
+        if (setup(j, 2, argv, "SELECT", err) != VB_OK)
+            goto fail;
+    }
+    return VB_OK;
+fail:
+    drop(j);
+    return VB_ERR_REDIS;
+}
+
+/* Runs one command; caller holds the mutex. Returns NULL (with err set) on
+ * any failure, including an error reply. */
+static redisReply *cmd(vb_jobs *j, int argc, const char **argv, const size_t *lens,
+                       vb_error *err)
+{
+    if (!j->c && connect_now(j, err) != VB_OK)
+        return NULL;
+    redisReply *r = redisCommandArgv(j->c, argc, argv, lens);
+    if (!r) {
+        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s", j->c->errstr);
+        drop(j);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: Redis error: %.200s", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+vb_err vb_jobs_new(const vb_jobs_opts *opts, vb_jobs **out, vb_error *err)
+{
+    *out = NULL;
+    vb_jobs *j = calloc(1, sizeof *j);
+    if (!j)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    if (pthread_mutex_init(&j->mu, NULL) != 0) {
+        free(j);
+        return vb_error_set(err, VB_ERR_NOMEM, "mutex");
+    }
+    const char *url = opts && opts->redis_url ? opts->redis_url : "redis://127.0.0.1:6379/0";
+    j->exec_cap = opts && opts->exec_cap ? opts->exec_cap : VB_JOBS_EXEC_CAP_DEFAULT;
+    j->connect_ms = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
+    j->command_ms = opts && opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
+    if (opts && opts->secret_key) {
+        memcpy(j->key, opts->secret_key, VB_CRYPTO_KEY_SIZE);
+        j->has_key = 1;
+    }
+    vb_err rc = parse_url(j, url, err);
+    if (rc == VB_OK)
+        rc = connect_now(j, err);
+    if (rc != VB_OK) {
+        vb_jobs_free(j);
+        return rc;
+    }
+    *out = j;
+    return VB_OK;
+}
+
+void vb_jobs_free(vb_jobs *j)
+{
+    if (!j)
+        return;
+    drop(j);
+    vb_crypto_wipe(j->key, sizeof j->key);
+    vb_crypto_wipe(j->password, sizeof j->password);
+    vb_crypto_wipe(j->user, sizeof j->user);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+vb_err vb_jobs_ping(vb_jobs *j, vb_error *err)
+{
+    const char *argv[1] = {"PING"};
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = cmd(j, 1, argv, NULL, err);
+    pthread_mutex_unlock(&j->mu);
+    if (!r)
+        return VB_ERR_REDIS;
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* argument vectors                                                    */
+
+typedef struct args {
+    const char *v[MAX_ARGS];
+    size_t l[MAX_ARGS];
+    char nums[MAX_ARGS][24];
+    int n;
+} args;
+
+static void add(args *a, const char *s)
+{
+    if (a->n < MAX_ARGS) {
+        a->v[a->n] = s ? s : "";
+        a->l[a->n] = strlen(a->v[a->n]);
+        a->n++;
+    }
+}
+
+static void add_ll(args *a, long long v)
+{
+    if (a->n < MAX_ARGS) {
+        snprintf(a->nums[a->n], sizeof a->nums[a->n], "%lld", v);
+        add(a, a->nums[a->n]);
+    }
+}
+
+static void add_pair(args *a, const char *k, const char *v)
+{
+    add(a, k);
+    add(a, v);
+}
+
+/* Runs a script that returns an integer; *result receives it. */
+static vb_err eval_int(vb_jobs *j, args *a, long long *result, vb_error *err)
+{
+    redisReply *r = cmd(j, a->n, a->v, a->l, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    vb_err rc = VB_OK;
+    if (r->type == REDIS_REPLY_INTEGER)
+        *result = r->integer;
+    else
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+static const char *const script_create =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
+    "redis.call('SADD', KEYS[2], ARGV[1]) "
+    "redis.call('INCR', KEYS[3]) return 1";
+
+static const char *const script_update =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV)) "
+    "redis.call('INCR', KEYS[2]) return 1";
+
+static const char *const script_delete =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local ids = redis.call('LRANGE', KEYS[4], 0, -1) "
+    "for _, e in ipairs(ids) do redis.call('DEL', ARGV[2] .. e) end "
+    "redis.call('DEL', KEYS[1], KEYS[4]) "
+    "redis.call('SREM', KEYS[2], ARGV[1]) "
+    "redis.call('INCR', KEYS[3]) return 1";
+
+static const char *const script_exec_record =
+    "if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 4)) "
+    "redis.call('LPUSH', KEYS[2], ARGV[1]) "
+    "local cap = tonumber(ARGV[2]) "
+    "local old = redis.call('LRANGE', KEYS[2], cap, -1) "
+    "for _, e in ipairs(old) do redis.call('DEL', ARGV[3] .. e) end "
+    "redis.call('LTRIM', KEYS[2], 0, cap - 1) return 1";
+
+static const char *const script_exec_update =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "redis.call('HSET', KEYS[1], unpack(ARGV)) return 1";
+
+static void job_key(char out[80], const char *id)
+{
+    snprintf(out, 80, PREFIX "job:%s", id);
+}
+
+/* ------------------------------------------------------------------ */
+/* jobs                                                                */
+
+static char *reply_dup(const redisReply *r)
+{
+    return strndup(r->str ? r->str : "", r->len);
+}
+
+static long long to_ll(const char *s)
+{
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    return end && end != s ? v : 0;
+}
+
+/* Fills *out from an HGETALL reply; VB_ERR_NOT_FOUND when empty. */
+static vb_err job_from_hash(const char *id, const redisReply *h, vb_job *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", id);
+    snprintf(out->job_id, sizeof out->job_id, "%s", id);
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *k = h->element[i], *v = h->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        char **slot = NULL;
+        if (strcmp(k->str, "name") == 0)
+            slot = &out->name;
+        else if (strcmp(k->str, "schedule") == 0)
+            slot = &out->schedule;
+        else if (strcmp(k->str, "timezone") == 0)
+            slot = &out->timezone;
+        else if (strcmp(k->str, "external_api_get_url") == 0)
+            slot = &out->external_api_get_url;
+        else if (strcmp(k->str, "external_api_post_url") == 0)
+            slot = &out->external_api_post_url;
+        else if (strcmp(k->str, "external_api_key_enc") == 0)
+            slot = &out->external_api_key_enc;
+        else if (strcmp(k->str, "backend_api_url") == 0)
+            slot = &out->backend_api_url;
+        else if (strcmp(k->str, "organization_id") == 0)
+            slot = &out->organization_id;
+        else if (strcmp(k->str, "enabled") == 0)
+            out->enabled = strcmp(v->str, "1") == 0;
+        else if (strcmp(k->str, "overlap") == 0)
+            out->overlap_allow = strcmp(v->str, "allow") == 0;
+        else if (strcmp(k->str, "created_at") == 0)
+            out->created_at = to_ll(v->str);
+        else if (strcmp(k->str, "updated_at") == 0)
+            out->updated_at = to_ll(v->str);
+        if (slot && !*slot && !(*slot = reply_dup(v)))
+            goto nomem;
+    }
+    char **all[] = {&out->name,
+                    &out->schedule,
+                    &out->timezone,
+                    &out->external_api_get_url,
+                    &out->external_api_post_url,
+                    &out->external_api_key_enc,
+                    &out->backend_api_url,
+                    &out->organization_id};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!*all[i] && !(*all[i] = strdup("")))
+            goto nomem;
+    if (!out->timezone[0]) {
+        free(out->timezone);
+        if (!(out->timezone = strdup("UTC")))
+            goto nomem;
+    }
+    return VB_OK;
+nomem:
+    vb_job_free(out);
+    return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+}
+
+/* HGETALL one job; caller holds the mutex. */
+static vb_err get_locked(vb_jobs *j, const char *id, vb_job *out, vb_error *err)
+{
+    char key[80];
+    job_key(key, id);
+    const char *argv[2] = {"HGETALL", key};
+    redisReply *r = cmd(j, 2, argv, NULL, err);
+    if (!r) {
+        memset(out, 0, sizeof *out);
+        return VB_ERR_REDIS;
+    }
+    vb_err rc = job_from_hash(id, r, out, err);
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_jobs_get(vb_jobs *j, const char *job_id, vb_job *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    pthread_mutex_lock(&j->mu);
+    vb_err rc = get_locked(j, job_id, out, err);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* Seals the key when present; VB_ERR_CONFIG without a secret key. */
+static vb_err seal_key(vb_jobs *j, const vb_job_input *in, char **sealed, vb_error *err)
+{
+    *sealed = NULL;
+    if (!(in->present & VB_JOB_F_API_KEY))
+        return VB_OK;
+    if (!j->has_key)
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "external_api_key cannot be stored: no secret-encryption key is "
+                            "configured (set VISIONBATCH_SECRET_KEY or --secret-key-file)");
+    return vb_crypto_seal(j->key, in->external_api_key, sealed, err);
+}
+
+/* Appends field/value pairs for every present field of `in`. */
+static void add_input_fields(args *a, const vb_job_input *in, const char *sealed)
+{
+    if (in->present & VB_JOB_F_NAME)
+        add_pair(a, "name", in->name);
+    if (in->present & VB_JOB_F_SCHEDULE)
+        add_pair(a, "schedule", in->schedule);
+    if (in->present & VB_JOB_F_TIMEZONE)
+        add_pair(a, "timezone", in->timezone);
+    if (in->present & VB_JOB_F_GET_URL)
+        add_pair(a, "external_api_get_url", in->external_api_get_url);
+    if (in->present & VB_JOB_F_POST_URL)
+        add_pair(a, "external_api_post_url", in->external_api_post_url);
+    if (sealed)
+        add_pair(a, "external_api_key_enc", sealed);
+    if (in->present & VB_JOB_F_BACKEND_URL)
+        add_pair(a, "backend_api_url", in->backend_api_url);
+    if (in->present & VB_JOB_F_ORG_ID)
+        add_pair(a, "organization_id", in->organization_id);
+    if (in->present & VB_JOB_F_ENABLED)
+        add_pair(a, "enabled", in->enabled ? "1" : "0");
+    if (in->present & VB_JOB_F_OVERLAP)
+        add_pair(a, "overlap", in->overlap_allow ? "allow" : "skip");
+}
+
+vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error *err)
+{
+    char id[VB_UUID_SIZE], key[80], *sealed = NULL;
+    long long ok = 0, now = now_ms();
+    vb_err rc;
+    if (out)
+        memset(out, 0, sizeof *out);
+    const unsigned need = VB_JOB_F_NAME | VB_JOB_F_SCHEDULE | VB_JOB_F_GET_URL |
+                          VB_JOB_F_POST_URL | VB_JOB_F_API_KEY | VB_JOB_F_ORG_ID;
+    if ((in->present & need) != need)
+        return vb_error_set(err, VB_ERR_INVALID, "job is missing required fields");
+    if ((rc = seal_key(j, in, &sealed, err)) != VB_OK)
+        return rc;
+    if ((rc = vb_crypto_uuid4(id, err)) != VB_OK)
+        goto done;
+    job_key(key, id);
+    args *a = calloc(1, sizeof *a);
+    if (!a) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    add_pair(a, "EVAL", script_create);
+    add(a, "3");
+    add(a, key);
+    add(a, JOBS_SET);
+    add(a, JOBS_VERSION);
+    add(a, id);
+    if (!(in->present & VB_JOB_F_TIMEZONE))
+        add_pair(a, "timezone", "UTC");
+    if (!(in->present & VB_JOB_F_BACKEND_URL))
+        add_pair(a, "backend_api_url", VB_JOBS_DEFAULT_BACKEND);
+    if (!(in->present & VB_JOB_F_ENABLED))
+        add_pair(a, "enabled", "1");
+    if (!(in->present & VB_JOB_F_OVERLAP))
+        add_pair(a, "overlap", "skip");
+    add_input_fields(a, in, sealed);
+    add(a, "created_at");
+    add_ll(a, now);
+    add(a, "updated_at");
+    add_ll(a, now);
+    pthread_mutex_lock(&j->mu);
+    rc = eval_int(j, a, &ok, err);
+    if (rc == VB_OK && !ok)
+        rc = vb_error_set(err, VB_ERR_CONFLICT, "job id collision; try again");
+    if (rc == VB_OK && out)
+        rc = get_locked(j, id, out, err);
+    pthread_mutex_unlock(&j->mu);
+    free(a);
+done:
+    free(sealed);
+    return rc;
+}
+
+static int cmp_jobs(const void *pa, const void *pb)
+{
+    const vb_job *a = pa, *b = pb;
+    if (a->created_at != b->created_at)
+        return a->created_at < b->created_at ? -1 : 1;
+    return strcmp(a->job_id, b->job_id);
+}
+
+vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *err)
+{
+    vb_err rc = VB_OK;
+    memset(out, 0, sizeof *out);
+    const char *argv[2] = {"SMEMBERS", JOBS_SET};
+    pthread_mutex_lock(&j->mu);
+    redisReply *ids = cmd(j, 2, argv, NULL, err);
+    if (!ids) {
+        rc = VB_ERR_REDIS;
+        goto done;
+    }
+    if (ids->type != REDIS_REPLY_ARRAY) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+        goto done;
+    }
+    if (ids->elements && !(out->items = calloc(ids->elements, sizeof *out->items))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ids->elements; i++) {
+        const redisReply *e = ids->element[i];
+        if (e->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(e->str))
+            continue;
+        vb_job job;
+        vb_error tmp = {0};
+        rc = get_locked(j, e->str, &job, &tmp);
+        if (rc == VB_ERR_NOT_FOUND) { /* deleted meanwhile */
+            rc = VB_OK;
+            continue;
+        }
+        if (rc != VB_OK) {
+            vb_error_set(err, rc, "%s", tmp.msg);
+            goto done;
+        }
+        if (enabled_only && !job.enabled) {
+            vb_job_free(&job);
+            continue;
+        }
+        out->items[out->n++] = job;
+    }
+    if (out->n > 1)
+        qsort(out->items, out->n, sizeof *out->items, cmp_jobs);
+done:
+    pthread_mutex_unlock(&j->mu);
+    if (ids)
+        freeReplyObject(ids);
+    if (rc != VB_OK)
+        vb_job_list_free(out);
+    return rc;
+}
+
+/* Runs the update script with the pairs already in `a` (after the header). */
+static vb_err run_update(vb_jobs *j, const char *job_id, args *a, vb_job *out, vb_error *err)
+{
+    long long ok = 0;
+    pthread_mutex_lock(&j->mu);
+    vb_err rc = eval_int(j, a, &ok, err);
+    if (rc == VB_OK && !ok)
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", job_id);
+    if (rc == VB_OK && out)
+        rc = get_locked(j, job_id, out, err);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+static void update_header(args *a, char key[80], const char *job_id)
+{
+    job_key(key, job_id);
+    add_pair(a, "EVAL", script_update);
+    add(a, "2");
+    add(a, key);
+    add(a, JOBS_VERSION);
+    add(a, "updated_at");
+    add_ll(a, now_ms());
+}
+
+vb_err vb_jobs_update(vb_jobs *j, const char *job_id, const vb_job_input *in, vb_job *out,
+                      vb_error *err)
+{
+    char key[80], *sealed = NULL;
+    vb_err rc;
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    if ((rc = seal_key(j, in, &sealed, err)) != VB_OK)
+        return rc;
+    args *a = calloc(1, sizeof *a);
+    if (!a) {
+        free(sealed);
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    }
+    update_header(a, key, job_id);
+    add_input_fields(a, in, sealed);
+    rc = run_update(j, job_id, a, out, err);
+    free(a);
+    free(sealed);
+    return rc;
+}
+
+vb_err vb_jobs_set_enabled(vb_jobs *j, const char *job_id, int enabled, vb_error *err)
+{
+    char key[80];
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    args *a = calloc(1, sizeof *a);
+    if (!a)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    update_header(a, key, job_id);
+    add_pair(a, "enabled", enabled ? "1" : "0");
+    vb_err rc = run_update(j, job_id, a, NULL, err);
+    free(a);
+    return rc;
+}
+
+vb_err vb_jobs_delete(vb_jobs *j, const char *job_id, vb_error *err)
+{
+    char key[80], execs[96];
+    long long ok = 0;
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    job_key(key, job_id);
+    snprintf(execs, sizeof execs, "%s:execs", key);
+    args *a = calloc(1, sizeof *a);
+    if (!a)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    add_pair(a, "EVAL", script_delete);
+    add(a, "4");
+    add(a, key);
+    add(a, JOBS_SET);
+    add(a, JOBS_VERSION);
+    add(a, execs);
+    add(a, job_id);
+    add(a, PREFIX "exec:");
+    pthread_mutex_lock(&j->mu);
+    vb_err rc = eval_int(j, a, &ok, err);
+    pthread_mutex_unlock(&j->mu);
+    free(a);
+    if (rc == VB_OK && !ok)
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", job_id);
+    return rc;
+}
+
+vb_err vb_jobs_version(vb_jobs *j, long long *version, vb_error *err)
+{
+    const char *argv[2] = {"GET", JOBS_VERSION};
+    *version = 0;
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = cmd(j, 2, argv, NULL, err);
+    pthread_mutex_unlock(&j->mu);
+    if (!r)
+        return VB_ERR_REDIS;
+    if (r->type == REDIS_REPLY_STRING)
+        *version = to_ll(r->str);
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err)
+{
+    *key = NULL;
+    if (!j->has_key)
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "cannot decrypt external_api_key: no secret-encryption key is "
+                            "configured");
+    if (!job->external_api_key_enc || !job->external_api_key_enc[0])
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s has no external_api_key",
+                            job->job_id);
+    return vb_crypto_open(j->key, job->external_api_key_enc, key, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* executions                                                          */
+
+/* Byte length of s cut to at most max bytes on a UTF-8 boundary. */
+static size_t utf8_cut(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
+static void add_exec_fields(args *a, const vb_exec *e, char *output_cut)
+{
+    add_pair(a, "execution_id", e->execution_id);
+    add_pair(a, "job_id", e->job_id);
+    add_pair(a, "status", e->status);
+    add(a, "started_at");
+    add_ll(a, e->started_at);
+    add(a, "completed_at");
+    add_ll(a, e->completed_at);
+    add(a, "scheduled_for");
+    add_ll(a, e->scheduled_for);
+    add_pair(a, "output", output_cut);
+    add_pair(a, "batch_id", e->batch_id);
+    add_pair(a, "skip_reason", e->skip_reason);
+    add(a, "runs_found");
+    add_ll(a, e->runs_found);
+    add(a, "runs_published");
+    add_ll(a, e->runs_published);
+    add(a, "runs_skipped_in_progress");
+    add_ll(a, e->runs_skipped_in_progress);
+    add(a, "runs_skipped_other_org");
+    add_ll(a, e->runs_skipped_other_org);
+}
+
+static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
+{
+    char key[96], list[96], cap[24], jk[80], *out = NULL;
+    long long ok = 0;
+    vb_err rc;
+    if (!vb_exec_status_valid(e->status))
+        return vb_error_set(err, VB_ERR_INVALID, "unknown execution status");
+    if (!vb_jobs_id_valid(e->job_id))
+        return vb_error_set(err, VB_ERR_INVALID, "execution has no valid job_id");
+    if (create && !e->execution_id[0] &&
+        (rc = vb_crypto_uuid4(e->execution_id, err)) != VB_OK)
+        return rc;
+    if (!vb_jobs_id_valid(e->execution_id))
+        return vb_error_set(err, VB_ERR_INVALID, "execution id is not a UUID");
+    const char *o = e->output ? e->output : "";
+    if (!(out = strndup(o, utf8_cut(o, VB_JOBS_OUTPUT_MAX))))
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    args *a = calloc(1, sizeof *a);
+    if (!a) {
+        free(out);
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    }
+    snprintf(key, sizeof key, PREFIX "exec:%s", e->execution_id);
+    if (create) {
+        job_key(jk, e->job_id);
+        snprintf(list, sizeof list, "%s:execs", jk);
+        snprintf(cap, sizeof cap, "%zu", j->exec_cap);
+        add_pair(a, "EVAL", script_exec_record);
+        add(a, "3");
+        add(a, key);
+        add(a, list);
+        add(a, jk);
+        add(a, e->execution_id);
+        add(a, cap);
+        add(a, PREFIX "exec:");
+    } else {
+        add_pair(a, "EVAL", script_exec_update);
+        add(a, "1");
+        add(a, key);
+    }
+    add_exec_fields(a, e, out);
+    pthread_mutex_lock(&j->mu);
+    rc = eval_int(j, a, &ok, err);
+    pthread_mutex_unlock(&j->mu);
+    if (rc == VB_OK && !ok)
+        rc = create ? vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", e->job_id)
+                    : vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found",
+                                   e->execution_id);
+    free(a);
+    free(out);
+    return rc;
+}
+
+vb_err vb_jobs_exec_record(vb_jobs *j, vb_exec *e, vb_error *err)
+{
+    return exec_write(j, e, 1, err);
+}
+
+vb_err vb_jobs_exec_update(vb_jobs *j, const vb_exec *e, vb_error *err)
+{
+    vb_exec copy = *e; /* exec_write only writes execution_id on create */
+    return exec_write(j, &copy, 0, err);
+}
+
+static vb_err exec_from_hash(const redisReply *h, vb_exec *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (h->type != REDIS_REPLY_ARRAY || h->elements == 0)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
+    for (size_t i = 0; i + 1 < h->elements; i += 2) {
+        const redisReply *k = h->element[i], *v = h->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        const char *n = k->str;
+        char **slot = NULL;
+        if (strcmp(n, "execution_id") == 0)
+            snprintf(out->execution_id, sizeof out->execution_id, "%s", v->str);
+        else if (strcmp(n, "job_id") == 0)
+            snprintf(out->job_id, sizeof out->job_id, "%s", v->str);
+        else if (strcmp(n, "status") == 0)
+            snprintf(out->status, sizeof out->status, "%s", v->str);
+        else if (strcmp(n, "started_at") == 0)
+            out->started_at = to_ll(v->str);
+        else if (strcmp(n, "completed_at") == 0)
+            out->completed_at = to_ll(v->str);
+        else if (strcmp(n, "scheduled_for") == 0)
+            out->scheduled_for = to_ll(v->str);
+        else if (strcmp(n, "runs_found") == 0)
+            out->runs_found = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_published") == 0)
+            out->runs_published = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_skipped_in_progress") == 0)
+            out->runs_skipped_in_progress = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_skipped_other_org") == 0)
+            out->runs_skipped_other_org = (long)to_ll(v->str);
+        else if (strcmp(n, "output") == 0)
+            slot = &out->output;
+        else if (strcmp(n, "batch_id") == 0)
+            slot = &out->batch_id;
+        else if (strcmp(n, "skip_reason") == 0)
+            slot = &out->skip_reason;
+        if (slot && !*slot && !(*slot = reply_dup(v))) {
+            vb_exec_free(out);
+            return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        }
+    }
+    return VB_OK;
+}
+
+static vb_err exec_get_locked(vb_jobs *j, const char *id, vb_exec *out, vb_error *err)
+{
+    char key[96];
+    snprintf(key, sizeof key, PREFIX "exec:%s", id);
+    const char *argv[2] = {"HGETALL", key};
+    redisReply *r = cmd(j, 2, argv, NULL, err);
+    if (!r) {
+        memset(out, 0, sizeof *out);
+        return VB_ERR_REDIS;
+    }
+    vb_err rc = exec_from_hash(r, out, err);
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_jobs_exec_get(vb_jobs *j, const char *execution_id, vb_exec *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!vb_jobs_id_valid(execution_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
+    pthread_mutex_lock(&j->mu);
+    vb_err rc = exec_get_locked(j, execution_id, out, err);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+vb_err vb_jobs_exec_list(vb_jobs *j, const char *job_id, size_t limit, vb_exec_list *out,
+                         vb_error *err)
+{
+    char key[96], stop[24];
+    vb_err rc = VB_OK;
+    redisReply *ids = NULL;
+    memset(out, 0, sizeof *out);
+    if (limit < 1 || limit > 1000)
+        return vb_error_set(err, VB_ERR_INVALID, "limit must be between 1 and 1000");
+    if (!vb_jobs_id_valid(job_id))
+        return VB_OK;
+    snprintf(key, sizeof key, PREFIX "job:%s:execs", job_id);
+    snprintf(stop, sizeof stop, "%zu", limit - 1);
+    const char *argv[4] = {"LRANGE", key, "0", stop};
+    pthread_mutex_lock(&j->mu);
+    if (!(ids = cmd(j, 4, argv, NULL, err))) {
+        rc = VB_ERR_REDIS;
+        goto done;
+    }
+    if (ids->type != REDIS_REPLY_ARRAY) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+        goto done;
+    }
+    if (ids->elements && !(out->items = calloc(ids->elements, sizeof *out->items))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ids->elements; i++) {
+        const redisReply *e = ids->element[i];
+        if (e->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(e->str))
+            continue;
+        vb_error tmp = {0};
+        rc = exec_get_locked(j, e->str, &out->items[out->n], &tmp);
+        if (rc == VB_ERR_NOT_FOUND) {
+            rc = VB_OK;
+            continue;
+        }
+        if (rc != VB_OK) {
+            vb_error_set(err, rc, "%s", tmp.msg);
+            goto done;
+        }
+        out->n++;
+    }
+done:
+    pthread_mutex_unlock(&j->mu);
+    if (ids)
+        freeReplyObject(ids);
+    if (rc != VB_OK)
+        vb_exec_list_free(out);
+    return rc;
+}

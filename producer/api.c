@@ -1,0 +1,937 @@
+/*
+ * api.c — the cron-jobs REST API (see api.h): routing, request bodies,
+ * authentication, JSON shapes and error mapping on top of libmicrohttpd.
+ *
+ * Request life cycle. libmicrohttpd calls handle() several times per request:
+ * the first call (no state yet) authenticates, routes and checks the declared
+ * body size and content type, answering at once when any of them fails (so a
+ * client sending `Expect: 100-continue` never uploads a refused body); later
+ * calls hand over body chunks, which are buffered up to the body cap; the
+ * last call (no more data) runs the route's handler. The per-request state is
+ * freed in the completion callback.
+ *
+ * Routes are a table of (method, pattern, handler); a pattern segment "{}"
+ * captures one path segment. A path that matches with another method gives
+ * 405 and an Allow header.
+ *
+ * Threading: one thread per connection (bounded by max_connections); the
+ * vb_jobs handle serialises Redis access; everything else is per request.
+ */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "visionbatch/buf.h"
+#include "visionbatch/cron.h"
+#include "visionbatch/jobs.h"
+
+struct vb_api {
+    struct MHD_Daemon *d;
+    vb_jobs *jobs;
+    char *token;
+    size_t token_len;
+    size_t max_body;
+    int port;
+    vb_api_callbacks cb;
+    vb_metrics *own_metrics;
+    vb_metric *m_requests, *m_duration;
+};
+
+typedef struct resp {
+    unsigned status;
+    char *body;        /* malloc'd */
+    const char *ctype; /* static */
+    char allow[64];
+    int auth_challenge;
+} resp;
+
+typedef struct req req;
+typedef void (*handler_fn)(vb_api *api, req *r, resp *out);
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    handler_fn fn;
+    int json_body; /* reads a JSON body (size and content type checked) */
+    int open;      /* no token needed */
+} route;
+
+struct req {
+    struct MHD_Connection *con;
+    const route *rt;
+    char id[160]; /* the captured segment */
+    vb_buf body;
+    int too_large;
+    struct timespec start;
+};
+
+/* ------------------------------------------------------------------ */
+/* responses                                                           */
+
+static void set_json(resp *out, unsigned status, cJSON *root)
+{
+    out->status = status;
+    out->ctype = "application/json";
+    out->body = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!out->body) {
+        out->status = 500;
+        out->body = strdup("{\"detail\":\"out of memory\"}");
+    }
+}
+
+static void set_detail(resp *out, unsigned status, const char *detail)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o)
+        cJSON_AddStringToObject(o, "detail", detail);
+    set_json(out, status, o);
+}
+
+/* Maps a failed job operation to its HTTP answer. */
+static void set_error(resp *out, vb_err rc, const vb_error *err)
+{
+    switch (rc) {
+    case VB_ERR_NOT_FOUND:
+        set_detail(out, 404, err->msg[0] ? err->msg : "not found");
+        break;
+    case VB_ERR_INVALID:
+    case VB_ERR_PARSE:
+        set_detail(out, 400, err->msg);
+        break;
+    case VB_ERR_CONFLICT:
+        set_detail(out, 409, err->msg);
+        break;
+    case VB_ERR_CONFIG:
+        set_detail(out, 500, err->msg);
+        break;
+    case VB_ERR_REDIS:
+        set_detail(out, 500, "storage unavailable");
+        break;
+    default:
+        set_detail(out, 500, "internal error");
+        break;
+    }
+}
+
+static void set_success(resp *out, const char *id, const char *verb)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "Cron job %s %s", id, verb);
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "status", "success");
+        cJSON_AddStringToObject(o, "message", msg);
+    }
+    set_json(out, 200, o);
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON shapes                                                         */
+
+static void add_time(cJSON *o, const char *name, long long ms)
+{
+    char buf[VB_TIME_STR_MAX];
+    if (ms > 0 && vb_time_format_rfc3339_utc((time_t)(ms / 1000), buf, sizeof buf) == VB_OK)
+        cJSON_AddStringToObject(o, name, buf);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
+static void add_str_or_null(cJSON *o, const char *name, const char *s)
+{
+    if (s && *s)
+        cJSON_AddStringToObject(o, name, s);
+    else
+        cJSON_AddNullToObject(o, name);
+}
+
+static cJSON *job_json(const vb_job *job)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *cfg = cJSON_CreateObject();
+    if (!o || !cfg) {
+        cJSON_Delete(o);
+        cJSON_Delete(cfg);
+        return NULL;
+    }
+    cJSON_AddStringToObject(o, "job_id", job->job_id);
+    cJSON_AddStringToObject(o, "name", job->name);
+    cJSON_AddStringToObject(o, "schedule", job->schedule);
+    cJSON_AddStringToObject(cfg, "external_api_get_url", job->external_api_get_url);
+    cJSON_AddStringToObject(cfg, "external_api_post_url", job->external_api_post_url);
+    if (job->external_api_key_enc[0])
+        cJSON_AddStringToObject(cfg, "external_api_key", "***");
+    else
+        cJSON_AddNullToObject(cfg, "external_api_key");
+    cJSON_AddStringToObject(cfg, "backend_api_url", job->backend_api_url);
+    cJSON_AddStringToObject(cfg, "organization_id", job->organization_id);
+    cJSON_AddItemToObject(o, "config", cfg);
+    cJSON_AddBoolToObject(o, "enabled", job->enabled);
+
+    vb_cron c;
+    time_t next = 0;
+    int has_next = vb_cron_parse(job->schedule, &c, NULL, 0) == VB_OK &&
+                   vb_cron_next(&c, job->timezone, time(NULL), &next) == VB_OK;
+    cJSON_AddBoolToObject(o, "scheduled", job->enabled && has_next);
+    add_time(o, "next_run", has_next ? (long long)next * 1000 : 0);
+    add_time(o, "created_at", job->created_at);
+    add_time(o, "updated_at", job->updated_at);
+    cJSON_AddStringToObject(o, "timezone", job->timezone);
+    cJSON_AddStringToObject(o, "overlap", job->overlap_allow ? "allow" : "skip");
+    return o;
+}
+
+static cJSON *exec_json(const vb_exec *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "execution_id", e->execution_id);
+    cJSON_AddStringToObject(o, "job_id", e->job_id);
+    cJSON_AddStringToObject(o, "status", e->status);
+    add_time(o, "started_at", e->started_at);
+    add_time(o, "completed_at", e->completed_at);
+    add_str_or_null(o, "output", e->output);
+    add_str_or_null(o, "batch_id", e->batch_id);
+    add_time(o, "scheduled_for", e->scheduled_for);
+    cJSON_AddNumberToObject(o, "runs_found", (double)e->runs_found);
+    cJSON_AddNumberToObject(o, "runs_published", (double)e->runs_published);
+    cJSON_AddNumberToObject(o, "runs_skipped_in_progress", (double)e->runs_skipped_in_progress);
+    cJSON_AddNumberToObject(o, "runs_skipped_other_org", (double)e->runs_skipped_other_org);
+    add_str_or_null(o, "skip_reason", e->skip_reason);
+    return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* query arguments                                                     */
+
+static const char *query(req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->con, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Strict decimal in [lo, hi]; 0 when malformed or out of range. */
+static int parse_count(const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s || strlen(s) > 9)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return 0;
+    long v = strtol(s, NULL, 10);
+    if (v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* handlers                                                            */
+
+static void h_healthz(vb_api *api, req *r, resp *out)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o)
+        cJSON_AddStringToObject(o, "status", "ok");
+    set_json(out, 200, o);
+}
+
+static void h_readyz(vb_api *api, req *r, resp *out)
+{
+    char why[512] = "", cbwhy[256] = "";
+    vb_error err = {0};
+    if (vb_jobs_ping(api->jobs, &err) != VB_OK)
+        snprintf(why, sizeof why, "redis: unreachable");
+    if (api->cb.ready && !api->cb.ready(api->cb.ctx, cbwhy, sizeof cbwhy)) {
+        size_t n = strlen(why);
+        snprintf(why + n, sizeof why - n, "%s%s", n ? "; " : "",
+                 cbwhy[0] ? cbwhy : "producer not ready");
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "status", why[0] ? "unavailable" : "ready");
+        if (why[0])
+            cJSON_AddStringToObject(o, "detail", why);
+    }
+    set_json(out, why[0] ? 503 : 200, o);
+}
+
+static void h_metrics(vb_api *api, req *r, resp *out)
+{
+    vb_error err = {0};
+    char *text = NULL;
+    if (vb_metrics_render(api->cb.metrics, &text, &err) != VB_OK) {
+        set_detail(out, 500, "metrics unavailable");
+        return;
+    }
+    out->status = 200;
+    out->ctype = "text/plain; version=0.0.4; charset=utf-8";
+    out->body = text;
+}
+
+static void h_openapi(vb_api *api, req *r, resp *out)
+{
+    out->status = 200;
+    out->ctype = "application/json";
+    out->body = strdup(vb_api_openapi_json());
+    if (!out->body)
+        set_detail(out, 500, "out of memory");
+}
+
+static void h_create(vb_api *api, req *r, resp *out)
+{
+    vb_job_input in;
+    vb_job job = {0};
+    vb_error err = {0};
+    vb_err rc = vb_job_input_parse(r->body.data, r->body.len, 0, &in, &err);
+    if (rc == VB_OK)
+        rc = vb_jobs_create(api->jobs, &in, &job, &err);
+    vb_job_input_free(&in);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "status", "success");
+        cJSON_AddStringToObject(o, "job_id", job.job_id);
+        cJSON_AddStringToObject(o, "name", job.name);
+        cJSON_AddStringToObject(o, "schedule", job.schedule);
+        cJSON_AddBoolToObject(o, "enabled", job.enabled);
+    }
+    vb_job_free(&job);
+    set_json(out, 201, o);
+}
+
+static void h_list(vb_api *api, req *r, resp *out)
+{
+    const char *eo = query(r, "enabled_only");
+    int enabled_only = 0;
+    if (eo) {
+        if (strcasecmp(eo, "true") == 0 || strcmp(eo, "1") == 0)
+            enabled_only = 1;
+        else if (strcasecmp(eo, "false") != 0 && strcmp(eo, "0") != 0) {
+            set_detail(out, 400, "enabled_only must be true or false");
+            return;
+        }
+    }
+    vb_job_list l;
+    vb_error err = {0};
+    vb_err rc = vb_jobs_list(api->jobs, enabled_only, &l, &err);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "cron_jobs");
+    for (size_t i = 0; arr && i < l.n; i++) {
+        cJSON *j = job_json(&l.items[i]);
+        if (j)
+            cJSON_AddItemToArray(arr, j);
+    }
+    vb_job_list_free(&l);
+    set_json(out, 200, o);
+}
+
+static void h_get(vb_api *api, req *r, resp *out)
+{
+    vb_job job;
+    vb_error err = {0};
+    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    set_json(out, 200, job_json(&job));
+    vb_job_free(&job);
+}
+
+static void h_update(vb_api *api, req *r, resp *out)
+{
+    vb_job_input in;
+    vb_job job = {0};
+    vb_error err = {0};
+    vb_err rc = vb_job_input_parse(r->body.data, r->body.len, 1, &in, &err);
+    if (rc == VB_OK)
+        rc = vb_jobs_update(api->jobs, r->id, &in, &job, &err);
+    vb_job_input_free(&in);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    set_json(out, 200, job_json(&job));
+    vb_job_free(&job);
+}
+
+static void set_enabled(vb_api *api, req *r, resp *out, int enabled)
+{
+    vb_error err = {0};
+    vb_err rc = vb_jobs_set_enabled(api->jobs, r->id, enabled, &err);
+    if (rc != VB_OK)
+        set_error(out, rc, &err);
+    else
+        set_success(out, r->id, enabled ? "activated" : "deactivated");
+}
+
+static void h_activate(vb_api *api, req *r, resp *out)
+{
+    set_enabled(api, r, out, 1);
+}
+
+static void h_deactivate(vb_api *api, req *r, resp *out)
+{
+    set_enabled(api, r, out, 0);
+}
+
+static void h_delete(vb_api *api, req *r, resp *out)
+{
+    vb_error err = {0};
+    vb_err rc = vb_jobs_delete(api->jobs, r->id, &err);
+    if (rc != VB_OK)
+        set_error(out, rc, &err);
+    else
+        set_success(out, r->id, "deleted");
+}
+
+static void h_executions(vb_api *api, req *r, resp *out)
+{
+    long limit = VB_API_EXEC_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_API_EXEC_LIMIT_MAX, &limit)) {
+        set_detail(out, 400, "limit must be an integer between 1 and 1000");
+        return;
+    }
+    vb_job job;
+    vb_exec_list l = {0};
+    vb_error err = {0};
+    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    if (rc == VB_OK) {
+        vb_job_free(&job);
+        rc = vb_jobs_exec_list(api->jobs, r->id, (size_t)limit, &l, &err);
+    }
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job_id", r->id);
+    cJSON *arr = cJSON_AddArrayToObject(o, "executions");
+    for (size_t i = 0; arr && i < l.n; i++) {
+        cJSON *e = exec_json(&l.items[i]);
+        if (e)
+            cJSON_AddItemToArray(arr, e);
+    }
+    vb_exec_list_free(&l);
+    set_json(out, 200, o);
+}
+
+static void h_next_runs(vb_api *api, req *r, resp *out)
+{
+    long count = VB_API_NEXT_RUNS_DEFAULT;
+    const char *cs = query(r, "count");
+    if (cs && !parse_count(cs, 1, VB_CRON_NEXT_MAX, &count)) {
+        set_detail(out, 400, "count must be an integer between 1 and 100");
+        return;
+    }
+    vb_job job;
+    vb_error err = {0};
+    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    time_t times[VB_CRON_NEXT_MAX];
+    size_t got = 0;
+    vb_cron c;
+    if (vb_cron_parse(job.schedule, &c, NULL, 0) != VB_OK ||
+        vb_cron_next_n(&c, job.timezone, time(NULL), (size_t)count, times, &got) != VB_OK)
+        got = 0;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "job_id", job.job_id);
+    cJSON_AddStringToObject(o, "schedule", job.schedule);
+    cJSON_AddStringToObject(o, "timezone", job.timezone);
+    cJSON *arr = cJSON_AddArrayToObject(o, "next_runs");
+    for (size_t i = 0; arr && i < got; i++) {
+        char u[VB_TIME_STR_MAX], l[VB_TIME_STR_MAX];
+        if (vb_time_format_rfc3339_utc(times[i], u, sizeof u) != VB_OK ||
+            vb_time_format_rfc3339_local(times[i], job.timezone, l, sizeof l) != VB_OK)
+            continue;
+        cJSON *e = cJSON_CreateObject();
+        if (!e)
+            continue;
+        cJSON_AddStringToObject(e, "utc", u);
+        cJSON_AddStringToObject(e, "local", l);
+        cJSON_AddItemToArray(arr, e);
+    }
+    vb_job_free(&job);
+    set_json(out, 200, o);
+}
+
+static void h_run_now(vb_api *api, req *r, resp *out)
+{
+    vb_job job;
+    vb_error err = {0};
+    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    vb_job_free(&job);
+    if (!api->cb.fire_now) {
+        set_detail(out, 503, "manual runs are not available in this process");
+        return;
+    }
+    char exec_id[VB_UUID_SIZE] = "";
+    rc = api->cb.fire_now(api->cb.ctx, r->id, exec_id, &err);
+    if (rc != VB_OK) {
+        set_error(out, rc, &err);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "status", "success");
+        cJSON_AddStringToObject(o, "execution_id", exec_id);
+    }
+    set_json(out, 202, o);
+}
+
+static int run_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static void h_run_state(vb_api *api, req *r, resp *out)
+{
+    if (!run_id_valid(r->id)) {
+        set_detail(out, 404, "run not found");
+        return;
+    }
+    if (!api->cb.run_state_json) {
+        set_detail(out, 503, "run state is not available in this process");
+        return;
+    }
+    char *json = NULL;
+    vb_error err = {0};
+    vb_err rc = api->cb.run_state_json(api->cb.ctx, r->id, &json, &err);
+    if (rc == VB_ERR_NOT_FOUND) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "run %s not found", r->id);
+        free(json);
+        set_detail(out, 404, msg);
+        return;
+    }
+    if (rc != VB_OK || !json) {
+        free(json);
+        set_detail(out, 500, rc == VB_ERR_REDIS ? "storage unavailable" : "internal error");
+        return;
+    }
+    out->status = 200;
+    out->ctype = "application/json";
+    out->body = json;
+}
+
+static const route routes[] = {
+    {"GET", "/healthz", h_healthz, 0, 1},
+    {"GET", "/readyz", h_readyz, 0, 0},
+    {"GET", "/metrics", h_metrics, 0, 0},
+    {"GET", "/openapi.json", h_openapi, 0, 0},
+    {"POST", "/cron-jobs", h_create, 1, 0},
+    {"GET", "/cron-jobs", h_list, 0, 0},
+    {"GET", "/cron-jobs/{}", h_get, 0, 0},
+    {"PUT", "/cron-jobs/{}", h_update, 1, 0},
+    {"DELETE", "/cron-jobs/{}", h_delete, 0, 0},
+    {"POST", "/cron-jobs/{}/activate", h_activate, 0, 0},
+    {"POST", "/cron-jobs/{}/deactivate", h_deactivate, 0, 0},
+    {"POST", "/cron-jobs/{}/run", h_run_now, 0, 0},
+    {"GET", "/cron-jobs/{}/executions", h_executions, 0, 0},
+    {"GET", "/cron-jobs/{}/next-runs", h_next_runs, 0, 0},
+    {"GET", "/runs/{}", h_run_state, 0, 0},
+};
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+/* Matches `path` against `pattern`; on success copies the "{}" segment into
+ * id (when present). A trailing slash on the path is ignored. */
+static int match(const char *pattern, const char *path, char *id, size_t idlen)
+{
+    const char *p = pattern, *s = path;
+    while (*p) {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *end = s;
+            while (*end && *end != '/')
+                end++;
+            size_t n = (size_t)(end - s);
+            if (n == 0 || n >= idlen)
+                return 0;
+            memcpy(id, s, n);
+            id[n] = '\0';
+            s = end;
+            p += 2;
+            continue;
+        }
+        if (*p != *s)
+            return 0;
+        p++;
+        s++;
+    }
+    return *s == '\0' || (s[0] == '/' && s[1] == '\0');
+}
+
+/* Finds the route; when only the method differs, fills `allow` and returns
+ * NULL. */
+static const route *find_route(const char *method, const char *path, char *id, size_t idlen,
+                               char *allow, size_t allowlen)
+{
+    const char *m = strcmp(method, "HEAD") == 0 ? "GET" : method;
+    allow[0] = '\0';
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (!match(routes[i].pattern, path, id, idlen))
+            continue;
+        if (strcmp(routes[i].method, m) == 0)
+            return &routes[i];
+        size_t n = strlen(allow);
+        snprintf(allow + n, allowlen - n, "%s%s", n ? ", " : "", routes[i].method);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* libmicrohttpd glue                                                  */
+
+static enum MHD_Result send_resp(vb_api *api, struct MHD_Connection *con, const char *method,
+                                 const route *rt, const struct timespec *start, resp *out)
+{
+    if (!out->body) {
+        out->status = 500;
+        out->body = strdup("{\"detail\":\"internal error\"}");
+        out->ctype = "application/json";
+    }
+    size_t len = out->body ? strlen(out->body) : 0;
+    struct MHD_Response *rsp =
+        MHD_create_response_from_buffer(len, out->body ? out->body : (char *)"",
+                                        out->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!rsp) {
+        free(out->body);
+        return MHD_NO;
+    }
+    out->body = NULL;
+    MHD_add_response_header(rsp, MHD_HTTP_HEADER_CONTENT_TYPE, out->ctype);
+    MHD_add_response_header(rsp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(rsp, "X-Content-Type-Options", "nosniff");
+    if (out->allow[0])
+        MHD_add_response_header(rsp, MHD_HTTP_HEADER_ALLOW, out->allow);
+    if (out->auth_challenge)
+        MHD_add_response_header(rsp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(con, out->status, rsp);
+    MHD_destroy_response(rsp);
+
+    static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "HEAD"};
+    const char *mlabel = "other";
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (strcmp(method, methods[i]) == 0)
+            mlabel = methods[i];
+    char code[8];
+    snprintf(code, sizeof code, "%u", out->status);
+    const char *rlabel = rt ? rt->pattern : "unmatched";
+    const char *labels[3] = {mlabel, rlabel, code};
+    vb_metric_inc(api->m_requests, labels);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double secs = (double)(now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+    const char *dl[1] = {rlabel};
+    vb_metric_observe(api->m_duration, dl, secs);
+    return ret;
+}
+
+static int authorized(vb_api *api, struct MHD_Connection *con)
+{
+    if (!api->token)
+        return 1;
+    const char *h = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return vb_crypto_equal(h, strlen(h), api->token, api->token_len);
+}
+
+/* Checks done before any body is read; 1 when `out` holds a refusal. */
+static int precheck(vb_api *api, req *r, resp *out)
+{
+    /* /healthz is the only open route; everything else is authenticated,
+     * unknown paths included, so the route table is not disclosed. */
+    if (!(r->rt && r->rt->open) && !authorized(api, r->con)) {
+        out->allow[0] = '\0';
+        set_detail(out, 401, "missing or invalid API token (send Authorization: Bearer <token>)");
+        out->auth_challenge = 1;
+        return 1;
+    }
+    if (!r->rt) {
+        if (out->allow[0])
+            set_detail(out, 405, "method not allowed");
+        else
+            set_detail(out, 404, "not found");
+        return 1;
+    }
+    const char *cl =
+        MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end != cl && n > api->max_body) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "request body larger than %zu bytes", api->max_body);
+            set_detail(out, 413, msg);
+            return 1;
+        }
+    }
+    if (r->rt->json_body) {
+        const char *ct =
+            MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (ct && strncasecmp(ct, "application/json", 16) != 0) {
+            set_detail(out, 415, "Content-Type must be application/json");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *con, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls)
+{
+    vb_api *api = cls;
+    req *r = *con_cls;
+    resp out = {0};
+
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->con = con;
+        clock_gettime(CLOCK_MONOTONIC, &r->start);
+        r->body.limit = api->max_body;
+        *con_cls = r;
+        r->rt = find_route(method, url, r->id, sizeof r->id, out.allow, sizeof out.allow);
+        if (r->rt && strncmp(r->rt->pattern, "/cron-jobs/", 11) == 0)
+            for (char *p = r->id; *p; p++) /* job ids are stored lower case */
+                *p = (char)tolower((unsigned char)*p);
+        if (precheck(api, r, &out))
+            return send_resp(api, con, method, r->rt, &r->start, &out);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->too_large && vb_buf_append(&r->body, upload_data, *upload_data_size) != VB_OK)
+            r->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body larger than %zu bytes", api->max_body);
+        set_detail(&out, 413, msg);
+    } else {
+        r->rt->fn(api, r, &out);
+    }
+    return send_resp(api, con, method, r->rt, &r->start, &out);
+}
+
+static void completed(void *cls, struct MHD_Connection *con, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    req *r = *con_cls;
+    if (!r)
+        return;
+    vb_buf_free(&r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* start / stop                                                        */
+
+vb_err vb_api_listen_parse(const char *listen, char host[64], int *port, int *is_ipv6,
+                           int *is_loopback, vb_error *err)
+{
+    char h[64];
+    const char *portstr;
+    if (!listen || !*listen)
+        return vb_error_set(err, VB_ERR_CONFIG, "listen address is empty");
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || close[1] != ':' || (size_t)(close - listen - 1) >= sizeof h)
+            return vb_error_set(err, VB_ERR_CONFIG,
+                                "listen address \"%.80s\": expected [ipv6]:port", listen);
+        memcpy(h, listen + 1, (size_t)(close - listen - 1));
+        h[close - listen - 1] = '\0';
+        portstr = close + 2;
+    } else {
+        const char *colon = strrchr(listen, ':');
+        if (!colon || (size_t)(colon - listen) >= sizeof h || memchr(listen, ':', (size_t)(colon - listen)))
+            return vb_error_set(err, VB_ERR_CONFIG,
+                                "listen address \"%.80s\": expected host:port (IPv6 in brackets)",
+                                listen);
+        memcpy(h, listen, (size_t)(colon - listen));
+        h[colon - listen] = '\0';
+        portstr = colon + 1;
+    }
+    long p;
+    if (!parse_count(portstr, 0, 65535, &p))
+        return vb_error_set(err, VB_ERR_CONFIG, "listen address \"%.80s\": bad port", listen);
+    if (strcasecmp(h, "localhost") == 0)
+        snprintf(h, sizeof h, "127.0.0.1");
+    else if (h[0] == '\0')
+        snprintf(h, sizeof h, "0.0.0.0");
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1) {
+        *is_ipv6 = 0;
+        *is_loopback = (ntohl(a4.s_addr) >> 24) == 127;
+    } else if (inet_pton(AF_INET6, h, &a6) == 1) {
+        *is_ipv6 = 1;
+        *is_loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+    } else {
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "listen address \"%.80s\": host must be a numeric IP address or "
+                            "localhost", listen);
+    }
+    snprintf(host, 64, "%s", h);
+    *port = (int)p;
+    return VB_OK;
+}
+
+vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
+{
+    vb_api *api = NULL;
+    unsigned char key[VB_CRYPTO_KEY_SIZE];
+    int has_key = 0, port = 0, v6 = 0, loop = 0;
+    char host[64];
+    const char *listen = opts && opts->listen ? opts->listen : "127.0.0.1:8000";
+
+    if (vb_api_listen_parse(listen, host, &port, &v6, &loop, err) != VB_OK)
+        return NULL;
+    int has_token = opts && opts->token && opts->token[0];
+    if (!loop && !has_token) {
+        vb_error_set(err, VB_ERR_CONFIG,
+                     "refusing to listen on non-loopback address %s without an API token "
+                     "(set VISIONBATCH_API_TOKEN or --api-token-file)",
+                     host);
+        return NULL;
+    }
+    if (opts && opts->secret_key && opts->secret_key[0]) {
+        if (vb_crypto_key_parse(opts->secret_key, key, err) != VB_OK)
+            return NULL;
+        has_key = 1;
+    }
+    if (!(api = calloc(1, sizeof *api))) {
+        vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (opts)
+        api->cb = opts->cb;
+    api->max_body = opts && opts->max_body ? opts->max_body : VB_API_MAX_BODY_DEFAULT;
+    if (has_token) {
+        if (!(api->token = strdup(opts->token))) {
+            vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        api->token_len = strlen(api->token);
+    }
+    if (!api->cb.metrics) {
+        if (!(api->own_metrics = vb_metrics_new())) {
+            vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        api->cb.metrics = api->own_metrics;
+    }
+    api->m_requests = vb_metrics_counter(api->cb.metrics, "visionbatch_api_requests_total",
+                                         "REST API requests by method, route and status code.",
+                                         "method,route,code");
+    api->m_duration = vb_metrics_histogram(api->cb.metrics, "visionbatch_api_request_seconds",
+                                           "REST API request handling time.", "route", NULL, 0);
+    vb_jobs_opts jo = {
+        .redis_url = opts ? opts->redis_url : NULL,
+        .secret_key = has_key ? key : NULL,
+        .exec_cap = opts ? opts->exec_cap : 0,
+    };
+    if (vb_jobs_new(&jo, &api->jobs, err) != VB_OK)
+        goto fail;
+
+    struct sockaddr_in sa4 = {0};
+    struct sockaddr_in6 sa6 = {0};
+    struct sockaddr *sa;
+    if (v6) {
+        sa6.sin6_family = AF_INET6;
+        sa6.sin6_port = htons((uint16_t)port);
+        inet_pton(AF_INET6, host, &sa6.sin6_addr);
+        sa = (struct sockaddr *)&sa6;
+    } else {
+        sa4.sin_family = AF_INET;
+        sa4.sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, host, &sa4.sin_addr);
+        sa = (struct sockaddr *)&sa4;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    unsigned timeout = opts && opts->connection_timeout_s ? opts->connection_timeout_s : 30;
+    unsigned maxconn = opts && opts->max_connections ? opts->max_connections : 64;
+    api->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, api,
+                              MHD_OPTION_SOCK_ADDR, sa,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                              MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+                              MHD_OPTION_CONNECTION_LIMIT, maxconn,
+                              MHD_OPTION_NOTIFY_COMPLETED, completed, api,
+                              MHD_OPTION_END);
+    if (!api->d) {
+        vb_error_set(err, VB_ERR_NETWORK, "cannot listen on %s (address in use or not local?)",
+                     listen);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->d, MHD_DAEMON_INFO_BIND_PORT);
+    api->port = info ? info->port : port;
+    vb_crypto_wipe(key, sizeof key);
+    return api;
+fail:
+    vb_crypto_wipe(key, sizeof key);
+    vb_api_stop(api);
+    return NULL;
+}
+
+void vb_api_stop(vb_api *api)
+{
+    if (!api)
+        return;
+    if (api->d)
+        MHD_stop_daemon(api->d);
+    vb_jobs_free(api->jobs);
+    if (api->token) {
+        vb_crypto_wipe(api->token, api->token_len);
+        free(api->token);
+    }
+    vb_metrics_free(api->own_metrics);
+    free(api);
+}
+
+int vb_api_port(const vb_api *api)
+{
+    return api ? api->port : 0;
+}

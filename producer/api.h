@@ -1,0 +1,95 @@
+/*
+ * api.h — the cron-jobs REST API of visionbatch-producer (SPEC.md §4 and
+ * extensions), served by libmicrohttpd.
+ *
+ * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
+ * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
+ * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id}, GET /healthz,
+ * /readyz, /metrics, /openapi.json (see producer/openapi.c for the document).
+ * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
+ *
+ * Security: without a token the server only binds loopback addresses
+ * (127.0.0.0/8, ::1); with a token every endpoint except /healthz requires
+ * `Authorization: Bearer <token>` (compared in constant time).
+ *
+ * Threading: the server runs its own threads (one per connection, bounded);
+ * callbacks are called from those threads, concurrently, and must be
+ * thread-safe. Jobs are stored through one vb_jobs handle (jobs.h) opened by
+ * vb_api_start.
+ */
+#ifndef VISIONBATCH_PRODUCER_API_H
+#define VISIONBATCH_PRODUCER_API_H
+
+#include <stddef.h>
+
+#include "visionbatch/crypto.h"
+#include "visionbatch/error.h"
+#include "visionbatch/metrics.h"
+
+#define VB_API_MAX_BODY_DEFAULT (64 * 1024)
+#define VB_API_EXEC_LIMIT_DEFAULT 50
+#define VB_API_EXEC_LIMIT_MAX 1000
+#define VB_API_NEXT_RUNS_DEFAULT 10
+
+typedef struct vb_api vb_api;
+
+/* What the producer provides. Every member may be NULL/0. */
+typedef struct vb_api_callbacks {
+    void *ctx; /* passed to every callback */
+    /* Starts a run of `job_id` now (POST /cron-jobs/{id}/run; the job is
+     * known to exist). Writes the new execution's id. VB_ERR_CONFLICT → 409
+     * (e.g. overlap "skip" and a run is in progress), VB_ERR_NOT_FOUND → 404,
+     * anything else → 500. NULL: the endpoint answers 503. */
+    vb_err (*fire_now)(void *ctx, const char *job_id, char execution_id[VB_UUID_SIZE],
+                       vb_error *err);
+    /* GET /runs/{id}: *json = a malloc'd JSON object describing the run's
+     * state (the API frees it). VB_ERR_NOT_FOUND → 404, others → 500.
+     * NULL: the endpoint answers 503. */
+    vb_err (*run_state_json)(void *ctx, const char *run_id, char **json, vb_error *err);
+    /* GET /readyz: 1 when the producer is ready (Kafka reachable, …); else 0
+     * with a short reason in `why`. Redis is checked by the API itself. */
+    int (*ready)(void *ctx, char *why, size_t whylen);
+    /* Registry rendered by GET /metrics; the API adds its request metrics to
+     * it. NULL: the API keeps a registry of its own. Borrowed: must outlive
+     * the server. */
+    vb_metrics *metrics;
+} vb_api_callbacks;
+
+typedef struct vb_api_opts {
+    const char *listen;            /* "host:port", "[v6]:port"; NULL = "127.0.0.1:8000";
+                                      port 0 = any free port (see vb_api_port) */
+    const char *token;             /* API token, NULL or "" = none (loopback only) */
+    const char *redis_url;         /* NULL = redis://127.0.0.1:6379/0 */
+    const char *secret_key;        /* base64 of 32 bytes, NULL = none (jobs cannot be created) */
+    size_t max_body;               /* request body cap, 0 = 64 KiB */
+    size_t exec_cap;               /* executions kept per job, 0 = 100 */
+    unsigned connection_timeout_s; /* idle connection timeout, 0 = 30 */
+    unsigned max_connections;      /* concurrent connections, 0 = 64 */
+    vb_api_callbacks cb;
+} vb_api_opts;
+
+/* Parses "host:port" / "[ipv6]:port" (host: numeric IPv4, IPv6 in brackets,
+ * "localhost", or empty = 0.0.0.0). Writes the numeric host (without
+ * brackets), port and whether the address is loopback. VB_ERR_CONFIG with a
+ * message on failure. Thread-safe. */
+vb_err vb_api_listen_parse(const char *listen, char host[64], int *port, int *is_ipv6,
+                           int *is_loopback, vb_error *err);
+
+/* Validates options, opens Redis, binds and starts serving. Refuses
+ * (VB_ERR_CONFIG) a non-loopback address without a token and a bad secret
+ * key; VB_ERR_REDIS when Redis is unreachable; VB_ERR_NETWORK when the
+ * address cannot be bound. Returns NULL on failure. The opts strings are
+ * copied. */
+vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err);
+
+/* Stops accepting, waits for in-flight requests, frees everything (wiping
+ * the token and key). NULL is accepted. */
+void vb_api_stop(vb_api *api);
+
+/* The bound TCP port (useful with port 0). */
+int vb_api_port(const vb_api *api);
+
+/* The OpenAPI 3 document served at /openapi.json (static, NUL-terminated). */
+const char *vb_api_openapi_json(void);
+
+#endif

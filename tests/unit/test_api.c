@@ -1,0 +1,687 @@
+/* Tests of the REST API (producer/api.c, producer/openapi.c): the server runs
+ * in-process on 127.0.0.1 with a free port, against a live Redis (database 13,
+ * see redis_test_url.h), and is called with libcurl. The producer sources are
+ * compiled into this test directly, as the test build links only the
+ * library. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "../../producer/api.c"
+#include "../../producer/openapi.c"
+#include "redis_test_url.h"
+
+#define DB 13
+#define SECRET_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define API_KEY "your_jwt_token"
+#define GUIDE_BODY                                                                                 \
+    "{\n    \"name\": \"Test Vision Analysis Job\",\n    \"schedule\": \"0 * * * *\",\n"           \
+    "    \"external_api_get_url\": \"https://api.example.com/api/v1/documents/vision_analysis\",\n" \
+    "    \"external_api_post_url\": "                                                              \
+    "\"https://api.example.com/api/v1/documents/vision_analysis/upload\",\n"                       \
+    "    \"external_api_key\": \"" API_KEY "\",\n"                                                 \
+    "    \"backend_api_url\": \"http://localhost:8000\",\n"                                        \
+    "    \"organization_id\": \"your_org_id\",\n    \"enabled\": false\n  }"
+
+typedef struct fixture {
+    vb_api *api;
+    int fired;
+    char last_fired[VB_UUID_SIZE];
+} fixture;
+
+typedef struct http_result {
+    long status;
+    char *body;
+    char allow[128];
+    char ctype[128];
+    cJSON *json;
+} http_result;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    vb_buf *b = ud;
+    return vb_buf_append(b, p, sz * n) == VB_OK ? sz * n : 0;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    http_result *r = ud;
+    size_t len = sz * n;
+    if (len > 7 && strncasecmp(p, "Allow: ", 7) == 0)
+        snprintf(r->allow, sizeof r->allow, "%.*s", (int)(len - 9), p + 7);
+    if (len > 14 && strncasecmp(p, "Content-Type: ", 14) == 0)
+        snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)(len - 16), p + 14);
+    return len;
+}
+
+/* One request; body_len = (size_t)-1 means strlen(body). */
+static http_result call(fixture *f, const char *method, const char *path, const char *body,
+                        size_t body_len, const char *ctype, const char *auth)
+{
+    http_result r = {0};
+    vb_buf b = {0};
+    char url[512], hdr[256];
+    struct curl_slist *h = NULL;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", vb_api_port(f->api), path);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(body_len == (size_t)-1 ? strlen(body) : body_len));
+    }
+    if (ctype) {
+        snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
+        h = curl_slist_append(h, hdr);
+    } else if (body) {
+        h = curl_slist_append(h, "Content-Type:"); /* no content type at all */
+    }
+    if (auth) {
+        snprintf(hdr, sizeof hdr, "Authorization: %s", auth);
+        h = curl_slist_append(h, hdr);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("curl %s %s: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    r.body = vb_buf_steal(&b);
+    r.json = cJSON_Parse(r.body);
+    return r;
+}
+
+static http_result get(fixture *f, const char *path)
+{
+    return call(f, "GET", path, NULL, 0, NULL, NULL);
+}
+
+static http_result post_json(fixture *f, const char *path, const char *body)
+{
+    return call(f, "POST", path, body, (size_t)-1, "application/json", NULL);
+}
+
+static void done(http_result *r)
+{
+    free(r->body);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    assert_true(cJSON_IsString(it));
+    return it->valuestring;
+}
+
+static void assert_detail_contains(http_result *r, long status, const char *needle)
+{
+    if (r->status != status)
+        fail_msg("expected %ld, got %ld: %s", status, r->status, r->body);
+    assert_non_null(r->json);
+    const char *d = jstr(r->json, "detail");
+    if (needle && !strstr(d, needle))
+        fail_msg("detail \"%s\" lacks \"%s\"", d, needle);
+}
+
+/* ---- callbacks standing in for the producer ---- */
+
+static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_SIZE],
+                       vb_error *err)
+{
+    fixture *f = ctx;
+    f->fired++;
+    snprintf(f->last_fired, sizeof f->last_fired, "%s", job_id);
+    snprintf(execution_id, VB_UUID_SIZE, "11111111-2222-4333-8444-555555555555");
+    return VB_OK;
+}
+
+static vb_err run_state(void *ctx, const char *run_id, char **json, vb_error *err)
+{
+    if (strcmp(run_id, "RUN-1") != 0)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "no state");
+    *json = strdup("{\"vision_analysis_id\":\"RUN-1\",\"state\":\"queued\"}");
+    return VB_OK;
+}
+
+static int not_ready(void *ctx, char *why, size_t len)
+{
+    snprintf(why, len, "kafka: no broker reachable");
+    return 0;
+}
+
+static vb_api *start(fixture *f, const char *token, const char *secret, vb_error *err)
+{
+    vb_api_opts o = {
+        .listen = "127.0.0.1:0",
+        .token = token,
+        .redis_url = vb_test_redis_url(DB),
+        .secret_key = secret,
+        .cb = {.ctx = f, .fire_now = fire_now, .run_state_json = run_state},
+    };
+    return vb_api_start(&o, err);
+}
+
+static int setup(void **state)
+{
+    if (vb_test_redis_flush(DB) != 0) {
+        if (vb_test_allow_no_redis()) {
+            *state = NULL;
+            return 0;
+        }
+        fprintf(stderr, "Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)\n",
+                vb_test_redis_url(DB));
+        return -1;
+    }
+    fixture *f = calloc(1, sizeof *f);
+    vb_error err = {0};
+    f->api = start(f, NULL, SECRET_B64, &err);
+    if (!f->api) {
+        fprintf(stderr, "vb_api_start: %s\n", err.msg);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f) {
+        vb_api_stop(f->api);
+        free(f);
+    }
+    return 0;
+}
+
+#define FIX()                                                                                      \
+    fixture *f = *state;                                                                           \
+    if (!f)                                                                                        \
+        skip();
+
+static void create_guide_job(fixture *f, char id[VB_UUID_SIZE])
+{
+    http_result r = post_json(f, "/cron-jobs", GUIDE_BODY);
+    if (r.status != 201)
+        fail_msg("create: %ld %s", r.status, r.body);
+    snprintf(id, VB_UUID_SIZE, "%s", jstr(r.json, "job_id"));
+    done(&r);
+}
+
+/* ---- tests ---- */
+
+static void api_guide_flow(void **state)
+{
+    FIX();
+    char path[256], id[VB_UUID_SIZE];
+    /* 1. create: exact shape */
+    http_result r = post_json(f, "/cron-jobs", GUIDE_BODY);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(r.ctype, "application/json");
+    assert_int_equal(cJSON_GetArraySize(r.json), 5);
+    assert_string_equal(jstr(r.json, "status"), "success");
+    assert_string_equal(jstr(r.json, "name"), "Test Vision Analysis Job");
+    assert_string_equal(jstr(r.json, "schedule"), "0 * * * *");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "enabled")));
+    snprintf(id, sizeof id, "%s", jstr(r.json, "job_id"));
+    assert_true(vb_jobs_id_valid(id));
+    done(&r);
+
+    /* 2. get: masked key, next_run at the top of the next hour */
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    time_t before = time(NULL);
+    r = get(f, path);
+    time_t after = time(NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, API_KEY));
+    assert_string_equal(jstr(r.json, "job_id"), id);
+    const cJSON *cfg = cJSON_GetObjectItem(r.json, "config");
+    assert_string_equal(jstr(cfg, "external_api_key"), "***");
+    assert_string_equal(jstr(cfg, "backend_api_url"), "http://localhost:8000");
+    assert_string_equal(jstr(cfg, "organization_id"), "your_org_id");
+    assert_string_equal(jstr(cfg, "external_api_get_url"),
+                        "https://api.example.com/api/v1/documents/vision_analysis");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "enabled")));
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "scheduled")));
+    char want1[VB_TIME_STR_MAX], want2[VB_TIME_STR_MAX];
+    vb_time_format_rfc3339_utc(before - before % 3600 + 3600, want1, sizeof want1);
+    vb_time_format_rfc3339_utc(after - after % 3600 + 3600, want2, sizeof want2);
+    const char *next = jstr(r.json, "next_run");
+    assert_true(strcmp(next, want1) == 0 || strcmp(next, want2) == 0);
+    assert_int_equal(strlen(jstr(r.json, "created_at")), 20);
+    assert_int_equal(strlen(jstr(r.json, "updated_at")), 20);
+    done(&r);
+
+    /* 3. list and enabled_only */
+    r = get(f, "/cron-jobs");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "cron_jobs")), 1);
+    assert_null(strstr(r.body, API_KEY));
+    done(&r);
+    r = get(f, "/cron-jobs?enabled_only=true");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "cron_jobs")), 0);
+    done(&r);
+
+    /* 4. activate */
+    snprintf(path, sizeof path, "/cron-jobs/%s/activate", id);
+    r = call(f, "POST", path, NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    char msg[128];
+    snprintf(msg, sizeof msg, "Cron job %s activated", id);
+    assert_string_equal(jstr(r.json, "message"), msg);
+    assert_string_equal(jstr(r.json, "status"), "success");
+    done(&r);
+    r = get(f, "/cron-jobs?enabled_only=true");
+    const cJSON *arr = cJSON_GetObjectItem(r.json, "cron_jobs");
+    assert_int_equal(cJSON_GetArraySize(arr), 1);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "scheduled")));
+    done(&r);
+
+    /* deactivate */
+    snprintf(path, sizeof path, "/cron-jobs/%s/deactivate", id);
+    r = call(f, "POST", path, NULL, 0, NULL, NULL);
+    snprintf(msg, sizeof msg, "Cron job %s deactivated", id);
+    assert_string_equal(jstr(r.json, "message"), msg);
+    done(&r);
+
+    /* 5. executions: empty, then one recorded by the producer side */
+    snprintf(path, sizeof path, "/cron-jobs/%s/executions", id);
+    r = get(f, path);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "job_id"), id);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "executions")), 0);
+    done(&r);
+    vb_exec e = {0};
+    snprintf(e.job_id, sizeof e.job_id, "%s", id);
+    snprintf(e.status, sizeof e.status, "success");
+    e.started_at = 1700000000000LL;
+    e.completed_at = 1700000060000LL;
+    e.output = (char *)"2 runs published";
+    e.batch_id = (char *)"batch-1";
+    assert_int_equal(vb_jobs_exec_record(f->api->jobs, &e, NULL), VB_OK);
+    snprintf(path, sizeof path, "/cron-jobs/%s/executions?limit=20", id);
+    r = get(f, path);
+    const cJSON *ex = cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "executions"), 0);
+    assert_non_null(ex);
+    assert_string_equal(jstr(ex, "execution_id"), e.execution_id);
+    assert_string_equal(jstr(ex, "job_id"), id);
+    assert_string_equal(jstr(ex, "status"), "success");
+    assert_string_equal(jstr(ex, "started_at"), "2023-11-14T22:13:20Z");
+    assert_string_equal(jstr(ex, "completed_at"), "2023-11-14T22:14:20Z");
+    assert_string_equal(jstr(ex, "output"), "2 runs published");
+    assert_string_equal(jstr(ex, "batch_id"), "batch-1");
+    done(&r);
+
+    /* 6. delete, then 404 everywhere */
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    r = call(f, "DELETE", path, NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    snprintf(msg, sizeof msg, "Cron job %s deleted", id);
+    assert_string_equal(jstr(r.json, "message"), msg);
+    done(&r);
+    r = get(f, path);
+    assert_detail_contains(&r, 404, "not found");
+    done(&r);
+    snprintf(path, sizeof path, "/cron-jobs/%s/executions", id);
+    r = get(f, path);
+    assert_int_equal(r.status, 404);
+    done(&r);
+}
+
+static void api_rejects_invalid_bodies_with_named_fields(void **state)
+{
+    FIX();
+    http_result r = post_json(f, "/cron-jobs", "{\"name\":\"x\"}");
+    assert_detail_contains(&r, 400, "missing required field(s): schedule, external_api_get_url");
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\":\"x\",\"bogus\":true}");
+    assert_detail_contains(&r, 400, "unknown field(s): bogus");
+    done(&r);
+    const char *wrong_type = "{\"name\":\"n\",\"schedule\":\"0 * * * *\",\"external_api_get_url\":"
+                             "\"https://a/x\",\"external_api_post_url\":\"https://a/y\","
+                             "\"external_api_key\":\"k\",\"organization_id\":\"o\","
+                             "\"enabled\":\"true\"}";
+    r = post_json(f, "/cron-jobs", wrong_type);
+    assert_detail_contains(&r, 400, "enabled must be a boolean");
+    done(&r);
+    char bad_cron[1024];
+    snprintf(bad_cron, sizeof bad_cron, "%s", wrong_type);
+    char *p = strstr(bad_cron, "0 * * * *");
+    memcpy(p, "0 9 * * 8", 9); /* weekday 8 (keeps the length) */
+    p = strstr(bad_cron, "\"true\"");
+    memcpy(p, "true  ", 6);
+    r = post_json(f, "/cron-jobs", bad_cron);
+    assert_detail_contains(&r, 400, "schedule");
+    assert_non_null(strstr(jstr(r.json, "detail"), "day-of-week"));
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\":");
+    assert_detail_contains(&r, 400, "not valid JSON");
+    done(&r);
+    r = call(f, "POST", "/cron-jobs", "{\"name\":\"a\0\"}", 13, "application/json", NULL);
+    assert_detail_contains(&r, 400, "NUL");
+    done(&r);
+    r = call(f, "POST", "/cron-jobs", "{\"name\":\"x\"}", (size_t)-1, NULL, NULL);
+    assert_detail_contains(&r, 400, "missing required"); /* no content type: accepted */
+    done(&r);
+    r = call(f, "POST", "/cron-jobs", "name=x", (size_t)-1, "application/x-www-form-urlencoded",
+             NULL);
+    assert_detail_contains(&r, 415, "application/json");
+    done(&r);
+    /* a bad URL in an update */
+    char id[VB_UUID_SIZE], path[128];
+    create_guide_job(f, id);
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    r = call(f, "PUT", path, "{\"external_api_post_url\":\"file:///etc/passwd\"}", (size_t)-1,
+             "application/json", NULL);
+    assert_detail_contains(&r, 400, "external_api_post_url must be an http:// or https:// URL");
+    done(&r);
+    r = call(f, "PUT", path, "{\"name\":\"Renamed\",\"overlap\":\"allow\"}", (size_t)-1,
+             "application/json", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "name"), "Renamed");
+    assert_string_equal(jstr(r.json, "overlap"), "allow");
+    assert_string_equal(jstr(cJSON_GetObjectItem(r.json, "config"), "external_api_key"), "***");
+    done(&r);
+}
+
+static void api_refuses_oversized_bodies(void **state)
+{
+    FIX();
+    size_t n = 70 * 1024;
+    char *big = malloc(n + 1);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    big[n] = '\0';
+    http_result r = post_json(f, "/cron-jobs", big);
+    assert_detail_contains(&r, 413, "larger than");
+    done(&r);
+    free(big);
+    /* deep nesting within the limit is a 400, not a crash */
+    n = 60 * 1024;
+    char *deep = malloc(n + 1);
+    memset(deep, '[', n / 2);
+    memset(deep + n / 2, ']', n / 2);
+    deep[n] = '\0';
+    r = post_json(f, "/cron-jobs", deep);
+    assert_int_equal(r.status, 400);
+    done(&r);
+    free(deep);
+    r = post_json(f, "/cron-jobs", "{\"name\": 1e99999999999, \"schedule\": -0.0e-999999}");
+    assert_int_equal(r.status, 400);
+    done(&r);
+}
+
+static void api_routes_405_and_404(void **state)
+{
+    FIX();
+    http_result r = call(f, "PATCH", "/cron-jobs", NULL, 0, NULL, NULL);
+    assert_detail_contains(&r, 405, NULL);
+    assert_string_equal(r.allow, "POST, GET");
+    done(&r);
+    r = call(f, "GET", "/cron-jobs/550e8400-e29b-41d4-a716-446655440000/activate", NULL, 0, NULL,
+             NULL);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "POST");
+    done(&r);
+    r = call(f, "POST", "/cron-jobs/550e8400-e29b-41d4-a716-446655440000", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.allow, "GET, PUT, DELETE");
+    done(&r);
+    r = get(f, "/nope");
+    assert_detail_contains(&r, 404, "not found");
+    done(&r);
+    r = get(f, "/cron-jobs/550e8400-e29b-41d4-a716-446655440000");
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = get(f, "/cron-jobs/not-a-uuid");
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = call(f, "POST", "/cron-jobs/550e8400-e29b-41d4-a716-446655440000/activate", NULL, 0, NULL,
+             NULL);
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = get(f, "/cron-jobs?enabled_only=maybe");
+    assert_detail_contains(&r, 400, "enabled_only");
+    done(&r);
+}
+
+static void api_extensions(void **state)
+{
+    FIX();
+    char id[VB_UUID_SIZE], path[128];
+    create_guide_job(f, id);
+    snprintf(path, sizeof path, "/cron-jobs/%s/run", id);
+    http_result r = call(f, "POST", path, NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 202);
+    assert_string_equal(jstr(r.json, "execution_id"), "11111111-2222-4333-8444-555555555555");
+    assert_int_equal(f->fired, 1);
+    assert_string_equal(f->last_fired, id);
+    done(&r);
+    r = call(f, "POST", "/cron-jobs/550e8400-e29b-41d4-a716-446655440000/run", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(f->fired, 1);
+    done(&r);
+
+    snprintf(path, sizeof path, "/cron-jobs/%s/next-runs?count=3", id);
+    r = get(f, path);
+    const cJSON *runs = cJSON_GetObjectItem(r.json, "next_runs");
+    assert_int_equal(cJSON_GetArraySize(runs), 3);
+    const char *u0 = jstr(cJSON_GetArrayItem(runs, 0), "utc");
+    assert_string_equal(u0 + 13, ":00:00Z");
+    assert_string_equal(jstr(cJSON_GetArrayItem(runs, 0), "local") + 19, "+00:00");
+    done(&r);
+    snprintf(path, sizeof path, "/cron-jobs/%s/next-runs?count=101", id);
+    r = get(f, path);
+    assert_int_equal(r.status, 400);
+    done(&r);
+    snprintf(path, sizeof path, "/cron-jobs/%s/executions?limit=0", id);
+    r = get(f, path);
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+
+    r = get(f, "/runs/RUN-1");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "state"), "queued");
+    done(&r);
+    r = get(f, "/runs/RUN-2");
+    assert_int_equal(r.status, 404);
+    done(&r);
+
+    r = get(f, "/healthz");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "status"), "ok");
+    done(&r);
+    r = get(f, "/readyz");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    f->api->cb.ready = not_ready;
+    r = get(f, "/readyz");
+    assert_detail_contains(&r, 503, "kafka");
+    done(&r);
+    f->api->cb.ready = NULL;
+
+    r = get(f, "/metrics");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.ctype, "text/plain"));
+    assert_non_null(strstr(r.body, "visionbatch_api_requests_total{method=\"POST\",route=\"/cron-"
+                                   "jobs/{}/run\",code=\"202\"} 1"));
+    done(&r);
+}
+
+static void api_openapi_parses_and_lists_every_route(void **state)
+{
+    FIX();
+    http_result r = get(f, "/openapi.json");
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.json);
+    const cJSON *paths = cJSON_GetObjectItem(r.json, "paths");
+    assert_non_null(paths);
+    for (size_t i = 0; i < NROUTES; i++) {
+        char p[128], m[16];
+        size_t o = 0;
+        for (const char *s = routes[i].pattern; *s && o + 20 < sizeof p; s++) {
+            if (s[0] == '{' && s[1] == '}') {
+                const char *name = strncmp(routes[i].pattern, "/runs", 5) == 0
+                                       ? "{vision_analysis_id}"
+                                       : "{job_id}";
+                o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
+                s++;
+            } else {
+                p[o++] = *s;
+            }
+        }
+        p[o] = '\0';
+        size_t k = 0;
+        for (; routes[i].method[k] && k + 1 < sizeof m; k++)
+            m[k] = (char)tolower((unsigned char)routes[i].method[k]);
+        m[k] = '\0';
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(paths, p);
+        if (!item || !cJSON_GetObjectItemCaseSensitive(item, m))
+            fail_msg("openapi.json lacks %s %s", m, p);
+    }
+    done(&r);
+}
+
+static void api_token_mode(void **state)
+{
+    FIX();
+    fixture g = {0};
+    vb_error err = {0};
+    g.api = start(&g, "s3cret-token-value", SECRET_B64, &err);
+    assert_non_null(g.api);
+    http_result r = call(&g, "GET", "/cron-jobs", NULL, 0, NULL, NULL);
+    assert_detail_contains(&r, 401, "token");
+    done(&r);
+    r = call(&g, "GET", "/cron-jobs", NULL, 0, NULL, "Bearer wrong-token-value");
+    assert_int_equal(r.status, 401);
+    done(&r);
+    r = call(&g, "GET", "/cron-jobs", NULL, 0, NULL, "Basic s3cret-token-value");
+    assert_int_equal(r.status, 401);
+    done(&r);
+    r = call(&g, "GET", "/cron-jobs", NULL, 0, NULL, "Bearer s3cret-token-value");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = call(&g, "GET", "/nope", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 401); /* unknown paths are not disclosed */
+    done(&r);
+    r = call(&g, "POST", "/cron-jobs", GUIDE_BODY, (size_t)-1, "application/json", NULL);
+    assert_int_equal(r.status, 401);
+    done(&r);
+    r = call(&g, "GET", "/healthz", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = call(&g, "GET", "/metrics", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 401);
+    done(&r);
+    vb_api_stop(g.api);
+}
+
+static void api_refuses_non_loopback_without_token(void **state)
+{
+    vb_error err = {0};
+    vb_api_opts o = {.listen = "0.0.0.0:0", .redis_url = vb_test_redis_url(DB)};
+    assert_null(vb_api_start(&o, &err));
+    assert_int_equal(err.code, VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "token"));
+    o.listen = "[::]:0";
+    vb_error_clear(&err);
+    assert_null(vb_api_start(&o, &err));
+    assert_non_null(strstr(err.msg, "non-loopback"));
+    o.listen = "127.0.0.1:0";
+    o.secret_key = "too-short";
+    vb_error_clear(&err);
+    assert_null(vb_api_start(&o, &err));
+    assert_non_null(strstr(err.msg, "secret key"));
+
+    char host[64];
+    int port, v6, loop;
+    assert_int_equal(vb_api_listen_parse("[::1]:8000", host, &port, &v6, &loop, NULL), VB_OK);
+    assert_string_equal(host, "::1");
+    assert_true(v6 && loop && port == 8000);
+    assert_int_equal(vb_api_listen_parse("localhost:80", host, &port, &v6, &loop, NULL), VB_OK);
+    assert_true(!v6 && loop);
+    assert_int_equal(vb_api_listen_parse("10.0.0.1:80", host, &port, &v6, &loop, NULL), VB_OK);
+    assert_false(loop);
+    assert_int_equal(vb_api_listen_parse("127.0.0.1", host, &port, &v6, &loop, NULL),
+                     VB_ERR_CONFIG);
+    assert_int_equal(vb_api_listen_parse("127.0.0.1:65536", host, &port, &v6, &loop, NULL),
+                     VB_ERR_CONFIG);
+    assert_int_equal(vb_api_listen_parse("::1:80", host, &port, &v6, &loop, NULL), VB_ERR_CONFIG);
+    assert_int_equal(vb_api_listen_parse("example.com:80", host, &port, &v6, &loop, NULL),
+                     VB_ERR_CONFIG);
+}
+
+static void api_key_never_stored_or_returned_in_plaintext(void **state)
+{
+    FIX();
+    char id[VB_UUID_SIZE], path[160], key[80];
+    create_guide_job(f, id);
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    redisReply *h = vb_test_redis(DB, "HGETALL %s", key);
+    assert_non_null(h);
+    assert_true(h->elements >= 20);
+    for (size_t i = 0; i < h->elements; i++)
+        assert_null(strstr(h->element[i]->str, API_KEY));
+    freeReplyObject(h);
+    const char *pre[] = {"/cron-jobs", "/cron-jobs/", "/cron-jobs/", "/cron-jobs/", "/metrics",
+                         "/openapi.json"};
+    const char *post[] = {"", "", "/executions", "/next-runs", "", ""};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) {
+        snprintf(path, sizeof path, "%s%s%s", pre[i], i >= 1 && i <= 3 ? id : "", post[i]);
+        http_result r = get(f, path);
+        assert_int_equal(r.status, 200);
+        assert_null(strstr(r.body, API_KEY));
+        done(&r);
+    }
+    /* without a secret key the API refuses to store keys */
+    fixture g = {0};
+    vb_error err = {0};
+    g.api = start(&g, NULL, NULL, &err);
+    assert_non_null(g.api);
+    http_result r = call(&g, "POST", "/cron-jobs", GUIDE_BODY, (size_t)-1, "application/json",
+                         NULL);
+    assert_detail_contains(&r, 500, "secret");
+    assert_null(strstr(r.body, API_KEY));
+    done(&r);
+    vb_api_stop(g.api);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(api_refuses_oversized_bodies, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_routes_405_and_404, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_extensions, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_openapi_parses_and_lists_every_route, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_token_mode, setup, teardown),
+        cmocka_unit_test(api_refuses_non_loopback_without_token),
+        cmocka_unit_test_setup_teardown(api_key_never_stored_or_returned_in_plaintext, setup,
+                                        teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return failed;
+}
