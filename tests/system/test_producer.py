@@ -185,11 +185,11 @@ class ProducerTest(harness.SystemTestCase):
         """Runs with ids unique to this test."""
         return harness.make_scenario(n, 1, seed=uuid.uuid4().hex[:12], organization_id=org)
 
-    def config(self, platform, **extra):
+    def config(self, platform, name="config.json", **extra):
         values = dict(redis_url=self.redis_url, kafka_brokers=BROKERS, log_file="")
         values.update(extra)
         values = harness.processor_config(platform, None, **values)
-        return self.write_config(values)
+        return self.write_config(values, name=name)
 
     def producer(self, cfg, *args, timeout=90):
         res = harness.run_binary("visionbatch-producer", ["--config", cfg] + list(args),
@@ -319,6 +319,7 @@ class ProducerTest(harness.SystemTestCase):
         platform = self.start_platform(scenario=scen)
         # A topic that does not exist: the broker answers, the message times out (30 s).
         cfg = self.config(platform, topic="visionbatch.missing-" + uuid.uuid4().hex[:8])
+        cfg2 = self.config(platform, name="config2.json")
         res = self.producer(cfg, "--once", timeout=120)
         self.assertEqual(res.returncode, 1, res)
         self.assertIn("failed_publish=1", res.stderr)
@@ -326,7 +327,6 @@ class ProducerTest(harness.SystemTestCase):
         self.assertEqual((st["state"], st["attempts"]), ("failed", "0"))
         self.assertIn("not published", st["last_error"])
         # The next pass (with a real topic) publishes it at once.
-        cfg2 = self.config(platform)
         before = end_offsets(TOPIC)
         self.once_ok(cfg2)
         self.assertEqual(len(self.keyed(messages_since(TOPIC, before), [rid])), 1)
