@@ -4,9 +4,12 @@
  * deciding atomically which runs to publish (poller.c).
  *
  *   visionbatch-producer --once            one pass, then exit
- *   visionbatch-producer [--interval N]    a pass every N seconds until SIGTERM,
- *                                          serving the cron-jobs REST API (api.h)
- *                                          on `listen` meanwhile
+ *   visionbatch-producer [--interval N]    the service: the cron scheduler
+ *                                          (scheduler.h) fires the stored cron
+ *                                          jobs, the cron-jobs REST API (api.h)
+ *                                          is served on `listen`, and — when the
+ *                                          platform settings are configured — a
+ *                                          pass of that organization every N s
  *   visionbatch-producer --healthcheck     GET http://<listen>/healthz, exit 0/1
  *
  * Exit status: 0 success (also after SIGTERM/SIGINT: the current publish is
@@ -20,11 +23,20 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+#include <pthread.h>
+
 #include "api.h"
 #include "poller.h"
+#include "scheduler.h"
 #include "visionbatch/config.h"
+#include "visionbatch/cron.h"
 #include "visionbatch/http.h"
+#include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
+#include "visionbatch/metrics.h"
+#include "visionbatch/redact.h"
+#include "visionbatch/store.h"
 
 #define VB_PRODUCER_VERSION "0.1.0"
 #define PROG "visionbatch-producer"
@@ -61,10 +73,12 @@ static void help(void)
            "becomes dead and is copied once to the dead-letter topic.\n\n"
            "  --once              one pass, then exit (0: every run published or rightly\n"
            "                      skipped, 1: a failure)\n"
-           "  --interval SECONDS  a pass every SECONDS (default: poll_interval_s) until\n"
-           "                      SIGTERM/SIGINT, which end the service after the current\n"
-           "                      publish with status 0; the cron-jobs REST API is served\n"
-           "                      on --listen meanwhile (also without --interval)\n"
+           "  (no mode)           the service: runs the cron jobs stored in Redis (the\n"
+           "                      REST API on --listen manages them) and, when the\n"
+           "                      platform settings are given, polls that organization\n"
+           "  --interval SECONDS  the service, polling every SECONDS (default:\n"
+           "                      poll_interval_s); SIGTERM/SIGINT end it after the\n"
+           "                      current publish with status 0\n"
            "  --healthcheck       GET http://<listen>/healthz; exit 0 when it answers 2xx\n"
            "                      within 5 s, else 1\n"
            "  --version           print the version\n\n"
@@ -175,25 +189,167 @@ static void sleep_interruptible(long s)
     }
 }
 
-/* The producer context the REST API's readiness callback looks at; set and
- * cleared by the main thread, read by the API's threads. */
-static vb_producer_ctx *volatile g_ctx;
+/* Everything the service shares between its threads: the poll loop (main
+ * thread), the scheduler thread and the REST API's connection threads. */
+typedef struct service {
+    const vb_config *cfg;
+    vb_producer_ctx *ctx; /* set once connected; the poller serialises its calls */
+    vb_scheduler *sched;
+    vb_metrics *metrics;
+    vb_metric *polls;     /* visionbatch_producer_polls_total{source,result} */
+    vb_metric *published; /* visionbatch_producer_runs_published_total{source} */
+    pthread_mutex_t store_mu; /* guards `store` (REST API lookups) */
+    vb_store *store;
+} service;
 
-static int api_ready(void *unused, char *why, size_t whylen)
+static void count_poll(service *sv, const char *source, vb_err rc, const vb_poll_stats *st)
 {
-    vb_producer_ctx *ctx = g_ctx;
-    if (!ctx) {
+    const char *poll_labels[] = {source, rc == VB_OK ? "ok" : "error"};
+    vb_metric_inc(sv->polls, poll_labels);
+    const char *pub_labels[] = {source};
+    vb_metric_add(sv->published, pub_labels, (double)st->published);
+}
+
+static int api_ready(void *ctx, char *why, size_t whylen)
+{
+    service *sv = ctx;
+    if (!sv->ctx) {
         snprintf(why, whylen, "not connected to Kafka and Redis yet");
         return 0;
     }
-    if (!vb_producer_kafka_reachable(ctx, 2000)) {
+    if (!vb_producer_kafka_reachable(sv->ctx, 2000)) {
         snprintf(why, whylen, "Kafka is unreachable");
+        return 0;
+    }
+    pthread_mutex_lock(&sv->store_mu);
+    vb_err rc = sv->store ? vb_store_ping(sv->store, NULL) : VB_ERR_REDIS;
+    pthread_mutex_unlock(&sv->store_mu);
+    if (rc != VB_OK) {
+        snprintf(why, whylen, "Redis is unreachable");
         return 0;
     }
     return 1;
 }
 
-static vb_api *start_api(const vb_config *cfg)
+static vb_err api_fire_now(void *ctx, const char *job_id, char execution_id[37], vb_error *err)
+{
+    service *sv = ctx;
+    if (!sv->sched)
+        return vb_error_set(err, VB_ERR_CONFLICT, "the scheduler is not running");
+    return vb_scheduler_fire_now(sv->sched, job_id, execution_id, err);
+}
+
+/* GET /runs/{id}: the run's state as recorded in Redis (no secrets in it). */
+static vb_err api_run_state(void *ctx, const char *run_id, char **json, vb_error *err)
+{
+    service *sv = ctx;
+    vb_run_state st;
+    memset(&st, 0, sizeof st);
+    pthread_mutex_lock(&sv->store_mu);
+    vb_err rc = sv->store ? vb_store_get(sv->store, run_id, &st, err)
+                          : vb_error_set(err, VB_ERR_REDIS, "not connected to Redis");
+    pthread_mutex_unlock(&sv->store_mu);
+    if (rc != VB_OK)
+        return rc;
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "vision_analysis_id", st.id);
+        cJSON_AddStringToObject(o, "state", vb_run_status_name(st.state));
+        cJSON_AddNumberToObject(o, "attempts", (double)st.attempts);
+        cJSON_AddStringToObject(o, "worker", st.worker);
+        cJSON_AddStringToObject(o, "batch_ids", st.batch_ids);
+        cJSON_AddStringToObject(o, "last_error", st.last_error);
+        cJSON_AddStringToObject(o, "trace_id", st.trace_id);
+        cJSON_AddStringToObject(o, "execution_id", st.execution_id);
+        const struct {
+            const char *name;
+            long long ms;
+        } times[] = {{"created_at", st.created_at},   {"updated_at", st.updated_at},
+                     {"queued_at", st.queued_at},     {"started_at", st.started_at},
+                     {"finished_at", st.finished_at}, {"lease_until", st.lease_until}};
+        for (size_t i = 0; i < sizeof times / sizeof *times; i++) {
+            char t[VB_TIME_STR_MAX];
+            if (times[i].ms > 0 &&
+                vb_time_format_rfc3339_utc((time_t)(times[i].ms / 1000), t, sizeof t) == VB_OK)
+                cJSON_AddStringToObject(o, times[i].name, t);
+            else
+                cJSON_AddNullToObject(o, times[i].name);
+        }
+    }
+    *json = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    vb_run_state_free(&st);
+    return *json ? VB_OK : vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+}
+
+/* ---- cron firings ---- */
+
+typedef struct published_ctx {
+    vb_jobs *jobs;
+    const char *execution_id;
+} published_ctx;
+
+static void on_published(void *p, const char *run_id)
+{
+    published_ctx *pc = p;
+    vb_error err;
+    vb_error_clear(&err);
+    if (vb_jobs_exec_add_published(pc->jobs, pc->execution_id, run_id, &err) != VB_OK)
+        VB_WARN("execution %s: could not record published run %s: %s", pc->execution_id,
+                run_id, err.msg);
+}
+
+static vb_err replace(char **field, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (!copy)
+        return VB_ERR_NOMEM;
+    free(*field);
+    *field = copy;
+    return VB_OK;
+}
+
+/* The scheduler's fire callback: one poll with the job's own platform
+ * settings; messages name the job as their credentials source. */
+static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
+                       vb_fire_result *out, vb_error *err)
+{
+    service *sv = ctx;
+    if (!sv->ctx)
+        return vb_error_set(err, VB_ERR_KAFKA, "not connected to Kafka and Redis yet");
+    vb_config jc;
+    char *key = NULL;
+    vb_err rc = vb_config_copy(&jc, sv->cfg);
+    if (rc != VB_OK)
+        return vb_error_set(err, rc, "out of memory");
+    if ((rc = vb_jobs_open_key(out->jobs, job, &key, err)) != VB_OK)
+        goto done;
+    vb_redact_add_secret(key);
+    if (replace(&jc.external_api_get_url, job->external_api_get_url) != VB_OK ||
+        replace(&jc.external_api_post_url, job->external_api_post_url) != VB_OK ||
+        replace(&jc.external_api_key, key) != VB_OK ||
+        replace(&jc.backend_api_url, job->backend_api_url) != VB_OK ||
+        replace(&jc.organization_id, job->organization_id) != VB_OK) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    published_ctx pc = {.jobs = out->jobs, .execution_id = execution_id};
+    vb_poll_stats st;
+    memset(&st, 0, sizeof st);
+    rc = vb_producer_poll_ex(sv->ctx, &jc, job->job_id, execution_id, on_published, &pc, &st,
+                             err);
+    count_poll(sv, "cron", rc, &st);
+    out->found = (long)st.found;
+    out->published = (long)st.published;
+    out->skipped_in_progress = (long)st.skipped_in_progress;
+    out->skipped_other_org = (long)st.other_org;
+done:
+    vb_crypto_free_secret(key);
+    vb_config_free(&jc);
+    return rc;
+}
+
+static vb_api *start_api(const vb_config *cfg, service *sv)
 {
     vb_error err;
     vb_error_clear(&err);
@@ -202,7 +358,12 @@ static vb_api *start_api(const vb_config *cfg)
         .token = cfg->api_token,
         .redis_url = cfg->redis_url,
         .secret_key = cfg->secret_key,
-        .cb = {.ready = api_ready},
+        .exec_cap = (size_t)cfg->executions_cap,
+        .cb = {.ctx = sv,
+               .ready = api_ready,
+               .fire_now = api_fire_now,
+               .run_state_json = api_run_state,
+               .metrics = sv->metrics},
     };
     vb_api *api = vb_api_start(&ao, &err);
     if (!api)
@@ -212,45 +373,111 @@ static vb_api *start_api(const vb_config *cfg)
     return api;
 }
 
+static vb_scheduler *start_scheduler(const vb_config *cfg, service *sv)
+{
+    vb_error err;
+    vb_error_clear(&err);
+    vb_scheduler_opts so = {
+        .redis_url = cfg->redis_url,
+        .secret_key = cfg->secret_key,
+        .catch_up_window_s = cfg->catch_up_window_s,
+        .exec_timeout_s = 2 * cfg->batch_timeout_s,
+        .exec_cap = (size_t)cfg->executions_cap,
+        .producer_id = cfg->worker_id,
+        .fire = fire_job,
+        .fire_ctx = sv,
+        .metrics = sv->metrics,
+    };
+    vb_scheduler *s = vb_scheduler_start(&so, &err);
+    if (!s)
+        VB_ERROR("cannot start the cron scheduler: %s", err.msg);
+    else
+        VB_INFO("cron scheduler running (catch-up window %ld s)", cfg->catch_up_window_s);
+    return s;
+}
+
+/* Connects the poller (Kafka + Redis) and the API's Redis handle, retrying
+ * until it works or a signal arrives. */
+static int connect_service(const vb_config *cfg, service *sv, int retry)
+{
+    vb_error err;
+    while (!g_cancel) {
+        vb_error_clear(&err);
+        if (!sv->ctx && vb_producer_ctx_new(cfg, &g_cancel, &sv->ctx, &err) != VB_OK) {
+            VB_ERROR("cannot connect: %s", err.msg);
+        } else if (!sv->store && vb_store_new(cfg->redis_url, NULL, &sv->store, &err) != VB_OK) {
+            VB_ERROR("cannot connect to Redis: %s", err.msg);
+        } else {
+            return 0;
+        }
+        if (!retry)
+            return -1;
+        sleep_interruptible(2);
+    }
+    return -1;
+}
+
 static int serve(const vb_config *cfg, const opts *o)
 {
-    vb_producer_ctx *ctx = NULL;
+    service sv;
+    memset(&sv, 0, sizeof sv);
+    sv.cfg = cfg;
+    pthread_mutex_init(&sv.store_mu, NULL);
+    sv.metrics = vb_metrics_new();
+    if (sv.metrics) {
+        sv.polls = vb_metrics_counter(sv.metrics, "visionbatch_producer_polls_total",
+                                      "Polls of the platform, by source and result",
+                                      "source,result");
+        sv.published = vb_metrics_counter(sv.metrics, "visionbatch_producer_runs_published_total",
+                                          "Runs published to Kafka", "source");
+    }
     vb_api *api = NULL;
     vb_error err;
     long interval = o->interval_s > 0 ? o->interval_s : cfg->poll_interval_s;
+    int poll_platform = o->once || vb_config_require_platform(cfg, NULL) == VB_OK;
     int status = 0;
 
-    if (!o->once && !(api = start_api(cfg)))
-        return 1;
-
-    VB_INFO("producer starting: %s, topic %s, organization %s, queue lease %ld ms, "
-            "max attempts %ld",
-            o->once ? "one pass" : "polling", cfg->topic, cfg->organization_id,
-            vb_producer_queue_lease_ms(cfg), cfg->max_attempts);
-    if (!o->once)
-        VB_INFO("polling every %ld s", interval);
+    if (!o->once && !(api = start_api(cfg, &sv))) {
+        status = 1;
+        goto out;
+    }
+    VB_INFO("producer starting: %s, topic %s, queue lease %ld ms, max attempts %ld",
+            o->once ? "one pass" : poll_platform ? "polling and cron jobs" : "cron jobs only",
+            cfg->topic, vb_producer_queue_lease_ms(cfg), cfg->max_attempts);
+    if (connect_service(cfg, &sv, !o->once) != 0) {
+        status = g_cancel ? 0 : 1;
+        goto out;
+    }
+    if (!o->once && !(sv.sched = start_scheduler(cfg, &sv))) {
+        status = 1;
+        goto out;
+    }
+    if (poll_platform && !o->once)
+        VB_INFO("polling organization %s every %ld s", cfg->organization_id, interval);
     while (!g_cancel) {
-        vb_error_clear(&err);
-        if (!ctx && vb_producer_ctx_new(cfg, &g_cancel, &ctx, &err) != VB_OK) {
-            VB_ERROR("cannot connect: %s", err.msg);
-            status = 1;
-        } else {
-            g_ctx = ctx;
+        if (poll_platform) {
+            vb_error_clear(&err);
             vb_poll_stats st;
-            vb_err rc = vb_producer_poll(ctx, cfg, NULL, NULL, &st, &err);
+            memset(&st, 0, sizeof st);
+            vb_err rc = vb_producer_poll(sv.ctx, cfg, NULL, NULL, &st, &err);
+            count_poll(&sv, "poll", rc, &st);
             status = rc == VB_OK || rc == VB_ERR_CANCELLED ? 0 : 1;
         }
         if (o->once)
             break;
-        sleep_interruptible(interval);
+        sleep_interruptible(poll_platform ? interval : 3600);
     }
     if (g_cancel) {
         VB_INFO("signal received: stopping");
         status = o->once ? status : 0;
     }
+out:
+    vb_scheduler_stop(sv.sched);
     vb_api_stop(api);
-    g_ctx = NULL;
-    vb_producer_ctx_free(ctx);
+    vb_producer_ctx_free(sv.ctx);
+    vb_store_free(sv.store);
+    vb_metrics_free(sv.metrics);
+    pthread_mutex_destroy(&sv.store_mu);
     return status;
 }
 
@@ -288,7 +515,9 @@ int main(int argc, char **argv)
         vb_config_free(&cfg);
         return rc;
     }
-    if (vb_config_require_platform(&cfg, &err) != VB_OK) {
+    /* One pass needs the platform settings; the service without them runs
+     * the cron jobs only (each job carries its own). */
+    if (o.once && vb_config_require_platform(&cfg, &err) != VB_OK) {
         fprintf(stderr, PROG ": %s\n", err.msg);
         vb_config_free(&cfg);
         return 2;

@@ -52,6 +52,9 @@ struct vb_producer_ctx {
     long max_attempts;
     long queue_lease_ms;
     const volatile sig_atomic_t *cancel;
+    /* Set for the duration of one vb_producer_poll_ex call (under mu). */
+    vb_published_fn published;
+    void *published_ctx;
 };
 
 long vb_producer_queue_lease_ms(const vb_config *svc)
@@ -259,6 +262,8 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
             VB_OK) {
             VB_INFO("queued on %s (attempt %d, trace %s)", ctx->topic, attempt, trace);
             st->published++;
+            if (ctx->published)
+                ctx->published(ctx->published_ctx, run->id);
             break;
         }
         VB_ERROR("publish failed, releasing the claim: %s", err.msg);
@@ -292,6 +297,13 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
 int vb_producer_poll(vb_producer_ctx *ctx, const vb_config *platform_cfg, const char *job_id,
                      const char *execution_id, vb_poll_stats *out, vb_error *err)
 {
+    return vb_producer_poll_ex(ctx, platform_cfg, job_id, execution_id, NULL, NULL, out, err);
+}
+
+int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, const char *job_id,
+                        const char *execution_id, vb_published_fn published, void *published_ctx,
+                        vb_poll_stats *out, vb_error *err)
+{
     vb_poll_stats st;
     memset(&st, 0, sizeof st);
     if (out)
@@ -300,6 +312,8 @@ int vb_producer_poll(vb_producer_ctx *ctx, const vb_config *platform_cfg, const 
         return vb_error_set(err, VB_ERR_INVALID, "producer poll: bad arguments");
 
     pthread_mutex_lock(&ctx->mu);
+    ctx->published = published;
+    ctx->published_ctx = published_ctx;
     vb_run_list runs = {0};
     vb_fetch_stats fs;
     memset(&fs, 0, sizeof fs);
@@ -349,6 +363,8 @@ done:
             st.skipped_done, st.dead, st.other_org, st.failed_publish, st.invalid, st.errors,
             st.not_attempted, rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
     vb_run_list_free(&runs);
+    ctx->published = NULL;
+    ctx->published_ctx = NULL;
     pthread_mutex_unlock(&ctx->mu);
     if (out)
         *out = st;

@@ -72,4 +72,14 @@ int vb_producer_kafka_reachable(vb_producer_ctx *ctx, int timeout_ms);
 int vb_producer_poll(vb_producer_ctx *ctx, const vb_config *platform_cfg, const char *job_id,
                      const char *execution_id, vb_poll_stats *out, vb_error *err);
 
+/* Called once per run right after Kafka acknowledged its message, on the
+ * polling thread. The cron scheduler counts published runs with it, one at a
+ * time, so the count stays right even if the producer dies mid-pass. */
+typedef void (*vb_published_fn)(void *ctx, const char *run_id);
+
+/* vb_producer_poll with a per-publish callback (may be NULL). */
+int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, const char *job_id,
+                        const char *execution_id, vb_published_fn published, void *published_ctx,
+                        vb_poll_stats *out, vb_error *err);
+
 #endif
