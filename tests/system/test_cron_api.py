@@ -1,0 +1,224 @@
+"""System tests of the cron-jobs REST API served by visionbatch-producer.
+
+The guide's curl flow against the real service (real Kafka, a private Redis),
+firing a job publishes its runs with the job as credentials source (never the
+key itself), two producers on one Redis fire each tick once, and the API's
+security rules (token required off loopback).
+"""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+import unittest
+import uuid
+
+import harness
+from test_producer import BROKERS, TOPIC, RedisServer, end_offsets, kafka_ok, messages_since
+
+SECRET_KEY = base64.b64encode(b"k" * 32).decode()
+GUIDE_JOB = {
+    "name": "Test Vision Analysis Job",
+    "schedule": "0 * * * *",
+    "external_api_get_url": "https://api.example.com/api/v1/documents/vision_analysis",
+    "external_api_post_url": "https://api.example.com/api/v1/documents/vision_analysis/upload",
+    "external_api_key": "your_jwt_token",
+    "backend_api_url": "http://localhost:8000",
+    "organization_id": "your_org_id",
+    "enabled": False,
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CronApiTest(harness.SystemTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        harness.require_binary("visionbatch-producer")
+        if not kafka_ok():
+            raise AssertionError("Kafka with topic %s unavailable at %s: start "
+                                 "deploy/local/services.sh" % (TOPIC, BROKERS))
+        cls.redis = RedisServer()
+        cls.redis_url = "redis://127.0.0.1:%d/0" % cls.redis.port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.redis_cli("FLUSHDB")  # the private Redis of this class: jobs of other tests go
+
+    def redis_cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.redis.port)] + [str(a) for a in args],
+                           capture_output=True, timeout=10, check=True)
+        return r.stdout.decode()
+
+    def start_producer(self, *args, listen=None, env=None):
+        port = free_port()
+        listen = listen or "127.0.0.1:%d" % port
+        e = {"VISIONBATCH_SECRET_KEY": SECRET_KEY, "REDIS_URL": self.redis_url,
+             "KAFKA_BROKERS": BROKERS, "VISIONBATCH_LOG_FILE": os.path.join(self.tmp, "p.log"),
+             "VISIONBATCH_CONFIG": self.write_config({}, "empty.json")}
+        e.update(env or {})
+        proc = self.start_program("visionbatch-producer", "--listen", listen, *args, env=e)
+        base = "http://127.0.0.1:%s" % listen.rsplit(":", 1)[1]
+        harness.wait_until(lambda: self._up(base, proc), timeout=30, message="producer API up")
+        return proc, base
+
+    def _up(self, base, proc):
+        if not proc.alive():
+            raise AssertionError("producer exited: %s" % proc.stderr()[-2000:])
+        try:
+            return harness.http_request("GET", base + "/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def call(self, method, url, body=None, token=None):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        return harness.http_request(method, url, body=data, headers=headers)
+
+    # ---- the guide's flow, verbatim shapes ----
+
+    def test_guide_curl_flow(self):
+        proc, base = self.start_producer()
+        r = self.call("POST", base + "/cron-jobs", GUIDE_JOB)
+        self.assertEqual(r.status, 201, r.text())
+        created = r.json()
+        self.assertEqual(set(created), {"status", "job_id", "name", "schedule", "enabled"})
+        self.assertEqual((created["status"], created["name"], created["schedule"], created["enabled"]),
+                         ("success", GUIDE_JOB["name"], "0 * * * *", False))
+        jid = created["job_id"]
+        job = self.call("GET", base + "/cron-jobs/" + jid).json()
+        self.assertEqual(job["config"]["external_api_key"], "***")
+        self.assertEqual(job["config"]["organization_id"], "your_org_id")
+        self.assertTrue(job["next_run"].endswith(":00:00Z"), job["next_run"])
+        for k in ("job_id", "name", "schedule", "config", "enabled", "scheduled", "next_run",
+                  "created_at", "updated_at"):
+            self.assertIn(k, job)
+        act = self.call("POST", base + "/cron-jobs/%s/activate" % jid).json()
+        self.assertEqual(act, {"status": "success", "message": "Cron job %s activated" % jid})
+        listed = self.call("GET", base + "/cron-jobs?enabled_only=true").json()["cron_jobs"]
+        self.assertEqual([j["job_id"] for j in listed], [jid])
+        ex = self.call("GET", base + "/cron-jobs/%s/executions?limit=20" % jid).json()
+        self.assertEqual(ex, {"job_id": jid, "executions": []})
+        self.call("POST", base + "/cron-jobs/%s/deactivate" % jid)
+        self.assertEqual(self.call("GET", base + "/cron-jobs?enabled_only=true").json()["cron_jobs"], [])
+        d = self.call("DELETE", base + "/cron-jobs/" + jid).json()
+        self.assertEqual(d["message"], "Cron job %s deleted" % jid)
+        self.assertEqual(self.call("GET", base + "/cron-jobs/" + jid).status, 404)
+        # The key never reached Redis, the logs or an answer in plaintext.
+        self.assertNotIn("your_jwt_token", self.redis_cli("--no-raw", "KEYS", "*"))
+        self.assertNotIn("your_jwt_token", proc.stderr())
+
+    def test_firing_a_job_publishes_its_runs_without_secrets(self):
+        scen = harness.make_scenario(2, 1, seed=uuid.uuid4().hex[:10])
+        platform = self.start_platform(scenario=scen)
+        proc, base = self.start_producer()
+        body = dict(GUIDE_JOB, external_api_get_url=platform.get_url,
+                    external_api_post_url=platform.post_url, external_api_key=platform.api_key,
+                    organization_id=harness.GUIDE_ORG_ID, enabled=True)
+        jid = self.call("POST", base + "/cron-jobs", body).json()["job_id"]
+        stored = self.redis_cli("HGETALL", "visionbatch:job:" + jid)
+        self.assertNotIn(platform.api_key, stored)
+        before = end_offsets(TOPIC)
+        r = self.call("POST", base + "/cron-jobs/%s/run" % jid)
+        self.assertEqual(r.status, 202, r.text())
+        eid = r.json()["execution_id"]
+
+        def published():
+            for e in self.call("GET", base + "/cron-jobs/%s/executions" % jid).json()["executions"]:
+                if e["execution_id"] == eid and int(e.get("runs_published", 0)) == 2:
+                    return e
+            return None
+        execution = harness.wait_until(published, timeout=30, message="2 runs published")
+        self.assertEqual(execution["status"], "running")  # until workers finish them
+        ids = {r["vision_analysis_id"] for r in scen["runs"]}
+        msgs = [m for m in messages_since(TOPIC, before) if (m["key"] or "").upper() in ids]
+        self.assertEqual(len(msgs), 2)
+        for m in msgs:
+            value = json.loads(m["value"])
+            self.assertEqual(value["credentials"], {"source": "job", "job_id": jid})
+            self.assertEqual(value["execution_id"], eid)
+            self.assertEqual(m["headers"].get("vb-source"), "cron")
+            self.assertNoSecrets(m["value"], secrets=(platform.api_key,))
+        # The run state is visible through the API.
+        rid = next(iter(ids))
+        st = self.call("GET", base + "/runs/" + rid).json()
+        self.assertEqual(st["state"], "queued")
+        self.assertEqual(st["execution_id"], eid)
+        self.assertEqual(self.call("GET", base + "/runs/NOPE-" + uuid.uuid4().hex).status, 404)
+        self.assertNoSecrets(proc.stderr(), secrets=(platform.api_key,))
+
+    def test_two_producers_fire_each_tick_once(self):
+        """Two producers, one job every minute, two minute boundaries crossed."""
+        scen = harness.make_scenario(0, 1, seed="none")
+        platform = self.start_platform(scenario=scen)
+        _, base1 = self.start_producer()
+        _, base2 = self.start_producer()
+        body = dict(GUIDE_JOB, schedule="* * * * *", external_api_get_url=platform.get_url,
+                    external_api_post_url=platform.post_url, external_api_key=platform.api_key,
+                    organization_id=harness.GUIDE_ORG_ID, enabled=True)
+        jid = self.call("POST", base1 + "/cron-jobs", body).json()["job_id"]
+        start = time.time()
+        # Wait past two minute boundaries (at most ~125 s).
+        deadline = (int(start // 60) + 2) * 60 + 5
+        while time.time() < deadline:
+            time.sleep(1)
+        execs = self.call("GET", base2 + "/cron-jobs/%s/executions" % jid).json()["executions"]
+        fired = [e for e in execs if e["status"] != "skipped"]
+        self.assertEqual(len(fired), 2, execs)
+        # Each firing polled the platform once: two GETs, not four.
+        self.assertEqual(len([g for g in platform.gets() if g["query"].get("page") == "1"]), 2)
+        self.assertTrue(all(e["status"] == "success" for e in fired), fired)
+
+    # ---- security ----
+
+    def test_non_loopback_needs_a_token(self):
+        port = free_port()
+        res = harness.run_binary("visionbatch-producer", ["--listen", "0.0.0.0:%d" % port],
+                                 env={"REDIS_URL": self.redis_url, "KAFKA_BROKERS": BROKERS,
+                                      "VISIONBATCH_LOG_FILE": "",
+                                      "VISIONBATCH_CONFIG": self.write_config({}, "e.json")},
+                                 timeout=30)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn("token", res.output)
+        token = uuid.uuid4().hex
+        _, base = self.start_producer(listen="0.0.0.0:%d" % free_port(),
+                                      env={"VISIONBATCH_API_TOKEN": token})
+        self.assertEqual(self.call("GET", base + "/cron-jobs").status, 401)
+        self.assertEqual(self.call("GET", base + "/cron-jobs", token="wrong").status, 401)
+        self.assertEqual(self.call("GET", base + "/cron-jobs", token=token).status, 200)
+        self.assertEqual(self.call("GET", base + "/healthz").status, 200)
+
+    def test_bad_bodies_are_rejected_with_detail(self):
+        _, base = self.start_producer()
+        cases = [
+            (b"{not json", 400),
+            (json.dumps(dict(GUIDE_JOB, schedule="61 * * * *")).encode(), 400),
+            (json.dumps({k: v for k, v in GUIDE_JOB.items() if k != "name"}).encode(), 400),
+            (json.dumps(dict(GUIDE_JOB, extra=1)).encode(), 400),
+            (b"{" + b" " * 70000 + b"}", 413),
+        ]
+        for body, status in cases:
+            r = self.call("POST", base + "/cron-jobs", body)
+            self.assertEqual(r.status, status, body[:80])
+            self.assertIn("detail", r.json())
+        self.assertIn("minute", self.call("POST", base + "/cron-jobs",
+                                          dict(GUIDE_JOB, schedule="61 * * * *")).json()["detail"])
+        self.assertEqual(self.call("PATCH", base + "/cron-jobs").status, 405)
+
+
+if __name__ == "__main__":
+    unittest.main()
