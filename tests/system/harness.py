@@ -1,0 +1,676 @@
+"""Helpers for the system tests of visionbatch (standard library only).
+
+The system tests run the real programs from $VB_BIN_DIR against the stand-in
+servers of tests/stubs: platform_server.py (External Vision Analysis API) and
+backend_server.py (batch analysis backend). This module starts those servers
+as subprocesses on free ports, talks to their /_control API, writes processor
+config files, runs the programs with a timeout, and builds N-runs x M-images
+scenarios.
+
+Every process started here runs in its own process group and is killed on
+stop(), on test cleanup (SystemTestCase registers it) and, as a last resort,
+at interpreter exit. No fixed ports: servers bind port 0 and report the port.
+
+Typical use:
+
+    class PipelineTest(harness.SystemTestCase):
+        def test_guide_run(self):
+            platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+            backend = self.start_backend()
+            cfg = self.write_config(harness.processor_config(platform, backend))
+            res = self.run_cli("run-once", "--config", cfg, timeout=60)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(len(platform.uploads()), 1)
+"""
+
+import atexit
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("VB_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
+STUBS_DIR = os.path.join(SOURCE_DIR, "tests", "stubs")
+FIXTURES_DIR = os.path.join(SOURCE_DIR, "tests", "fixtures")
+GUIDE_SCENARIO = os.path.join(FIXTURES_DIR, "guide_example.json")
+
+sys.path.insert(0, STUBS_DIR)
+import common  # noqa: E402  (shared with the stand-in servers)
+from common import (DEFAULT_API_KEY, SAS_QUERY, SAS_SIG, SECRET_MARKER,  # noqa: E402,F401
+                    MultipartError, Part, build_multipart, parse_multipart)
+
+GUIDE_RUN_ID = "6004729D-E2C2-43D3-833C-79CE18E00646"
+GUIDE_RUN_CODE = "VISION_RUN_001"
+GUIDE_ORG_ID = "38162954-469A-40BC-B619-3E9F71DE6DB9"
+GUIDE_ORG_NAME = "LexCorp"
+GUIDE_QUERY = "Analyze these images for defects and anomalies"
+GUIDE_DESCRIPTIONS = {
+    "oceanix_01.jpg": "Port side hull section near waterline",
+    "oceanix_02.jpg": "Starboard deck area with recent repairs",
+}
+
+_live = set()
+_live_lock = threading.Lock()
+
+
+def _kill_group(proc, grace=3.0):
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    with _live_lock:
+        _live.discard(proc)
+
+
+@atexit.register
+def _kill_all():
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        _kill_group(p, grace=0.5)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------
+
+
+class Response:
+    """An HTTP answer: status, headers (dict, lower-case keys), body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "Response(%d, %r)" % (self.status, self.body[:200])
+
+
+def http_request(method, url, body=None, headers=None, timeout=30):
+    """Sends one request; returns a Response for any HTTP status.
+
+    body: bytes, str, or a JSON-able object (sent as application/json).
+    Raises urllib.error.URLError / OSError on connection failures.
+    """
+    headers = dict(headers or {})
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+        headers.setdefault("Content-Type", "application/json")
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        data = e.read()
+        return Response(e.code, {k.lower(): v for k, v in e.headers.items()}, data)
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, message="condition"):
+    """Polls predicate() until it returns a truthy value; returns that value.
+
+    Raises AssertionError with ``message`` on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message))
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# Stand-in servers
+# --------------------------------------------------------------------------
+
+
+class StubProcess:
+    """A stand-in server subprocess. Use PlatformStub or BackendStub."""
+
+    script = None
+
+    def __init__(self, args=(), scenario=None, record_dir=None, log_path=None):
+        self.args = list(args)
+        if scenario is not None and not isinstance(scenario, str):
+            fd, path = tempfile.mkstemp(prefix="vb-scenario-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(scenario, f)
+            self._tmp_scenario = path
+            scenario = path
+        else:
+            self._tmp_scenario = None
+        self.scenario = scenario
+        self.record_dir = record_dir
+        self.log_path = log_path
+        self.proc = None
+        self.port = None
+        self.host = "127.0.0.1"
+
+    @property
+    def base_url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def command(self):
+        cmd = [sys.executable, os.path.join(STUBS_DIR, self.script), "--host", self.host, "--port", "0"]
+        if self.scenario:
+            cmd += ["--scenario", self.scenario]
+        if self.record_dir:
+            cmd += ["--record-dir", self.record_dir]
+        return cmd + self.args
+
+    def start(self, timeout=15.0):
+        """Starts the server and waits for its 'PORT <n>' line. Returns self."""
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix="vb-%s-" % self.script[:-3], suffix=".log")
+            os.close(fd)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        with _live_lock:
+            _live.add(self.proc)
+        lines = queue.Queue()
+
+        def reader(out):
+            for line in iter(out.readline, b""):
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=reader, args=(self.proc.stdout,), daemon=True).start()
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if not line or not line.startswith(b"PORT "):
+            self.stop()
+            raise RuntimeError("%s did not start (first line %r); log:\n%s"
+                               % (self.script, line, self.log()))
+        self.port = int(line.split()[1])
+        return self
+
+    def stop(self):
+        """Kills the server (idempotent)."""
+        if self.proc is not None:
+            _kill_group(self.proc)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        if self._tmp_scenario:
+            try:
+                os.unlink(self._tmp_scenario)
+            except OSError:
+                pass
+            self._tmp_scenario = None
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+    def __enter__(self):
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- control API -----------------------------------------------------------
+
+    def control(self, method, path, body=None):
+        """Calls /_control/<path>; returns the decoded JSON (raises on non-200)."""
+        r = http_request(method, "%s/_control/%s" % (self.base_url, path.lstrip("/")),
+                         body=body if body is not None else ({} if method == "POST" else None))
+        if r.status != 200:
+            raise RuntimeError("control %s %s -> %d %s" % (method, path, r.status, r.text()))
+        return r.json()
+
+    def faults(self, spec=None, **queues):
+        """Appends fault entries: faults({"get": [{"status": 500}]}) or faults(get=[...])."""
+        body = dict(spec or {})
+        body.update(queues)
+        return self.control("POST", "faults", body)
+
+    def pending_faults(self):
+        return self.control("GET", "faults")
+
+    def config(self, **values):
+        """Sets config values (see the server's docstring); returns the config."""
+        if values:
+            self.control("POST", "config", values)
+        return self.control("GET", "config")
+
+    def records(self):
+        return self.control("GET", "records")
+
+    def reset(self, **body):
+        return self.control("POST", "reset", body)
+
+
+class PlatformStub(StubProcess):
+    """The External Vision Analysis API stand-in (tests/stubs/platform_server.py)."""
+
+    script = "platform_server.py"
+
+    def __init__(self, scenario=None, api_key=None, record_dir=None, args=(), log_path=None):
+        extra = list(args)
+        if api_key:
+            extra += ["--api-key", api_key]
+        super().__init__(extra, scenario, record_dir, log_path)
+        self.api_key = api_key or (self._scenario_key() or DEFAULT_API_KEY)
+
+    def _scenario_key(self):
+        if not self.scenario:
+            return None
+        with open(self.scenario) as f:
+            return json.load(f).get("api_key")
+
+    @property
+    def get_url(self):
+        return self.base_url + "/api/v1/documents/vision_analysis"
+
+    @property
+    def post_url(self):
+        return self.base_url + "/api/v1/documents/vision_analysis/upload"
+
+    def add_runs(self, runs, files=None):
+        return self.control("POST", "runs", {"runs": list(runs), "files": files or {}})
+
+    def add_scenario(self, scenario):
+        """Adds the runs and files of a make_scenario() dict."""
+        return self.add_runs(scenario.get("runs", []), scenario.get("files"))
+
+    def runs(self):
+        """The runs as currently served (document paths resolved, is_processed live)."""
+        return self.control("GET", "runs")["runs"]
+
+    def mark(self, run_id, processed=True):
+        return self.control("POST", "mark", {"vision_analysis_id": run_id, "processed": processed})
+
+    def unprocessed_ids(self):
+        return [r["vision_analysis_id"] for r in self.runs() if not r["is_processed"]]
+
+    def gets(self):
+        return self.records()["gets"]
+
+    def uploads(self):
+        return self.records()["uploads"]
+
+    def file_fetches(self):
+        return self.records()["files"]
+
+    def list_runs(self, page=None, page_size=None, is_processed="false", api_key=None):
+        """Calls the GET endpoint as a client would; returns a Response."""
+        q = []
+        if is_processed is not None:
+            q.append("is_processed=%s" % is_processed)
+        if page is not None:
+            q.append("page=%s" % page)
+        if page_size is not None:
+            q.append("page_size=%s" % page_size)
+        url = self.get_url + ("?" + "&".join(q) if q else "")
+        key = self.api_key if api_key is None else api_key
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = "Bearer " + key
+        return http_request("GET", url, headers=headers)
+
+
+class BackendStub(StubProcess):
+    """The batch analysis backend stand-in (tests/stubs/backend_server.py)."""
+
+    script = "backend_server.py"
+
+    def __init__(self, scenario=None, batch_delay=None, polls_to_complete=None, outcome=None,
+                 record_dir=None, args=(), log_path=None):
+        extra = list(args)
+        if batch_delay is not None:
+            extra += ["--batch-delay", str(batch_delay)]
+        if polls_to_complete is not None:
+            extra += ["--polls-to-complete", str(polls_to_complete)]
+        if outcome is not None:
+            extra += ["--outcome", outcome]
+        super().__init__(extra, scenario, record_dir, log_path)
+
+    @property
+    def url(self):
+        return self.base_url
+
+    def uploads(self):
+        return self.records()["uploads"]
+
+    def batches(self):
+        return self.records()["batches"]
+
+
+# --------------------------------------------------------------------------
+# Programs under test
+# --------------------------------------------------------------------------
+
+
+class RunResult:
+    """Outcome of run_binary(): returncode (None if killed on timeout),
+    stdout, stderr (str), timed_out, duration (s), cmd (list)."""
+
+    def __init__(self, cmd, returncode, stdout, stderr, timed_out, duration):
+        self.cmd = cmd
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timed_out = timed_out
+        self.duration = duration
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def __repr__(self):
+        return "RunResult(rc=%r, timed_out=%r, %.2fs)\n--- stdout\n%s\n--- stderr\n%s" % (
+            self.returncode, self.timed_out, self.duration, self.stdout[-4000:], self.stderr[-4000:])
+
+
+def bin_dir():
+    return os.environ.get("VB_BIN_DIR") or os.path.join(SOURCE_DIR, "build")
+
+
+def find_binary(name):
+    """Path of program ``name`` in $VB_BIN_DIR (or a direct subdirectory), or None."""
+    d = bin_dir()
+    for cand in [os.path.join(d, name), os.path.join(d, "bin", name)] + [
+            os.path.join(d, sub, name) for sub in sorted(os.listdir(d))] if os.path.isdir(d) else []:
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def require_binary(name):
+    """Path of program ``name``; raises unittest.SkipTest when it is not built."""
+    path = find_binary(name)
+    if path is None:
+        raise unittest.SkipTest("%s is not built in %s" % (name, bin_dir()))
+    return path
+
+
+def run_binary(name, args=(), timeout=60, env=None, cwd=None, input=None, clean_env=False):
+    """Runs a program from $VB_BIN_DIR to completion; returns a RunResult.
+
+    name: program name (or an absolute path). env: variables added to the
+    environment (or the whole environment with clean_env=True, plus PATH).
+    On timeout the whole process group is killed and timed_out is True.
+    """
+    path = name if os.path.isabs(name) else require_binary(name)
+    cmd = [path] + [str(a) for a in args]
+    if clean_env:
+        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    else:
+        full_env = dict(os.environ)
+    full_env.update({k: str(v) for k, v in (env or {}).items()})
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            env=full_env, cwd=cwd, start_new_session=True)
+    with _live_lock:
+        _live.add(proc)
+    timed_out = False
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    finally:
+        _kill_group(proc, grace=0.1)
+    rc = None if timed_out else proc.returncode
+    return RunResult(cmd, rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                     timed_out, time.monotonic() - t0)
+
+
+class BackgroundProcess:
+    """A long-running program (producer, worker) with output in log files."""
+
+    def __init__(self, cmd, env, cwd, log_dir):
+        os.makedirs(log_dir, exist_ok=True)
+        base = os.path.join(log_dir, "%s-%d" % (os.path.basename(cmd[0]), int(time.time() * 1000)))
+        self.stdout_path = base + ".out"
+        self.stderr_path = base + ".err"
+        self.cmd = cmd
+        with open(self.stdout_path, "wb") as o, open(self.stderr_path, "wb") as e:
+            self.proc = subprocess.Popen(cmd, stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=env,
+                                         cwd=cwd, start_new_session=True)
+        with _live_lock:
+            _live.add(self.proc)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """Waits for exit; returns the exit code or None on timeout."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace=5.0):
+        """SIGTERM, then SIGKILL after ``grace`` s; returns the exit code."""
+        _kill_group(self.proc, grace)
+        return self.proc.returncode
+
+    def stdout(self):
+        with open(self.stdout_path, "r", errors="replace") as f:
+            return f.read()
+
+    def stderr(self):
+        with open(self.stderr_path, "r", errors="replace") as f:
+            return f.read()
+
+
+def start_binary(name, args=(), env=None, cwd=None, log_dir=None):
+    """Starts a program from $VB_BIN_DIR in the background; returns a BackgroundProcess.
+
+    The caller must stop() it (SystemTestCase.start_program registers that).
+    """
+    path = name if os.path.isabs(name) else require_binary(name)
+    full_env = dict(os.environ)
+    full_env.update({k: str(v) for k, v in (env or {}).items()})
+    return BackgroundProcess([path] + [str(a) for a in args], full_env, cwd,
+                             log_dir or tempfile.mkdtemp(prefix="vb-logs-"))
+
+
+# --------------------------------------------------------------------------
+# Config and scenarios
+# --------------------------------------------------------------------------
+
+
+def write_config(path, values):
+    """Writes ``values`` as JSON to ``path`` with mode 0600; returns path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f, indent=2)
+    os.chmod(path, 0o600)
+    return path
+
+
+def processor_config(platform, backend, organization_id=GUIDE_ORG_ID, **extra):
+    """The five processor settings (SPEC §5) pointing at the two stand-ins."""
+    cfg = {
+        "external_api_get_url": platform.get_url,
+        "external_api_post_url": platform.post_url,
+        "external_api_key": platform.api_key,
+        "backend_api_url": backend.url if backend is not None else "http://127.0.0.1:9",
+        "organization_id": organization_id,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def _uuid(seed, *parts):
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vb-test/%s/%s" % (seed, "/".join(map(str, parts))))).upper()
+
+
+def make_scenario(n_runs, n_images, image_bytes=2048, kind="jpeg", descriptions=True,
+                  organization_id=GUIDE_ORG_ID, organization_name=GUIDE_ORG_NAME,
+                  user_query=GUIDE_QUERY, seed="s", description=None, start=1):
+    """A platform scenario of ``n_runs`` runs with ``n_images`` images each.
+
+    Images are served by /gen/ as valid ``kind`` images of ``image_bytes``
+    bytes (names img_<run>_<image>.jpg|png). With descriptions=True each run
+    has a descriptions_<code>.json document mapping every image name to
+    description(run_index, image_index, name) (default "Image <i> of <code>").
+    Ids are deterministic UUIDs (upper case) derived from ``seed``. Returns
+    {"runs": [...], "files": {...}} for --scenario, PlatformStub(scenario=...)
+    or PlatformStub.add_scenario().
+    """
+    ext = "png" if kind == "png" else "jpg"
+    runs, files = [], {}
+    for r in range(start, start + n_runs):
+        rid = _uuid(seed, "run", r)
+        code = "VISION_RUN_%s_%03d" % (seed.upper(), r)
+        docs = []
+        descs = {}
+        for i in range(1, n_images + 1):
+            name = "img_%s_%03d_%03d.%s" % (seed, r, i, ext)
+            docs.append({
+                "vision_analysis_documents_id": _uuid(seed, "vad", r, i),
+                "vision_analysis_id": rid,
+                "document_id": _uuid(seed, "doc", r, i),
+                "document_name": name,
+                "is_input": True,
+                "document_type": "image",
+                "_gen": {"bytes": image_bytes, "kind": kind},
+            })
+            descs[name] = description(r, i, name) if description else "Image %d of %s" % (i, code)
+        if descriptions:
+            dname = "descriptions_%s.json" % code
+            files[dname] = {"json": descs}
+            docs.append({
+                "vision_analysis_documents_id": _uuid(seed, "vad", r, "d"),
+                "vision_analysis_id": rid,
+                "document_id": _uuid(seed, "doc", r, "d"),
+                "document_name": dname,
+                "is_input": True,
+                "document_type": "json",
+            })
+        runs.append({
+            "vision_analysis_id": rid,
+            "vision_analysis_run_code": code,
+            "is_processed": False,
+            "organization_id": organization_id,
+            "organization_name": organization_name,
+            "user_query": user_query,
+            "created_date": "2025-11-21T18:%02d:%02dZ" % ((r // 60) % 60, r % 60),
+            "documents": docs,
+        })
+    return {"runs": runs, "files": files}
+
+
+def guide_scenario():
+    """The guide's example scenario (tests/fixtures/guide_example.json) as a dict."""
+    with open(GUIDE_SCENARIO) as f:
+        scen = json.load(f)
+    scen["fixtures_dir"] = FIXTURES_DIR
+    return scen
+
+
+# --------------------------------------------------------------------------
+# Test case base
+# --------------------------------------------------------------------------
+
+
+class SystemTestCase(unittest.TestCase):
+    """unittest base: a temp dir per test, stand-ins and programs cleaned up.
+
+    self.tmp is removed after the test unless VB_KEEP_TMP=1 is set.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(prefix="vb-systest-")
+        if os.environ.get("VB_KEEP_TMP") != "1":
+            self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def _start_stub(self, stub):
+        stub.log_path = stub.log_path or os.path.join(self.tmp, "%s.log" % stub.script[:-3])
+        self.addCleanup(stub.stop)
+        return stub.start()
+
+    def start_platform(self, scenario=None, api_key=None, record=False, **kw):
+        """Starts a PlatformStub (record=True saves bodies under self.tmp/platform-records)."""
+        rd = os.path.join(self.tmp, "platform-records") if record else kw.pop("record_dir", None)
+        return self._start_stub(PlatformStub(scenario=scenario, api_key=api_key, record_dir=rd, **kw))
+
+    def start_backend(self, scenario=None, record=False, **kw):
+        """Starts a BackendStub; keyword arguments as BackendStub."""
+        rd = os.path.join(self.tmp, "backend-records") if record else kw.pop("record_dir", None)
+        return self._start_stub(BackendStub(scenario=scenario, record_dir=rd, **kw))
+
+    def write_config(self, values, name="config.json"):
+        """Writes a 0600 JSON config file under self.tmp; returns its path."""
+        return write_config(os.path.join(self.tmp, name), values)
+
+    def run_cli(self, *args, timeout=120, env=None, **kw):
+        """Runs `visionbatch <args>` (skips the test if it is not built)."""
+        return run_binary("visionbatch", args, timeout=timeout, env=env, **kw)
+
+    def run_program(self, name, *args, timeout=120, env=None, **kw):
+        return run_binary(name, args, timeout=timeout, env=env, **kw)
+
+    def start_program(self, name, *args, env=None, cwd=None):
+        """Starts a long-running program; it is stopped at cleanup."""
+        p = start_binary(name, args, env=env, cwd=cwd, log_dir=os.path.join(self.tmp, "logs"))
+        self.addCleanup(p.stop)
+        return p
+
+    def assertNoSecrets(self, text, secrets=(), msg=None):
+        """Fails if ``text`` holds the API key, the SAS signature or any of ``secrets``."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        for s in (DEFAULT_API_KEY, SECRET_MARKER, SAS_SIG) + tuple(secrets):
+            if s and s in text:
+                i = text.index(s)
+                self.fail((msg or "secret leaked") + ": %r found near %r" % (s, text[max(0, i - 80):i + 80]))
