@@ -32,6 +32,11 @@ typedef struct vb_kafka_header {
 
 typedef struct vb_kafka_producer vb_kafka_producer;
 
+/* message.timeout.ms of the producer: every message gets its delivery report
+ * (success or failure) within this time. A produce_sync timeout_ms at least
+ * this long (or <= 0: this plus 5 s) never leaves a message undecided. */
+#define VB_KAFKA_DELIVERY_TIMEOUT_MS 30000
+
 /* Connects to `brokers` (comma-separated host:port). `client_id` is shown in
  * broker logs. VB_ERR_KAFKA with a message on failure. */
 vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
@@ -40,7 +45,11 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
 void vb_kafka_producer_free(vb_kafka_producer *p, int timeout_ms);
 
 /* Produces one message and waits (up to timeout_ms) for its delivery report.
- * VB_OK only when the broker acknowledged it (acks=all). Thread-safe. */
+ * VB_OK only when the broker acknowledged it (acks=all). Thread-safe. key may
+ * be NULL; value is copied; header values may be NULL. Fails with
+ * VB_ERR_KAFKA (delivery refused, e.g. unknown topic), VB_ERR_TIMEOUT (the
+ * message timed out, or no report within timeout_ms: then it may still be
+ * delivered later), VB_ERR_INVALID (bad arguments). */
 vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char *key,
                              const void *value, size_t len, const vb_kafka_header *headers,
                              size_t nheaders, int timeout_ms, vb_error *err);
