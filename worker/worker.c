@@ -155,7 +155,7 @@ struct vb_worker {
     pthread_t renewer, reaper;
     int renewer_started, reaper_started;
     int platform_ok;   /* the worker's own platform settings are complete */
-    char platform_why[300];
+    char platform_why[512];
     job *head, *tail;  /* messages waiting for a slot or a retry */
     long long retry_at;
 };
@@ -310,8 +310,14 @@ static vb_err republish(vb_worker *w, vb_store *st, const vb_run_state *rs, vb_e
                            rs->trace_id, (int)rs->attempts + 1, &json, err);
     if (rc != VB_OK)
         goto done;
-    vb_kafka_header h[1] = {{"vb-source", "retry"}};
-    rc = vb_kafka_produce_sync(w->kp, w->cfg->topic, rs->id, json, strlen(json), h, 1,
+    char schema[8], attempt[24];
+    snprintf(schema, sizeof schema, "%d", VB_MSG_SCHEMA);
+    snprintf(attempt, sizeof attempt, "%ld", rs->attempts + 1);
+    vb_kafka_header h[4] = {{"vb-schema", schema},
+                            {"vb-attempt", attempt},
+                            {"vb-trace-id", rs->trace_id},
+                            {"vb-source", "retry"}};
+    rc = vb_kafka_produce_sync(w->kp, w->cfg->topic, rs->id, json, strlen(json), h, 4,
                                PRODUCE_TIMEOUT_MS, err);
 done:
     free(json);
