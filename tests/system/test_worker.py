@@ -27,7 +27,8 @@ REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", int(os.environ.get("REDIS_PORT",
 TOPIC, DLQ = "visionbatch.runs", "visionbatch.runs.dlq"
 GROUP = "visionbatch-workers-systest"
 LEASE_MS = 5000
-SERVICES = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
+SERVICES = os.environ.get("VB_SERVICES_SCRIPT") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
+                                                                 "services.sh")
 
 
 def kafka_classpath():
@@ -142,6 +143,13 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def restart(service):
+    """Restarts a local service; output to a file (the daemons inherit no pipe)."""
+    with open(os.devnull, "wb") as null:
+        subprocess.run([SERVICES, "restart", service], check=True, timeout=240,
+                       stdin=subprocess.DEVNULL, stdout=null, stderr=null)
 
 
 def message(run, job_id=None):
@@ -360,11 +368,9 @@ class WorkerTest(harness.SystemTestCase):
         publish(msgs[:6])
         harness.wait_until(lambda: any(self.redis.run(i).get("state") for i in ids),
                            timeout=60, interval=0.2, message="work started")
-        subprocess.run([SERVICES, "restart", "redis"], check=True, timeout=120,
-                       capture_output=True)
+        restart("redis")
         publish(msgs[6:])
-        subprocess.run([SERVICES, "restart", "kafka"], check=True, timeout=240,
-                       capture_output=True)
+        restart("kafka")
         self.wait_uploaded(platform, ids, timeout=150, workers=(w1, w2))
         time.sleep(1)
         self.assert_once(platform, ids)
