@@ -151,11 +151,11 @@ vb_err vb_run_msg_decode(const char *json, size_t len, vb_run_msg *msg, vb_error
             vb_error_set(err, rc, "message run is invalid: %s", e.msg);
             goto fail;
         }
+        msg->has_run = 1; /* from here on vb_run_msg_free releases msg->run */
         if (!vb_id_equal(msg->run.id, msg->run_id)) {
             vb_error_set(err, rc, "message run_id and run.vision_analysis_id differ");
             goto fail;
         }
-        msg->has_run = 1;
     }
     if (bad) {
         vb_error_set(err, rc, "message has a field of the wrong type");
