@@ -10,8 +10,9 @@
  * Rebalances use the cooperative-sticky strategy (librdkafka ≥ 1.6): the
  * rebalance callback applies incremental assignments, pauses partitions that
  * arrive while the consumer is paused (a busy worker must not be handed new
- * messages), and commits stored offsets before partitions are revoked. The
- * eager protocol (if the group falls back to it) is handled too.
+ * messages) and explicitly resumes the others (librdkafka keeps a pause flag
+ * across rebalances), and commits stored offsets before partitions are
+ * revoked. The eager protocol (if the group falls back to it) is handled too.
  *
  * Threading: the handle is used by one thread (the poll loop); the rebalance
  * callback runs inside vb_kafka_consumer_poll on that same thread.
@@ -58,12 +59,19 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else {
             rd_kafka_assign(rk, parts);
         }
+        /* librdkafka keeps a partition's pause flag across rebalances: a
+         * partition paused here, lost and assigned again would stay paused
+         * forever. So every assignment is set to the consumer's state. */
         if (c->paused)
             rd_kafka_pause_partitions(rk, parts);
+        else
+            rd_kafka_resume_partitions(rk, parts);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        VB_INFO("kafka: %d partition(s) revoked", parts->cnt);
+        VB_INFO("kafka: %d partition(s) %s", parts->cnt,
+                rd_kafka_assignment_lost(rk) ? "lost" : "revoked");
+        rd_kafka_resume_partitions(rk, parts); /* leave no pause flag behind */
         /* Stored offsets of the leaving partitions go now, or their next
          * owner would see the handled messages again. */
         rd_kafka_resp_err_t ce = rd_kafka_commit(rk, NULL, 0);
