@@ -199,6 +199,9 @@ static const setting settings[] = {
      1, 1000, P_SVC, 0, 0, NULL, "attempts before a run is dead-lettered"},
     {"poll_interval_s", "poll-interval-s", "VISIONBATCH_POLL_INTERVAL_S", CT_LONG,
      OFF(poll_interval_s), "300", 1, 604800, P_PROD, 0, 0, NULL, "producer --interval default"},
+    {"shutdown_grace_s", "shutdown-grace-s", "VISIONBATCH_SHUTDOWN_GRACE_S", CT_LONG,
+     OFF(shutdown_grace_s), "60", 0, 86400, P_WORK, 0, 0, NULL,
+     "seconds a stopping worker waits for runs in flight before handing them back"},
     {"worker_id", "worker-id", "VISIONBATCH_WORKER_ID", CT_STR, OFF(worker_id), NULL, 0, 0,
      P_WORK | P_PROD, 0, 0, NULL, "instance name in locks and status (default hostname:pid)"},
 };

@@ -372,6 +372,46 @@ vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const ch
     return VB_OK;
 }
 
+typedef struct copy_ctx {
+    const vb_config *cfg;
+    const char *id;
+    vb_run *out;
+    int found;
+} copy_ctx;
+
+static int copy_visit(void *p, const vb_run *run)
+{
+    copy_ctx *f = p;
+    if (!vb_id_equal(run->id, f->id) || run->is_processed ||
+        !vb_id_equal(run->organization_id, f->cfg->organization_id))
+        return 0;
+    vb_err rc = vb_run_copy(f->out, run);
+    if (rc != VB_OK)
+        return -(int)rc;
+    f->found = 1;
+    return 1;
+}
+
+vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id,
+                            const volatile sig_atomic_t *cancel, vb_run *out, int *found,
+                            vb_error *err)
+{
+    *found = 0;
+    memset(out, 0, sizeof *out);
+    if (!run_id || !cfg->external_api_get_url || !cfg->organization_id)
+        return vb_error_set(err, VB_ERR_INVALID,
+                            "run id, external_api_get_url and organization_id required");
+    vb_fetch_stats stats = {0};
+    copy_ctx f = {.cfg = cfg, .id = run_id, .out = out};
+    vb_err rc = walk_pages(h, cfg, cancel, copy_visit, &f, &stats, err);
+    if (rc != VB_OK) {
+        vb_run_free(out);
+        return rc;
+    }
+    *found = f.found;
+    return VB_OK;
+}
+
 /* A 2xx answer whose JSON body nonetheless says it failed (status "error" /
  * "fail[ed]", or a numeric code >= 400). Anything else counts as success. */
 static int body_says_failure(const vb_buf *body)

@@ -203,8 +203,32 @@ static const char LUA_LIST[] =
     "end\n"
     "return out\n";
 
+/* KEYS run, lock. ARGV token, cred_source, job_id, organization_id, run_code.
+ * Returns 'ok' | 'lost'. Fields set only while the lock is held. */
+static const char LUA_SET_ORIGIN[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[1]) then return 'lost' end\n"
+    "redis.call('HSET', KEYS[1], 'cred_source', ARGV[2], 'job_id', ARGV[3],\n"
+    "           'organization_id', ARGV[4], 'run_code', ARGV[5])\n"
+    "return 'ok'\n";
+
+/* KEYS run, lock, index. ARGV id, token, now, reason.
+ * Returns 'ok' | 'lost' | 'conflict'. */
+static const char LUA_HAND_BACK[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st ~= 'processing' and st ~= 'uploading' then return 'conflict' end\n"
+    "local a = (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 1) - 1\n"
+    "if a < 0 then a = 0 end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', tostring(a), 'lease_until', '0',\n"
+    "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "return 'ok'\n";
+
 enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
-       SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT__COUNT };
+       SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT_SET_ORIGIN, SCRIPT_HAND_BACK,
+       SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_CLAIM] = LUA_CLAIM,
@@ -215,6 +239,8 @@ static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_RELEASE] = LUA_RELEASE,
     [SCRIPT_RETRY] = LUA_RETRY,
     [SCRIPT_LIST] = LUA_LIST,
+    [SCRIPT_SET_ORIGIN] = LUA_SET_ORIGIN,
+    [SCRIPT_HAND_BACK] = LUA_HAND_BACK,
 };
 
 struct vb_store {
@@ -1426,6 +1452,120 @@ vb_err vb_store_retry(vb_store *s, const char *run_id, vb_error *err)
     else if (strcmp(r->str, "ok") != 0)
         rc = vb_error_set(err, VB_ERR_CONFLICT,
                           "run %s is %.20s: only dead or failed runs can be retried", id, r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- worker: where a run came from, and handing a run back ---- */
+
+void vb_run_origin_free(vb_run_origin *o)
+{
+    if (!o)
+        return;
+    free(o->cred_source);
+    free(o->job_id);
+    free(o->organization_id);
+    free(o->run_code);
+    memset(o, 0, sizeof *o);
+}
+
+vb_err vb_store_set_origin(vb_store *s, const char *run_id, const char *token,
+                           const char *cred_source, const char *job_id,
+                           const char *organization_id, const char *run_code, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
+        return rc;
+    const char *args[5] = {token, cred_source ? cred_source : "config", job_id ? job_id : "",
+                           organization_id ? organization_id : "", run_code ? run_code : ""};
+    for (int i = 1; i < 5; i++) {
+        if (strlen(args[i]) > 256)
+            return vb_error_set(err, VB_ERR_INVALID, "origin field longer than 256 bytes");
+    }
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    const char *keys[2] = {rkey, lkey};
+    redisReply *r = store_eval(s, SCRIPT_SET_ORIGIN, 2, keys, 5, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "set origin", err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "origin of run %s refused: lock lost", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, "set origin", err);
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    memset(out, 0, sizeof *out);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK)
+        return rc;
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    const char *argv[6] = {"HMGET", rkey, "cred_source", "job_id", "organization_id",
+                           "run_code"};
+    redisReply *r = store_cmd(s, 6, argv, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        freeReplyObject(r);
+        return bad_reply(s, "HMGET", err);
+    }
+    char **slots[4] = {&out->cred_source, &out->job_id, &out->organization_id, &out->run_code};
+    for (size_t i = 0; i < 4; i++) {
+        const redisReply *e = r->element[i];
+        const char *v = e->type == REDIS_REPLY_STRING ? e->str : "";
+        size_t n = e->type == REDIS_REPLY_STRING ? e->len : 0;
+        if (i == 0 && n == 0) {
+            v = "config";
+            n = 6;
+        }
+        if (!(*slots[i] = dup_bytes(v, n))) {
+            freeReplyObject(r);
+            vb_run_origin_free(out);
+            return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        }
+    }
+    freeReplyObject(r);
+    return VB_OK;
+}
+
+vb_err vb_store_hand_back(vb_store *s, const char *run_id, const char *token, const char *reason,
+                          vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK)
+        return rc;
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    char now[24];
+    fmt_ll(now, vb_store_now_ms());
+    const char *why = reason ? reason : "";
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[4] = {id, token, now, why};
+    size_t lens[4] = {strlen(id), strlen(token), strlen(now),
+                      utf8_cut(why, strlen(why), VB_STORE_LAST_ERROR_MAX)};
+    redisReply *r = store_eval(s, SCRIPT_HAND_BACK, 3, keys, 4, args, lens, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "hand back", err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "hand back of run %s refused: lock lost", id);
+    else if (strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT,
+                          "hand back of run %s refused: run is not being processed", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, "hand back", err);
     freeReplyObject(r);
     return rc;
 }

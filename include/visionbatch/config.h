@@ -82,6 +82,7 @@ typedef struct vb_config {
     long max_attempts;     /* before a run is dead, default 5 */
     long poll_interval_s;  /* producer --interval, default 300 */
     char *worker_id;       /* default hostname:pid */
+    long shutdown_grace_s; /* worker: wait for runs in flight at SIGTERM, default 60 */
 } vb_config;
 
 /* Loads settings for `prog` (one VB_PROG_* value, or several OR-ed; 0 = all)

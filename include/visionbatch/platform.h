@@ -44,6 +44,16 @@ vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const ch
                                       const volatile sig_atomic_t *cancel, int *unprocessed,
                                       vb_error *err);
 
+/* Pages through the unprocessed runs of cfg->organization_id until run_id
+ * is found (stopping there). *found = 1 and *out (zeroed first; free with
+ * vb_run_free) holds the run as listed now — with fresh document URLs —
+ * when it is still unprocessed; *found = 0 and *out empty when it is not
+ * listed (the platform has it as processed, or never had it). Thread-safe
+ * with a per-thread handle. */
+vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id,
+                            const volatile sig_atomic_t *cancel, vb_run *out, int *found,
+                            vb_error *err);
+
 /* The vb_http_policy for API calls derived from cfg (timeouts, retries). */
 vb_http_policy vb_platform_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel);
 

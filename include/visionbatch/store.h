@@ -254,6 +254,42 @@ vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char 
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
                           const char *last_error, const char *batch_ids, vb_error *err);
 
+/* ---- worker: where a run came from, handing a run back ---- */
+
+/* The credentials reference and identity of the message that carried a run,
+ * kept in the run record (fields cred_source, job_id, organization_id,
+ * run_code) so a run can be published again after a worker is lost. Strings
+ * owned, never NULL ("" when absent; cred_source defaults to "config"). */
+typedef struct vb_run_origin {
+    char *cred_source; /* "config" or "job" */
+    char *job_id;
+    char *organization_id;
+    char *run_code;
+} vb_run_origin;
+
+void vb_run_origin_free(vb_run_origin *o);
+
+/* Records the origin of `run_id` while `token` holds its lock (NULL fields
+ * are stored as ""; each at most 256 bytes). VB_ERR_CANCELLED when the lock
+ * is lost. Does not bump the version (not a transition). */
+vb_err vb_store_set_origin(vb_store *s, const char *run_id, const char *token,
+                           const char *cred_source, const char *job_id,
+                           const char *organization_id, const char *run_code, vb_error *err);
+
+/* Reads the origin of `run_id` into *out (zeroed first; free with
+ * vb_run_origin_free). A run without a record gives cred_source "config"
+ * and empty fields. */
+vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, vb_error *err);
+
+/* A stopping worker gives a run back without it counting as an attempt:
+ * processing|uploading → failed with attempts−1 (≥ 0), lease cleared,
+ * last_error = reason, and the lock deleted — all in one script, so the run
+ * is immediately eligible to be published again. upload_started_at is kept.
+ * VB_ERR_CANCELLED when `token` does not hold the lock; VB_ERR_CONFLICT in
+ * any other state. */
+vb_err vb_store_hand_back(vb_store *s, const char *run_id, const char *token, const char *reason,
+                          vb_error *err);
+
 /* ---- operator ---- */
 
 /* `visionbatch runs retry`: a dead or failed run becomes failed with

@@ -1,0 +1,380 @@
+"""System tests of visionbatch-worker on real Kafka and Redis.
+
+Kafka (127.0.0.1:9092, topics visionbatch.runs and visionbatch.runs.dlq) and
+Redis (127.0.0.1:6379) are started by scripts/test.sh through
+deploy/local/services.sh. The stand-in platform and backend run per test.
+Messages are published, and the dead-letter topic read, with Kafka's own
+console tools (the jars deploy/local/services.sh fetched), because these
+tests use the Python standard library only. Redis is read with a tiny RESP
+client. Every test uses fresh upper-case run ids, Redis database 12 (never
+flushed) and asserts only on its own runs: the topic is shared.
+"""
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+import uuid
+
+import harness
+
+KAFKA = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", int(os.environ.get("REDIS_PORT", "6379")), 12
+TOPIC, DLQ = "visionbatch.runs", "visionbatch.runs.dlq"
+GROUP = "visionbatch-workers-systest"
+LEASE_MS = 5000
+SERVICES = os.environ.get("VB_SERVICES_SCRIPT") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
+                                                                 "services.sh")
+
+
+def kafka_classpath():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    dirs = sorted(glob.glob(os.path.join(root, "visionbatch", "kafka-*", "libs")))
+    return os.path.join(dirs[-1], "*") if dirs else None
+
+
+def kafka_tool(cls, args, stdin=None, timeout=90):
+    cp = kafka_classpath()
+    cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp, cls] + args
+    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, text=True)
+
+
+def publish(pairs):
+    """Publishes (key, value) pairs to the runs topic."""
+    lines = "".join("%s\t%s\n" % (k, v) for k, v in pairs)
+    r = kafka_tool("org.apache.kafka.tools.ConsoleProducer",
+                   ["--bootstrap-server", KAFKA, "--topic", TOPIC, "--property", "parse.key=true",
+                    "--property", "key.separator=\t"], stdin=lines)
+    if r.returncode != 0:
+        raise RuntimeError("console producer failed: %s" % r.stderr[-2000:])
+
+
+def read_dlq(timeout_ms=8000):
+    """Every message of the dead-letter topic as text lines (headers, key, value)."""
+    r = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer",
+                   ["--bootstrap-server", KAFKA, "--topic", DLQ, "--from-beginning",
+                    "--timeout-ms", str(timeout_ms), "--property", "print.key=true",
+                    "--property", "print.headers=true", "--group",
+                    "vb-systest-dlq-%s" % uuid.uuid4().hex])
+    return r.stdout.splitlines()
+
+
+class Redis:
+    """Minimal RESP client (reads only what the tests need)."""
+
+    def __init__(self, db=REDIS_DB):
+        self.db = db
+        self.sock = None
+
+    def _connect(self):
+        self.sock = socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self._send("SELECT", str(self.db))
+
+    def _read(self):
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("redis closed")
+        t, rest = line[:1], line[1:-2]
+        if t in (b"+", b"-"):
+            return rest.decode()
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)[:-2]
+            return data.decode("utf-8", "replace")
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise ValueError("bad reply %r" % line)
+
+    def _send(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            b = str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(b), b)
+        self.sock.sendall(out)
+        return self._read()
+
+    def cmd(self, *args):
+        for attempt in range(2):
+            try:
+                if self.sock is None:
+                    self._connect()
+                return self._send(*args)
+            except (OSError, ConnectionError):
+                self.close()
+                if attempt:
+                    raise
+                time.sleep(0.5)
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        self.sock = None
+
+    def run(self, run_id):
+        try:
+            flat = self.cmd("HGETALL", "visionbatch:run:" + run_id) or []
+        except (OSError, ConnectionError):
+            return {}
+        return dict(zip(flat[0::2], flat[1::2]))
+
+
+def services_up():
+    try:
+        socket.create_connection(("127.0.0.1", 9092), timeout=2).close()
+        socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2).close()
+        return kafka_classpath() is not None
+    except OSError:
+        return False
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def restart(service):
+    """Restarts a local service; output to a file (the daemons inherit no pipe)."""
+    with open(os.devnull, "wb") as null:
+        subprocess.run([SERVICES, "restart", service], check=True, timeout=240,
+                       stdin=subprocess.DEVNULL, stdout=null, stderr=null)
+
+
+def message(run, job_id=None):
+    """A schema-1 run message for a platform scenario run (document paths without query)."""
+    run = json.loads(json.dumps(run))
+    for d in run.get("documents", []):
+        d.pop("_gen", None)
+        d["document_path"] = "http://unused.invalid/" + d["document_name"]
+    cred = {"source": "job", "job_id": job_id} if job_id else {"source": "config"}
+    return json.dumps({"schema": 1, "run_id": run["vision_analysis_id"],
+                       "organization_id": run["organization_id"],
+                       "run_code": run["vision_analysis_run_code"], "credentials": cred,
+                       "execution_id": None, "trace_id": uuid.uuid4().hex, "attempt": 1,
+                       "published_at": "2026-01-01T00:00:00Z", "run": run})
+
+
+@unittest.skipUnless(services_up(), "Kafka/Redis (deploy/local/services.sh) or Kafka tools missing")
+class WorkerTest(harness.SystemTestCase):
+
+    def setUp(self):
+        super().setUp()
+        harness.require_binary("visionbatch-worker")
+        self.redis = Redis()
+        self.addCleanup(self.redis.close)
+        self.seed = uuid.uuid4().hex[:8]
+
+    def scenario(self, n, images=1):
+        scen = harness.make_scenario(n, images, seed=self.seed + "-%d" % time.time_ns())
+        for r in scen["runs"]:  # fresh random ids, upper case
+            new = str(uuid.uuid4()).upper()
+            for d in r["documents"]:
+                d["vision_analysis_id"] = new
+            r["vision_analysis_id"] = new
+        return scen
+
+    def start_stubs(self, n, images=1, batch_delay=None):
+        scen = self.scenario(n, images)
+        platform = self.start_platform(scenario=scen)
+        backend = self.start_backend(batch_delay=batch_delay, polls_to_complete=1)
+        return scen, platform, backend
+
+    def start_worker(self, platform, backend, name, concurrency=2, grace=60, extra=()):
+        cfg = harness.processor_config(
+            platform, backend, redis_url="redis://%s:%d/%d" % (REDIS_HOST, REDIS_PORT, REDIS_DB),
+            kafka_brokers=KAFKA, group_id=GROUP, lease_ms=LEASE_MS, log_file="",
+            temp_dir=os.path.join(self.tmp, "work-" + name), status_poll_min_ms=100,
+            status_poll_max_ms=500, retry_base_ms=100, retry_max_ms=1000)
+        path = self.write_config(cfg, name="%s.json" % name)
+        port = free_port()
+        wid = "%s-%s" % (name, self.seed)
+        p = self.start_program("visionbatch-worker", "--config", path, "--concurrency",
+                               str(concurrency), "--metrics-listen", "127.0.0.1:%d" % port,
+                               "--worker-id", wid, "--shutdown-grace-s", str(grace), *extra)
+        p.worker_id, p.port, p.config = wid, port, path
+        harness.wait_until(lambda: self.healthy(p), timeout=30, message="worker %s healthy" % name)
+        return p
+
+    def healthy(self, p):
+        if not p.alive():
+            raise AssertionError("worker died:\n" + p.stderr()[-3000:])
+        try:
+            return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % p.port,
+                                        timeout=2).status == 200
+        except OSError:
+            return False
+
+    def uploads_by_run(self, platform):
+        return {r["vision_analysis_id"]: r["uploads"] for r in platform.records()["runs"]}
+
+    def wait_uploaded(self, platform, ids, timeout, workers=()):
+        def done():
+            for w in workers:
+                if not w.alive() and getattr(w, "must_live", True):
+                    raise AssertionError("worker exited:\n" + w.stderr()[-3000:])
+            counts = self.uploads_by_run(platform)
+            return all(counts.get(i, 0) >= 1 for i in ids) and all(
+                self.redis.run(i).get("state") == "uploaded" for i in ids)
+        harness.wait_until(done, timeout=timeout, interval=0.5,
+                           message="%d runs uploaded" % len(ids))
+
+    def assert_once(self, platform, ids):
+        counts = self.uploads_by_run(platform)
+        dup = {i: counts.get(i, 0) for i in ids if counts.get(i, 0) != 1}
+        self.assertEqual(dup, {}, "runs not uploaded exactly once")
+
+    # ------------------------------------------------------------------
+
+    def test_two_workers_upload_fifty_runs_exactly_once(self):
+        scen, platform, backend = self.start_stubs(50)
+        w1 = self.start_worker(platform, backend, "a1")
+        w2 = self.start_worker(platform, backend, "a2")
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        publish([(r["vision_analysis_id"], message(r)) for r in scen["runs"]])
+        self.wait_uploaded(platform, ids, timeout=120, workers=(w1, w2))
+        time.sleep(1)
+        self.assert_once(platform, ids)
+        workers = {self.redis.run(i).get("worker") for i in ids}
+        self.assertEqual(workers, {w1.worker_id, w2.worker_id}, "both workers should take runs")
+        metrics = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % w1.port).text()
+        self.assertIn('visionbatch_runs_total{outcome="uploaded"}', metrics)
+        self.assertIn("visionbatch_run_duration_seconds_bucket", metrics)
+
+    def test_kill_nine_mid_run_is_taken_over_without_duplicate_upload(self):
+        scen, platform, backend = self.start_stubs(8, batch_delay=4)
+        w1 = self.start_worker(platform, backend, "b1")
+        w2 = self.start_worker(platform, backend, "b2")
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
+
+        def w1_busy():
+            return [i for i in ids if self.redis.run(i).get("state") == "processing"
+                    and self.redis.run(i).get("worker") == w1.worker_id]
+        victims = harness.wait_until(w1_busy, timeout=60, interval=0.2, message="w1 busy")
+        w1.signal(signal.SIGKILL)
+        w1.wait(5)
+        killed_at = time.time()
+        w1.must_live = False
+        taken = {}
+
+        def taken_over():
+            for i in victims:
+                st = self.redis.run(i)
+                if i not in taken and st.get("worker") not in (None, w1.worker_id):
+                    taken[i] = time.time() - killed_at
+            return len(taken) == len(victims)
+        harness.wait_until(taken_over, timeout=LEASE_MS / 1000 + 40, interval=0.2,
+                           message="takeover of %s" % victims)
+        self.wait_uploaded(platform, ids, timeout=120, workers=(w2,))
+        time.sleep(1)
+        self.assert_once(platform, ids)
+        worst = max(taken.values())
+        print("\ntakeover after kill -9: %s s (lease %d ms)"
+              % (", ".join("%.1f" % t for t in sorted(taken.values())), LEASE_MS))
+        self.assertLess(worst, LEASE_MS / 1000 + 30)
+
+    def test_duplicate_messages_upload_once(self):
+        scen, platform, backend = self.start_stubs(4, batch_delay=1)
+        w = self.start_worker(platform, backend, "c1")
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        msgs = [(i, message(r)) for i, r in zip(ids, scen["runs"])]
+        publish(msgs + msgs)
+        self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
+        publish(msgs[:2])  # again, after they are done
+        time.sleep(4)
+        self.assert_once(platform, ids)
+        self.assertTrue(w.alive())
+
+    def test_poison_messages_go_to_dlq_and_work_goes_on(self):
+        scen, platform, backend = self.start_stubs(2)
+        w = self.start_worker(platform, backend, "d1")
+        tag = uuid.uuid4().hex
+        bad_id = "BAD ID " + tag
+        poison = [
+            ("P1-" + tag, "this is not json " + tag),
+            ("P2-" + tag, json.dumps({"schema": 99, "tag": tag})),
+            ("P3-" + tag, json.dumps({"schema": 1, "run_id": bad_id,
+                                      "credentials": {"source": "config"}})),
+        ]
+        job_run = scen["runs"][1]
+        ids = [scen["runs"][0]["vision_analysis_id"]]
+        publish(poison + [(ids[0], message(scen["runs"][0])),
+                          (job_run["vision_analysis_id"], message(job_run, job_id="JOB-" + tag))])
+        self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
+        lines = []
+
+        def dlq_has_all():
+            lines[:] = [ln for ln in read_dlq() if tag in ln or job_run["vision_analysis_id"] in ln]
+            keys = ["P1-", "P2-", "P3-"]
+            return all(any(k + tag in ln for ln in lines) for k in keys) and any(
+                job_run["vision_analysis_id"] in ln for ln in lines)
+        harness.wait_until(dlq_has_all, timeout=60, interval=1, message="poison in the DLQ")
+        text = "\n".join(lines)
+        self.assertIn("vb-reason:", text)
+        self.assertIn("credentials unavailable", text)
+        self.assertIn("schema", text)
+        self.assertEqual(self.uploads_by_run(platform).get(job_run["vision_analysis_id"], 0), 0)
+        self.assertTrue(w.alive())
+
+    def test_sigterm_drains_runs_in_flight_and_exits_zero(self):
+        scen, platform, backend = self.start_stubs(2, batch_delay=3)
+        w = self.start_worker(platform, backend, "e1", grace=30)
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
+        harness.wait_until(lambda: all(self.redis.run(i).get("state") == "processing"
+                                       for i in ids), timeout=60, interval=0.2,
+                           message="both runs in flight")
+        w.signal(signal.SIGTERM)
+        rc = w.wait(40)
+        self.assertEqual(rc, 0, w.stderr()[-3000:])
+        self.assertEqual({self.redis.run(i).get("state") for i in ids}, {"uploaded"})
+        self.assert_once(platform, ids)
+        self.assertIn("stopping: intake closed", w.stderr())
+
+    def test_sigterm_after_grace_hands_runs_back_uncounted(self):
+        scen, platform, backend = self.start_stubs(1, batch_delay=30)
+        w = self.start_worker(platform, backend, "e2", grace=1)
+        rid = scen["runs"][0]["vision_analysis_id"]
+        publish([(rid, message(scen["runs"][0]))])
+        harness.wait_until(lambda: self.redis.run(rid).get("state") == "processing",
+                           timeout=60, interval=0.2, message="run in flight")
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(30), 0, w.stderr()[-3000:])
+        st = self.redis.run(rid)
+        self.assertIn(st.get("state"), ("failed", "queued"))
+        self.assertEqual(st.get("attempts"), "0")
+        self.assertIn("handed back", st.get("last_error", ""))
+        self.assertIsNone(self.redis.cmd("GET", "visionbatch:lock:" + rid))
+
+    @unittest.skipUnless(os.access(SERVICES, os.X_OK), "deploy/local/services.sh missing")
+    def test_redis_and_kafka_restarts_mid_stream(self):
+        scen, platform, backend = self.start_stubs(12, batch_delay=1)
+        w1 = self.start_worker(platform, backend, "f1")
+        w2 = self.start_worker(platform, backend, "f2")
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        msgs = [(i, message(r)) for i, r in zip(ids, scen["runs"])]
+        publish(msgs[:6])
+        harness.wait_until(lambda: any(self.redis.run(i).get("state") for i in ids),
+                           timeout=60, interval=0.2, message="work started")
+        restart("redis")
+        publish(msgs[6:])
+        restart("kafka")
+        self.wait_uploaded(platform, ids, timeout=150, workers=(w1, w2))
+        time.sleep(1)
+        self.assert_once(platform, ids)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,1036 @@
+/*
+ * worker.c — visionbatch-worker: consumes run messages from Kafka and runs
+ * each through the pipeline, at most `concurrency` at a time, with Redis
+ * deciding who processes what.
+ *
+ * Threads
+ *   poll     the only user of the Kafka consumer. Takes a message, decodes
+ *            it, claims the run in Redis and hands it to a free slot. While
+ *            every slot is busy (or a message waits for a retry) it pauses
+ *            all assigned partitions but keeps polling, so the worker stays
+ *            in the consumer group during runs of an hour.
+ *   slot×N   each runs one run at a time with its own HTTP handle and Redis
+ *            connection.
+ *   renewer  renews the lock (and lease) of every busy slot every
+ *            lease_ms/3; a lock found lost sets that slot's cancel flag, so
+ *            its pipeline stops (another worker has taken the run over).
+ *   reaper   every max(1 s, min(lease_ms/3, 10 s)) looks for runs whose
+ *            worker vanished (processing/uploading with lease_until < now),
+ *            queued runs whose queue lease expired, and failed runs with
+ *            attempts left whose backoff (lease_ms × 2^(attempts−1), at most
+ *            10 min) has passed; claims each with vb_store_claim_for_queue_ex
+ *            (one Lua script: among several workers exactly one gets PUBLISH)
+ *            and produces a new message for it. A crashed worker's run is so
+ *            running again within lease + reaper interval + a rebalance, not
+ *            at the next cron tick.
+ *
+ * The poll path for one message
+ *   decode            malformed → copy to dlq_topic (header vb-reason), store
+ *                     the offset, go on (a poison message never blocks);
+ *   credentials       "config": this worker's platform settings (and the
+ *                     message's organization must be ours); "job": the cron
+ *                     job credential store is not readable by the worker →
+ *                     dead-letter with reason "credentials unavailable";
+ *   lock              vb_store_lock_acquire; CONFLICT → another worker has
+ *                     the run: skip;
+ *   begin_processing  CONFLICT (uploaded or dead) → release, skip;
+ *   origin            the message's credential source, job id, organization
+ *                     and run code go into the run record, so the reaper can
+ *                     publish the run again the way it first came;
+ *   commit            store the offset and commit synchronously, then hand
+ *                     the run to the slot.
+ * An offset is therefore committed only once the run's Redis state
+ * (processing + lease) is durable. If the worker dies after that, the lease
+ * expires and a reaper republishes the run; if it dies before, the message
+ * is delivered again. Redis or Kafka failures on this path keep the message
+ * at the head of a small queue (partitions paused) and retry it every
+ * second: nothing is skipped because a service blinked.
+ *
+ * A slot, for one run
+ *   1. asks the platform for the run (vb_platform_find_run) — messages carry
+ *      document paths without their SAS query strings, so fresh URLs are
+ *      needed anyway; a run no longer listed is already processed there:
+ *      state uploaded, last_error "already processed on the platform";
+ *   2. runs vb_pipeline_process; on_stage(UPLOADING) records the upload
+ *      start (vb_store_mark_upload_started). If an earlier attempt had
+ *      started an upload, before_upload asks the platform whether the run is
+ *      still unprocessed and skips the upload when it is not;
+ *   3. records the outcome:
+ *        success                       → uploaded
+ *        lock lost                     → nothing (the new holder owns it)
+ *        stopped by shutdown           → handed back (below)
+ *        permanent error               → dead: HTTP 4xx other than 401, 403,
+ *                                         408, 429; malformed or oversized
+ *                                         data (PARSE, CONTENT, TOO_LARGE,
+ *                                         INVALID, CONFIG) — retrying cannot
+ *                                         help;
+ *        other error, attempts < max   → failed (the reaper retries it after
+ *                                         its backoff);
+ *        other error, attempts ≥ max   → dead;
+ *      a dead run's original message is copied to the dead-letter topic
+ *      (vb-reason = the error);
+ *   4. releases the lock.
+ * Redis errors inside a slot are retried for up to 2 × lease_ms.
+ *
+ * Shutdown (SIGTERM/SIGINT): intake stops (partitions paused, new messages
+ * left uncommitted for others), runs in flight get shutdown_grace_s to
+ * finish; the rest are cancelled and handed back with vb_store_hand_back —
+ * state failed, the attempt not counted, lock released — so any worker's
+ * reaper republishes them at once. Then stored offsets are committed, the
+ * consumer leaves the group (rd_kafka_consumer_close) and the program exits
+ * 0.
+ *
+ * Ownership: the worker borrows its vb_config; each thread owns its Redis
+ * connection (and slots their vb_http). Jobs move from the poll thread to a
+ * slot under the worker mutex; the slot frees them.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "visionbatch/http.h"
+#include "visionbatch/kafka.h"
+#include "visionbatch/log.h"
+#include "visionbatch/message.h"
+#include "visionbatch/pipeline.h"
+#include "visionbatch/platform.h"
+#include "visionbatch/redact.h"
+#include "visionbatch/store.h"
+#include "worker.h"
+
+#define POLL_MS 200
+#define RETRY_MS 1000            /* a message waiting for Redis/Kafka */
+#define PRODUCE_TIMEOUT_MS 15000
+#define REAP_PAGE 200
+#define REAP_PAGES 10
+#define BACKOFF_CAP_MS 600000LL  /* failed-run retry backoff cap */
+#define CANCEL_WAIT_MS 30000     /* after cancelling at shutdown */
+#define HANDED_BACK_REASON "worker shutting down: run handed back"
+
+typedef struct job {
+    vb_kafka_message *km; /* the original message (owned) */
+    vb_run_msg msg;       /* decoded; valid when decoded = 1 */
+    int decoded;
+    char reason[600];     /* why it cannot be processed ("" = it can) */
+    char token[VB_STORE_TOKEN_SIZE];
+    long attempt;
+    struct job *next;
+} job;
+
+typedef struct slot {
+    struct vb_worker *w;
+    int idx;
+    pthread_t th;
+    int started;
+    job *job;                /* (mu) assigned run; NULL = free */
+    char run_id[VB_STORE_ID_MAX + 1]; /* (mu) for the renewer */
+    char token[VB_STORE_TOKEN_SIZE];  /* (mu) "" when idle */
+    volatile sig_atomic_t cancel;
+    volatile sig_atomic_t shutdown; /* cancel comes from shutdown */
+    vb_http *http;
+    vb_store *store;
+    /* per run */
+    char batch_ids[1024];
+    int check_platform; /* an earlier attempt may have uploaded */
+    vb_run run;         /* as the platform lists it now */
+} slot;
+
+struct vb_worker {
+    const vb_config *cfg;
+    vb_metrics m;
+    vb_metrics_server *ms;
+    vb_kafka_consumer *kc;
+    vb_kafka_producer *kp;
+    vb_store *store; /* poll thread */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* slots wait for a job or quit */
+    slot *slots;
+    int nslots;
+    int quit;                       /* (mu) slots exit */
+    volatile sig_atomic_t bg_stop;  /* renewer and reaper exit */
+    pthread_t renewer, reaper;
+    int renewer_started, reaper_started;
+    int platform_ok;   /* the worker's own platform settings are complete */
+    char platform_why[512];
+    job *head, *tail;  /* messages waiting for a slot or a retry */
+    long long retry_at;
+};
+
+/* ---- small helpers ---- */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+/* Sleeps up to ms in short steps; returns early when *flag is set. */
+static void nap(long ms, const volatile sig_atomic_t *flag)
+{
+    for (long t = 0; t < ms && !*flag; t += 100)
+        sleep_ms(ms - t < 100 ? ms - t : 100);
+}
+
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    if (j->decoded)
+        vb_run_msg_free(&j->msg);
+    vb_kafka_message_free(j->km);
+    free(j);
+}
+
+static int is_permanent(const vb_error *e)
+{
+    switch (e->code) {
+    case VB_ERR_PARSE:
+    case VB_ERR_CONTENT:
+    case VB_ERR_TOO_LARGE:
+    case VB_ERR_INVALID:
+    case VB_ERR_CONFIG:
+        return 1;
+    case VB_ERR_HTTP: {
+        long s = e->http_status;
+        return s >= 400 && s < 500 && s != 401 && s != 403 && s != 408 && s != 429;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* Copies a message value to the dead-letter topic with its reason. */
+static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size_t len,
+                          const char *reason, vb_error *err)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", reason);
+    vb_redact_text(why);
+    vb_kafka_header h[1] = {{"vb-reason", why}};
+    vb_err rc = vb_kafka_produce_sync(w->kp, w->cfg->dlq_topic, key, value ? value : "",
+                                      value ? len : 0, h, 1, PRODUCE_TIMEOUT_MS, err);
+    if (rc == VB_OK) {
+        atomic_fetch_add(&w->m.dlq, 1);
+        VB_WARN("dead-lettered to %s: %s", w->cfg->dlq_topic, why);
+    }
+    return rc;
+}
+
+/* ---- lease renewal ---- */
+
+static void *renewer_main(void *p)
+{
+    vb_worker *w = p;
+    const vb_config *cfg = w->cfg;
+    vb_store *st = NULL;
+    vb_error err;
+    vb_error_clear(&err);
+    long every = cfg->lease_ms / 3 > 200 ? cfg->lease_ms / 3 : 200;
+    while (!w->bg_stop) {
+        nap(every, &w->bg_stop);
+        if (w->bg_stop)
+            break;
+        if (!st && vb_store_new(cfg->redis_url, NULL, &st, &err) != VB_OK) {
+            VB_WARN("lease renewal: %s", err.msg);
+            vb_error_clear(&err);
+            continue;
+        }
+        for (int i = 0; i < w->nslots; i++) {
+            char id[VB_STORE_ID_MAX + 1], tok[VB_STORE_TOKEN_SIZE];
+            pthread_mutex_lock(&w->mu);
+            memcpy(id, w->slots[i].run_id, sizeof id);
+            memcpy(tok, w->slots[i].token, sizeof tok);
+            pthread_mutex_unlock(&w->mu);
+            if (!tok[0])
+                continue;
+            vb_error_clear(&err);
+            vb_err rc = vb_store_lock_renew(st, id, tok, cfg->lease_ms, &err);
+            if (rc == VB_ERR_CANCELLED) {
+                pthread_mutex_lock(&w->mu);
+                if (strcmp(w->slots[i].token, tok) == 0) {
+                    w->slots[i].cancel = 1;
+                    VB_WARN("run %s: lock lost (lease expired or taken over); stopping it", id);
+                }
+                pthread_mutex_unlock(&w->mu);
+            } else if (rc != VB_OK) {
+                VB_WARN("run %s: lease renewal failed (will retry): %s", id, err.msg);
+            }
+        }
+    }
+    vb_store_free(st);
+    return NULL;
+}
+
+/* ---- the reaper ---- */
+
+static long long retry_backoff_ms(const vb_config *cfg, long attempts)
+{
+    if (attempts <= 0)
+        return 0;
+    long long b = cfg->lease_ms;
+    for (long i = 1; i < attempts && b < BACKOFF_CAP_MS; i++)
+        b *= 2;
+    return b < BACKOFF_CAP_MS ? b : BACKOFF_CAP_MS;
+}
+
+static long long requeue_lease_ms(const vb_config *cfg)
+{
+    long long l = 10LL * cfg->lease_ms;
+    return l > 60000 ? l : 60000;
+}
+
+/* Builds the message of a run that is published again: the credentials
+ * reference, organization and run code of the message that first carried it
+ * (kept in the run record), and a minimal run object — the worker that takes
+ * it fetches the run from the platform anyway. */
+static vb_err republish(vb_worker *w, vb_store *st, const vb_run_state *rs, vb_error *err)
+{
+    vb_run_origin o;
+    vb_err rc = vb_store_get_origin(st, rs->id, &o, err);
+    if (rc != VB_OK)
+        return rc;
+    vb_run run;
+    memset(&run, 0, sizeof run);
+    run.id = rs->id;
+    run.organization_id = o.organization_id[0] ? o.organization_id : w->cfg->organization_id;
+    run.run_code = o.run_code[0] ? o.run_code : NULL;
+    run.user_query = "";
+    const char *job_id = strcmp(o.cred_source, "job") == 0 && o.job_id[0] ? o.job_id : NULL;
+    char *json = NULL;
+    if (!run.organization_id) {
+        rc = vb_error_set(err, VB_ERR_CONFIG, "no organization known for run %s", rs->id);
+        goto done;
+    }
+    rc = vb_run_msg_encode(&run, job_id, rs->execution_id[0] ? rs->execution_id : NULL,
+                           rs->trace_id, (int)rs->attempts + 1, &json, err);
+    if (rc != VB_OK)
+        goto done;
+    char schema[8], attempt[24];
+    snprintf(schema, sizeof schema, "%d", VB_MSG_SCHEMA);
+    snprintf(attempt, sizeof attempt, "%ld", rs->attempts + 1);
+    vb_kafka_header h[4] = {{"vb-schema", schema},
+                            {"vb-attempt", attempt},
+                            {"vb-trace-id", rs->trace_id},
+                            {"vb-source", "retry"}};
+    rc = vb_kafka_produce_sync(w->kp, w->cfg->topic, rs->id, json, strlen(json), h, 4,
+                               PRODUCE_TIMEOUT_MS, err);
+done:
+    free(json);
+    vb_run_origin_free(&o);
+    return rc;
+}
+
+/* Dead-letters a run the reaper found with its attempts exhausted. */
+static void reap_dead(vb_worker *w, const vb_run_state *rs)
+{
+    char reason[VB_STORE_LAST_ERROR_MAX + 64];
+    snprintf(reason, sizeof reason, "attempts exhausted (%ld): %s", rs->attempts,
+             rs->last_error[0] ? rs->last_error : "lease expired");
+    char body[512];
+    int n = snprintf(body, sizeof body, "{\"schema\":%d,\"run_id\":\"%s\",\"state\":\"dead\"}",
+                     VB_MSG_SCHEMA, rs->id);
+    vb_error err;
+    vb_error_clear(&err);
+    if (dead_letter(w, rs->id, body, (size_t)n, reason, &err) != VB_OK)
+        VB_ERROR("run %s is dead but could not be dead-lettered: %s", rs->id, err.msg);
+}
+
+/* One candidate: claims it, and publishes it when the claim says so. */
+static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
+{
+    const vb_config *cfg = w->cfg;
+    vb_error err;
+    vb_error_clear(&err);
+    vb_claim_decision d = 0;
+    vb_err rc = vb_store_claim_for_queue_ex(st, rs->id, cfg->max_attempts, requeue_lease_ms(cfg),
+                                            vb_store_now_ms(), NULL, NULL, &d, NULL, &err);
+    if (rc != VB_OK) {
+        VB_WARN("reaper: claiming run %s failed: %s", rs->id, err.msg);
+        return;
+    }
+    if (d == VB_CLAIM_DEAD) {
+        VB_WARN("reaper: run %s is dead (was %s, %ld attempts)", rs->id,
+                vb_run_status_name(rs->state), rs->attempts);
+        reap_dead(w, rs);
+        return;
+    }
+    if (d != VB_CLAIM_PUBLISH)
+        return; /* another worker was quicker, or the run moved on */
+    if (rs->state == VB_RUN_PROCESSING || rs->state == VB_RUN_UPLOADING)
+        atomic_fetch_add(&w->m.lock_takeovers, 1);
+    else if (rs->state == VB_RUN_FAILED)
+        atomic_fetch_add(&w->m.retries, 1);
+    rc = republish(w, st, rs, &err);
+    if (rc != VB_OK)
+        VB_ERROR("reaper: run %s claimed but not republished (retried after the queue lease, "
+                 "%lld ms): %s", rs->id, requeue_lease_ms(cfg), err.msg);
+    else
+        VB_INFO("reaper: run %s was %s (worker %s, lease expired or retry due); republished",
+                rs->id, vb_run_status_name(rs->state), rs->worker[0] ? rs->worker : "-");
+}
+
+static int reap_candidate(const vb_config *cfg, const vb_run_state *rs, long long now)
+{
+    switch (rs->state) {
+    case VB_RUN_QUEUED:
+    case VB_RUN_PROCESSING:
+    case VB_RUN_UPLOADING:
+        return rs->lease_until < now;
+    case VB_RUN_FAILED:
+        return rs->attempts >= cfg->max_attempts ||
+               now >= rs->finished_at + retry_backoff_ms(cfg, rs->attempts);
+    default:
+        return 0;
+    }
+}
+
+static void reap_sweep(vb_worker *w, vb_store *st)
+{
+    static const vb_run_status states[] = {VB_RUN_PROCESSING, VB_RUN_UPLOADING, VB_RUN_QUEUED,
+                                           VB_RUN_FAILED};
+    for (size_t s = 0; s < sizeof states / sizeof *states && !w->bg_stop; s++) {
+        size_t offset = 0;
+        for (int page = 0; page < REAP_PAGES && !w->bg_stop; page++) {
+            vb_run_state_list l;
+            vb_error err;
+            vb_error_clear(&err);
+            if (vb_store_list(st, offset, REAP_PAGE, states[s], &l, &err) != VB_OK) {
+                VB_WARN("reaper: listing %s runs failed: %s", vb_run_status_name(states[s]),
+                        err.msg);
+                vb_run_state_list_free(&l);
+                return;
+            }
+            size_t n = l.n, moved = 0;
+            long long now = vb_store_now_ms();
+            for (size_t i = 0; i < l.n && !w->bg_stop; i++) {
+                if (reap_candidate(w->cfg, &l.items[i], now)) {
+                    reap_one(w, st, &l.items[i]);
+                    moved++;
+                }
+            }
+            vb_run_state_list_free(&l);
+            if (n < REAP_PAGE)
+                break;
+            offset += n - moved;
+        }
+    }
+}
+
+static void *reaper_main(void *p)
+{
+    vb_worker *w = p;
+    const vb_config *cfg = w->cfg;
+    vb_store *st = NULL;
+    vb_error err;
+    vb_error_clear(&err);
+    long every = cfg->lease_ms / 3;
+    if (every < 1000)
+        every = 1000;
+    if (every > 10000)
+        every = 10000;
+    /* Spread the sweeps of workers started together. */
+    nap((long)(vb_mono_ms() % every), &w->bg_stop);
+    while (!w->bg_stop) {
+        if (!st && vb_store_new(cfg->redis_url, NULL, &st, &err) != VB_OK) {
+            VB_WARN("reaper: %s", err.msg);
+            vb_error_clear(&err);
+        } else if (st) {
+            reap_sweep(w, st);
+        }
+        nap(every, &w->bg_stop);
+    }
+    vb_store_free(st);
+    return NULL;
+}
+
+/* ---- a slot: one run ---- */
+
+/* Retries fn-style Redis calls while Redis is unreachable, up to 2 × lease. */
+static int redis_retry(slot *s, vb_err rc, long long t0)
+{
+    if (rc != VB_ERR_REDIS || s->cancel)
+        return 0;
+    if (vb_mono_ms() - t0 > 2LL * s->w->cfg->lease_ms)
+        return 0;
+    sleep_ms(500);
+    return 1;
+}
+
+static vb_err hook_stage(void *ctx, vb_stage stage, const char *batch_ids, vb_error *err)
+{
+    slot *s = ctx;
+    snprintf(s->batch_ids, sizeof s->batch_ids, "%s", batch_ids ? batch_ids : "");
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED, "run stopped");
+    VB_INFO("stage %s%s%s", vb_stage_name(stage), s->batch_ids[0] ? " batches=" : "",
+            s->batch_ids);
+    if (stage != VB_STAGE_UPLOADING)
+        return VB_OK;
+    long long prev = 0, t0 = vb_mono_ms();
+    vb_err rc;
+    vb_error e;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_mark_upload_started(s->store, s->job->msg.run_id, s->job->token, &prev, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc != VB_OK) {
+        if (rc == VB_ERR_CANCELLED)
+            s->cancel = 1;
+        return vb_error_set(err, rc, "%s", e.msg);
+    }
+    s->check_platform = prev != 0;
+    if (prev)
+        VB_INFO("an earlier attempt started an upload; the platform is asked first");
+    return VB_OK;
+}
+
+static vb_err hook_heartbeat(void *ctx, vb_error *err)
+{
+    slot *s = ctx;
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED,
+                            s->shutdown ? "worker shutting down" : "lock lost");
+    return VB_OK;
+}
+
+static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
+{
+    slot *s = ctx;
+    *skip = 0;
+    if (!s->check_platform)
+        return VB_OK;
+    int unprocessed = 1;
+    vb_err rc = vb_platform_run_is_unprocessed(s->http, s->w->cfg, s->job->msg.run_id,
+                                               &s->cancel, &unprocessed, err);
+    if (rc != VB_OK)
+        return rc;
+    if (!unprocessed) {
+        VB_INFO("the platform already has the run as processed: upload skipped");
+        *skip = 1;
+    }
+    return VB_OK;
+}
+
+/* Final state under the lock, retried while Redis is away. */
+static vb_err finish_state(slot *s, vb_run_status st, const char *last_error)
+{
+    long long t0 = vb_mono_ms();
+    vb_err rc;
+    vb_error e;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_set_state(s->store, s->job->msg.run_id, s->job->token, st, last_error,
+                                s->batch_ids, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc != VB_OK)
+        VB_ERROR("recording state %s failed: %s", vb_run_status_name(st), e.msg);
+    return rc;
+}
+
+static vb_outcome process_run(slot *s, job *j)
+{
+    vb_worker *w = s->w;
+    const vb_config *cfg = w->cfg;
+    vb_error err;
+    vb_error_clear(&err);
+    s->batch_ids[0] = '\0';
+    s->check_platform = 0;
+    memset(&s->run, 0, sizeof s->run);
+
+    int found = 0;
+    vb_err rc = vb_platform_find_run(s->http, cfg, j->msg.run_id, &s->cancel, &s->run, &found,
+                                     &err);
+    if (rc == VB_OK && !found) {
+        VB_INFO("run is no longer listed as unprocessed: already processed on the platform");
+        finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
+        return VB_OUT_SKIPPED;
+    }
+    vb_run_result res;
+    memset(&res, 0, sizeof res);
+    if (rc == VB_OK) {
+        vb_pipeline_hooks hooks = {.ctx = s,
+                                   .on_stage = hook_stage,
+                                   .heartbeat = hook_heartbeat,
+                                   .before_upload = hook_before_upload};
+        rc = vb_pipeline_process(s->http, cfg, &s->run, &hooks, &s->cancel, &res, &err);
+        if (res.batch_ids[0])
+            snprintf(s->batch_ids, sizeof s->batch_ids, "%s", res.batch_ids);
+    }
+    vb_run_free(&s->run);
+
+    if (rc == VB_OK) {
+        const char *note = res.upload_skipped ? "upload skipped: already processed on the "
+                                                "platform" : "";
+        finish_state(s, VB_RUN_UPLOADED, note);
+        VB_INFO("run uploaded: %zu images, %zu batches (%s), report %lld bytes, %.1f s",
+                res.images, res.batches, res.batch_ids, res.report_bytes, res.seconds);
+        return res.upload_skipped ? VB_OUT_SKIPPED : VB_OUT_UPLOADED;
+    }
+    if (s->cancel && s->shutdown) {
+        vb_error e;
+        vb_error_clear(&e);
+        if (vb_store_hand_back(s->store, j->msg.run_id, j->token, HANDED_BACK_REASON, &e) ==
+            VB_OK) {
+            VB_INFO("run handed back (attempt not counted): the worker is shutting down");
+            j->token[0] = '\0'; /* the lock is gone with it */
+        } else {
+            VB_WARN("handing the run back failed (its lease will expire): %s", e.msg);
+        }
+        return VB_OUT_HANDED_BACK;
+    }
+    if (rc == VB_ERR_CANCELLED && s->cancel) {
+        VB_WARN("run stopped: the lock was lost; the worker holding it now owns the run");
+        j->token[0] = '\0';
+        return VB_OUT_LEASE_LOST;
+    }
+    if (rc == VB_ERR_CONFLICT) {
+        VB_INFO("run is already uploaded: %s", err.msg);
+        return VB_OUT_SKIPPED;
+    }
+    char why[VB_STORE_LAST_ERROR_MAX];
+    snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : vb_strerror(rc));
+    vb_redact_text(why);
+    int permanent = is_permanent(&err);
+    if (permanent || j->attempt >= cfg->max_attempts) {
+        VB_ERROR("run is dead (%s, attempt %ld of %ld): %s",
+                 permanent ? "permanent error" : "attempts exhausted", j->attempt,
+                 cfg->max_attempts, why);
+        finish_state(s, VB_RUN_DEAD, why);
+        char reason[VB_STORE_LAST_ERROR_MAX + 64];
+        snprintf(reason, sizeof reason, "%s: %s",
+                 permanent ? "permanent error" : "attempts exhausted", why);
+        vb_error e;
+        vb_error_clear(&e);
+        if (dead_letter(w, j->km->key, j->km->value, j->km->len, reason, &e) != VB_OK)
+            VB_ERROR("dead run could not be dead-lettered: %s", e.msg);
+        return VB_OUT_DEAD;
+    }
+    VB_WARN("run failed (attempt %ld of %ld, retried later): %s", j->attempt, cfg->max_attempts,
+            why);
+    finish_state(s, VB_RUN_FAILED, why);
+    return VB_OUT_FAILED;
+}
+
+static void *slot_main(void *p)
+{
+    slot *s = p;
+    vb_worker *w = s->w;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!s->job && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        job *j = s->job;
+        pthread_mutex_unlock(&w->mu);
+        if (!j)
+            break;
+        vb_log_set_run(j->msg.run_id);
+        long long t0 = vb_mono_ms();
+        atomic_fetch_add(&w->m.inflight, 1);
+        if (j->attempt > 1)
+            atomic_fetch_add(&w->m.retries, 1);
+        VB_INFO("run started: attempt %ld, slot %d, from %s[%d]@%lld", j->attempt, s->idx,
+                j->km->topic, j->km->partition, j->km->offset);
+        vb_outcome o = process_run(s, j);
+        if (j->token[0]) {
+            vb_error e;
+            vb_error_clear(&e);
+            vb_err rc = vb_store_lock_release(s->store, j->msg.run_id, j->token, &e);
+            if (rc != VB_OK && rc != VB_ERR_CANCELLED)
+                VB_WARN("releasing the lock failed (it expires by itself): %s", e.msg);
+        }
+        double secs = (double)(vb_mono_ms() - t0) / 1000.0;
+        vb_metrics_observe_run(&w->m, o, secs);
+        atomic_fetch_sub(&w->m.inflight, 1);
+        VB_INFO("run finished: outcome=%s %.1f s", vb_outcome_name(o), secs);
+        vb_log_set_run(NULL);
+        pthread_mutex_lock(&w->mu);
+        s->job = NULL;
+        s->token[0] = '\0';
+        s->run_id[0] = '\0';
+        s->cancel = 0;
+        s->shutdown = 0;
+        pthread_mutex_unlock(&w->mu);
+        job_free(j);
+    }
+    return NULL;
+}
+
+/* ---- the poll path ---- */
+
+typedef enum { STEP_DONE, STEP_RETRY, STEP_HANDED } step;
+
+static slot *free_slot(vb_worker *w)
+{
+    for (int i = 0; i < w->nslots; i++)
+        if (!w->slots[i].job)
+            return &w->slots[i];
+    return NULL;
+}
+
+static int busy_slots(vb_worker *w)
+{
+    int n = 0;
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->nslots; i++)
+        n += w->slots[i].job != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Stores the message's offset and commits; failures only delay the commit. */
+static void commit_message(vb_worker *w, const vb_kafka_message *km)
+{
+    vb_error err;
+    vb_error_clear(&err);
+    if (vb_kafka_consumer_store(w->kc, km, &err) != VB_OK) {
+        VB_WARN("%s", err.msg);
+        return;
+    }
+    vb_error_clear(&err);
+    if (vb_kafka_consumer_commit(w->kc, &err) != VB_OK)
+        VB_WARN("%s (offsets stay stored for the next commit)", err.msg);
+}
+
+/* Why a decoded message cannot be processed here, or "" when it can. */
+static void check_processable(vb_worker *w, job *j)
+{
+    const vb_run_msg *m = &j->msg;
+    if (strcmp(m->cred_source, "job") == 0)
+        snprintf(j->reason, sizeof j->reason,
+                 "credentials unavailable: cron job %.128s keeps its credentials in the "
+                 "producer's job store, which this worker cannot read", m->job_id);
+    else if (!w->platform_ok)
+        snprintf(j->reason, sizeof j->reason, "credentials unavailable: %s", w->platform_why);
+    else if (m->organization_id && !vb_id_equal(m->organization_id, w->cfg->organization_id))
+        snprintf(j->reason, sizeof j->reason,
+                 "credentials unavailable: run of organization %.128s, this worker serves %.128s",
+                 m->organization_id, w->cfg->organization_id);
+}
+
+static step handle(vb_worker *w, job *j)
+{
+    const vb_config *cfg = w->cfg;
+    vb_error err;
+    vb_error_clear(&err);
+    const vb_kafka_message *km = j->km;
+    if (!j->decoded && !j->reason[0]) {
+        if (vb_run_msg_decode(km->value, km->len, &j->msg, &err) == VB_OK) {
+            j->decoded = 1;
+            check_processable(w, j);
+        } else {
+            snprintf(j->reason, sizeof j->reason, "%s", err.msg);
+        }
+    }
+    if (j->reason[0]) {
+        VB_WARN("message %s[%d]@%lld cannot be processed: %s", km->topic, km->partition,
+                km->offset, j->reason);
+        vb_error_clear(&err);
+        if (dead_letter(w, km->key, km->value, km->len, j->reason, &err) != VB_OK) {
+            VB_WARN("dead-lettering failed (retrying): %s", err.msg);
+            return STEP_RETRY;
+        }
+        return STEP_DONE;
+    }
+    const char *id = j->msg.run_id;
+    vb_err rc = vb_store_lock_acquire(w->store, id, cfg->worker_id, cfg->lease_ms, j->token,
+                                      &err);
+    if (rc == VB_ERR_CONFLICT) {
+        VB_INFO("run %s is locked by another worker: message skipped", id);
+        return STEP_DONE;
+    }
+    if (rc != VB_OK) {
+        VB_WARN("run %s: cannot take the lock (retrying): %s", id, err.msg);
+        return rc == VB_ERR_REDIS ? STEP_RETRY : STEP_DONE;
+    }
+    vb_error_clear(&err);
+    rc = vb_store_begin_processing(w->store, id, j->token, cfg->worker_id, cfg->lease_ms,
+                                   &j->attempt, &err);
+    if (rc != VB_OK) {
+        vb_error e;
+        vb_error_clear(&e);
+        (void)vb_store_lock_release(w->store, id, j->token, &e);
+        j->token[0] = '\0';
+        if (rc == VB_ERR_CONFLICT) {
+            VB_INFO("run %s: message skipped (%s)", id, err.msg);
+            return STEP_DONE;
+        }
+        VB_WARN("run %s: cannot start (retrying): %s", id, err.msg);
+        return STEP_RETRY;
+    }
+    vb_error_clear(&err);
+    if (vb_store_set_origin(w->store, id, j->token, j->msg.cred_source, j->msg.job_id,
+                            j->msg.organization_id ? j->msg.organization_id
+                                                   : cfg->organization_id,
+                            j->msg.has_run ? j->msg.run.run_code : NULL, &err) != VB_OK)
+        VB_WARN("run %s: origin not recorded (a republished message will use defaults): %s", id,
+                err.msg);
+    /* The run's state is durable: the message may be forgotten. */
+    commit_message(w, km);
+    pthread_mutex_lock(&w->mu);
+    slot *s = free_slot(w);
+    s->job = j;
+    snprintf(s->run_id, sizeof s->run_id, "%s", id);
+    memcpy(s->token, j->token, sizeof s->token);
+    s->cancel = 0;
+    s->shutdown = 0;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return STEP_HANDED;
+}
+
+static void set_paused(vb_worker *w, int pause)
+{
+    if (vb_kafka_consumer_is_paused(w->kc) == pause)
+        return;
+    vb_error err;
+    vb_error_clear(&err);
+    vb_err rc = pause ? vb_kafka_consumer_pause(w->kc, &err) : vb_kafka_consumer_resume(w->kc,
+                                                                                      &err);
+    if (rc != VB_OK)
+        VB_WARN("%s", err.msg);
+    else
+        VB_DEBUG("partitions %s", pause ? "paused" : "resumed");
+}
+
+static void enqueue(vb_worker *w, vb_kafka_message *km)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        VB_ERROR("out of memory: message %s[%d]@%lld left for redelivery", km->topic,
+                 km->partition, km->offset);
+        vb_kafka_message_free(km);
+        return;
+    }
+    j->km = km;
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
+    w->tail = j;
+}
+
+static void drop_queue(vb_worker *w)
+{
+    while (w->head) {
+        job *j = w->head;
+        w->head = j->next;
+        job_free(j);
+    }
+    w->tail = NULL;
+}
+
+/* Works the queue head while slots are free. */
+static void work_queue(vb_worker *w)
+{
+    while (w->head && vb_mono_ms() >= w->retry_at) {
+        pthread_mutex_lock(&w->mu);
+        int have_slot = free_slot(w) != NULL;
+        pthread_mutex_unlock(&w->mu);
+        if (!have_slot)
+            return;
+        job *j = w->head;
+        step st = handle(w, j);
+        if (st == STEP_RETRY) {
+            w->retry_at = vb_mono_ms() + RETRY_MS;
+            return;
+        }
+        w->head = j->next;
+        if (!w->head)
+            w->tail = NULL;
+        j->next = NULL;
+        if (st == STEP_DONE) {
+            commit_message(w, j->km);
+            job_free(j);
+        }
+    }
+}
+
+static void cancel_all(vb_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->nslots; i++) {
+        if (w->slots[i].job) {
+            w->slots[i].shutdown = 1;
+            w->slots[i].cancel = 1;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *err)
+{
+    const vb_config *cfg = w->cfg;
+    vb_err rc = VB_OK;
+    int stopping = 0, cancelled = 0;
+    long long stop_at = 0, cancel_at = 0;
+    VB_INFO("worker %s: consuming %s as group %s, %d slot(s), lease %ld ms", cfg->worker_id,
+            cfg->topic, cfg->group_id, w->nslots, cfg->lease_ms);
+    for (;;) {
+        atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+        if (*stop && !stopping) {
+            stopping = 1;
+            stop_at = vb_mono_ms();
+            int busy = busy_slots(w);
+            VB_INFO("stopping: intake closed; waiting up to %ld s for %d run(s) in flight",
+                    cfg->shutdown_grace_s, busy);
+            set_paused(w, 1);
+            drop_queue(w); /* uncommitted: delivered again to another member */
+        }
+        if (stopping) {
+            int busy = busy_slots(w);
+            if (busy == 0)
+                break;
+            long long now = vb_mono_ms();
+            if (!cancelled && now - stop_at >= cfg->shutdown_grace_s * 1000) {
+                VB_WARN("grace period over: handing back %d run(s) in flight", busy);
+                cancel_all(w);
+                cancelled = 1;
+                cancel_at = now;
+            }
+            if (cancelled && now - cancel_at > CANCEL_WAIT_MS) {
+                VB_ERROR("%d run(s) did not stop; leaving them to lease expiry", busy);
+                break;
+            }
+        } else {
+            pthread_mutex_lock(&w->mu);
+            int full = free_slot(w) == NULL;
+            pthread_mutex_unlock(&w->mu);
+            set_paused(w, full || w->head != NULL);
+        }
+        vb_kafka_message *km = NULL;
+        vb_error_clear(err);
+        if (vb_kafka_consumer_poll(w->kc, POLL_MS, &km, err) != VB_OK) {
+            VB_ERROR("%s", err->msg);
+            rc = err->code;
+            break;
+        }
+        if (km) {
+            if (stopping)
+                vb_kafka_message_free(km); /* not committed: redelivered elsewhere */
+            else
+                enqueue(w, km);
+        }
+        if (!stopping)
+            work_queue(w);
+    }
+    drop_queue(w);
+    if (rc != VB_OK) {
+        /* A fatal consumer error: hand back what runs here, as at shutdown. */
+        cancel_all(w);
+        for (int t = 0; t < CANCEL_WAIT_MS / 100 && busy_slots(w) > 0; t++)
+            sleep_ms(100);
+    }
+    VB_INFO("worker stopped");
+    return rc;
+}
+
+/* ---- lifecycle ---- */
+
+vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
+{
+    *out = NULL;
+    vb_err rc;
+    vb_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    w->cfg = cfg;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+    vb_error perr;
+    vb_error_clear(&perr);
+    w->platform_ok = vb_config_require_platform(cfg, &perr) == VB_OK;
+    if (!w->platform_ok) {
+        snprintf(w->platform_why, sizeof w->platform_why, "%s", perr.msg);
+        VB_WARN("platform settings incomplete: every run will be dead-lettered: %s", perr.msg);
+    }
+    w->nslots = (int)cfg->concurrency;
+    w->slots = calloc((size_t)w->nslots, sizeof *w->slots);
+    if (!w->slots) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = vb_store_new(cfg->redis_url, NULL, &w->store, err)) != VB_OK)
+        goto fail;
+    VB_INFO("redis %s", vb_store_describe(w->store));
+    for (int i = 0; i < w->nslots; i++) {
+        slot *s = &w->slots[i];
+        s->w = w;
+        s->idx = i;
+        if (!(s->http = vb_http_new())) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        if ((rc = vb_store_new(cfg->redis_url, NULL, &s->store, err)) != VB_OK)
+            goto fail;
+    }
+    if ((rc = vb_kafka_producer_new(cfg->kafka_brokers, cfg->worker_id, &w->kp, err)) != VB_OK)
+        goto fail;
+    if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->group_id, cfg->worker_id,
+                                    cfg->topic, &w->kc, err)) != VB_OK)
+        goto fail;
+    long stale = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
+    if ((rc = vb_metrics_server_start(cfg->metrics_listen, &w->m, stale, &w->ms, err)) != VB_OK)
+        goto fail;
+    for (int i = 0; i < w->nslots; i++) {
+        if (pthread_create(&w->slots[i].th, NULL, slot_main, &w->slots[i]) != 0) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "cannot start slot threads");
+            goto fail;
+        }
+        w->slots[i].started = 1;
+    }
+    if (pthread_create(&w->renewer, NULL, renewer_main, w) != 0) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "cannot start the lease renewer");
+        goto fail;
+    }
+    w->renewer_started = 1;
+    if (pthread_create(&w->reaper, NULL, reaper_main, w) != 0) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "cannot start the reaper");
+        goto fail;
+    }
+    w->reaper_started = 1;
+    *out = w;
+    return VB_OK;
+fail:
+    vb_worker_free(w);
+    return rc;
+}
+
+void vb_worker_free(vb_worker *w)
+{
+    if (!w)
+        return;
+    /* Slots first (they may still be handing runs back), then background
+     * threads, then the consumer leaves the group. */
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; w->slots && i < w->nslots; i++) {
+        if (w->slots[i].started)
+            pthread_join(w->slots[i].th, NULL);
+    }
+    w->bg_stop = 1;
+    if (w->renewer_started)
+        pthread_join(w->renewer, NULL);
+    if (w->reaper_started)
+        pthread_join(w->reaper, NULL);
+    vb_metrics_server_stop(w->ms);
+    vb_kafka_consumer_close(w->kc);
+    vb_kafka_producer_free(w->kp, 5000);
+    for (int i = 0; w->slots && i < w->nslots; i++) {
+        vb_http_free(w->slots[i].http);
+        vb_store_free(w->slots[i].store);
+    }
+    free(w->slots);
+    drop_queue(w);
+    vb_store_free(w->store);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
