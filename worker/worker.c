@@ -115,7 +115,7 @@ typedef struct job {
     vb_kafka_message *km; /* the original message (owned) */
     vb_run_msg msg;       /* decoded; valid when decoded = 1 */
     int decoded;
-    char reason[600];     /* why it cannot be processed ("" = it can) */
+    char reason[1100];     /* why it cannot be processed ("" = it can) */
     char token[VB_STORE_TOKEN_SIZE];
     long attempt;
     struct job *next;
@@ -155,7 +155,7 @@ struct vb_worker {
     pthread_t renewer, reaper;
     int renewer_started, reaper_started;
     int platform_ok;   /* the worker's own platform settings are complete */
-    char platform_why[512];
+    char platform_why[1024];
     job *head, *tail;  /* messages waiting for a slot or a retry */
     long long retry_at;
 };
