@@ -29,8 +29,10 @@
  *                     the offset, go on (a poison message never blocks);
  *   credentials       "config": this worker's platform settings (and the
  *                     message's organization must be ours); "job": the cron
- *                     job credential store is not readable by the worker →
- *                     dead-letter with reason "credentials unavailable";
+ *                     job's settings from Redis, its API key opened with the
+ *                     shared secret key (VISIONBATCH_SECRET_KEY); a job that
+ *                     is gone or a key that cannot be opened → dead-letter
+ *                     with reason "credentials unavailable";
  *   lock              vb_store_lock_acquire; CONFLICT → another worker has
  *                     the run: skip;
  *   begin_processing  CONFLICT (uploaded or dead) → release, skip;
@@ -97,6 +99,9 @@
 #include "visionbatch/log.h"
 #include "visionbatch/message.h"
 #include "visionbatch/pipeline.h"
+#include "visionbatch/crypto.h"
+#include "visionbatch/jobs.h"
+#include "visionbatch/jobs_exec.h"
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
@@ -116,6 +121,7 @@ typedef struct job {
     vb_run_msg msg;       /* decoded; valid when decoded = 1 */
     int decoded;
     char reason[1100];     /* why it cannot be processed ("" = it can) */
+    vb_config *run_cfg;   /* "job" credentials: the job's platform settings (owned) */
     char token[VB_STORE_TOKEN_SIZE];
     long attempt;
     struct job *next;
@@ -137,6 +143,7 @@ typedef struct slot {
     char batch_ids[1024];
     int check_platform; /* an earlier attempt may have uploaded */
     vb_run run;         /* as the platform lists it now */
+    const vb_config *cfg; /* platform settings of the current run */
 } slot;
 
 struct vb_worker {
@@ -154,6 +161,7 @@ struct vb_worker {
     volatile sig_atomic_t bg_stop;  /* renewer and reaper exit */
     pthread_t renewer, reaper;
     int renewer_started, reaper_started;
+    vb_jobs *jobs;     /* cron jobs (credentials) and executions; thread-safe */
     int platform_ok;   /* the worker's own platform settings are complete */
     char platform_why[1024];
     job *head, *tail;  /* messages waiting for a slot or a retry */
@@ -182,6 +190,10 @@ static void job_free(job *j)
         return;
     if (j->decoded)
         vb_run_msg_free(&j->msg);
+    if (j->run_cfg) {
+        vb_config_free(j->run_cfg);
+        free(j->run_cfg);
+    }
     vb_kafka_message_free(j->km);
     free(j);
 }
@@ -505,7 +517,7 @@ static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
     if (!s->check_platform)
         return VB_OK;
     int unprocessed = 1;
-    vb_err rc = vb_platform_run_is_unprocessed(s->http, s->w->cfg, s->job->msg.run_id,
+    vb_err rc = vb_platform_run_is_unprocessed(s->http, s->cfg, s->job->msg.run_id,
                                                &s->cancel, &unprocessed, err);
     if (rc != VB_OK)
         return rc;
@@ -535,7 +547,8 @@ static vb_err finish_state(slot *s, vb_run_status st, const char *last_error)
 static vb_outcome process_run(slot *s, job *j)
 {
     vb_worker *w = s->w;
-    const vb_config *cfg = w->cfg;
+    const vb_config *cfg = j->run_cfg ? j->run_cfg : w->cfg;
+    s->cfg = cfg;
     vb_error err;
     vb_error_clear(&err);
     s->batch_ids[0] = '\0';
@@ -616,6 +629,20 @@ static vb_outcome process_run(slot *s, job *j)
     return VB_OUT_FAILED;
 }
 
+/* Tells the cron execution that queued the run (if any) how it ended. */
+static void report_to_execution(vb_worker *w, const job *j, int ok, const char *batch_ids)
+{
+    const char *eid = j->msg.execution_id;
+    if (!eid || !*eid || !w->jobs)
+        return;
+    vb_error e;
+    vb_error_clear(&e);
+    vb_err rc = vb_jobs_exec_run_done(w->jobs, eid, j->msg.run_id,
+                                      ok ? VB_EXEC_RUN_OK : VB_EXEC_RUN_FAILED, batch_ids, &e);
+    if (rc != VB_OK && rc != VB_ERR_NOT_FOUND)
+        VB_WARN("execution %s: could not record the run's outcome: %s", eid, e.msg);
+}
+
 static void *slot_main(void *p)
 {
     slot *s = p;
@@ -636,6 +663,8 @@ static void *slot_main(void *p)
         VB_INFO("run started: attempt %ld, slot %d, from %s[%d]@%lld", j->attempt, s->idx,
                 j->km->topic, j->km->partition, j->km->offset);
         vb_outcome o = process_run(s, j);
+        if (o == VB_OUT_UPLOADED || o == VB_OUT_SKIPPED || o == VB_OUT_DEAD)
+            report_to_execution(w, j, o != VB_OUT_DEAD, s->batch_ids);
         if (j->token[0]) {
             vb_error e;
             vb_error_clear(&e);
@@ -696,14 +725,75 @@ static void commit_message(vb_worker *w, const vb_kafka_message *km)
         VB_WARN("%s (offsets stay stored for the next commit)", err.msg);
 }
 
+static vb_err replace_str(char **field, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (!copy)
+        return VB_ERR_NOMEM;
+    free(*field);
+    *field = copy;
+    return VB_OK;
+}
+
+/* The platform settings of a cron job's run: the worker's settings with the
+ * job's URLs, organization and (decrypted) API key. */
+static void resolve_job_credentials(vb_worker *w, job *j)
+{
+    const vb_run_msg *m = &j->msg;
+    vb_job jb;
+    memset(&jb, 0, sizeof jb);
+    char *key = NULL;
+    vb_error e;
+    vb_error_clear(&e);
+    vb_config *c = calloc(1, sizeof *c);
+    if (!c || vb_config_copy(c, w->cfg) != VB_OK) {
+        snprintf(j->reason, sizeof j->reason, "credentials unavailable: out of memory");
+        free(c);
+        return;
+    }
+    if (vb_jobs_get(w->jobs, m->job_id, &jb, &e) != VB_OK) {
+        snprintf(j->reason, sizeof j->reason, "credentials unavailable: cron job %.128s: %.600s",
+                 m->job_id, e.msg);
+        goto done;
+    }
+    if (vb_jobs_open_key(w->jobs, &jb, &key, &e) != VB_OK) {
+        snprintf(j->reason, sizeof j->reason,
+                 "credentials unavailable: the API key of cron job %.128s: %.600s", m->job_id,
+                 e.msg);
+        goto done;
+    }
+    vb_redact_add_secret(key);
+    if (m->organization_id && !vb_id_equal(m->organization_id, jb.organization_id)) {
+        snprintf(j->reason, sizeof j->reason,
+                 "credentials unavailable: run of organization %.128s, cron job %.128s serves "
+                 "%.128s", m->organization_id, m->job_id, jb.organization_id);
+        goto done;
+    }
+    if (replace_str(&c->external_api_get_url, jb.external_api_get_url) != VB_OK ||
+        replace_str(&c->external_api_post_url, jb.external_api_post_url) != VB_OK ||
+        replace_str(&c->external_api_key, key) != VB_OK ||
+        replace_str(&c->backend_api_url, jb.backend_api_url) != VB_OK ||
+        replace_str(&c->organization_id, jb.organization_id) != VB_OK) {
+        snprintf(j->reason, sizeof j->reason, "credentials unavailable: out of memory");
+        goto done;
+    }
+    j->run_cfg = c;
+    c = NULL;
+done:
+    if (c) {
+        vb_config_free(c);
+        free(c);
+    }
+    vb_crypto_free_secret(key);
+    vb_job_free(&jb);
+}
+
 /* Why a decoded message cannot be processed here, or "" when it can. */
 static void check_processable(vb_worker *w, job *j)
 {
     const vb_run_msg *m = &j->msg;
     if (strcmp(m->cred_source, "job") == 0)
-        snprintf(j->reason, sizeof j->reason,
-                 "credentials unavailable: cron job %.128s keeps its credentials in the "
-                 "producer's job store, which this worker cannot read", m->job_id);
+        resolve_job_credentials(w, j);
     else if (!w->platform_ok)
         snprintf(j->reason, sizeof j->reason, "credentials unavailable: %s", w->platform_why);
     else if (m->organization_id && !vb_id_equal(m->organization_id, w->cfg->organization_id))
@@ -958,6 +1048,22 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     if ((rc = vb_store_new(cfg->redis_url, NULL, &w->store, err)) != VB_OK)
         goto fail;
     VB_INFO("redis %s", vb_store_describe(w->store));
+    {
+        /* Cron runs: the job store gives their credentials (opened with the
+         * shared secret key) and takes their outcomes for the execution. */
+        unsigned char key[32];
+        int have_key = cfg->secret_key && *cfg->secret_key;
+        if (have_key && (rc = vb_crypto_key_parse(cfg->secret_key, key, err)) != VB_OK)
+            goto fail;
+        vb_jobs_opts jo = {.redis_url = cfg->redis_url, .secret_key = have_key ? key : NULL};
+        rc = vb_jobs_new(&jo, &w->jobs, err);
+        vb_crypto_wipe(key, sizeof key);
+        if (rc != VB_OK)
+            goto fail;
+        if (!have_key)
+            VB_WARN("no secret key (VISIONBATCH_SECRET_KEY): runs of cron jobs cannot be "
+                    "processed by this worker and go to the dead-letter topic");
+    }
     for (int i = 0; i < w->nslots; i++) {
         slot *s = &w->slots[i];
         s->w = w;
@@ -1030,6 +1136,7 @@ void vb_worker_free(vb_worker *w)
     free(w->slots);
     drop_queue(w);
     vb_store_free(w->store);
+    vb_jobs_free(w->jobs);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -183,6 +183,50 @@ class CronApiTest(harness.SystemTestCase):
         self.assertEqual(len([g for g in platform.gets() if g["query"].get("page") == "1"]), 2)
         self.assertTrue(all(e["status"] == "success" for e in fired), fired)
 
+    def test_cron_run_end_to_end_through_a_worker(self):
+        """A job fired through the API: a worker processes its runs with the job's
+        credentials (no platform settings of its own) and the execution ends
+        success with the backend batch ids."""
+        topic = "visionbatch.test.cron-" + uuid.uuid4().hex[:10]
+        services = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
+        subprocess.run([services, "create-topic", topic, "2"], check=True, capture_output=True,
+                       timeout=120)
+        self.addCleanup(subprocess.run, [services, "delete-topic", topic], capture_output=True,
+                        timeout=120)
+        scen = harness.make_scenario(2, 2, seed=uuid.uuid4().hex[:10])
+        platform = self.start_platform(scenario=scen)
+        backend = self.start_backend(polls_to_complete=1)
+        _, base = self.start_producer("--topic", topic)
+        wcfg = self.write_config({
+            "redis_url": self.redis_url, "kafka_brokers": BROKERS, "topic": topic,
+            "group_id": "visionbatch-cron-e2e-" + uuid.uuid4().hex[:8], "log_file": "",
+            "temp_dir": os.path.join(self.tmp, "work"), "status_poll_min_ms": 50,
+            "metrics_listen": "127.0.0.1:%d" % free_port(), "concurrency": 2,
+        }, "worker.json")
+        worker = self.start_program("visionbatch-worker", "--config", wcfg,
+                                    env={"VISIONBATCH_SECRET_KEY": SECRET_KEY})
+        body = dict(GUIDE_JOB, schedule="0 0 1 1 *", external_api_get_url=platform.get_url,
+                    external_api_post_url=platform.post_url, external_api_key=platform.api_key,
+                    backend_api_url=backend.url, organization_id=harness.GUIDE_ORG_ID,
+                    enabled=True)
+        jid = self.call("POST", base + "/cron-jobs", body).json()["job_id"]
+        eid = self.call("POST", base + "/cron-jobs/%s/run" % jid).json()["execution_id"]
+
+        def finished():
+            for e in self.call("GET", base + "/cron-jobs/%s/executions" % jid).json()["executions"]:
+                if e["execution_id"] == eid and e["status"] not in ("running",):
+                    return e
+            return None
+        e = harness.wait_until(finished, timeout=90, message="execution finished")
+        self.assertEqual(e["status"], "success", e)
+        self.assertEqual(int(e["runs_published"]), 2)
+        uploads = [u for u in platform.uploads() if u["status"] == 200]
+        self.assertEqual(sorted(u["fields"]["vision_analysis_id"] for u in uploads),
+                         sorted(r["vision_analysis_id"] for r in scen["runs"]))
+        batch_ids = {b["batch_id"] for b in backend.batches()}
+        self.assertEqual(set(e["batch_id"].split(",")), batch_ids)
+        self.assertNoSecrets(worker.stderr(), secrets=(platform.api_key,))
+
     # ---- security ----
 
     def test_non_loopback_needs_a_token(self):
