@@ -342,6 +342,25 @@ kafka_topics() {
   done
 }
 
+# kafka_warm: a fresh broker creates its internal topics (__consumer_offsets,
+# the producer-id coordinator) on first use, answering "coordinator load in
+# progress" meanwhile. One idempotent produce and one group read on a private
+# topic get that done now, so clients (and tests) start against a settled
+# broker. Bounded; only warns.
+kafka_warm() {
+  local b="127.0.0.1:$KAFKA_PORT" t=visionbatch.warmup i
+  create_topic "$t" 1 >/dev/null
+  for i in $(seq 30); do
+    echo warm | timeout 10 kcat -P -b "$b" -t "$t" -X enable.idempotence=true 2>/dev/null && break
+    sleep 1
+  done
+  for i in $(seq 30); do
+    timeout 15 kcat -G visionbatch-warmup -b "$b" -o beginning -e -q "$t" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  say "warning: kafka did not settle within a minute (clients will retry)"
+}
+
 # --- Redis ----------------------------------------------------------------
 
 redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
@@ -469,6 +488,7 @@ case "$cmd" in
     if [ $want_kafka = 1 ]; then
       kafka_start
       kafka_topics
+      kafka_warm
     fi
     ;;
   stop)

@@ -128,8 +128,15 @@ static void end_offsets(offsets *o)
     assert_true(o->n > 0 && o->n <= MAX_PARTITIONS);
     for (int i = 0; i < o->n; i++) {
         int64_t lo = 0, hi = 0;
-        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic(), i, &lo, &hi, 5000),
-                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        /* A topic created a moment ago may not have a leader yet. */
+        rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_UNKNOWN;
+        for (int tries = 0; tries < 75; tries++) {
+            e = rd_kafka_query_watermark_offsets(rk, topic(), i, &lo, &hi, 5000);
+            if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+                break;
+            usleep(200 * 1000);
+        }
+        assert_int_equal(e, RD_KAFKA_RESP_ERR_NO_ERROR);
         o->high[i] = hi;
     }
     rd_kafka_destroy(rk);
