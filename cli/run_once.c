@@ -17,6 +17,7 @@
 #include "visionbatch/config.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
+#include "visionbatch/signals.h"
 #include "visionbatch/pipeline.h"
 #include "visionbatch/platform.h"
 
@@ -40,17 +41,6 @@ static void help(void)
     vb_config_print_help(stdout, VB_PROG_RUN_ONCE);
 }
 
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
 
 int vb_cli_run_once(int argc, char **argv)
 {
@@ -73,7 +63,7 @@ int vb_cli_run_once(int argc, char **argv)
         vb_config_free(&cfg);
         return 2;
     }
-    install_signals();
+    vb_signals_install(on_signal);
     vb_log_open(cfg.log_file, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
     if (vb_http_global_init() != VB_OK) {
         fprintf(stderr, "visionbatch run-once: cannot initialise libcurl\n");

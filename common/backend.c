@@ -10,6 +10,7 @@
  * Stateless; thread-safe with one vb_http handle per thread.
  */
 #include "visionbatch/backend.h"
+#include "visionbatch/platform.h"
 #include "visionbatch/documents.h"
 
 #include <cjson/cJSON.h>
@@ -33,16 +34,8 @@
 
 vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
 {
-    vb_http_policy pol = {0};
-    pol.connect_timeout_ms = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s * 1000 : 0;
-    pol.timeout_ms = cfg->request_timeout_s > 0 ? cfg->request_timeout_s * 1000 : 0;
-    pol.max_bytes = cfg->max_response_bytes > 0 ? cfg->max_response_bytes : 0;
-    pol.retries = cfg->retries > 0 ? (int)cfg->retries : 0;
-    pol.retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 0;
-    pol.retry_max_ms = cfg->retry_max_ms > 0 ? cfg->retry_max_ms : 0;
-    pol.retry_on_5xx = 1;
-    pol.cancel = cancel;
-    return pol;
+    /* The backend is an API like the platform: same timeouts, caps, retries. */
+    return vb_platform_policy(cfg, cancel);
 }
 
 /* base (without trailing '/') + path + optional suffix, into out. */

@@ -34,6 +34,7 @@
 #include "visionbatch/http.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
+#include "visionbatch/signals.h"
 #include "visionbatch/metrics.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
@@ -49,17 +50,6 @@ static void on_signal(int sig)
     g_cancel = 1;
 }
 
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
 
 static void help(void)
 {
@@ -522,7 +512,7 @@ int main(int argc, char **argv)
         vb_config_free(&cfg);
         return 2;
     }
-    install_signals();
+    vb_signals_install(on_signal);
     vb_log_open(cfg.log_file, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
     if (vb_http_global_init() != VB_OK) {
         fprintf(stderr, PROG ": cannot initialise libcurl\n");

@@ -17,6 +17,7 @@
 #include "visionbatch/config.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
+#include "visionbatch/signals.h"
 #include "worker.h"
 
 static volatile sig_atomic_t g_stop;
@@ -92,14 +93,7 @@ int main(int argc, char **argv)
         return st;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    vb_signals_install(on_signal);
     vb_log_open(cfg.log_file, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
 
     int status = 1;
