@@ -10,5 +10,7 @@
 
 int vb_cli_run_once(int argc, char **argv);
 int vb_cli_runs(int argc, char **argv);
+int vb_cli_dlq(int argc, char **argv);
+int vb_cli_topics(int argc, char **argv);
 
 #endif

@@ -3,8 +3,10 @@
  *
  *   visionbatch run-once [settings]      the guide's manual processor
  *   visionbatch runs list|show|retry     run state in Redis (distributed mode)
+ *   visionbatch dlq list|replay          the dead-letter topic
+ *   visionbatch topics                   Kafka topics and the workers' lag
  *
- * Each subcommand lives in its own file (run_once.c, runs_cmd.c) and owns
+ * Each subcommand lives in its own file (run_once.c, runs_cmd.c, dlq_cmd.c, topics_cmd.c) and owns
  * its flags and --help. Exit status: 0 success, 1 a run or command failed,
  * 2 usage or configuration error.
  */
@@ -20,6 +22,8 @@ static const struct {
 } commands[] = {
     {"run-once", vb_cli_run_once, "fetch every unprocessed run and process it now"},
     {"runs", vb_cli_runs, "list, show or retry runs recorded in Redis"},
+    {"dlq", vb_cli_dlq, "list or replay the messages of the dead-letter topic"},
+    {"topics", vb_cli_topics, "Kafka topics, partitions and the workers' consumer lag"},
 };
 
 static void usage(FILE *out)

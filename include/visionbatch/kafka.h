@@ -120,4 +120,85 @@ vb_err vb_kafka_consumer_commit(vb_kafka_consumer *c, vb_error *err);
  * frees. NULL is accepted. */
 void vb_kafka_consumer_close(vb_kafka_consumer *c);
 
+/* ---- reader and cluster view ---- (common/kafka_reader.c)
+ *
+ * For operator tools: a reader reads a whole topic, from the beginning of
+ * every partition up to the end it had when opened, without joining a
+ * consumer group and without committing anything (other readers and the
+ * workers are not affected). vb_kafka_topics_describe lists topics with
+ * their partitions' offsets and a group's committed offsets, without joining
+ * that group. One thread per handle. */
+
+typedef struct vb_kafka_reader vb_kafka_reader;
+
+/* One message read with its metadata. Strings owned and NUL-terminated (the
+ * terminator is not counted in the lengths); key NULL when absent; header
+ * values NULL when the header had none. Free with vb_kafka_record_free. */
+typedef struct vb_kafka_record {
+    int partition;
+    long long offset;
+    long long timestamp_ms; /* -1 when the message has none */
+    char *key;
+    size_t key_len;
+    char *value;
+    size_t len;
+    vb_kafka_header *headers; /* name/value strings owned by the record */
+    size_t nheaders;
+} vb_kafka_record;
+
+void vb_kafka_record_free(vb_kafka_record *r);
+
+/* The value of the last header `name` of r, or NULL (absent or no value). */
+const char *vb_kafka_record_header(const vb_kafka_record *r, const char *name);
+
+/* Opens a reader of `topic` (every partition, from its first retained
+ * offset up to its high watermark at this moment). VB_ERR_NOT_FOUND when the
+ * topic does not exist, VB_ERR_KAFKA / VB_ERR_TIMEOUT when the cluster does
+ * not answer within timeout_ms. */
+vb_err vb_kafka_reader_new(const char *brokers, const char *topic, int timeout_ms,
+                           vb_kafka_reader **out, vb_error *err);
+
+/* Next message, in partition order per partition (partitions interleave).
+ * VB_OK with *out owned by the caller; VB_OK with *out = NULL once every
+ * partition reached the end seen at open; VB_ERR_TIMEOUT when nothing came
+ * for timeout_ms although messages remain; VB_ERR_KAFKA on a fatal error. */
+vb_err vb_kafka_reader_next(vb_kafka_reader *r, int timeout_ms, vb_kafka_record **out,
+                            vb_error *err);
+
+/* Total messages the reader will return (sum of end − start at open). */
+long long vb_kafka_reader_expected(const vb_kafka_reader *r);
+
+/* Closes without committing. NULL is accepted. */
+void vb_kafka_reader_free(vb_kafka_reader *r);
+
+typedef struct vb_kafka_partition_info {
+    int partition;
+    long long low;       /* first retained offset */
+    long long high;      /* high watermark (next offset to be written) */
+    long long committed; /* the group's committed offset, -1 when none */
+} vb_kafka_partition_info;
+
+typedef struct vb_kafka_topic_info {
+    char *name;
+    vb_kafka_partition_info *partitions; /* sorted by partition */
+    int npartitions;
+} vb_kafka_topic_info;
+
+typedef struct vb_kafka_topic_list {
+    vb_kafka_topic_info *items; /* sorted by name */
+    size_t n;
+} vb_kafka_topic_list;
+
+void vb_kafka_topic_list_free(vb_kafka_topic_list *l);
+
+/* Lists the cluster's topics (`only` non-NULL: that topic alone; internal
+ * topics starting with "__" are left out) with every partition's watermarks
+ * and, when `group` is non-NULL, that consumer group's committed offsets
+ * (rd_kafka_committed: the group is asked, not joined). *out is zeroed first
+ * and must be freed with vb_kafka_topic_list_free in every case.
+ * VB_ERR_NOT_FOUND when `only` does not exist; VB_ERR_KAFKA /
+ * VB_ERR_TIMEOUT when the cluster does not answer within timeout_ms. */
+vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const char *only,
+                                int timeout_ms, vb_kafka_topic_list *out, vb_error *err);
+
 #endif

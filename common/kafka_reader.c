@@ -1,0 +1,491 @@
+/*
+ * kafka_reader.c — the operator half of kafka.h: read a whole topic without
+ * a consumer group, and describe topics with a group's lag.
+ *
+ * Why no group: `visionbatch dlq list|replay` must be able to read the
+ * dead-letter topic any number of times, from the beginning, while leaving
+ * no trace in the cluster — so the reader assigns every partition itself
+ * (rd_kafka_assign at the first retained offset) and never commits. It reads
+ * up to the high watermarks taken when it was opened, so it ends even while
+ * others keep writing. `visionbatch topics` asks the broker for metadata,
+ * the watermarks of every partition and, with rd_kafka_committed, the
+ * workers' committed offsets: the group coordinator answers that without
+ * the caller joining the group, so the workers are not rebalanced.
+ *
+ * Threading: a reader handle is used by one thread. vb_kafka_topics_describe
+ * opens and closes its own client, so it may be called from any thread.
+ * Ownership: records and topic lists are owned by the caller.
+ */
+#include "visionbatch/kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PARTITIONS 100000
+
+struct vb_kafka_reader {
+    rd_kafka_t *rk;
+    char *topic;
+    int nparts;
+    int *part_ids;
+    long long *end;  /* high watermark at open */
+    int *done;       /* partition reached its end */
+    int remaining;   /* partitions not done */
+    long long expected;
+};
+
+void vb_kafka_record_free(vb_kafka_record *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free((char *)r->headers[i].name);
+        free((char *)r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->key);
+    free(r->value);
+    free(r);
+}
+
+const char *vb_kafka_record_header(const vb_kafka_record *r, const char *name)
+{
+    if (!r || !name)
+        return NULL;
+    for (size_t i = r->nheaders; i > 0; i--)
+        if (strcmp(r->headers[i - 1].name, name) == 0)
+            return r->headers[i - 1].value;
+    return NULL;
+}
+
+static char *dup_bytes(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    if (n)
+        memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* A client of the given type with our common settings; group may be NULL. */
+static vb_err new_client(rd_kafka_type_t type, const char *brokers, const char *group,
+                         rd_kafka_t **out, vb_error *err)
+{
+    *out = NULL;
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    char gid[96];
+    if (!group) {
+        /* librdkafka wants a group id for a consumer handle; this one is
+         * never joined nor committed to. */
+        snprintf(gid, sizeof gid, "visionbatch-reader-%ld-%lld", (long)getpid(),
+                 (long long)time(NULL));
+        group = gid;
+    }
+    const char *settings[][2] = {
+        {"bootstrap.servers", brokers},
+        {"client.id", "visionbatch-cli"},
+        {"group.id", group},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "true"},
+        {"auto.offset.reset", "earliest"},
+        {"log_level", "3"}, /* errors only: stdout/stderr are the tool's answer */
+    };
+    size_t n = sizeof settings / sizeof settings[0];
+    if (type == RD_KAFKA_PRODUCER)
+        n = 2;
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, sizeof errstr) !=
+            RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return vb_error_set(err, VB_ERR_KAFKA, "kafka setting %s: %s", settings[i][0], errstr);
+        }
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return vb_error_set(err, VB_ERR_KAFKA, "kafka client: %s", errstr);
+    }
+    if (type == RD_KAFKA_CONSUMER)
+        rd_kafka_poll_set_consumer(rk);
+    *out = rk;
+    return VB_OK;
+}
+
+static vb_err metadata_error(rd_kafka_resp_err_t e, vb_error *err)
+{
+    return vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT : VB_ERR_KAFKA,
+                        "kafka metadata: %s", rd_kafka_err2str(e));
+}
+
+/* ---- reader ---- */
+
+void vb_kafka_reader_free(vb_kafka_reader *r)
+{
+    if (!r)
+        return;
+    if (r->rk) {
+        rd_kafka_assign(r->rk, NULL);
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
+    free(r->topic);
+    free(r->part_ids);
+    free(r->end);
+    free(r->done);
+    free(r);
+}
+
+long long vb_kafka_reader_expected(const vb_kafka_reader *r)
+{
+    return r ? r->expected : 0;
+}
+
+vb_err vb_kafka_reader_new(const char *brokers, const char *topic, int timeout_ms,
+                           vb_kafka_reader **out, vb_error *err)
+{
+    *out = NULL;
+    if (!brokers || !*brokers || !topic || !*topic)
+        return vb_error_set(err, VB_ERR_INVALID, "kafka reader needs brokers and a topic");
+    vb_err rc;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    vb_kafka_reader *r = calloc(1, sizeof *r);
+    if (!r || !(r->topic = strdup(topic))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, NULL, &r->rk, err)) != VB_OK)
+        goto fail;
+    rkt = rd_kafka_topic_new(r->rk, topic, NULL);
+    if (!rkt) {
+        rc = vb_error_set(err, VB_ERR_KAFKA, "kafka topic %s: %s", topic,
+                          rd_kafka_err2str(rd_kafka_last_error()));
+        goto fail;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 0, rkt, &md, timeout_ms);
+    if (e) {
+        rc = metadata_error(e, err);
+        goto fail;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err ||
+        md->topics[0].partition_cnt <= 0) {
+        rd_kafka_resp_err_t te = md->topic_cnt == 1 ? md->topics[0].err : 0;
+        if (te && te != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            rc = vb_error_set(err, VB_ERR_KAFKA, "kafka topic %s: %s", topic,
+                              rd_kafka_err2str(te));
+        else
+            rc = vb_error_set(err, VB_ERR_NOT_FOUND, "kafka topic %s does not exist", topic);
+        goto fail;
+    }
+    const rd_kafka_metadata_topic_t *mt = &md->topics[0];
+    int np = mt->partition_cnt > MAX_PARTITIONS ? MAX_PARTITIONS : mt->partition_cnt;
+    r->part_ids = calloc((size_t)np, sizeof *r->part_ids);
+    r->end = calloc((size_t)np, sizeof *r->end);
+    r->done = calloc((size_t)np, sizeof *r->done);
+    parts = rd_kafka_topic_partition_list_new(np);
+    if (!r->part_ids || !r->end || !r->done || !parts) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    r->nparts = np;
+    for (int i = 0; i < np; i++) {
+        int64_t lo = 0, hi = 0;
+        r->part_ids[i] = mt->partitions[i].id;
+        e = rd_kafka_query_watermark_offsets(r->rk, topic, r->part_ids[i], &lo, &hi, timeout_ms);
+        if (e) {
+            rc = vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT
+                                                                      : VB_ERR_KAFKA,
+                              "kafka offsets of %s [%d]: %s", topic, r->part_ids[i],
+                              rd_kafka_err2str(e));
+            goto fail;
+        }
+        r->end[i] = hi;
+        if (hi <= lo) {
+            r->done[i] = 1;
+            continue;
+        }
+        r->remaining++;
+        r->expected += hi - lo;
+        rd_kafka_topic_partition_list_add(parts, topic, r->part_ids[i])->offset = lo;
+    }
+    if (parts->cnt > 0 && (e = rd_kafka_assign(r->rk, parts)) != 0) {
+        rc = vb_error_set(err, VB_ERR_KAFKA, "kafka assign %s: %s", topic, rd_kafka_err2str(e));
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    *out = r;
+    return VB_OK;
+fail:
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    vb_kafka_reader_free(r);
+    return rc;
+}
+
+static int part_index(const vb_kafka_reader *r, int partition)
+{
+    for (int i = 0; i < r->nparts; i++)
+        if (r->part_ids[i] == partition)
+            return i;
+    return -1;
+}
+
+static void mark_done(vb_kafka_reader *r, int idx)
+{
+    if (idx >= 0 && !r->done[idx]) {
+        r->done[idx] = 1;
+        r->remaining--;
+    }
+}
+
+static vb_err copy_record(const rd_kafka_message_t *m, vb_kafka_record **out, vb_error *err)
+{
+    vb_kafka_record *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        goto nomem;
+    rec->partition = m->partition;
+    rec->offset = m->offset;
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    rec->timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
+    if (m->key) {
+        if (!(rec->key = dup_bytes(m->key, m->key_len)))
+            goto nomem;
+        rec->key_len = m->key_len;
+    }
+    if (!(rec->value = dup_bytes(m->payload, m->payload ? m->len : 0)))
+        goto nomem;
+    rec->len = m->payload ? m->len : 0;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) == 0 && hdrs) {
+        size_t n = rd_kafka_header_cnt(hdrs);
+        if (n > 0 && !(rec->headers = calloc(n, sizeof *rec->headers)))
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            const char *name;
+            const void *val;
+            size_t vlen;
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &vlen) != 0)
+                break;
+            vb_kafka_header *h = &rec->headers[rec->nheaders++];
+            if (!(h->name = strdup(name)))
+                goto nomem;
+            if (val && !(h->value = dup_bytes(val, vlen)))
+                goto nomem;
+        }
+    }
+    *out = rec;
+    return VB_OK;
+nomem:
+    vb_kafka_record_free(rec);
+    return vb_error_set(err, VB_ERR_NOMEM, "out of memory copying a kafka message");
+}
+
+vb_err vb_kafka_reader_next(vb_kafka_reader *r, int timeout_ms, vb_kafka_record **out,
+                            vb_error *err)
+{
+    *out = NULL;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (r->remaining > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long elapsed = (long)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+        if (elapsed >= timeout_ms)
+            return vb_error_set(err, VB_ERR_TIMEOUT,
+                                "kafka topic %s: no message for %d ms (%d partition(s) unread)",
+                                r->topic, timeout_ms, r->remaining);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, (int)(timeout_ms - elapsed));
+        if (!m)
+            continue;
+        int idx = part_index(r, m->partition);
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            mark_done(r, idx);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err) {
+            rd_kafka_resp_err_t e = m->err;
+            int fatal = e == RD_KAFKA_RESP_ERR__FATAL || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+            rd_kafka_message_destroy(m);
+            if (fatal)
+                return vb_error_set(err, VB_ERR_KAFKA, "kafka topic %s: %s", r->topic,
+                                    rd_kafka_err2str(e));
+            continue; /* transient: the client retries */
+        }
+        if (idx < 0 || r->done[idx] || m->offset >= r->end[idx]) {
+            if (idx >= 0 && m->offset >= r->end[idx])
+                mark_done(r, idx);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->offset + 1 >= r->end[idx])
+            mark_done(r, idx);
+        vb_err rc = copy_record(m, out, err);
+        rd_kafka_message_destroy(m);
+        return rc;
+    }
+    return VB_OK;
+}
+
+/* ---- topics ---- */
+
+void vb_kafka_topic_list_free(vb_kafka_topic_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].name);
+        free(l->items[i].partitions);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static int cmp_topic(const void *a, const void *b)
+{
+    return strcmp(((const vb_kafka_topic_info *)a)->name, ((const vb_kafka_topic_info *)b)->name);
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    int x = ((const vb_kafka_partition_info *)a)->partition;
+    int y = ((const vb_kafka_partition_info *)b)->partition;
+    return (x > y) - (x < y);
+}
+
+vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const char *only,
+                                int timeout_ms, vb_kafka_topic_list *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!brokers || !*brokers)
+        return vb_error_set(err, VB_ERR_INVALID, "kafka brokers are needed");
+    vb_err rc;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_t *rkt = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_partition_list_t *tp = NULL;
+    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, group && *group ? group : NULL, &rk, err)) !=
+        VB_OK)
+        goto fail;
+    if (only && !(rkt = rd_kafka_topic_new(rk, only, NULL))) {
+        rc = vb_error_set(err, VB_ERR_KAFKA, "kafka topic %s: %s", only,
+                          rd_kafka_err2str(rd_kafka_last_error()));
+        goto fail;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, only ? 0 : 1, rkt, &md, timeout_ms);
+    if (e) {
+        rc = metadata_error(e, err);
+        goto fail;
+    }
+    out->items = calloc((size_t)md->topic_cnt + 1, sizeof *out->items);
+    tp = rd_kafka_topic_partition_list_new(16);
+    if (!out->items || !tp) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const rd_kafka_metadata_topic_t *mt = &md->topics[i];
+        if (strncmp(mt->topic, "__", 2) == 0)
+            continue;
+        if (mt->err) {
+            if (only && mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                rc = vb_error_set(err, VB_ERR_NOT_FOUND, "kafka topic %s does not exist", only);
+                goto fail;
+            }
+            continue; /* e.g. a topic being deleted */
+        }
+        vb_kafka_topic_info *ti = &out->items[out->n];
+        int np = mt->partition_cnt > MAX_PARTITIONS ? MAX_PARTITIONS : mt->partition_cnt;
+        if (!(ti->name = strdup(mt->topic)) ||
+            (np > 0 && !(ti->partitions = calloc((size_t)np, sizeof *ti->partitions)))) {
+            free(ti->name);
+            ti->name = NULL;
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        out->n++;
+        ti->npartitions = np;
+        for (int j = 0; j < np; j++) {
+            vb_kafka_partition_info *pi = &ti->partitions[j];
+            int64_t lo = 0, hi = 0;
+            pi->partition = mt->partitions[j].id;
+            pi->committed = -1;
+            e = rd_kafka_query_watermark_offsets(rk, mt->topic, pi->partition, &lo, &hi,
+                                                 timeout_ms);
+            if (e) {
+                rc = vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT
+                                                                          : VB_ERR_KAFKA,
+                                  "kafka offsets of %s [%d]: %s", mt->topic, pi->partition,
+                                  rd_kafka_err2str(e));
+                goto fail;
+            }
+            pi->low = lo;
+            pi->high = hi;
+            if (group && *group)
+                rd_kafka_topic_partition_list_add(tp, mt->topic, pi->partition);
+        }
+        qsort(ti->partitions, (size_t)np, sizeof *ti->partitions, cmp_part);
+    }
+    if (only && out->n == 0) {
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "kafka topic %s does not exist", only);
+        goto fail;
+    }
+    if (tp->cnt > 0) {
+        e = rd_kafka_committed(rk, tp, timeout_ms);
+        if (e) {
+            rc = vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT
+                                                                      : VB_ERR_KAFKA,
+                              "kafka committed offsets of group %s: %s", group,
+                              rd_kafka_err2str(e));
+            goto fail;
+        }
+        for (int k = 0; k < tp->cnt; k++) {
+            const rd_kafka_topic_partition_t *p = &tp->elems[k];
+            if (p->err || p->offset < 0)
+                continue;
+            for (size_t i = 0; i < out->n; i++) {
+                if (strcmp(out->items[i].name, p->topic) != 0)
+                    continue;
+                for (int j = 0; j < out->items[i].npartitions; j++)
+                    if (out->items[i].partitions[j].partition == p->partition)
+                        out->items[i].partitions[j].committed = p->offset;
+            }
+        }
+    }
+    qsort(out->items, out->n, sizeof *out->items, cmp_topic);
+    rd_kafka_topic_partition_list_destroy(tp);
+    rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return VB_OK;
+fail:
+    if (tp)
+        rd_kafka_topic_partition_list_destroy(tp);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    if (rk)
+        rd_kafka_destroy(rk);
+    vb_kafka_topic_list_free(out);
+    return rc;
+}

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Benchmark: visionbatch-producer + visionbatch-worker against run-once.
+
+N runs x M images go through the stand-in servers; the backend stand-in holds
+every batch for a fixed delay (--batch-delay, default 0.5 s), so the backend's
+own share of the time is known exactly: runs x delay (one batch per run).
+
+  baseline     `visionbatch run-once` processes the runs one after another.
+  distributed  for each (workers, concurrency) pair: W visionbatch-worker
+               processes (--concurrency C each) are started and given time to
+               join their consumer group, then `visionbatch-producer --once`
+               publishes every run; the wall time runs from the producer's
+               start to the last upload the platform stand-in received.
+
+Every configuration gets a fresh platform stand-in with fresh run ids, a
+fresh Kafka topic (--partitions, default 8, created and deleted through
+deploy/local/services.sh), a fresh consumer group and dead-letter topic name,
+and a private redis-server, so no configuration sees another's state.
+
+Per-run overhead: the slot-seconds a run costs beyond the backend's delay,
+    overhead = (wall x slots - runs x delay) / runs,   slots = W x C
+(for run-once slots = 1). It charges each run its share of every cost the
+system adds: listing runs, publishing, Kafka delivery, Redis claims, the
+worker's platform lookup, downloads, status polling granularity, report
+upload, and idle slots at the end (the last wave is not full).
+
+  python3 tests/bench/bench_distributed.py                 # 200 runs x 5 images
+  python3 tests/bench/bench_distributed.py --quick         # 20 runs, 2 configs
+  python3 tests/bench/bench_distributed.py --runs 100 --configs 1x1,2x4
+
+Needs a built tree (VB_BIN_DIR, default ./build), Kafka at $KAFKA_BROKERS
+(127.0.0.1:9092; scripts/bench.sh starts deploy/local/services.sh) and
+redis-server on PATH.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "system"))
+import harness  # noqa: E402
+
+BROKERS = os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
+SERVICES = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
+POLL_MS = 50  # status poll interval of the pipeline (min = max): same for every mode
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on a free port, no persistence."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "redis")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        harness.wait_until(self._up, timeout=10, message="redis-server")
+
+    def _up(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def services(*args):
+    r = subprocess.run([SERVICES] + list(args), capture_output=True, text=True, timeout=240)
+    if r.returncode != 0:
+        raise SystemExit("services.sh %s failed:\n%s%s" % (" ".join(args), r.stdout, r.stderr))
+
+
+class Case:
+    """Stand-ins and a scenario of fresh runs for one configuration."""
+
+    def __init__(self, args, tmp):
+        self.tmp = tmp
+        seed = uuid.uuid4().hex[:10]
+        scen = harness.make_scenario(args.runs, args.images, image_bytes=args.bytes, seed=seed)
+        self.ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        self.platform = harness.PlatformStub(scenario=scen,
+                                             log_path=os.path.join(tmp, "platform.log")).start()
+        self.backend = harness.BackendStub(polls_to_complete=1, batch_delay=args.batch_delay,
+                                           log_path=os.path.join(tmp, "backend.log")).start()
+        self.base = harness.processor_config(self.platform, self.backend)
+        self.base.update({"log_file": "", "status_poll_min_ms": POLL_MS,
+                          "status_poll_max_ms": POLL_MS,
+                          "download_concurrency": args.download_concurrency})
+
+    def stop(self):
+        self.platform.stop()
+        self.backend.stop()
+
+    def finished(self):
+        """(all uploaded?, time.time() of the last upload, upload count)."""
+        recs = self.platform.records()
+        ok = [u for u in recs["uploads"] if u.get("status") == 200]
+        done = {r["vision_analysis_id"] for r in recs["runs"] if r["uploads"] >= 1}
+        last = max((u["time"] for u in ok), default=None)
+        return all(i in done for i in self.ids), last, len(ok)
+
+    def wait_done(self, timeout, procs=()):
+        deadline = time.monotonic() + timeout
+        while True:
+            for p in procs:
+                if not p.alive() and getattr(p, "must_live", True):
+                    raise SystemExit("%s exited:\n%s" % (p.cmd[0], p.stderr()[-3000:]))
+            done, last, n = self.finished()
+            if done:
+                return last, n
+            if time.monotonic() > deadline:
+                raise SystemExit("timed out: %d of %d runs uploaded" % (n, len(self.ids)))
+            time.sleep(0.5)
+
+
+def run_once(args):
+    tmp = tempfile.mkdtemp(prefix="vb-bench-once-")
+    case = Case(args, tmp)
+    try:
+        cfg = dict(case.base, temp_dir=os.path.join(tmp, "w"))
+        path = harness.write_config(os.path.join(tmp, "cfg.json"), cfg)
+        t0 = time.time()
+        res = harness.run_binary("visionbatch", ["run-once", "--config", path],
+                                 timeout=args.timeout)
+        if res.returncode != 0:
+            raise SystemExit("run-once failed: %r" % res)
+        last, n = case.wait_done(30)
+        return {"wall": last - t0, "uploads": n, "publish": None}
+    finally:
+        case.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def distributed(args, workers, concurrency):
+    tmp = tempfile.mkdtemp(prefix="vb-bench-dist-")
+    tag = uuid.uuid4().hex[:8]
+    topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
+    case = Case(args, tmp)
+    redis = RedisServer(tmp)
+    procs = []
+    services("create-topic", topic, str(args.partitions))
+    services("create-topic", dlq, "1")
+    try:
+        svc = dict(case.base, redis_url=redis.url, kafka_brokers=BROKERS, topic=topic,
+                   dlq_topic=dlq, group_id="vb-bench-%s" % tag)
+        for i in range(workers):
+            cfg = dict(svc, temp_dir=os.path.join(tmp, "w%d" % i))
+            path = harness.write_config(os.path.join(tmp, "worker%d.json" % i), cfg)
+            port = free_port()
+            p = harness.start_binary("visionbatch-worker", [
+                "--config", path, "--concurrency", concurrency, "--worker-id",
+                "bench-%s-%d" % (tag, i), "--metrics-listen", "127.0.0.1:%d" % port],
+                log_dir=os.path.join(tmp, "logs"))
+            p.port = port
+            procs.append(p)
+        for p in procs:
+            harness.wait_until(lambda: healthy(p), timeout=30, message="worker healthy")
+        time.sleep(args.settle)  # let the group form (broker's initial rebalance delay: 3 s)
+        ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
+        t0 = time.time()
+        res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
+                                 timeout=args.timeout)
+        published = time.time() - t0
+        if res.returncode != 0:
+            raise SystemExit("producer failed: %r" % res)
+        last, n = case.wait_done(args.timeout, procs)
+        return {"wall": last - t0, "uploads": n, "publish": published}
+    finally:
+        for p in procs:
+            p.stop(grace=10)
+        redis.stop()
+        case.stop()
+        services("delete-topic", topic)
+        services("delete-topic", dlq)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def healthy(p):
+    if not p.alive():
+        raise SystemExit("worker died:\n" + p.stderr()[-3000:])
+    try:
+        return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % p.port,
+                                    timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def parse_configs(text):
+    out = []
+    for part in text.split(","):
+        w, _, c = part.strip().partition("x")
+        out.append((int(w), int(c or 1)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--images", type=int, default=5)
+    ap.add_argument("--bytes", type=int, default=20_000, help="bytes per image")
+    ap.add_argument("--batch-delay", type=float, default=0.5,
+                    help="seconds the backend holds each batch")
+    ap.add_argument("--configs", default="1x1,1x4,2x1,2x4,4x1,4x4",
+                    help="WORKERSxCONCURRENCY list")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--download-concurrency", type=int, default=4)
+    ap.add_argument("--settle", type=float, default=8.0,
+                    help="seconds between worker start and producer start")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run-once baseline")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 20 runs, configs 1x1 and 2x2")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.configs, args.settle = 20, "1x1,2x2", 5.0
+    configs = parse_configs(args.configs)
+    backend_s = args.runs * args.batch_delay
+
+    print("%d runs x %d images (%d bytes), backend delay %.2f s per batch, "
+          "%d partitions; backend time %.1f s" % (args.runs, args.images, args.bytes,
+                                                  args.batch_delay, args.partitions, backend_s))
+    head = "%-14s %6s %8s %10s %9s %8s %12s" % ("mode", "slots", "wall s", "publish s", "runs/s",
+                                                "speedup", "overhead s")
+    print(head)
+    results = []
+    base_wall = None
+
+    def report(name, slots, r):
+        nonlocal base_wall
+        wall = r["wall"]
+        if base_wall is None and name == "run-once":
+            base_wall = wall
+        over = (wall * slots - backend_s) / args.runs
+        row = {"mode": name, "slots": slots, "wall_s": round(wall, 2),
+               "publish_s": None if r["publish"] is None else round(r["publish"], 2),
+               "runs_per_s": round(args.runs / wall, 2),
+               "speedup": round(base_wall / wall, 2) if base_wall else None,
+               "overhead_s": round(over, 3)}
+        results.append(row)
+        print("%-14s %6d %8.2f %10s %9.2f %8s %12.3f" % (
+            name, slots, wall, "-" if r["publish"] is None else "%.2f" % r["publish"],
+            row["runs_per_s"], "-" if row["speedup"] is None else "%.2fx" % row["speedup"],
+            over), flush=True)
+
+    if not args.no_baseline:
+        report("run-once", 1, run_once(args))
+    for w, c in configs:
+        report("%d worker%s x %d" % (w, "" if w == 1 else "s", c), w * c, distributed(args, w, c))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": args.runs, "images": args.images, "bytes": args.bytes,
+                       "batch_delay": args.batch_delay, "partitions": args.partitions,
+                       "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
