@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of visionbatch: installs dependencies, builds twice (a
-# normal -Werror build and an AddressSanitizer+UndefinedBehaviorSanitizer
-# build), starts Kafka and Redis from deploy/local/, and runs the unit and
-# system tests of both builds through CTest.
+# Runs every test of visionbatch: installs dependencies, compiles a Release
+# build, builds and tests twice (a normal -Werror build and an
+# AddressSanitizer+UndefinedBehaviorSanitizer build), starts Kafka and Redis
+# from deploy/local/, and runs the unit and system tests of both builds
+# through CTest.
 #
 #   scripts/test.sh            everything (what .ci/run does)
 #   scripts/test.sh --quick    normal build only, no sanitizer pass
@@ -38,6 +39,9 @@ run_suite() { # build-dir, extra cmake args…
   (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]+"${ctest_args[@]}"}")
 }
 
+echo "== release build (compile only: -O2 finds other warnings) =="
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
+cmake --build build-release -j "$jobs" >/dev/null
 echo "== normal build =="
 run_suite build
 if [ "$quick" -eq 0 ]; then

@@ -220,8 +220,8 @@ static int is_permanent(const vb_error *e)
 static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size_t len,
                           const char *reason, vb_error *err)
 {
-    char why[512];
-    snprintf(why, sizeof why, "%s", reason);
+    char why[512]; /* a header value: long reasons are cut */
+    snprintf(why, sizeof why, "%.511s", reason);
     vb_redact_text(why);
     vb_kafka_header h[1] = {{"vb-reason", why}};
     vb_err rc = vb_kafka_produce_sync(w->kp, w->cfg->dlq_topic, key, value ? value : "",
