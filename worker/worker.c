@@ -107,7 +107,7 @@
 #include "visionbatch/store.h"
 #include "worker.h"
 
-#define POLL_MS 200
+#define POLL_MS 50 /* also how soon a freed slot is noticed */
 #define RETRY_MS 1000            /* a message waiting for Redis/Kafka */
 #define PRODUCE_TIMEOUT_MS 15000
 #define REAP_PAGE 200
@@ -987,10 +987,12 @@ vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *
                 break;
             }
         } else {
-            pthread_mutex_lock(&w->mu);
-            int full = free_slot(w) == NULL;
-            pthread_mutex_unlock(&w->mu);
-            set_paused(w, full || w->head != NULL);
+            /* Keep exactly one message in hand: fetch while none waits (even
+             * with every slot busy, so the next run starts the moment a slot
+             * frees), pause while one does (waiting for a slot, or for
+             * Redis/Kafka to come back). The waiting message is uncommitted:
+             * if this worker dies it is delivered again elsewhere. */
+            set_paused(w, w->head != NULL);
         }
         vb_kafka_message *km = NULL;
         vb_error_clear(err);
