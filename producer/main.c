@@ -184,6 +184,10 @@ static void sleep_interruptible(long s)
 typedef struct service {
     const vb_config *cfg;
     vb_producer_ctx *ctx; /* set once connected; the poller serialises its calls */
+    /* The cron firing slots' own contexts (slot 0 uses ctx), so parallel
+     * firings do not queue on ctx's lock; each touched only by its slot's
+     * thread, created on its first firing, freed after the scheduler. */
+    vb_producer_ctx *slot_ctx[VB_SCHED_FIRE_THREADS_MAX];
     vb_scheduler *sched;
     vb_metrics *metrics;
     vb_metric *polls;     /* visionbatch_producer_polls_total{source,result} */
@@ -299,6 +303,24 @@ static vb_err replace(char **field, const char *value)
     return VB_OK;
 }
 
+/* The producer context of a firing slot: its own (created on first use),
+ * or the shared one when that cannot be created. */
+static vb_producer_ctx *slot_ctx(service *sv, int slot)
+{
+    if (slot <= 0 || slot >= VB_SCHED_FIRE_THREADS_MAX)
+        return sv->ctx;
+    if (!sv->slot_ctx[slot]) {
+        vb_error err;
+        vb_error_clear(&err);
+        if (vb_producer_ctx_new(sv->cfg, &g_cancel, &sv->slot_ctx[slot], &err) != VB_OK) {
+            VB_WARN("cron firing slot %d: own connections failed, sharing the poller's: %s",
+                    slot, err.msg);
+            return sv->ctx;
+        }
+    }
+    return sv->slot_ctx[slot];
+}
+
 /* The scheduler's fire callback: one poll with the job's own platform
  * settings; messages name the job as their credentials source. */
 static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
@@ -307,6 +329,7 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
     service *sv = ctx;
     if (!sv->ctx)
         return vb_error_set(err, VB_ERR_KAFKA, "not connected to Kafka and Redis yet");
+    vb_producer_ctx *pctx = slot_ctx(sv, out->slot);
     vb_config jc;
     char *key = NULL;
     vb_err rc = vb_config_copy(&jc, sv->cfg);
@@ -326,7 +349,7 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
     published_ctx pc = {.jobs = out->jobs, .execution_id = execution_id};
     vb_poll_stats st;
     memset(&st, 0, sizeof st);
-    rc = vb_producer_poll_ex(sv->ctx, &jc, job->job_id, execution_id, on_published, &pc, &st,
+    rc = vb_producer_poll_ex(pctx, &jc, job->job_id, execution_id, on_published, &pc, &st,
                              err);
     count_poll(sv, "cron", rc, &st);
     out->found = (long)st.found;
@@ -377,12 +400,14 @@ static vb_scheduler *start_scheduler(const vb_config *cfg, service *sv)
         .fire = fire_job,
         .fire_ctx = sv,
         .metrics = sv->metrics,
+        .fire_threads = (int)cfg->cron_fire_threads,
     };
     vb_scheduler *s = vb_scheduler_start(&so, &err);
     if (!s)
         VB_ERROR("cannot start the cron scheduler: %s", err.msg);
     else
-        VB_INFO("cron scheduler running (catch-up window %ld s)", cfg->catch_up_window_s);
+        VB_INFO("cron scheduler running (catch-up window %ld s, %ld firing threads)",
+                cfg->catch_up_window_s, cfg->cron_fire_threads);
     return s;
 }
 
@@ -464,6 +489,8 @@ static int serve(const vb_config *cfg, const opts *o)
 out:
     vb_scheduler_stop(sv.sched);
     vb_api_stop(api);
+    for (size_t i = 0; i < VB_SCHED_FIRE_THREADS_MAX; i++)
+        vb_producer_ctx_free(sv.slot_ctx[i]);
     vb_producer_ctx_free(sv.ctx);
     vb_store_free(sv.store);
     vb_metrics_free(sv.metrics);

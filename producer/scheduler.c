@@ -14,8 +14,16 @@
  *
  * Threading: the loop runs in one thread (or in the caller's, no_thread).
  * `mu` guards `stop` and the manual-run queue, which vb_scheduler_fire_now
- * fills from other threads; everything else belongs to the loop. The
- * vb_jobs handle is shared (it serialises its own calls).
+ * fills from other threads; everything else belongs to the loop. A pass
+ * over the due jobs is spread over `nslots` firing slots: slot 0 is the
+ * loop's own thread with the scheduler's vb_jobs handle, slots 1.. are pool
+ * threads, each with its own handle (a vb_jobs handle serialises its calls,
+ * so sharing one would serialise the firings again). The loop hands out the
+ * due jobs' indices under `pmu` (`due`, `next`) and waits until every one
+ * is done (`busy` == 0) before it touches the job array again: a job is
+ * processed by exactly one slot per pass, and its next_due is read by the
+ * loop only after the pass. The claims stay in Redis, so the pool changes
+ * nothing about exactly-once.
  */
 #include "scheduler.h"
 
@@ -45,6 +53,14 @@ typedef struct sjob {
     long long next_due; /* unix s; 0 = look now; NEVER = nothing left */
 } sjob;
 
+typedef struct slot {
+    struct vb_scheduler *s;
+    int index;
+    vb_jobs *jobs; /* own connection; slot 0 borrows the scheduler's */
+    pthread_t thread;
+    int started;
+} slot;
+
 typedef struct manual {
     char job_id[VB_UUID_SIZE];
     char exec_id[VB_UUID_SIZE];
@@ -68,6 +84,17 @@ struct vb_scheduler {
     size_t qn;
     pthread_t thread;
     int thread_started;
+
+    /* firing pool: slots[0] is the loop's thread; pmu guards the pass */
+    slot *slots;
+    size_t nslots;
+    pthread_mutex_t pmu;
+    pthread_cond_t pwork, pdone;
+    size_t *due; /* indices into sj of this pass's due jobs */
+    size_t ndue, next, busy;
+    unsigned long gen; /* bumped per pass */
+    int pool_stop;
+    vb_error pass_err; /* the pass's first failure (code VB_OK: none) */
 
     /* loop-owned */
     sjob *sj;
@@ -96,6 +123,8 @@ static void free_jobs(vb_scheduler *s)
         vb_job_free(&s->sj[i].job);
     free(s->sj);
     s->sj = NULL;
+    free(s->due);
+    s->due = NULL;
     s->n = 0;
 }
 
@@ -107,7 +136,10 @@ static vb_err reload(vb_scheduler *s, long long version, vb_error *err)
     if (rc != VB_OK)
         return rc;
     sjob *sj = l.n ? calloc(l.n, sizeof *sj) : NULL;
-    if (l.n && !sj) {
+    size_t *due = l.n ? calloc(l.n, sizeof *due) : NULL;
+    if (l.n && (!sj || !due)) {
+        free(sj);
+        free(due);
         vb_job_list_free(&l);
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     }
@@ -122,6 +154,7 @@ static vb_err reload(vb_scheduler *s, long long version, vb_error *err)
     free(l.items); /* the records now belong to sj */
     free_jobs(s);
     s->sj = sj;
+    s->due = due;
     s->n = l.n;
     s->version = version;
     s->loaded = 1;
@@ -192,14 +225,15 @@ static void count_skip(vb_scheduler *s, const char *reason, double n)
     vb_metric_add(s->m_skips, v, n);
 }
 
-/* Calls `fire` for a claimed execution and reports the counts. */
-static void do_fire(vb_scheduler *s, const char *job_id, const char *exec_id)
+/* Calls `fire` for a claimed execution and reports the counts (on the
+ * slot's thread, with its Redis handle). */
+static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const char *exec_id)
 {
     vb_job job;
     vb_error err = {0}, derr = {0};
-    vb_fire_result r = {.jobs = s->jobs};
+    vb_fire_result r = {.jobs = sl->jobs, .slot = sl->index};
     char out[1200];
-    vb_err rc = vb_jobs_get(s->jobs, job_id, &job, &err);
+    vb_err rc = vb_jobs_get(sl->jobs, job_id, &job, &err);
     if (rc == VB_OK) {
         rc = s->fire(s->fire_ctx, &job, exec_id, &r, &err);
         vb_job_free(&job);
@@ -216,7 +250,7 @@ static void do_fire(vb_scheduler *s, const char *job_id, const char *exec_id)
                  r.found, r.published, r.skipped_in_progress, r.skipped_other_org);
     vb_redact_text(out); /* the callback's message should hold no secret; be sure */
     char status[16] = "";
-    vb_err drc = vb_jobs_exec_fire_done(s->jobs, exec_id, r.found, r.skipped_in_progress,
+    vb_err drc = vb_jobs_exec_fire_done(sl->jobs, exec_id, r.found, r.skipped_in_progress,
                                         r.skipped_other_org, out, rc != VB_OK, now_ms(s), status,
                                         &derr);
     const char *v[1] = {job_id};
@@ -229,15 +263,20 @@ static void do_fire(vb_scheduler *s, const char *job_id, const char *exec_id)
                "scheduler: job=%s execution=%s fired status=%s %s", job_id, exec_id, status, out);
 }
 
-/* Handles every due tick of one job. */
-static vb_err process_job(vb_scheduler *s, sjob *j, long long now_ms_v, vb_error *err)
+static int is_due(const sjob *j, long long now)
+{
+    return j->cron_ok && j->next_due != NEVER && !(j->next_due && now < j->next_due);
+}
+
+/* Handles every due tick of one job, on slot `sl`. */
+static vb_err process_job(vb_scheduler *s, slot *sl, sjob *j, long long now_ms_v, vb_error *err)
 {
     long long now = now_ms_v / 1000;
-    if (!j->cron_ok || j->next_due == NEVER || (j->next_due && now < j->next_due))
+    if (!is_due(j, now))
         return VB_OK;
     for (int attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
         long long last = 0;
-        vb_err rc = vb_jobs_exec_last_tick(s->jobs, j->job.job_id, &last, err);
+        vb_err rc = vb_jobs_exec_last_tick(sl->jobs, j->job.job_id, &last, err);
         if (rc != VB_OK)
             return rc;
         long long base = last ? last : j->job.created_at / 1000;
@@ -269,7 +308,7 @@ static vb_err process_job(vb_scheduler *s, sjob *j, long long now_ms_v, vb_error
             .timeout_s = s->exec_timeout_s,
         };
         vb_exec_tick_result res;
-        if ((rc = vb_jobs_exec_tick(s->jobs, &t, &res, err)) != VB_OK)
+        if ((rc = vb_jobs_exec_tick(sl->jobs, &t, &res, err)) != VB_OK)
             return rc;
         if (res.code == VB_EXEC_TICK_CONFLICT)
             continue; /* another producer claimed meanwhile: re-read */
@@ -294,12 +333,92 @@ static vb_err process_job(vb_scheduler *s, sjob *j, long long now_ms_v, vb_error
         }
         if (res.fired) {
             vb_metric_observe(s->m_lag, NULL, (double)now_ms_v / 1000.0 - (double)p.fire);
-            do_fire(s, j->job.job_id, res.execution_id);
+            do_fire(s, sl, j->job.job_id, res.execution_id);
         }
         return VB_OK;
     }
     return vb_error_set(err, VB_ERR_CONFLICT, "job %s: tick claim kept conflicting",
                         j->job.job_id);
+}
+
+/* Takes due jobs of the current pass until none is left; the first
+ * failure is kept in pass_err. Called by every slot, the loop's included. */
+static void work(vb_scheduler *s, slot *sl)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->pmu);
+        if (s->next >= s->ndue) {
+            pthread_mutex_unlock(&s->pmu);
+            return;
+        }
+        sjob *j = &s->sj[s->due[s->next++]];
+        pthread_mutex_unlock(&s->pmu);
+        vb_error jerr = {0};
+        vb_err rc = process_job(s, sl, j, now_ms(s), &jerr);
+        if (rc != VB_OK) {
+            vb_log(VB_LOG_WARN, "scheduler: job=%s: %s", j->job.job_id, jerr.msg);
+            pthread_mutex_lock(&s->pmu);
+            if (s->pass_err.code == VB_OK)
+                vb_error_set(&s->pass_err, rc, "%s", jerr.msg);
+            pthread_mutex_unlock(&s->pmu);
+        }
+    }
+}
+
+/* A pool thread: joins each pass. */
+static void *slot_loop(void *arg)
+{
+    slot *sl = arg;
+    vb_scheduler *s = sl->s;
+    unsigned long seen = 0; /* passes start at gen 1, so a late start misses none */
+    pthread_mutex_lock(&s->pmu);
+    while (!s->pool_stop) {
+        if (s->gen == seen) {
+            pthread_cond_wait(&s->pwork, &s->pmu);
+            continue;
+        }
+        seen = s->gen;
+        s->busy++;
+        pthread_mutex_unlock(&s->pmu);
+        work(s, sl);
+        pthread_mutex_lock(&s->pmu);
+        if (--s->busy == 0)
+            pthread_cond_broadcast(&s->pdone);
+    }
+    pthread_mutex_unlock(&s->pmu);
+    return NULL;
+}
+
+/* Processes every due job, spread over the slots; returns when all are done. */
+static vb_err pass(vb_scheduler *s, vb_error *err)
+{
+    long long now = now_ms(s) / 1000;
+    size_t ndue = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (is_due(&s->sj[i], now))
+            s->due[ndue++] = i;
+    pthread_mutex_lock(&s->pmu);
+    s->ndue = ndue;
+    s->next = 0;
+    vb_error_clear(&s->pass_err);
+    int helpers = s->nslots > 1 && ndue > 1;
+    if (helpers) {
+        s->gen++;
+        pthread_cond_broadcast(&s->pwork);
+    }
+    s->busy++; /* the loop's own slot */
+    pthread_mutex_unlock(&s->pmu);
+    work(s, &s->slots[0]);
+    pthread_mutex_lock(&s->pmu);
+    s->busy--;
+    while (s->busy > 0 || s->next < s->ndue)
+        pthread_cond_wait(&s->pdone, &s->pmu);
+    s->ndue = s->next = 0;
+    vb_err rc = s->pass_err.code;
+    if (rc != VB_OK)
+        vb_error_set(err, rc, "%s", s->pass_err.msg);
+    pthread_mutex_unlock(&s->pmu);
+    return rc;
 }
 
 static vb_err step(vb_scheduler *s, vb_error *err)
@@ -320,17 +439,11 @@ static vb_err step(vb_scheduler *s, vb_error *err)
     s->qn = 0;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < qn; i++)
-        do_fire(s, q[i].job_id, q[i].exec_id);
+        do_fire(s, &s->slots[0], q[i].job_id, q[i].exec_id);
 
-    for (size_t i = 0; i < s->n; i++) {
-        vb_error jerr = {0};
-        rc = process_job(s, &s->sj[i], now_ms(s), &jerr);
-        if (rc != VB_OK) {
-            vb_log(VB_LOG_WARN, "scheduler: job=%s: %s", s->sj[i].job.job_id, jerr.msg);
-            if (first == VB_OK)
-                first = vb_error_set(err, rc, "%s", jerr.msg);
-        }
-    }
+    vb_error perr = {0};
+    if (pass(s, &perr) != VB_OK && first == VB_OK)
+        first = vb_error_set(err, perr.code, "%s", perr.msg);
 
     long long now = now_ms(s);
     if (now - s->last_expire_ms >= EXPIRE_EVERY_MS || now < s->last_expire_ms) {
@@ -419,6 +532,11 @@ vb_scheduler *vb_scheduler_start(const vb_scheduler_opts *opts, vb_error *err)
         vb_error_set(err, VB_ERR_CONFIG, "scheduler: windows and timeouts must not be negative");
         return NULL;
     }
+    if (opts->fire_threads < 0 || opts->fire_threads > VB_SCHED_FIRE_THREADS_MAX) {
+        vb_error_set(err, VB_ERR_CONFIG, "scheduler: fire_threads must be 0-%d",
+                     VB_SCHED_FIRE_THREADS_MAX);
+        return NULL;
+    }
     if (opts->secret_key && opts->secret_key[0]) {
         if (vb_crypto_key_parse(opts->secret_key, key, err) != VB_OK)
             return NULL;
@@ -432,6 +550,9 @@ vb_scheduler *vb_scheduler_start(const vb_scheduler_opts *opts, vb_error *err)
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->pmu, NULL);
+    pthread_cond_init(&s->pwork, NULL);
+    pthread_cond_init(&s->pdone, NULL);
     s->window_s = opts->catch_up_window_s ? opts->catch_up_window_s : VB_SCHED_CATCH_UP_DEFAULT_S;
     if (s->window_s < VB_SCHED_CATCH_UP_MIN_S)
         s->window_s = VB_SCHED_CATCH_UP_MIN_S;
@@ -469,10 +590,30 @@ vb_scheduler *vb_scheduler_start(const vb_scheduler_opts *opts, vb_error *err)
         .secret_key = has_key ? key : NULL,
         .exec_cap = opts->exec_cap,
     };
-    vb_err rc = vb_jobs_new(&jo, &s->jobs, err);
+    s->nslots = opts->fire_threads    ? (size_t)opts->fire_threads
+                : opts->no_thread ? 1
+                                  : VB_SCHED_FIRE_THREADS_DEFAULT;
+    s->slots = calloc(s->nslots, sizeof *s->slots);
+    vb_err rc = s->slots ? vb_jobs_new(&jo, &s->jobs, err)
+                         : vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; rc == VB_OK && i < s->nslots; i++) {
+        s->slots[i].s = s;
+        s->slots[i].index = (int)i;
+        if (i == 0)
+            s->slots[i].jobs = s->jobs;
+        else
+            rc = vb_jobs_new(&jo, &s->slots[i].jobs, err);
+    }
     vb_crypto_wipe(key, sizeof key);
     if (rc != VB_OK)
         goto fail;
+    for (size_t i = 1; i < s->nslots; i++) {
+        if (pthread_create(&s->slots[i].thread, NULL, slot_loop, &s->slots[i]) != 0) {
+            vb_error_set(err, VB_ERR_NOMEM, "scheduler: cannot start its firing threads");
+            goto fail;
+        }
+        s->slots[i].started = 1;
+    }
     if (!s->no_thread) {
         if (pthread_create(&s->thread, NULL, loop, s) != 0) {
             vb_error_set(err, VB_ERR_NOMEM, "scheduler: cannot start its thread");
@@ -497,8 +638,21 @@ void vb_scheduler_stop(vb_scheduler *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
+    pthread_mutex_lock(&s->pmu);
+    s->pool_stop = 1;
+    pthread_cond_broadcast(&s->pwork);
+    pthread_mutex_unlock(&s->pmu);
+    for (size_t i = 1; s->slots && i < s->nslots; i++) {
+        if (s->slots[i].started)
+            pthread_join(s->slots[i].thread, NULL);
+        vb_jobs_free(s->slots[i].jobs);
+    }
+    free(s->slots);
     free_jobs(s);
     vb_jobs_free(s->jobs);
+    pthread_cond_destroy(&s->pdone);
+    pthread_cond_destroy(&s->pwork);
+    pthread_mutex_destroy(&s->pmu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

@@ -25,10 +25,14 @@
  *     (vb_jobs_exec_expire: `timeout`, or `error` when the firing producer
  *     died while publishing).
  *
- * Threading: one scheduler thread runs the loop and calls `fire` (so one
- * slow firing delays the other jobs' ticks, within the catch-up window).
- * vb_scheduler_fire_now may be called from any thread. With opts.no_thread
- * the caller drives the loop with vb_scheduler_step instead (tests).
+ * Threading: one scheduler thread runs the loop; the jobs due in one pass
+ * are claimed and fired by opts.fire_threads firing slots in parallel (the
+ * loop's thread is slot 0, the others are pool threads, each slot with its
+ * own Redis connection), so one slow firing holds up one slot, not every
+ * tick. A pass ends when all its due jobs are done. Manual runs fire on
+ * slot 0. vb_scheduler_fire_now may be called from any thread. With
+ * opts.no_thread the caller drives the loop with vb_scheduler_step instead
+ * (tests); its thread is then slot 0.
  */
 #ifndef VISIONBATCH_PRODUCER_SCHEDULER_H
 #define VISIONBATCH_PRODUCER_SCHEDULER_H
@@ -42,6 +46,8 @@
 #define VB_SCHED_CATCH_UP_MIN_S 60
 #define VB_SCHED_PRODUCER_ID_MAX 128
 #define VB_SCHED_MANUAL_QUEUE 64 /* manual runs waiting to be fired */
+#define VB_SCHED_FIRE_THREADS_DEFAULT 4
+#define VB_SCHED_FIRE_THREADS_MAX 64
 
 typedef struct vb_scheduler vb_scheduler;
 
@@ -56,10 +62,14 @@ typedef struct vb_fire_result {
                        that count is the one the execution uses) */
     long skipped_in_progress; /* already queued/processing elsewhere */
     long skipped_other_org;   /* belonging to another organization */
+    int slot;       /* in: the firing slot, 0 .. fire_threads-1. Firings on
+                       one slot never overlap, so a callback may keep
+                       per-slot resources (connections) without locking. */
 } vb_fire_result;
 
 /* Polls the platform with the job's credentials and publishes its runs.
- * Called from the scheduler thread. After each successful publish it must
+ * Called from a firing slot's thread, concurrently on different slots
+ * (the callback must be thread-safe across slots). After each successful publish it must
  * call vb_jobs_exec_add_published(out->jobs, execution_id, run_id, …) so the
  * execution knows which runs to wait for. Return VB_OK, or an error with a
  * message (no secrets): the execution then ends as `error` when nothing was
@@ -87,6 +97,7 @@ typedef struct vb_scheduler_opts {
     long long (*clock_ms)(void *ctx); /* unix ms; NULL = the real clock */
     void *clock_ctx;
     int no_thread;              /* 1: start no thread; drive with vb_scheduler_step */
+    int fire_threads;           /* firing slots, 1-64; 0 = 4 (1 with no_thread) */
 } vb_scheduler_opts;
 
 /* Validates options, connects to Redis and starts the scheduler thread.

@@ -4,20 +4,29 @@
 #
 #   scripts/bench.sh              run-once: memory flatness and throughput
 #   scripts/bench.sh distributed  producer + workers vs run-once (needs Kafka/Redis)
+#   scripts/bench.sh cron [--jobs N] [--quick] [--fire-threads N]
+#                                 10,000 cron jobs: schedule lag, API latency (wrk), RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
-cmake --build build-release -j "$(nproc)" >/dev/null
+# The cron benchmark needs the producer only.
+target=()
+[ "${1:-}" = cron ] && target=(--target visionbatch-producer)
+cmake --build build-release -j "$(nproc)" "${target[@]}" >/dev/null
 export VB_BIN_DIR=$PWD/build-release
 case "${1:-run-once}" in
   run-once) python3 tests/bench/bench_run_once.py "${@:2}" ;;
   distributed)
     deploy/local/services.sh start
     python3 tests/bench/bench_distributed.py "${@:2}"
+    ;;
+  cron)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_cron.py "${@:2}"
     ;;
   *) echo "bench.sh: unknown benchmark '$1' (try --help)" >&2; exit 2 ;;
 esac

@@ -69,6 +69,7 @@ typedef struct vb_config {
     char *listen;          /* producer REST API, default 127.0.0.1:8000 */
     long catch_up_window_s; /* producer: missed cron tick still fired, default 600 */
     long executions_cap;    /* producer: executions kept per job, default 100 */
+    long cron_fire_threads; /* producer: threads firing due cron jobs, default 4 */
     char *api_token_file;  /* producer REST API token file */
     char *api_token;       /* VISIONBATCH_API_TOKEN or read from the file; secret */
     char *secret_key_file; /* base64 32-byte key file */

@@ -683,6 +683,9 @@ class StubHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "vb-stub/1"
+    # Headers and body go out in separate writes: without TCP_NODELAY every
+    # reply on a kept-alive connection waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     state = None  # StubState, set by serve()
 
     # -- plumbing ----------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -539,6 +540,197 @@ static void start_refuses_bad_options(void **state)
     assert_int_equal(err.code, VB_ERR_REDIS);
 }
 
+/* ---- the firing pool ---- */
+
+/* Counts firings per job and per slot; the first `gather` firings wait (up
+ * to 5 s) until that many are in progress at once, which only happens when
+ * they run on different threads. No cmocka asserts here: pool threads. */
+typedef struct pool_firer {
+    atomic_int calls, in_progress, max_in_progress, bad_slot, gathered;
+    atomic_int per_slot[VB_SCHED_FIRE_THREADS_MAX];
+    int nslots, gather;
+} pool_firer;
+
+static vb_err pool_fire_cb(void *ctx, const vb_job *job, const char *execution_id,
+                           vb_fire_result *out, vb_error *err)
+{
+    (void)job;
+    (void)execution_id;
+    (void)err;
+    pool_firer *f = ctx;
+    if (out->slot < 0 || out->slot >= f->nslots || !out->jobs)
+        atomic_fetch_add(&f->bad_slot, 1);
+    else
+        atomic_fetch_add(&f->per_slot[out->slot], 1);
+    int now = atomic_fetch_add(&f->in_progress, 1) + 1;
+    int max = atomic_load(&f->max_in_progress);
+    while (now > max && !atomic_compare_exchange_weak(&f->max_in_progress, &max, now))
+        ;
+    if (atomic_load(&f->gathered) < f->gather) {
+        atomic_fetch_add(&f->gathered, 1);
+        for (int i = 0; i < 500 && atomic_load(&f->max_in_progress) < f->gather; i++)
+            usleep(10000);
+    }
+    atomic_fetch_add(&f->calls, 1);
+    atomic_fetch_sub(&f->in_progress, 1);
+    return VB_OK;
+}
+
+static vb_scheduler *pool_sched(pool_firer *f, const char *pid, int threads)
+{
+    vb_error err = {0};
+    vb_scheduler_opts o = {
+        .redis_url = vb_test_redis_url(DB),
+        .producer_id = pid,
+        .fire = pool_fire_cb,
+        .fire_ctx = f,
+        .clock_ms = test_clock,
+        .no_thread = 1,
+        .fire_threads = threads,
+    };
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    if (!s)
+        fail_msg("scheduler: %s", err.msg);
+    return s;
+}
+
+/* Every job's executions: one per tick in [start, start + 60 * ticks). */
+static void assert_one_success_per_tick(fx *x, char (*ids)[VB_UUID_SIZE], size_t n,
+                                        long long start, int ticks)
+{
+    for (size_t k = 0; k < n; k++) {
+        vb_exec_list l = execs(x, ids[k]);
+        assert_int_equal(l.n, (size_t)ticks);
+        for (size_t i = 0; i < l.n; i++) {
+            assert_string_equal(l.items[i].status, "success");
+            assert_int_equal(l.items[i].scheduled_for,
+                             (start + 60 * (long long)(ticks - 1 - (int)i)) * 1000);
+        }
+        vb_exec_list_free(&l);
+    }
+}
+
+#define POOL_JOBS 40
+
+static void pool_fires_due_jobs_in_parallel_each_once(void **state)
+{
+    fx *x = *state;
+    char ids[POOL_JOBS][VB_UUID_SIZE];
+    long long created = 0;
+    for (int i = 0; i < POOL_JOBS; i++)
+        created = make_job(x, "* * * * *", "skip", ids[i]);
+    long long start = next_boundary(created, 60);
+    pool_firer f = {.nslots = 4, .gather = 4};
+    vb_scheduler *s = pool_sched(&f, "producer-a", 4);
+    for (int m = 0; m < 3; m++) {
+        clk = (start + 60 * m) * 1000 + 500;
+        step_ok(s);
+        /* a pass returns only when all its firings are done */
+        assert_int_equal(atomic_load(&f.calls), POOL_JOBS * (m + 1));
+        assert_int_equal(atomic_load(&f.in_progress), 0);
+        step_ok(s); /* nothing left in this minute */
+        assert_int_equal(atomic_load(&f.calls), POOL_JOBS * (m + 1));
+    }
+    vb_scheduler_stop(s);
+    assert_int_equal(atomic_load(&f.bad_slot), 0);
+    assert_int_equal(atomic_load(&f.max_in_progress), 4); /* four at once, never more */
+    int used = 0;
+    for (int i = 0; i < 4; i++)
+        used += atomic_load(&f.per_slot[i]) > 0;
+    assert_int_equal(used, 4);
+    assert_one_success_per_tick(x, ids, POOL_JOBS, start, 3);
+}
+
+typedef struct stepper {
+    vb_scheduler *s;
+    int steps;
+    atomic_int failures;
+} stepper;
+
+static void *step_thread(void *arg)
+{
+    stepper *st = arg;
+    for (int i = 0; i < st->steps; i++) {
+        vb_error err = {0};
+        if (vb_scheduler_step(st->s, &err) != VB_OK)
+            atomic_fetch_add(&st->failures, 1);
+    }
+    return NULL;
+}
+
+static void two_producers_with_pools_racing_fire_each_tick_once(void **state)
+{
+    fx *x = *state;
+    char ids[POOL_JOBS][VB_UUID_SIZE];
+    long long created = 0;
+    for (int i = 0; i < POOL_JOBS; i++)
+        created = make_job(x, "* * * * *", "allow", ids[i]);
+    long long start = next_boundary(created, 60);
+    pool_firer f = {.nslots = 4};
+    stepper a = {.s = pool_sched(&f, "producer-a", 4), .steps = 3};
+    stepper b = {.s = pool_sched(&f, "producer-b", 4), .steps = 3};
+    for (int m = 0; m < 2; m++) {
+        clk = (start + 60 * m) * 1000 + 200;
+        /* both producers, eight slots, all claiming the same 40 ticks at once */
+        pthread_t ta, tb;
+        assert_int_equal(pthread_create(&ta, NULL, step_thread, &a), 0);
+        assert_int_equal(pthread_create(&tb, NULL, step_thread, &b), 0);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        assert_int_equal(atomic_load(&a.failures) + atomic_load(&b.failures), 0);
+        assert_int_equal(atomic_load(&f.calls), POOL_JOBS * (m + 1));
+    }
+    vb_scheduler_stop(a.s);
+    vb_scheduler_stop(b.s);
+    assert_int_equal(atomic_load(&f.bad_slot), 0);
+    assert_one_success_per_tick(x, ids, POOL_JOBS, start, 2);
+}
+
+static void threaded_pool_fires_every_job_of_a_tick(void **state)
+{
+    fx *x = *state;
+    char ids[POOL_JOBS][VB_UUID_SIZE];
+    /* last_tick one tick ago: every job is due at once, on the real clock */
+    long long now = real_clock_ms(NULL) / 1000;
+    for (int i = 0; i < POOL_JOBS; i++) {
+        make_job(x, "* * * * *", "skip", ids[i]);
+        set_last_tick(x, ids[i], (now / 60) * 60 - 60);
+    }
+    pool_firer f = {.nslots = VB_SCHED_FIRE_THREADS_DEFAULT};
+    vb_error err = {0};
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB), .fire = pool_fire_cb,
+                           .fire_ctx = &f};
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    assert_non_null(s);
+    for (int i = 0; i < 500 && atomic_load(&f.calls) < POOL_JOBS; i++)
+        usleep(10000);
+    vb_scheduler_stop(s);
+    assert_int_equal(atomic_load(&f.bad_slot), 0);
+    /* one tick each (the current minute's; the clock cannot pass two minute
+     * boundaries within the 5 s) */
+    int calls = atomic_load(&f.calls);
+    assert_true(calls == POOL_JOBS || calls == 2 * POOL_JOBS);
+}
+
+static void start_refuses_bad_fire_threads(void **state)
+{
+    (void)state;
+    pool_firer f = {.nslots = 1};
+    vb_error err = {0};
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB), .fire = pool_fire_cb,
+                           .fire_ctx = &f, .no_thread = 1, .fire_threads = -1};
+    assert_null(vb_scheduler_start(&o, &err));
+    assert_int_equal(err.code, VB_ERR_CONFIG);
+    o.fire_threads = VB_SCHED_FIRE_THREADS_MAX + 1;
+    vb_error_clear(&err);
+    assert_null(vb_scheduler_start(&o, &err));
+    assert_int_equal(err.code, VB_ERR_CONFIG);
+    o.fire_threads = VB_SCHED_FIRE_THREADS_MAX;
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    assert_non_null(s);
+    vb_scheduler_stop(s);
+}
+
 /* ---- execution completion ---- */
 
 static void manual_exec(fx *x, char id[VB_UUID_SIZE], char exec[VB_UUID_SIZE], int published)
@@ -743,6 +935,10 @@ int main(void)
         T(fire_error_without_publishing_ends_as_error),
         T(thread_fires_a_manual_run_within_a_second),
         T(start_refuses_bad_options),
+        T(pool_fires_due_jobs_in_parallel_each_once),
+        T(two_producers_with_pools_racing_fire_each_tick_once),
+        T(threaded_pool_fires_every_job_of_a_tick),
+        T(start_refuses_bad_fire_threads),
         T(two_ok_one_failed_is_partial_and_duplicates_count_once),
         T(all_ok_is_success_all_failed_is_failed),
         T(runs_finished_before_firing_ends_are_counted),

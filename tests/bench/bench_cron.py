@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Benchmark of visionbatch-producer with many active cron jobs.
+
+Starts a private redis-server, the platform stand-in (serving no runs, so a
+firing costs one platform GET plus the Redis scripts) and the producer
+(`--listen` on a free port, Kafka from deploy/local/services.sh), then:
+
+  1. creates N jobs `* * * * *` through POST /cron-jobs (creation throughput);
+  2. waits for `--ticks` minute boundaries after the last creation, then reads
+     every execution's scheduled_for / started_at / completed_at from Redis:
+     schedule lag (claim time - tick) and firing lag (firing finished - tick),
+     p50/p99/max per tick;
+  3. runs wrk on GET /cron-jobs/{id} (random ids among the jobs) for
+     `--wrk-seconds` at a few connection counts, p50/p99 and requests/s;
+  4. reads the producer's VmRSS / VmHWM (/proc/<pid>/status) after creation,
+     after the ticks and after the wrk runs.
+
+  scripts/bench.sh cron                       10,000 jobs, 2 ticks, wrk 15 s
+  scripts/bench.sh cron --quick               1,000 jobs, 1 tick, wrk 5 s
+  VB_BIN_DIR=build python3 tests/bench/bench_cron.py --jobs 5000 --fire-threads 1
+
+--fire-threads sets VISIONBATCH_CRON_FIRE_THREADS for the producer (omit it
+to use the producer's default). Needs Kafka (deploy/local/services.sh start),
+redis-server and wrk.
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "system"))
+import harness  # noqa: E402
+from test_producer import BROKERS, RedisServer, kafka_ok  # noqa: E402
+
+SECRET_KEY = base64.b64encode(b"b" * 32).decode()
+
+# Every execution as "scheduled_for started_at completed_at status", one per line.
+READ_EXECS = (
+    "local out = {} "
+    "for _, k in ipairs(redis.call('KEYS', 'visionbatch:exec:*')) do "
+    "  local h = redis.call('HMGET', k, 'scheduled_for', 'started_at', 'completed_at', 'status') "
+    "  out[#out + 1] = (h[1] or '0') .. ' ' .. (h[2] or '0') .. ' ' .. (h[3] or '0') .. ' ' "
+    "    .. (h[4] or '') "
+    "end "
+    "return out")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values, p):
+    """Nearest-rank percentile of a non-empty list."""
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
+    return v[k]
+
+
+def proc_mem(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:", "Threads:")):
+                k, v = line.split(":", 1)
+                out[k] = int(v.split()[0])
+    return out
+
+
+def fmt_mem(m):
+    return "VmRSS %.1f MB, VmHWM %.1f MB, threads %d" % (m["VmRSS"] / 1024.0,
+                                                         m["VmHWM"] / 1024.0, m["Threads"])
+
+
+def create_jobs(port, n, platform, concurrency=8):
+    """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds)."""
+    body = {
+        "name": "bench",
+        "schedule": "* * * * *",
+        "external_api_get_url": platform.get_url,
+        "external_api_post_url": platform.post_url,
+        "external_api_key": platform.api_key,
+        "backend_api_url": "http://127.0.0.1:9",
+        "organization_id": harness.GUIDE_ORG_ID,
+        "enabled": True,
+    }
+    ids, errors = [], []
+    lock = threading.Lock()
+    counter = iter(range(n))
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            data = json.dumps(dict(body, name="bench-%d" % i))
+            try:
+                conn.request("POST", "/cron-jobs", data, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                payload = r.read()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                with lock:
+                    errors.append(str(e))
+                continue
+            with lock:
+                if r.status == 201:
+                    ids.append(json.loads(payload)["job_id"])
+                else:
+                    errors.append("%d %s" % (r.status, payload[:200]))
+        conn.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    if errors:
+        raise SystemExit("job creation: %d errors, first: %s" % (len(errors), errors[0]))
+    return ids, took
+
+
+def read_execs(redis_port):
+    r = subprocess.run(["redis-cli", "-p", str(redis_port), "EVAL", READ_EXECS, "0"],
+                       capture_output=True, text=True, timeout=120, check=True)
+    rows = []
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3]))
+    return rows
+
+
+def redis_cmd(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port)] + list(args), capture_output=True,
+                          text=True, timeout=30, check=True).stdout.strip()
+
+
+def lag_table(rows, ticks_ms):
+    """Per tick: count, schedule lag p50/p99/max, firing lag p50/p99/max (seconds)."""
+    out = []
+    for tick in ticks_ms:
+        mine = [r for r in rows if r[0] == tick]
+        fired = [r for r in mine if r[3] != "skipped"]
+        if not fired:
+            out.append((tick, len(mine), 0, None, None))
+            continue
+        start = [(r[1] - tick) / 1000.0 for r in fired]
+        done = [(r[2] - tick) / 1000.0 for r in fired if r[2] > 0]
+        out.append((tick, len(mine), len(fired),
+                    (min(start), pct(start, 50), pct(start, 99), max(start)),
+                    (pct(done, 50), pct(done, 99), max(done)) if done else None))
+    return out
+
+
+def run_wrk(port, ids, connections, seconds, tmp):
+    script = os.path.join(tmp, "get_job.lua")
+    sample = random.Random(7).sample(ids, min(len(ids), 2000))
+    with open(script, "w") as f:
+        f.write("local ids = {%s}\n" % ",".join('"%s"' % i for i in sample))
+        f.write("math.randomseed(7)\n")
+        f.write("request = function()\n"
+                "  return wrk.format('GET', '/cron-jobs/' .. ids[math.random(#ids)])\n"
+                "end\n")
+    threads = min(2, connections)
+    r = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", "%ds" % seconds,
+                        "--latency", "-s", script, "http://127.0.0.1:%d" % port],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    if r.returncode != 0:
+        raise SystemExit("wrk failed: %s" % r.stderr)
+    text = r.stdout
+
+    def lat(label):
+        m = re.search(r"^\s+%s\s+([\d.]+)(us|ms|s)\s*$" % re.escape(label), text, re.M)
+        if not m:
+            return float("nan")
+        v = float(m.group(1))
+        return v / 1000.0 if m.group(2) == "us" else v * 1000.0 if m.group(2) == "s" else v
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errs = re.search(r"Socket errors:.*", text)
+    return {"p50": lat("50%"), "p99": lat("99%"), "rps": float(rps.group(1)) if rps else 0.0,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "errors": errs.group(0) if errs else ""}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=None, help="active jobs (default 10000)")
+    ap.add_argument("--quick", action="store_true", help="1,000 jobs, 1 tick, 5 s wrk runs")
+    ap.add_argument("--ticks", type=int, default=None, help="minute boundaries to measure")
+    ap.add_argument("--wrk-seconds", type=int, default=None)
+    ap.add_argument("--connections", default="2,16,64", help="wrk connection counts")
+    ap.add_argument("--fire-threads", type=int, default=None,
+                    help="VISIONBATCH_CRON_FIRE_THREADS for the producer")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = ap.parse_args()
+    n = args.jobs or (1000 if args.quick else 10000)
+    ticks = args.ticks or (1 if args.quick else 2)
+    wrk_s = args.wrk_seconds or (5 if args.quick else 15)
+    conns = [int(c) for c in args.connections.split(",") if c]
+    for tool in ("redis-server", "redis-cli", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit("bench_cron: %s not found (scripts/install-deps.sh)" % tool)
+    if not kafka_ok():
+        raise SystemExit("bench_cron: Kafka unavailable at %s: deploy/local/services.sh start"
+                         % BROKERS)
+    binary = harness.require_binary("visionbatch-producer")
+
+    tmp = tempfile.mkdtemp(prefix="vb-bench-cron-")
+    redis = RedisServer()
+    platform = harness.PlatformStub(log_path=os.path.join(tmp, "platform.log"))
+    platform.start()
+    proc = None
+    try:
+        port = free_port()
+        env = {"VISIONBATCH_SECRET_KEY": SECRET_KEY,
+               "REDIS_URL": "redis://127.0.0.1:%d/0" % redis.port,
+               "KAFKA_BROKERS": BROKERS,
+               "VISIONBATCH_LOG_FILE": os.path.join(tmp, "producer.log"),
+               "VISIONBATCH_CONFIG": harness.write_config(os.path.join(tmp, "empty.json"), {})}
+        if args.fire_threads is not None:
+            env["VISIONBATCH_CRON_FIRE_THREADS"] = str(args.fire_threads)
+        proc = harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port], env=env,
+                                    log_dir=tmp)
+
+        def up():
+            if not proc.alive():
+                raise SystemExit("producer exited: %s" % proc.stderr()[-2000:])
+            try:
+                return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % port,
+                                            timeout=2).status == 200
+            except OSError:
+                return False
+
+        harness.wait_until(up, timeout=30, message="producer API up")
+        print("jobs %d, fire threads %s, ticks %d, wrk %d s, cores %d" % (
+            n, args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
+            os.cpu_count()))
+
+        ids, took = create_jobs(port, n, platform)
+        print("created %d jobs in %.1f s: %.0f jobs/s" % (len(ids), took, len(ids) / took))
+        time.sleep(2)  # the scheduler's reload of the new version
+        mem_idle = proc_mem(proc.pid)
+        print("after creation: %s" % fmt_mem(mem_idle))
+
+        # Measure the ticks strictly after the last creation (every job is due).
+        first = (int(time.time()) // 60 + 1) * 60
+        tick_list = [first + 60 * i for i in range(ticks)]
+        last = tick_list[-1]
+        print("waiting for ticks %s" % ", ".join(time.strftime("%H:%M:%S", time.gmtime(t))
+                                                 for t in tick_list))
+        # Until the firings after the last tick are over (nothing running and
+        # no new key for 3 s: O(1) commands only, so the wait does not load
+        # Redis), or 58 s past it.
+        prev = None
+        while time.time() < last + 58:
+            time.sleep(1.5)
+            if time.time() < last + 2:
+                continue
+            size = redis_cmd(redis.port, "DBSIZE")
+            running = redis_cmd(redis.port, "ZCARD", "visionbatch:execs:running")
+            if size == prev and running == "0":
+                break
+            prev = size
+        rows = read_execs(redis.port)
+        mem_ticks = proc_mem(proc.pid)
+        print()
+        print("| tick | executions | fired | schedule lag min / p50 / p99 / max s "
+              "| firing done p50 / p99 / max s |")
+        print("|---|---|---|---|---|")
+        for tick, count, fired, start, done in lag_table(rows, [t * 1000 for t in tick_list]):
+            print("| %s | %d | %d | %s | %s |" % (
+                time.strftime("%H:%M", time.gmtime(tick / 1000)), count, fired,
+                "%.2f / %.2f / %.2f / %.2f" % start if start else "-",
+                "%.2f / %.2f / %.2f" % done if done else "-"))
+        statuses = {}
+        for r in rows:
+            if r[0] in [t * 1000 for t in tick_list]:
+                statuses[r[3]] = statuses.get(r[3], 0) + 1
+        print("statuses of those executions: %s" % statuses)
+        print("after the ticks: %s" % fmt_mem(mem_ticks))
+
+        print()
+        print("| connections | p50 ms | p99 ms | requests/s | non-2xx |")
+        print("|---|---|---|---|---|")
+        for c in conns:
+            w = run_wrk(port, ids, c, wrk_s, tmp)
+            print("| %d | %.2f | %.2f | %.0f | %d |%s" % (c, w["p50"], w["p99"], w["rps"],
+                                                         w["non2xx"],
+                                                         " " + w["errors"] if w["errors"] else ""))
+        print("after wrk: %s" % fmt_mem(proc_mem(proc.pid)))
+    finally:
+        if proc:
+            proc.stop()
+        platform.stop()
+        redis.stop()
+        if args.keep:
+            print("kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
