@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "excerpt.h"
@@ -356,6 +357,42 @@ static int find_visit(void *p, const vb_run *run)
     return 0;
 }
 
+/* Absence of a run from the unprocessed list is only believed after it held
+ * for this many consecutive full scans: the platform pages by offset, so runs
+ * that other workers finish while we page shift the later pages forward and
+ * a single scan can step over a run that is still unprocessed. */
+#define ABSENT_SCANS 3
+#define ABSENT_RESCAN_MS 300
+
+static int sleep_cancellable_ms(long ms, const volatile sig_atomic_t *cancel)
+{
+    for (; ms > 0; ms -= 50) {
+        if (cancel && *cancel)
+            return 1;
+        struct timespec ts = {0, (ms < 50 ? ms : 50) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return cancel && *cancel;
+}
+
+/* Walks the pages until `visit` reports the run (*found set by it) or the run
+ * was absent from ABSENT_SCANS scans in a row. */
+static vb_err scan_until_confirmed(vb_http *h, const vb_config *cfg,
+                                   const volatile sig_atomic_t *cancel,
+                                   int (*visit)(void *, const vb_run *), void *ctx,
+                                   const int *found, vb_error *err)
+{
+    for (int scan = 1;; scan++) {
+        vb_fetch_stats stats = {0};
+        vb_err rc = walk_pages(h, cfg, cancel, visit, ctx, &stats, err);
+        if (rc != VB_OK || *found || scan == ABSENT_SCANS)
+            return rc;
+        VB_DEBUG("run not in scan %d of the unprocessed list; scanning again", scan);
+        if (sleep_cancellable_ms((long)ABSENT_RESCAN_MS * scan, cancel))
+            return vb_error_set(err, VB_ERR_CANCELLED, "cancelled");
+    }
+}
+
 vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const char *run_id,
                                       const volatile sig_atomic_t *cancel, int *unprocessed,
                                       vb_error *err)
@@ -363,9 +400,8 @@ vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const ch
     *unprocessed = 0;
     if (!run_id || !cfg->external_api_get_url)
         return vb_error_set(err, VB_ERR_INVALID, "run id and external_api_get_url required");
-    vb_fetch_stats stats = {0};
     find_ctx f = {.cfg = cfg, .id = run_id};
-    vb_err rc = walk_pages(h, cfg, cancel, find_visit, &f, &stats, err);
+    vb_err rc = scan_until_confirmed(h, cfg, cancel, find_visit, &f, &f.found, err);
     if (rc != VB_OK)
         return rc;
     *unprocessed = f.found;
@@ -401,9 +437,8 @@ vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id
     if (!run_id || !cfg->external_api_get_url || !cfg->organization_id)
         return vb_error_set(err, VB_ERR_INVALID,
                             "run id, external_api_get_url and organization_id required");
-    vb_fetch_stats stats = {0};
     copy_ctx f = {.cfg = cfg, .id = run_id, .out = out};
-    vb_err rc = walk_pages(h, cfg, cancel, copy_visit, &f, &stats, err);
+    vb_err rc = scan_until_confirmed(h, cfg, cancel, copy_visit, &f, &f.found, err);
     if (rc != VB_OK) {
         vb_run_free(out);
         return rc;

@@ -559,9 +559,26 @@ static vb_outcome process_run(slot *s, job *j)
     vb_err rc = vb_platform_find_run(s->http, cfg, j->msg.run_id, &s->cancel, &s->run, &found,
                                      &err);
     if (rc == VB_OK && !found) {
-        VB_INFO("run is no longer listed as unprocessed: already processed on the platform");
-        finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
-        return VB_OUT_SKIPPED;
+        /* Absent from the unprocessed list. That proves "processed" only if
+         * visionbatch itself began uploading this run's report before (a
+         * crash after the upload landed); otherwise it is a failure to look
+         * at again later, never a silent success that would lose the run. */
+        vb_run_state st;
+        memset(&st, 0, sizeof st);
+        vb_error se;
+        vb_error_clear(&se);
+        int uploaded_before = vb_store_get(s->store, j->msg.run_id, &st, &se) == VB_OK &&
+                              st.upload_started_at > 0;
+        vb_run_state_free(&st);
+        if (uploaded_before) {
+            VB_INFO("run is no longer listed as unprocessed: an earlier attempt's upload "
+                    "reached the platform");
+            finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
+            return VB_OUT_SKIPPED;
+        }
+        rc = vb_error_set(&err, VB_ERR_NOT_FOUND,
+                          "the platform does not list the run as unprocessed, and visionbatch "
+                          "never uploaded its report");
     }
     vb_run_result res;
     memset(&res, 0, sizeof res);

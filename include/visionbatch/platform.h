@@ -39,7 +39,9 @@ vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run 
 
 /* Sets *unprocessed to 1 when run_id is still listed as unprocessed, 0 when
  * not listed (the platform has it as processed). Used after an ambiguous
- * upload failure, before uploading again. */
+ * upload failure, before uploading again. The platform pages by offset, so
+ * runs finished by others while we page can hide a run from one scan:
+ * absence counts only after three consecutive scans (0.3 s, 0.6 s apart). */
 vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const char *run_id,
                                       const volatile sig_atomic_t *cancel, int *unprocessed,
                                       vb_error *err);
@@ -48,8 +50,9 @@ vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const ch
  * is found (stopping there). *found = 1 and *out (zeroed first; free with
  * vb_run_free) holds the run as listed now — with fresh document URLs —
  * when it is still unprocessed; *found = 0 and *out empty when it is not
- * listed (the platform has it as processed, or never had it). Thread-safe
- * with a per-thread handle. */
+ * listed in three consecutive scans (the platform has it as processed, or
+ * never had it; see vb_platform_run_is_unprocessed). Thread-safe with a
+ * per-thread handle. */
 vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id,
                             const volatile sig_atomic_t *cancel, vb_run *out, int *found,
                             vb_error *err);

@@ -297,6 +297,21 @@ class WorkerTest(harness.SystemTestCase):
         self.assert_once(platform, ids)
         self.assertTrue(w.alive())
 
+    def test_run_hidden_from_one_scan_is_still_processed(self):
+        """The platform pages by offset: runs finished elsewhere while a worker
+        pages shift later runs forward, so one scan can miss a run that is still
+        unprocessed. The worker must not take that for "already processed"."""
+        scen, platform, backend = self.start_stubs(1)
+        empty = {"code": 200, "status": "success",
+                 "data": {"page": 1, "page_size": 50, "total": 0, "vision_analysis": []}}
+        platform.faults(get=[{"body": empty}])  # the worker's first scan sees nothing
+        w = self.start_worker(platform, backend, "h1")
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        publish([(ids[0], message(scen["runs"][0]))])
+        self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
+        self.assert_once(platform, ids)
+        self.assertEqual(platform.pending_faults().get("get", []), [])
+
     def test_poison_messages_go_to_dlq_and_work_goes_on(self):
         scen, platform, backend = self.start_stubs(2)
         w = self.start_worker(platform, backend, "d1")
