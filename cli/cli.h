@@ -6,7 +6,22 @@
 #ifndef VISIONBATCH_CLI_H
 #define VISIONBATCH_CLI_H
 
+#include <cjson/cJSON.h>
+
+#include "visionbatch/config.h"
+
 #define VB_VERSION "0.1.0"
+
+/* Loads the settings of `prog` for subcommand `name`, leaving the options
+ * named in `passthrough` in rest; on failure prints "visionbatch <name>:
+ * <reason>" and returns 2 (the exit status), else 0. Opens logging on
+ * stderr. The caller frees *cfg with vb_config_free on success. */
+int vb_cli_load(const char *name, unsigned prog, int argc, char **argv,
+                const char *const *passthrough, vb_config *cfg, char ***rest, int *nrest);
+
+/* Prints `o` (taken over and freed) as indented JSON on stdout; 0, or 1
+ * when it could not be printed. */
+int vb_cli_print_json(const char *name, cJSON *o);
 
 int vb_cli_run_once(int argc, char **argv);
 int vb_cli_runs(int argc, char **argv);

@@ -278,15 +278,7 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
             cJSON_AddStringToObject(root, "topic", cfg->dlq_topic);
             cJSON_AddNumberToObject(root, "total", (double)d.total);
         }
-        char *s = root ? cJSON_Print(root) : NULL;
-        cJSON_Delete(root);
-        if (!s) {
-            fprintf(stderr, "visionbatch dlq list: out of memory\n");
-            rc = 1;
-        } else {
-            printf("%s\n", s);
-            free(s);
-        }
+        rc = vb_cli_print_json("dlq list", root);
     } else if (d.n == 0) {
         printf("%s is empty\n", cfg->dlq_topic);
     } else {
@@ -609,22 +601,18 @@ int vb_cli_dlq(int argc, char **argv)
     }
     static const char *const passthrough[] = {"limit", "json", "all", "dry-run", NULL};
     vb_config cfg;
-    vb_error err;
-    vb_error_clear(&err);
     char **rest = NULL;
     int nrest = 0;
-    if (vb_config_load_ex(&cfg, VB_PROG_ADMIN, argc, argv, passthrough, &rest, &nrest, &err) !=
-        VB_OK) {
-        fprintf(stderr, "visionbatch dlq: %s\n", err.msg);
+    if (vb_cli_load("dlq", VB_PROG_ADMIN, argc, argv, passthrough, &cfg, &rest, &nrest) != 0)
         return 2;
-    }
+    vb_error err;
+    vb_error_clear(&err);
     dlq_args a;
     if (parse_args(nrest, rest, &a) != 0) {
         usage(stderr);
         vb_config_free(&cfg);
         return 2;
     }
-    vb_log_open(NULL, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
     int rc = strcmp(a.sub, "list") == 0 ? cmd_list(&cfg, a.limit, a.json)
                                         : cmd_replay(&cfg, a.id, a.all, a.dry_run);
     vb_log_close();

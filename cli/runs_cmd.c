@@ -110,18 +110,6 @@ static cJSON *state_json(const vb_run_state *st)
     return o;
 }
 
-static int print_json(cJSON *o)
-{
-    char *s = o ? cJSON_Print(o) : NULL;
-    cJSON_Delete(o);
-    if (!s) {
-        fprintf(stderr, "visionbatch runs: out of memory\n");
-        return 1;
-    }
-    printf("%s\n", s);
-    free(s);
-    return 0;
-}
 
 /* ---- subcommands ---- */
 
@@ -154,7 +142,7 @@ static int cmd_list(vb_store *s, vb_run_status filter, long limit, int json)
             cJSON_AddItemToArray(arr, state_json(&l.items[i]));
         if (root)
             cJSON_AddNumberToObject(root, "total_runs", (double)l.total_runs);
-        rc = print_json(root);
+        rc = vb_cli_print_json("runs", root);
     } else if (l.n == 0) {
         printf("no runs%s%s (%zu recorded in %s)\n", filter ? " in state " : "",
                filter ? vb_run_status_name(filter) : "", l.total_runs, vb_store_describe(s));
@@ -186,7 +174,7 @@ static int cmd_show(vb_store *s, const char *id, int json)
     }
     int rc = 0;
     if (json) {
-        rc = print_json(state_json(&st));
+        rc = vb_cli_print_json("runs", state_json(&st));
     } else {
         static const char *const tnames[] = {"created_at",  "updated_at",  "queued_at",
                                              "started_at",  "finished_at", "lease_until",
@@ -311,24 +299,18 @@ int vb_cli_runs(int argc, char **argv)
     }
     static const char *const passthrough[] = {"state", "limit", "json", NULL};
     vb_config cfg;
-    vb_error err;
-    vb_error_clear(&err);
     char **rest = NULL;
     int nrest = 0;
-    if (vb_config_load_ex(&cfg, VB_PROG_ADMIN, argc, argv, passthrough, &rest, &nrest, &err) !=
-        VB_OK) {
-        fprintf(stderr, "visionbatch runs: %s\n", err.msg);
+    if (vb_cli_load("runs", VB_PROG_ADMIN, argc, argv, passthrough, &cfg, &rest, &nrest) != 0)
         return 2;
-    }
+    vb_error err;
+    vb_error_clear(&err);
     runs_args a;
     if (parse_args(nrest, rest, &a) != 0) {
         usage(stderr);
         vb_config_free(&cfg);
         return 2;
     }
-    /* Log lines (e.g. config warnings) go to stderr only: this is an
-     * interactive command whose stdout is the answer. */
-    vb_log_open(NULL, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
 
     vb_store *s = NULL;
     vb_store_opts so = {.client_name = "visionbatch-cli"};

@@ -113,15 +113,7 @@ static int print_json(const vb_kafka_topic_list *l, const char *group, const cha
         }
         cJSON_AddNumberToObject(o, "total_lag", (double)total);
     }
-    char *s = root ? cJSON_Print(root) : NULL;
-    cJSON_Delete(root);
-    if (!s) {
-        fprintf(stderr, "visionbatch topics: out of memory\n");
-        return 1;
-    }
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return vb_cli_print_json("topics", root);
 }
 
 static void print_text(const vb_kafka_topic_list *l, const char *group, const char *runs_topic,
@@ -168,15 +160,12 @@ int vb_cli_topics(int argc, char **argv)
     }
     static const char *const passthrough[] = {"json", "all", NULL};
     vb_config cfg;
-    vb_error err;
-    vb_error_clear(&err);
     char **rest = NULL;
     int nrest = 0;
-    if (vb_config_load_ex(&cfg, VB_PROG_ADMIN, argc, argv, passthrough, &rest, &nrest, &err) !=
-        VB_OK) {
-        fprintf(stderr, "visionbatch topics: %s\n", err.msg);
+    if (vb_cli_load("topics", VB_PROG_ADMIN, argc, argv, passthrough, &cfg, &rest, &nrest) != 0)
         return 2;
-    }
+    vb_error err;
+    vb_error_clear(&err);
     int json = 0, all = 0, bad = 0;
     for (int i = 0; i < nrest; i++) {
         if (strcmp(rest[i], "--json") == 0)
@@ -193,7 +182,6 @@ int vb_cli_topics(int argc, char **argv)
         vb_config_free(&cfg);
         return 2;
     }
-    vb_log_open(NULL, (vb_log_format)cfg.log_format, (vb_log_level)cfg.log_level);
     vb_kafka_topic_list l;
     int rc = 0;
     if (vb_kafka_topics_describe(cfg.kafka_brokers, cfg.group_id, NULL, KAFKA_TIMEOUT_MS, &l,

@@ -29,6 +29,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -520,6 +521,47 @@ def start_binary(name, args=(), env=None, cwd=None, log_dir=None):
     full_env.update({k: str(v) for k, v in (env or {}).items()})
     return BackgroundProcess([path] + [str(a) for a in args], full_env, cwd,
                              log_dir or tempfile.mkdtemp(prefix="vb-logs-"))
+
+
+class RedisServer:
+    """A private redis-server on a free port, without persistence, for tests
+    that must not share state with the other suites."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="vb-redis-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_until(self.ping, timeout=10, message="redis-server to answer")
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def ping(self):
+        return self.cli("PING") == "PONG"
+
+    def cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.port)] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+
+    def state(self, run_id):
+        return self.cli("HGET", "visionbatch:run:" + run_id, "state")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, True)
 
 
 # --------------------------------------------------------------------------

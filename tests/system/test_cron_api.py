@@ -16,7 +16,7 @@ import unittest
 import uuid
 
 import harness
-from test_producer import BROKERS, TOPIC, RedisServer, end_offsets, kafka_ok, messages_since
+from test_producer import BROKERS, TOPIC, end_offsets, kafka_ok, messages_since
 
 SECRET_KEY = base64.b64encode(b"k" * 32).decode()
 GUIDE_JOB = {
@@ -45,7 +45,7 @@ class CronApiTest(harness.SystemTestCase):
         if not kafka_ok():
             raise AssertionError("Kafka with topic %s unavailable at %s: start "
                                  "deploy/local/services.sh" % (TOPIC, BROKERS))
-        cls.redis = RedisServer()
+        cls.redis = harness.RedisServer()
         cls.redis_url = "redis://127.0.0.1:%d/0" % cls.redis.port
 
     @classmethod

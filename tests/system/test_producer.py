@@ -101,33 +101,6 @@ def messages_since(topic, offsets):
     return out
 
 
-class RedisServer:
-    """A private redis-server on a free port (no persistence)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="vb-redis-")
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        harness.wait_until(self._ping, timeout=10, message="redis-server to answer")
-
-    def _ping(self):
-        r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True)
-        return r.stdout.strip() == b"PONG"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.dir, True)
-
-
 class ProducerTest(harness.SystemTestCase):
     @classmethod
     def setUpClass(cls):
@@ -148,7 +121,7 @@ class ProducerTest(harness.SystemTestCase):
         if url:
             cls.redis_url = url
         else:
-            cls.redis = RedisServer()
+            cls.redis = harness.RedisServer()
             cls.redis_url = "redis://127.0.0.1:%d/0" % cls.redis.port
 
     @classmethod

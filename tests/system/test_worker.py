@@ -166,8 +166,14 @@ def message(run, job_id=None):
                        "published_at": "2026-01-01T00:00:00Z", "run": run})
 
 
-@unittest.skipUnless(services_up(), "Kafka/Redis (deploy/local/services.sh) or Kafka tools missing")
 class WorkerTest(harness.SystemTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not services_up():
+            # A missing service is a failure, not a skip: the suite must not pass empty.
+            raise AssertionError("Kafka/Redis (deploy/local/services.sh start) or Kafka tools "
+                                 "missing")
 
     def setUp(self):
         super().setUp()
