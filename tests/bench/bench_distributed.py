@@ -59,40 +59,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-class RedisServer:
-    """A private redis-server on a free port, no persistence."""
-
-    def __init__(self, tmp):
-        self.dir = os.path.join(tmp, "redis")
-        os.makedirs(self.dir)
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        harness.wait_until(self._up, timeout=10, message="redis-server")
-
-    def _up(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    @property
-    def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 def services(*args):
     r = subprocess.run([SERVICES] + list(args), capture_output=True, text=True, timeout=240)
     if r.returncode != 0:
@@ -165,7 +131,7 @@ def distributed(args, workers, concurrency):
     tag = uuid.uuid4().hex[:8]
     topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
     case = Case(args, tmp)
-    redis = RedisServer(tmp)
+    redis = harness.RedisServer()
     procs = []
     services("create-topic", topic, str(args.partitions))
     services("create-topic", dlq, "1")
