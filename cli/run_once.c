@@ -21,7 +21,7 @@
 #include "visionbatch/pipeline.h"
 #include "visionbatch/platform.h"
 
-static volatile sig_atomic_t g_cancel;
+static atomic_int g_cancel;
 static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig)

@@ -32,7 +32,7 @@
 
 /* ---- helpers ---- */
 
-vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
+vb_http_policy vb_backend_policy(const vb_config *cfg, const atomic_int *cancel)
 {
     /* The backend is an API like the platform: same timeouts, caps, retries. */
     return vb_platform_policy(cfg, cancel);
@@ -136,7 +136,7 @@ static char *json_id(const cJSON *obj, const char *key)
 
 /* ---- connectivity ---- */
 
-vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
+vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const atomic_int *cancel,
                         vb_error *err)
 {
     vb_buf url = {0};
@@ -170,7 +170,7 @@ done:
 /* ---- images ---- */
 
 vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
+                               const char *filename, const atomic_int *cancel,
                                char **image_id, vb_error *err)
 {
     unsigned char head[16];
@@ -302,7 +302,7 @@ vb_err vb_backend_parse_batch_id(const char *json, size_t len, char **batch_id, 
 }
 
 vb_err vb_backend_start_batch(vb_http *h, const vb_config *cfg, const vb_backend_analyze *req,
-                              const volatile sig_atomic_t *cancel, char **batch_id,
+                              const atomic_int *cancel, char **batch_id,
                               vb_error *err)
 {
     char *body = NULL;
@@ -391,7 +391,7 @@ vb_err vb_backend_parse_status(const char *json, size_t len, vb_batch_status *st
 }
 
 vb_err vb_backend_get_status(vb_http *h, const vb_config *cfg, const char *batch_id,
-                             const volatile sig_atomic_t *cancel, vb_batch_status *st,
+                             const atomic_int *cancel, vb_batch_status *st,
                              vb_error *err)
 {
     vb_buf url = {0};
@@ -438,7 +438,7 @@ static long long now_ms(void)
 }
 
 /* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
-static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
+static int sleep_cancellable(long long ms, const atomic_int *cancel)
 {
     while (ms > 0) {
         if (cancel && *cancel)
@@ -452,7 +452,7 @@ static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
 }
 
 vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
-                       const volatile sig_atomic_t *cancel,
+                       const atomic_int *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err)
 {
@@ -539,7 +539,7 @@ static vb_err write_file(const char *path, const char *data, size_t len, vb_erro
 }
 
 vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
+                               const char *out_path, const atomic_int *cancel,
                                vb_error *err)
 {
     vb_buf url = {0};

@@ -291,7 +291,7 @@ static void add_description(void *ctx, const char *name, const char *desc)
 }
 
 vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
-                           const volatile sig_atomic_t *cancel, vb_run_inputs *in,
+                           const atomic_int *cancel, vb_run_inputs *in,
                            vb_error *err)
 {
     memset(in, 0, sizeof *in);

@@ -54,7 +54,7 @@ typedef struct http_limits {
     long base_ms;
     long max_ms;
     int retry_on_5xx;
-    const volatile sig_atomic_t *cancel;
+    const atomic_int *cancel;
 } http_limits;
 
 /* What the header callback learns about the latest answer (redirects and
@@ -211,7 +211,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
-    const volatile sig_atomic_t *cancel = ud;
+    const atomic_int *cancel = ud;
     return *cancel ? 1 : 0;
 }
 

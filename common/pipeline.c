@@ -50,7 +50,7 @@ static vb_err stage(const vb_pipeline_hooks *hooks, vb_stage s, const char *batc
     return VB_OK;
 }
 
-static vb_err cancelled(const volatile sig_atomic_t *cancel, vb_error *err)
+static vb_err cancelled(const atomic_int *cancel, vb_error *err)
 {
     if (cancel && *cancel)
         return vb_error_set(err, VB_ERR_CANCELLED, "run cancelled");
@@ -71,7 +71,7 @@ static void append_batch_id(vb_run_result *res, const char *id)
 }
 
 vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
-                           const vb_pipeline_hooks *hooks, const volatile sig_atomic_t *cancel,
+                           const vb_pipeline_hooks *hooks, const atomic_int *cancel,
                            vb_run_result *res, vb_error *err)
 {
     double t0 = now_s();

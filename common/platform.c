@@ -167,7 +167,7 @@ static vb_err idset_add(idset *s, const char *id, int *added)
 
 /* ---- HTTP ---- */
 
-vb_http_policy vb_platform_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
+vb_http_policy vb_platform_policy(const vb_config *cfg, const atomic_int *cancel)
 {
     vb_http_policy pol = {0};
     pol.connect_timeout_ms = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s * 1000 : 0;
@@ -196,7 +196,7 @@ static vb_err api_failure(vb_err rc, const char *what, const vb_http_response *r
  * VB_ERR_* (negated) = fail. */
 typedef int (*run_visitor)(void *ctx, const vb_run *run);
 
-static vb_err walk_pages(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
+static vb_err walk_pages(vb_http *h, const vb_config *cfg, const atomic_int *cancel,
                          run_visitor visit, void *ctx, vb_fetch_stats *stats, vb_error *err)
 {
     vb_buf url = {0};
@@ -316,7 +316,7 @@ static int collect_visit(void *p, const vb_run *run)
 }
 
 vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
-                                     const volatile sig_atomic_t *cancel, vb_run_list *out,
+                                     const atomic_int *cancel, vb_run_list *out,
                                      vb_fetch_stats *stats, vb_error *err)
 {
     vb_fetch_stats local;
@@ -364,7 +364,7 @@ static int find_visit(void *p, const vb_run *run)
 #define ABSENT_SCANS 3
 #define ABSENT_RESCAN_MS 300
 
-static int sleep_cancellable_ms(long ms, const volatile sig_atomic_t *cancel)
+static int sleep_cancellable_ms(long ms, const atomic_int *cancel)
 {
     for (; ms > 0; ms -= 50) {
         if (cancel && *cancel)
@@ -378,7 +378,7 @@ static int sleep_cancellable_ms(long ms, const volatile sig_atomic_t *cancel)
 /* Walks the pages until `visit` reports the run (*found set by it) or the run
  * was absent from ABSENT_SCANS scans in a row. */
 static vb_err scan_until_confirmed(vb_http *h, const vb_config *cfg,
-                                   const volatile sig_atomic_t *cancel,
+                                   const atomic_int *cancel,
                                    int (*visit)(void *, const vb_run *), void *ctx,
                                    const int *found, vb_error *err)
 {
@@ -394,7 +394,7 @@ static vb_err scan_until_confirmed(vb_http *h, const vb_config *cfg,
 }
 
 vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const char *run_id,
-                                      const volatile sig_atomic_t *cancel, int *unprocessed,
+                                      const atomic_int *cancel, int *unprocessed,
                                       vb_error *err)
 {
     *unprocessed = 0;
@@ -429,7 +429,7 @@ static int copy_visit(void *p, const vb_run *run)
 }
 
 vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id,
-                            const volatile sig_atomic_t *cancel, vb_run *out, int *found,
+                            const atomic_int *cancel, vb_run *out, int *found,
                             vb_error *err)
 {
     *found = 0;
@@ -472,7 +472,7 @@ static int body_says_failure(const vb_buf *body)
 
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, const char *html_path,
-                                 const volatile sig_atomic_t *cancel, vb_error *err)
+                                 const atomic_int *cancel, vb_error *err)
 {
     char filename[160];
     char ex[256];

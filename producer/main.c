@@ -42,7 +42,7 @@
 #define VB_PRODUCER_VERSION "0.1.0"
 #define PROG "visionbatch-producer"
 
-static volatile sig_atomic_t g_cancel;
+static atomic_int g_cancel;
 
 static void on_signal(int sig)
 {
@@ -192,7 +192,9 @@ typedef struct service {
     vb_metrics *metrics;
     vb_metric *polls;     /* visionbatch_producer_polls_total{source,result} */
     vb_metric *published; /* visionbatch_producer_runs_published_total{source} */
-    pthread_mutex_t store_mu; /* guards `store` (REST API lookups) */
+    /* Guards `store` (REST API lookups) and the publication of `ctx` and
+     * `sched`, which the API's threads read while the main thread sets them. */
+    pthread_mutex_t store_mu;
     vb_store *store;
 } service;
 
@@ -207,11 +209,19 @@ static void count_poll(service *sv, const char *source, vb_err rc, const vb_poll
 static int api_ready(void *ctx, char *why, size_t whylen)
 {
     service *sv = ctx;
-    if (!sv->ctx) {
+    pthread_mutex_lock(&sv->store_mu);
+    vb_producer_ctx *pc = sv->ctx;
+    vb_scheduler *sched = sv->sched;
+    pthread_mutex_unlock(&sv->store_mu);
+    if (!pc) {
         snprintf(why, whylen, "not connected to Kafka and Redis yet");
         return 0;
     }
-    if (!vb_producer_kafka_reachable(sv->ctx, 2000)) {
+    if (!sched) { /* POST /cron-jobs/{id}/run would answer 409 */
+        snprintf(why, whylen, "the cron scheduler is not running yet");
+        return 0;
+    }
+    if (!vb_producer_kafka_reachable(pc, 2000)) {
         snprintf(why, whylen, "Kafka is unreachable");
         return 0;
     }
@@ -228,9 +238,12 @@ static int api_ready(void *ctx, char *why, size_t whylen)
 static vb_err api_fire_now(void *ctx, const char *job_id, char execution_id[37], vb_error *err)
 {
     service *sv = ctx;
-    if (!sv->sched)
+    pthread_mutex_lock(&sv->store_mu);
+    vb_scheduler *sched = sv->sched;
+    pthread_mutex_unlock(&sv->store_mu);
+    if (!sched)
         return vb_error_set(err, VB_ERR_CONFLICT, "the scheduler is not running");
-    return vb_scheduler_fire_now(sv->sched, job_id, execution_id, err);
+    return vb_scheduler_fire_now(sched, job_id, execution_id, err);
 }
 
 /* GET /runs/{id}: the run's state as recorded in Redis (no secrets in it). */
@@ -418,13 +431,23 @@ static int connect_service(const vb_config *cfg, service *sv, int retry)
     vb_error err;
     while (!g_cancel) {
         vb_error_clear(&err);
-        if (!sv->ctx && vb_producer_ctx_new(cfg, &g_cancel, &sv->ctx, &err) != VB_OK) {
+        vb_producer_ctx *pc = NULL;
+        vb_store *store = NULL;
+        int ok = 0;
+        if (!sv->ctx && vb_producer_ctx_new(cfg, &g_cancel, &pc, &err) != VB_OK)
             VB_ERROR("cannot connect: %s", err.msg);
-        } else if (!sv->store && vb_store_new(cfg->redis_url, NULL, &sv->store, &err) != VB_OK) {
+        else if (!sv->store && vb_store_new(cfg->redis_url, NULL, &store, &err) != VB_OK)
             VB_ERROR("cannot connect to Redis: %s", err.msg);
-        } else {
+        else
+            ok = 1;
+        pthread_mutex_lock(&sv->store_mu); /* the API's threads read both */
+        if (pc)
+            sv->ctx = pc;
+        if (store)
+            sv->store = store;
+        pthread_mutex_unlock(&sv->store_mu);
+        if (ok)
             return 0;
-        }
         if (!retry)
             return -1;
         sleep_interruptible(2);
@@ -463,9 +486,15 @@ static int serve(const vb_config *cfg, const opts *o)
         status = g_cancel ? 0 : 1;
         goto out;
     }
-    if (!o->once && !(sv.sched = start_scheduler(cfg, &sv))) {
-        status = 1;
-        goto out;
+    if (!o->once) {
+        vb_scheduler *sched = start_scheduler(cfg, &sv);
+        pthread_mutex_lock(&sv.store_mu); /* api_fire_now reads it */
+        sv.sched = sched;
+        pthread_mutex_unlock(&sv.store_mu);
+        if (!sched) {
+            status = 1;
+            goto out;
+        }
     }
     if (poll_platform && !o->once)
         VB_INFO("polling organization %s every %ld s", cfg->organization_id, interval);
@@ -487,8 +516,8 @@ static int serve(const vb_config *cfg, const opts *o)
         status = o->once ? status : 0;
     }
 out:
+    vb_api_stop(api); /* first: its threads use the scheduler */
     vb_scheduler_stop(sv.sched);
-    vb_api_stop(api);
     for (size_t i = 0; i < VB_SCHED_FIRE_THREADS_MAX; i++)
         vb_producer_ctx_free(sv.slot_ctx[i]);
     vb_producer_ctx_free(sv.ctx);

@@ -51,7 +51,7 @@ struct vb_producer_ctx {
     char *holder_id; /* worker_id: names this producer in the brief release lock */
     long max_attempts;
     long queue_lease_ms;
-    const volatile sig_atomic_t *cancel;
+    const atomic_int *cancel;
     /* Set for the duration of one vb_producer_poll_ex call (under mu). */
     vb_published_fn published;
     void *published_ctx;
@@ -84,7 +84,7 @@ static char *holder_from(const char *worker_id)
     return h;
 }
 
-vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+vb_err vb_producer_ctx_new(const vb_config *svc, const atomic_int *cancel,
                            vb_producer_ctx **out, vb_error *err)
 {
     *out = NULL;

@@ -11,7 +11,7 @@
 #ifndef VISIONBATCH_PRODUCER_POLLER_H
 #define VISIONBATCH_PRODUCER_POLLER_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "visionbatch/config.h"
@@ -44,7 +44,7 @@ long vb_producer_queue_lease_ms(const vb_config *svc);
  * lease, worker_id). `cancel` (may be NULL) stops a pass between runs; it
  * must outlive the context. VB_ERR_REDIS / VB_ERR_KAFKA / VB_ERR_CONFIG on
  * failure (*out NULL). Call vb_http_global_init() first. */
-vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+vb_err vb_producer_ctx_new(const vb_config *svc, const atomic_int *cancel,
                            vb_producer_ctx **out, vb_error *err);
 /* Flushes Kafka (up to 10 s) and closes everything. NULL is accepted. */
 void vb_producer_ctx_free(vb_producer_ctx *ctx);

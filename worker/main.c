@@ -20,7 +20,7 @@
 #include "visionbatch/signals.h"
 #include "worker.h"
 
-static volatile sig_atomic_t g_stop;
+static atomic_int g_stop;
 
 static void on_signal(int sig)
 {

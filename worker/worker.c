@@ -135,8 +135,8 @@ typedef struct slot {
     job *job;                /* (mu) assigned run; NULL = free */
     char run_id[VB_STORE_ID_MAX + 1]; /* (mu) for the renewer */
     char token[VB_STORE_TOKEN_SIZE];  /* (mu) "" when idle */
-    volatile sig_atomic_t cancel;
-    volatile sig_atomic_t shutdown; /* cancel comes from shutdown */
+    atomic_int cancel;
+    atomic_int shutdown; /* cancel comes from shutdown */
     vb_http *http;
     vb_store *store;
     /* per run */
@@ -158,7 +158,7 @@ struct vb_worker {
     slot *slots;
     int nslots;
     int quit;                       /* (mu) slots exit */
-    volatile sig_atomic_t bg_stop;  /* renewer and reaper exit */
+    atomic_int bg_stop;             /* renewer and reaper exit */
     pthread_t renewer, reaper;
     int renewer_started, reaper_started;
     vb_jobs *jobs;     /* cron jobs (credentials) and executions; thread-safe */
@@ -178,7 +178,7 @@ static void sleep_ms(long ms)
 }
 
 /* Sleeps up to ms in short steps; returns early when *flag is set. */
-static void nap(long ms, const volatile sig_atomic_t *flag)
+static void nap(long ms, const atomic_int *flag)
 {
     for (long t = 0; t < ms && !*flag; t += 100)
         sleep_ms(ms - t < 100 ? ms - t : 100);
@@ -969,7 +969,7 @@ static void cancel_all(vb_worker *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *err)
+vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
 {
     const vb_config *cfg = w->cfg;
     vb_err rc = VB_OK;

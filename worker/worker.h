@@ -8,7 +8,7 @@
 #ifndef VISIONBATCH_WORKER_H
 #define VISIONBATCH_WORKER_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdatomic.h>
 
 #include "visionbatch/config.h"
@@ -75,7 +75,7 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err);
 
 /* Runs until *stop becomes non-zero (set from a signal handler), then drains
  * (see worker.c) and returns. VB_OK after a clean shutdown. */
-vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *err);
+vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err);
 
 void vb_worker_free(vb_worker *w);
 

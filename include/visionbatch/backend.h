@@ -11,7 +11,7 @@
 #ifndef VISIONBATCH_BACKEND_H
 #define VISIONBATCH_BACKEND_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "visionbatch/config.h"
@@ -54,10 +54,10 @@ typedef struct vb_backend_analyze {
 } vb_backend_analyze;
 
 /* API-call policy derived from cfg (same as the platform's). */
-vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel);
+vb_http_policy vb_backend_policy(const vb_config *cfg, const atomic_int *cancel);
 
 /* GET /available_models: VB_OK when the backend answers 2xx with JSON. */
-vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
+vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const atomic_int *cancel,
                         vb_error *err);
 
 /* POST /upload-image: multipart `image` (the file at `path`, sent as
@@ -65,7 +65,7 @@ vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_ato
  * if it is not an image) and `chat_id` (cfg->chat_id, default
  * "cron_batch_job"). On success *image_id is a malloc'd id (caller frees). */
 vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
+                               const char *filename, const atomic_int *cancel,
                                char **image_id, vb_error *err);
 
 /* Builds the batch-analyze JSON body into a malloc'd string (caller frees):
@@ -75,7 +75,7 @@ vb_err vb_backend_analyze_body(const vb_backend_analyze *req, char **json, vb_er
 
 /* POST /batch-analyze; on success *batch_id is a malloc'd, validated id. */
 vb_err vb_backend_start_batch(vb_http *h, const vb_config *cfg, const vb_backend_analyze *req,
-                              const volatile sig_atomic_t *cancel, char **batch_id,
+                              const atomic_int *cancel, char **batch_id,
                               vb_error *err);
 
 /* Parses a batch-analyze answer's batch_id (non-empty, ≤ VB_BACKEND_MAX_ID,
@@ -92,7 +92,7 @@ const char *vb_backend_state_name(vb_batch_state s);
 
 /* GET /batch-analyze/{batch_id}/status. */
 vb_err vb_backend_get_status(vb_http *h, const vb_config *cfg, const char *batch_id,
-                             const volatile sig_atomic_t *cancel, vb_batch_status *st,
+                             const atomic_int *cancel, vb_batch_status *st,
                              vb_error *err);
 
 /* Next poll delay: double `prev_ms`, clamped to [min_ms, max_ms]. prev 0 → min. */
@@ -107,7 +107,7 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms);
  * status poll; a non-OK answer stops the wait with that error (a worker that
  * lost its lease). */
 vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
-                       const volatile sig_atomic_t *cancel,
+                       const atomic_int *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err);
 
@@ -116,7 +116,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
  * held in memory up to cfg->max_report_bytes (VB_ERR_TOO_LARGE beyond). An
  * empty body is VB_ERR_CONTENT. On failure out_path does not exist. */
 vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
+                               const char *out_path, const atomic_int *cancel,
                                vb_error *err);
 
 #endif

@@ -15,7 +15,7 @@
 #ifndef VISIONBATCH_DOCUMENTS_H
 #define VISIONBATCH_DOCUMENTS_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "visionbatch/config.h"
@@ -72,7 +72,7 @@ vb_err vb_descriptions_load(const char *path, long long max_bytes,
  * the failures are counted and logged and at least one image must remain.
  * On failure the directory is removed and *in is empty. */
 vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
-                           const volatile sig_atomic_t *cancel, vb_run_inputs *in,
+                           const atomic_int *cancel, vb_run_inputs *in,
                            vb_error *err);
 
 /* Removes the run's directory and everything in it, then frees *in. */

@@ -13,7 +13,7 @@
 #ifndef VISIONBATCH_HTTP_H
 #define VISIONBATCH_HTTP_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "visionbatch/buf.h"
@@ -29,7 +29,7 @@ typedef struct vb_http_policy {
     long retry_base_ms;      /* backoff base; 0 = 500 */
     long retry_max_ms;       /* backoff cap; 0 = 30000 */
     int retry_on_5xx;        /* retry 5xx/429 (transport errors always retry) */
-    const volatile sig_atomic_t *cancel; /* optional; non-zero aborts */
+    const atomic_int *cancel; /* optional; non-zero aborts */
 } vb_http_policy;
 
 /* One multipart/form-data part: either a value or a file. */

@@ -16,7 +16,7 @@
 #ifndef VISIONBATCH_PIPELINE_H
 #define VISIONBATCH_PIPELINE_H
 
-#include <signal.h>
+#include <stdatomic.h>
 
 #include "visionbatch/config.h"
 #include "visionbatch/http.h"
@@ -60,7 +60,7 @@ typedef struct vb_run_result {
  * was skipped by before_upload). `cancel` (may be NULL) stops the run
  * promptly with VB_ERR_CANCELLED. *res is always filled. */
 vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
-                           const vb_pipeline_hooks *hooks, const volatile sig_atomic_t *cancel,
+                           const vb_pipeline_hooks *hooks, const atomic_int *cancel,
                            vb_run_result *res, vb_error *err);
 
 #endif

@@ -27,7 +27,7 @@ typedef struct vb_fetch_stats {
 /* Fetches all unprocessed runs of cfg->organization_id into *out (zeroed
  * first; free with vb_run_list_free). Runs are deduplicated by id. */
 vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
-                                     const volatile sig_atomic_t *cancel, vb_run_list *out,
+                                     const atomic_int *cancel, vb_run_list *out,
                                      vb_fetch_stats *stats, vb_error *err);
 
 /* POSTs the report file at `html_path` as multipart `file`
@@ -35,7 +35,7 @@ vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
  * vision_analysis_id. Only 2xx counts; retries 5xx and timeouts. */
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, const char *html_path,
-                                 const volatile sig_atomic_t *cancel, vb_error *err);
+                                 const atomic_int *cancel, vb_error *err);
 
 /* Sets *unprocessed to 1 when run_id is still listed as unprocessed, 0 when
  * not listed (the platform has it as processed). Used after an ambiguous
@@ -43,7 +43,7 @@ vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run 
  * runs finished by others while we page can hide a run from one scan:
  * absence counts only after three consecutive scans (0.3 s, 0.6 s apart). */
 vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const char *run_id,
-                                      const volatile sig_atomic_t *cancel, int *unprocessed,
+                                      const atomic_int *cancel, int *unprocessed,
                                       vb_error *err);
 
 /* Pages through the unprocessed runs of cfg->organization_id until run_id
@@ -54,10 +54,10 @@ vb_err vb_platform_run_is_unprocessed(vb_http *h, const vb_config *cfg, const ch
  * never had it; see vb_platform_run_is_unprocessed). Thread-safe with a
  * per-thread handle. */
 vb_err vb_platform_find_run(vb_http *h, const vb_config *cfg, const char *run_id,
-                            const volatile sig_atomic_t *cancel, vb_run *out, int *found,
+                            const atomic_int *cancel, vb_run *out, int *found,
                             vb_error *err);
 
 /* The vb_http_policy for API calls derived from cfg (timeouts, retries). */
-vb_http_policy vb_platform_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel);
+vb_http_policy vb_platform_policy(const vb_config *cfg, const atomic_int *cancel);
 
 #endif

@@ -216,7 +216,7 @@ static void upload_refuses_a_file_that_is_not_an_image(void **state)
 static void wait_returns_cancelled_when_flag_is_set(void **state)
 {
     vb_config cfg = {.batch_timeout_s = 5};
-    volatile sig_atomic_t cancel = 1;
+    atomic_int cancel = 1;
     vb_error err;
     vb_error_clear(&err);
     assert_int_equal(vb_backend_wait(NULL, &cfg, "b-1", &cancel, NULL, NULL, NULL, &err), VB_ERR_CANCELLED);

@@ -21,9 +21,9 @@
 /* "2025-03-09T07:00:00Z" -> time_t; fails the test on a malformed value. */
 static time_t utc(const char *s)
 {
-    long long y;
-    int mo, d, h, mi, sec;
-    char z;
+    long long y = 0; /* set: cmocka's fail_msg() is not declared noreturn */
+    int mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+    char z = 0;
     if (strlen(s) != 20 || sscanf(s, "%lld-%d-%dT%d:%d:%d%c", &y, &mo, &d, &h, &mi, &sec, &z) != 7 || z != 'Z')
         fail_msg("bad timestamp '%s'", s);
     return (time_t)(vb_tz_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec);

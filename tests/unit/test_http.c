@@ -68,7 +68,7 @@ static vb_err get(const char *path, const vb_http_policy *pol, vb_http_response 
 }
 
 typedef struct canceller {
-    volatile sig_atomic_t flag;
+    atomic_int flag;
     long after_ms;
     pthread_t thread;
 } canceller;

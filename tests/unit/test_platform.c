@@ -130,7 +130,7 @@ static void policy_follows_config(void **state)
                      .retry_base_ms = 250,
                      .retry_max_ms = 9000,
                      .max_response_bytes = 1234};
-    volatile sig_atomic_t cancel = 0;
+    atomic_int cancel = 0;
     vb_http_policy pol = vb_platform_policy(&cfg, &cancel);
     assert_int_equal(pol.connect_timeout_ms, 7000);
     assert_int_equal(pol.timeout_ms, 30000);

@@ -118,8 +118,8 @@ static void run_page_malformed_json_is_parse_error(void **state)
                                       "{\"code\":200,\"status\":\"success\"}",
                                       "{\"code\":200,\"status\":\"success\",\"data\":[]}",
                                       "{\"code\":200,\"status\":\"success\",\"data\":{\"total\":3}}",
-                                      "{\"code\":200,\"status\":\"success\",\"data\":"
-                                      "{\"vision_analysis\":{}}}"};
+                                      ("{\"code\":200,\"status\":\"success\",\"data\":"
+                                       "{\"vision_analysis\":{}}}")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         vb_run_page page;
         vb_error err;
