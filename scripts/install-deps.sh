@@ -14,7 +14,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  openjdk-17-jre-headless maven wrk
+  openjdk-17-jre-headless maven wrk clang
 )
 RUNTIME_PKGS=(
   ca-certificates libcurl4 libcjson1 librdkafka1 libhiredis0.14

@@ -426,6 +426,18 @@ def require_binary(name):
     return path
 
 
+# The shared services' addresses scripts/test.sh exports for the unit tests.
+# A program under test gets Redis and Kafka from its test (config file or
+# env=), never by inheritance: these variables override config files, and a
+# test's private Redis or Kafka must not be swapped for the shared one.
+SERVICE_ENV = ("REDIS_URL", "KAFKA_BROKERS")
+
+
+def program_env():
+    """os.environ without SERVICE_ENV: the base environment of programs under test."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+
+
 def run_binary(name, args=(), timeout=60, env=None, cwd=None, input=None, clean_env=False):
     """Runs a program from $VB_BIN_DIR to completion; returns a RunResult.
 
@@ -438,7 +450,7 @@ def run_binary(name, args=(), timeout=60, env=None, cwd=None, input=None, clean_
     if clean_env:
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     else:
-        full_env = dict(os.environ)
+        full_env = program_env()
     full_env.update({k: str(v) for k, v in (env or {}).items()})
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -517,7 +529,7 @@ def start_binary(name, args=(), env=None, cwd=None, log_dir=None):
     The caller must stop() it (SystemTestCase.start_program registers that).
     """
     path = name if os.path.isabs(name) else require_binary(name)
-    full_env = dict(os.environ)
+    full_env = program_env()
     full_env.update({k: str(v) for k, v in (env or {}).items()})
     return BackgroundProcess([path] + [str(a) for a in args], full_env, cwd,
                              log_dir or tempfile.mkdtemp(prefix="vb-logs-"))
@@ -716,3 +728,77 @@ class SystemTestCase(unittest.TestCase):
             if s and s in text:
                 i = text.index(s)
                 self.fail((msg or "secret leaked") + ": %r found near %r" % (s, text[max(0, i - 80):i + 80]))
+
+
+# --------------------------------------------------------------------------
+# Kafka topics of a test's own
+# --------------------------------------------------------------------------
+
+
+def kafka_brokers():
+    """The shared Kafka of deploy/local/services.sh: $KAFKA_BROKERS, else 127.0.0.1:9092."""
+    return os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
+
+
+def unique_name(prefix):
+    """``prefix`` plus a random suffix: names of topics and groups of one test."""
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+def _topics_tool(action, args, brokers=None):
+    tool = require_binary("vb-test-topics")
+    r = subprocess.run([tool, "-b", brokers or kafka_brokers(), action] + list(args),
+                       capture_output=True, timeout=90, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise AssertionError("vb-test-topics %s %s failed: %s"
+                             % (action, " ".join(args), r.stderr.decode(errors="replace")))
+
+
+def create_topics(specs, brokers=None):
+    """Creates topics (idempotent) and waits until each has partition leaders.
+
+    specs: (name, partitions) pairs. Uses tests/tools/vb_test_topics.c (one
+    admin request, no JVM), so a test can afford topics of its own.
+    """
+    if specs:
+        _topics_tool("create", ["%s:%d" % (n, p) for n, p in specs], brokers)
+
+
+def delete_topics(names, brokers=None):
+    """Deletes topics; a topic that does not exist is no error."""
+    if names:
+        _topics_tool("delete", list(names), brokers)
+
+
+def kcat_publish(topic, pairs, brokers=None):
+    """Publishes (key, value) pairs to ``topic`` with kcat (values without newlines)."""
+    data = "".join("%s\t%s\n" % (k, v) for k, v in pairs).encode("utf-8")
+    r = subprocess.run(["kcat", "-P", "-b", brokers or kafka_brokers(), "-t", topic, "-K", "\t"],
+                       input=data, capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise AssertionError("kcat -P to %s failed: %s" % (topic, r.stderr.decode(errors="replace")))
+
+
+def read_topic(topic, brokers=None):
+    """Every message of ``topic``: dicts with key, headers (dict), value (str), partition."""
+    r = subprocess.run(["kcat", "-C", "-b", brokers or kafka_brokers(), "-t", topic, "-o",
+                        "beginning", "-e", "-q", "-J"], capture_output=True, timeout=60, check=True)
+    out = []
+    for line in r.stdout.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            m = json.loads(line)
+            h = m.get("headers") or []
+            out.append({"key": m.get("key"), "headers": dict(zip(h[0::2], h[1::2])),
+                        "value": m.get("payload") or "", "partition": m.get("partition")})
+    return out
+
+
+def private_topics(case, *specs):
+    """Creates topics named ``<prefix>-<random>`` for (prefix, partitions) specs;
+    deletes them at ``case``'s cleanup (a TestCase, or a class with
+    addClassCleanup). Returns the names in order."""
+    names = [unique_name(prefix) for prefix, _ in specs]
+    create_topics(list(zip(names, [p for _, p in specs])))
+    cleanup = case.addCleanup if isinstance(case, unittest.TestCase) else case.addClassCleanup
+    cleanup(delete_topics, names)
+    return names

@@ -326,7 +326,7 @@ class MultiHostTest(harness.SystemTestCase):
             self.worker_bin, "--config", self.config(worker_id), "--concurrency", str(CONCURRENCY),
             "--lease-ms", str(LEASE_MS), "--worker-id", worker_id, "--metrics-listen",
             "%s:%d" % (addr, METRICS_PORT), "--shutdown-grace-s", "5"]
-        p = harness.BackgroundProcess(cmd, dict(os.environ), None,
+        p = harness.BackgroundProcess(cmd, harness.program_env(), None,
                                       os.path.join(self.tmp, "logs", worker_id))
         self.addCleanup(p.stop)
         p.worker_id, p.url = worker_id, "http://%s:%d/healthz" % (addr, METRICS_PORT)

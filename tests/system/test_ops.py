@@ -2,8 +2,8 @@
 `visionbatch topics` on real Kafka and Redis.
 
 Kafka: $KAFKA_BROKERS (127.0.0.1:9092, started by deploy/local/services.sh).
-Every test creates its own runs and dead-letter topics (services.sh
-create-topic, deleted afterwards) and its own consumer group, so nothing is
+Every test creates its own runs and dead-letter topics
+(harness.private_topics, deleted afterwards) and its own consumer group, so nothing is
 shared with other suites. Redis: a private redis-server on a free port for
 this class. Messages are written and read with kcat. The stand-in platform
 and backend run per test; runs reach the topic through visionbatch-producer
@@ -24,7 +24,7 @@ import uuid
 
 import harness
 
-BROKERS = os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
+BROKERS = harness.kafka_brokers()
 SERVICES = os.environ.get("VB_SERVICES_SCRIPT") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
                                                                  "services.sh")
 
@@ -45,24 +45,9 @@ def kafka_up():
         return False
 
 
-def services(*args):
-    with open(os.devnull, "wb") as null:
-        subprocess.run([SERVICES] + list(args), check=True, timeout=240, stdin=subprocess.DEVNULL,
-                       stdout=null, stderr=null)
-
-
 def read_topic(topic):
     """Every message of ``topic``: dicts with key, headers (dict), value (str)."""
-    r = subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", topic, "-o", "beginning", "-e", "-q", "-J"],
-                       capture_output=True, timeout=60, check=True)
-    out = []
-    for line in r.stdout.decode("utf-8", "replace").splitlines():
-        if line.strip():
-            m = json.loads(line)
-            h = m.get("headers") or []
-            out.append({"key": m.get("key"), "headers": dict(zip(h[0::2], h[1::2])),
-                        "value": m.get("payload") or ""})
-    return out
+    return harness.read_topic(topic, BROKERS)
 
 
 class OpsTest(harness.SystemTestCase):
@@ -84,13 +69,8 @@ class OpsTest(harness.SystemTestCase):
         super().setUp()
         for b in ("visionbatch", "visionbatch-worker", "visionbatch-producer"):
             harness.require_binary(b)
-        tag = uuid.uuid4().hex[:10]
-        self.topic, self.dlq = "vb-ops-%s" % tag, "vb-ops-%s.dlq" % tag
-        self.group = "vb-ops-%s" % tag
-        services("create-topic", self.topic, "2")
-        self.addCleanup(services, "delete-topic", self.topic)
-        services("create-topic", self.dlq, "1")
-        self.addCleanup(services, "delete-topic", self.dlq)
+        self.topic, self.dlq = harness.private_topics(self, ("vb-ops", 2), ("vb-ops-dlq", 1))
+        self.group = harness.unique_name("vb-ops")
 
     def stubs(self, n, outcome=None):
         scen = harness.make_scenario(n, 1, seed=uuid.uuid4().hex[:8])

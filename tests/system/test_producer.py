@@ -1,11 +1,11 @@
 """System tests of visionbatch-producer and `visionbatch runs` against real
 Kafka and Redis.
 
-Kafka: $KAFKA_BROKERS (default 127.0.0.1:9092) with the topics of
-deploy/local/services.sh (visionbatch.runs, visionbatch.runs.dlq). Other
-suites may publish to the same topics at the same time, so each test records
-the end offsets first and only looks at messages after them, keyed by its own
-run ids (fresh per test) or carrying its own trace id.
+Kafka: $KAFKA_BROKERS (default 127.0.0.1:9092), started by
+deploy/local/services.sh. The class publishes to runs and dead-letter topics
+of its own (harness.private_topics), so suites run side by side; each test
+still records the end offsets first and only looks at messages after them,
+keyed by its own run ids (fresh per test) or carrying its own trace id.
 
 Redis: each test class starts a private redis-server on a free port (the
 binary is on PATH wherever the services run), so no other suite's data is
@@ -31,9 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import harness
 
-BROKERS = os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
-TOPIC = "visionbatch.runs"
-DLQ = "visionbatch.runs.dlq"
+BROKERS = harness.kafka_brokers()
 OTHER_ORG = "11111111-2222-3333-4444-555555555555"
 
 
@@ -48,20 +46,15 @@ def _free_port():
 
 
 def kafka_ok():
+    """Kafka answers at BROKERS (and kcat is there to ask)."""
     if not shutil.which("kcat"):
         return False
     try:
-        r = subprocess.run(["kcat", "-L", "-J", "-b", BROKERS, "-t", TOPIC, "-m", "5"],
-                           capture_output=True, timeout=20)
+        r = subprocess.run(["kcat", "-L", "-b", BROKERS, "-m", "5"], capture_output=True,
+                           timeout=20)
     except subprocess.TimeoutExpired:
         return False
-    if r.returncode != 0:
-        return False
-    try:
-        md = json.loads(r.stdout)
-        return any(t.get("topic") == TOPIC and t.get("partitions") for t in md.get("topics", []))
-    except ValueError:
-        return False
+    return r.returncode == 0
 
 
 def partitions(topic):
@@ -110,7 +103,7 @@ class ProducerTest(harness.SystemTestCase):
         url = os.environ.get("VB_TEST_REDIS_URL")
         missing = []
         if not kafka_ok():
-            missing.append("Kafka at %s (with topic %s) or kcat" % (BROKERS, TOPIC))
+            missing.append("Kafka at %s or kcat" % BROKERS)
         if not shutil.which("redis-cli") or (not url and not shutil.which("redis-server")):
             missing.append("redis-server/redis-cli")
         if missing:
@@ -118,6 +111,8 @@ class ProducerTest(harness.SystemTestCase):
             if _allow_missing():
                 raise unittest.SkipTest(msg + " (skipped: VB_ALLOW_NO_KAFKA=1)")
             raise AssertionError(msg + " or set VB_ALLOW_NO_KAFKA=1")
+        # Topics of the class's own: no other suite reads or writes them.
+        cls.topic, cls.dlq = harness.private_topics(cls, ("vb-producer", 6), ("vb-producer-dlq", 1))
         if url:
             cls.redis_url = url
         else:
@@ -159,7 +154,8 @@ class ProducerTest(harness.SystemTestCase):
         return harness.make_scenario(n, 1, seed=uuid.uuid4().hex[:12], organization_id=org)
 
     def config(self, platform, name="config.json", **extra):
-        values = dict(redis_url=self.redis_url, kafka_brokers=BROKERS, log_file="")
+        values = dict(redis_url=self.redis_url, kafka_brokers=BROKERS, topic=self.topic,
+                      dlq_topic=self.dlq, log_file="")
         values.update(extra)
         values = harness.processor_config(platform, None, **values)
         return self.write_config(values, name=name)
@@ -185,14 +181,14 @@ class ProducerTest(harness.SystemTestCase):
         platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
         cfg = self.config(platform)
         self.forget(harness.GUIDE_RUN_ID)
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         res = self.once_ok(cfg)
         st = self.run_state(harness.GUIDE_RUN_ID)
         self.assertEqual(st["state"], "queued")
         trace = st["trace_id"]
         self.assertRegex(trace, r"^[0-9a-f]{32}$")
         # Other suites may publish the guide run too: ours carries our trace id.
-        mine = [m for m in self.keyed(messages_since(TOPIC, before), [harness.GUIDE_RUN_ID])
+        mine = [m for m in self.keyed(messages_since(self.topic, before), [harness.GUIDE_RUN_ID])
                 if m["headers"].get("vb-trace-id") == trace]
         self.assertEqual(len(mine), 1, mine)
         m = mine[0]
@@ -224,13 +220,13 @@ class ProducerTest(harness.SystemTestCase):
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
         platform = self.start_platform(scenario=scen)
         cfg = self.config(platform)
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         self.once_ok(cfg)
-        first = self.keyed(messages_since(TOPIC, before), ids)
+        first = self.keyed(messages_since(self.topic, before), ids)
         self.assertEqual(sorted(m["key"] for m in first), sorted(ids))
-        middle = end_offsets(TOPIC)
+        middle = end_offsets(self.topic)
         res = self.once_ok(cfg)
-        self.assertEqual(self.keyed(messages_since(TOPIC, middle), ids), [])
+        self.assertEqual(self.keyed(messages_since(self.topic, middle), ids), [])
         self.assertIn("published=0 skipped_in_progress=3", res.stderr)
 
     def test_runs_of_other_organizations_are_not_published(self):
@@ -239,9 +235,9 @@ class ProducerTest(harness.SystemTestCase):
         platform = self.start_platform(scenario={"runs": mine["runs"] + theirs["runs"],
                                                  "files": {}})
         cfg = self.config(platform)
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         res = self.once_ok(cfg)
-        msgs = messages_since(TOPIC, before)
+        msgs = messages_since(self.topic, before)
         self.assertEqual(len(self.keyed(msgs, [mine["runs"][0]["vision_analysis_id"]])), 1)
         self.assertEqual(self.keyed(msgs, [r["vision_analysis_id"] for r in theirs["runs"]]), [])
         self.assertIn("other_org=2", res.stderr)
@@ -255,9 +251,9 @@ class ProducerTest(harness.SystemTestCase):
         cfg = self.config(platform, max_attempts=3)
         self.once_ok(cfg)
         self.set_state(rid, state="failed", attempts="2", lease_until="0")
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         self.once_ok(cfg)
-        msgs = self.keyed(messages_since(TOPIC, before), [rid])
+        msgs = self.keyed(messages_since(self.topic, before), [rid])
         self.assertEqual(len(msgs), 1)
         self.assertEqual(msgs[0]["headers"].get("vb-attempt"), "3")
         self.assertEqual(json.loads(msgs[0]["value"])["attempt"], 3)
@@ -272,19 +268,19 @@ class ProducerTest(harness.SystemTestCase):
         self.once_ok(cfg)
         self.set_state(rid, state="failed", attempts="2", lease_until="0",
                        last_error="backend said no")
-        before, before_dlq = end_offsets(TOPIC), end_offsets(DLQ)
+        before, before_dlq = end_offsets(self.topic), end_offsets(self.dlq)
         res = self.once_ok(cfg)
         self.assertIn("dead=1", res.stderr)
-        self.assertEqual(self.keyed(messages_since(TOPIC, before), [rid]), [])
-        dlq = self.keyed(messages_since(DLQ, before_dlq), [rid])
+        self.assertEqual(self.keyed(messages_since(self.topic, before), [rid]), [])
+        dlq = self.keyed(messages_since(self.dlq, before_dlq), [rid])
         self.assertEqual(len(dlq), 1, dlq)
         self.assertEqual(dlq[0]["headers"].get("vb-reason"), "dead")
         self.assertEqual(json.loads(dlq[0]["value"])["run_id"], rid)
         self.assertEqual(self.run_state(rid)["state"], "dead")
         # Already dead: no second copy.
-        mid_dlq = end_offsets(DLQ)
+        mid_dlq = end_offsets(self.dlq)
         self.once_ok(cfg)
-        self.assertEqual(self.keyed(messages_since(DLQ, mid_dlq), [rid]), [])
+        self.assertEqual(self.keyed(messages_since(self.dlq, mid_dlq), [rid]), [])
 
     def test_unpublishable_run_is_released_for_the_next_pass(self):
         scen = self.scenario(1)
@@ -300,9 +296,9 @@ class ProducerTest(harness.SystemTestCase):
         self.assertEqual((st["state"], st["attempts"]), ("failed", "0"))
         self.assertIn("not published", st["last_error"])
         # The next pass (with a real topic) publishes it at once.
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         self.once_ok(cfg2)
-        self.assertEqual(len(self.keyed(messages_since(TOPIC, before), [rid])), 1)
+        self.assertEqual(len(self.keyed(messages_since(self.topic, before), [rid])), 1)
 
     def test_unreachable_kafka_claims_nothing(self):
         scen = self.scenario(1)
@@ -408,9 +404,9 @@ class ProducerTest(harness.SystemTestCase):
         shown = json.loads(self.run_cli("runs", "show", ids[0], "--json", env=env,
                                         timeout=20).stdout)
         self.assertEqual((shown["state"], shown["attempts"]), ("failed", 0))
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         self.once_ok(cfg)
-        self.assertEqual(len(self.keyed(messages_since(TOPIC, before), [ids[0]])), 1)
+        self.assertEqual(len(self.keyed(messages_since(self.topic, before), [ids[0]])), 1)
 
         res = self.run_cli("runs", "show", "NO-SUCH-RUN", env=env, timeout=20)
         self.assertEqual(res.returncode, 1)

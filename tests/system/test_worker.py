@@ -1,77 +1,50 @@
 """System tests of visionbatch-worker on real Kafka and Redis.
 
-Kafka (127.0.0.1:9092, topics visionbatch.runs and visionbatch.runs.dlq) and
-Redis (127.0.0.1:6379) are started by scripts/test.sh through
-deploy/local/services.sh. The stand-in platform and backend run per test.
-Messages are published, and the dead-letter topic read, with Kafka's own
-console tools (the jars deploy/local/services.sh fetched), because these
-tests use the Python standard library only. Redis is read with a tiny RESP
-client. Every test uses fresh upper-case run ids, Redis database 12 (never
-flushed) and asserts only on its own runs: the topic is shared.
+Kafka ($KAFKA_BROKERS, else 127.0.0.1:9092) is the one scripts/test.sh starts
+through deploy/local/services.sh; each test has runs and dead-letter topics
+and a consumer group of its own (harness.private_topics), and the class a
+private redis-server, so these tests run beside other suites. The stand-in
+platform and backend run per test. Messages are published, and the
+dead-letter topic read, with kcat; Redis is read with a tiny RESP client.
+Every test uses fresh upper-case run ids. The test that restarts the shared
+Kafka and Redis lives in test_worker_restarts.py, which runs alone.
 """
 
-import glob
 import json
 import os
+import re
+import shutil
 import signal
 import socket
-import subprocess
 import time
 import unittest
 import uuid
 
 import harness
 
-KAFKA = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", int(os.environ.get("REDIS_PORT", "6379")), 12
-TOPIC, DLQ = "visionbatch.runs", "visionbatch.runs.dlq"
-GROUP = "visionbatch-workers-systest"
+KAFKA = harness.kafka_brokers()
 LEASE_MS = 5000
-SERVICES = os.environ.get("VB_SERVICES_SCRIPT") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
-                                                                 "services.sh")
 
 
-def kafka_classpath():
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    dirs = sorted(glob.glob(os.path.join(root, "visionbatch", "kafka-*", "libs")))
-    return os.path.join(dirs[-1], "*") if dirs else None
-
-
-def kafka_tool(cls, args, stdin=None, timeout=90):
-    cp = kafka_classpath()
-    cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp, cls] + args
-    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, text=True)
-
-
-def publish(pairs):
-    """Publishes (key, value) pairs to the runs topic."""
-    lines = "".join("%s\t%s\n" % (k, v) for k, v in pairs)
-    r = kafka_tool("org.apache.kafka.tools.ConsoleProducer",
-                   ["--bootstrap-server", KAFKA, "--topic", TOPIC, "--property", "parse.key=true",
-                    "--property", "key.separator=\t"], stdin=lines)
-    if r.returncode != 0:
-        raise RuntimeError("console producer failed: %s" % r.stderr[-2000:])
-
-
-def read_dlq(timeout_ms=8000):
+def read_dlq(topic):
     """Every message of the dead-letter topic as text lines (headers, key, value)."""
-    r = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer",
-                   ["--bootstrap-server", KAFKA, "--topic", DLQ, "--from-beginning",
-                    "--timeout-ms", str(timeout_ms), "--property", "print.key=true",
-                    "--property", "print.headers=true", "--group",
-                    "vb-systest-dlq-%s" % uuid.uuid4().hex])
-    return r.stdout.splitlines()
+    return ["%s\t%s\t%s" % (",".join("%s:%s" % kv for kv in m["headers"].items()), m["key"],
+                             m["value"]) for m in harness.read_topic(topic, KAFKA)]
 
 
 class Redis:
     """Minimal RESP client (reads only what the tests need)."""
 
-    def __init__(self, db=REDIS_DB):
-        self.db = db
+    def __init__(self, port, db=0, host="127.0.0.1"):
+        self.host, self.port, self.db = host, port, db
         self.sock = None
 
+    @property
+    def url(self):
+        return "redis://%s:%d/%d" % (self.host, self.port, self.db)
+
     def _connect(self):
-        self.sock = socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=5)
+        self.sock = socket.create_connection((self.host, self.port), timeout=5)
         self.f = self.sock.makefile("rb")
         self._send("SELECT", str(self.db))
 
@@ -129,12 +102,12 @@ class Redis:
 
 
 def services_up():
+    host, _, port = KAFKA.split(",")[0].rpartition(":")
     try:
-        socket.create_connection(("127.0.0.1", 9092), timeout=2).close()
-        socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2).close()
-        return kafka_classpath() is not None
-    except OSError:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
         return False
+    return all(shutil.which(t) for t in ("kcat", "redis-server", "redis-cli"))
 
 
 def free_port():
@@ -143,13 +116,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def restart(service):
-    """Restarts a local service; output to a file (the daemons inherit no pipe)."""
-    with open(os.devnull, "wb") as null:
-        subprocess.run([SERVICES, "restart", service], check=True, timeout=240,
-                       stdin=subprocess.DEVNULL, stdout=null, stderr=null)
 
 
 def message(run, job_id=None):
@@ -166,21 +132,33 @@ def message(run, job_id=None):
                        "published_at": "2026-01-01T00:00:00Z", "run": run})
 
 
-class WorkerTest(harness.SystemTestCase):
+class WorkerCase(harness.SystemTestCase):
+    """Helpers of the worker tests (no tests of its own): a private Redis
+    for the class, private topics and group per test."""
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         if not services_up():
             # A missing service is a failure, not a skip: the suite must not pass empty.
-            raise AssertionError("Kafka/Redis (deploy/local/services.sh start) or Kafka tools "
+            raise AssertionError("Kafka (deploy/local/services.sh start), kcat or redis-server "
                                  "missing")
+        cls.redis_server = harness.RedisServer()
+        cls.addClassCleanup(cls.redis_server.stop)
+        cls.redis_port, cls.redis_db = cls.redis_server.port, 0
 
     def setUp(self):
         super().setUp()
         harness.require_binary("visionbatch-worker")
-        self.redis = Redis()
+        self.redis = Redis(self.redis_port, self.redis_db)
         self.addCleanup(self.redis.close)
         self.seed = uuid.uuid4().hex[:8]
+        self.topic, self.dlq = harness.private_topics(self, ("vb-worker", 4), ("vb-worker-dlq", 1))
+        self.group = harness.unique_name("vb-workers")
+
+    def publish(self, pairs):
+        """Publishes (key, value) pairs to this test's runs topic."""
+        harness.kcat_publish(self.topic, pairs, KAFKA)
 
     def scenario(self, n, images=1):
         scen = harness.make_scenario(n, images, seed=self.seed + "-%d" % time.time_ns())
@@ -199,8 +177,8 @@ class WorkerTest(harness.SystemTestCase):
 
     def start_worker(self, platform, backend, name, concurrency=2, grace=60, extra=()):
         cfg = harness.processor_config(
-            platform, backend, redis_url="redis://%s:%d/%d" % (REDIS_HOST, REDIS_PORT, REDIS_DB),
-            kafka_brokers=KAFKA, group_id=GROUP, lease_ms=LEASE_MS, log_file="",
+            platform, backend, redis_url=self.redis.url, kafka_brokers=KAFKA, topic=self.topic,
+            dlq_topic=self.dlq, group_id=self.group, lease_ms=LEASE_MS, log_file="",
             temp_dir=os.path.join(self.tmp, "work-" + name), status_poll_min_ms=100,
             status_poll_max_ms=500, retry_base_ms=100, retry_max_ms=1000)
         path = self.write_config(cfg, name="%s.json" % name)
@@ -241,14 +219,14 @@ class WorkerTest(harness.SystemTestCase):
         dup = {i: counts.get(i, 0) for i in ids if counts.get(i, 0) != 1}
         self.assertEqual(dup, {}, "runs not uploaded exactly once")
 
-    # ------------------------------------------------------------------
 
+class WorkerTest(WorkerCase):
     def test_two_workers_upload_fifty_runs_exactly_once(self):
         scen, platform, backend = self.start_stubs(50)
         w1 = self.start_worker(platform, backend, "a1")
         w2 = self.start_worker(platform, backend, "a2")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        publish([(r["vision_analysis_id"], message(r)) for r in scen["runs"]])
+        self.publish([(r["vision_analysis_id"], message(r)) for r in scen["runs"]])
         self.wait_uploaded(platform, ids, timeout=120, workers=(w1, w2))
         time.sleep(1)
         self.assert_once(platform, ids)
@@ -263,7 +241,7 @@ class WorkerTest(harness.SystemTestCase):
         w1 = self.start_worker(platform, backend, "b1")
         w2 = self.start_worker(platform, backend, "b2")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
+        self.publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
 
         def w1_busy():
             return [i for i in ids if self.redis.run(i).get("state") == "processing"
@@ -296,10 +274,15 @@ class WorkerTest(harness.SystemTestCase):
         w = self.start_worker(platform, backend, "c1")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
         msgs = [(i, message(r)) for i, r in zip(ids, scen["runs"])]
-        publish(msgs + msgs)
+        self.publish(msgs + msgs)
         self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
-        publish(msgs[:2])  # again, after they are done
-        time.sleep(4)
+        def skips(i):
+            return len(re.findall(r"run %s(?::| is locked).*message skipped" % i, w.stderr()))
+        before = {i: skips(i) for i, _ in msgs[:2]}
+        self.publish(msgs[:2])  # again, after they are done
+        # Positive signal first: the worker took both messages and skipped them.
+        harness.wait_until(lambda: all(skips(i) > before[i] for i in before), timeout=60,
+                           interval=0.2, message="the redelivered messages skipped")
         self.assert_once(platform, ids)
         self.assertTrue(w.alive())
 
@@ -313,7 +296,7 @@ class WorkerTest(harness.SystemTestCase):
         platform.faults(get=[{"body": empty}])  # the worker's first scan sees nothing
         w = self.start_worker(platform, backend, "h1")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        publish([(ids[0], message(scen["runs"][0]))])
+        self.publish([(ids[0], message(scen["runs"][0]))])
         self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
         self.assert_once(platform, ids)
         self.assertEqual(platform.pending_faults().get("get", []), [])
@@ -331,13 +314,13 @@ class WorkerTest(harness.SystemTestCase):
         ]
         job_run = scen["runs"][1]
         ids = [scen["runs"][0]["vision_analysis_id"]]
-        publish(poison + [(ids[0], message(scen["runs"][0])),
+        self.publish(poison + [(ids[0], message(scen["runs"][0])),
                           (job_run["vision_analysis_id"], message(job_run, job_id="JOB-" + tag))])
         self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
         lines = []
 
         def dlq_has_all():
-            lines[:] = [ln for ln in read_dlq() if tag in ln or job_run["vision_analysis_id"] in ln]
+            lines[:] = [ln for ln in read_dlq(self.dlq) if tag in ln or job_run["vision_analysis_id"] in ln]
             keys = ["P1-", "P2-", "P3-"]
             return all(any(k + tag in ln for ln in lines) for k in keys) and any(
                 job_run["vision_analysis_id"] in ln for ln in lines)
@@ -353,7 +336,7 @@ class WorkerTest(harness.SystemTestCase):
         scen, platform, backend = self.start_stubs(2, batch_delay=3)
         w = self.start_worker(platform, backend, "e1", grace=30)
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
+        self.publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
         harness.wait_until(lambda: all(self.redis.run(i).get("state") == "processing"
                                        for i in ids), timeout=60, interval=0.2,
                            message="both runs in flight")
@@ -368,7 +351,7 @@ class WorkerTest(harness.SystemTestCase):
         scen, platform, backend = self.start_stubs(1, batch_delay=30)
         w = self.start_worker(platform, backend, "e2", grace=1)
         rid = scen["runs"][0]["vision_analysis_id"]
-        publish([(rid, message(scen["runs"][0]))])
+        self.publish([(rid, message(scen["runs"][0]))])
         harness.wait_until(lambda: self.redis.run(rid).get("state") == "processing",
                            timeout=60, interval=0.2, message="run in flight")
         w.signal(signal.SIGTERM)
@@ -378,23 +361,6 @@ class WorkerTest(harness.SystemTestCase):
         self.assertEqual(st.get("attempts"), "0")
         self.assertIn("handed back", st.get("last_error", ""))
         self.assertIsNone(self.redis.cmd("GET", "visionbatch:lock:" + rid))
-
-    @unittest.skipUnless(os.access(SERVICES, os.X_OK), "deploy/local/services.sh missing")
-    def test_redis_and_kafka_restarts_mid_stream(self):
-        scen, platform, backend = self.start_stubs(12, batch_delay=1)
-        w1 = self.start_worker(platform, backend, "f1")
-        w2 = self.start_worker(platform, backend, "f2")
-        ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        msgs = [(i, message(r)) for i, r in zip(ids, scen["runs"])]
-        publish(msgs[:6])
-        harness.wait_until(lambda: any(self.redis.run(i).get("state") for i in ids),
-                           timeout=60, interval=0.2, message="work started")
-        restart("redis")
-        publish(msgs[6:])
-        restart("kafka")
-        self.wait_uploaded(platform, ids, timeout=150, workers=(w1, w2))
-        time.sleep(1)
-        self.assert_once(platform, ids)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 /* Test helper: the Redis database a test executable may wipe.
  *
- * Base server: $REDIS_URL (its database part is replaced) or
- * redis://127.0.0.1:6379. Each executable passes its own database number so
- * tests that run in parallel never FLUSHDB each other's data. When Redis is
- * unreachable the tests fail, unless VB_ALLOW_NO_REDIS=1 (then they skip). */
+ * Server: $REDIS_URL only (its database part is replaced); without it the
+ * tests find no Redis, so they never touch whatever listens on the default
+ * port. Each executable passes its own database number so tests that run in
+ * parallel never FLUSHDB each other's data. When Redis is unreachable the
+ * tests fail, unless VB_ALLOW_NO_REDIS=1 (then they skip). The functions are
+ * static inline: an executable uses some of them. */
 #ifndef VB_TEST_REDIS_URL_H
 #define VB_TEST_REDIS_URL_H
 
@@ -15,11 +17,14 @@
 
 static char vb_test_url_buf[512];
 
-static const char *vb_test_redis_url(int db)
+static inline const char *vb_test_redis_url(int db)
 {
     const char *base = getenv("REDIS_URL");
-    if (!base || strncmp(base, "redis://", 8) != 0)
-        base = "redis://127.0.0.1:6379";
+    if (!base || strncmp(base, "redis://", 8) != 0) {
+        /* Port 1 refuses at once: "unreachable", never someone's Redis. */
+        fprintf(stderr, "REDIS_URL is not set (or not redis://): no Redis to test against\n");
+        base = "redis://127.0.0.1:1";
+    }
     const char *slash = strchr(base + 8, '/');
     int n = slash ? (int)(slash - base) : (int)strlen(base);
     snprintf(vb_test_url_buf, sizeof vb_test_url_buf, "%.*s/%d", n, base, db);
@@ -28,7 +33,7 @@ static const char *vb_test_redis_url(int db)
 
 /* Runs a raw command on the test database; returns the reply (caller frees)
  * or NULL when Redis is unreachable. Host/port/password from the URL. */
-static redisReply *vb_test_redis(int db, const char *fmt, const char *arg)
+static inline redisReply *vb_test_redis(int db, const char *fmt, const char *arg)
 {
     const char *url = vb_test_redis_url(db) + 8;
     char host[256] = "127.0.0.1", pass[256] = "";
@@ -64,7 +69,7 @@ static redisReply *vb_test_redis(int db, const char *fmt, const char *arg)
 }
 
 /* FLUSHDB; 0 when Redis answered, -1 when unreachable. */
-static int vb_test_redis_flush(int db)
+static inline int vb_test_redis_flush(int db)
 {
     redisReply *r = vb_test_redis(db, "FLUSHDB", NULL);
     if (!r)
@@ -73,7 +78,7 @@ static int vb_test_redis_flush(int db)
     return 0;
 }
 
-static int vb_test_allow_no_redis(void)
+static inline int vb_test_allow_no_redis(void)
 {
     const char *v = getenv("VB_ALLOW_NO_REDIS");
     return v && strcmp(v, "1") == 0;

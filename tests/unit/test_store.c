@@ -1,9 +1,9 @@
 /*
  * Unit tests of store.c, against a real Redis.
  *
- * The server is $REDIS_URL, else redis://127.0.0.1:6379/15; every test starts
- * with FLUSHDB of that database, so never point REDIS_URL at a database that
- * holds data you want. Connections are killed by client name only, so other
+ * The server is $REDIS_URL with database 15 (redis_test_url.h); every test
+ * starts with FLUSHDB of that database, so never point REDIS_URL at a server
+ * whose database 15 holds data you want. Connections are killed by client name only, so other
  * clients of a shared server are not disturbed. When Redis is unreachable the Redis tests fail, unless
  * VB_ALLOW_NO_REDIS=1 (then they are skipped). The URL tests need no server.
  * The restart test starts its own redis-server on a free port when the binary
@@ -28,14 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "redis_test_url.h"
 #include "visionbatch/store.h"
 
 #define SECRET "s3cr3tPW"
 
 static const char *test_url(void)
 {
-    const char *u = getenv("REDIS_URL");
-    return u && *u ? u : "redis://127.0.0.1:6379/15";
+    return vb_test_redis_url(15);
 }
 
 static int redis_available;
@@ -119,7 +119,7 @@ static int group_setup(void **state)
         return 0;
     }
     fprintf(stderr,
-            "Redis unreachable at the test URL ($REDIS_URL or redis://127.0.0.1:6379/15); "
+            "Redis unreachable at the test URL ($REDIS_URL, database 15); "
             "start one (deploy/local/services.sh start) or set VB_ALLOW_NO_REDIS=1\n");
     return -1;
 }

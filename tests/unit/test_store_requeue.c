@@ -1,6 +1,6 @@
 /*
  * Tests of store_requeue.c (releasing a producer's claim) against a real
- * Redis: $VB_TEST_REDIS_URL_REQUEUE, else redis://127.0.0.1:6379/13. Each
+ * Redis: $REDIS_URL with database 13 (redis_test_url.h). Each
  * test uses run ids unique to the process (REQUEUE-TEST-…), so concurrent
  * suites never collide; nothing is flushed and the few records stay. When
  * Redis is unreachable the tests fail unless VB_ALLOW_NO_REDIS=1 (then they
@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "redis_test_url.h"
 #include "visionbatch/store_requeue.h"
 
 static int available;
@@ -25,8 +26,7 @@ static int seq;
 
 static const char *url(void)
 {
-    const char *u = getenv("VB_TEST_REDIS_URL_REQUEUE");
-    return u && *u ? u : "redis://127.0.0.1:6379/13";
+    return vb_test_redis_url(13);
 }
 
 static void new_id(char *out, size_t n)
