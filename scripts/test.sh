@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of visionbatch: installs dependencies, starts Kafka and
-# Redis from deploy/local/ (while the first trees compile), and runs these
-# passes, each timed:
-#   release   Release build (-O2, hardened), compile only; readelf checks
+# Redis from deploy/local/ (beside the first compile), and runs these passes,
+# printing the wall time of each:
+#   normal    -Werror build: every unit and system test (ctest -j); the
+#             other trees compile meanwhile, niced (the tests mostly wait)
+#   release   Release build (-O2, hardened): readelf checks of its programs
 #   clang     clang -Werror build of everything, compile only
-#   normal    -Werror build: every unit and system test (ctest -j)
 #   asan      AddressSanitizer+UndefinedBehaviorSanitizer build: the tests
-#             that depend on the build (ctest -LE once)
+#             that depend on the build (ctest -LE 'once|slow')
 #   tsan      ThreadSanitizer build: unit tests and the producer, worker,
 #             cron API and operator system tests, zero reports allowed
 #
 #   scripts/test.sh            everything (what .ci/run does)
-#   scripts/test.sh --quick    release + normal passes only
+#   scripts/test.sh --quick    normal + release passes only
 #   scripts/test.sh -R regex   pass a test filter on to ctest
 # Environment: VB_CTEST_JOBS (tests run at once, default 4: the system
 # tests mostly wait on I/O), KAFKA_PORT/REDIS_PORT (as services.sh; the
@@ -25,7 +26,7 @@ ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) ctest_args+=("$1") ;;
   esac
   shift
@@ -50,19 +51,31 @@ timed() { # name, command…: runs the command, records its wall time
 # Kafka's JVM takes a while to come up: start the services beside the first
 # compiles and wait for them before the first test.
 services_pid=
+bg_pid=
+services_log=$(mktemp)
+bg_log=$(mktemp)
+bg_times=$(mktemp)
+cleanup() {
+  [ -n "$bg_pid" ] && wait "$bg_pid" 2>/dev/null # a failed pass: let the compiles end
+  deploy/local/services.sh stop >/dev/null 2>&1 || true
+  rm -f "$services_log" "$bg_log" "$bg_times"
+}
+trap cleanup EXIT
 if [ -x deploy/local/services.sh ]; then
-  deploy/local/services.sh start >"$root/.services-start.log" 2>&1 &
+  deploy/local/services.sh start >"$services_log" 2>&1 &
   services_pid=$!
-  trap 'deploy/local/services.sh stop >/dev/null 2>&1 || true' EXIT
 fi
-services_ready() {
-  [ -z "$services_pid" ] && return 0
-  if ! wait "$services_pid"; then
-    cat "$root/.services-start.log" >&2
-    echo "services did not start" >&2
+join_bg() { # pid, log file, what: waits for a background job; on failure shows its log, stops
+  if ! wait "$1"; then
+    cat "$2" >&2
+    echo "$3 failed" >&2
     exit 1
   fi
-  cat "$root/.services-start.log"
+}
+services_ready() {
+  [ -z "$services_pid" ] && return 0
+  join_bg "$services_pid" "$services_log" "starting the services"
+  cat "$services_log"
   services_pid=
 }
 
@@ -81,43 +94,75 @@ run_ctest() { # build-dir, ctest args…
     "${ctest_args[@]+"${ctest_args[@]}"}")
 }
 
-release_pass() {
-  configure_build build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF
-  (cd tests/system && VB_BIN_DIR=$root/build-release python3 -m unittest test_hardening)
+# The sanitizer, Release and clang trees compile in the background (niced)
+# while the normal pass's tests run: those mostly wait on I/O, so on two
+# cores the compiles cost the suite little wall time.
+bg_builds() { # name:dir:cmake args… entries, built one after the other
+  local spec name dir t0
+  for spec in "$@"; do
+    IFS=: read -r name dir rest <<<"$spec"
+    t0=$SECONDS
+    # shellcheck disable=SC2086 # $rest holds several cmake arguments
+    CC=$([ "$name" = clang ] && echo clang || echo "${CC:-cc}") \
+      nice -n 10 bash -c "cmake -S . -B $dir $rest >/dev/null && cmake --build $dir -j $jobs >/dev/null" ||
+      return 1
+    printf '%-8s %4d s (build, beside the normal tests)\n' "$name" $((SECONDS - t0)) >>"$bg_times"
+  done
 }
-
-clang_pass() {
-  CC=clang configure_build build-clang -DCMAKE_BUILD_TYPE=Release
+wait_bg_builds() {
+  [ -z "$bg_pid" ] && return 0
+  join_bg "$bg_pid" "$bg_log" "a background build"
+  bg_pid=
 }
 
 normal_pass() {
   configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  local specs=("release:build-release:-DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF")
+  if [ "$quick" -eq 0 ]; then
+    specs+=("clang:build-clang:-DCMAKE_BUILD_TYPE=Release"
+      "asan:build-asan:-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVB_SANITIZE=ON"
+      "tsan:build-tsan:-DCMAKE_BUILD_TYPE=RelWithDebInfo -DVB_TSAN=ON")
+  fi
+  bg_builds "${specs[@]}" >"$bg_log" 2>&1 &
+  bg_pid=$!
   run_ctest build
 }
 
+release_pass() { # the tree was compiled beside the normal tests
+  wait_bg_builds
+  (cd tests/system && VB_BIN_DIR=$root/build-release python3 -m unittest test_hardening)
+}
+
 asan_pass() {
-  configure_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVB_SANITIZE=ON
+  wait_bg_builds
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_ctest build-asan -LE once
+    run_ctest build-asan -LE 'once|slow'
 }
 
 tsan_pass() {
-  configure_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVB_TSAN=ON
-  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan/suppressions.txt" \
-    run_ctest build-tsan -R '^(unit\.|system\.test_(producer|worker|cron_api|ops)$)'
+  wait_bg_builds
+  # Reports go to files, so one from a program a test killed or whose exit
+  # status it does not check still fails the pass.
+  local reports=$root/build-tsan/tsan-reports
+  rm -rf "$reports" && mkdir -p "$reports"
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan/suppressions.txt log_path=$reports/report" \
+    run_ctest build-tsan -R '^(unit\.|system\.test_(producer|worker|worker_restarts|cron_api|ops)$)'
+  if [ -n "$(ls -A "$reports")" ]; then
+    cat "$reports"/* >&2
+    echo "ThreadSanitizer reported the races above" >&2
+    return 1
+  fi
 }
 
-timed release release_pass
-if [ "$quick" -eq 0 ]; then
-  timed clang clang_pass
-fi
 timed normal normal_pass
+timed release release_pass
 if [ "$quick" -eq 0 ]; then
   timed asan asan_pass
   timed tsan tsan_pass
 fi
 echo "== times =="
 printf '%s\n' "${times[@]}"
+cat "$bg_times"
 printf '%-8s %4d s\n' total $((SECONDS - t_start))
 echo "all test suites passed"

@@ -776,7 +776,8 @@ def kcat_publish(topic, pairs, brokers=None):
     r = subprocess.run(["kcat", "-P", "-b", brokers or kafka_brokers(), "-t", topic, "-K", "\t"],
                        input=data, capture_output=True, timeout=60)
     if r.returncode != 0:
-        raise AssertionError("kcat -P to %s failed: %s" % (topic, r.stderr.decode(errors="replace")))
+        raise AssertionError("kcat -P to %s failed: %s"
+                             % (topic, r.stderr.decode(errors="replace")))
 
 
 def read_topic(topic, brokers=None):
@@ -793,12 +794,12 @@ def read_topic(topic, brokers=None):
     return out
 
 
-def private_topics(case, *specs):
+def private_topics(case, *specs, brokers=None):
     """Creates topics named ``<prefix>-<random>`` for (prefix, partitions) specs;
     deletes them at ``case``'s cleanup (a TestCase, or a class with
     addClassCleanup). Returns the names in order."""
     names = [unique_name(prefix) for prefix, _ in specs]
-    create_topics(list(zip(names, [p for _, p in specs])))
+    create_topics(list(zip(names, [p for _, p in specs])), brokers)
     cleanup = case.addCleanup if isinstance(case, unittest.TestCase) else case.addClassCleanup
-    cleanup(delete_topics, names)
+    cleanup(delete_topics, names, brokers)
     return names

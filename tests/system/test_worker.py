@@ -26,10 +26,10 @@ KAFKA = harness.kafka_brokers()
 LEASE_MS = 5000
 
 
-def read_dlq(topic):
+def read_dlq(topic, brokers=KAFKA):
     """Every message of the dead-letter topic as text lines (headers, key, value)."""
     return ["%s\t%s\t%s" % (",".join("%s:%s" % kv for kv in m["headers"].items()), m["key"],
-                             m["value"]) for m in harness.read_topic(topic, KAFKA)]
+                             m["value"]) for m in harness.read_topic(topic, brokers)]
 
 
 class Redis:
@@ -101,8 +101,8 @@ class Redis:
         return dict(zip(flat[0::2], flat[1::2]))
 
 
-def services_up():
-    host, _, port = KAFKA.split(",")[0].rpartition(":")
+def services_up(brokers=KAFKA):
+    host, _, port = brokers.split(",")[0].rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=2).close()
     except (OSError, ValueError):
@@ -134,12 +134,15 @@ def message(run, job_id=None):
 
 class WorkerCase(harness.SystemTestCase):
     """Helpers of the worker tests (no tests of its own): a private Redis
-    for the class, private topics and group per test."""
+    for the class, private topics and group per test on the Kafka at
+    ``kafka``."""
+
+    kafka = KAFKA
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not services_up():
+        if not services_up(cls.kafka):
             # A missing service is a failure, not a skip: the suite must not pass empty.
             raise AssertionError("Kafka (deploy/local/services.sh start), kcat or redis-server "
                                  "missing")
@@ -153,12 +156,13 @@ class WorkerCase(harness.SystemTestCase):
         self.redis = Redis(self.redis_port, self.redis_db)
         self.addCleanup(self.redis.close)
         self.seed = uuid.uuid4().hex[:8]
-        self.topic, self.dlq = harness.private_topics(self, ("vb-worker", 4), ("vb-worker-dlq", 1))
+        self.topic, self.dlq = harness.private_topics(self, ("vb-worker", 4), ("vb-worker-dlq", 1),
+                                                      brokers=self.kafka)
         self.group = harness.unique_name("vb-workers")
 
     def publish(self, pairs):
         """Publishes (key, value) pairs to this test's runs topic."""
-        harness.kcat_publish(self.topic, pairs, KAFKA)
+        harness.kcat_publish(self.topic, pairs, self.kafka)
 
     def scenario(self, n, images=1):
         scen = harness.make_scenario(n, images, seed=self.seed + "-%d" % time.time_ns())
@@ -177,7 +181,7 @@ class WorkerCase(harness.SystemTestCase):
 
     def start_worker(self, platform, backend, name, concurrency=2, grace=60, extra=()):
         cfg = harness.processor_config(
-            platform, backend, redis_url=self.redis.url, kafka_brokers=KAFKA, topic=self.topic,
+            platform, backend, redis_url=self.redis.url, kafka_brokers=self.kafka, topic=self.topic,
             dlq_topic=self.dlq, group_id=self.group, lease_ms=LEASE_MS, log_file="",
             temp_dir=os.path.join(self.tmp, "work-" + name), status_poll_min_ms=100,
             status_poll_max_ms=500, retry_base_ms=100, retry_max_ms=1000)
@@ -315,12 +319,13 @@ class WorkerTest(WorkerCase):
         job_run = scen["runs"][1]
         ids = [scen["runs"][0]["vision_analysis_id"]]
         self.publish(poison + [(ids[0], message(scen["runs"][0])),
-                          (job_run["vision_analysis_id"], message(job_run, job_id="JOB-" + tag))])
+                               (job_run["vision_analysis_id"], message(job_run, job_id="JOB-" + tag))])
         self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
         lines = []
 
         def dlq_has_all():
-            lines[:] = [ln for ln in read_dlq(self.dlq) if tag in ln or job_run["vision_analysis_id"] in ln]
+            lines[:] = [ln for ln in read_dlq(self.dlq, self.kafka)
+                        if tag in ln or job_run["vision_analysis_id"] in ln]
             keys = ["P1-", "P2-", "P3-"]
             return all(any(k + tag in ln for ln in lines) for k in keys) and any(
                 job_run["vision_analysis_id"] in ln for ln in lines)

@@ -1,15 +1,17 @@
-"""System test of visionbatch-worker across restarts of the shared Kafka and
-Redis (deploy/local/services.sh restart): two workers finish every run,
-each uploaded once, while Redis and then Kafka go down and come back.
+"""System test of visionbatch-worker across restarts of Kafka and Redis
+(deploy/local/services.sh restart): two workers finish every run, each
+uploaded once, while Redis and then Kafka go down and come back.
 
-It restarts the services every other suite uses, so CTest runs it alone:
-# ctest: RUN_SERIAL
-Its runs live in the shared Redis (database 12, run ids fresh to the test);
-its topics and consumer group are its own, as in test_worker.py.
+The services restarted are a private pair started by this test through
+services.sh (own state directory, free ports; Redis with its AOF, as
+deployed), so the suites running beside it keep their Kafka and Redis.
+Topics and consumer group are the test's own, as in test_worker.py.
 """
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -18,25 +20,32 @@ import test_worker
 
 SERVICES = os.environ.get("VB_SERVICES_SCRIPT") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
                                                                  "services.sh")
-SHARED_REDIS_DB = 12
-
-
-def restart(service):
-    """Restarts a local service; output to a file (the daemons inherit no pipe)."""
-    with open(os.devnull, "wb") as null:
-        subprocess.run([SERVICES, "restart", service], check=True, timeout=240,
-                       stdin=subprocess.DEVNULL, stdout=null, stderr=null)
 
 
 class WorkerRestartTest(test_worker.WorkerCase):
     @classmethod
     def setUpClass(cls):
+        if not os.access(SERVICES, os.X_OK):
+            raise AssertionError("deploy/local/services.sh missing")
+        cls.svc_dir = tempfile.mkdtemp(prefix="vb-services-")
+        cls.addClassCleanup(shutil.rmtree, cls.svc_dir, True)
+        cls.svc_env = dict(harness.program_env(), VB_SERVICES_DIR=cls.svc_dir,
+                           REDIS_PORT=str(test_worker.free_port()),
+                           KAFKA_PORT=str(test_worker.free_port()),
+                           KAFKA_CONTROLLER_PORT=str(test_worker.free_port()))
+        cls.addClassCleanup(cls.services, "stop")
+        cls.services("start")
+        cls.kafka = "127.0.0.1:%s" % cls.svc_env["KAFKA_PORT"]
         super().setUpClass()
-        # The Redis that services.sh restarts, not the class's private one.
-        cls.redis_port = int(os.environ.get("REDIS_PORT", "6379"))
-        cls.redis_db = SHARED_REDIS_DB
+        cls.redis_port, cls.redis_db = int(cls.svc_env["REDIS_PORT"]), 0
 
-    @unittest.skipUnless(os.access(SERVICES, os.X_OK), "deploy/local/services.sh missing")
+    @classmethod
+    def services(cls, *args):
+        """Runs services.sh on the private pair; output to a file (the daemons inherit no pipe)."""
+        with open(os.path.join(cls.svc_dir, "services.log"), "ab") as log:
+            subprocess.run([SERVICES] + list(args), check=True, timeout=240, env=cls.svc_env,
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
     def test_redis_and_kafka_restarts_mid_stream(self):
         scen, platform, backend = self.start_stubs(12, batch_delay=1)
         w1 = self.start_worker(platform, backend, "f1")
@@ -46,9 +55,9 @@ class WorkerRestartTest(test_worker.WorkerCase):
         self.publish(msgs[:6])
         harness.wait_until(lambda: any(self.redis.run(i).get("state") for i in ids),
                            timeout=60, interval=0.2, message="work started")
-        restart("redis")
+        self.services("restart", "redis")
         self.publish(msgs[6:])
-        restart("kafka")
+        self.services("restart", "kafka")
         self.wait_uploaded(platform, ids, timeout=150, workers=(w1, w2))
         time.sleep(1)
         self.assert_once(platform, ids)
