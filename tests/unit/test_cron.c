@@ -345,7 +345,11 @@ static void cron_next_is_fast(void **state)
     double us = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) /
                 1e3 / calls;
     print_message("vb_cron_next: %.2f us per call over %d calls\n", us, calls);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    (void)us; /* instrumented: ThreadSanitizer alone makes calls 5-15x slower */
+#else
     assert_true(us < 50.0);
+#endif
 }
 
 /* A random field: '*', a value, a range, a step or a list of those. */
