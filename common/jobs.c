@@ -160,7 +160,10 @@ static vb_err check_url(const char *field, const char *v, vb_error *err)
     return VB_OK;
 }
 
-static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, vb_error *err)
+/* A non-empty UTF-8 string of at most `maxbytes` without control characters;
+ * a schedule may hold tabs, which crontab(5) counts as blanks. */
+static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, int tabs,
+                           vb_error *err)
 {
     if (!cJSON_IsString(item) || !item->valuestring)
         return vb_error_set(err, VB_ERR_INVALID, "%s must be a string", field);
@@ -172,7 +175,7 @@ static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes
     if (maxbytes && strlen(v) > maxbytes)
         return vb_error_set(err, VB_ERR_INVALID, "%s is longer than %zu bytes", field, maxbytes);
     for (const char *p = v; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if (((unsigned char)*p < 0x20 && !(tabs && *p == '\t')) || *p == 0x7f)
             return vb_error_set(err, VB_ERR_INVALID, "%s must not contain control characters",
                                 field);
     return VB_OK;
@@ -231,7 +234,7 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
                  : bit == VB_JOB_F_SCHEDULE ? VB_CRON_EXPR_MAX
                  : bit == VB_JOB_F_TIMEZONE ? VB_TZ_NAME_MAX
                                             : VB_JOBS_URL_MAX * 2;
-    if ((rc = check_string(name, item, max, err)) != VB_OK)
+    if ((rc = check_string(name, item, max, bit == VB_JOB_F_SCHEDULE, err)) != VB_OK)
         return rc;
     const char *v = item->valuestring;
     switch (bit) {

@@ -133,6 +133,10 @@ static void input_checks_strings(void **state)
     assert_int_equal(parse("{\"name\":\"\"}", 1, msg), VB_ERR_INVALID);
     assert_int_equal(parse("{\"name\":\"a\\nb\"}", 1, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "control"));
+    /* crontab(5) blanks are spaces or tabs; elsewhere a tab is a control character */
+    assert_int_equal(parse("{\"schedule\":\"0\\t9 *\\t* 1\"}", 1, msg), VB_OK);
+    assert_int_equal(parse("{\"name\":\"a\\tb\"}", 1, msg), VB_ERR_INVALID);
+    assert_int_equal(parse("{\"schedule\":\"0\\n9 * * 1\"}", 1, msg), VB_ERR_INVALID);
     assert_int_equal(parse("{\"name\":\"\xff\xfe\"}", 1, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "UTF-8"));
     assert_int_equal(parse("{\"timezone\":\"Mars/Olympus\"}", 1, msg), VB_ERR_INVALID);
