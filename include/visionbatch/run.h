@@ -68,7 +68,9 @@ typedef struct vb_run_page {
  * (strings); optional: run code, organization name, created_date (string or
  * null), is_processed (bool or 0/1), documents (array or null). Required per
  * document: document_path (non-empty), document_name, document_type
- * (strings), is_input (bool or 0/1). On failure *page is empty. */
+ * (strings), is_input (bool or 0/1). Every string is made valid UTF-8:
+ * bytes that are not become U+FFFD (logged at WARN), so the run can go on as
+ * JSON to Kafka and the backend. On failure *page is empty. */
 vb_err vb_run_page_parse(const char *json, size_t len, vb_run_page *page, vb_error *err);
 void vb_run_page_free(vb_run_page *page);
 

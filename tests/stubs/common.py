@@ -797,7 +797,15 @@ class StubHandler(BaseHTTPRequestHandler):
         self.sent = True
 
     def send_json(self, status, obj, headers=None):
-        self.send_bytes(status, json.dumps(obj).encode(), "application/json", headers)
+        """Sends obj as JSON. A lone surrogate U+DC80-U+DCFF in a string (JSON
+        "\\udcff" in a scenario) is sent as the raw byte it stands for (Python's
+        surrogateescape), so tests can serve text that is not valid UTF-8."""
+        text = json.dumps(obj)
+        if "\\udc" in text:
+            body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        else:
+            body = text.encode()
+        self.send_bytes(status, body, "application/json", headers)
 
     def send_detail(self, status, detail, headers=None):
         self.send_json(status, {"detail": detail}, headers)

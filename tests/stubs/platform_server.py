@@ -43,7 +43,9 @@ In run documents, `document_path` may use the placeholders `{base}`
 `document_path` the path becomes `{base}/files/<document_name>?{sas}`; a
 document with `"_gen": {"bytes": N, "kind": "jpeg"}` gets
 `{base}/gen/<document_name>?bytes=N&kind=jpeg&{sas}`. Keys starting with `_`
-are never served. `is_processed` is served from the server's own state.
+are never served. `is_processed` is served from the server's own state. A
+string may hold lone surrogates "\\udc80".."\\udcff": each is served as the
+raw byte it stands for (0x80-0xff), to serve text that is not valid UTF-8.
 
 Control API (no auth; loopback tests only), JSON in and out:
 

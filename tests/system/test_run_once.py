@@ -5,6 +5,7 @@ the platform and the backend received: one report per run, the right form
 fields, every image and description, nothing leaked, temp files gone.
 """
 
+import base64
 import html
 import json
 import os
@@ -211,6 +212,28 @@ class RunOnceTest(harness.SystemTestCase):
         self.assertEqual(ups[0]["file"]["filename"], "report_%s.html" % first)
         for i in range(1, 26):
             self.assertIn("img_big_001_%03d.jpg" % i, report)
+
+    def test_invalid_utf8_reaches_the_backend_as_valid_json(self):
+        scen = harness.guide_scenario()
+        # "\udcff" is served as the raw byte 0xff (see platform_server.py)
+        scen["runs"][0]["user_query"] = "Analyze \udcff\udcfe defects caf\u00e9"
+        desc = b'{"oceanix_01.jpg": "Port \xff side", "oceanix_02.jpg": "deck \xe2\x82"}'
+        scen["files"] = {"descriptions_VISION_RUN_001.json":
+                         {"base64": base64.b64encode(desc).decode()}}
+        platform = self.start_platform(scenario=scen)
+        backend = self.start_backend(polls_to_complete=1)
+        res = self.run_once(platform, backend)
+        self.assertEqual(res.returncode, 0, res)
+        batches = backend.batches()
+        self.assertEqual([b["status"] for b in batches], [200])
+        req = batches[0]["request"]
+        self.assertEqual(req["analysis_prompt"], "Analyze \ufffd\ufffd defects caf\u00e9")
+        self.assertEqual(req["descriptions_map"], {"oceanix_01.jpg": "Port \ufffd side",
+                                                   "oceanix_02.jpg": "deck \ufffd\ufffd"})
+        self.assertEqual(len(platform.uploads()), 1)
+        log = self.log_text()
+        self.assertIn("user_query is not valid UTF-8: 2 byte(s) replaced by U+FFFD", log)
+        self.assertIn("oceanix_01.jpg is not valid UTF-8: 1 byte(s) replaced", log)
 
     # ---- failures ----
 

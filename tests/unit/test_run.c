@@ -334,6 +334,35 @@ static void run_enforces_string_limits(void **state)
     vb_buf_free(&b);
 }
 
+/* Bytes that are not UTF-8 must not reach the backend or Kafka as invalid
+ * JSON: each becomes U+FFFD, valid text (é, €, 𝄞) stays as it is. */
+static void run_strings_are_repaired_to_valid_utf8(void **state)
+{
+    char *json = envelope("[{\"vision_analysis_id\":\"R1\",\"organization_id\":\"o\xc3\","
+                          "\"user_query\":\"caf\xc3\xa9 \xff\xfe \xe2\x82\xac \xed\xa0\x80 "
+                          "\xf0\x9d\x84\x9e \xc0\xaf \xe2\x82\"}]");
+    vb_run_page page;
+    vb_error err;
+    assert_int_equal(parse(json, &page, &err), VB_OK);
+    assert_int_equal(page.list.n, 1);
+    const vb_run *r = &page.list.runs[0];
+    assert_string_equal(r->user_query, "caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd \xe2\x82\xac "
+                                       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                                       "\xf0\x9d\x84\x9e \xef\xbf\xbd\xef\xbf\xbd "
+                                       "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(r->organization_id, "o\xef\xbf\xbd");
+    /* what goes on to Kafka parses back as the same run */
+    char *out = vb_run_to_json(r);
+    assert_non_null(out);
+    vb_run back;
+    assert_int_equal(vb_run_parse_json(out, strlen(out), &back, &err), VB_OK);
+    assert_string_equal(back.user_query, r->user_query);
+    vb_run_free(&back);
+    free(out);
+    vb_run_page_free(&page);
+    free(json);
+}
+
 static void run_json_round_trips(void **state)
 {
     size_t len;
@@ -438,6 +467,7 @@ int main(void)
         cmocka_unit_test(run_with_too_many_documents_is_invalid),
         cmocka_unit_test(run_page_survives_deep_nesting),
         cmocka_unit_test(run_enforces_string_limits),
+        cmocka_unit_test(run_strings_are_repaired_to_valid_utf8),
         cmocka_unit_test(run_json_round_trips),
         cmocka_unit_test(run_parse_json_names_the_bad_field),
         cmocka_unit_test(run_copy_and_list_push_are_deep),
