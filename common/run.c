@@ -175,6 +175,20 @@ vb_err vb_run_list_push(vb_run_list *list, const vb_run *run)
     return VB_OK;
 }
 
+/* page->content_hash: FNV-1a 64 over the array as cJSON prints it. */
+static vb_err hash_entries(const cJSON *runs, uint64_t *out, vb_error *err)
+{
+    char *text = cJSON_PrintUnformatted(runs);
+    if (!text)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory hashing a page");
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    free(text);
+    *out = h ? h : 1; /* 0 is kept for the empty page */
+    return VB_OK;
+}
+
 /* ---- validation of one run object ---- */
 
 /* Field extraction results: 0 ok, -1 invalid (why filled), -2 out of memory. */
@@ -416,6 +430,8 @@ vb_err vb_run_page_parse(const char *json, size_t len, vb_run_page *page, vb_err
                           VB_RUN_MAX_PER_PAGE);
         goto fail;
     }
+    if (n > 0 && (rc = hash_entries(runs, &page->content_hash, err)) != VB_OK)
+        goto fail;
     if (n > 0) {
         page->list.runs = calloc((size_t)n, sizeof *page->list.runs);
         if (!page->list.runs) {

@@ -12,6 +12,7 @@
 #define VISIONBATCH_RUN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "visionbatch/error.h"
 
@@ -57,6 +58,10 @@ typedef struct vb_run_page {
     vb_run_list list;
     long total;   /* data.total, -1 if missing or not a number */
     size_t invalid;
+    /* 64-bit FNV-1a of data.vision_analysis (every entry, valid or not, as
+     * cJSON re-serialises it, so the envelope and white space do not count);
+     * 0 for an empty page. Equal hashes = a page served again. */
+    uint64_t content_hash;
 } vb_run_page;
 
 /* Parses the GET body. Fails with VB_ERR_PARSE for malformed JSON or a missing

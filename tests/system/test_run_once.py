@@ -179,6 +179,28 @@ class RunOnceTest(harness.SystemTestCase):
                 platform.stop()
                 backend.stop()
 
+    def test_a_page_of_only_invalid_runs_served_again_ends_paging(self):
+        # Runs without user_query are invalid, so the page holds no valid id to compare.
+        invalid = [{"vision_analysis_id": "BAD-%d" % i, "organization_id": GUIDE_ORG_ID,
+                    "documents": []} for i in range(3)]
+        page = {"code": 200, "status": "success",
+                "data": {"page": 1, "page_size": 3, "total": 3, "vision_analysis": invalid}}
+        for how in ("paging ignored", "fault queue"):
+            with self.subTest(how=how):
+                if how == "paging ignored":  # echoes the page number: the bodies differ
+                    platform = self.start_platform(scenario={"runs": invalid})
+                    platform.config(paging="ignore")
+                else:
+                    platform = self.start_platform(scenario={"runs": []})
+                    platform.faults(get=[{"body": page}] * 50)
+                backend = self.start_backend()
+                res = self.run_once(platform, backend, page_size=3)
+                self.assertEqual(res.returncode, 0, res)
+                self.assertEqual(len(platform.gets()), 2, "page 1, then page 2 repeating it")
+                self.assertIn("summary: found=0", self.log_text())
+                platform.stop()
+                backend.stop()
+
     def test_other_organization_is_skipped_and_counted(self):
         mine = harness.make_scenario(2, 1, seed="mine")
         other = harness.make_scenario(3, 1, seed="other", organization_id="0000-OTHER-ORG")

@@ -363,6 +363,39 @@ static void run_strings_are_repaired_to_valid_utf8(void **state)
     free(json);
 }
 
+/* A page served again is recognised by its entries, valid or not, whatever
+ * the envelope says (a server ignoring paging may still echo the page). */
+static void run_page_content_hash_ignores_the_envelope(void **state)
+{
+    const char *bad = "[{\"vision_analysis_id\":\"R1\"},{\"vision_analysis_id\":\"R2\"}]";
+#define PAGE_FMT                                                                                   \
+    "{\"code\":200,\"status\":\"success\",\"data\":{\"page\":%d,\"page_size\":2,\"total\":9,"        \
+    "\"vision_analysis\":%s}}"
+    char a[512], b[512], c[512];
+    snprintf(a, sizeof a, PAGE_FMT, 1, bad);
+    snprintf(b, sizeof b, PAGE_FMT, 2, bad);
+    snprintf(c, sizeof c, PAGE_FMT, 2, "[{\"vision_analysis_id\":\"R3\"}]");
+#undef PAGE_FMT
+    vb_run_page pa, pb, pc, empty;
+    vb_error err;
+    assert_int_equal(parse(a, &pa, &err), VB_OK);
+    assert_int_equal(parse(b, &pb, &err), VB_OK);
+    assert_int_equal(parse(c, &pc, &err), VB_OK);
+    assert_int_equal(pa.list.n, 0);
+    assert_int_equal(pa.invalid, 2);
+    assert_true(pa.content_hash != 0);
+    assert_true(pa.content_hash == pb.content_hash);
+    assert_true(pc.content_hash != pa.content_hash);
+    char *e = envelope("[]");
+    assert_int_equal(parse(e, &empty, &err), VB_OK);
+    assert_true(empty.content_hash == 0);
+    free(e);
+    vb_run_page_free(&pa);
+    vb_run_page_free(&pb);
+    vb_run_page_free(&pc);
+    vb_run_page_free(&empty);
+}
+
 static void run_json_round_trips(void **state)
 {
     size_t len;
@@ -468,6 +501,7 @@ int main(void)
         cmocka_unit_test(run_page_survives_deep_nesting),
         cmocka_unit_test(run_enforces_string_limits),
         cmocka_unit_test(run_strings_are_repaired_to_valid_utf8),
+        cmocka_unit_test(run_page_content_hash_ignores_the_envelope),
         cmocka_unit_test(run_json_round_trips),
         cmocka_unit_test(run_parse_json_names_the_bad_field),
         cmocka_unit_test(run_copy_and_list_push_are_deep),
