@@ -6,7 +6,9 @@
  * a curl multi handle with one short-lived easy handle per attempt and
  * streams every body straight to its file, so memory use does not depend on
  * document sizes. Both share one option set (protocol allow-list, redirect
- * limit, timeouts, size cap, cancel check) and one translation of CURLcode
+ * limit, timeouts, size cap, cancel check); a policy may also keep the
+ * redirects of vb_http_perform on the request's origin, checked in the header
+ * callback when a 3xx answer names its Location, before curl follows it and one translation of CURLcode
  * into vb_err. Retries use exponential backoff with full jitter, or the
  * server's Retry-After when it sent one, and sleep in short slices so the
  * cancel flag is noticed quickly.
@@ -55,6 +57,7 @@ typedef struct http_limits {
     long max_ms;
     int retry_on_5xx;
     const volatile sig_atomic_t *cancel;
+    int same_origin;
 } http_limits;
 
 /* What the header callback learns about the latest answer (redirects and
@@ -62,6 +65,8 @@ typedef struct http_limits {
 typedef struct hdr_state {
     long status;
     long retry_after_s;
+    const char *origin_url; /* redirects must stay on this URL's origin; NULL = any */
+    char refused[160];      /* the other origin a redirect pointed to, "" if none */
 } hdr_state;
 
 static http_limits limits_of(const vb_http_policy *pol)
@@ -92,6 +97,7 @@ static http_limits limits_of(const vb_http_policy *pol)
         l.max_ms = pol->retry_max_ms;
     l.retry_on_5xx = pol->retry_on_5xx;
     l.cancel = pol->cancel;
+    l.same_origin = pol->same_origin;
     return l;
 }
 
@@ -178,6 +184,61 @@ static long parse_retry_after(const char *v)
     return when > now ? (long)(when - now) : 0;
 }
 
+/* Origin (scheme, host, port) of `url` resolved against `base` (or of base
+ * itself when url is NULL) into *u; 0 when it cannot be parsed. */
+static int origin_of(CURLU *u, const char *base, const char *url, char **scheme, char **host,
+                     char **port)
+{
+    unsigned fl = CURLU_NON_SUPPORT_SCHEME | CURLU_ALLOW_SPACE;
+    return curl_url_set(u, CURLUPART_URL, base, fl) == CURLUE_OK &&
+           (!url || curl_url_set(u, CURLUPART_URL, url, fl) == CURLUE_OK) &&
+           curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+}
+
+/* A redirect's Location (value[0..len), relative or absolute) checked
+ * against hs->origin_url: 1 when it stays on the same origin, else 0 with
+ * hs->refused naming where it pointed. A relative reference resolves to the
+ * same origin against every hop so far, so the first URL serves as base. */
+static int redirect_allowed(hdr_state *hs, const char *value, size_t len)
+{
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+                       value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    char *loc = strndup(value, len);
+    CURLU *a = curl_url(), *b = curl_url();
+    char *s1 = NULL, *h1 = NULL, *p1 = NULL, *s2 = NULL, *h2 = NULL, *p2 = NULL;
+    int ok = 0;
+    snprintf(hs->refused, sizeof hs->refused, "an unreadable Location");
+    if (loc && a && b && origin_of(a, hs->origin_url, NULL, &s1, &h1, &p1) &&
+        origin_of(b, hs->origin_url, loc, &s2, &h2, &p2)) {
+        ok = strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+        snprintf(hs->refused, sizeof hs->refused, "%.16s://%.100s:%.8s", s2, h2, p2);
+    }
+    if (ok)
+        hs->refused[0] = '\0';
+    char *parts[] = {s1, h1, p1, s2, h2, p2};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        curl_free(parts[i]);
+    curl_url_cleanup(a);
+    curl_url_cleanup(b);
+    free(loc);
+    return ok;
+}
+
+/* The failure of a transfer whose redirect redirect_allowed() refused. */
+static vb_err refused_redirect(const hdr_state *hs, long status, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "HTTP %ld redirect to another origin (%s) refused", status,
+             hs->refused);
+    return VB_ERR_INVALID;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     hdr_state *hs = ud;
@@ -204,6 +265,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             vlen--;
         value[vlen] = '\0';
         hs->retry_after_s = parse_retry_after(value);
+    } else if (hs->origin_url && hs->status >= 300 && hs->status < 400 && len > 9 &&
+               strncasecmp(p, "Location:", 9) == 0) {
+        if (!redirect_allowed(hs, p + 9, len - 9))
+            return 0; /* aborts the transfer before the redirect is followed */
     }
     return len;
 }
@@ -497,6 +562,7 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
     *retryable = 0;
     hs->status = 0;
     hs->retry_after_s = -1;
+    hs->refused[0] = '\0';
     sink->too_large = sink->error_truncated = sink->nomem = 0;
     h->errbuf[0] = '\0';
     vb_buf_reset(&resp->body);
@@ -526,6 +592,8 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
             snprintf(why, whylen, "cancelled");
             return VB_ERR_CANCELLED;
         }
+        if (cc == CURLE_WRITE_ERROR && hs->refused[0])
+            return refused_redirect(hs, status, why, whylen);
         rc = translate_curl(cc, retryable);
         curl_reason(cc, h->errbuf, why, whylen);
         return rc;
@@ -558,7 +626,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
 
     struct curl_slist *headers = NULL;
     curl_mime *mime = NULL;
-    hdr_state hs = {0, -1};
+    hdr_state hs = {.retry_after_s = -1, .origin_url = l.same_origin ? req->url : NULL};
     mem_sink sink = {.body = &resp->body, .hs = &hs};
     char why[CURL_ERROR_SIZE + 64] = "";
     vb_err rc;
@@ -736,6 +804,8 @@ static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
     it->too_large = it->io_error = it->http_error = 0;
     it->hs.status = 0;
     it->hs.retry_after_s = -1;
+    it->hs.origin_url = l->same_origin ? it->d->url : NULL;
+    it->hs.refused[0] = '\0';
     it->errbuf[0] = '\0';
     it->attempts++;
     it->easy = curl_easy_init();
@@ -800,6 +870,8 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     } else if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
         rc = VB_ERR_CANCELLED;
         snprintf(reason, sizeof reason, "cancelled");
+    } else if (cc == CURLE_WRITE_ERROR && it->hs.refused[0]) {
+        rc = refused_redirect(&it->hs, status, reason, sizeof reason);
     } else {
         rc = translate_curl(cc, &retryable);
     }

@@ -30,6 +30,9 @@ typedef struct vb_http_policy {
     long retry_max_ms;       /* backoff cap; 0 = 30000 */
     int retry_on_5xx;        /* retry 5xx/429 (transport errors always retry) */
     const volatile sig_atomic_t *cancel; /* optional; non-zero aborts */
+    int same_origin;         /* follow redirects only to the request's own scheme, host
+                                and port; another origin fails the transfer
+                                (VB_ERR_INVALID, not retried) before it is asked */
 } vb_http_policy;
 
 /* One multipart/form-data part: either a value or a file. */

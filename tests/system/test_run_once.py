@@ -309,6 +309,21 @@ class RunOnceTest(harness.SystemTestCase):
         self.assertEqual(res.returncode, 0, res)
         self.assertEqual(len(platform.uploads()), 1)
 
+    def test_backend_redirect_to_another_origin_fails_the_run(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(polls_to_complete=1)
+        # Another host's JSON must not become the run's report.
+        elsewhere = platform.base_url + "/_control/runs"
+        backend.faults(report=[{"status": 302, "headers": {"Location": elsewhere}}])
+        res = self.run_once(platform, backend)
+        self.assertEqual(res.returncode, 1, res)
+        self.assertEqual(platform.uploads(), [])
+        self.assertEqual(len(backend.records()["reports"]), 1)
+        log = self.log_text()
+        self.assertIn("backend report", log)
+        self.assertIn("HTTP 302 redirect to another origin (http://127.0.0.1:%d) refused"
+                      % platform.port, log)
+
     def test_platform_error_is_logged_with_api_returned(self):
         for fault in ({"status": 500}, {"body": {"code": 401, "status": "error",
                                                  "message": "token expired"}}):

@@ -385,6 +385,35 @@ static void perform_refuses_redirects_to_other_protocols(void **state)
     vb_http_response_free(&resp);
 }
 
+/* A same-origin policy (the backend's) follows redirects on the request's
+ * scheme, host and port only; anything else fails before it is followed. */
+static void perform_same_origin_policy_refuses_other_origins(void **state)
+{
+    vb_http_policy pol = {.same_origin = 1, .retries = 2, .retry_on_5xx = 1};
+    vb_http_response resp;
+    vb_error err;
+    static const char *const same[] = {"/redir-ok", "/redir-self"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(get(same[i], &pol, &resp, &err), VB_OK);
+        assert_string_equal(resp.body.data, "hello");
+        vb_http_response_free(&resp);
+    }
+    static const char *const other[] = {"/redir-host", "/redir-netpath", "/redir-port",
+                                        "/redir-chain"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(get(other[i], &pol, &resp, &err), VB_ERR_INVALID);
+        assert_int_equal(resp.attempts, 1); /* not retried */
+        assert_int_equal(resp.body.len, 0);
+        assert_non_null(strstr(err.msg, "redirect to another origin"));
+        vb_http_response_free(&resp);
+    }
+    assert_non_null(strstr(err.msg, "(http://localhost:"));
+    /* without the policy the same redirect is followed */
+    assert_int_equal(get("/redir-host", NULL, &resp, &err), VB_OK);
+    assert_string_equal(resp.body.data, "hello");
+    vb_http_response_free(&resp);
+}
+
 static void perform_refuses_non_http_urls(void **state)
 {
     vb_http *h = vb_http_new();
@@ -564,6 +593,32 @@ static void download_failed_item_leaves_no_file(void **state)
     unlink(cases[2].path);
 }
 
+/* Documents follow redirects anywhere (blob stores); a same-origin policy
+ * holds for downloads too. */
+static void download_redirects_follow_the_policy(void **state)
+{
+    dl_case cases[2];
+    vb_download items[2];
+    dl_prepare(&cases[0], &items[0], "/redir-host", "elsewhere");
+    dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_download_all(items, 2, 2, NULL, &err), VB_OK);
+    assert_int_equal(items[0].bytes, 5);
+    unlink(cases[0].path);
+    unlink(cases[1].path);
+    dl_prepare(&cases[0], &items[0], "/redir-host", "elsewhere");
+    dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
+    vb_http_policy pol = {.same_origin = 1, .retries = 2};
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_download_all(items, 2, 2, &pol, &err), VB_ERR_INVALID);
+    assert_int_equal(items[0].result, VB_ERR_INVALID);
+    assert_non_null(strstr(items[0].error, "redirect to another origin"));
+    assert_false(file_exists(cases[0].path));
+    assert_int_equal(items[1].result, VB_OK);
+    unlink(cases[1].path);
+}
+
 static void download_enforces_size_cap_and_removes_partial_file(void **state)
 {
     dl_case cases[3];
@@ -709,6 +764,7 @@ int main(void)
         cmocka_unit_test(perform_keeps_capped_prefix_of_large_error_body),
         cmocka_unit_test(perform_rejects_body_over_cap),
         cmocka_unit_test(perform_refuses_redirects_to_other_protocols),
+        cmocka_unit_test(perform_same_origin_policy_refuses_other_origins),
         cmocka_unit_test(perform_refuses_non_http_urls),
         cmocka_unit_test(perform_times_out_on_slow_answer),
         cmocka_unit_test(perform_cancel_aborts_running_transfer),
@@ -718,6 +774,7 @@ int main(void)
         cmocka_unit_test(perform_rejects_header_injection),
         cmocka_unit_test(download_runs_items_concurrently_within_limit),
         cmocka_unit_test(download_failed_item_leaves_no_file),
+        cmocka_unit_test(download_redirects_follow_the_policy),
         cmocka_unit_test(download_enforces_size_cap_and_removes_partial_file),
         cmocka_unit_test(download_retry_restarts_file_from_scratch),
         cmocka_unit_test(download_never_overwrites_existing_file),
