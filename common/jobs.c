@@ -275,6 +275,24 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
     return VB_OK;
 }
 
+/* True when a string of the (well-formed) JSON text s[0..len), key or value,
+ * holds the escape \u0000: cJSON decodes it into a NUL byte, which would end
+ * the C string there and silently drop the rest of the field. */
+static int has_escaped_nul(const char *s, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && s[i] == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && len - i >= 6 && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
+            i++; /* the escaped character, which may be a quote or a backslash */
+        }
+    }
+    return 0;
+}
+
 /* Appends ", name" (or "name") to a message list; keeps it bounded. */
 static void list_add(char *list, size_t len, const char *name)
 {
@@ -308,6 +326,11 @@ vb_err vb_job_input_parse(const char *body, size_t len, int partial, vb_job_inpu
             rc = vb_error_set(err, VB_ERR_PARSE, "request body has data after the JSON value");
             goto fail;
         }
+    }
+    if (has_escaped_nul(body, len)) {
+        rc = vb_error_set(err, VB_ERR_INVALID,
+                          "request body has \\u0000 (a NUL character) in a string: not allowed");
+        goto fail;
     }
     if (!cJSON_IsObject(root)) {
         vb_error_set(err, VB_ERR_INVALID, "request body must be a JSON object");
