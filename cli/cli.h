@@ -23,6 +23,10 @@ int vb_cli_load(const char *name, unsigned prog, int argc, char **argv,
  * when it could not be printed. */
 int vb_cli_print_json(const char *name, cJSON *o);
 
+/* The whole CLI: dispatches argv[1] to its subcommand (argv[0] is the
+ * program name) and returns the exit status (0 success, 1 failure, 2 usage). */
+int vb_cli_main(int argc, char **argv);
+
 int vb_cli_run_once(int argc, char **argv);
 int vb_cli_runs(int argc, char **argv);
 int vb_cli_dlq(int argc, char **argv);

@@ -89,6 +89,13 @@ void vb_api_stop(vb_api *api);
 /* The bound TCP port (useful with port 0). */
 int vb_api_port(const vb_api *api);
 
+/* The i-th route the server answers (0-based): its method ("GET", …) and
+ * path pattern, where "{}" stands for the one captured segment (the job id,
+ * or the run id under /runs). Returns 0 past the last route, else 1. Lets a
+ * test compare the routes with the OpenAPI document. Thread-safe (static
+ * data). */
+int vb_api_route(size_t i, const char **method, const char **pattern);
+
 /* The OpenAPI 3 document served at /openapi.json (static, NUL-terminated). */
 const char *vb_api_openapi_json(void);
 
