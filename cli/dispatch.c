@@ -1,6 +1,6 @@
 /*
  * dispatch.c — `visionbatch`, the operator CLI: dispatches to its subcommands
- * (vb_cli_main; main.c calls it).
+ * (vb_cli_main; main() in visionbatch.c calls it).
  *
  *   visionbatch run-once [settings]      the guide's manual processor
  *   visionbatch runs list|show|retry     run state in Redis (distributed mode)

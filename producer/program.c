@@ -1,8 +1,8 @@
 /*
- * program.c — visionbatch-producer as a function, vb_producer_main (main.c
- * calls it): polls the platform for unprocessed runs and queues each on
- * Kafka (one message per run, key = run id), with Redis deciding atomically
- * which runs to publish (poller.c).
+ * program.c — visionbatch-producer as a function, vb_producer_main (main()
+ * in visionbatch-producer.c calls it): polls the platform for unprocessed
+ * runs and queues each on Kafka (one message per run, key = run id), with
+ * Redis deciding atomically which runs to publish (poller.c).
  *
  *   visionbatch-producer --once            one pass, then exit
  *   visionbatch-producer [--interval N]    the service: the cron scheduler

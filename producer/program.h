@@ -1,6 +1,6 @@
 /*
  * program.h — visionbatch-producer as a library function, so the program's
- * code is built once into libvisionbatch_producer and main.c stays one call.
+ * code is built once into libvisionbatch_producer and main() stays one call.
  */
 #ifndef VISIONBATCH_PRODUCER_PROGRAM_H
 #define VISIONBATCH_PRODUCER_PROGRAM_H

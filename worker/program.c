@@ -1,7 +1,7 @@
 /*
- * program.c — `visionbatch-worker` as a function, vb_worker_main (main.c
- * calls it): loads the settings, installs the signal handlers and runs the
- * worker (worker.c) until SIGTERM/SIGINT.
+ * program.c — `visionbatch-worker` as a function, vb_worker_main (main() in
+ * visionbatch-worker.c calls it): loads the settings, installs the signal
+ * handlers and runs the worker (worker.c) until SIGTERM/SIGINT.
  *
  *   visionbatch-worker [--config PATH] [--concurrency N] [settings…]
  *   visionbatch-worker --healthcheck   GET http://<metrics_listen>/healthz
