@@ -9,8 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "visionbatch/config.h"
-
-#define VB_VERSION "0.1.0"
+#include "visionbatch/version.h"
 
 /* Loads the settings of `prog` for subcommand `name`, leaving the options
  * named in `passthrough` in rest; on failure prints "visionbatch <name>:

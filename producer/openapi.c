@@ -4,13 +4,14 @@
  * tests/unit/test_api.c checks that it parses and lists every route.
  */
 #include "api.h"
+#include "visionbatch/version.h"
 
 static const char openapi_json[] =
     "{\n"
     " \"openapi\": \"3.0.3\",\n"
     " \"info\": {\n"
     "  \"title\": \"visionbatch cron-jobs API\",\n"
-    "  \"version\": \"0.1.0\",\n"
+    "  \"version\": \"" VB_VERSION "\",\n"
     "  \"description\": \"Cron jobs of visionbatch-producer. Times are RFC 3339 UTC. Errors are {\\\"detail\\\": \\\"...\\\"}. With an API token configured, every endpoint but /healthz needs Authorization: Bearer <token>.\"\n"
     " },\n"
     " \"components\": {\n"

@@ -40,8 +40,8 @@
 #include "visionbatch/metrics.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
+#include "visionbatch/version.h"
 
-#define VB_PRODUCER_VERSION "0.1.0"
 #define PROG "visionbatch-producer"
 
 static volatile sig_atomic_t g_cancel;
@@ -517,7 +517,7 @@ int vb_producer_main(int argc, char **argv)
     /* --version needs no valid settings. */
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--version") == 0) {
-            printf(PROG " %s\n", VB_PRODUCER_VERSION);
+            printf(PROG " %s\n", VB_VERSION);
             return 0;
         }
     if (vb_config_load_ex(&cfg, VB_PROG_PRODUCER, argc, argv, passthrough, &rest, &nrest, &err) !=

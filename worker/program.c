@@ -58,7 +58,7 @@ int vb_worker_main(int argc, char **argv)
         return 0;
     }
     if (has_flag(argc, argv, "--version")) {
-        printf("visionbatch-worker %s\n", VB_WORKER_VERSION);
+        printf("visionbatch-worker %s\n", VB_VERSION);
         return 0;
     }
     static const char *const passthrough[] = {"healthcheck", NULL};

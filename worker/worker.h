@@ -13,8 +13,7 @@
 
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
-
-#define VB_WORKER_VERSION "0.1.0"
+#include "visionbatch/version.h"
 
 /* How a run attempt ended, for visionbatch_runs_total{outcome=…}. */
 typedef enum vb_outcome {
