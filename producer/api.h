@@ -5,7 +5,8 @@
  * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id}, GET /healthz,
- * /readyz, /metrics, /openapi.json (see producer/openapi.c for the document).
+ * /readyz, /metrics, /openapi.json (the document is producer/openapi.json,
+ * embedded at build time).
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses

@@ -81,8 +81,8 @@ def duration_seconds(text):
 
 
 def cmake_programs():
-    """Executables the build installs: vb_program(<name> <dir>) in CMakeLists.txt."""
-    return set(re.findall(r"^\s*vb_program\(\s*([\w-]+)\s+\w+\s*\)", read("CMakeLists.txt"), re.M))
+    """Executables the build installs: vb_program(<name> <library> <dir>) in CMakeLists.txt."""
+    return set(re.findall(r"^\s*vb_program\(\s*([\w-]+)\s+\w+\s+\w+\s*\)", read("CMakeLists.txt"), re.M))
 
 
 # Settings every deployment must be able to carry (SPEC.md §5, §6).

@@ -580,6 +580,85 @@ static void api_openapi_parses_and_lists_every_route(void **state)
     done(&r);
 }
 
+/* "/cron-jobs/{job_id}/run" → "/cron-jobs/{}/run": the route table's form. */
+static void route_form(const char *path, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *s = path; *s && o + 3 < outlen; s++) {
+        if (*s == '{') {
+            const char *close = strchr(s, '}');
+            assert_non_null(close);
+            out[o++] = '{';
+            out[o++] = '}';
+            s = close;
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The embedded document and the route table list the same paths and
+ * methods, in both directions (no server or Redis needed). */
+static void api_openapi_paths_and_methods_equal_the_route_table(void **state)
+{
+    static const char *const verbs[] = {"get", "put", "post", "delete", "options",
+                                        "head", "patch", "trace"};
+    cJSON *doc = cJSON_Parse(vb_api_openapi_json());
+    assert_non_null(doc);
+    const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
+    assert_true(cJSON_IsObject(paths));
+    char listed[64][160]; /* "METHOD pattern" of the document */
+    size_t nlisted = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, paths)
+    {
+        char form[128];
+        route_form(item->string, form, sizeof form);
+        const cJSON *op;
+        cJSON_ArrayForEach(op, item)
+        {
+            size_t v = 0;
+            while (v < sizeof verbs / sizeof *verbs && strcmp(op->string, verbs[v]) != 0)
+                v++;
+            if (v == sizeof verbs / sizeof *verbs)
+                continue; /* "parameters", "summary", … */
+            assert_true(nlisted < sizeof listed / sizeof *listed);
+            char up[16];
+            size_t k = 0;
+            for (; op->string[k] && k + 1 < sizeof up; k++)
+                up[k] = (char)toupper((unsigned char)op->string[k]);
+            up[k] = '\0';
+            snprintf(listed[nlisted++], sizeof listed[0], "%s %s", up, form);
+        }
+    }
+    const char *method, *pattern;
+    size_t nroutes = 0;
+    for (; vb_api_route(nroutes, &method, &pattern); nroutes++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s %s", method, pattern);
+        size_t i = 0;
+        while (i < nlisted && strcmp(listed[i], want) != 0)
+            i++;
+        if (i == nlisted)
+            fail_msg("the route %s is missing from openapi.json", want);
+    }
+    for (size_t i = 0; i < nlisted; i++) {
+        size_t r = 0;
+        char have[160] = "";
+        while (vb_api_route(r, &method, &pattern)) {
+            snprintf(have, sizeof have, "%s %s", method, pattern);
+            if (strcmp(have, listed[i]) == 0)
+                break;
+            r++;
+        }
+        if (strcmp(have, listed[i]) != 0)
+            fail_msg("openapi.json lists %s, which no route serves", listed[i]);
+    }
+    assert_int_equal(nlisted, nroutes);
+    cJSON_Delete(doc);
+}
+
 static void api_token_mode(void **state)
 {
     FIX();
@@ -695,6 +774,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_routes_405_and_404, setup, teardown),
         cmocka_unit_test_setup_teardown(api_extensions, setup, teardown),
         cmocka_unit_test_setup_teardown(api_openapi_parses_and_lists_every_route, setup, teardown),
+        cmocka_unit_test(api_openapi_paths_and_methods_equal_the_route_table),
         cmocka_unit_test_setup_teardown(api_token_mode, setup, teardown),
         cmocka_unit_test(api_refuses_non_loopback_without_token),
         cmocka_unit_test_setup_teardown(api_key_never_stored_or_returned_in_plaintext, setup,
