@@ -18,7 +18,10 @@
  *
  * Threading: a context is used by one pass at a time (ctx->mu); the store
  * and the HTTP handle inside are therefore never shared concurrently. The
- * Kafka producer is thread-safe by itself.
+ * Kafka producer is thread-safe by itself (each publish waits for its own
+ * delivery report, see kafka_producer.c), so clones share their base's one
+ * producer: a process runs one librdkafka instance however many passes run
+ * at once.
  */
 #include "poller.h"
 
@@ -44,6 +47,7 @@
 struct vb_producer_ctx {
     pthread_mutex_t mu;
     vb_kafka_producer *kafka;
+    int kafka_borrowed; /* 1: kafka belongs to the context this one was cloned from */
     vb_store *store;
     vb_http *http;
     char *topic;
@@ -84,8 +88,10 @@ static char *holder_from(const char *worker_id)
     return h;
 }
 
-vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
-                           vb_producer_ctx **out, vb_error *err)
+/* vb_producer_ctx_new and vb_producer_ctx_clone: with `kafka` NULL a Kafka
+ * producer of its own is connected, else `kafka` is borrowed. */
+static vb_err ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+                      vb_kafka_producer *kafka, vb_producer_ctx **out, vb_error *err)
 {
     *out = NULL;
     if (!svc || !svc->kafka_brokers || !svc->redis_url || !svc->topic || !svc->dlq_topic)
@@ -110,9 +116,13 @@ vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *ca
     vb_store_opts so = {.client_name = "visionbatch-producer"};
     if ((rc = vb_store_new(svc->redis_url, &so, &c->store, err)) != VB_OK)
         goto fail;
-    if ((rc = vb_kafka_producer_new(svc->kafka_brokers, "visionbatch-producer", &c->kafka,
-                                    err)) != VB_OK)
+    if (kafka) {
+        c->kafka = kafka;
+        c->kafka_borrowed = 1;
+    } else if ((rc = vb_kafka_producer_new(svc->kafka_brokers, "visionbatch-producer",
+                                           &c->kafka, err)) != VB_OK) {
         goto fail;
+    }
     *out = c;
     return VB_OK;
 fail:
@@ -120,11 +130,27 @@ fail:
     return rc;
 }
 
+vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+                           vb_producer_ctx **out, vb_error *err)
+{
+    return ctx_new(svc, cancel, NULL, out, err);
+}
+
+vb_err vb_producer_ctx_clone(vb_producer_ctx *base, const vb_config *svc, vb_producer_ctx **out,
+                             vb_error *err)
+{
+    *out = NULL;
+    if (!base)
+        return vb_error_set(err, VB_ERR_INVALID, "producer: no context to clone");
+    return ctx_new(svc, base->cancel, base->kafka, out, err);
+}
+
 void vb_producer_ctx_free(vb_producer_ctx *ctx)
 {
     if (!ctx)
         return;
-    vb_kafka_producer_free(ctx->kafka, 10000);
+    if (!ctx->kafka_borrowed)
+        vb_kafka_producer_free(ctx->kafka, 10000);
     vb_store_free(ctx->store);
     vb_http_free(ctx->http);
     free(ctx->topic);

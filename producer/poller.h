@@ -46,7 +46,16 @@ long vb_producer_queue_lease_ms(const vb_config *svc);
  * failure (*out NULL). Call vb_http_global_init() first. */
 vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
                            vb_producer_ctx **out, vb_error *err);
-/* Flushes Kafka (up to 10 s) and closes everything. NULL is accepted. */
+/* A second context for passes running in parallel with `base`'s: its own
+ * Redis and HTTP connections, and `base`'s Kafka producer and cancel flag
+ * (shared, not copied: one librdkafka instance per process). `base` must
+ * outlive the clone. Settings as vb_producer_ctx_new, from `svc`.
+ * VB_ERR_REDIS / VB_ERR_CONFIG / VB_ERR_NOMEM on failure (*out NULL). */
+vb_err vb_producer_ctx_clone(vb_producer_ctx *base, const vb_config *svc, vb_producer_ctx **out,
+                             vb_error *err);
+
+/* Flushes Kafka (up to 10 s; a clone leaves its base's producer alone) and
+ * closes everything. NULL is accepted. */
 void vb_producer_ctx_free(vb_producer_ctx *ctx);
 
 /* True when Kafka answered a metadata request within timeout_ms. */

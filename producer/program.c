@@ -187,8 +187,10 @@ typedef struct service {
     const vb_config *cfg;
     vb_producer_ctx *ctx; /* set once connected; the poller serialises its calls */
     /* The cron firing slots' own contexts (slot 0 uses ctx), so parallel
-     * firings do not queue on ctx's lock; each touched only by its slot's
-     * thread, created on its first firing, freed after the scheduler. */
+     * firings do not queue on ctx's lock: clones of ctx, with their own
+     * Redis and HTTP connections and ctx's one Kafka producer; each touched
+     * only by its slot's thread, created on its first firing, freed after
+     * the scheduler and before ctx. */
     vb_producer_ctx *slot_ctx[VB_SCHED_FIRE_THREADS_MAX];
     vb_scheduler *sched;
     vb_metrics *metrics;
@@ -314,7 +316,7 @@ static vb_producer_ctx *slot_ctx(service *sv, int slot)
     if (!sv->slot_ctx[slot]) {
         vb_error err;
         vb_error_clear(&err);
-        if (vb_producer_ctx_new(sv->cfg, &g_cancel, &sv->slot_ctx[slot], &err) != VB_OK) {
+        if (vb_producer_ctx_clone(sv->ctx, sv->cfg, &sv->slot_ctx[slot], &err) != VB_OK) {
             VB_WARN("cron firing slot %d: own connections failed, sharing the poller's: %s",
                     slot, err.msg);
             return sv->ctx;
