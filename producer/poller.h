@@ -74,7 +74,10 @@ int vb_producer_kafka_reachable(vb_producer_ctx *ctx, int timeout_ms);
  * own settings ({"source":"config"}), vb-source "poll".
  * The pass stops early on a Kafka or Redis failure (untouched runs are
  * counted in not_attempted) or when *cancel is set (the current publish is
- * finished first). Logs one summary line. *out (may be NULL) receives the
+ * finished first). A failure of one run's own does not stop it: Redis
+ * answering but refusing that run's key, or Kafka refusing that run's
+ * message as too large (VB_ERR_TOO_LARGE; its claim is released) — the run
+ * is counted in errors / failed_publish and the next run goes on. Logs one summary line. *out (may be NULL) receives the
  * counters. Returns VB_OK when every listed run was published or rightly
  * skipped; VB_ERR_CANCELLED when cancelled; otherwise the first failure
  * (fetch, Redis, Kafka) with its message. Thread-safe (serialised per ctx). */
