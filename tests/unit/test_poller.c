@@ -120,12 +120,7 @@ static const char *brokers(void)
 
 static int setup(void **state)
 {
-    if (vb_test_redis_flush(DB) != 0) {
-        if (vb_test_allow_no_redis())
-            skip();
-        fail_msg("Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)",
-                 vb_test_redis_url(DB));
-    }
+    VB_TEST_REDIS_FRESH(DB);
     fx *x = calloc(1, sizeof *x);
     assert_non_null(x);
     for (int i = 0; i < NRUNS; i++) /* fresh ids: the topic keeps older tests' messages */

@@ -66,12 +66,7 @@ typedef struct fx {
 
 static int setup(void **state)
 {
-    if (vb_test_redis_flush(DB) != 0) {
-        if (vb_test_allow_no_redis())
-            skip();
-        fail_msg("Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)",
-                 vb_test_redis_url(DB));
-    }
+    VB_TEST_REDIS_FRESH(DB);
     fx *x = calloc(1, sizeof *x);
     vb_error err = {0};
     vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB)};
