@@ -324,6 +324,9 @@ vb_err vb__redis_pipeline(vb__redis *c, size_t n, int argc, const char **argv,
     for (size_t i = 0; i < n; i++) {
         if (redisAppendCommandArgv(c->ctx, argc, argv + i * (size_t)argc, NULL) != REDIS_OK) {
             guard_end(&g);
+            /* Commands already queued would answer the next caller: drop them. */
+            redisFree(c->ctx);
+            c->ctx = NULL;
             return fail(c, VB_ERR_NOMEM, "cannot queue a pipelined command", NULL, err);
         }
     }
