@@ -40,10 +40,11 @@
  * constants). When the server answers NOSCRIPT (after a restart or SCRIPT
  * FLUSH) the script is sent once with EVAL, which also reloads it.
  *
- * Errors: every failure is VB_ERR_REDIS (VB_ERR_NOMEM for allocation, and
- * VB_ERR_CONFIG for a bad URL) with a message "redis <describe()>: …". No
- * message and no describe() output ever contains the URL's password: a
- * server or hiredis message that repeats it is withheld.
+ * Errors: a failure of Redis or of the connection is VB_ERR_REDIS with a
+ * message "redis <describe()>: …" (besides: VB_ERR_CONFIG for a bad URL,
+ * VB_ERR_INVALID for a bad client name, VB_ERR_NOMEM, VB_ERR_CRYPTO when no
+ * SHA-1 can be computed). No message and no describe() output ever contains
+ * the URL's password: a message that would repeat it is withheld whole.
  *
  * Threading: a vb__redis is used by one thread at a time (callers that share
  * one hold their own mutex); distinct connections are independent.
