@@ -43,12 +43,27 @@ static int vb_test_free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* Starts redis-server on `port` (requirepass = password unless NULL). Returns
- * its pid once it accepts connections, or -1 when it could not start. */
-static pid_t vb_test_start_redis(int port, const char *password)
+/* Starts redis-server on `port` (requirepass = password, and a unix socket
+ * at `unixsocket`, unless NULL). Returns its pid once it accepts
+ * connections, or -1 when it could not start. */
+static pid_t vb_test_start_redis(int port, const char *password, const char *unixsocket)
 {
     char p[16];
     snprintf(p, sizeof p, "%d", port);
+    const char *argv[16] = {"redis-server", "--port",       p,  "--bind", "127.0.0.1",
+                            "--save",       "",             "--appendonly", "no"};
+    int argc = 9;
+    if (password) {
+        argv[argc++] = "--requirepass";
+        argv[argc++] = password;
+    }
+    if (unixsocket) {
+        argv[argc++] = "--unixsocket";
+        argv[argc++] = unixsocket;
+        argv[argc++] = "--unixsocketperm";
+        argv[argc++] = "700";
+    }
+    argv[argc] = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -57,12 +72,7 @@ static pid_t vb_test_start_redis(int port, const char *password)
             dup2(devnull, 1);
             dup2(devnull, 2);
         }
-        if (password)
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "no", "--requirepass", password, (char *)NULL);
-        else
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "no", (char *)NULL);
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 200; i++) {

@@ -211,12 +211,26 @@ static void url_describe_never_shows_credentials(void **state)
 
 /* ---- AUTH and credentials ---- */
 
+static pid_t private_pid = -1; /* the private redis-server, stopped by the teardown */
+static char private_sock[64];
+
+static int stop_private(void **state)
+{
+    if (private_pid > 0)
+        vb_test_stop_redis(private_pid);
+    private_pid = -1;
+    unlink(private_sock);
+    return 0;
+}
+
 static void auth_works_with_password_only_and_acl_user_and_never_echoes_them(void **state)
 {
     NEEDS_REDIS();
     int port = vb_test_free_port();
-    pid_t pid = vb_test_start_redis(port, SECRET);
-    if (pid < 0)
+    char *sock = private_sock;
+    snprintf(sock, sizeof private_sock, "/tmp/vb-test-redis-%ld.sock", (long)getpid());
+    private_pid = vb_test_start_redis(port, SECRET, sock);
+    if (private_pid < 0)
         fail_msg("redis-server did not start on port %d (is it on PATH?)", port);
     char url[256];
     vb_error err = {0};
@@ -246,6 +260,17 @@ static void auth_works_with_password_only_and_acl_user_and_never_echoes_them(voi
     assert_int_equal(vb__redis_new(url, NULL, &c, &err), VB_OK);
     vb__redis_free(c);
 
+    /* the same over the unix socket, with a database */
+    snprintf(url, sizeof url, "unix://%s@%s?db=2", SECRET, sock);
+    assert_int_equal(vb__redis_new(url, NULL, &c, &err), VB_OK);
+    char where[96];
+    snprintf(where, sizeof where, "unix:%s/2", sock);
+    assert_string_equal(vb__redis_describe(c), where);
+    r = cmd(c, &err, 3, "SET", "vbtest:unix", "1");
+    assert_non_null(r);
+    freeReplyObject(r);
+    vb__redis_free(c);
+
     snprintf(url, sizeof url, "redis://vbtest:%s-u@127.0.0.1:%d/0", SECRET, port);
     assert_int_equal(vb__redis_new(url, NULL, &c, &err), VB_OK);
     r = cmd(c, &err, 2, "ACL", "WHOAMI");
@@ -273,11 +298,10 @@ static void auth_works_with_password_only_and_acl_user_and_never_echoes_them(voi
     assert_non_null(strstr(err.msg, "SELECT failed"));
 
     /* a server that went away: the message names the server, not the password */
-    vb_test_stop_redis(pid);
+    stop_private(NULL);
     snprintf(url, sizeof url, "redis://%s@127.0.0.1:%d/1", SECRET, port);
     vb_error_clear(&err);
     assert_int_equal(vb__redis_new(url, NULL, &c, &err), VB_ERR_REDIS);
-    char where[64];
     snprintf(where, sizeof where, "127.0.0.1:%d/1", port);
     assert_non_null(strstr(err.msg, where));
     assert_null(strstr(err.msg, SECRET));
@@ -543,7 +567,8 @@ int main(void)
         cmocka_unit_test(url_describe_never_shows_credentials),
         cmocka_unit_test(bad_url_and_bad_client_name_are_refused_before_connecting),
         cmocka_unit_test(reconnect_backoff_doubles_to_five_seconds_and_resets_on_success),
-        cmocka_unit_test(auth_works_with_password_only_and_acl_user_and_never_echoes_them),
+        cmocka_unit_test_teardown(auth_works_with_password_only_and_acl_user_and_never_echoes_them,
+                                  stop_private),
         cmocka_unit_test(reconnects_after_the_server_drops_the_connection),
         cmocka_unit_test(eval_falls_back_to_eval_after_script_flush),
         cmocka_unit_test(eval_handles_many_arguments_and_reports_script_errors),

@@ -358,7 +358,7 @@ static void store_survives_a_redis_restart(void **state)
     if (!redis_available || system("command -v redis-server >/dev/null 2>&1") != 0)
         skip();
     int port = vb_test_free_port();
-    pid_t pid = vb_test_start_redis(port, NULL);
+    pid_t pid = vb_test_start_redis(port, NULL, NULL);
     if (pid < 0)
         skip();
     char url[64];
@@ -376,7 +376,7 @@ static void store_survives_a_redis_restart(void **state)
     assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* within the backoff: fails fast */
     assert_non_null(strstr(err.msg, "next reconnect"));
 
-    pid = vb_test_start_redis(port, NULL);
+    pid = vb_test_start_redis(port, NULL, NULL);
     if (pid < 0) {
         vb_store_free(s);
         skip();
