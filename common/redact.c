@@ -26,6 +26,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 #define REDACT_MIN_SECRET 4
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -216,16 +218,6 @@ static void scrub_bearer(char *text, size_t *total)
     }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static int param_is_secret(const char *name, size_t len)
 {
     char dec[48];
@@ -235,8 +227,8 @@ static int param_is_secret(const char *name, size_t len)
             return 0; /* longer than any listed name */
         int c = (unsigned char)name[i];
         if (c == '%' && i + 2 < len) {
-            int hi = hexval((unsigned char)name[i + 1]);
-            int lo = hexval((unsigned char)name[i + 2]);
+            int hi = vb__hexval((unsigned char)name[i + 1]);
+            int lo = vb__hexval((unsigned char)name[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 c = hi * 16 + lo;
                 i += 2;
@@ -293,7 +285,7 @@ static size_t encoded_char_at(const char *s, size_t avail, int ch)
     size_t k = 1;
     while (k + 4 <= avail && s[k] == '2' && s[k + 1] == '5')
         k += 2;
-    int hi = hexval((unsigned char)s[k]), lo = hexval((unsigned char)s[k + 1]);
+    int hi = vb__hexval((unsigned char)s[k]), lo = vb__hexval((unsigned char)s[k + 1]);
     if (hi < 0 || lo < 0 || hi * 16 + lo != ch)
         return 0;
     return k + 2;
@@ -325,8 +317,8 @@ static void scrub_encoded_params(char *text, size_t *total)
                 n += 2;
                 secret = secret || param_is_secret(text + n, i - n);
             }
-            if (n + 2 < i && hexval((unsigned char)text[n]) >= 0 &&
-                hexval((unsigned char)text[n + 1]) >= 0)
+            if (n + 2 < i && vb__hexval((unsigned char)text[n]) >= 0 &&
+                vb__hexval((unsigned char)text[n + 1]) >= 0)
                 secret = secret || param_is_secret(text + n + 2, i - n - 2);
         }
         size_t val = i + eq;
