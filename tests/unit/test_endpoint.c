@@ -32,14 +32,23 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int connect_to(int port)
+/* A connection to the endpoint from the loopback address 127.0.0.<from>. */
+static int connect_from(int port, int from)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000000u | (unsigned)from);
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
+}
+
+static int connect_to(int port)
+{
+    return connect_from(port, 1);
 }
 
 /* Reads until EOF (or `ms` pass); returns the bytes read, -1 on a reset. */
@@ -255,6 +264,80 @@ static void endpoint_per_ip_limit_evicts_the_oldest_unfinished_request(void **st
     finish(&f);
 }
 
+static void endpoint_global_limit_evicts_the_oldest_unfinished_request_of_anyone(void **state)
+{
+    fixture f = {0};
+    vb_endpoint_opts o = {.limits = {.max_connections = 3}};
+    start(&f, &o);
+    int c[3];
+    for (int i = 0; i < 3; i++) { /* three addresses, one connection each */
+        c[i] = connect_from(f.port, 2 + i);
+        assert_int_equal(send(c[i], "GET /", 5, 0), 5);
+        usleep(50 * 1000);
+    }
+    char body[1024], buf[64];
+    assert_int_equal(request(f.port, "GET", "/healthz", NULL, body, sizeof body), 200);
+    assert_true(read_all(c[0], buf, sizeof buf, 2000) <= 0);
+    assert_int_equal((int)metric(&f, "visionbatch_http_connections_closed_total",
+                                 "global_limit"), 1);
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+    finish(&f);
+}
+
+/* Takes any upload and answers once it is complete. */
+static int app_upload(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+                      const char *version, const char *upload, size_t *upload_size,
+                      void **req_cls)
+{
+    static int started;
+    if (!*req_cls) {
+        *req_cls = &started;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    static char text[] = "done";
+    struct MHD_Response *r = MHD_create_response_from_buffer(4, text, MHD_RESPMEM_PERSISTENT);
+    int ret = MHD_queue_response(con, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void endpoint_refuses_a_newcomer_when_nothing_can_be_evicted(void **state)
+{
+    fixture f = {0};
+    vb_endpoint_opts o = {.app = {.handle = app_upload},
+                          .limits = {.max_connections_per_ip = 2}};
+    start(&f, &o);
+    /* two requests whose headers are in (bodies still due): being served, not evictable */
+    const char *post = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n";
+    int a = connect_to(f.port), b = connect_to(f.port);
+    assert_int_equal(send(a, post, strlen(post), 0), (ssize_t)strlen(post));
+    assert_int_equal(send(b, post, strlen(post), 0), (ssize_t)strlen(post));
+    usleep(200 * 1000);
+    char body[1024];
+    assert_int_equal(request(f.port, "GET", "/healthz", NULL, body, sizeof body), 0);
+    assert_int_equal((int)metric(&f, "visionbatch_http_connections_refused_total",
+                                 "per_ip_limit"), 1);
+    /* another address is still served, and the two requests complete */
+    int c = connect_from(f.port, 9);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send(c, get, strlen(get), 0), (ssize_t)strlen(get));
+    char resp[1024];
+    assert_true(read_all(c, resp, sizeof resp, 3000) > 0);
+    assert_non_null(strstr(resp, " 200 "));
+    assert_int_equal(send(a, "body", 4, 0), 4);
+    assert_true(read_all(a, resp, sizeof resp, 1000) > 0);
+    assert_non_null(strstr(resp, "done"));
+    close(a);
+    close(b);
+    close(c);
+    finish(&f);
+}
+
 static void endpoint_healthcheck_client_reports_up_and_down(void **state)
 {
     fixture f = {0};
@@ -284,6 +367,8 @@ int main(void)
         cmocka_unit_test(endpoint_hands_other_paths_to_the_mounted_handler),
         cmocka_unit_test(endpoint_cuts_off_headers_trickling_past_the_deadline),
         cmocka_unit_test(endpoint_per_ip_limit_evicts_the_oldest_unfinished_request),
+        cmocka_unit_test(endpoint_global_limit_evicts_the_oldest_unfinished_request_of_anyone),
+        cmocka_unit_test(endpoint_refuses_a_newcomer_when_nothing_can_be_evicted),
         cmocka_unit_test(endpoint_healthcheck_client_reports_up_and_down),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
