@@ -140,11 +140,12 @@ static int addr_key(const struct sockaddr *sa, int *family, unsigned char ip[16]
 
 static void evict(vb_endpoint *ep, conn_slot *s, close_why why)
 {
-    shutdown(s->fd, SHUT_RDWR);
-    s->evicted = 1;
-    ep->open--;
+    /* counted first: whoever sees the connection end sees it counted */
     const char *labels[] = {why_names[why]};
     vb_metric_inc(ep->m_closed, labels);
+    s->evicted = 1;
+    ep->open--;
+    shutdown(s->fd, SHUT_RDWR);
 }
 
 /* The oldest live connection awaiting headers, of that address when
