@@ -57,6 +57,7 @@ vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)
         const char *labels[] = {outcome_names[o]};
         vb_metric_add(m->runs, labels, 0);
     }
+    vb_metric_add(m->duration, NULL, 0); /* creates the series, observes nothing */
     vb_metric_add(m->inflight, NULL, 0);
     vb_metric_add(m->lock_takeovers, NULL, 0);
     vb_metric_add(m->retries, NULL, 0);
