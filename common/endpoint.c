@@ -390,6 +390,17 @@ static enum MHD_Result serve_metrics(vb_endpoint *ep, struct MHD_Connection *con
     return send_text(con, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL, 0);
 }
 
+static const char *const own_paths[] = {"/healthz", "/readyz", "/metrics"};
+
+int vb_endpoint_route(size_t i, const char **method, const char **path)
+{
+    if (i >= sizeof own_paths / sizeof own_paths[0])
+        return 0;
+    *method = "GET";
+    *path = own_paths[i];
+    return 1;
+}
+
 /* Is `url` `path`, or `path` with a trailing slash? */
 static int is_path(const char *url, const char *path)
 {
@@ -408,8 +419,8 @@ static enum MHD_Result dispatch(void *cls, struct MHD_Connection *con, const cha
         s->awaiting = 0; /* the headers are in */
         pthread_mutex_unlock(&ep->mu);
     }
-    int health = is_path(url, "/healthz"), ready = is_path(url, "/readyz");
-    int metrics = ep->metrics && is_path(url, "/metrics");
+    int health = is_path(url, own_paths[0]), ready = is_path(url, own_paths[1]);
+    int metrics = ep->metrics && is_path(url, own_paths[2]);
     if (!health && !ready && !metrics) {
         if (ep->app.handle)
             return ep->app.handle(ep->app.cls, con, url, method, version, upload, upload_size,

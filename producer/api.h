@@ -5,9 +5,9 @@
  * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id},
- * /openapi.json (see producer/openapi.c for the document); GET /healthz,
- * /readyz and /metrics are served by the HTTP endpoint (endpoint.h) the API
- * is mounted on.
+ * /openapi.json (the document is producer/openapi.json, embedded at build
+ * time); GET /healthz, /readyz and /metrics are served by the HTTP endpoint
+ * (endpoint.h) the API is mounted on.
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses
@@ -92,6 +92,14 @@ void vb_api_stop(vb_api *api);
 
 /* The bound TCP port (useful with port 0). */
 int vb_api_port(const vb_api *api);
+
+/* The i-th route the server answers (0-based): its method ("GET", …) and
+ * path pattern, where "{}" stands for the one captured segment (the job id,
+ * or the run id under /runs); the API's routes, then the endpoint's
+ * (vb_endpoint_route). Returns 0 past the last route, else 1. Lets a
+ * test compare the routes with the OpenAPI document. Thread-safe (static
+ * data). */
+int vb_api_route(size_t i, const char **method, const char **pattern);
 
 /* The OpenAPI 3 document served at /openapi.json (static, NUL-terminated). */
 const char *vb_api_openapi_json(void);

@@ -102,6 +102,11 @@ void vb_endpoint_stop(vb_endpoint *ep);
 /* The bound TCP port (useful with port 0). */
 int vb_endpoint_port(const vb_endpoint *ep);
 
+/* The i-th path the endpoint serves itself (0-based): method "GET" and the
+ * path ("/healthz", "/readyz", "/metrics"). Returns 0 past the last, else 1.
+ * Thread-safe (static data). */
+int vb_endpoint_route(size_t i, const char **method, const char **path);
+
 /* For a mounted handler: 1 when `con` carries `Authorization: Bearer
  * <token>` (constant-time compare), or when token is NULL; else 0. */
 int vb_endpoint_bearer_ok(struct MHD_Connection *con, const char *token, size_t token_len);
