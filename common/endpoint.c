@@ -54,6 +54,7 @@
 #include "visionbatch/crypto.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
+#include "util.h"
 
 /* libmicrohttpd's own limits are only a backstop, well above ours: it
  * checks them before our accept policy runs and counts a connection until it
@@ -104,13 +105,6 @@ struct vb_endpoint {
 
     vb_metric *m_open, *m_closed, *m_refused;
 };
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The address of `sa` as (family, 16 bytes); an IPv4-mapped IPv6 address
  * counts as the IPv4 address. 0 when the family is not IP. */
@@ -258,7 +252,7 @@ static void on_connection(void *cls, struct MHD_Connection *con, void **socket_c
         s->fd = fdi->connect_fd;
         if (!ai || !addr_key(ai->client_addr, &s->family, s->ip))
             s->family = -1;
-        s->phase_start_ms = mono_ms();
+        s->phase_start_ms = vb__mono_ms();
         s->awaiting = 1;
         ep->open++;
     }
@@ -277,7 +271,7 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **req_cls,
         return;
     pthread_mutex_lock(&ep->mu);
     s->awaiting = 1; /* the next request's headers are due from now */
-    s->phase_start_ms = mono_ms();
+    s->phase_start_ms = vb__mono_ms();
     pthread_mutex_unlock(&ep->mu);
 }
 
@@ -295,7 +289,7 @@ static void *reaper_main(void *arg)
             until.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&ep->cv, &ep->mu, &until);
-        long long now = mono_ms();
+        long long now = vb__mono_ms();
         for (size_t i = 0; i < ep->nslots; i++) {
             conn_slot *s = &ep->slots[i];
             if (s->used && !s->evicted && s->awaiting && now - s->phase_start_ms > limit_ms)
