@@ -12,8 +12,9 @@
  * schedule can name, match the same wall-clock times in every 400-year
  * window. A schedule with no match in the VB_CRON_CYCLE_YEARS window after
  * `after` never fires; one that fires at all is found within it, however rare
- * (Feb 29 on a Sunday fires 2032, 2060, 2088, then 2128). That bound costs a
- * never-firing schedule a few thousand cheap steps. Each wall-clock candidate is mapped to
+ * (Feb 29 on a Sunday fires 2032, 2060, 2088, then 2128). A schedule that
+ * never fires is recognised from its fields first (can_fire), so the bound is
+ * only a safety net and no call walks far. Each wall-clock candidate is mapped to
  * an instant by vb_tz_from_local(); that mapping (first occurrence of a
  * repeated time, end of the gap for a skipped time) never goes backwards, so
  * the first candidate whose instant lies after `after` is the answer.
@@ -415,6 +416,24 @@ static int next_local_match(const vb_cron *c, civil *t, long long limit)
     }
 }
 
+/* Whether `c` fires at all, decided from the fields alone. Within one
+ * 400-year cycle every date falls on every weekday (Feb 29 included), so a
+ * schedule fires unless the AND day rule asks for a day-of-month that none of
+ * its months has (Feb 30, Apr 31, ...); under the OR rule its weekdays match
+ * in every month. */
+static int can_fire(const vb_cron *c)
+{
+    static const int longest[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!(c->flags & (VB_CRON_DOM_STAR | VB_CRON_DOW_STAR)))
+        return c->months != 0 && c->weekdays != 0;
+    for (int m = 1; m <= 12; m++) {
+        uint64_t days_of_m = (1ULL << (longest[m] + 1)) - 2; /* bits 1..longest */
+        if (((c->months >> m) & 1) && ((uint64_t)c->days & days_of_m) && c->weekdays)
+            return 1;
+    }
+    return 0;
+}
+
 static vb_err next_in_zone(const vb_cron *c, const vb_tz *z, time_t after, time_t *next)
 {
     /* Coarse bound first so the arithmetic below cannot overflow. */
@@ -430,6 +449,8 @@ static vb_err next_in_zone(const vb_cron *c, const vb_tz *z, time_t after, time_
     t.mi = (int)(rem % 60);
     if (t.y < CRON_YEAR_MIN || t.y > CRON_YEAR_MAX)
         return VB_ERR_INVALID;
+    if (!can_fire(c))
+        return VB_ERR_NOT_FOUND;
     long long limit = t.y + VB_CRON_CYCLE_YEARS; /* a whole cycle after `after` */
     while (next_local_match(c, &t, limit)) {
         long long wall =

@@ -76,9 +76,10 @@ int vb_cron_matches(const vb_cron *c, long long year, int month, int day, int ho
  * schedule that fires at all is found, however far ahead ("0 12 29 2 *\/7",
  * Feb 29 on a Sunday, fires in 2088 and then 2128). Returns VB_OK and sets
  * *next; VB_ERR_NOT_FOUND when the schedule never fires (e.g. "0 0 30 2 *"),
- * decided by searching one VB_CRON_CYCLE_YEARS calendar cycle; VB_ERR_INVALID
+ * decided from the fields (every date falls on every weekday within one
+ * VB_CRON_CYCLE_YEARS calendar cycle, the search's bound); VB_ERR_INVALID
  * for an unknown zone, NULL arguments or an `after` outside years 1900-9000.
- * Typically a few microseconds; at most a few hundred (docs/benchmarks.md).
+ * Typically under a microsecond, a few for the rarest (docs/benchmarks.md).
  * Thread-safe. */
 vb_err vb_cron_next(const vb_cron *c, const char *tz, time_t after, time_t *next);
 
