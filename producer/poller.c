@@ -13,8 +13,10 @@
  *      not stranded as "queued" for the whole lease, and stop the pass —
  *      Kafka is evidently unwell and claiming more runs only to release them
  *      again helps no one.
- * A Redis failure also stops the pass. Runs not reached are simply left for
- * the next pass; nothing was changed for them.
+ * Redis unreachable also stops the pass. Runs not reached are simply left
+ * for the next pass; nothing was changed for them. Any other failure of one
+ * run (its record unreadable, a script refusing it) skips that run only: it
+ * is counted in run_errors and the pass goes on.
  *
  * Threading: a context is used by one pass at a time (ctx->mu); the store
  * and the HTTP handle inside are therefore never shared concurrently. The
@@ -191,6 +193,24 @@ static vb_err publish(vb_producer_ctx *ctx, const char *topic, const vb_run *run
 
 typedef enum { RUN_OK, RUN_STOP } run_outcome;
 
+/* A Redis call for one run failed. When Redis itself is unreachable the
+ * pass stops (every other run would fail the same way); otherwise the
+ * failure belongs to this run (a malformed record, a refused id): it is
+ * skipped and counted, and the pass goes on with the next run. */
+static run_outcome run_error(vb_producer_ctx *ctx, const char *what, const vb_error *err,
+                             vb_poll_stats *st, vb_error *first)
+{
+    if (err->code == VB_ERR_REDIS && vb_store_ping(ctx->store, NULL) != VB_OK) {
+        VB_ERROR("%s: %s (Redis unreachable: pass stopped)", what, err->msg);
+        st->errors++;
+        *first = *err;
+        return RUN_STOP;
+    }
+    VB_WARN("%s: %s (run skipped; the pass goes on)", what, err->msg);
+    st->run_errors++;
+    return RUN_OK;
+}
+
 /* Claims and publishes one run; updates *st. RUN_STOP when the pass must end
  * (Kafka or Redis failure), with *first set to the failure. */
 static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const char *job_id,
@@ -208,17 +228,17 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
     run_outcome out = RUN_OK;
 
     if (vb_store_claim_for_queue_ex(ctx->store, run->id, ctx->max_attempts, ctx->queue_lease_ms,
-                                    now, trace, execution_id, &d, &version, &err) != VB_OK) {
-        VB_ERROR("claim failed: %s", err.msg);
-        st->errors++;
-        *first = err;
-        return RUN_STOP;
-    }
+                                    now, trace, execution_id, &d, &version, &err) != VB_OK)
+        return run_error(ctx, "claim failed", &err, st, first);
 
     switch (d) {
     case VB_CLAIM_SKIP_IN_PROGRESS:
         VB_DEBUG("skipped: queued or in progress");
         st->skipped_in_progress++;
+        return RUN_OK;
+    case VB_CLAIM_SKIP_BACKOFF:
+        VB_DEBUG("skipped: failed, its retry backoff is not over");
+        st->skipped_backoff++;
         return RUN_OK;
     case VB_CLAIM_SKIP_DONE:
         VB_DEBUG("skipped: already uploaded");
@@ -229,10 +249,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
         /* Dead-letter once: only when this claim made it dead (the claim
          * stamps finished_at with our `now`). */
         if (vb_store_get(ctx->store, run->id, &rs, &err) != VB_OK) {
-            VB_ERROR("dead run: cannot read its state: %s", err.msg);
-            st->errors++;
-            *first = err;
-            out = RUN_STOP;
+            out = run_error(ctx, "dead run: cannot read its state", &err, st, first);
             break;
         }
         if (rs.state != VB_RUN_DEAD || rs.finished_at != now || rs.version != version)
@@ -357,11 +374,12 @@ int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, con
 
 done:
     VB_INFO("poll summary: %s=%s found=%zu published=%zu skipped_in_progress=%zu "
-            "skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu invalid=%zu errors=%zu "
-            "not_attempted=%zu%s",
+            "skipped_backoff=%zu skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu "
+            "invalid=%zu run_errors=%zu errors=%zu not_attempted=%zu%s",
             what, who ? who : "", st.found, st.published, st.skipped_in_progress,
-            st.skipped_done, st.dead, st.other_org, st.failed_publish, st.invalid, st.errors,
-            st.not_attempted, rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
+            st.skipped_backoff, st.skipped_done, st.dead, st.other_org, st.failed_publish,
+            st.invalid, st.run_errors, st.errors, st.not_attempted,
+            rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
     vb_run_list_free(&runs);
     ctx->published = NULL;
     ctx->published_ctx = NULL;

@@ -26,11 +26,13 @@ typedef struct vb_poll_stats {
     size_t invalid;             /* failed validation: not published */
     size_t published;           /* claimed and acknowledged by Kafka */
     size_t skipped_in_progress; /* queued/processing/uploading with a live lease */
+    size_t skipped_backoff;     /* failed, waiting for its retry backoff */
     size_t skipped_done;        /* uploaded already */
     size_t dead;                /* attempts exhausted (DLQ copy sent when newly dead) */
     size_t dead_lettered;       /* of those, copies published to the DLQ topic */
     size_t failed_publish;      /* claimed but Kafka refused it: claim released */
-    size_t errors;              /* Redis/encoding failures */
+    size_t run_errors;          /* skipped: Redis failed for this run only (pass went on) */
+    size_t errors;              /* Redis unreachable: the pass stopped */
     size_t not_attempted;       /* left for the next pass (stopped early) */
 } vb_poll_stats;
 
@@ -63,8 +65,9 @@ int vb_producer_kafka_reachable(vb_producer_ctx *ctx, int timeout_ms);
  * job_id non-NULL: the message names that cron job as the credentials source
  * ({"source":"job","job_id":…}) and vb-source is "cron"; NULL: the worker's
  * own settings ({"source":"config"}), vb-source "poll".
- * The pass stops early on a Kafka or Redis failure (untouched runs are
- * counted in not_attempted) or when *cancel is set (the current publish is
+ * The pass stops early on a Kafka failure or Redis being unreachable
+ * (untouched runs are counted in not_attempted); a Redis failure of one run
+ * only skips that run (run_errors) or when *cancel is set (the current publish is
  * finished first). Logs one summary line. *out (may be NULL) receives the
  * counters. Returns VB_OK when every listed run was published or rightly
  * skipped; VB_ERR_CANCELLED when cancelled; otherwise the first failure

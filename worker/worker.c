@@ -112,9 +112,9 @@
 #define PRODUCE_TIMEOUT_MS 15000
 #define REAP_PAGE 200
 #define REAP_PAGES 10
-#define BACKOFF_CAP_MS 600000LL  /* failed-run retry backoff cap */
 #define CANCEL_WAIT_MS 30000     /* after cancelling at shutdown */
 #define HANDED_BACK_REASON "worker shutting down: run handed back"
+#define UPLOAD_SKEW_MS 2000LL    /* clock skew allowed between workers' hosts */
 
 typedef struct job {
     vb_kafka_message *km; /* the original message (owned) */
@@ -142,6 +142,7 @@ typedef struct slot {
     /* per run */
     char batch_ids[1024];
     int check_platform; /* an earlier attempt may have uploaded */
+    long long prev_upload_at; /* that attempt's recorded upload start (unix ms) */
     vb_run run;         /* as the platform lists it now */
     const vb_config *cfg; /* platform settings of the current run */
 } slot;
@@ -280,16 +281,6 @@ static void *renewer_main(void *p)
 
 /* ---- the reaper ---- */
 
-static long long retry_backoff_ms(const vb_config *cfg, long attempts)
-{
-    if (attempts <= 0)
-        return 0;
-    long long b = cfg->lease_ms;
-    for (long i = 1; i < attempts && b < BACKOFF_CAP_MS; i++)
-        b *= 2;
-    return b < BACKOFF_CAP_MS ? b : BACKOFF_CAP_MS;
-}
-
 static long long requeue_lease_ms(const vb_config *cfg)
 {
     long long l = 10LL * cfg->lease_ms;
@@ -372,7 +363,7 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
         return;
     }
     if (d != VB_CLAIM_PUBLISH)
-        return; /* another worker was quicker, or the run moved on */
+        return; /* another worker was quicker, the run moved on, or its backoff is not over */
     if (rs->state == VB_RUN_PROCESSING || rs->state == VB_RUN_UPLOADING)
         atomic_fetch_add(&w->m.lock_takeovers, 1);
     else if (rs->state == VB_RUN_FAILED)
@@ -393,9 +384,8 @@ static int reap_candidate(const vb_config *cfg, const vb_run_state *rs, long lon
     case VB_RUN_PROCESSING:
     case VB_RUN_UPLOADING:
         return rs->lease_until < now;
-    case VB_RUN_FAILED:
-        return rs->attempts >= cfg->max_attempts ||
-               now >= rs->finished_at + retry_backoff_ms(cfg, rs->attempts);
+    case VB_RUN_FAILED: /* the claim checks retry_at again, atomically */
+        return rs->attempts >= cfg->max_attempts || now >= rs->retry_at;
     default:
         return 0;
     }
@@ -496,6 +486,7 @@ static vb_err hook_stage(void *ctx, vb_stage stage, const char *batch_ids, vb_er
         return vb_error_set(err, rc, "%s", e.msg);
     }
     s->check_platform = prev != 0;
+    s->prev_upload_at = prev;
     if (prev)
         VB_INFO("an earlier attempt started an upload; the platform is asked first");
     return VB_OK;
@@ -510,15 +501,52 @@ static vb_err hook_heartbeat(void *ctx, vb_error *err)
     return VB_OK;
 }
 
+/* An earlier attempt recorded an upload start: its request may still be in
+ * flight until the upload_until its gate recorded (without one — a record
+ * of an older version — until its start plus our own upload timeout). Waits
+ * for that moment, lock held, so the platform's answer is final. */
+static vb_err wait_earlier_upload(slot *s, vb_error *err)
+{
+    vb_run_state st;
+    memset(&st, 0, sizeof st);
+    vb_error e;
+    long long t0 = vb_mono_ms();
+    vb_err rc;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_get(s->store, s->job->msg.run_id, &st, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc != VB_OK)
+        return vb_error_set(err, rc, "%s", e.msg);
+    long long until = st.upload_until;
+    vb_run_state_free(&st);
+    if (until == 0)
+        until = s->prev_upload_at + s->cfg->upload_timeout_s * 1000LL + UPLOAD_SKEW_MS;
+    long long left = until - vb_store_now_ms();
+    if (left <= 0)
+        return VB_OK;
+    VB_INFO("an earlier attempt's upload may be in flight for %lld ms more: waiting before "
+            "asking the platform", left);
+    while (!s->cancel && vb_store_now_ms() < until)
+        sleep_ms(100);
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED, s->shutdown ? "worker shutting down"
+                                                                : "lock lost");
+    return VB_OK;
+}
+
 static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
 {
     slot *s = ctx;
     *skip = 0;
     if (!s->check_platform)
         return VB_OK;
+    vb_err rc = wait_earlier_upload(s, err);
+    if (rc != VB_OK)
+        return rc;
     int unprocessed = 1;
-    vb_err rc = vb_platform_run_is_unprocessed(s->http, s->cfg, s->job->msg.run_id,
-                                               &s->cancel, &unprocessed, err);
+    rc = vb_platform_run_is_unprocessed(s->http, s->cfg, s->job->msg.run_id, &s->cancel,
+                                        &unprocessed, err);
     if (rc != VB_OK)
         return rc;
     if (!unprocessed) {
@@ -526,6 +554,32 @@ static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
         *skip = 1;
     }
     return VB_OK;
+}
+
+/* The last moment before a report upload request goes on the wire (the
+ * HTTP pre-request hook, once per attempt): the lock must still be ours; the
+ * lease is extended to a full lease and the attempt's deadline recorded
+ * (vb_store_upload_gate). Lock lost: nothing is sent, the run stops. */
+static vb_err hook_before_send(void *ctx, vb_error *err)
+{
+    slot *s = ctx;
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED, s->shutdown ? "worker shutting down"
+                                                                : "lock lost");
+    long long until = vb_store_now_ms() + s->cfg->upload_timeout_s * 1000LL + UPLOAD_SKEW_MS;
+    long long t0 = vb_mono_ms();
+    vb_err rc;
+    vb_error e;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_upload_gate(s->store, s->job->msg.run_id, s->job->token,
+                                  s->w->cfg->lease_ms, until, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc == VB_ERR_CANCELLED) {
+        s->cancel = 1;
+        VB_WARN("report upload not sent: the lock was lost");
+    }
+    return rc == VB_OK ? VB_OK : vb_error_set(err, rc, "%s", e.msg);
 }
 
 /* Final state under the lock, retried while Redis is away. */
@@ -553,6 +607,7 @@ static vb_outcome process_run(slot *s, job *j)
     vb_error_clear(&err);
     s->batch_ids[0] = '\0';
     s->check_platform = 0;
+    s->prev_upload_at = 0;
     memset(&s->run, 0, sizeof s->run);
 
     int found = 0;
@@ -586,7 +641,8 @@ static vb_outcome process_run(slot *s, job *j)
         vb_pipeline_hooks hooks = {.ctx = s,
                                    .on_stage = hook_stage,
                                    .heartbeat = hook_heartbeat,
-                                   .before_upload = hook_before_upload};
+                                   .before_upload = hook_before_upload,
+                                   .before_send = hook_before_send};
         rc = vb_pipeline_process(s->http, cfg, &s->run, &hooks, &s->cancel, &res, &err);
         if (res.batch_ids[0])
             snprintf(s->batch_ids, sizeof s->batch_ids, "%s", res.batch_ids);
@@ -819,6 +875,28 @@ static void check_processable(vb_worker *w, job *j)
                  m->organization_id, w->cfg->organization_id);
 }
 
+/* A Redis call of the poll path failed. Only a failure that can pass (Redis
+ * unreachable, a lock that expired meanwhile) keeps the message for a retry;
+ * anything else is this message's own problem: it is dead-lettered with the
+ * reason, so it is committed only once it is safely elsewhere. */
+static step refuse(vb_worker *w, job *j, const char *what, vb_err rc, const vb_error *why)
+{
+    const char *id = j->msg.run_id;
+    if (rc == VB_ERR_REDIS || rc == VB_ERR_CANCELLED) {
+        VB_WARN("run %s: %s (retrying): %s", id, what, why->msg);
+        return STEP_RETRY;
+    }
+    snprintf(j->reason, sizeof j->reason, "%s: %.1000s", what, why->msg);
+    VB_WARN("run %s: %s", id, j->reason);
+    vb_error err;
+    vb_error_clear(&err);
+    if (dead_letter(w, j->km->key, j->km->value, j->km->len, j->reason, &err) != VB_OK) {
+        VB_WARN("dead-lettering failed (retrying): %s", err.msg);
+        return STEP_RETRY;
+    }
+    return STEP_DONE;
+}
+
 static step handle(vb_worker *w, job *j)
 {
     const vb_config *cfg = w->cfg;
@@ -850,13 +928,11 @@ static step handle(vb_worker *w, job *j)
         VB_INFO("run %s is locked by another worker: message skipped", id);
         return STEP_DONE;
     }
-    if (rc != VB_OK) {
-        VB_WARN("run %s: cannot take the lock (retrying): %s", id, err.msg);
-        return rc == VB_ERR_REDIS ? STEP_RETRY : STEP_DONE;
-    }
+    if (rc != VB_OK)
+        return refuse(w, j, "cannot take the lock", rc, &err);
     vb_error_clear(&err);
-    rc = vb_store_begin_processing(w->store, id, j->token, cfg->worker_id, cfg->lease_ms,
-                                   &j->attempt, &err);
+    rc = vb_store_begin_attempt(w->store, id, j->token, cfg->worker_id, cfg->lease_ms,
+                                j->msg.attempt, &j->attempt, &err);
     if (rc != VB_OK) {
         vb_error e;
         vb_error_clear(&e);
@@ -866,8 +942,7 @@ static step handle(vb_worker *w, job *j)
             VB_INFO("run %s: message skipped (%s)", id, err.msg);
             return STEP_DONE;
         }
-        VB_WARN("run %s: cannot start (retrying): %s", id, err.msg);
-        return STEP_RETRY;
+        return refuse(w, j, "cannot start", rc, &err);
     }
     vb_error_clear(&err);
     if (vb_store_set_origin(w->store, id, j->token, j->msg.cred_source, j->msg.job_id,
