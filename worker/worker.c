@@ -17,8 +17,9 @@
  *   reaper   every max(1 s, min(lease_ms/3, 10 s)) looks for runs whose
  *            worker vanished (processing/uploading with lease_until < now),
  *            queued runs whose queue lease expired, and failed runs with
- *            attempts left whose backoff (lease_ms × 2^(attempts−1), at most
- *            10 min) has passed; claims each with vb_store_claim_for_queue_ex
+ *            attempts left whose retry_at (set by the store when the run
+ *            failed: lease × 2^(attempts−1), at most 10 min — the claim
+ *            checks it again) has passed; claims each with vb_store_claim_for_queue_ex
  *            (one Lua script: among several workers exactly one gets PUBLISH)
  *            and produces a new message for it. A crashed worker's run is so
  *            running again within lease + reaper interval + a rebalance, not
@@ -35,7 +36,9 @@
  *                     with reason "credentials unavailable";
  *   lock              vb_store_lock_acquire; CONFLICT → another worker has
  *                     the run: skip;
- *   begin_processing  CONFLICT (uploaded or dead) → release, skip;
+ *   begin_attempt     with the message's attempt number: CONFLICT (uploaded,
+ *                     dead, or that attempt has already begun — a Kafka
+ *                     redelivery, which must not count twice) → release, skip;
  *   origin            the message's credential source, job id, organization
  *                     and run code go into the run record, so the reaper can
  *                     publish the run again the way it first came;
@@ -46,7 +49,9 @@
  * expires and a reaper republishes the run; if it dies before, the message
  * is delivered again. Redis or Kafka failures on this path keep the message
  * at the head of a small queue (partitions paused) and retry it every
- * second: nothing is skipped because a service blinked.
+ * second: nothing is skipped because a service blinked, and a message logged
+ * as "retrying" is never committed; any other refusal (refuse()) copies the
+ * message to dlq_topic with its reason before its offset is committed.
  *
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
@@ -55,8 +60,17 @@
  *      state uploaded, last_error "already processed on the platform";
  *   2. runs vb_pipeline_process; on_stage(UPLOADING) records the upload
  *      start (vb_store_mark_upload_started). If an earlier attempt had
- *      started an upload, before_upload asks the platform whether the run is
- *      still unprocessed and skips the upload when it is not;
+ *      started an upload, before_upload first waits until that upload can no
+ *      longer be in flight (the upload_until its gate recorded), then asks
+ *      the platform whether the run is still unprocessed and skips the
+ *      upload when it is not. before_send — libcurl's pre-request callback,
+ *      after the connection is made, before each upload attempt is written —
+ *      is the gate (vb_store_upload_gate): lock still ours, lease extended to
+ *      a full lease, upload_until = now + upload_timeout_s + skew recorded;
+ *      lock lost → nothing sent, cancel set. What no client can close (the
+ *      platform takes no fencing token) is a pause between that check and
+ *      the request leaving the host that outlasts upload_until: see
+ *      docs/worker.md, "A paused worker and the report upload";
  *   3. records the outcome:
  *        success                       → uploaded
  *        lock lost                     → nothing (the new holder owns it)

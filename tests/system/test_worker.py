@@ -130,7 +130,8 @@ class Redis:
 
 def services_up():
     try:
-        socket.create_connection(("127.0.0.1", 9092), timeout=2).close()
+        host, _, port = KAFKA.split(",")[0].rpartition(":")
+        socket.create_connection((host, int(port)), timeout=2).close()
         socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2).close()
         return kafka_classpath() is not None
     except OSError:
