@@ -557,6 +557,15 @@ static const route routes[] = {
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
+int vb_api_route(size_t i, const char **method, const char **pattern)
+{
+    if (i >= NROUTES)
+        return 0;
+    *method = routes[i].method;
+    *pattern = routes[i].pattern;
+    return 1;
+}
+
 /* Matches `path` against `pattern`; on success copies the "{}" segment into
  * id (when present). A trailing slash on the path is ignored. */
 static int match(const char *pattern, const char *path, char *id, size_t idlen)

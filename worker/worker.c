@@ -71,7 +71,7 @@
  *      platform takes no fencing token) is a pause between that check and
  *      the request leaving the host that outlasts upload_until: see
  *      docs/worker.md, "A paused worker and the report upload";
- *   3. records the outcome:
+ *   3. records the outcome (the rules: decide.c, as the reaper's choice):
  *        success                       → uploaded
  *        lock lost                     → nothing (the new holder owns it)
  *        stopped by shutdown           → handed back (below)
@@ -119,6 +119,7 @@
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
+#include "decide.h"
 #include "worker.h"
 
 #define POLL_MS 50 /* also how soon a freed slot is noticed */
@@ -211,24 +212,6 @@ static void job_free(job *j)
     }
     vb_kafka_message_free(j->km);
     free(j);
-}
-
-static int is_permanent(const vb_error *e)
-{
-    switch (e->code) {
-    case VB_ERR_PARSE:
-    case VB_ERR_CONTENT:
-    case VB_ERR_TOO_LARGE:
-    case VB_ERR_INVALID:
-    case VB_ERR_CONFIG:
-        return 1;
-    case VB_ERR_HTTP: {
-        long s = e->http_status;
-        return s >= 400 && s < 500 && s != 401 && s != 403 && s != 408 && s != 429;
-    }
-    default:
-        return 0;
-    }
 }
 
 /* Copies a message value to the dead-letter topic with its reason. */
@@ -393,16 +376,7 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
 
 static int reap_candidate(const vb_config *cfg, const vb_run_state *rs, long long now)
 {
-    switch (rs->state) {
-    case VB_RUN_QUEUED:
-    case VB_RUN_PROCESSING:
-    case VB_RUN_UPLOADING:
-        return rs->lease_until < now;
-    case VB_RUN_FAILED: /* the claim checks retry_at again, atomically */
-        return rs->attempts >= cfg->max_attempts || now >= rs->retry_at;
-    default:
-        return 0;
-    }
+    return vb_worker_reap_action(rs, cfg->max_attempts, cfg->lease_ms, now) != VB_REAP_NONE;
 }
 
 static void reap_sweep(vb_worker *w, vb_store *st)
@@ -695,8 +669,9 @@ static vb_outcome process_run(slot *s, job *j)
     char why[VB_STORE_LAST_ERROR_MAX];
     snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : vb_strerror(rc));
     vb_redact_text(why);
-    int permanent = is_permanent(&err);
-    if (permanent || j->attempt >= cfg->max_attempts) {
+    vb_failure_verdict verdict = vb_worker_failure_verdict(&err, j->attempt, cfg->max_attempts);
+    int permanent = verdict == VB_FAIL_DEAD_PERMANENT;
+    if (verdict != VB_FAIL_RETRY) {
         VB_ERROR("run is dead (%s, attempt %ld of %ld): %s",
                  permanent ? "permanent error" : "attempts exhausted", j->attempt,
                  cfg->max_attempts, why);
