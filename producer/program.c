@@ -452,8 +452,8 @@ static int serve(const vb_config *cfg, const opts *o)
         sv.published = vb_metrics_counter(sv.metrics, "visionbatch_producer_runs_published_total",
                                           "Runs published to Kafka", "source");
         sv.run_errors = vb_metrics_counter(sv.metrics, "visionbatch_producer_run_errors_total",
-                                           "Runs skipped in a poll because Redis failed for "
-                                           "them (the poll went on)", "source");
+                                           "Runs that failed by themselves in a poll (the "
+                                           "poll went on)", "source");
     }
     vb_api *api = NULL;
     vb_error err;
