@@ -549,12 +549,35 @@ static CURLcode set_method(CURL *e, const char *method, const vb_http_request *r
     return cc;
 }
 
+/* The caller's pre-request hook and what it answered last. */
+typedef struct prereq_state {
+    vb_http_prereq_fn fn;
+    void *ctx;
+    vb_err rc;
+    vb_error err;
+} prereq_state;
+
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    prereq_state *p = ud;
+    vb_error_clear(&p->err);
+    p->rc = p->fn(p->ctx, &p->err);
+    return p->rc == VB_OK ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 /* One attempt. Fills resp (status, content type, Retry-After, body) and a
  * reason for failures; *retryable says whether another attempt may help. */
 static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr_state *hs,
-                           vb_http_response *resp, int *retryable, char *why, size_t whylen)
+                           prereq_state *pre, vb_http_response *resp, int *retryable, char *why,
+                           size_t whylen)
 {
     *retryable = 0;
+    pre->rc = VB_OK;
     hs->status = 0;
     hs->retry_after_s = -1;
     hs->refused[0] = '\0';
@@ -582,6 +605,10 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
         if (cc == CURLE_WRITE_ERROR && sink->nomem) {
             snprintf(why, whylen, "out of memory");
             return VB_ERR_NOMEM;
+        }
+        if (cc == CURLE_ABORTED_BY_CALLBACK && pre->rc != VB_OK) {
+            snprintf(why, whylen, "not sent: %.200s", pre->err.msg);
+            return pre->rc;
         }
         if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
             snprintf(why, whylen, "cancelled");
@@ -623,6 +650,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     curl_mime *mime = NULL;
     hdr_state hs = {.retry_after_s = -1, .origin_url = l.same_origin ? req->url : NULL};
     mem_sink sink = {.body = &resp->body, .hs = &hs};
+    prereq_state pre = {.fn = req->prereq, .ctx = req->prereq_ctx, .rc = VB_OK};
     char why[CURL_ERROR_SIZE + 64] = "";
     vb_err rc;
     CURL *e = h->easy;
@@ -648,7 +676,10 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
         (cc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body_mem)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink)) != CURLE_OK ||
-        (cc = set_method(e, method, req, mime)) != CURLE_OK) {
+        (cc = set_method(e, method, req, mime)) != CURLE_OK ||
+        (req->prereq &&
+         ((cc = curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq)) != CURLE_OK ||
+          (cc = curl_easy_setopt(e, CURLOPT_PREREQDATA, &pre)) != CURLE_OK))) {
         rc = vb_error_set(err, cc == CURLE_OUT_OF_MEMORY ? VB_ERR_NOMEM : VB_ERR_INVALID,
                           "%s %s: %s", method, safe_url, curl_easy_strerror(cc));
         goto fail;
@@ -657,7 +688,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     for (int attempt = 1;; attempt++) {
         int retryable = 0;
         resp->attempts = attempt;
-        rc = perform_once(h, &l, &sink, &hs, resp, &retryable, why, sizeof why);
+        rc = perform_once(h, &l, &sink, &hs, &pre, resp, &retryable, why, sizeof why);
         if (rc == VB_OK)
             break;
         if (!retryable || attempt > l.retries)

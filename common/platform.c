@@ -499,7 +499,8 @@ static int body_says_failure(const vb_buf *body)
 
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, const char *html_path,
-                                 const volatile sig_atomic_t *cancel, vb_error *err)
+                                 const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
+                                 void *gate_ctx, vb_error *err)
 {
     char filename[160];
     char ex[256];
@@ -523,7 +524,9 @@ vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run 
                            .url = cfg->external_api_post_url,
                            .bearer = cfg->external_api_key,
                            .parts = parts,
-                           .nparts = 3};
+                           .nparts = 3,
+                           .prereq = gate,
+                           .prereq_ctx = gate_ctx};
     vb_http_policy pol = vb_platform_policy(cfg, cancel);
     if (cfg->upload_timeout_s > 0)
         pol.timeout_ms = cfg->upload_timeout_s * 1000;

@@ -39,6 +39,7 @@
 #include "visionbatch/buf.h"
 #include "visionbatch/cron.h"
 #include "visionbatch/jobs.h"
+#include "visionbatch/run.h"
 
 struct vb_api {
     vb_endpoint *ep;
@@ -488,20 +489,9 @@ static void h_run_now(vb_api *api, req *r, resp *out)
     set_json(out, 202, o);
 }
 
-static int run_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 128)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
 static void h_run_state(vb_api *api, req *r, resp *out)
 {
-    if (!run_id_valid(r->id)) {
+    if (!vb_run_id_valid(r->id)) { /* the one run id rule (run.h) */
         set_detail(out, 404, "run not found");
         return;
     }

@@ -168,6 +168,10 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
 
 static vb_err run_state(void *ctx, const char *run_id, char **json, vb_error *err)
 {
+    if (strcmp(run_id, "ORG:RUN-3") == 0) { /* ':' belongs to the run id rule */
+        *json = strdup("{\"vision_analysis_id\":\"ORG:RUN-3\",\"state\":\"uploaded\"}");
+        return VB_OK;
+    }
     if (strcmp(run_id, "RUN-1") != 0)
         return vb_error_set(err, VB_ERR_NOT_FOUND, "no state");
     *json = strdup("{\"vision_analysis_id\":\"RUN-1\",\"state\":\"queued\"}");
@@ -600,6 +604,16 @@ static void api_extensions(void **state)
     assert_string_equal(jstr(r.json, "state"), "queued");
     done(&r);
     r = get(f, "/runs/RUN-2");
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = get(f, "/runs/ORG:RUN-3");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "state"), "uploaded");
+    done(&r);
+    r = get(f, "/runs/ORG%3ARUN-3");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = get(f, "/runs/...");
     assert_int_equal(r.status, 404);
     done(&r);
 

@@ -246,6 +246,59 @@ static void perform_retries_503_until_success(void **state)
     vb_http_response_free(&resp);
 }
 
+typedef struct gate_case {
+    int calls;
+    int refuse_on; /* call number that refuses (0 = never) */
+} gate_case;
+
+static vb_err gate(void *ctx, vb_error *err)
+{
+    gate_case *g = ctx;
+    g->calls++;
+    if (g->refuse_on && g->calls >= g->refuse_on)
+        return vb_error_set(err, VB_ERR_CANCELLED, "lock lost");
+    return VB_OK;
+}
+
+static vb_err post_gated(const char *path, gate_case *g, vb_http_response *resp, vb_error *err)
+{
+    vb_http_policy pol = {.retries = 3, .retry_base_ms = 10, .retry_max_ms = 50,
+                          .retry_on_5xx = 1};
+    char url[256];
+    url_of(url, sizeof url, path);
+    vb_http *h = vb_http_new();
+    assert_non_null(h);
+    vb_http_request req = {.method = "POST", .url = url, .body = "{}", .body_len = 2,
+                           .prereq = gate, .prereq_ctx = g};
+    vb_error_clear(err);
+    vb_err rc = vb_http_perform(h, &req, &pol, resp, err);
+    vb_http_free(h);
+    return rc;
+}
+
+static void perform_prereq_runs_before_every_attempt(void **state)
+{
+    gate_case g = {0, 0};
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(post_gated("/flaky/40/2", &g, &resp, &err), VB_OK);
+    assert_int_equal(g.calls, 3);
+    assert_int_equal(server.shared->hits[40], 3);
+    vb_http_response_free(&resp);
+}
+
+static void perform_prereq_refusal_sends_nothing_and_stops_retrying(void **state)
+{
+    gate_case g = {0, 2}; /* the retry after the first 503 is refused */
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(post_gated("/flaky/41/5", &g, &resp, &err), VB_ERR_CANCELLED);
+    assert_int_equal(g.calls, 2);
+    assert_int_equal(server.shared->hits[41], 1); /* the refused attempt never arrived */
+    assert_non_null(strstr(err.msg, "not sent: lock lost"));
+    vb_http_response_free(&resp);
+}
+
 static void perform_does_not_retry_5xx_unless_asked(void **state)
 {
     vb_http_policy pol = {.retries = 3, .retry_base_ms = 10};
@@ -757,6 +810,8 @@ int main(void)
         cmocka_unit_test(perform_post_sends_bearer_json_and_user_agent),
         cmocka_unit_test(perform_multipart_streams_file_with_name_and_type),
         cmocka_unit_test(perform_retries_503_until_success),
+        cmocka_unit_test(perform_prereq_runs_before_every_attempt),
+        cmocka_unit_test(perform_prereq_refusal_sends_nothing_and_stops_retrying),
         cmocka_unit_test(perform_does_not_retry_5xx_unless_asked),
         cmocka_unit_test(perform_reports_last_status_when_retries_run_out),
         cmocka_unit_test(perform_does_not_retry_404),

@@ -484,9 +484,30 @@ static void id_equal_ignores_case(void **state)
     assert_false(vb_run_id_valid(""));
 }
 
+/* The one run id rule every layer uses (store, API, messages, executions). */
+static void run_id_rule_allows_colon_and_caps_the_length(void **state)
+{
+    (void)state;
+    const char *good[] = {"a", "A:B", "org:run:1", "run.1_2-3", ".a", "a..b", "0"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        assert_true(vb_run_id_valid(good[i]));
+    const char *bad[] = {NULL, "", ".", "...", "a/b", "a\\b", "a%3Ab", "a;b", "\xc3\xa9",
+                         "a\tb", "a\"b", "a*b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_false(vb_run_id_valid(bad[i]));
+    char id[VB_RUN_MAX_ID + 2];
+    memset(id, 'x', sizeof id);
+    id[VB_RUN_MAX_ID] = '\0';
+    assert_true(vb_run_id_valid(id));
+    id[VB_RUN_MAX_ID] = 'x';
+    id[VB_RUN_MAX_ID + 1] = '\0';
+    assert_false(vb_run_id_valid(id));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(run_id_rule_allows_colon_and_caps_the_length),
         cmocka_unit_test(run_page_parses_guide_example_exactly),
         cmocka_unit_test(run_page_every_truncation_fails_cleanly),
         cmocka_unit_test(run_page_non_200_code_is_api_error),
