@@ -1,23 +1,34 @@
 /* Tests of the REST API (producer/api.c, producer/openapi.c): the server runs
  * in-process on 127.0.0.1 with a free port, against a live Redis (database 13,
- * see redis_test_url.h), and is called with libcurl. The producer sources are
- * compiled into this test directly, as the test build links only the
- * library. */
+ * see redis_test_url.h), and is called with libcurl. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "../../producer/api.c"
-#include "../../producer/openapi.c"
+#include "api.h"
 #include "redis_test_url.h"
+#include "visionbatch/buf.h"
+#include "visionbatch/cron.h"
+#include "visionbatch/jobs.h"
+#include "visionbatch/jobs_exec.h"
 
 #define DB 13
 #define SECRET_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -33,6 +44,8 @@
 
 typedef struct fixture {
     vb_api *api;
+    vb_jobs *jobs;        /* the test's own handle on the API's Redis */
+    atomic_int not_ready; /* 1: the readiness callback says no */
     int fired;
     char last_fired[VB_UUID_SIZE];
 } fixture;
@@ -155,14 +168,21 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
 
 static vb_err run_state(void *ctx, const char *run_id, char **json, vb_error *err)
 {
+    if (strcmp(run_id, "ORG:RUN-3") == 0) { /* ':' belongs to the run id rule */
+        *json = strdup("{\"vision_analysis_id\":\"ORG:RUN-3\",\"state\":\"uploaded\"}");
+        return VB_OK;
+    }
     if (strcmp(run_id, "RUN-1") != 0)
         return vb_error_set(err, VB_ERR_NOT_FOUND, "no state");
     *json = strdup("{\"vision_analysis_id\":\"RUN-1\",\"state\":\"queued\"}");
     return VB_OK;
 }
 
-static int not_ready(void *ctx, char *why, size_t len)
+static int ready(void *ctx, char *why, size_t len)
 {
+    fixture *f = ctx;
+    if (!atomic_load(&f->not_ready))
+        return 1;
     snprintf(why, len, "kafka: no broker reachable");
     return 0;
 }
@@ -174,7 +194,7 @@ static vb_api *start(fixture *f, const char *token, const char *secret, vb_error
         .token = token,
         .redis_url = vb_test_redis_url(DB),
         .secret_key = secret,
-        .cb = {.ctx = f, .fire_now = fire_now, .run_state_json = run_state},
+        .cb = {.ctx = f, .fire_now = fire_now, .run_state_json = run_state, .ready = ready},
     };
     return vb_api_start(&o, err);
 }
@@ -198,6 +218,13 @@ static int setup(void **state)
         free(f);
         return -1;
     }
+    vb_jobs_opts jo = {.redis_url = vb_test_redis_url(DB)};
+    if (vb_jobs_new(&jo, &f->jobs, &err) != VB_OK) {
+        fprintf(stderr, "vb_jobs_new: %s\n", err.msg);
+        vb_api_stop(f->api);
+        free(f);
+        return -1;
+    }
     *state = f;
     return 0;
 }
@@ -207,6 +234,7 @@ static int teardown(void **state)
     fixture *f = *state;
     if (f) {
         vb_api_stop(f->api);
+        vb_jobs_free(f->jobs);
         free(f);
     }
     return 0;
@@ -316,7 +344,7 @@ static void api_guide_flow(void **state)
     e.completed_at = 1700000060000LL;
     e.output = (char *)"2 runs published";
     e.batch_id = (char *)"batch-1";
-    assert_int_equal(vb_jobs_exec_record(f->api->jobs, &e, NULL), VB_OK);
+    assert_int_equal(vb_jobs_exec_record(f->jobs, &e, NULL), VB_OK);
     snprintf(path, sizeof path, "/cron-jobs/%s/executions?limit=20", id);
     r = get(f, path);
     const cJSON *ex = cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "executions"), 0);
@@ -400,6 +428,79 @@ static void api_rejects_invalid_bodies_with_named_fields(void **state)
     assert_string_equal(jstr(r.json, "overlap"), "allow");
     assert_string_equal(jstr(cJSON_GetObjectItem(r.json, "config"), "external_api_key"), "***");
     done(&r);
+}
+
+/* Sends `request` as it is on a new connection and returns the whole answer
+ * (the server closes the connection after it: the request says so). */
+static char *raw_exchange(fixture *f, const char *request)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)vb_api_port(f->api))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+    vb_buf b = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        assert_int_equal(vb_buf_append(&b, chunk, (size_t)n), VB_OK);
+    close(fd);
+    assert_non_null(b.data);
+    return vb_buf_steal(&b);
+}
+
+/* Body checks at the edge: the media type is exactly application/json (with
+ * parameters), Content-Length is not ambiguous, and a \u0000 escape cannot
+ * cut a field short. */
+static void api_body_edges(void **state)
+{
+    FIX();
+    static const char *const refused[] = {"application/jsonX", "application/json5",
+                                          "application/json-patch+json", "text/json",
+                                          "application/jsonl; charset=utf-8"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        http_result r = call(f, "POST", "/cron-jobs", "{\"name\":\"x\"}", (size_t)-1,
+                             refused[i], NULL);
+        if (r.status != 415)
+            fail_msg("Content-Type %s: status %ld", refused[i], r.status);
+        done(&r);
+    }
+    static const char *const accepted[] = {"application/json", "Application/JSON",
+                                           "application/json; charset=utf-8",
+                                           "application/json ;charset=UTF-8"};
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        http_result r = call(f, "POST", "/cron-jobs", "{\"name\":\"x\"}", (size_t)-1,
+                             accepted[i], NULL);
+        assert_detail_contains(&r, 400, "missing required"); /* past the media type check */
+        done(&r);
+    }
+    /* \u0000 in a value or a key is refused, not cut off; an escaped backslash
+     * followed by "u0000" is ordinary text */
+    http_result r = post_json(f, "/cron-jobs", "{\"name\":\"ab\\u0000cd\"}");
+    assert_detail_contains(&r, 400, "\\u0000");
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\\u0000x\":\"a\"}");
+    assert_detail_contains(&r, 400, "\\u0000");
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\":\"a\\\\u0000\"}");
+    assert_detail_contains(&r, 400, "missing required");
+    done(&r);
+    /* two Content-Length headers that disagree */
+    char *ans = raw_exchange(f, "POST /cron-jobs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: 12\r\n"
+                                "Content-Length: 5\r\n\r\n{\"name\":\"x\"}");
+    if (strncmp(ans, "HTTP/1.1 400", 12) != 0 || !strstr(ans, "conflicting Content-Length"))
+        fail_msg("conflicting Content-Length answered: %.200s", ans);
+    free(ans);
+    ans = raw_exchange(f, "POST /cron-jobs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                          "Content-Type: application/json\r\nContent-Length: 12\r\n"
+                          "Content-Length: 12\r\n\r\n{\"name\":\"x\"}");
+    if (strncmp(ans, "HTTP/1.1 400", 12) != 0 || !strstr(ans, "missing required"))
+        fail_msg("repeated equal Content-Length answered: %.200s", ans);
+    free(ans);
 }
 
 static void api_refuses_oversized_bodies(void **state)
@@ -505,6 +606,16 @@ static void api_extensions(void **state)
     r = get(f, "/runs/RUN-2");
     assert_int_equal(r.status, 404);
     done(&r);
+    r = get(f, "/runs/ORG:RUN-3");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "state"), "uploaded");
+    done(&r);
+    r = get(f, "/runs/ORG%3ARUN-3");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = get(f, "/runs/...");
+    assert_int_equal(r.status, 404);
+    done(&r);
 
     r = get(f, "/healthz");
     assert_int_equal(r.status, 200);
@@ -513,11 +624,11 @@ static void api_extensions(void **state)
     r = get(f, "/readyz");
     assert_int_equal(r.status, 200);
     done(&r);
-    f->api->cb.ready = not_ready;
+    atomic_store(&f->not_ready, 1);
     r = get(f, "/readyz");
     assert_detail_contains(&r, 503, "kafka");
     done(&r);
-    f->api->cb.ready = NULL;
+    atomic_store(&f->not_ready, 0);
 
     r = get(f, "/metrics");
     assert_int_equal(r.status, 200);
@@ -535,12 +646,13 @@ static void api_openapi_parses_and_lists_every_route(void **state)
     assert_non_null(r.json);
     const cJSON *paths = cJSON_GetObjectItem(r.json, "paths");
     assert_non_null(paths);
-    for (size_t i = 0; i < NROUTES; i++) {
+    const char *method, *pattern;
+    for (size_t i = 0; vb_api_route(i, &method, &pattern); i++) {
         char p[128], m[16];
         size_t o = 0;
-        for (const char *s = routes[i].pattern; *s && o + 20 < sizeof p; s++) {
+        for (const char *s = pattern; *s && o + 20 < sizeof p; s++) {
             if (s[0] == '{' && s[1] == '}') {
-                const char *name = strncmp(routes[i].pattern, "/runs", 5) == 0
+                const char *name = strncmp(pattern, "/runs", 5) == 0
                                        ? "{vision_analysis_id}"
                                        : "{job_id}";
                 o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
@@ -551,14 +663,93 @@ static void api_openapi_parses_and_lists_every_route(void **state)
         }
         p[o] = '\0';
         size_t k = 0;
-        for (; routes[i].method[k] && k + 1 < sizeof m; k++)
-            m[k] = (char)tolower((unsigned char)routes[i].method[k]);
+        for (; method[k] && k + 1 < sizeof m; k++)
+            m[k] = (char)tolower((unsigned char)method[k]);
         m[k] = '\0';
         const cJSON *item = cJSON_GetObjectItemCaseSensitive(paths, p);
         if (!item || !cJSON_GetObjectItemCaseSensitive(item, m))
             fail_msg("openapi.json lacks %s %s", m, p);
     }
     done(&r);
+}
+
+/* "/cron-jobs/{job_id}/run" → "/cron-jobs/{}/run": the route table's form. */
+static void route_form(const char *path, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *s = path; *s && o + 3 < outlen; s++) {
+        if (*s == '{') {
+            const char *close = strchr(s, '}');
+            assert_non_null(close);
+            out[o++] = '{';
+            out[o++] = '}';
+            s = close;
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The embedded document and the route table list the same paths and
+ * methods, in both directions (no server or Redis needed). */
+static void api_openapi_paths_and_methods_equal_the_route_table(void **state)
+{
+    static const char *const verbs[] = {"get", "put", "post", "delete", "options",
+                                        "head", "patch", "trace"};
+    cJSON *doc = cJSON_Parse(vb_api_openapi_json());
+    assert_non_null(doc);
+    const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
+    assert_true(cJSON_IsObject(paths));
+    char listed[64][160]; /* "METHOD pattern" of the document */
+    size_t nlisted = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, paths)
+    {
+        char form[128];
+        route_form(item->string, form, sizeof form);
+        const cJSON *op;
+        cJSON_ArrayForEach(op, item)
+        {
+            size_t v = 0;
+            while (v < sizeof verbs / sizeof *verbs && strcmp(op->string, verbs[v]) != 0)
+                v++;
+            if (v == sizeof verbs / sizeof *verbs)
+                continue; /* "parameters", "summary", … */
+            assert_true(nlisted < sizeof listed / sizeof *listed);
+            char up[16];
+            size_t k = 0;
+            for (; op->string[k] && k + 1 < sizeof up; k++)
+                up[k] = (char)toupper((unsigned char)op->string[k]);
+            up[k] = '\0';
+            snprintf(listed[nlisted++], sizeof listed[0], "%s %s", up, form);
+        }
+    }
+    const char *method, *pattern;
+    size_t nroutes = 0;
+    for (; vb_api_route(nroutes, &method, &pattern); nroutes++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s %s", method, pattern);
+        size_t i = 0;
+        while (i < nlisted && strcmp(listed[i], want) != 0)
+            i++;
+        if (i == nlisted)
+            fail_msg("the route %s is missing from openapi.json", want);
+    }
+    for (size_t i = 0; i < nlisted; i++) {
+        size_t r = 0;
+        char have[160] = "";
+        while (vb_api_route(r, &method, &pattern)) {
+            snprintf(have, sizeof have, "%s %s", method, pattern);
+            if (strcmp(have, listed[i]) == 0)
+                break;
+            r++;
+        }
+        if (strcmp(have, listed[i]) != 0)
+            fail_msg("openapi.json lists %s, which no route serves", listed[i]);
+    }
+    assert_int_equal(nlisted, nroutes);
+    cJSON_Delete(doc);
 }
 
 static void api_token_mode(void **state)
@@ -587,6 +778,9 @@ static void api_token_mode(void **state)
     assert_int_equal(r.status, 401);
     done(&r);
     r = call(&g, "GET", "/healthz", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL); /* a probe has no token */
     assert_int_equal(r.status, 200);
     done(&r);
     r = call(&g, "GET", "/metrics", NULL, 0, NULL, NULL);
@@ -672,10 +866,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(api_body_edges, setup, teardown),
         cmocka_unit_test_setup_teardown(api_refuses_oversized_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(api_routes_405_and_404, setup, teardown),
         cmocka_unit_test_setup_teardown(api_extensions, setup, teardown),
         cmocka_unit_test_setup_teardown(api_openapi_parses_and_lists_every_route, setup, teardown),
+        cmocka_unit_test(api_openapi_paths_and_methods_equal_the_route_table),
         cmocka_unit_test_setup_teardown(api_token_mode, setup, teardown),
         cmocka_unit_test(api_refuses_non_loopback_without_token),
         cmocka_unit_test_setup_teardown(api_key_never_stored_or_returned_in_plaintext, setup,
