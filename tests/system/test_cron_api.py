@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import unittest
 import uuid
 
@@ -243,7 +244,7 @@ class CronApiTest(harness.SystemTestCase):
         threads_idle = thread_names(proc.pid)
         for jid in jids:
             self.redis_cli("HSET", "visionbatch:job:" + jid, "last_tick", now - 300)
-        before = end_offsets(TOPIC)
+        before = end_offsets(self.topic)
         self.redis_cli("INCR", "visionbatch:jobs:version")  # reload: all four due in one pass
 
         def fired():
@@ -266,7 +267,7 @@ class CronApiTest(harness.SystemTestCase):
         self.assertEqual(threads.count("rdk:main"), 1, threads)
         # Every run went out once, and each execution counts its own publishes.
         ids = {r["vision_analysis_id"] for r in scen["runs"]}
-        msgs = [m for m in messages_since(TOPIC, before) if (m["key"] or "").upper() in ids]
+        msgs = [m for m in messages_since(self.topic, before) if (m["key"] or "").upper() in ids]
         self.assertEqual(sorted(m["key"].upper() for m in msgs), sorted(ids))
         per_exec = {}
         for m in msgs:

@@ -64,7 +64,7 @@ static cJSON *document(const char *run_id, int i, size_t path_len)
     int n = snprintf(path, path_len + 64, "https://storage.example.com/c/");
     while ((size_t)n < path_len)
         path[n++] = 'p';
-    snprintf(path + n, 64, "/%s", name);
+    snprintf(path + n, path_len + 64 - (size_t)n, "/%s", name); /* the real room left */
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "vision_analysis_documents_id", id);
     cJSON_AddStringToObject(d, "vision_analysis_id", run_id);
