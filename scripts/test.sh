@@ -3,7 +3,7 @@
 # Redis from deploy/local/ (beside the first compile), and runs these passes,
 # printing the wall time of each:
 #   normal    -Werror build: every unit and system test (ctest -j); the
-#             other trees compile meanwhile, niced (the tests mostly wait)
+#             other trees compile meanwhile on one core (the tests mostly wait)
 #   release   Release build (-O2, hardened): readelf checks of its programs
 #   clang     clang -Werror build of everything, compile only
 #   asan      AddressSanitizer+UndefinedBehaviorSanitizer build: the tests
@@ -94,9 +94,11 @@ run_ctest() { # build-dir, ctest args…
     "${ctest_args[@]+"${ctest_args[@]}"}")
 }
 
-# The sanitizer, Release and clang trees compile in the background (niced)
-# while the normal pass's tests run: those mostly wait on I/O, so on two
-# cores the compiles cost the suite little wall time.
+# The sanitizer, Release and clang trees compile in the background, one job
+# at a time, while the normal pass's tests run: those mostly wait on I/O, so
+# on two cores the compiles cost the suite little wall time and leave the
+# tests a core. (Not niced: on a machine busy with other work a niced compile
+# starves and the passes after the normal one wait for it.)
 bg_builds() { # name:dir:cmake args… entries, built one after the other
   local spec name dir t0
   for spec in "$@"; do
@@ -104,7 +106,7 @@ bg_builds() { # name:dir:cmake args… entries, built one after the other
     t0=$SECONDS
     # shellcheck disable=SC2086 # $rest holds several cmake arguments
     CC=$([ "$name" = clang ] && echo clang || echo "${CC:-cc}") \
-      nice -n 10 bash -c "cmake -S . -B $dir $rest >/dev/null && cmake --build $dir -j $jobs >/dev/null" ||
+      bash -c "cmake -S . -B $dir $rest >/dev/null && cmake --build $dir -j 1 >/dev/null" ||
       return 1
     printf '%-8s %4d s (build, beside the normal tests)\n' "$name" $((SECONDS - t0)) >>"$bg_times"
   done
