@@ -91,7 +91,8 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     const char **names = NULL;
     vb_backend_description *descs = NULL;
     size_t nparts = 0;
-    const char *report_name = "report.html";
+    /* Our own files start with '.', which no sanitised document name does. */
+    const char *report_name = ".report.html";
     int report_fd = -1;
     vb_err rc;
 
@@ -182,7 +183,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
             goto done;
         }
         char p[64];
-        snprintf(p, sizeof p, "part-%zu.html", b + 1);
+        snprintf(p, sizeof p, ".part-%zu.html", b + 1);
         if (!(part_paths[b] = strdup(p))) {
             rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
             goto done;
