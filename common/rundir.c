@@ -50,6 +50,7 @@ static int clear_dir(int dfd)
         close(copy);
         return -1;
     }
+    rewinddir(d); /* the copy shares dfd's position, which may not be at the start */
     int rc = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -433,7 +434,8 @@ vb_err vb_rundir_sweep(const char *temp_dir, vb_rundir_sweep_stats *stats, vb_er
         if (v == REMOVE) {
             if (remove_dir(base_fd, e->d_name, dfd) == 0) {
                 s->removed++;
-                VB_INFO("temp sweep: removed %s/%s (its process is gone)", base_path, e->d_name);
+                VB_INFO("temp sweep: removed %s/%s (no live process holds it)", base_path,
+                        e->d_name);
             } else {
                 s->failed++;
                 VB_WARN("temp sweep: could not remove %s/%s completely", base_path, e->d_name);
