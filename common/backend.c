@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "excerpt.h"
+#include "util.h"
 #include "visionbatch/buf.h"
 #include "visionbatch/log.h"
 
@@ -429,13 +430,6 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms)
     return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
 static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
 {
@@ -457,7 +451,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
 {
     vb_batch_status st_local, *st = last ? last : &st_local;
     long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
-    long long deadline = now_ms() + (long long)timeout_s * 1000;
+    long long deadline = vb__mono_ms() + (long long)timeout_s * 1000;
     long delay = 0;
     memset(st, 0, sizeof *st);
     for (;;) {
@@ -495,7 +489,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
         } else {
             VB_WARN("status of batch %s not available, will retry: %s", batch_id, e.msg);
         }
-        long long left = deadline - now_ms();
+        long long left = deadline - vb__mono_ms();
         if (left <= 0)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "batch %s did not complete within %ld s (last status %s, "

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "visionbatch/redact.h"
 
 #define VB_HTTP_USER_AGENT "visionbatch/0.1"
@@ -104,21 +105,14 @@ static int cancelled(const http_limits *l)
     return l->cancel && *l->cancel;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps `ms` in short slices; returns -1 as soon as the cancel flag is set. */
 static int sleep_cancellable(long ms, const http_limits *l)
 {
-    long long end = now_ms() + ms;
+    long long end = vb__mono_ms() + ms;
     for (;;) {
         if (cancelled(l))
             return -1;
-        long long left = end - now_ms();
+        long long left = end - vb__mono_ms();
         if (left <= 0)
             return 0;
         if (left > VB_HTTP_SLEEP_SLICE_MS)
@@ -136,7 +130,8 @@ static uint64_t rng_next(void)
 {
     if (rng_state == 0) {
         if (getrandom(&rng_state, sizeof rng_state, GRND_NONBLOCK) != (ssize_t)sizeof rng_state)
-            rng_state = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&rng_state;
+            rng_state =
+                (uint64_t)vb__mono_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&rng_state;
         if (rng_state == 0)
             rng_state = 0x9E3779B97F4A7C15ULL;
     }
@@ -940,7 +935,8 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     }
     if (retryable && it->attempts <= l->retries) {
         it->phase = DL_BACKOFF;
-        it->ready_at = now_ms() + vb_http_backoff_ms(pol, it->attempts, it->hs.retry_after_s);
+        it->ready_at =
+            vb__mono_ms() + vb_http_backoff_ms(pol, it->attempts, it->hs.retry_after_s);
         return;
     }
     dl_fail(it, rc, "%s (attempt %d of %d)", reason, it->attempts, l->retries + 1);
@@ -993,7 +989,7 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
                 dl_fail(&its[next], VB_ERR_CANCELLED, "cancelled");
             break;
         }
-        long long now = now_ms();
+        long long now = vb__mono_ms();
         int wait_ms = VB_HTTP_POLL_MS;
         /* Fill free slots, restart items whose backoff is over, retire done ones. */
         for (size_t s = 0; s < conc; s++) {

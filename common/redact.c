@@ -23,6 +23,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 #define REDACT_MIN_SECRET 4
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -213,16 +215,6 @@ static void scrub_bearer(char *text, size_t *total)
     }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static int param_is_secret(const char *name, size_t len)
 {
     char dec[48];
@@ -232,8 +224,8 @@ static int param_is_secret(const char *name, size_t len)
             return 0; /* longer than any listed name */
         int c = (unsigned char)name[i];
         if (c == '%' && i + 2 < len) {
-            int hi = hexval((unsigned char)name[i + 1]);
-            int lo = hexval((unsigned char)name[i + 2]);
+            int hi = vb__hexval((unsigned char)name[i + 1]);
+            int lo = vb__hexval((unsigned char)name[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 c = hi * 16 + lo;
                 i += 2;

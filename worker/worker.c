@@ -61,7 +61,7 @@
  *      start (vb_store_mark_upload_started). If an earlier attempt had
  *      started an upload, before_upload asks the platform whether the run is
  *      still unprocessed and skips the upload when it is not;
- *   3. records the outcome:
+ *   3. records the outcome (the rules: decide.c, as the reaper's choice):
  *        success                       → uploaded
  *        lock lost                     → nothing (the new holder owns it)
  *        stopped by shutdown           → handed back (below)
@@ -104,12 +104,14 @@
 #include "visionbatch/message.h"
 #include "visionbatch/pipeline.h"
 #include "visionbatch/crypto.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/jobs.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/rundir.h"
 #include "visionbatch/store.h"
+#include "decide.h"
 #include "worker.h"
 
 #define POLL_MS 50 /* also how soon a freed slot is noticed */
@@ -117,7 +119,6 @@
 #define PRODUCE_TIMEOUT_MS 15000
 #define REAP_PAGE 200
 #define REAP_PAGES 10
-#define BACKOFF_CAP_MS 600000LL  /* failed-run retry backoff cap */
 #define CANCEL_WAIT_MS 30000     /* after cancelling at shutdown */
 #define HANDED_BACK_REASON "worker shutting down: run handed back"
 
@@ -153,8 +154,10 @@ typedef struct slot {
 
 struct vb_worker {
     const vb_config *cfg;
-    vb_metrics m;
-    vb_metrics_server *ms;
+    vb_worker_metrics m;
+    atomic_llong poll_alive_ms; /* monotonic ms of the poll loop's last turn */
+    long stale_ms;              /* /healthz fails when the loop is older than this */
+    vb_endpoint *ep;            /* metrics and health */
     vb_kafka_consumer *kc;
     vb_kafka_producer *kp;
     vb_store *store; /* poll thread */
@@ -203,24 +206,6 @@ static void job_free(job *j)
     free(j);
 }
 
-static int is_permanent(const vb_error *e)
-{
-    switch (e->code) {
-    case VB_ERR_PARSE:
-    case VB_ERR_CONTENT:
-    case VB_ERR_TOO_LARGE:
-    case VB_ERR_INVALID:
-    case VB_ERR_CONFIG:
-        return 1;
-    case VB_ERR_HTTP: {
-        long s = e->http_status;
-        return s >= 400 && s < 500 && s != 401 && s != 403 && s != 408 && s != 429;
-    }
-    default:
-        return 0;
-    }
-}
-
 /* Copies a message value to the dead-letter topic with its reason. */
 static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size_t len,
                           const char *reason, vb_error *err)
@@ -232,7 +217,7 @@ static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size
     vb_err rc = vb_kafka_produce_sync(w->kp, w->cfg->dlq_topic, key, value ? value : "",
                                       value ? len : 0, h, 1, PRODUCE_TIMEOUT_MS, err);
     if (rc == VB_OK) {
-        atomic_fetch_add(&w->m.dlq, 1);
+        vb_metric_inc(w->m.dlq, NULL);
         VB_WARN("dead-lettered to %s: %s", w->cfg->dlq_topic, why);
     }
     return rc;
@@ -284,16 +269,6 @@ static void *renewer_main(void *p)
 }
 
 /* ---- the reaper ---- */
-
-static long long retry_backoff_ms(const vb_config *cfg, long attempts)
-{
-    if (attempts <= 0)
-        return 0;
-    long long b = cfg->lease_ms;
-    for (long i = 1; i < attempts && b < BACKOFF_CAP_MS; i++)
-        b *= 2;
-    return b < BACKOFF_CAP_MS ? b : BACKOFF_CAP_MS;
-}
 
 static long long requeue_lease_ms(const vb_config *cfg)
 {
@@ -379,9 +354,9 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
     if (d != VB_CLAIM_PUBLISH)
         return; /* another worker was quicker, or the run moved on */
     if (rs->state == VB_RUN_PROCESSING || rs->state == VB_RUN_UPLOADING)
-        atomic_fetch_add(&w->m.lock_takeovers, 1);
+        vb_metric_inc(w->m.lock_takeovers, NULL);
     else if (rs->state == VB_RUN_FAILED)
-        atomic_fetch_add(&w->m.retries, 1);
+        vb_metric_inc(w->m.retries, NULL);
     rc = republish(w, st, rs, &err);
     if (rc != VB_OK)
         VB_ERROR("reaper: run %s claimed but not republished (retried after the queue lease, "
@@ -393,17 +368,7 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
 
 static int reap_candidate(const vb_config *cfg, const vb_run_state *rs, long long now)
 {
-    switch (rs->state) {
-    case VB_RUN_QUEUED:
-    case VB_RUN_PROCESSING:
-    case VB_RUN_UPLOADING:
-        return rs->lease_until < now;
-    case VB_RUN_FAILED:
-        return rs->attempts >= cfg->max_attempts ||
-               now >= rs->finished_at + retry_backoff_ms(cfg, rs->attempts);
-    default:
-        return 0;
-    }
+    return vb_worker_reap_action(rs, cfg->max_attempts, cfg->lease_ms, now) != VB_REAP_NONE;
 }
 
 static void reap_sweep(vb_worker *w, vb_store *st)
@@ -656,8 +621,9 @@ static vb_outcome process_run(slot *s, job *j)
     char why[VB_STORE_LAST_ERROR_MAX];
     snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : vb_strerror(rc));
     vb_redact_text(why);
-    int permanent = is_permanent(&err);
-    if (permanent || j->attempt >= cfg->max_attempts) {
+    vb_failure_verdict verdict = vb_worker_failure_verdict(&err, j->attempt, cfg->max_attempts);
+    int permanent = verdict == VB_FAIL_DEAD_PERMANENT;
+    if (verdict != VB_FAIL_RETRY) {
         VB_ERROR("run is dead (%s, attempt %ld of %ld): %s",
                  permanent ? "permanent error" : "attempts exhausted", j->attempt,
                  cfg->max_attempts, why);
@@ -705,9 +671,9 @@ static void *slot_main(void *p)
             break;
         vb_log_set_run(j->msg.run_id);
         long long t0 = vb_mono_ms();
-        atomic_fetch_add(&w->m.inflight, 1);
+        vb_metric_add(w->m.inflight, NULL, 1);
         if (j->attempt > 1)
-            atomic_fetch_add(&w->m.retries, 1);
+            vb_metric_inc(w->m.retries, NULL);
         VB_INFO("run started: attempt %ld, slot %d, from %s[%d]@%lld", j->attempt, s->idx,
                 j->km->topic, j->km->partition, j->km->offset);
         vb_outcome o = process_run(s, j);
@@ -721,8 +687,8 @@ static void *slot_main(void *p)
                 VB_WARN("releasing the lock failed (it expires by itself): %s", e.msg);
         }
         double secs = (double)(vb_mono_ms() - t0) / 1000.0;
-        vb_metrics_observe_run(&w->m, o, secs);
-        atomic_fetch_sub(&w->m.inflight, 1);
+        vb_worker_metrics_observe_run(&w->m, o, secs);
+        vb_metric_add(w->m.inflight, NULL, -1);
         VB_INFO("run finished: outcome=%s %.1f s", vb_outcome_name(o), secs);
         vb_log_set_run(NULL);
         pthread_mutex_lock(&w->mu);
@@ -1009,7 +975,7 @@ vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *
     VB_INFO("worker %s: consuming %s as group %s, %d slot(s), lease %ld ms", cfg->worker_id,
             cfg->topic, cfg->group_id, w->nslots, cfg->lease_ms);
     for (;;) {
-        atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+        atomic_store(&w->poll_alive_ms, vb_mono_ms());
         if (*stop && !stopping) {
             stopping = 1;
             stop_at = vb_mono_ms();
@@ -1071,6 +1037,16 @@ vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *
 
 /* ---- lifecycle ---- */
 
+/* /healthz: the poll loop turned within stale_ms. */
+static int poll_loop_alive(void *ctx, char *why, size_t whylen)
+{
+    vb_worker *w = ctx;
+    if (vb_mono_ms() - atomic_load(&w->poll_alive_ms) <= w->stale_ms)
+        return 1;
+    snprintf(why, whylen, "poll loop stalled");
+    return 0;
+}
+
 vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
 {
     *out = NULL;
@@ -1081,7 +1057,9 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     w->cfg = cfg;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+    atomic_store(&w->poll_alive_ms, vb_mono_ms());
+    if ((rc = vb_worker_metrics_init(&w->m, err)) != VB_OK)
+        goto fail;
     vb_error perr;
     vb_error_clear(&perr);
     w->platform_ok = vb_config_require_platform(cfg, &perr) == VB_OK;
@@ -1134,8 +1112,11 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->group_id, cfg->worker_id,
                                     cfg->topic, &w->kc, err)) != VB_OK)
         goto fail;
-    long stale = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
-    if ((rc = vb_metrics_server_start(cfg->metrics_listen, &w->m, stale, &w->ms, err)) != VB_OK)
+    w->stale_ms = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
+    vb_endpoint_opts eo = {.listen = cfg->metrics_listen, .name = "metrics and health",
+                           .metrics = w->m.reg, .live = poll_loop_alive, .check_ctx = w,
+                           .limits = vb_endpoint_limits_of(cfg)};
+    if ((rc = vb_endpoint_start(&eo, &w->ep, err)) != VB_OK)
         goto fail;
     for (int i = 0; i < w->nslots; i++) {
         if (pthread_create(&w->slots[i].th, NULL, slot_main, &w->slots[i]) != 0) {
@@ -1189,7 +1170,7 @@ void vb_worker_free(vb_worker *w)
         pthread_join(w->reaper, NULL);
     if (w->sweeper_started)
         pthread_join(w->sweeper, NULL);
-    vb_metrics_server_stop(w->ms);
+    vb_endpoint_stop(w->ep);
     vb_kafka_consumer_close(w->kc);
     vb_kafka_producer_free(w->kp, 5000);
     for (int i = 0; w->slots && i < w->nslots; i++) {
@@ -1202,5 +1183,6 @@ void vb_worker_free(vb_worker *w)
     vb_jobs_free(w->jobs);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    vb_worker_metrics_free(&w->m);
     free(w);
 }

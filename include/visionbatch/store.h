@@ -1,23 +1,23 @@
 /*
- * store.h — the Redis layer: per-run locks and execution state shared by
+ * store.h — per-run locks and execution state in Redis, shared by
  * visionbatch-producer, visionbatch-worker and `visionbatch runs`.
  *
- * Connection. A vb_store is opened from a URL
- *     redis://[[user]:password@]host[:port][/db]     (port 6379, db 0 by default)
- *     unix://[[user]:password@]/path/to/socket[?db=N]
- * (user and password may be percent-encoded; `rediss://` is refused: the
- * hiredis of this platform has no TLS). Connecting applies a connect timeout,
- * then AUTH and SELECT; every command has a command timeout and TCP keepalive.
- * When a command fails on the connection (reset, EOF, timeout), the context is
- * dropped and the call fails with VB_ERR_REDIS; the next call reconnects. If
- * that reconnect fails too, further attempts are spaced by an exponential
- * backoff (100 ms doubling to 5 s) during which calls fail fast. Commands are
- * never re-sent automatically: a lost reply may hide an executed transition,
- * so the caller decides (each operation below is safe to call again).
- * SIGPIPE is blocked in the calling thread while a command is written, so a
- * reset connection is an error, never a signal. The password is never logged
- * nor placed in an error message; vb_store_describe() gives a printable
- * "host:port/db" form. Every function accepts err == NULL.
+ * Connection. A vb_store is opened from a Redis URL
+ *     redis://[[user:]password@]host[:port][/db]     (port 6379, db 0 by default)
+ *     unix://[[user:]password@]/path/to/socket[?db=N]
+ * (the full grammar, shared by every Redis user of visionbatch, is in
+ * common/redis/redis.h and docs/configuration.md; `rediss://` is refused:
+ * the hiredis of this platform has no TLS). Connecting applies a connect
+ * timeout, then AUTH and SELECT; every command has a command timeout and TCP
+ * keepalive. When a command fails on the connection (reset, EOF, timeout), the
+ * call fails with VB_ERR_REDIS and the next call reconnects; failed
+ * reconnects are spaced by an exponential backoff (100 ms doubling to 5 s)
+ * during which calls fail fast. Commands are never re-sent automatically: a
+ * lost reply may hide an executed transition, so the caller decides (each
+ * operation below is safe to call again). A reset connection is an error,
+ * never a SIGPIPE. The password is never logged nor placed in an error
+ * message; vb_store_describe() gives a printable "host:port/db" form. Every
+ * function accepts err == NULL.
  *
  * Threading: one vb_store per thread (it wraps one hiredis context); distinct
  * stores may be used concurrently from different threads and processes.
@@ -69,25 +69,6 @@
 typedef struct vb_store vb_store;
 
 /* ---- connection ---- */
-
-/* A parsed Redis URL. Plain value; holds the password, so clear it with
- * vb_store_url_clear() when done. */
-typedef struct vb_store_url {
-    int is_unix;        /* 1: unix socket at `path` */
-    char host[256];     /* TCP host (brackets of an IPv6 literal removed) */
-    int port;           /* TCP port, 1–65535 */
-    char path[108];     /* unix socket path */
-    int db;             /* database number, 0–99999 */
-    char user[128];     /* ACL user name, "" = default user */
-    char password[256]; /* "" = no AUTH */
-} vb_store_url;
-
-/* Parses `url` into *out (zeroed first). Fails with VB_ERR_CONFIG and a
- * message naming the problem; the message never repeats the URL's password.
- * Thread-safe. */
-vb_err vb_store_url_parse(const char *url, vb_store_url *out, vb_error *err);
-/* Wipes the password (and everything else) from *u. NULL is accepted. */
-void vb_store_url_clear(vb_store_url *u);
 
 typedef struct vb_store_opts {
     long connect_timeout_ms; /* 0 = 5000 */

@@ -1,7 +1,8 @@
 /*
- * main.c — visionbatch-producer: polls the platform for unprocessed runs and
- * queues each on Kafka (one message per run, key = run id), with Redis
- * deciding atomically which runs to publish (poller.c).
+ * program.c — visionbatch-producer as a function, vb_producer_main (main()
+ * in visionbatch-producer.c calls it): polls the platform for unprocessed
+ * runs and queues each on Kafka (one message per run, key = run id), with
+ * Redis deciding atomically which runs to publish (poller.c).
  *
  *   visionbatch-producer --once            one pass, then exit
  *   visionbatch-producer [--interval N]    the service: the cron scheduler
@@ -28,9 +29,11 @@
 
 #include "api.h"
 #include "poller.h"
+#include "program.h"
 #include "scheduler.h"
 #include "visionbatch/config.h"
 #include "visionbatch/cron.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/http.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
@@ -38,8 +41,8 @@
 #include "visionbatch/metrics.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
+#include "visionbatch/version.h"
 
-#define VB_PRODUCER_VERSION "0.1.0"
 #define PROG "visionbatch-producer"
 
 static volatile sig_atomic_t g_cancel;
@@ -124,52 +127,6 @@ static int parse_opts(int n, char **rest, opts *o)
     return 0;
 }
 
-/* http://<listen>/healthz, with a wildcard address replaced by loopback. */
-static void health_url(const char *listen, char *out, size_t outlen)
-{
-    const char *colon = strrchr(listen, ':');
-    const char *port = colon ? colon + 1 : "8000";
-    size_t hostlen = colon ? (size_t)(colon - listen) : strlen(listen);
-    char host[256];
-    if (hostlen >= sizeof host)
-        hostlen = sizeof host - 1;
-    memcpy(host, listen, hostlen);
-    host[hostlen] = '\0';
-    if (hostlen == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    else if (strcmp(host, "[::]") == 0)
-        snprintf(host, sizeof host, "[::1]");
-    snprintf(out, outlen, "http://%s:%s/healthz", host, port);
-}
-
-static int healthcheck(const vb_config *cfg)
-{
-    char url[400];
-    health_url(cfg->listen ? cfg->listen : "127.0.0.1:8000", url, sizeof url);
-    if (vb_http_global_init() != VB_OK) {
-        fprintf(stderr, PROG ": cannot initialise libcurl\n");
-        return 1;
-    }
-    vb_http *h = vb_http_new();
-    vb_http_request req = {.method = "GET", .url = url};
-    vb_http_policy pol = {.connect_timeout_ms = 2000, .timeout_ms = 4500, .retries = 0};
-    vb_http_response resp;
-    memset(&resp, 0, sizeof resp);
-    vb_error err;
-    vb_error_clear(&err);
-    int status = 1;
-    if (!h)
-        fprintf(stderr, PROG ": out of memory\n");
-    else if (vb_http_perform(h, &req, &pol, &resp, &err) == VB_OK)
-        status = 0;
-    else
-        fprintf(stderr, PROG ": health check %s failed: %s\n", url, err.msg);
-    vb_http_response_free(&resp);
-    vb_http_free(h);
-    vb_http_global_cleanup();
-    return status;
-}
-
 /* Sleeps up to `s` seconds, waking early when a signal arrives. */
 static void sleep_interruptible(long s)
 {
@@ -185,8 +142,10 @@ typedef struct service {
     const vb_config *cfg;
     vb_producer_ctx *ctx; /* set once connected; the poller serialises its calls */
     /* The cron firing slots' own contexts (slot 0 uses ctx), so parallel
-     * firings do not queue on ctx's lock; each touched only by its slot's
-     * thread, created on its first firing, freed after the scheduler. */
+     * firings do not queue on ctx's lock: clones of ctx, with their own
+     * Redis and HTTP connections and ctx's one Kafka producer; each touched
+     * only by its slot's thread, created on its first firing, freed after
+     * the scheduler and before ctx. */
     vb_producer_ctx *slot_ctx[VB_SCHED_FIRE_THREADS_MAX];
     vb_scheduler *sched;
     vb_metrics *metrics;
@@ -312,7 +271,7 @@ static vb_producer_ctx *slot_ctx(service *sv, int slot)
     if (!sv->slot_ctx[slot]) {
         vb_error err;
         vb_error_clear(&err);
-        if (vb_producer_ctx_new(sv->cfg, &g_cancel, &sv->slot_ctx[slot], &err) != VB_OK) {
+        if (vb_producer_ctx_clone(sv->ctx, sv->cfg, &sv->slot_ctx[slot], &err) != VB_OK) {
             VB_WARN("cron firing slot %d: own connections failed, sharing the poller's: %s",
                     slot, err.msg);
             return sv->ctx;
@@ -372,6 +331,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
         .redis_url = cfg->redis_url,
         .secret_key = cfg->secret_key,
         .exec_cap = (size_t)cfg->executions_cap,
+        .limits = vb_endpoint_limits_of(cfg),
         .cb = {.ctx = sv,
                .ready = api_ready,
                .fire_now = api_fire_now,
@@ -498,7 +458,7 @@ out:
     return status;
 }
 
-int main(int argc, char **argv)
+int vb_producer_main(int argc, char **argv)
 {
     if (vb_config_wants_help(argc, argv)) {
         help();
@@ -515,7 +475,7 @@ int main(int argc, char **argv)
     /* --version needs no valid settings. */
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--version") == 0) {
-            printf(PROG " %s\n", VB_PRODUCER_VERSION);
+            printf(PROG " %s\n", VB_VERSION);
             return 0;
         }
     if (vb_config_load_ex(&cfg, VB_PROG_PRODUCER, argc, argv, passthrough, &rest, &nrest, &err) !=
@@ -528,7 +488,13 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o.healthcheck) {
-        int rc = healthcheck(&cfg);
+        int rc = 1;
+        if (vb_http_global_init() != VB_OK) {
+            fprintf(stderr, PROG ": cannot initialise libcurl\n");
+        } else {
+            rc = vb_endpoint_healthcheck(cfg.listen, PROG);
+            vb_http_global_cleanup();
+        }
         vb_config_free(&cfg);
         return rc;
     }
