@@ -384,6 +384,27 @@ class RunOnceTest(harness.SystemTestCase):
         self.assertEqual(os.stat(sub).st_mode & 0o777, 0o700)
         self.assertEqual(os.listdir(sub), [])
 
+    def test_run_dir_swapped_for_a_symlink_mid_run_writes_nothing_outside(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(batch_delay=3, polls_to_complete=1)
+        cfg = self.write_config(self.settings(platform, backend))
+        work = os.path.join(self.tmp, "work")
+        target = os.path.join(self.tmp, "target")  # where an attacker wants the files
+        os.mkdir(target)
+        proc = self.start_program("visionbatch", "run-once", "--config", cfg)
+        harness.wait_until(lambda: backend.batches(), timeout=20, message="batch started")
+        (name,) = os.listdir(work)
+        run_dir = os.path.join(work, name)
+        moved = os.path.join(self.tmp, "moved")
+        os.rename(run_dir, moved)
+        os.symlink(target, run_dir)
+        self.assertEqual(proc.wait(60), 0, proc.stderr()[-3000:])
+        self.assertEqual(os.listdir(target), [], "files written through the link")
+        ups = [u for u in platform.uploads() if u["status"] == 200]
+        self.assertEqual(len(ups), 1)
+        self.assertIn("oceanix_01.jpg", ups[0]["text"])  # the real report went up
+        self.assertTrue(os.path.islink(run_dir))  # the link itself is not ours to remove
+
     def test_run_dir_of_a_killed_process_is_swept_and_a_live_one_kept(self):
         platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
         backend = self.start_backend(outcome="never")
