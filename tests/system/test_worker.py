@@ -310,9 +310,17 @@ class WorkerTest(harness.SystemTestCase):
         self.assertEqual(run_dirs(), dead, "kill -9 leaves the run dirs behind")
 
         # The next worker on the same temp_dir removes them before it takes work…
-        w2 = self.start_worker(platform, backend, "k2", extra=("--temp-dir", work))
+        w2 = self.start_worker(platform, backend, "k2",
+                               extra=("--temp-dir", work, "--temp-sweep-interval-s", "1"))
         self.assertEqual(set(run_dirs()) & set(dead), set())
         self.assertIn("temp sweep: removed", w2.stderr())
+        # …and, periodically, what dies while it runs (a run dir whose lock nobody holds).
+        late = os.path.join(work, "run-late-ABCDEFGHIJKL")
+        os.mkdir(late, 0o700)
+        with open(os.path.join(late, ".lock"), "w") as f:
+            f.write("1\n")
+        harness.wait_until(lambda: not os.path.exists(late), timeout=15,
+                           message="periodic sweep of a dead run dir")
         # …and a third one, started while k2 works on the runs it took over,
         # leaves k2's directories alone.
         live = harness.wait_until(lambda: run_dirs(), timeout=LEASE_MS / 1000 + 40,
