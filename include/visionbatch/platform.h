@@ -34,10 +34,14 @@ vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
  * from offset 0 and streamed from the descriptor, never reopened by path),
  * as multipart `file` (report_{batch_id}.html, text/html) with
  * organization_id and vision_analysis_id. Only 2xx counts; retries 5xx and
- * timeouts. */
+ * timeouts. `gate` (may be NULL) is called with `gate_ctx` after the
+ * connection is made and right before each attempt is sent
+ * (vb_http_prereq_fn); its refusal stops the upload with its error, nothing
+ * of that attempt sent. */
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, int html_fd,
-                                 const volatile sig_atomic_t *cancel, vb_error *err);
+                                 const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
+                                 void *gate_ctx, vb_error *err);
 
 /* Sets *unprocessed to 1 when run_id is still listed as unprocessed, 0 when
  * not listed (the platform has it as processed). Used after an ambiguous
