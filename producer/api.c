@@ -550,8 +550,8 @@ static void h_run_state(vb_api *api, req *r, resp *out)
 
 static const route routes[] = {
     {"GET", "/healthz", h_healthz, 0, 1},
-    {"GET", "/readyz", h_readyz, 0, 0},
-    {"GET", "/metrics", h_metrics, 0, 0},
+    {"GET", "/readyz", h_readyz, 0, 1},
+    {"GET", "/metrics", h_metrics, 0, 1},
     {"GET", "/openapi.json", h_openapi, 0, 0},
     {"POST", "/cron-jobs", h_create, 1, 0},
     {"GET", "/cron-jobs", h_list, 0, 0},
@@ -685,8 +685,12 @@ static int authorized(vb_api *api, struct MHD_Connection *con)
 /* Checks done before any body is read; 1 when `out` holds a refusal. */
 static int precheck(vb_api *api, req *r, resp *out)
 {
-    /* /healthz is the only open route; everything else is authenticated,
-     * unknown paths included, so the route table is not disclosed. */
+    /* The probe and scrape routes are open so that orchestrators and
+     * Prometheus need no secret: /healthz and /readyz reveal only liveness and
+     * which dependency is down, /metrics only counts and durations labelled by
+     * method, route pattern and status (no ids, names or settings).
+     * Everything else is authenticated, unknown paths included, so the route
+     * table is not disclosed. */
     if (!(r->rt && r->rt->open) && !authorized(api, r->con)) {
         out->allow[0] = '\0';
         set_detail(out, 401, "missing or invalid API token (send Authorization: Bearer <token>)");
