@@ -234,7 +234,7 @@ class Checks:
     def up(self):
         st = self.st
         st.compose("up", "-d", "--build", "--scale", "worker=2", timeout=600)
-        st.wait_healthy(180)
+        st.wait_healthy(300)
         init = st.containers("topic-init", all_=True)
         expect(len(init) == 1, "topic-init containers: %s" % init)
         expect(st.inspect(init[0], "{{.State.Status}} {{.State.ExitCode}}") == "exited 0",
@@ -329,7 +329,7 @@ class Checks:
         st.compose("down", timeout=180)
         expect(not st.containers(all_=True), "containers left after down")
         st.compose("up", "-d", "--scale", "worker=2", timeout=300)
-        st.wait_healthy(180)
+        st.wait_healthy(300)
         status, got = st.api("GET", "/cron-jobs/" + self.job_id)
         expect(status == 200 and got.get("job_id") == self.job_id, "job after up: %s %s" % (status, got))
         status, state = st.api("GET", "/runs/" + RUN_ID)
