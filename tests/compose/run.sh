@@ -23,7 +23,7 @@ root=$(cd "$here/../.." && pwd)
 say() { printf 'compose-test: %s\n' "$*"; }
 t0=$(date +%s)
 
-[ "$(id -u)" -eq 0 ] || { say "needs root (dockerd, debootstrap)"; exit 1; }
+[ "$(id -u)" -eq 0 ] || { say "needs root (dockerd, debootstrap); scripts/test.sh --no-compose skips it"; exit 1; }
 "$root/scripts/install-deps.sh" --compose
 
 # Debian's client and compose, whatever else is on PATH.
