@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "excerpt.h"
+#include "util.h"
 #include "visionbatch/buf.h"
 #include "visionbatch/log.h"
 
@@ -34,8 +35,12 @@
 
 vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
 {
-    /* The backend is an API like the platform: same timeouts, caps, retries. */
-    return vb_platform_policy(cfg, cancel);
+    /* The backend is an API like the platform: same timeouts, caps, retries;
+     * and its answers come from its own origin only (a report fetched from a
+     * host it redirects to would be uploaded as the run's report). */
+    vb_http_policy pol = vb_platform_policy(cfg, cancel);
+    pol.same_origin = 1;
+    return pol;
 }
 
 /* base (without trailing '/') + path + optional suffix, into out. */
@@ -430,13 +435,6 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms)
     return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
 static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
 {
@@ -458,7 +456,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
 {
     vb_batch_status st_local, *st = last ? last : &st_local;
     long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
-    long long deadline = now_ms() + (long long)timeout_s * 1000;
+    long long deadline = vb__mono_ms() + (long long)timeout_s * 1000;
     long delay = 0;
     memset(st, 0, sizeof *st);
     for (;;) {
@@ -496,7 +494,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
         } else {
             VB_WARN("status of batch %s not available, will retry: %s", batch_id, e.msg);
         }
-        long long left = deadline - now_ms();
+        long long left = deadline - vb__mono_ms();
         if (left <= 0)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "batch %s did not complete within %ld s (last status %s, "
