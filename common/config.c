@@ -862,6 +862,11 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
 
     for (size_t i = 0; i < NSETTINGS; i++) {
         const char *v = settings[i].env ? getenv(settings[i].env) : NULL;
+        /* An env file (compose, systemd) cannot unset a variable, only leave
+         * it empty: an empty variable is taken as unset, unless "" has a
+         * meaning of its own (the log file). Flags and files still refuse "". */
+        if (v && !v[0] && !(settings[i].flags & CF_EMPTY_OK))
+            v = NULL;
         if (v && (settings[i].progs & ld.prog))
             set_from_text(&ld, i, v, SRC_ENV);
     }

@@ -888,7 +888,10 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
         .listen = where,
         .name = "REST API",
         .metrics = api->cb.metrics,
-        .token = api->token,
+        /* No token for the endpoint: /metrics stays open like the probes, as
+         * it holds only counts and durations by method, route pattern and
+         * status (no ids, names or settings), so Prometheus needs no secret
+         * (docs/deploy.md, "Open endpoints"). */
         .ready = api_ready,
         .check_ctx = api,
         .app = {.handle = handle, .completed = completed, .cls = api},

@@ -74,8 +74,7 @@ static void help(void)
            "                      current publish with status 0\n"
            "  --healthcheck       GET http://<listen>/healthz; exit 0 when it answers 2xx\n"
            "                      within 5 s, else 1\n"
-           "  --version           print the version\n\n"
-           "Settings (flag > environment > config file > default):\n");
+           "  --version           print the version\n\n");
     vb_config_print_help(stdout, VB_PROG_PRODUCER);
 }
 

@@ -780,10 +780,15 @@ static void api_token_mode(void **state)
     r = call(&g, "GET", "/healthz", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 200);
     done(&r);
-    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL); /* a probe has no token */
+    /* probes and scrapes carry no token (Kubernetes httpGet, Prometheus) */
+    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 200);
     done(&r);
     r = call(&g, "GET", "/metrics", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "visionbatch_api_requests_total"));
+    done(&r);
+    r = call(&g, "GET", "/openapi.json", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 401);
     done(&r);
     vb_api_stop(g.api);
