@@ -5,6 +5,8 @@
  * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id}, GET /healthz,
+ * the web console's GET /ui/…, GET /runs, POST /runs/{id}/retry, GET /workers,
+ * GET /cron/preview (console.h),
  * /readyz, /metrics, /openapi.json (the document is producer/openapi.json,
  * embedded at build time).
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
@@ -54,6 +56,11 @@ typedef struct vb_api_callbacks {
      * it. NULL: the API keeps a registry of its own. Borrowed: must outlive
      * the server. */
     vb_metrics *metrics;
+    /* The web console (console.h): its assets under /ui/ and GET /runs,
+     * POST /runs/{id}/retry, GET /workers. NULL: those answer 503 (the assets
+     * and GET /cron/preview are served anyway). Borrowed: must outlive the
+     * server. */
+    struct vb_console *console;
 } vb_api_callbacks;
 
 typedef struct vb_api_opts {

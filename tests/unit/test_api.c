@@ -559,9 +559,9 @@ static void api_openapi_parses_and_lists_every_route(void **state)
         size_t o = 0;
         for (const char *s = pattern; *s && o + 20 < sizeof p; s++) {
             if (s[0] == '{' && s[1] == '}') {
-                const char *name = strncmp(pattern, "/runs", 5) == 0
-                                       ? "{vision_analysis_id}"
-                                       : "{job_id}";
+                const char *name = strncmp(pattern, "/runs", 5) == 0 ? "{vision_analysis_id}"
+                                   : strncmp(pattern, "/ui", 3) == 0   ? "{asset}"
+                                                                       : "{job_id}";
                 o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
                 s++;
             } else {

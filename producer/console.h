@@ -1,0 +1,79 @@
+/*
+ * console.h — the web console of visionbatch-producer: its embedded assets
+ * (producer/ui/, served under /ui/) and the read endpoints it polls
+ * (GET /runs, POST /runs/{id}/retry, GET /workers, GET /cron/preview), which
+ * the REST API (api.c) routes here.
+ *
+ * Every handler returns the HTTP status and a malloc'd JSON body
+ * ({"detail": "..."} on errors). The console object owns one Redis
+ * connection (store.h), opened on first use and serialised by a mutex, and a
+ * short-lived cache of the workers' view, so any number of browsers polling
+ * every 2 s cost the cluster one Kafka round trip per cache period.
+ *
+ * Threading: every function is thread-safe (called from the API's
+ * per-connection threads).
+ */
+#ifndef VISIONBATCH_PRODUCER_CONSOLE_H
+#define VISIONBATCH_PRODUCER_CONSOLE_H
+
+#include <stddef.h>
+
+#include "visionbatch/error.h"
+
+#define VB_CONSOLE_RUNS_LIMIT_DEFAULT 50
+#define VB_CONSOLE_RUNS_LIMIT_MAX 500
+#define VB_CONSOLE_RUNS_SCAN 5000      /* index entries one GET /runs reads at most */
+#define VB_CONSOLE_WORKERS_CACHE_MS 1500 /* how long a workers' view is reused */
+
+typedef struct vb_console vb_console;
+
+typedef struct vb_console_opts {
+    const char *redis_url;     /* NULL = redis://127.0.0.1:6379/0 */
+    const char *kafka_brokers; /* NULL or "": GET /workers answers 503 */
+    const char *group_id;      /* the workers' consumer group */
+    const char *topic;         /* the runs topic */
+} vb_console_opts;
+
+/* Copies the options; connects nothing yet. NULL on out of memory. */
+vb_console *vb_console_new(const vb_console_opts *opts);
+/* NULL is accepted. */
+void vb_console_free(vb_console *c);
+
+/* The files of producer/ui/, generated at build time by
+ * cmake/embed_text.cmake (static, NUL-terminated). */
+const char *vb_console_index_html(void);
+const char *vb_console_app_css(void);
+const char *vb_console_app_js(void);
+
+/* The embedded asset `name` ("" or "index.html", "app.css", "app.js"):
+ * its bytes (static, NUL-terminated) and content type. 0 when unknown. */
+int vb_console_asset(const char *name, const char **body, const char **ctype);
+
+/* The headers every console and API response carries (name, value pairs,
+ * NULL-terminated): the strict Content-Security-Policy (no inline script or
+ * style, nothing from elsewhere), X-Frame-Options: DENY, no referrer. */
+extern const char *const vb_console_headers[];
+
+/* GET /runs?state=&cursor=&limit= — one page of runs (store.h
+ * vb_store_page). `state` and `cursor` are the raw query values (NULL when
+ * absent); limit 1–VB_CONSOLE_RUNS_LIMIT_MAX, else 400. */
+unsigned vb_console_runs(vb_console *c, const char *state, const char *cursor, long limit,
+                         char **body);
+
+/* POST /runs/{id}/retry — a dead or failed run becomes failed with 0
+ * attempts (vb_store_retry): 200, 404 unknown, 409 other states. */
+unsigned vb_console_run_retry(vb_console *c, const char *run_id, char **body);
+
+/* GET /workers — the consumer group's members with their partitions' lag,
+ * in-flight runs and last activity per worker (cached for
+ * VB_CONSOLE_WORKERS_CACHE_MS). */
+unsigned vb_console_workers(vb_console *c, char **body);
+
+/* GET /cron/preview?schedule=&timezone=&count= — validates an expression and
+ * zone (NULL or "" = UTC) and gives the next `count` (1–100, else 400) fire
+ * times in UTC and in the zone: 200, or 400 with {"detail", "field"} naming
+ * the bad field. */
+unsigned vb_console_cron_preview(const char *schedule, const char *timezone, long count,
+                                 char **body);
+
+#endif
