@@ -1,5 +1,5 @@
 // visionbatch console: talks to the producer's REST API on the same origin.
-// Everything shown goes through textContent (never innerHTML), the token
+// Everything shown goes through textContent (never parsed as markup), the token
 // lives in sessionStorage, and nothing is loaded from anywhere else.
 "use strict";
 
