@@ -28,7 +28,7 @@
 #include "visionbatch/store.h"
 #include "visionbatch/tz.h"
 
-#define KAFKA_TIMEOUT_MS 3000
+#define KAFKA_TIMEOUT_MS 2000
 #define ACTIVE_SCAN 2000 /* index entries read per state for in-flight runs */
 
 const char *const vb_console_headers[] = {
@@ -47,6 +47,7 @@ struct vb_console {
     char *workers_json;
     unsigned workers_status;
     long long workers_at_ms; /* monotonic */
+    int workers_computing;   /* a caller is computing the view */
 };
 
 static long long mono_ms(void)
@@ -402,13 +403,16 @@ done:
 
 unsigned vb_console_workers(vb_console *c, char **body)
 {
-    /* One computation at a time; callers within the cache period share it. */
-    static pthread_mutex_t compute_mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&compute_mu);
+    /* One computation at a time, and nobody waits for it: the API's
+     * event-loop threads are few, so while one caller computes (Kafka may
+     * take seconds to answer) the others get the previous view at once. */
     pthread_mutex_lock(&c->mu);
     int fresh = c->workers_json && mono_ms() - c->workers_at_ms < VB_CONSOLE_WORKERS_CACHE_MS;
+    int compute = !fresh && !c->workers_computing;
+    if (compute)
+        c->workers_computing = 1;
     pthread_mutex_unlock(&c->mu);
-    if (!fresh) {
+    if (compute) {
         char *json = NULL;
         unsigned st = workers_compute(c, &json);
         pthread_mutex_lock(&c->mu);
@@ -416,13 +420,15 @@ unsigned vb_console_workers(vb_console *c, char **body)
         c->workers_json = json;
         c->workers_status = st;
         c->workers_at_ms = mono_ms();
+        c->workers_computing = 0;
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_lock(&c->mu);
     *body = c->workers_json ? strdup(c->workers_json) : NULL;
-    unsigned status = c->workers_status;
+    unsigned status = c->workers_json ? c->workers_status : 503;
     pthread_mutex_unlock(&c->mu);
-    pthread_mutex_unlock(&compute_mu);
+    if (status == 503 && !*body)
+        return detail(503, "the workers' view is being computed: ask again", NULL, body);
     if (!*body)
         return detail(500, "out of memory", NULL, body);
     return status;

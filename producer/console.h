@@ -66,7 +66,8 @@ unsigned vb_console_run_retry(vb_console *c, const char *run_id, char **body);
 
 /* GET /workers — the consumer group's members with their partitions' lag,
  * in-flight runs and last activity per worker (cached for
- * VB_CONSOLE_WORKERS_CACHE_MS). */
+ * VB_CONSOLE_WORKERS_CACHE_MS). One caller at a time computes a stale view;
+ * the others never wait: they get the previous view (503 before the first). */
 unsigned vb_console_workers(vb_console *c, char **body);
 
 /* GET /cron/preview?schedule=&timezone=&count= — validates an expression and

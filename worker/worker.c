@@ -100,6 +100,7 @@
 #include "visionbatch/message.h"
 #include "visionbatch/pipeline.h"
 #include "visionbatch/crypto.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/jobs.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/platform.h"
@@ -148,8 +149,10 @@ typedef struct slot {
 
 struct vb_worker {
     const vb_config *cfg;
-    vb_metrics m;
-    vb_metrics_server *ms;
+    vb_worker_metrics m;
+    atomic_llong poll_alive_ms; /* monotonic ms of the poll loop's last turn */
+    long stale_ms;              /* /healthz fails when the loop is older than this */
+    vb_endpoint *ep;            /* metrics and health */
     vb_kafka_consumer *kc;
     vb_kafka_producer *kp;
     vb_store *store; /* poll thread */
@@ -209,7 +212,7 @@ static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size
     vb_err rc = vb_kafka_produce_sync(w->kp, w->cfg->dlq_topic, key, value ? value : "",
                                       value ? len : 0, h, 1, PRODUCE_TIMEOUT_MS, err);
     if (rc == VB_OK) {
-        atomic_fetch_add(&w->m.dlq, 1);
+        vb_metric_inc(w->m.dlq, NULL);
         VB_WARN("dead-lettered to %s: %s", w->cfg->dlq_topic, why);
     }
     return rc;
@@ -346,9 +349,9 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
     if (d != VB_CLAIM_PUBLISH)
         return; /* another worker was quicker, or the run moved on */
     if (rs->state == VB_RUN_PROCESSING || rs->state == VB_RUN_UPLOADING)
-        atomic_fetch_add(&w->m.lock_takeovers, 1);
+        vb_metric_inc(w->m.lock_takeovers, NULL);
     else if (rs->state == VB_RUN_FAILED)
-        atomic_fetch_add(&w->m.retries, 1);
+        vb_metric_inc(w->m.retries, NULL);
     rc = republish(w, st, rs, &err);
     if (rc != VB_OK)
         VB_ERROR("reaper: run %s claimed but not republished (retried after the queue lease, "
@@ -637,9 +640,9 @@ static void *slot_main(void *p)
             break;
         vb_log_set_run(j->msg.run_id);
         long long t0 = vb_mono_ms();
-        atomic_fetch_add(&w->m.inflight, 1);
+        vb_metric_add(w->m.inflight, NULL, 1);
         if (j->attempt > 1)
-            atomic_fetch_add(&w->m.retries, 1);
+            vb_metric_inc(w->m.retries, NULL);
         VB_INFO("run started: attempt %ld, slot %d, from %s[%d]@%lld", j->attempt, s->idx,
                 j->km->topic, j->km->partition, j->km->offset);
         vb_outcome o = process_run(s, j);
@@ -653,8 +656,8 @@ static void *slot_main(void *p)
                 VB_WARN("releasing the lock failed (it expires by itself): %s", e.msg);
         }
         double secs = (double)(vb_mono_ms() - t0) / 1000.0;
-        vb_metrics_observe_run(&w->m, o, secs);
-        atomic_fetch_sub(&w->m.inflight, 1);
+        vb_worker_metrics_observe_run(&w->m, o, secs);
+        vb_metric_add(w->m.inflight, NULL, -1);
         VB_INFO("run finished: outcome=%s %.1f s", vb_outcome_name(o), secs);
         vb_log_set_run(NULL);
         pthread_mutex_lock(&w->mu);
@@ -941,7 +944,7 @@ vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *
     VB_INFO("worker %s: consuming %s as group %s, %d slot(s), lease %ld ms", cfg->worker_id,
             cfg->topic, cfg->group_id, w->nslots, cfg->lease_ms);
     for (;;) {
-        atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+        atomic_store(&w->poll_alive_ms, vb_mono_ms());
         if (*stop && !stopping) {
             stopping = 1;
             stop_at = vb_mono_ms();
@@ -1003,6 +1006,16 @@ vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *
 
 /* ---- lifecycle ---- */
 
+/* /healthz: the poll loop turned within stale_ms. */
+static int poll_loop_alive(void *ctx, char *why, size_t whylen)
+{
+    vb_worker *w = ctx;
+    if (vb_mono_ms() - atomic_load(&w->poll_alive_ms) <= w->stale_ms)
+        return 1;
+    snprintf(why, whylen, "poll loop stalled");
+    return 0;
+}
+
 vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
 {
     *out = NULL;
@@ -1013,7 +1026,9 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     w->cfg = cfg;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    atomic_store(&w->m.poll_alive_ms, vb_mono_ms());
+    atomic_store(&w->poll_alive_ms, vb_mono_ms());
+    if ((rc = vb_worker_metrics_init(&w->m, err)) != VB_OK)
+        goto fail;
     vb_error perr;
     vb_error_clear(&perr);
     w->platform_ok = vb_config_require_platform(cfg, &perr) == VB_OK;
@@ -1062,8 +1077,11 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->group_id, cfg->worker_id,
                                     cfg->topic, &w->kc, err)) != VB_OK)
         goto fail;
-    long stale = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
-    if ((rc = vb_metrics_server_start(cfg->metrics_listen, &w->m, stale, &w->ms, err)) != VB_OK)
+    w->stale_ms = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
+    vb_endpoint_opts eo = {.listen = cfg->metrics_listen, .name = "metrics and health",
+                           .metrics = w->m.reg, .live = poll_loop_alive, .check_ctx = w,
+                           .limits = vb_endpoint_limits_of(cfg)};
+    if ((rc = vb_endpoint_start(&eo, &w->ep, err)) != VB_OK)
         goto fail;
     for (int i = 0; i < w->nslots; i++) {
         if (pthread_create(&w->slots[i].th, NULL, slot_main, &w->slots[i]) != 0) {
@@ -1108,7 +1126,7 @@ void vb_worker_free(vb_worker *w)
         pthread_join(w->renewer, NULL);
     if (w->reaper_started)
         pthread_join(w->reaper, NULL);
-    vb_metrics_server_stop(w->ms);
+    vb_endpoint_stop(w->ep);
     vb_kafka_consumer_close(w->kc);
     vb_kafka_producer_free(w->kp, 5000);
     for (int i = 0; w->slots && i < w->nslots; i++) {
@@ -1121,5 +1139,6 @@ void vb_worker_free(vb_worker *w)
     vb_jobs_free(w->jobs);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
+    vb_worker_metrics_free(&w->m);
     free(w);
 }

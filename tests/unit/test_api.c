@@ -694,6 +694,9 @@ static void api_token_mode(void **state)
     r = call(&g, "GET", "/healthz", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 200);
     done(&r);
+    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL); /* a probe has no token */
+    assert_int_equal(r.status, 200);
+    done(&r);
     r = call(&g, "GET", "/metrics", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 401);
     done(&r);
