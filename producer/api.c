@@ -573,7 +573,9 @@ static void h_runs(vb_api *api, req *r, resp *out)
                                   &out->body);
 }
 
-static void h_run_retry(vb_api *api, req *r, resp *out)
+/* An action of the console on run r->id (retry, replay). */
+static void run_action(vb_api *api, req *r, resp *out,
+                       unsigned (*fn)(vb_console *, const char *, char **))
 {
     if (!run_id_valid(r->id)) {
         set_detail(out, 404, "run not found");
@@ -582,7 +584,12 @@ static void h_run_retry(vb_api *api, req *r, resp *out)
     if (no_console(api, out))
         return;
     out->ctype = "application/json";
-    out->status = vb_console_run_retry(api->cb.console, r->id, &out->body);
+    out->status = fn(api->cb.console, r->id, &out->body);
+}
+
+static void h_run_retry(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_run_retry);
 }
 
 static void h_workers(vb_api *api, req *r, resp *out)
@@ -591,6 +598,23 @@ static void h_workers(vb_api *api, req *r, resp *out)
         return;
     out->ctype = "application/json";
     out->status = vb_console_workers(api->cb.console, &out->body);
+}
+
+static void h_dlq(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    long limit = VB_CONSOLE_DLQ_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_CONSOLE_DLQ_LIMIT_MAX, &limit))
+        limit = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_dlq(api->cb.console, limit, &out->body);
+}
+
+static void h_dlq_replay(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_dlq_replay);
 }
 
 static void h_cron_preview(vb_api *api, req *r, resp *out)
@@ -620,6 +644,8 @@ static const route routes[] = {
     {"GET", "/runs", h_runs, 0, 0},
     {"POST", "/runs/{}/retry", h_run_retry, 0, 0},
     {"GET", "/workers", h_workers, 0, 0},
+    {"GET", "/dlq", h_dlq, 0, 0},
+    {"POST", "/dlq/{}/replay", h_dlq_replay, 0, 0},
     {"GET", "/cron/preview", h_cron_preview, 0, 0},
     {"GET", "/ui", h_ui_index, 0, 1},
     {"GET", "/ui/{}", h_ui, 0, 1},

@@ -15,6 +15,7 @@
  */
 #include "console.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "visionbatch/cron.h"
+#include "visionbatch/dlq.h"
 #include "visionbatch/kafka.h"
 #include "visionbatch/store.h"
 #include "visionbatch/tz.h"
@@ -42,6 +44,8 @@ const char *const vb_console_headers[] = {
 
 struct vb_console {
     char *redis_url, *brokers, *group, *topic;
+    const vb_config *cfg; /* borrowed: DLQ topic and replay settings; may be NULL */
+    int dlq_busy;         /* a DLQ read or replay is running */
     pthread_mutex_t mu; /* guards store and the workers' cache */
     vb_store *store;
     char *workers_json;
@@ -68,6 +72,7 @@ vb_console *vb_console_new(const vb_console_opts *opts)
     if (!c)
         return NULL;
     pthread_mutex_init(&c->mu, NULL);
+    c->cfg = opts ? opts->cfg : NULL;
     c->redis_url = dup_or_null(opts ? opts->redis_url : NULL);
     c->brokers = dup_or_null(opts ? opts->kafka_brokers : NULL);
     c->group = strdup(opts && opts->group_id ? opts->group_id : "visionbatch-workers");
@@ -431,6 +436,118 @@ unsigned vb_console_workers(vb_console *c, char **body)
         return detail(503, "the workers' view is being computed: ask again", NULL, body);
     if (!*body)
         return detail(500, "out of memory", NULL, body);
+    return status;
+}
+
+/* ------------------------------------------------------------------ */
+/* dead-letter topic                                                   */
+
+/* One DLQ operation at a time (each reads the whole topic); 0 when another
+ * is running. */
+static int dlq_begin(vb_console *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int ok = !c->dlq_busy;
+    c->dlq_busy = 1;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+static void dlq_end(vb_console *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->dlq_busy = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static unsigned dlq_unavailable(vb_console *c, char **body)
+{
+    if (!c->brokers || !c->cfg)
+        return detail(503, "Kafka is not configured in this process", NULL, body);
+    return detail(503, "another dead-letter read is running: ask again", NULL, body);
+}
+
+unsigned vb_console_dlq(vb_console *c, long limit, char **body)
+{
+    if (limit < 1 || limit > VB_CONSOLE_DLQ_LIMIT_MAX)
+        return detail(400, "limit must be an integer between 1 and 1000", "limit", body);
+    if (!c->brokers || !c->cfg || !dlq_begin(c))
+        return dlq_unavailable(c, body);
+    vb_dlq d;
+    vb_error err;
+    vb_error_clear(&err);
+    unsigned status;
+    if (vb_dlq_read(c->brokers, c->cfg->dlq_topic, (size_t)limit, KAFKA_TIMEOUT_MS, &d, &err) !=
+        VB_OK) {
+        status = detail(503, "Kafka is unreachable", NULL, body);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = o ? cJSON_AddArrayToObject(o, "messages") : NULL;
+        for (size_t i = d.n; arr && i > 0; i--) /* newest first */
+            cJSON_AddItemToArray(arr, vb_dlq_entry_json(vb_dlq_at(&d, i - 1)));
+        if (o) {
+            cJSON_AddStringToObject(o, "topic", c->cfg->dlq_topic);
+            cJSON_AddNumberToObject(o, "total", (double)d.total);
+        }
+        status = answer(o, 200, body);
+    }
+    vb_dlq_free(&d);
+    dlq_end(c);
+    return status;
+}
+
+unsigned vb_console_dlq_replay(vb_console *c, const char *run_id, char **body)
+{
+    if (!c->brokers || !c->cfg || !dlq_begin(c))
+        return dlq_unavailable(c, body);
+    char id[VB_STORE_ID_MAX + 1];
+    snprintf(id, sizeof id, "%s", run_id);
+    for (char *p = id; *p; p++) /* run ids are stored upper case */
+        *p = (char)toupper((unsigned char)*p);
+    vb_dlq d;
+    vb_error err;
+    vb_error_clear(&err);
+    vb_kafka_producer *p = NULL;
+    vb_run_status was = VB_RUN_NONE;
+    unsigned status;
+    const vb_dlq_entry *e = NULL;
+    vb_err rc = vb_dlq_read(c->brokers, c->cfg->dlq_topic, 0, KAFKA_TIMEOUT_MS, &d, &err);
+    if (rc != VB_OK) {
+        status = detail(503, "Kafka is unreachable", NULL, body);
+        goto done;
+    }
+    if (!(e = vb_dlq_best_for(&d, id))) {
+        status = detail(404, "no replayable message for this run in the dead-letter topic", NULL,
+                        body);
+        goto done;
+    }
+    if (vb_kafka_producer_new(c->brokers, "visionbatch-console", &p, &err) != VB_OK) {
+        status = detail(503, "Kafka is unreachable", NULL, body);
+        goto done;
+    }
+    pthread_mutex_lock(&c->mu);
+    vb_store *s = store_locked(c, &err);
+    rc = s ? vb_dlq_replay(c->cfg, s, p, e, 0, &was, &err) : VB_ERR_REDIS;
+    pthread_mutex_unlock(&c->mu);
+    if (rc == VB_ERR_CONFLICT) {
+        status = detail(409, err.msg, NULL, body);
+    } else if (rc != VB_OK) {
+        status = detail(rc == VB_ERR_REDIS ? 500 : 503,
+                        rc == VB_ERR_REDIS ? "storage unavailable" : "Kafka refused the message",
+                        NULL, body);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        if (o) {
+            cJSON_AddStringToObject(o, "status", "success");
+            cJSON_AddStringToObject(o, "previous_state", vb_run_status_name(was));
+            cJSON_AddStringToObject(o, "message", "the run is queued again on the runs topic");
+        }
+        status = answer(o, 200, body);
+    }
+done:
+    vb_kafka_producer_free(p, 5000);
+    vb_dlq_free(&d);
+    dlq_end(c);
     return status;
 }
 

@@ -18,12 +18,15 @@
 
 #include <stddef.h>
 
+#include "visionbatch/config.h"
 #include "visionbatch/error.h"
 
 #define VB_CONSOLE_RUNS_LIMIT_DEFAULT 50
 #define VB_CONSOLE_RUNS_LIMIT_MAX 500
 #define VB_CONSOLE_RUNS_SCAN 5000      /* index entries one GET /runs reads at most */
 #define VB_CONSOLE_WORKERS_CACHE_MS 1500 /* how long a workers' view is reused */
+#define VB_CONSOLE_DLQ_LIMIT_DEFAULT 100
+#define VB_CONSOLE_DLQ_LIMIT_MAX 1000
 
 typedef struct vb_console vb_console;
 
@@ -32,6 +35,8 @@ typedef struct vb_console_opts {
     const char *kafka_brokers; /* NULL or "": GET /workers answers 503 */
     const char *group_id;      /* the workers' consumer group */
     const char *topic;         /* the runs topic */
+    const vb_config *cfg;      /* dlq_topic and the replay settings (dlq.h); borrowed,
+                                  must outlive the console; NULL: no DLQ endpoints */
 } vb_console_opts;
 
 /* Copies the options; connects nothing yet. NULL on out of memory. */
@@ -69,6 +74,16 @@ unsigned vb_console_run_retry(vb_console *c, const char *run_id, char **body);
  * VB_CONSOLE_WORKERS_CACHE_MS). One caller at a time computes a stale view;
  * the others never wait: they get the previous view (503 before the first). */
 unsigned vb_console_workers(vb_console *c, char **body);
+
+/* GET /dlq?limit= — the newest `limit` (1–1000) messages of the dead-letter
+ * topic, newest first (dlq.h vb_dlq_entry_json). Reads the whole topic, so
+ * it is read on demand, not polled; one DLQ read at a time (503 otherwise). */
+unsigned vb_console_dlq(vb_console *c, long limit, char **body);
+
+/* POST /dlq/{run_id}/replay — replays the run's newest dead-lettered message
+ * (dlq.h vb_dlq_replay): 200, 404 without such a message, 409 when the
+ * run's state forbids it (uploaded, in progress). */
+unsigned vb_console_dlq_replay(vb_console *c, const char *run_id, char **body);
 
 /* GET /cron/preview?schedule=&timezone=&count= — validates an expression and
  * zone (NULL or "" = UTC) and gives the next `count` (1–100, else 400) fire

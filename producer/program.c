@@ -330,7 +330,8 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     vb_console_opts co = {.redis_url = cfg->redis_url,
                           .kafka_brokers = cfg->kafka_brokers,
                           .group_id = cfg->group_id,
-                          .topic = cfg->topic};
+                          .topic = cfg->topic,
+                          .cfg = cfg};
     if (!(sv->console = vb_console_new(&co))) {
         VB_ERROR("cannot start the web console: out of memory");
         return NULL;

@@ -458,6 +458,33 @@ async function retryRun(r) {
   } catch (e) { if (e.status !== 401) toast(e.message, true); }
 }
 
+// ---- dead-letter topic ------------------------------------------------------
+
+async function loadDlq() {
+  const d = await api("GET", "/dlq?limit=100");
+  $("dlq-total").textContent = d.total + " message(s) in " + d.topic + "; the newest " + d.messages.length + " shown.";
+  const tb = $("dlq-table").tBodies[0];
+  clear(tb);
+  for (const m of d.messages) {
+    tb.append(el("tr", { "data-dlq": m.run_id || "" },
+      el("td", { text: m.timestamp ? shortTime(m.timestamp) : "–" }),
+      el("td", { text: m.run_id || "(cannot be decoded)" }),
+      el("td", { text: m.kind }),
+      el("td", { text: m.reason || "" }),
+      el("td", { text: m.partition + ":" + m.offset }),
+      el("td", null, m.replayable ? jobAction("Replay", () => replayDlq(m.run_id)) : null)));
+  }
+}
+
+async function replayDlq(runId) {
+  try {
+    const r = await api("POST", "/dlq/" + encodeURIComponent(runId) + "/replay");
+    toast(runId + ": replayed (was " + r.previous_state + ")");
+    state.runsExtra = false;
+    await loadRuns(false);
+  } catch (e) { if (e.status !== 401) toast(e.message, true); }
+}
+
 // ---- workers ------------------------------------------------------------
 
 async function loadWorkers() {
@@ -523,6 +550,7 @@ function start() {
   $("exec-bucket").addEventListener("change", () => state.execJob && loadExecutions().catch(() => {}));
   $("runs-state").addEventListener("change", () => { state.runsExtra = false; loadRuns(false).catch(() => {}); });
   $("runs-exec").addEventListener("input", renderRuns);
+  $("dlq-load").addEventListener("click", () => loadDlq().catch((e) => { if (e.status !== 401) toast(e.message, true); }));
   $("runs-more").addEventListener("click", () => { state.runsExtra = true; loadRuns(true).catch((e) => toast(e.message, true)); });
   const tab = location.hash.slice(1);
   showTab(["jobs", "runs", "workers"].includes(tab) ? tab : "jobs");

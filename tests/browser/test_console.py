@@ -59,12 +59,14 @@ class ConsoleBrowserTest(harness.SystemTestCase):
         self.redis = harness.RedisServer()
         self.addCleanup(self.redis.stop)
         self.topic = "visionbatch.test.console-" + uuid.uuid4().hex[:10]
+        self.dlq_topic = self.topic + ".dlq"
         self.group = "visionbatch-console-" + uuid.uuid4().hex[:8]
         services = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
-        subprocess.run([services, "create-topic", self.topic, "2"], check=True,
-                       capture_output=True, timeout=120)
-        self.addCleanup(subprocess.run, [services, "delete-topic", self.topic],
-                        capture_output=True, timeout=120)
+        for topic, parts in ((self.topic, "2"), (self.dlq_topic, "1")):
+            subprocess.run([services, "create-topic", topic, parts], check=True,
+                           capture_output=True, timeout=120)
+            self.addCleanup(subprocess.run, [services, "delete-topic", topic],
+                            capture_output=True, timeout=120)
 
     def start_services(self):
         self.scen = harness.make_scenario(2, 1, seed=uuid.uuid4().hex[:10])
@@ -77,11 +79,13 @@ class ConsoleBrowserTest(harness.SystemTestCase):
                "VISIONBATCH_LOG_FILE": os.path.join(self.tmp, "p.log"),
                "VISIONBATCH_CONFIG": self.write_config({}, "empty.json")}
         self.producer = self.start_program("visionbatch-producer", "--listen", "127.0.0.1:%d" % port,
-                                           "--topic", self.topic, "--group-id", self.group, env=env)
+                                           "--topic", self.topic, "--dlq-topic", self.dlq_topic,
+                                           "--group-id", self.group, env=env)
         harness.wait_until(lambda: self._up(), timeout=30, message="producer API up")
         wcfg = self.write_config({
             "redis_url": self.redis.url, "kafka_brokers": BROKERS, "topic": self.topic,
             "group_id": self.group, "log_file": "", "worker_id": "console-worker-1",
+            "dlq_topic": self.dlq_topic,
             "temp_dir": os.path.join(self.tmp, "work"), "status_poll_min_ms": 50,
             "metrics_listen": "127.0.0.1:%d" % free_port(), "concurrency": 2,
         }, "worker.json")
@@ -238,13 +242,40 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             page.get_by_label("State", exact=True).select_option("failed")
             expect(page.locator("#runs-table tbody tr", has_text=dead)).to_have_count(1)
 
+            # DLQ: a reaper's dead notice for a new run of the job is listed and
+            # replayed; the worker then processes the run with the job's key.
+            extra = harness.make_scenario(1, 1, seed=uuid.uuid4().hex[:10], start=7)
+            self.platform.add_scenario(extra)
+            rid = extra["runs"][0]["vision_analysis_id"].upper()
+            jid = self.api("GET", "/cron-jobs")["cron_jobs"][0]["job_id"]
+            self.redis.cli("HSET", "visionbatch:run:" + rid, "state", "dead", "attempts", "5",
+                           "version", "3", "updated_at", now - 1000, "cred_source", "job",
+                           "job_id", jid, "organization_id", harness.GUIDE_ORG_ID,
+                           "last_error", "lease expired 5 times")
+            self.redis.cli("ZADD", "visionbatch:runs", now - 1000, rid)
+            subprocess.run(["kcat", "-b", BROKERS, "-t", self.dlq_topic, "-P", "-k", rid,
+                            "-H", "vb-reason=lease expired 5 times"],
+                           input=json.dumps({"schema": 1, "run_id": rid, "state": "dead"}).encode(),
+                           check=True, capture_output=True, timeout=30)
+            page.get_by_role("button", name="Load dead-letter messages").click()
+            qrow = page.locator("#dlq-table tbody tr", has_text=rid)
+            expect(qrow).to_contain_text("dead-notice")
+            expect(qrow).to_contain_text("lease expired 5 times")
+            self.shot(page, "06-dlq")
+            qrow.get_by_role("button", name="Replay").click()
+            expect(page.locator("#toast")).to_contain_text("replayed (was dead)")
+            harness.wait_until(lambda: self.redis.state(rid) == "uploaded", timeout=60,
+                               message="the replayed run uploaded")
+            page.get_by_label("State", exact=True).select_option("uploaded")
+            expect(page.locator("#runs-table tbody tr", has_text=rid)).to_contain_text("uploaded")
+
             # Workers: the group's member, its partitions and the lag.
             page.get_by_role("button", name="Workers").click()
             wrow = page.locator("#workers-table tbody tr", has_text="console-worker-1")
             expect(wrow).to_have_count(1, timeout=30000)
             expect(page.locator("#parts-table tbody tr")).to_have_count(2)
             expect(page.locator("#workers-summary")).to_contain_text("total lag 0")
-            self.shot(page, "06-workers")
+            self.shot(page, "07-workers")
 
             # Deactivate, activate, delete with confirmation.
             page.get_by_role("button", name="Jobs").click()
@@ -253,12 +284,12 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             self.assertFalse(self.api("GET", "/cron-jobs")["cron_jobs"][0]["enabled"])
             row.get_by_role("button", name="Activate").click()
             expect(row).to_contain_text("enabled")
-            self.shot(page, "07-jobs")
+            self.shot(page, "08-jobs")
 
             # 390 px wide: nothing wider than the screen but the tables' scrollers.
             page.set_viewport_size({"width": 390, "height": 844})
             self.assertLessEqual(page.evaluate("document.documentElement.scrollWidth"), 390)
-            self.shot(page, "08-narrow")
+            self.shot(page, "09-narrow")
             page.set_viewport_size({"width": 1280, "height": 900})
 
             page.once("dialog", lambda d: d.dismiss())

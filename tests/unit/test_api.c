@@ -568,6 +568,7 @@ static void api_openapi_parses_and_lists_every_route(void **state)
             if (s[0] == '{' && s[1] == '}') {
                 const char *name = strncmp(pattern, "/runs", 5) == 0 ? "{vision_analysis_id}"
                                    : strncmp(pattern, "/ui", 3) == 0   ? "{asset}"
+                                   : strncmp(pattern, "/dlq", 4) == 0  ? "{run_id}"
                                                                        : "{job_id}";
                 o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
                 s++;
@@ -840,6 +841,15 @@ static void api_console_assets_and_read_endpoints(void **state)
     assert_int_equal(r.status, 404);
     done(&r);
     r = call(&g, "GET", "/workers", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 503, "Kafka");
+    done(&r);
+    r = call(&g, "GET", "/dlq?limit=0", NULL, 0, NULL, tok);
+    assert_int_equal(r.status, 400);
+    done(&r);
+    r = call(&g, "GET", "/dlq", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 503, "Kafka");
+    done(&r);
+    r = call(&g, "POST", "/dlq/RUN-1/replay", NULL, 0, NULL, tok);
     assert_detail_contains(&r, 503, "Kafka");
     done(&r);
 
