@@ -225,7 +225,7 @@ static const char LUA_LIST[] =
 
 /* KEYS index. ARGV run-key prefix, start score ('+inf' = newest), start id
  * ('' = none: every entry at the start score counts), count, state filter
- * ('' = any), most entries scanned. Read-only. Walks the index newest first
+ * ('' = any), most entries scanned, execution id ('' = any). Read-only. Walks the index newest first
  * from (score, id) exclusive — equal scores come in descending id order —
  * and returns {next score, next id, {id, {field, value, …}}, …}; next score
  * '' when the index is exhausted. The start is found by score (skipping only
@@ -233,7 +233,7 @@ static const char LUA_LIST[] =
  * whatever the depth of the cursor. */
 static const char LUA_PAGE[] =
     "local idx, prefix, maxs, after, filter = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]\n"
-    "local want, budget = tonumber(ARGV[4]), tonumber(ARGV[6])\n"
+    "local want, budget, exec = tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7]\n"
     "local ms = tonumber(maxs)\n"
     "local out, scanned, pos = {'', ''}, 0, 0\n"
     "if maxs ~= '+inf' then\n"
@@ -261,7 +261,8 @@ static const char LUA_PAGE[] =
     "    local id, key = b[i], prefix .. b[i]\n"
     "    scanned = scanned + 1\n"
     "    local st = redis.call('HGET', key, 'state')\n"
-    "    if st and (filter == '' or st == filter) then\n"
+    "    if st and (filter == '' or st == filter) and\n"
+    "       (exec == '' or redis.call('HGET', key, 'execution_id') == exec) then\n"
     "      out[#out + 1] = {id, redis.call('HGETALL', key)}\n"
     "    end\n"
     "    if #out - 2 >= want or scanned >= budget then\n"
@@ -802,8 +803,8 @@ static vb_err parse_cursor(const char *cursor, char score[24], char id[VB_STORE_
 }
 
 vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
-                     size_t scan_max, vb_run_state_list *out, char next[VB_STORE_CURSOR_MAX],
-                     vb_error *err)
+                     const char *execution_id, size_t scan_max, vb_run_state_list *out,
+                     char next[VB_STORE_CURSOR_MAX], vb_error *err)
 {
     ERR_OR_LOCAL(err);
     memset(out, 0, sizeof *out);
@@ -818,14 +819,17 @@ vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_statu
     vb_err rc;
     if (cursor && *cursor && (rc = parse_cursor(cursor, score, id, err)) != VB_OK)
         return rc;
+    if (execution_id && strlen(execution_id) > 64)
+        return vb_error_set(err, VB_ERR_INVALID, "execution id longer than 64 characters");
     if ((rc = index_size(s, &out->total_runs, err)) != VB_OK)
         return rc;
     fmt_ll(cnt, (long long)count);
     fmt_ll(scan, (long long)scan_max);
     const char *keys[1] = {INDEX_KEY};
-    const char *args[6] = {RUN_PREFIX, score, id, cnt,
-                           filter == VB_RUN_NONE ? "" : vb_run_status_name(filter), scan};
-    redisReply *r = store_eval(s, SCRIPT_PAGE, 1, keys, 6, args, NULL, err);
+    const char *args[7] = {RUN_PREFIX, score, id, cnt,
+                           filter == VB_RUN_NONE ? "" : vb_run_status_name(filter), scan,
+                           execution_id ? execution_id : ""};
+    redisReply *r = store_eval(s, SCRIPT_PAGE, 1, keys, 7, args, NULL, err);
     if (!r)
         return failed(err);
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > count + 2 ||

@@ -559,8 +559,8 @@ static void h_runs(vb_api *api, req *r, resp *out)
     if (ls && !parse_count(ls, 1, VB_CONSOLE_RUNS_LIMIT_MAX, &limit))
         limit = 0; /* refused by the console with its message */
     out->ctype = "application/json";
-    out->status = vb_console_runs(api->cb.console, query(r, "state"), query(r, "cursor"), limit,
-                                  &out->body);
+    out->status = vb_console_runs(api->cb.console, query(r, "state"), query(r, "execution_id"),
+                                  query(r, "cursor"), limit, &out->body);
 }
 
 /* An action of the console on run r->id (retry, replay). */

@@ -202,8 +202,8 @@ static vb_store *store_locked(vb_console *c, vb_error *err)
 /* ------------------------------------------------------------------ */
 /* runs                                                                */
 
-unsigned vb_console_runs(vb_console *c, const char *state, const char *cursor, long limit,
-                         char **body)
+unsigned vb_console_runs(vb_console *c, const char *state, const char *execution_id,
+                         const char *cursor, long limit, char **body)
 {
     long n = limit;
     if (n < 1 || n > VB_CONSOLE_RUNS_LIMIT_MAX)
@@ -216,6 +216,8 @@ unsigned vb_console_runs(vb_console *c, const char *state, const char *cursor, l
                       "state", body);
     if (cursor && strlen(cursor) >= VB_STORE_CURSOR_MAX)
         return detail(400, "malformed cursor", "cursor", body);
+    if (execution_id && strlen(execution_id) > 64)
+        return detail(400, "execution_id is longer than 64 characters", "execution_id", body);
     vb_run_state_list l;
     char next[VB_STORE_CURSOR_MAX] = "";
     vb_error err;
@@ -223,7 +225,7 @@ unsigned vb_console_runs(vb_console *c, const char *state, const char *cursor, l
     memset(&l, 0, sizeof l);
     pthread_mutex_lock(&c->mu);
     vb_store *s = store_locked(c, &err);
-    vb_err rc = s ? vb_store_page(s, cursor, (size_t)n, (vb_run_status)filter,
+    vb_err rc = s ? vb_store_page(s, cursor, (size_t)n, (vb_run_status)filter, execution_id,
                                   VB_CONSOLE_RUNS_SCAN, &l, next, &err)
                   : VB_ERR_REDIS;
     pthread_mutex_unlock(&c->mu);
@@ -291,7 +293,7 @@ static vb_err active_runs(vb_console *c, cJSON *workers, vb_error *err)
     for (size_t k = 0; s && rc == VB_OK && k < 2; k++) {
         vb_run_state_list l;
         char next[VB_STORE_CURSOR_MAX];
-        rc = vb_store_page(s, NULL, 1000, states[k], ACTIVE_SCAN, &l, next, err);
+        rc = vb_store_page(s, NULL, 1000, states[k], NULL, ACTIVE_SCAN, &l, next, err);
         for (size_t i = 0; rc == VB_OK && i < l.n; i++) {
             const vb_run_state *st = &l.items[i];
             cJSON *w = cJSON_GetObjectItemCaseSensitive(workers, st->worker[0] ? st->worker : "?");

@@ -59,11 +59,11 @@ int vb_console_asset(const char *name, const char **body, const char **ctype);
  * style, nothing from elsewhere), X-Frame-Options: DENY, no referrer. */
 extern const char *const vb_console_headers[];
 
-/* GET /runs?state=&cursor=&limit= — one page of runs (store.h
- * vb_store_page). `state` and `cursor` are the raw query values (NULL when
- * absent); limit 1–VB_CONSOLE_RUNS_LIMIT_MAX, else 400. */
-unsigned vb_console_runs(vb_console *c, const char *state, const char *cursor, long limit,
-                         char **body);
+/* GET /runs?state=&execution_id=&cursor=&limit= — one page of runs (store.h
+ * vb_store_page). `state`, `execution_id` and `cursor` are the raw query
+ * values (NULL when absent); limit 1–VB_CONSOLE_RUNS_LIMIT_MAX, else 400. */
+unsigned vb_console_runs(vb_console *c, const char *state, const char *execution_id,
+                         const char *cursor, long limit, char **body);
 
 /* POST /runs/{id}/retry — a dead or failed run becomes failed with 0
  * attempts (vb_store_retry): 200, 404 unknown, 409 other states. */

@@ -176,7 +176,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
  * ≤ 100 000), whatever the filter. Starts after `cursor` (NULL or "" = the
  * newest run; else a `next` of an earlier call: "<updated_at>:<id>") and
  * returns at most `count` (≤ 1000) runs in state `filter` (VB_RUN_NONE =
- * any). `next` receives the cursor of the following page, "" when the index
+ * any) and, when `execution_id` is non-NULL and non-empty (≤ 64 bytes), queued
+ * by that cron execution. `next` receives the cursor of the following page, "" when the index
  * is exhausted; a page may hold fewer than `count` runs (even none) and still
  * have a next cursor when the scan budget ran out first. A run updated
  * between two calls moves to the head of the index and is not seen again by
@@ -184,8 +185,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
  * must be freed with vb_run_state_list_free in every case (total_runs is the
  * index size). */
 vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
-                     size_t scan_max, vb_run_state_list *out, char next[VB_STORE_CURSOR_MAX],
-                     vb_error *err);
+                     const char *execution_id, size_t scan_max, vb_run_state_list *out,
+                     char next[VB_STORE_CURSOR_MAX], vb_error *err);
 
 /* ---- producer: claiming a run before publishing it ---- */
 

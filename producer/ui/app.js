@@ -420,7 +420,9 @@ function showRunsOf(execId) {
 
 async function loadRuns(more) {
   const st = $("runs-state").value;
-  let q = "/runs?limit=100" + (st ? "&state=" + encodeURIComponent(st) : "");
+  const exec = $("runs-exec").value.trim();
+  let q = "/runs?limit=100" + (st ? "&state=" + encodeURIComponent(st) : "") +
+    (exec ? "&execution_id=" + encodeURIComponent(exec) : "");
   if (more && state.runsCursor) q += "&cursor=" + encodeURIComponent(state.runsCursor);
   const data = await api("GET", q);
   state.runsRows = more ? state.runsRows.concat(data.runs) : data.runs;
@@ -432,10 +434,8 @@ async function loadRuns(more) {
 
 function renderRuns() {
   const tb = $("runs-table").tBodies[0];
-  const exec = $("runs-exec").value.trim();
   clear(tb);
   for (const r of state.runsRows) {
-    if (exec && r.execution_id !== exec) continue;
     const retry = r.state === "dead" || r.state === "failed";
     tb.append(el("tr", { "data-run": r.vision_analysis_id },
       el("td", { text: r.vision_analysis_id }),
@@ -549,7 +549,11 @@ function start() {
   $("exec-close").addEventListener("click", closeExecutions);
   $("exec-bucket").addEventListener("change", () => state.execJob && loadExecutions().catch(() => {}));
   $("runs-state").addEventListener("change", () => { state.runsExtra = false; loadRuns(false).catch(() => {}); });
-  $("runs-exec").addEventListener("input", renderRuns);
+  let execTimer = null;
+  $("runs-exec").addEventListener("input", () => {
+    clearTimeout(execTimer);
+    execTimer = setTimeout(() => { state.runsExtra = false; loadRuns(false).catch(() => {}); }, 300);
+  });
   $("dlq-load").addEventListener("click", () => loadDlq().catch((e) => { if (e.status !== 401) toast(e.message, true); }));
   $("runs-more").addEventListener("click", () => { state.runsExtra = true; loadRuns(true).catch((e) => toast(e.message, true)); });
   const tab = location.hash.slice(1);
