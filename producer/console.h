@@ -1,8 +1,8 @@
 /*
  * console.h — the web console of visionbatch-producer: its embedded assets
- * (producer/ui/, served under /ui/) and the read endpoints it polls
- * (GET /runs, POST /runs/{id}/retry, GET /workers, GET /cron/preview), which
- * the REST API (api.c) routes here.
+ * (producer/ui/, served under /ui/) and the endpoints it calls (GET /runs,
+ * POST /runs/{id}/retry, GET /workers, GET /dlq, POST /dlq/{run_id}/replay,
+ * GET /cron/preview), which the REST API (api.c) routes here.
  *
  * Every handler returns the HTTP status and a malloc'd JSON body
  * ({"detail": "..."} on errors). The console object owns one Redis
