@@ -166,3 +166,4 @@ build/visionbatch runs list
 [ "$status" = success ] || { echo "demo: the execution ended '$status'" >&2; exit 1; }
 echo
 echo "demo complete: the guide's run was processed by the distributed stack and its report uploaded once."
+echo "web console: $api/ui/ (run scripts/demo.sh --keep to leave it up and open it in a browser)"

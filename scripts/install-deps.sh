@@ -18,11 +18,13 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  openjdk-17-jre-headless maven wrk python3-venv
+  openjdk-17-jre-headless maven wrk python3-venv chromium
 )
 # PyPI packages of the tests, installed into .venv/ of the checkout (never
-# into the system's Python): the OpenAPI validator of tests/system/test_openapi.py.
-PY_TEST_PKGS=(openapi-spec-validator==0.9.0)
+# into the system's Python): the OpenAPI validator of tests/system/test_openapi.py
+# and Playwright, which drives Debian's chromium (above) in
+# tests/browser/test_console.py (its own browser downloads are never used).
+PY_TEST_PKGS=(openapi-spec-validator==0.9.0 playwright==1.65.2)
 # The engine of tests/compose/run.sh and of docs/deploy.md's air-gapped path.
 COMPOSE_PKGS=(docker.io docker-compose debootstrap iptables kcat curl python3)
 RUNTIME_PKGS=(
