@@ -161,7 +161,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     /* Wait for each batch, then fetch its report to disk. */
     for (size_t b = 0; b < nparts; b++) {
         vb_report_part *part = &parts[b];
-        if ((rc = vb_backend_wait(h, cfg, part->batch_id, cancel, heartbeat, (void *)hooks, NULL,
+        if ((rc = vb_backend_wait(h, cfg, part->batch_id, part->nimages, cancel, heartbeat, (void *)hooks, NULL,
                                   err)) != VB_OK) {
             vb_error_set(err, rc, "batch %s", part->batch_id);
             goto done;
