@@ -1041,6 +1041,79 @@ done:
     return rc;
 }
 
+/* One page in job-id order: ids after ARGV[1], at most ARGV[2] of them, each
+ * followed by its hash. The first element says whether more ids follow. */
+static const char *const script_list_page =
+    "local after, limit = ARGV[1], tonumber(ARGV[2]) "
+    "local sel = {} "
+    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+    "  if id > after then sel[#sel + 1] = id end "
+    "end "
+    "table.sort(sel) "
+    "local out = {#sel > limit and 1 or 0} "
+    "for i = 1, math.min(limit, #sel) do "
+    "  out[#out + 1] = sel[i] "
+    "  out[#out + 1] = redis.call('HGETALL', ARGV[3] .. sel[i]) "
+    "end "
+    "return out";
+
+vb_err vb_jobs_list_page(vb_jobs *j, const char *after, size_t limit, int enabled_only,
+                         vb_job_list *out, char next[VB_UUID_SIZE], vb_error *err)
+{
+    vb_err rc = VB_OK;
+    char lim[24];
+    memset(out, 0, sizeof *out);
+    next[0] = '\0';
+    if (limit == 0 || limit > VB_JOBS_PAGE_MAX || (after && *after && !vb_jobs_id_valid(after)))
+        return vb_error_set(err, VB_ERR_INVALID, "invalid page limit or cursor");
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *argv[7] = {"EVAL", script_list_page, "1", JOBS_SET, after ? after : "", lim,
+                           PREFIX "job:"};
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = cmd(j, 7, argv, NULL, err);
+    pthread_mutex_unlock(&j->mu);
+    if (!r)
+        return VB_ERR_REDIS;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->elements % 2 != 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+        goto done;
+    }
+    size_t n = r->elements / 2;
+    if (n && !(out->items = calloc(n, sizeof *out->items))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *id = r->element[1 + 2 * i], *hash = r->element[2 + 2 * i];
+        if (id->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(id->str))
+            continue;
+        if (r->element[0]->integer)
+            snprintf(next, VB_UUID_SIZE, "%s", id->str); /* the last id seen */
+        vb_job job;
+        vb_error tmp = {0};
+        vb_err jr = job_from_hash(id->str, hash, &job, &tmp);
+        if (jr == VB_ERR_NOT_FOUND) /* an id without its hash */
+            continue;
+        if (jr != VB_OK) {
+            rc = vb_error_set(err, jr, "%s", tmp.msg);
+            goto done;
+        }
+        if (enabled_only && !job.enabled) {
+            vb_job_free(&job);
+            continue;
+        }
+        out->items[out->n++] = job;
+    }
+done:
+    freeReplyObject(r);
+    if (rc != VB_OK) {
+        vb_job_list_free(out);
+        next[0] = '\0';
+    }
+    return rc;
+}
+
 /* Runs the update script with the pairs already in `a` (after the header). */
 static vb_err run_update(vb_jobs *j, const char *job_id, args *a, vb_job *out, vb_error *err)
 {

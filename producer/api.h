@@ -14,8 +14,8 @@
  *
  * Threading: the server runs its own threads (one per connection, bounded);
  * callbacks are called from those threads, concurrently, and must be
- * thread-safe. Jobs are stored through one vb_jobs handle (jobs.h) opened by
- * vb_api_start.
+ * thread-safe. Jobs are stored through a pool of vb_jobs handles (jobs_pool.h)
+ * opened by vb_api_start: one at once, more on demand.
  */
 #ifndef VISIONBATCH_PRODUCER_API_H
 #define VISIONBATCH_PRODUCER_API_H
@@ -30,6 +30,8 @@
 #define VB_API_EXEC_LIMIT_DEFAULT 50
 #define VB_API_EXEC_LIMIT_MAX 1000
 #define VB_API_NEXT_RUNS_DEFAULT 10
+#define VB_API_JOBS_PAGE_DEFAULT 100 /* GET /cron-jobs?cursor= without limit */
+#define VB_API_REDIS_CONNECTIONS 8   /* pooled Redis connections of the API */
 
 typedef struct vb_api vb_api;
 
@@ -65,6 +67,7 @@ typedef struct vb_api_opts {
     size_t exec_cap;               /* executions kept per job, 0 = 100 */
     unsigned connection_timeout_s; /* idle connection timeout, 0 = 30 */
     unsigned max_connections;      /* concurrent connections, 0 = 64 */
+    size_t redis_connections;      /* pooled Redis connections, 0 = VB_API_REDIS_CONNECTIONS */
     vb_api_callbacks cb;
 } vb_api_opts;
 

@@ -316,7 +316,10 @@ static void api_guide_flow(void **state)
     e.completed_at = 1700000060000LL;
     e.output = (char *)"2 runs published";
     e.batch_id = (char *)"batch-1";
-    assert_int_equal(vb_jobs_exec_record(f->api->jobs, &e, NULL), VB_OK);
+    vb_jobs *jobs = vb_jobs_pool_get(f->api->pool, NULL);
+    assert_non_null(jobs);
+    assert_int_equal(vb_jobs_exec_record(jobs, &e, NULL), VB_OK);
+    vb_jobs_pool_put(f->api->pool, jobs);
     snprintf(path, sizeof path, "/cron-jobs/%s/executions?limit=20", id);
     r = get(f, path);
     const cJSON *ex = cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "executions"), 0);
@@ -665,11 +668,88 @@ static void api_key_never_stored_or_returned_in_plaintext(void **state)
     vb_api_stop(g.api);
 }
 
+static void api_lists_jobs_in_pages(void **state)
+{
+    FIX();
+    char ids[5][VB_UUID_SIZE], seen[5][VB_UUID_SIZE], path[256];
+    for (int i = 0; i < 5; i++)
+        create_guide_job(f, ids[i]);
+    /* unpaged: every job, next_cursor null */
+    http_result r = get(f, "/cron-jobs");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "cron_jobs")), 5);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    done(&r);
+    /* pages of 2: 2, 2, 1, each job once */
+    int n = 0, pages = 0;
+    snprintf(path, sizeof path, "/cron-jobs?limit=2");
+    for (;;) {
+        r = get(f, path);
+        assert_int_equal(r.status, 200);
+        const cJSON *arr = cJSON_GetObjectItem(r.json, "cron_jobs");
+        assert_true(cJSON_GetArraySize(arr) <= 2);
+        for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+            assert_true(n < 5);
+            snprintf(seen[n++], VB_UUID_SIZE, "%s", jstr(cJSON_GetArrayItem(arr, i), "job_id"));
+        }
+        pages++;
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            done(&r);
+            break;
+        }
+        assert_true(cJSON_IsString(next));
+        snprintf(path, sizeof path, "/cron-jobs?limit=2&cursor=%s", next->valuestring);
+        done(&r);
+    }
+    assert_int_equal(pages, 3);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < 5; i++) {
+        int found = 0;
+        for (int k = 0; k < 5; k++)
+            found += strcmp(ids[i], seen[k]) == 0;
+        assert_int_equal(found, 1);
+    }
+    r = get(f, "/cron-jobs?limit=0");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?limit=1001");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?cursor=nope");
+    assert_detail_contains(&r, 400, "cursor");
+    done(&r);
+}
+
+/* A request holding a Redis connection (here: the test holds the only open
+ * one) does not hold up the others: they get a connection of their own. */
+static void api_serves_reads_while_a_connection_is_busy(void **state)
+{
+    FIX();
+    char id[VB_UUID_SIZE], path[128];
+    create_guide_job(f, id);
+    vb_jobs *held = vb_jobs_pool_get(f->api->pool, NULL);
+    assert_non_null(held);
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    http_result r = get(f, path);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "job_id"), id);
+    done(&r);
+    r = get(f, "/cron-jobs?limit=1");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    assert_true(vb_jobs_pool_open_count(f->api->pool) >= 2);
+    vb_jobs_pool_put(f->api->pool, held);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_lists_jobs_in_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_serves_reads_while_a_connection_is_busy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(api_refuses_oversized_bodies, setup, teardown),
