@@ -89,7 +89,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
 
     if ((rc = stage(hooks, VB_STAGE_DOWNLOADING, "", err)) != VB_OK)
         goto done;
-    if ((rc = vb_run_inputs_fetch(cfg, run, cancel, &in, err)) != VB_OK)
+    if ((rc = vb_run_inputs_fetch(h, cfg, run, cancel, &in, err)) != VB_OK)
         goto done;
     res->images = in.nimages;
     res->images_failed = in.failed;
