@@ -9,8 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "visionbatch/config.h"
-
-#define VB_VERSION "0.1.0"
+#include "visionbatch/version.h"
 
 /* Loads the settings of `prog` for subcommand `name`, leaving the options
  * named in `passthrough` in rest; on failure prints "visionbatch <name>:
@@ -22,6 +21,10 @@ int vb_cli_load(const char *name, unsigned prog, int argc, char **argv,
 /* Prints `o` (taken over and freed) as indented JSON on stdout; 0, or 1
  * when it could not be printed. */
 int vb_cli_print_json(const char *name, cJSON *o);
+
+/* The whole CLI: dispatches argv[1] to its subcommand (argv[0] is the
+ * program name) and returns the exit status (0 success, 1 failure, 2 usage). */
+int vb_cli_main(int argc, char **argv);
 
 int vb_cli_run_once(int argc, char **argv);
 int vb_cli_runs(int argc, char **argv);

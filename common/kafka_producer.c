@@ -292,7 +292,8 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
             rd_kafka_headers_destroy(hdrs);
         free(dr);
         return vb_error_set(err, perr == RD_KAFKA_RESP_ERR__QUEUE_FULL ? VB_ERR_TIMEOUT
-                                                                       : VB_ERR_KAFKA,
+                                 : perr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? VB_ERR_TOO_LARGE
+                                                                                 : VB_ERR_KAFKA,
                             "kafka produce to %s: %s", topic, rd_kafka_err2str(perr));
     }
 
@@ -319,7 +320,8 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
     if (derr != RD_KAFKA_RESP_ERR_NO_ERROR)
         return vb_error_set(err,
                             derr == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? VB_ERR_TIMEOUT
-                                                                     : VB_ERR_KAFKA,
+                            : derr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? VB_ERR_TOO_LARGE
+                                                                           : VB_ERR_KAFKA,
                             "kafka delivery to %s failed: %s", topic, rd_kafka_err2str(derr));
     return VB_OK;
 }

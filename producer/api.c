@@ -49,7 +49,7 @@ struct vb_api {
     int port;
     vb_api_callbacks cb;
     vb_metrics *own_metrics;
-    vb_metric *m_requests, *m_duration;
+    vb_metric *m_requests, *m_duration, *m_redis_conns;
 };
 
 typedef struct resp {
@@ -647,6 +647,15 @@ static int uses_jobs(const route *rt)
     return strncmp(rt->pattern, "/cron-jobs", 10) == 0 || rt->fn == h_readyz;
 }
 
+int vb_api_route(size_t i, const char **method, const char **pattern)
+{
+    if (i >= NROUTES)
+        return 0;
+    *method = routes[i].method;
+    *pattern = routes[i].pattern;
+    return 1;
+}
+
 /* Matches `path` against `pattern`; on success copies the "{}" segment into
  * id (when present). A trailing slash on the path is ignored. */
 static int match(const char *pattern, const char *path, char *id, size_t idlen)
@@ -832,6 +841,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *con, const char 
     } else if (uses_jobs(r->rt) && !(r->jobs = vb_jobs_pool_get(api->pool, &e))) {
         set_error(&out, VB_ERR_REDIS, &e);
     } else {
+        if (r->jobs)
+            vb_metric_set(api->m_redis_conns, NULL,
+                          (double)vb_jobs_pool_open_count(api->pool));
         r->rt->fn(api, r, &out);
     }
     vb_jobs_pool_put(api->pool, r->jobs);
@@ -950,6 +962,9 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
     api->m_requests = vb_metrics_counter(api->cb.metrics, "visionbatch_api_requests_total",
                                          "REST API requests by method, route and status code.",
                                          "method,route,code");
+    api->m_redis_conns = vb_metrics_gauge(api->cb.metrics, "visionbatch_api_redis_connections",
+                                          "Redis connections opened by the REST API's pool.",
+                                          NULL);
     api->m_duration = vb_metrics_histogram(api->cb.metrics, "visionbatch_api_request_seconds",
                                            "REST API request handling time.", "route", NULL, 0);
     vb_jobs_opts jo = {

@@ -5,7 +5,8 @@
  * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id}, GET /healthz,
- * /readyz, /metrics, /openapi.json (see producer/openapi.c for the document).
+ * /readyz, /metrics, /openapi.json (the document is producer/openapi.json,
+ * embedded at build time).
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses
@@ -91,6 +92,13 @@ void vb_api_stop(vb_api *api);
 
 /* The bound TCP port (useful with port 0). */
 int vb_api_port(const vb_api *api);
+
+/* The i-th route the server answers (0-based): its method ("GET", …) and
+ * path pattern, where "{}" stands for the one captured segment (the job id,
+ * or the run id under /runs). Returns 0 past the last route, else 1. Lets a
+ * test compare the routes with the OpenAPI document. Thread-safe (static
+ * data). */
+int vb_api_route(size_t i, const char **method, const char **pattern);
 
 /* The OpenAPI 3 document served at /openapi.json (static, NUL-terminated). */
 const char *vb_api_openapi_json(void);

@@ -14,11 +14,17 @@
  *      Kafka is evidently unwell and claiming more runs only to release them
  *      again helps no one.
  * A Redis failure also stops the pass. Runs not reached are simply left for
- * the next pass; nothing was changed for them.
+ * the next pass; nothing was changed for them. A failure that is the run's
+ * own does not stop the pass (after_failure): Redis still answers but
+ * refuses that run's key (e.g. it holds another type), or Kafka refuses that
+ * run's message as too large; it is counted and the next run goes on.
  *
  * Threading: a context is used by one pass at a time (ctx->mu); the store
  * and the HTTP handle inside are therefore never shared concurrently. The
- * Kafka producer is thread-safe by itself.
+ * Kafka producer is thread-safe by itself (each publish waits for its own
+ * delivery report, see kafka_producer.c), so clones share their base's one
+ * producer: a process runs one librdkafka instance however many passes run
+ * at once.
  */
 #include "poller.h"
 
@@ -44,6 +50,7 @@
 struct vb_producer_ctx {
     pthread_mutex_t mu;
     vb_kafka_producer *kafka;
+    int kafka_borrowed; /* 1: kafka belongs to the context this one was cloned from */
     vb_store *store;
     vb_http *http;
     char *topic;
@@ -84,8 +91,10 @@ static char *holder_from(const char *worker_id)
     return h;
 }
 
-vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
-                           vb_producer_ctx **out, vb_error *err)
+/* vb_producer_ctx_new and vb_producer_ctx_clone: with `kafka` NULL a Kafka
+ * producer of its own is connected, else `kafka` is borrowed. */
+static vb_err ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+                      vb_kafka_producer *kafka, vb_producer_ctx **out, vb_error *err)
 {
     *out = NULL;
     if (!svc || !svc->kafka_brokers || !svc->redis_url || !svc->topic || !svc->dlq_topic)
@@ -110,9 +119,13 @@ vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *ca
     vb_store_opts so = {.client_name = "visionbatch-producer"};
     if ((rc = vb_store_new(svc->redis_url, &so, &c->store, err)) != VB_OK)
         goto fail;
-    if ((rc = vb_kafka_producer_new(svc->kafka_brokers, "visionbatch-producer", &c->kafka,
-                                    err)) != VB_OK)
+    if (kafka) {
+        c->kafka = kafka;
+        c->kafka_borrowed = 1;
+    } else if ((rc = vb_kafka_producer_new(svc->kafka_brokers, "visionbatch-producer",
+                                           &c->kafka, err)) != VB_OK) {
         goto fail;
+    }
     *out = c;
     return VB_OK;
 fail:
@@ -120,11 +133,27 @@ fail:
     return rc;
 }
 
+vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
+                           vb_producer_ctx **out, vb_error *err)
+{
+    return ctx_new(svc, cancel, NULL, out, err);
+}
+
+vb_err vb_producer_ctx_clone(vb_producer_ctx *base, const vb_config *svc, vb_producer_ctx **out,
+                             vb_error *err)
+{
+    *out = NULL;
+    if (!base)
+        return vb_error_set(err, VB_ERR_INVALID, "producer: no context to clone");
+    return ctx_new(svc, base->cancel, base->kafka, out, err);
+}
+
 void vb_producer_ctx_free(vb_producer_ctx *ctx)
 {
     if (!ctx)
         return;
-    vb_kafka_producer_free(ctx->kafka, 10000);
+    if (!ctx->kafka_borrowed)
+        vb_kafka_producer_free(ctx->kafka, 10000);
     vb_store_free(ctx->store);
     vb_http_free(ctx->http);
     free(ctx->topic);
@@ -189,10 +218,28 @@ static vb_err publish(vb_producer_ctx *ctx, const char *topic, const vb_run *run
     return rc;
 }
 
-typedef enum { RUN_OK, RUN_STOP } run_outcome;
+typedef enum {
+    RUN_OK,     /* published or rightly skipped */
+    RUN_FAILED, /* this run failed by itself: the pass goes on */
+    RUN_STOP,   /* Kafka or Redis is unwell: the pass ends */
+} run_outcome;
 
-/* Claims and publishes one run; updates *st. RUN_STOP when the pass must end
- * (Kafka or Redis failure), with *first set to the failure. */
+/* After a failed step of one run: keeps the pass's first failure in *first
+ * and tells whether the failure is the run's own (RUN_FAILED) or the
+ * service's (RUN_STOP). */
+static run_outcome after_failure(vb_producer_ctx *ctx, const vb_error *e, vb_error *first)
+{
+    if (first->code == VB_OK)
+        *first = *e;
+    if (e->code == VB_ERR_TOO_LARGE)
+        return RUN_FAILED;
+    if (e->code == VB_ERR_REDIS && vb_store_ping(ctx->store, NULL) == VB_OK)
+        return RUN_FAILED;
+    return RUN_STOP;
+}
+
+/* Claims and publishes one run; updates *st. RUN_FAILED / RUN_STOP (the pass
+ * must end: Kafka or Redis failure) with the failure kept in *first. */
 static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const char *job_id,
                               const char *execution_id, vb_poll_stats *st, vb_error *first)
 {
@@ -211,8 +258,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
                                     now, trace, execution_id, &d, &version, &err) != VB_OK) {
         VB_ERROR("claim failed: %s", err.msg);
         st->errors++;
-        *first = err;
-        return RUN_STOP;
+        return after_failure(ctx, &err, first);
     }
 
     switch (d) {
@@ -231,8 +277,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
         if (vb_store_get(ctx->store, run->id, &rs, &err) != VB_OK) {
             VB_ERROR("dead run: cannot read its state: %s", err.msg);
             st->errors++;
-            *first = err;
-            out = RUN_STOP;
+            out = after_failure(ctx, &err, first);
             break;
         }
         if (rs.state != VB_RUN_DEAD || rs.finished_at != now || rs.version != version)
@@ -244,8 +289,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
                     &err) != VB_OK) {
             VB_ERROR("dead-letter publish failed: %s", err.msg);
             st->failed_publish++;
-            *first = err;
-            out = RUN_STOP;
+            out = after_failure(ctx, &err, first);
             break;
         }
         st->dead_lettered++;
@@ -268,8 +312,7 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
         }
         VB_ERROR("publish failed, releasing the claim: %s", err.msg);
         st->failed_publish++;
-        *first = err;
-        out = RUN_STOP;
+        out = after_failure(ctx, &err, first);
         char reason[sizeof err.msg + 32]; /* the store cuts it to 1 KiB */
         snprintf(reason, sizeof reason, "not published: %s", err.msg);
         vb_error rerr;
@@ -286,7 +329,8 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
     default:
         vb_error_set(&err, VB_ERR_REDIS, "unknown claim decision %d", (int)d);
         st->errors++;
-        *first = err;
+        if (first->code == VB_OK)
+            *first = err;
         out = RUN_STOP;
         break;
     }
@@ -354,6 +398,8 @@ int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, con
         }
     }
     st.not_attempted = runs.n - i;
+    if (rc == VB_OK && first.code != VB_OK) /* runs that failed by themselves */
+        rc = first.code;
 
 done:
     VB_INFO("poll summary: %s=%s found=%zu published=%zu skipped_in_progress=%zu "

@@ -46,7 +46,16 @@ long vb_producer_queue_lease_ms(const vb_config *svc);
  * failure (*out NULL). Call vb_http_global_init() first. */
 vb_err vb_producer_ctx_new(const vb_config *svc, const volatile sig_atomic_t *cancel,
                            vb_producer_ctx **out, vb_error *err);
-/* Flushes Kafka (up to 10 s) and closes everything. NULL is accepted. */
+/* A second context for passes running in parallel with `base`'s: its own
+ * Redis and HTTP connections, and `base`'s Kafka producer and cancel flag
+ * (shared, not copied: one librdkafka instance per process). `base` must
+ * outlive the clone. Settings as vb_producer_ctx_new, from `svc`.
+ * VB_ERR_REDIS / VB_ERR_CONFIG / VB_ERR_NOMEM on failure (*out NULL). */
+vb_err vb_producer_ctx_clone(vb_producer_ctx *base, const vb_config *svc, vb_producer_ctx **out,
+                             vb_error *err);
+
+/* Flushes Kafka (up to 10 s; a clone leaves its base's producer alone) and
+ * closes everything. NULL is accepted. */
 void vb_producer_ctx_free(vb_producer_ctx *ctx);
 
 /* True when Kafka answered a metadata request within timeout_ms. */
@@ -65,7 +74,10 @@ int vb_producer_kafka_reachable(vb_producer_ctx *ctx, int timeout_ms);
  * own settings ({"source":"config"}), vb-source "poll".
  * The pass stops early on a Kafka or Redis failure (untouched runs are
  * counted in not_attempted) or when *cancel is set (the current publish is
- * finished first). Logs one summary line. *out (may be NULL) receives the
+ * finished first). A failure of one run's own does not stop it: Redis
+ * answering but refusing that run's key, or Kafka refusing that run's
+ * message as too large (VB_ERR_TOO_LARGE; its claim is released) — the run
+ * is counted in errors / failed_publish and the next run goes on. Logs one summary line. *out (may be NULL) receives the
  * counters. Returns VB_OK when every listed run was published or rightly
  * skipped; VB_ERR_CANCELLED when cancelled; otherwise the first failure
  * (fetch, Redis, Kafka) with its message. Thread-safe (serialised per ctx). */

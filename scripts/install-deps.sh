@@ -3,7 +3,9 @@
 # Idempotent: packages already present are left alone. Used by the README's
 # commands, .ci/run and docker/Dockerfile, so all three install the same set.
 #
-#   scripts/install-deps.sh            build + test dependencies (default)
+#   scripts/install-deps.sh            build + test dependencies (default),
+#                                      including the Python tools of the tests
+#                                      (PyPI) in the checkout's .venv/
 #   scripts/install-deps.sh --runtime  only the shared libraries the binaries need
 set -euo pipefail
 
@@ -14,8 +16,11 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  openjdk-17-jre-headless maven wrk
+  openjdk-17-jre-headless maven wrk python3-venv
 )
+# PyPI packages of the tests, installed into .venv/ of the checkout (never
+# into the system's Python): the OpenAPI validator of tests/system/test_openapi.py.
+PY_TEST_PKGS=(openapi-spec-validator==0.9.0)
 RUNTIME_PKGS=(
   ca-certificates libcurl4 libcjson1 librdkafka1 libhiredis0.14
   libmicrohttpd12 libssl3 tzdata
@@ -27,7 +32,7 @@ case "$mode" in
   --build) pkgs=("${BUILD_PKGS[@]}") ;;
   all | --all) pkgs=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
   -h | --help)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *)
@@ -54,12 +59,25 @@ if [ "$mode" != --runtime ]; then
 fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: done"
 fi
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO=sudo
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: done"
+
+case "$mode" in
+  all | --all)
+    venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+    if "$venv/bin/python" -m pip show -q "${PY_TEST_PKGS[@]%%==*}" >/dev/null 2>&1; then
+      echo "install-deps: Python test tools present in $venv"
+    else
+      echo "install-deps: installing ${PY_TEST_PKGS[*]} into $venv"
+      python3 -m venv "$venv"
+      "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PY_TEST_PKGS[@]}"
+    fi
+    ;;
+esac

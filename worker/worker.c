@@ -57,7 +57,7 @@
  *      start (vb_store_mark_upload_started). If an earlier attempt had
  *      started an upload, before_upload asks the platform whether the run is
  *      still unprocessed and skips the upload when it is not;
- *   3. records the outcome:
+ *   3. records the outcome (the rules: decide.c, as the reaper's choice):
  *        success                       → uploaded
  *        lock lost                     → nothing (the new holder owns it)
  *        stopped by shutdown           → handed back (below)
@@ -105,6 +105,7 @@
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
+#include "decide.h"
 #include "worker.h"
 
 #define POLL_MS 50 /* also how soon a freed slot is noticed */
@@ -112,7 +113,6 @@
 #define PRODUCE_TIMEOUT_MS 15000
 #define REAP_PAGE 200
 #define REAP_PAGES 10
-#define BACKOFF_CAP_MS 600000LL  /* failed-run retry backoff cap */
 #define CANCEL_WAIT_MS 30000     /* after cancelling at shutdown */
 #define HANDED_BACK_REASON "worker shutting down: run handed back"
 
@@ -198,24 +198,6 @@ static void job_free(job *j)
     free(j);
 }
 
-static int is_permanent(const vb_error *e)
-{
-    switch (e->code) {
-    case VB_ERR_PARSE:
-    case VB_ERR_CONTENT:
-    case VB_ERR_TOO_LARGE:
-    case VB_ERR_INVALID:
-    case VB_ERR_CONFIG:
-        return 1;
-    case VB_ERR_HTTP: {
-        long s = e->http_status;
-        return s >= 400 && s < 500 && s != 401 && s != 403 && s != 408 && s != 429;
-    }
-    default:
-        return 0;
-    }
-}
-
 /* Copies a message value to the dead-letter topic with its reason. */
 static vb_err dead_letter(vb_worker *w, const char *key, const char *value, size_t len,
                           const char *reason, vb_error *err)
@@ -279,16 +261,6 @@ static void *renewer_main(void *p)
 }
 
 /* ---- the reaper ---- */
-
-static long long retry_backoff_ms(const vb_config *cfg, long attempts)
-{
-    if (attempts <= 0)
-        return 0;
-    long long b = cfg->lease_ms;
-    for (long i = 1; i < attempts && b < BACKOFF_CAP_MS; i++)
-        b *= 2;
-    return b < BACKOFF_CAP_MS ? b : BACKOFF_CAP_MS;
-}
 
 static long long requeue_lease_ms(const vb_config *cfg)
 {
@@ -388,17 +360,7 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
 
 static int reap_candidate(const vb_config *cfg, const vb_run_state *rs, long long now)
 {
-    switch (rs->state) {
-    case VB_RUN_QUEUED:
-    case VB_RUN_PROCESSING:
-    case VB_RUN_UPLOADING:
-        return rs->lease_until < now;
-    case VB_RUN_FAILED:
-        return rs->attempts >= cfg->max_attempts ||
-               now >= rs->finished_at + retry_backoff_ms(cfg, rs->attempts);
-    default:
-        return 0;
-    }
+    return vb_worker_reap_action(rs, cfg->max_attempts, cfg->lease_ms, now) != VB_REAP_NONE;
 }
 
 static void reap_sweep(vb_worker *w, vb_store *st)
@@ -625,8 +587,9 @@ static vb_outcome process_run(slot *s, job *j)
     char why[VB_STORE_LAST_ERROR_MAX];
     snprintf(why, sizeof why, "%s", err.msg[0] ? err.msg : vb_strerror(rc));
     vb_redact_text(why);
-    int permanent = is_permanent(&err);
-    if (permanent || j->attempt >= cfg->max_attempts) {
+    vb_failure_verdict verdict = vb_worker_failure_verdict(&err, j->attempt, cfg->max_attempts);
+    int permanent = verdict == VB_FAIL_DEAD_PERMANENT;
+    if (verdict != VB_FAIL_RETRY) {
         VB_ERROR("run is dead (%s, attempt %ld of %ld): %s",
                  permanent ? "permanent error" : "attempts exhausted", j->attempt,
                  cfg->max_attempts, why);

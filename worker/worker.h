@@ -1,6 +1,6 @@
 /*
  * worker.h — internals of visionbatch-worker shared by its files: the worker
- * (worker.c), its metrics (metrics_http.c) and main.c.
+ * (worker.c), its metrics (metrics_http.c) and the program (program.c).
  *
  * Metrics are plain C11 atomics updated by every thread of the worker and
  * read by the HTTP server thread; nothing here needs a lock.
@@ -13,8 +13,7 @@
 
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
-
-#define VB_WORKER_VERSION "0.1.0"
+#include "visionbatch/version.h"
 
 /* How a run attempt ended, for visionbatch_runs_total{outcome=…}. */
 typedef enum vb_outcome {
@@ -78,5 +77,12 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err);
 vb_err vb_worker_run(vb_worker *w, const volatile sig_atomic_t *stop, vb_error *err);
 
 void vb_worker_free(vb_worker *w);
+
+/* ---- the program (program.c) ---- */
+
+/* Runs visionbatch-worker with the command line `argv` and returns its exit
+ * status (0 clean shutdown or healthy, 1 runtime failure, 2 configuration
+ * error). Installs the SIGTERM/SIGINT handlers; call once per process. */
+int vb_worker_main(int argc, char **argv);
 
 #endif

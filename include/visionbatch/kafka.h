@@ -47,7 +47,8 @@ void vb_kafka_producer_free(vb_kafka_producer *p, int timeout_ms);
 /* Produces one message and waits (up to timeout_ms) for its delivery report.
  * VB_OK only when the broker acknowledged it (acks=all). Thread-safe. key may
  * be NULL; value is copied; header values may be NULL. Fails with
- * VB_ERR_KAFKA (delivery refused, e.g. unknown topic), VB_ERR_TIMEOUT (the
+ * VB_ERR_KAFKA (delivery refused, e.g. unknown topic), VB_ERR_TOO_LARGE (the
+ * message exceeds the producer's or broker's size limit), VB_ERR_TIMEOUT (the
  * message timed out, or no report within timeout_ms: then it may still be
  * delivered later), VB_ERR_INVALID (bad arguments). */
 vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char *key,

@@ -37,6 +37,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def thread_names(pid):
+    """The names (comm) of the threads of process ``pid``; librdkafka names
+    the main thread of each client instance "rdk:main"."""
+    names = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names
+
+
 class CronApiTest(harness.SystemTestCase):
     @classmethod
     def setUpClass(cls):
@@ -226,6 +239,59 @@ class CronApiTest(harness.SystemTestCase):
         batch_ids = {b["batch_id"] for b in backend.batches()}
         self.assertEqual(set(e["batch_id"].split(",")), batch_ids)
         self.assertNoSecrets(worker.stderr(), secrets=(platform.api_key,))
+
+    def test_parallel_firings_share_one_kafka_producer(self):
+        """Four jobs due in one pass fire on four slots at once, through the one
+        Kafka producer of the process (one librdkafka instance: one "rdk:main"
+        thread), and each execution counts exactly the runs published for it."""
+        scen = harness.make_scenario(4, 1, seed=uuid.uuid4().hex[:10])
+        platform = self.start_platform(scenario=scen)
+        # Each firing's first GET waits 2 s, so the four firings overlap.
+        platform.faults(get=[{"delay": 2.0}] * 4)
+        proc, base = self.start_producer("--cron-fire-threads", "4")
+        now = int(time.time())
+        # Hourly at the minute of 2 minutes ago: exactly one tick due once the
+        # last tick is put 5 minutes back, and no other tick during the test.
+        minute = time.gmtime(now - 120).tm_min
+        body = dict(GUIDE_JOB, schedule="%d * * * *" % minute,
+                    external_api_get_url=platform.get_url,
+                    external_api_post_url=platform.post_url, external_api_key=platform.api_key,
+                    organization_id=harness.GUIDE_ORG_ID, enabled=True)
+        jids = [self.call("POST", base + "/cron-jobs", body).json()["job_id"] for _ in range(4)]
+        threads_idle = thread_names(proc.pid)
+        for jid in jids:
+            self.redis_cli("HSET", "visionbatch:job:" + jid, "last_tick", now - 300)
+        before = end_offsets(TOPIC)
+        self.redis_cli("INCR", "visionbatch:jobs:version")  # reload: all four due in one pass
+
+        def fired():
+            execs = []
+            for jid in jids:
+                ex = self.call("GET", base + "/cron-jobs/%s/executions" % jid).json()["executions"]
+                done = [e for e in ex if e["status"] != "skipped"]
+                if not done:
+                    return None
+                execs += done
+            return execs if sum(int(e.get("runs_published", 0)) for e in execs) == 4 else None
+        execs = harness.wait_until(fired, timeout=60, message="four firings, four runs published")
+        gets = sorted(g["time"] for g in platform.gets() if g["query"].get("page") == "1")
+        self.assertEqual(len(gets), 4)
+        self.assertLess(gets[-1] - gets[0], 2.0, "the four firings did not overlap")
+        threads = thread_names(proc.pid)
+        print("producer threads: %d idle (%d rdk:main), %d after four parallel firings "
+              "(%d rdk:main)" % (len(threads_idle), threads_idle.count("rdk:main"),
+                                 len(threads), threads.count("rdk:main")))
+        self.assertEqual(threads.count("rdk:main"), 1, threads)
+        # Every run went out once, and each execution counts its own publishes.
+        ids = {r["vision_analysis_id"] for r in scen["runs"]}
+        msgs = [m for m in messages_since(TOPIC, before) if (m["key"] or "").upper() in ids]
+        self.assertEqual(sorted(m["key"].upper() for m in msgs), sorted(ids))
+        per_exec = {}
+        for m in msgs:
+            eid = json.loads(m["value"])["execution_id"]
+            per_exec[eid] = per_exec.get(eid, 0) + 1
+        for e in execs:
+            self.assertEqual(int(e.get("runs_published", 0)), per_exec.get(e["execution_id"], 0), e)
 
     # ---- security ----
 

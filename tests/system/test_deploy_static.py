@@ -81,8 +81,8 @@ def duration_seconds(text):
 
 
 def cmake_programs():
-    """Executables the build installs: vb_program(<name> <dir>) in CMakeLists.txt."""
-    return set(re.findall(r"^\s*vb_program\(\s*([\w-]+)\s+\w+\s*\)", read("CMakeLists.txt"), re.M))
+    """Executables the build installs: vb_program(<name> <library> <dir>) in CMakeLists.txt."""
+    return set(re.findall(r"^\s*vb_program\(\s*([\w-]+)\s+\w+\s+\w+\s*\)", read("CMakeLists.txt"), re.M))
 
 
 # Settings every deployment must be able to carry (SPEC.md §5, §6).
@@ -610,6 +610,16 @@ class Kubernetes(unittest.TestCase):
         cs = deployment["spec"]["template"]["spec"]["containers"]
         self.assertEqual(len(cs), 1)
         return cs[0]
+
+    def test_image_tags_are_the_project_version(self):
+        m = re.search(r"project\(\s*visionbatch\s+VERSION\s+([0-9][0-9A-Za-z.]*)", read("CMakeLists.txt"))
+        self.assertIsNotNone(m, "CMakeLists.txt: project(visionbatch VERSION …)")
+        version = m.group(1)
+        tags = {i["name"]: str(i["newTag"]) for i in self.kust["images"]}
+        self.assertEqual(tags, {"visionbatch-producer": version, "visionbatch-worker": version})
+        for name in ("visionbatch-producer", "visionbatch-worker"):
+            image = self.container(self.find("Deployment", name))["image"]
+            self.assertEqual(image, "%s:%s" % (name, version), name)
 
     def test_kustomization_resources_exist_and_all_have_a_namespace(self):
         for res in self.kust["resources"]:

@@ -79,4 +79,16 @@ static int vb_test_allow_no_redis(void)
     return v && strcmp(v, "1") == 0;
 }
 
+/* In a cmocka setup or test (cmocka.h included): empties database `db`;
+ * when Redis is unreachable, skips (VB_ALLOW_NO_REDIS=1) or fails. */
+#define VB_TEST_REDIS_FRESH(db)                                                                    \
+    do {                                                                                           \
+        if (vb_test_redis_flush(db) != 0) {                                                        \
+            if (vb_test_allow_no_redis())                                                          \
+                skip();                                                                            \
+            fail_msg("Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)",                  \
+                     vb_test_redis_url(db));                                                       \
+        }                                                                                          \
+    } while (0)
+
 #endif

@@ -1,23 +1,30 @@
 /* Tests of the REST API (producer/api.c, producer/openapi.c): the server runs
  * in-process on 127.0.0.1 with a free port, against a live Redis (database 13,
- * see redis_test_url.h), and is called with libcurl. The producer sources are
- * compiled into this test directly, as the test build links only the
- * library. */
+ * see redis_test_url.h), and is called with libcurl. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <ctype.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "../../producer/api.c"
-#include "../../producer/openapi.c"
+#include "api.h"
 #include "redis_test_url.h"
+#include "visionbatch/buf.h"
+#include "visionbatch/cron.h"
+#include "visionbatch/jobs.h"
+#include "visionbatch/jobs_exec.h"
 
 #define DB 13
 #define SECRET_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -33,8 +40,12 @@
 
 typedef struct fixture {
     vb_api *api;
+    vb_jobs *jobs;        /* the test's own handle on the API's Redis */
+    atomic_int not_ready; /* 1: the readiness callback says no */
     int fired;
     char last_fired[VB_UUID_SIZE];
+    atomic_int hold_fire; /* 1: the fire-now callback waits until it is 0 again */
+    atomic_int in_fire;   /* the callback is waiting */
 } fixture;
 
 typedef struct http_result {
@@ -147,6 +158,11 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
                        vb_error *err)
 {
     fixture *f = ctx;
+    if (atomic_load(&f->hold_fire)) {
+        atomic_store(&f->in_fire, 1);
+        while (atomic_load(&f->hold_fire))
+            usleep(1000);
+    }
     f->fired++;
     snprintf(f->last_fired, sizeof f->last_fired, "%s", job_id);
     snprintf(execution_id, VB_UUID_SIZE, "11111111-2222-4333-8444-555555555555");
@@ -161,8 +177,11 @@ static vb_err run_state(void *ctx, const char *run_id, char **json, vb_error *er
     return VB_OK;
 }
 
-static int not_ready(void *ctx, char *why, size_t len)
+static int ready(void *ctx, char *why, size_t len)
 {
+    fixture *f = ctx;
+    if (!atomic_load(&f->not_ready))
+        return 1;
     snprintf(why, len, "kafka: no broker reachable");
     return 0;
 }
@@ -174,7 +193,7 @@ static vb_api *start(fixture *f, const char *token, const char *secret, vb_error
         .token = token,
         .redis_url = vb_test_redis_url(DB),
         .secret_key = secret,
-        .cb = {.ctx = f, .fire_now = fire_now, .run_state_json = run_state},
+        .cb = {.ctx = f, .fire_now = fire_now, .run_state_json = run_state, .ready = ready},
     };
     return vb_api_start(&o, err);
 }
@@ -198,6 +217,13 @@ static int setup(void **state)
         free(f);
         return -1;
     }
+    vb_jobs_opts jo = {.redis_url = vb_test_redis_url(DB)};
+    if (vb_jobs_new(&jo, &f->jobs, &err) != VB_OK) {
+        fprintf(stderr, "vb_jobs_new: %s\n", err.msg);
+        vb_api_stop(f->api);
+        free(f);
+        return -1;
+    }
     *state = f;
     return 0;
 }
@@ -207,6 +233,7 @@ static int teardown(void **state)
     fixture *f = *state;
     if (f) {
         vb_api_stop(f->api);
+        vb_jobs_free(f->jobs);
         free(f);
     }
     return 0;
@@ -316,10 +343,7 @@ static void api_guide_flow(void **state)
     e.completed_at = 1700000060000LL;
     e.output = (char *)"2 runs published";
     e.batch_id = (char *)"batch-1";
-    vb_jobs *jobs = vb_jobs_pool_get(f->api->pool, NULL);
-    assert_non_null(jobs);
-    assert_int_equal(vb_jobs_exec_record(jobs, &e, NULL), VB_OK);
-    vb_jobs_pool_put(f->api->pool, jobs);
+    assert_int_equal(vb_jobs_exec_record(f->jobs, &e, NULL), VB_OK);
     snprintf(path, sizeof path, "/cron-jobs/%s/executions?limit=20", id);
     r = get(f, path);
     const cJSON *ex = cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "executions"), 0);
@@ -516,11 +540,11 @@ static void api_extensions(void **state)
     r = get(f, "/readyz");
     assert_int_equal(r.status, 200);
     done(&r);
-    f->api->cb.ready = not_ready;
+    atomic_store(&f->not_ready, 1);
     r = get(f, "/readyz");
     assert_detail_contains(&r, 503, "kafka");
     done(&r);
-    f->api->cb.ready = NULL;
+    atomic_store(&f->not_ready, 0);
 
     r = get(f, "/metrics");
     assert_int_equal(r.status, 200);
@@ -538,12 +562,13 @@ static void api_openapi_parses_and_lists_every_route(void **state)
     assert_non_null(r.json);
     const cJSON *paths = cJSON_GetObjectItem(r.json, "paths");
     assert_non_null(paths);
-    for (size_t i = 0; i < NROUTES; i++) {
+    const char *method, *pattern;
+    for (size_t i = 0; vb_api_route(i, &method, &pattern); i++) {
         char p[128], m[16];
         size_t o = 0;
-        for (const char *s = routes[i].pattern; *s && o + 20 < sizeof p; s++) {
+        for (const char *s = pattern; *s && o + 20 < sizeof p; s++) {
             if (s[0] == '{' && s[1] == '}') {
-                const char *name = strncmp(routes[i].pattern, "/runs", 5) == 0
+                const char *name = strncmp(pattern, "/runs", 5) == 0
                                        ? "{vision_analysis_id}"
                                        : "{job_id}";
                 o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
@@ -554,14 +579,93 @@ static void api_openapi_parses_and_lists_every_route(void **state)
         }
         p[o] = '\0';
         size_t k = 0;
-        for (; routes[i].method[k] && k + 1 < sizeof m; k++)
-            m[k] = (char)tolower((unsigned char)routes[i].method[k]);
+        for (; method[k] && k + 1 < sizeof m; k++)
+            m[k] = (char)tolower((unsigned char)method[k]);
         m[k] = '\0';
         const cJSON *item = cJSON_GetObjectItemCaseSensitive(paths, p);
         if (!item || !cJSON_GetObjectItemCaseSensitive(item, m))
             fail_msg("openapi.json lacks %s %s", m, p);
     }
     done(&r);
+}
+
+/* "/cron-jobs/{job_id}/run" → "/cron-jobs/{}/run": the route table's form. */
+static void route_form(const char *path, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *s = path; *s && o + 3 < outlen; s++) {
+        if (*s == '{') {
+            const char *close = strchr(s, '}');
+            assert_non_null(close);
+            out[o++] = '{';
+            out[o++] = '}';
+            s = close;
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The embedded document and the route table list the same paths and
+ * methods, in both directions (no server or Redis needed). */
+static void api_openapi_paths_and_methods_equal_the_route_table(void **state)
+{
+    static const char *const verbs[] = {"get", "put", "post", "delete", "options",
+                                        "head", "patch", "trace"};
+    cJSON *doc = cJSON_Parse(vb_api_openapi_json());
+    assert_non_null(doc);
+    const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
+    assert_true(cJSON_IsObject(paths));
+    char listed[64][160]; /* "METHOD pattern" of the document */
+    size_t nlisted = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, paths)
+    {
+        char form[128];
+        route_form(item->string, form, sizeof form);
+        const cJSON *op;
+        cJSON_ArrayForEach(op, item)
+        {
+            size_t v = 0;
+            while (v < sizeof verbs / sizeof *verbs && strcmp(op->string, verbs[v]) != 0)
+                v++;
+            if (v == sizeof verbs / sizeof *verbs)
+                continue; /* "parameters", "summary", … */
+            assert_true(nlisted < sizeof listed / sizeof *listed);
+            char up[16];
+            size_t k = 0;
+            for (; op->string[k] && k + 1 < sizeof up; k++)
+                up[k] = (char)toupper((unsigned char)op->string[k]);
+            up[k] = '\0';
+            snprintf(listed[nlisted++], sizeof listed[0], "%s %s", up, form);
+        }
+    }
+    const char *method, *pattern;
+    size_t nroutes = 0;
+    for (; vb_api_route(nroutes, &method, &pattern); nroutes++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s %s", method, pattern);
+        size_t i = 0;
+        while (i < nlisted && strcmp(listed[i], want) != 0)
+            i++;
+        if (i == nlisted)
+            fail_msg("the route %s is missing from openapi.json", want);
+    }
+    for (size_t i = 0; i < nlisted; i++) {
+        size_t r = 0;
+        char have[160] = "";
+        while (vb_api_route(r, &method, &pattern)) {
+            snprintf(have, sizeof have, "%s %s", method, pattern);
+            if (strcmp(have, listed[i]) == 0)
+                break;
+            r++;
+        }
+        if (strcmp(have, listed[i]) != 0)
+            fail_msg("openapi.json lists %s, which no route serves", listed[i]);
+    }
+    assert_int_equal(nlisted, nroutes);
+    cJSON_Delete(doc);
 }
 
 static void api_token_mode(void **state)
@@ -721,25 +825,50 @@ static void api_lists_jobs_in_pages(void **state)
     done(&r);
 }
 
-/* A request holding a Redis connection (here: the test holds the only open
- * one) does not hold up the others: they get a connection of their own. */
+typedef struct in_flight {
+    fixture *f;
+    char path[128];
+    long status;
+} in_flight;
+
+static void *post_run(void *arg)
+{
+    in_flight *t = arg;
+    http_result r = call(t->f, "POST", t->path, NULL, 0, NULL, NULL);
+    t->status = r.status;
+    done(&r);
+    return NULL;
+}
+
+/* While one request holds a Redis connection (POST .../run, held inside the
+ * producer's callback), another is served on a second pooled connection. */
 static void api_serves_reads_while_a_connection_is_busy(void **state)
 {
     FIX();
     char id[VB_UUID_SIZE], path[128];
     create_guide_job(f, id);
-    vb_jobs *held = vb_jobs_pool_get(f->api->pool, NULL);
-    assert_non_null(held);
+    in_flight t = {.f = f};
+    snprintf(t.path, sizeof t.path, "/cron-jobs/%s/run", id);
+    atomic_store(&f->hold_fire, 1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_run, &t), 0);
+    for (int i = 0; i < 10000 && !atomic_load(&f->in_fire); i++)
+        usleep(1000);
+    assert_true(atomic_load(&f->in_fire));
     snprintf(path, sizeof path, "/cron-jobs/%s", id);
     http_result r = get(f, path);
     assert_int_equal(r.status, 200);
     assert_string_equal(jstr(r.json, "job_id"), id);
     done(&r);
-    r = get(f, "/cron-jobs?limit=1");
+    r = get(f, "/metrics");
     assert_int_equal(r.status, 200);
+    const char *g = strstr(r.body, "\nvisionbatch_api_redis_connections ");
+    assert_non_null(g);
+    assert_true(strtod(g + strlen("\nvisionbatch_api_redis_connections "), NULL) >= 2);
     done(&r);
-    assert_true(vb_jobs_pool_open_count(f->api->pool) >= 2);
-    vb_jobs_pool_put(f->api->pool, held);
+    atomic_store(&f->hold_fire, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(t.status, 202);
 }
 
 int main(void)
@@ -756,6 +885,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_routes_405_and_404, setup, teardown),
         cmocka_unit_test_setup_teardown(api_extensions, setup, teardown),
         cmocka_unit_test_setup_teardown(api_openapi_parses_and_lists_every_route, setup, teardown),
+        cmocka_unit_test(api_openapi_paths_and_methods_equal_the_route_table),
         cmocka_unit_test_setup_teardown(api_token_mode, setup, teardown),
         cmocka_unit_test(api_refuses_non_loopback_without_token),
         cmocka_unit_test_setup_teardown(api_key_never_stored_or_returned_in_plaintext, setup,

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http_test_server.c"
+#include "http_test_server.h"
 #include "visionbatch/http.h"
 
 static ts_server server;

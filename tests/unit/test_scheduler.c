@@ -14,10 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../producer/scheduler.c"
 #include "jobs_internal.h"
 #include "redis_test_url.h"
+#include "scheduler.h"
 #include "visionbatch/jobs_exec.h"
+#include "visionbatch/store.h"
 
 #define DB 10
 #define KEY_B64 "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
@@ -65,12 +66,7 @@ typedef struct fx {
 
 static int setup(void **state)
 {
-    if (vb_test_redis_flush(DB) != 0) {
-        if (vb_test_allow_no_redis())
-            skip();
-        fail_msg("Redis unreachable at %s (set VB_ALLOW_NO_REDIS=1 to skip)",
-                 vb_test_redis_url(DB));
-    }
+    VB_TEST_REDIS_FRESH(DB);
     fx *x = calloc(1, sizeof *x);
     vb_error err = {0};
     vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB)};
@@ -98,7 +94,7 @@ static long long make_job(fx *x, const char *schedule, const char *overlap, char
     vb_error err = {0};
     assert_int_equal(vb_crypto_uuid4(id, &err), VB_OK);
     char key[80], now[24];
-    long long ms = real_clock_ms(NULL);
+    long long ms = vb_store_now_ms();
     snprintf(key, sizeof key, "visionbatch:job:%s", id);
     snprintf(now, sizeof now, "%lld", ms);
     const char *argv[] = {"HSET", key, "name", "t", "schedule", schedule, "timezone", "UTC",
@@ -691,7 +687,7 @@ static void threaded_pool_fires_every_job_of_a_tick(void **state)
     fx *x = *state;
     char ids[POOL_JOBS][VB_UUID_SIZE];
     /* last_tick one tick ago: every job is due at once, on the real clock */
-    long long now = real_clock_ms(NULL) / 1000;
+    long long now = vb_store_now_ms() / 1000;
     for (int i = 0; i < POOL_JOBS; i++) {
         make_job(x, "* * * * *", "skip", ids[i]);
         set_last_tick(x, ids[i], (now / 60) * 60 - 60);

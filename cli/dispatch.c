@@ -1,5 +1,6 @@
 /*
- * main.c — `visionbatch`, the operator CLI: dispatches to its subcommands.
+ * dispatch.c — `visionbatch`, the operator CLI: dispatches to its subcommands
+ * (vb_cli_main; main() in visionbatch.c calls it).
  *
  *   visionbatch run-once [settings]      the guide's manual processor
  *   visionbatch runs list|show|retry     run state in Redis (distributed mode)
@@ -34,7 +35,7 @@ static void usage(FILE *out)
     fprintf(out, "\n`visionbatch <command> --help` describes a command and its settings.\n");
 }
 
-int main(int argc, char **argv)
+int vb_cli_main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);

@@ -1,7 +1,8 @@
 /*
- * main.c — visionbatch-producer: polls the platform for unprocessed runs and
- * queues each on Kafka (one message per run, key = run id), with Redis
- * deciding atomically which runs to publish (poller.c).
+ * program.c — visionbatch-producer as a function, vb_producer_main (main()
+ * in visionbatch-producer.c calls it): polls the platform for unprocessed
+ * runs and queues each on Kafka (one message per run, key = run id), with
+ * Redis deciding atomically which runs to publish (poller.c).
  *
  *   visionbatch-producer --once            one pass, then exit
  *   visionbatch-producer [--interval N]    the service: the cron scheduler
@@ -28,6 +29,7 @@
 
 #include "api.h"
 #include "poller.h"
+#include "program.h"
 #include "scheduler.h"
 #include "visionbatch/config.h"
 #include "visionbatch/cron.h"
@@ -38,8 +40,8 @@
 #include "visionbatch/metrics.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/store.h"
+#include "visionbatch/version.h"
 
-#define VB_PRODUCER_VERSION "0.1.0"
 #define PROG "visionbatch-producer"
 
 static volatile sig_atomic_t g_cancel;
@@ -185,8 +187,10 @@ typedef struct service {
     const vb_config *cfg;
     vb_producer_ctx *ctx; /* set once connected; the poller serialises its calls */
     /* The cron firing slots' own contexts (slot 0 uses ctx), so parallel
-     * firings do not queue on ctx's lock; each touched only by its slot's
-     * thread, created on its first firing, freed after the scheduler. */
+     * firings do not queue on ctx's lock: clones of ctx, with their own
+     * Redis and HTTP connections and ctx's one Kafka producer; each touched
+     * only by its slot's thread, created on its first firing, freed after
+     * the scheduler and before ctx. */
     vb_producer_ctx *slot_ctx[VB_SCHED_FIRE_THREADS_MAX];
     vb_scheduler *sched;
     vb_metrics *metrics;
@@ -312,7 +316,7 @@ static vb_producer_ctx *slot_ctx(service *sv, int slot)
     if (!sv->slot_ctx[slot]) {
         vb_error err;
         vb_error_clear(&err);
-        if (vb_producer_ctx_new(sv->cfg, &g_cancel, &sv->slot_ctx[slot], &err) != VB_OK) {
+        if (vb_producer_ctx_clone(sv->ctx, sv->cfg, &sv->slot_ctx[slot], &err) != VB_OK) {
             VB_WARN("cron firing slot %d: own connections failed, sharing the poller's: %s",
                     slot, err.msg);
             return sv->ctx;
@@ -498,7 +502,7 @@ out:
     return status;
 }
 
-int main(int argc, char **argv)
+int vb_producer_main(int argc, char **argv)
 {
     if (vb_config_wants_help(argc, argv)) {
         help();
@@ -515,7 +519,7 @@ int main(int argc, char **argv)
     /* --version needs no valid settings. */
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--version") == 0) {
-            printf(PROG " %s\n", VB_PRODUCER_VERSION);
+            printf(PROG " %s\n", VB_VERSION);
             return 0;
         }
     if (vb_config_load_ex(&cfg, VB_PROG_PRODUCER, argc, argv, passthrough, &rest, &nrest, &err) !=

@@ -1,5 +1,6 @@
 /*
- * main.c — `visionbatch-worker`: loads the settings, installs the signal
+ * program.c — `visionbatch-worker` as a function, vb_worker_main (main() in
+ * visionbatch-worker.c calls it): loads the settings, installs the signal
  * handlers and runs the worker (worker.c) until SIGTERM/SIGINT.
  *
  *   visionbatch-worker [--config PATH] [--concurrency N] [settings…]
@@ -50,14 +51,14 @@ static int has_flag(int argc, char **argv, const char *flag)
     return 0;
 }
 
-int main(int argc, char **argv)
+int vb_worker_main(int argc, char **argv)
 {
     if (vb_config_wants_help(argc, argv)) {
         help();
         return 0;
     }
     if (has_flag(argc, argv, "--version")) {
-        printf("visionbatch-worker %s\n", VB_WORKER_VERSION);
+        printf("visionbatch-worker %s\n", VB_VERSION);
         return 0;
     }
     static const char *const passthrough[] = {"healthcheck", NULL};
