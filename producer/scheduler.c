@@ -10,8 +10,9 @@
  * window fires, the rest are "missed"), and claims them with one
  * compare-and-set script (vb_jobs_exec_tick); when another producer got
  * there first the script says so and the pass re-reads and finds nothing
- * left. The winner then calls `fire` and reports the counts
- * (vb_jobs_exec_fire_done).
+ * left. The winner then calls `fire` with the job as last reloaded (every
+ * change bumps the jobs' version, checked at the start of each step) and
+ * reports the counts (vb_jobs_exec_fire_done).
  *
  * Threading: the loop runs in one thread (or in the caller's, no_thread).
  * `mu` guards `stop` and the manual-run queue, which vb_scheduler_fire_now
@@ -229,15 +230,21 @@ static void count_skip(vb_scheduler *s, const char *reason, double n)
 }
 
 /* Calls `fire` for a claimed execution and reports the counts (on the
- * slot's thread, with its Redis handle). */
-static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const char *exec_id)
+ * slot's thread, with its Redis handle). `known` is the job as the
+ * scheduler read it at its last reload (a tick's firing: any change since
+ * bumped the version, which the step checked before this pass); NULL reads
+ * the job first (a manual run). */
+static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job *known,
+                    const char *exec_id)
 {
     vb_job job;
     vb_error err = {0}, derr = {0};
     vb_fire_result r = {.jobs = sl->jobs, .slot = sl->index};
     char out[1200];
-    vb_err rc = vb_jobs_get(sl->jobs, job_id, &job, &err);
-    if (rc == VB_OK) {
+    vb_err rc = VB_OK;
+    if (known) {
+        rc = s->fire(s->fire_ctx, known, exec_id, &r, &err);
+    } else if ((rc = vb_jobs_get(sl->jobs, job_id, &job, &err)) == VB_OK) {
         rc = s->fire(s->fire_ctx, &job, exec_id, &r, &err);
         vb_job_free(&job);
     }
@@ -342,7 +349,7 @@ static vb_err process_job(vb_scheduler *s, slot *sl, sjob *j, long long now_ms_v
         }
         if (res.fired) {
             vb_metric_observe(s->m_lag, NULL, (double)now_ms_v / 1000.0 - (double)p.fire);
-            do_fire(s, sl, j->job.job_id, res.execution_id);
+            do_fire(s, sl, j->job.job_id, &j->job, res.execution_id);
         }
         return VB_OK;
     }
@@ -477,7 +484,7 @@ static vb_err step(vb_scheduler *s, vb_error *err)
     s->qn = 0;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < qn; i++)
-        do_fire(s, &s->slots[0], q[i].job_id, q[i].exec_id);
+        do_fire(s, &s->slots[0], q[i].job_id, NULL, q[i].exec_id);
 
     vb_error perr = {0};
     if (pass(s, &perr) != VB_OK && first == VB_OK)

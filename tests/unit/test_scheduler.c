@@ -36,6 +36,7 @@ typedef struct firer {
     int publish;      /* runs each firing publishes */
     int fail;         /* 1: the callback fails */
     char last_exec[VB_UUID_SIZE];
+    char last_url[128]; /* external_api_get_url of the job last fired */
 } firer;
 
 static vb_err fire_cb(void *ctx, const vb_job *job, const char *execution_id, vb_fire_result *out,
@@ -44,6 +45,7 @@ static vb_err fire_cb(void *ctx, const vb_job *job, const char *execution_id, vb
     firer *f = ctx;
     atomic_fetch_add(&f->calls, 1);
     snprintf(f->last_exec, sizeof f->last_exec, "%s", execution_id);
+    snprintf(f->last_url, sizeof f->last_url, "%s", job->external_api_get_url);
     out->found = f->publish;
     for (int i = 0; i < f->publish; i++) {
         char run[64];
@@ -232,6 +234,30 @@ static vb_scheduler *sched_with(fx *x, const char *pid, vb_scheduler_fire_fn fn,
     if (!s)
         fail_msg("scheduler: %s", err.msg);
     return s;
+}
+
+/* A tick fires with the job as the scheduler last reloaded it; an update in
+ * between bumps the version, so the next step reloads first. */
+static void a_firing_uses_the_job_as_updated_before_the_step(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], key[80];
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", id), 60);
+    vb_scheduler *s = sched(x, "producer-a");
+    clk = start * 1000 + 200;
+    step_ok(s);
+    assert_string_equal(x->f.last_url, "https://a/x");
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    vb_error err = {0};
+    const char *set[] = {"HSET", key, "external_api_get_url", "https://b/x"};
+    freeReplyObject(vb__jobs_command(x->jobs, 4, set, NULL, &err));
+    const char *bump[] = {"INCR", "visionbatch:jobs:version"};
+    freeReplyObject(vb__jobs_command(x->jobs, 2, bump, NULL, &err));
+    clk = (start + 60) * 1000 + 200;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    assert_string_equal(x->f.last_url, "https://b/x");
+    vb_scheduler_stop(s);
 }
 
 static void a_stale_batch_read_costs_a_re_read_not_a_second_firing(void **state)
@@ -1011,6 +1037,7 @@ int main(void)
         T(two_producers_fire_each_tick_exactly_once),
         T(last_ticks_are_read_in_one_batch),
         T(a_stale_batch_read_costs_a_re_read_not_a_second_firing),
+        T(a_firing_uses_the_job_as_updated_before_the_step),
         T(tick_claim_is_exclusive),
         T(restart_inside_window_fires_the_missed_tick_once),
         T(several_missed_ticks_fire_newest_and_record_one_missed),
