@@ -30,6 +30,8 @@
 #define PREFIX "visionbatch:"
 #define JOBS_SET PREFIX "jobs"
 #define JOBS_VERSION PREFIX "jobs:version"
+#define JOBS_INDEX PREFIX "jobs:by-id"                 /* paging index, see list_page */
+#define JOBS_INDEX_VERSION PREFIX "jobs:by-id:version" /* JOBS_VERSION it was built at */
 #define MAX_ARGS 48
 
 struct vb_jobs {
@@ -1042,14 +1044,26 @@ done:
 }
 
 /* One page in job-id order: ids after ARGV[1], at most ARGV[2] of them, each
- * followed by its hash. The first element says whether more ids follow. */
+ * followed by its hash. The first element says whether more ids follow.
+ * The ids are taken from a lexically ordered sorted set (KEYS[3]), rebuilt
+ * from the id set (KEYS[1]) whenever the jobs' version (KEYS[2], bumped by
+ * every create, update and delete) differs from the one it was built at
+ * (KEYS[4]); so a page costs O(log n + limit) until the jobs change. */
 static const char *const script_list_page =
-    "local after, limit = ARGV[1], tonumber(ARGV[2]) "
-    "local sel = {} "
-    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
-    "  if id > after then sel[#sel + 1] = id end "
+    "local v = redis.call('GET', KEYS[2]) or '0' "
+    "if redis.call('GET', KEYS[4]) ~= v then "
+    "  redis.call('DEL', KEYS[3]) "
+    "  local ids = redis.call('SMEMBERS', KEYS[1]) "
+    "  for i = 1, #ids, 500 do "
+    "    local z = {} "
+    "    for k = i, math.min(i + 499, #ids) do z[#z + 1] = 0 z[#z + 1] = ids[k] end "
+    "    redis.call('ZADD', KEYS[3], unpack(z)) "
+    "  end "
+    "  redis.call('SET', KEYS[4], v) "
     "end "
-    "table.sort(sel) "
+    "local limit = tonumber(ARGV[2]) "
+    "local from = ARGV[1] == '' and '-' or '(' .. ARGV[1] "
+    "local sel = redis.call('ZRANGEBYLEX', KEYS[3], from, '+', 'LIMIT', 0, limit + 1) "
     "local out = {#sel > limit and 1 or 0} "
     "for i = 1, math.min(limit, #sel) do "
     "  out[#out + 1] = sel[i] "
@@ -1067,10 +1081,11 @@ vb_err vb_jobs_list_page(vb_jobs *j, const char *after, size_t limit, int enable
     if (limit == 0 || limit > VB_JOBS_PAGE_MAX || (after && *after && !vb_jobs_id_valid(after)))
         return vb_error_set(err, VB_ERR_INVALID, "invalid page limit or cursor");
     snprintf(lim, sizeof lim, "%zu", limit);
-    const char *argv[7] = {"EVAL", script_list_page, "1", JOBS_SET, after ? after : "", lim,
-                           PREFIX "job:"};
+    const char *argv[10] = {"EVAL",   script_list_page,    "4", JOBS_SET, JOBS_VERSION,
+                            JOBS_INDEX, JOBS_INDEX_VERSION, after ? after : "", lim,
+                            PREFIX "job:"};
     pthread_mutex_lock(&j->mu);
-    redisReply *r = cmd(j, 7, argv, NULL, err);
+    redisReply *r = cmd(j, 10, argv, NULL, err);
     pthread_mutex_unlock(&j->mu);
     if (!r)
         return VB_ERR_REDIS;

@@ -13,7 +13,9 @@ firing costs one platform GET plus the Redis scripts) and the producer
   3. runs wrk on GET /cron-jobs/{id} (random ids among the jobs) for
      `--wrk-seconds` at a few connection counts, p50/p99 and requests/s;
   4. reads the producer's VmRSS / VmHWM (/proc/<pid>/status) after creation,
-     after the ticks and after the wrk runs.
+     after the ticks and after the wrk runs;
+  5. (after creation) times GET /cron-jobs whole and in pages of 100, and
+     GET /cron-jobs/{id} latencies while whole listings run.
 
   scripts/bench.sh cron                       10,000 jobs, 2 ticks, wrk 15 s
   scripts/bench.sh cron --quick               300 jobs, 1 tick, wrk 2 s at 4 connections
@@ -139,6 +141,59 @@ def create_jobs(port, n, platform, concurrency=8):
     if errors:
         raise SystemExit("job creation: %d errors, first: %s" % (len(errors), errors[0]))
     return ids, took
+
+
+def get_json(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    if r.status != 200:
+        raise SystemExit("GET %s: %d %s" % (path, r.status, body[:200]))
+    return json.loads(body), len(body)
+
+
+def measure_listing(port, ids, failures):
+    """GET /cron-jobs whole and in pages of 100, and GET /cron-jobs/{id}
+    latencies while whole listings run."""
+    t0 = time.monotonic()
+    whole, nbytes = get_json(port, "/cron-jobs")
+    t_whole = time.monotonic() - t0
+    t0, pages, seen, path = time.monotonic(), 0, [], "/cron-jobs?limit=100"
+    while path:
+        page, _ = get_json(port, path)
+        pages += 1
+        seen += [j["job_id"] for j in page["cron_jobs"]]
+        nxt = page.get("next_cursor")  # absent before paging existed
+        path = nxt and "/cron-jobs?limit=100&cursor=" + nxt
+    t_paged = time.monotonic() - t0
+    print("GET /cron-jobs: %d jobs, %.1f KB in %.3f s; in pages of 100: %d pages in %.3f s"
+          % (len(whole["cron_jobs"]), nbytes / 1024.0, t_whole, pages, t_paged))
+    if len(whole["cron_jobs"]) != len(ids) or sorted(seen) != sorted(ids):
+        failures.append("listing: %d jobs whole, %d paged (%d distinct), want %d"
+                        % (len(whole["cron_jobs"]), len(seen), len(set(seen)), len(ids)))
+    stop, lat = threading.Event(), []
+
+    def lister():
+        while not stop.is_set():
+            get_json(port, "/cron-jobs")
+    th = threading.Thread(target=lister)
+    th.start()
+    time.sleep(0.05)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for i in range(200):
+        t0 = time.monotonic()
+        conn.request("GET", "/cron-jobs/" + ids[i % len(ids)])
+        conn.getresponse().read()
+        lat.append(time.monotonic() - t0)
+    conn.close()
+    stop.set()
+    th.join()
+    print("GET /cron-jobs/{id} while whole listings run: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+          % (pct(lat, 50) * 1000, pct(lat, 99) * 1000, max(lat) * 1000))
 
 
 def read_execs(redis_port):
@@ -268,6 +323,7 @@ def main():
         ids, took = create_jobs(port, n, platform)
         print("created %d jobs in %.1f s: %.0f jobs/s" % (len(ids), took, len(ids) / took))
         time.sleep(2)  # the scheduler's reload of the new version
+        measure_listing(port, ids, failures)
         mem_idle = proc_mem(proc.pid)
         print("after creation: %s" % fmt_mem(mem_idle))
 
