@@ -21,6 +21,7 @@
  * for a few instructions.
  */
 #include "backend_poll.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -134,9 +135,7 @@ long long vb__poll_now_ms(void)
 {
     if (hooks && hooks->now_ms)
         return hooks->now_ms(hooks->ctx);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vb__mono_ms();
 }
 
 int vb__poll_sleep_ms(long long ms, const volatile sig_atomic_t *cancel)

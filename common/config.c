@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "config_internal.h"
+#include "redis/redis.h"
 #include "visionbatch/buf.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
@@ -55,7 +56,7 @@ enum {
     CF_URL = 1u << 1,      /* http:// or https:// with a host */
     CF_EMPTY_OK = 1u << 2, /* "" is a meaningful value */
     CF_ADDR = 1u << 3,     /* host:port */
-    CF_REDIS = 1u << 4,    /* redis://, rediss:// or unix: */
+    CF_REDIS = 1u << 4,    /* a Redis URL (redis/redis.h grammar) */
 };
 
 /* Where a value came from, in increasing precedence. */
@@ -166,7 +167,7 @@ static const setting settings[] = {
     {"kafka_brokers", "kafka-brokers", "KAFKA_BROKERS", CT_STR, OFF(kafka_brokers),
      "127.0.0.1:9092", 0, 0, P_SVC, 0, 0, NULL, "Kafka bootstrap servers"},
     {"redis_url", "redis-url", "REDIS_URL", CT_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0,
-     0, P_SVC, 0, CF_REDIS, NULL, "Redis (redis://, rediss:// or unix:)"},
+     0, P_SVC, 0, CF_REDIS, NULL, "Redis: redis://[[user:]password@]host[:port][/db] or unix:///path[?db=N]"},
     {"listen", "listen", "VISIONBATCH_LISTEN", CT_STR, OFF(listen), "127.0.0.1:8000", 0, 0, P_PROD,
      0, CF_ADDR, NULL, "cron-jobs REST API address"},
     {"catch_up_window_s", "catch-up-window-s", "VISIONBATCH_CATCH_UP_WINDOW_S", CT_LONG,
@@ -191,6 +192,20 @@ static const setting settings[] = {
      256, P_WORK, 0, 0, NULL, "runs processed in parallel"},
     {"metrics_listen", "metrics-listen", "VISIONBATCH_METRICS_LISTEN", CT_STR, OFF(metrics_listen),
      "127.0.0.1:9101", 0, 0, P_WORK, 0, CF_ADDR, NULL, "metrics/health address"},
+    {"http_threads", "http-threads", "VISIONBATCH_HTTP_THREADS", CT_LONG, OFF(http_threads), "4",
+     1, 64, P_PROD | P_WORK, 0, 0, NULL, "event-loop threads of the HTTP listener"},
+    {"http_max_connections", "http-max-connections", "VISIONBATCH_HTTP_MAX_CONNECTIONS", CT_LONG,
+     OFF(http_max_connections), "512", 16, 65536, P_PROD | P_WORK, 0, 0, NULL,
+     "open HTTP connections in all"},
+    {"http_max_connections_per_ip", "http-max-connections-per-ip",
+     "VISIONBATCH_HTTP_MAX_CONNECTIONS_PER_IP", CT_LONG, OFF(http_max_connections_per_ip), "32", 2,
+     65536, P_PROD | P_WORK, 0, 0, NULL, "open HTTP connections of one client address"},
+    {"http_header_timeout_s", "http-header-timeout-s", "VISIONBATCH_HTTP_HEADER_TIMEOUT_S", CT_LONG,
+     OFF(http_header_timeout_s), "10", 1, 3600, P_PROD | P_WORK, 0, 0, NULL,
+     "a request's headers must arrive within (slow clients are cut off)"},
+    {"http_idle_timeout_s", "http-idle-timeout-s", "VISIONBATCH_HTTP_IDLE_TIMEOUT_S", CT_LONG,
+     OFF(http_idle_timeout_s), "30", 1, 86400, P_PROD | P_WORK, 0, 0, NULL,
+     "an HTTP connection idle this long is closed"},
     {"topic", "topic", "VISIONBATCH_TOPIC", CT_STR, OFF(topic), "visionbatch.runs", 0, 0, P_SVC, 0,
      0, NULL, "Kafka topic of runs"},
     {"dlq_topic", "dlq-topic", "VISIONBATCH_DLQ_TOPIC", CT_STR, OFF(dlq_topic),
@@ -339,10 +354,21 @@ static int valid_addr(const char *v)
            isdigit((unsigned char)colon[1]);
 }
 
-static int valid_redis(const char *v)
+/* Checks a Redis URL with the grammar the connection uses. The problem goes
+ * to `why` (it never quotes the URL); the password of a valid URL is
+ * registered with the redactor so no log line can repeat it. */
+static int valid_redis(const char *v, char *why, size_t whylen)
 {
-    return strncasecmp(v, "redis://", 8) == 0 || strncasecmp(v, "rediss://", 9) == 0 ||
-           strncasecmp(v, "unix:", 5) == 0;
+    vb__redis_url u;
+    vb_error e = {0};
+    if (vb__redis_url_parse(v, &u, &e) != VB_OK) {
+        snprintf(why, whylen, "%s", e.msg);
+        return 0;
+    }
+    if (u.password[0])
+        vb_redact_add_secret(u.password);
+    vb__redis_url_clear(&u);
+    return 1;
 }
 
 static void set_string(loader *ld, size_t i, char *owned, source src)
@@ -412,8 +438,9 @@ static void set_from_text(loader *ld, size_t i, const char *val, source src)
             bad_value(ld, s, src, val, "must be host:port");
             return;
         }
-        if ((s->flags & CF_REDIS) && !valid_redis(val)) {
-            bad_value(ld, s, src, val, "must start with redis://, rediss:// or unix:");
+        char why[sizeof ((vb_error *)0)->msg];
+        if ((s->flags & CF_REDIS) && !valid_redis(val, why, sizeof why)) {
+            bad_value(ld, s, src, NULL, why); /* not quoted: it may hold a password */
             return;
         }
         char *copy = strdup(val);

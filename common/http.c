@@ -10,7 +10,10 @@
  * multi's connection cache lets the next document — of this run or of the
  * next run on the same handle — reuse a connection instead of a new TCP and
  * TLS handshake. Both share one option set (protocol allow-list, redirect
- * limit, timeouts, size cap, cancel check) and one translation of CURLcode
+ * limit, timeouts, size cap, cancel check); a policy may also keep the
+ * redirects of vb_http_perform on the request's origin, checked in the header
+ * callback when a 3xx answer names its Location, before curl follows it; and
+ * both share one translation of CURLcode
  * into vb_err. Retries use exponential backoff with full jitter, or the
  * server's Retry-After when it sent one, and sleep in short slices so the
  * cancel flag is noticed quickly.
@@ -34,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "visionbatch/redact.h"
 
 #define VB_HTTP_USER_AGENT "visionbatch/0.1"
@@ -61,6 +65,7 @@ typedef struct http_limits {
     long max_ms;
     int retry_on_5xx;
     const volatile sig_atomic_t *cancel;
+    int same_origin;
 } http_limits;
 
 /* What the header callback learns about the latest answer (redirects and
@@ -68,6 +73,8 @@ typedef struct http_limits {
 typedef struct hdr_state {
     long status;
     long retry_after_s;
+    const char *origin_url; /* redirects must stay on this URL's origin; NULL = any */
+    char refused[160];      /* the other origin a redirect pointed to, "" if none */
 } hdr_state;
 
 static http_limits limits_of(const vb_http_policy *pol)
@@ -98,6 +105,7 @@ static http_limits limits_of(const vb_http_policy *pol)
         l.max_ms = pol->retry_max_ms;
     l.retry_on_5xx = pol->retry_on_5xx;
     l.cancel = pol->cancel;
+    l.same_origin = pol->same_origin;
     return l;
 }
 
@@ -106,21 +114,14 @@ static int cancelled(const http_limits *l)
     return l->cancel && *l->cancel;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Sleeps `ms` in short slices; returns -1 as soon as the cancel flag is set. */
 static int sleep_cancellable(long ms, const http_limits *l)
 {
-    long long end = now_ms() + ms;
+    long long end = vb__mono_ms() + ms;
     for (;;) {
         if (cancelled(l))
             return -1;
-        long long left = end - now_ms();
+        long long left = end - vb__mono_ms();
         if (left <= 0)
             return 0;
         if (left > VB_HTTP_SLEEP_SLICE_MS)
@@ -138,7 +139,8 @@ static uint64_t rng_next(void)
 {
     if (rng_state == 0) {
         if (getrandom(&rng_state, sizeof rng_state, GRND_NONBLOCK) != (ssize_t)sizeof rng_state)
-            rng_state = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&rng_state;
+            rng_state =
+                (uint64_t)vb__mono_ms() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&rng_state;
         if (rng_state == 0)
             rng_state = 0x9E3779B97F4A7C15ULL;
     }
@@ -184,6 +186,61 @@ static long parse_retry_after(const char *v)
     return when > now ? (long)(when - now) : 0;
 }
 
+/* Origin (scheme, host, port) of `url` resolved against `base` (or of base
+ * itself when url is NULL) into *u; 0 when it cannot be parsed. */
+static int origin_of(CURLU *u, const char *base, const char *url, char **scheme, char **host,
+                     char **port)
+{
+    unsigned fl = CURLU_NON_SUPPORT_SCHEME | CURLU_ALLOW_SPACE;
+    return curl_url_set(u, CURLUPART_URL, base, fl) == CURLUE_OK &&
+           (!url || curl_url_set(u, CURLUPART_URL, url, fl) == CURLUE_OK) &&
+           curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+}
+
+/* A redirect's Location (value[0..len), relative or absolute) checked
+ * against hs->origin_url: 1 when it stays on the same origin, else 0 with
+ * hs->refused naming where it pointed. A relative reference resolves to the
+ * same origin against every hop so far, so the first URL serves as base. */
+static int redirect_allowed(hdr_state *hs, const char *value, size_t len)
+{
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+                       value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    char *loc = strndup(value, len);
+    CURLU *a = curl_url(), *b = curl_url();
+    char *s1 = NULL, *h1 = NULL, *p1 = NULL, *s2 = NULL, *h2 = NULL, *p2 = NULL;
+    int ok = 0;
+    snprintf(hs->refused, sizeof hs->refused, "an unreadable Location");
+    if (loc && a && b && origin_of(a, hs->origin_url, NULL, &s1, &h1, &p1) &&
+        origin_of(b, hs->origin_url, loc, &s2, &h2, &p2)) {
+        ok = strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+        snprintf(hs->refused, sizeof hs->refused, "%.16s://%.100s:%.8s", s2, h2, p2);
+    }
+    if (ok)
+        hs->refused[0] = '\0';
+    char *parts[] = {s1, h1, p1, s2, h2, p2};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        curl_free(parts[i]);
+    curl_url_cleanup(a);
+    curl_url_cleanup(b);
+    free(loc);
+    return ok;
+}
+
+/* The failure of a transfer whose redirect redirect_allowed() refused. */
+static vb_err refused_redirect(const hdr_state *hs, long status, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "HTTP %ld redirect to another origin (%s) refused", status,
+             hs->refused);
+    return VB_ERR_INVALID;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     hdr_state *hs = ud;
@@ -210,6 +267,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             vlen--;
         value[vlen] = '\0';
         hs->retry_after_s = parse_retry_after(value);
+    } else if (hs->origin_url && hs->status >= 300 && hs->status < 400 && len > 9 &&
+               strncasecmp(p, "Location:", 9) == 0) {
+        if (!redirect_allowed(hs, p + 9, len - 9))
+            return 0; /* aborts the transfer before the redirect is followed */
     }
     return len;
 }
@@ -499,14 +560,38 @@ static CURLcode set_method(CURL *e, const char *method, const vb_http_request *r
     return cc;
 }
 
+/* The caller's pre-request hook and what it answered last. */
+typedef struct prereq_state {
+    vb_http_prereq_fn fn;
+    void *ctx;
+    vb_err rc;
+    vb_error err;
+} prereq_state;
+
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    prereq_state *p = ud;
+    vb_error_clear(&p->err);
+    p->rc = p->fn(p->ctx, &p->err);
+    return p->rc == VB_OK ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 /* One attempt. Fills resp (status, content type, Retry-After, body) and a
  * reason for failures; *retryable says whether another attempt may help. */
 static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr_state *hs,
-                           vb_http_response *resp, int *retryable, char *why, size_t whylen)
+                           prereq_state *pre, vb_http_response *resp, int *retryable, char *why,
+                           size_t whylen)
 {
     *retryable = 0;
+    pre->rc = VB_OK;
     hs->status = 0;
     hs->retry_after_s = -1;
+    hs->refused[0] = '\0';
     sink->too_large = sink->error_truncated = sink->nomem = 0;
     h->errbuf[0] = '\0';
     vb_buf_reset(&resp->body);
@@ -532,10 +617,16 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
             snprintf(why, whylen, "out of memory");
             return VB_ERR_NOMEM;
         }
+        if (cc == CURLE_ABORTED_BY_CALLBACK && pre->rc != VB_OK) {
+            snprintf(why, whylen, "not sent: %.200s", pre->err.msg);
+            return pre->rc;
+        }
         if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
             snprintf(why, whylen, "cancelled");
             return VB_ERR_CANCELLED;
         }
+        if (cc == CURLE_WRITE_ERROR && hs->refused[0])
+            return refused_redirect(hs, status, why, whylen);
         rc = translate_curl(cc, retryable);
         curl_reason(cc, h->errbuf, why, whylen);
         return rc;
@@ -568,8 +659,9 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
 
     struct curl_slist *headers = NULL;
     curl_mime *mime = NULL;
-    hdr_state hs = {0, -1};
+    hdr_state hs = {.retry_after_s = -1, .origin_url = l.same_origin ? req->url : NULL};
     mem_sink sink = {.body = &resp->body, .hs = &hs};
+    prereq_state pre = {.fn = req->prereq, .ctx = req->prereq_ctx, .rc = VB_OK};
     char why[CURL_ERROR_SIZE + 64] = "";
     vb_err rc;
     CURL *e = h->easy;
@@ -595,7 +687,10 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
         (cc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body_mem)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink)) != CURLE_OK ||
-        (cc = set_method(e, method, req, mime)) != CURLE_OK) {
+        (cc = set_method(e, method, req, mime)) != CURLE_OK ||
+        (req->prereq &&
+         ((cc = curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq)) != CURLE_OK ||
+          (cc = curl_easy_setopt(e, CURLOPT_PREREQDATA, &pre)) != CURLE_OK))) {
         rc = vb_error_set(err, cc == CURLE_OUT_OF_MEMORY ? VB_ERR_NOMEM : VB_ERR_INVALID,
                           "%s %s: %s", method, safe_url, curl_easy_strerror(cc));
         goto fail;
@@ -604,7 +699,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     for (int attempt = 1;; attempt++) {
         int retryable = 0;
         resp->attempts = attempt;
-        rc = perform_once(h, &l, &sink, &hs, resp, &retryable, why, sizeof why);
+        rc = perform_once(h, &l, &sink, &hs, &pre, resp, &retryable, why, sizeof why);
         if (rc == VB_OK)
             break;
         if (!retryable || attempt > l.retries)
@@ -746,6 +841,8 @@ static void dl_start(CURLM *multi, CURLSH *share, dl_item *it, const http_limits
     it->too_large = it->io_error = it->http_error = 0;
     it->hs.status = 0;
     it->hs.retry_after_s = -1;
+    it->hs.origin_url = l->same_origin ? it->d->url : NULL;
+    it->hs.refused[0] = '\0';
     it->errbuf[0] = '\0';
     it->attempts++;
     it->easy = curl_easy_init();
@@ -811,12 +908,15 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     } else if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
         rc = VB_ERR_CANCELLED;
         snprintf(reason, sizeof reason, "cancelled");
+    } else if (cc == CURLE_WRITE_ERROR && it->hs.refused[0]) {
+        rc = refused_redirect(&it->hs, status, reason, sizeof reason);
     } else {
         rc = translate_curl(cc, &retryable);
     }
     if (retryable && it->attempts <= l->retries) {
         it->phase = DL_BACKOFF;
-        it->ready_at = now_ms() + vb_http_backoff_ms(pol, it->attempts, it->hs.retry_after_s);
+        it->ready_at =
+            vb__mono_ms() + vb_http_backoff_ms(pol, it->attempts, it->hs.retry_after_s);
         return;
     }
     dl_fail(it, rc, "%s (attempt %d of %d)", reason, it->attempts, l->retries + 1);
@@ -890,7 +990,7 @@ vb_err vb_http_download_all(vb_http *h, vb_download *items, size_t n, int concur
                 dl_fail(&its[next], VB_ERR_CANCELLED, "cancelled");
             break;
         }
-        long long now = now_ms();
+        long long now = vb__mono_ms();
         int wait_ms = VB_HTTP_POLL_MS;
         /* Fill free slots, restart items whose backoff is over, retire done ones. */
         for (size_t s = 0; s < conc; s++) {

@@ -2,10 +2,10 @@
  * jobs.c — cron jobs and executions in Redis (see jobs.h for the layout),
  * plus the pure validation of the REST API's job bodies.
  *
- * The handle wraps one hiredis context behind a mutex. Commands go through
- * cmd(), which (re)connects on demand, drops the context after any
- * connection-level failure and turns hiredis errors into VB_ERR_REDIS. All
- * writes are Lua scripts (EVAL) so each change is atomic. The job's API key
+ * The handle wraps one connection of the Redis layer (redis/redis.h:
+ * reconnect with backoff, script cache, error translation) behind a mutex.
+ * All writes are Lua scripts (EVALSHA) so each change is atomic; lists read
+ * their records in one pipelined round trip. The job's API key
  * is sealed with AES-256-GCM (crypto.h) before it reaches Redis; a handle
  * without a secret key refuses to store one.
  */
@@ -17,13 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
-#include <hiredis/hiredis.h>
 
 #include "jobs_internal.h"
+#include "redis/redis.h"
+#include "util.h"
 #include "visionbatch/cron.h"
 #include "visionbatch/tz.h"
 
@@ -35,19 +36,11 @@
 #define MAX_ARGS 48
 
 struct vb_jobs {
-    pthread_mutex_t mu;
-    redisContext *c;
-    int is_unix;
-    char host[256];
-    int port;
-    char path[108];
-    int db;
-    char user[128];
-    char password[256];
+    pthread_mutex_t mu; /* guards r */
+    vb__redis *r;
     unsigned char key[VB_CRYPTO_KEY_SIZE];
     int has_key;
     size_t exec_cap;
-    long connect_ms, command_ms;
 };
 
 /* ------------------------------------------------------------------ */
@@ -162,7 +155,10 @@ static vb_err check_url(const char *field, const char *v, vb_error *err)
     return VB_OK;
 }
 
-static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, vb_error *err)
+/* A non-empty UTF-8 string of at most `maxbytes` without control characters;
+ * a schedule may hold tabs, which crontab(5) counts as blanks. */
+static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, int tabs,
+                           vb_error *err)
 {
     if (!cJSON_IsString(item) || !item->valuestring)
         return vb_error_set(err, VB_ERR_INVALID, "%s must be a string", field);
@@ -174,7 +170,7 @@ static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes
     if (maxbytes && strlen(v) > maxbytes)
         return vb_error_set(err, VB_ERR_INVALID, "%s is longer than %zu bytes", field, maxbytes);
     for (const char *p = v; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if (((unsigned char)*p < 0x20 && !(tabs && *p == '\t')) || *p == 0x7f)
             return vb_error_set(err, VB_ERR_INVALID, "%s must not contain control characters",
                                 field);
     return VB_OK;
@@ -233,7 +229,7 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
                  : bit == VB_JOB_F_SCHEDULE ? VB_CRON_EXPR_MAX
                  : bit == VB_JOB_F_TIMEZONE ? VB_TZ_NAME_MAX
                                             : VB_JOBS_URL_MAX * 2;
-    if ((rc = check_string(name, item, max, err)) != VB_OK)
+    if ((rc = check_string(name, item, max, bit == VB_JOB_F_SCHEDULE, err)) != VB_OK)
         return rc;
     const char *v = item->valuestring;
     switch (bit) {
@@ -274,6 +270,24 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
     return VB_OK;
 }
 
+/* True when a string of the (well-formed) JSON text s[0..len), key or value,
+ * holds the escape \u0000: cJSON decodes it into a NUL byte, which would end
+ * the C string there and silently drop the rest of the field. */
+static int has_escaped_nul(const char *s, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && s[i] == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && len - i >= 6 && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
+            i++; /* the escaped character, which may be a quote or a backslash */
+        }
+    }
+    return 0;
+}
+
 /* Appends ", name" (or "name") to a message list; keeps it bounded. */
 static void list_add(char *list, size_t len, const char *name)
 {
@@ -307,6 +321,11 @@ vb_err vb_job_input_parse(const char *body, size_t len, int partial, vb_job_inpu
             rc = vb_error_set(err, VB_ERR_PARSE, "request body has data after the JSON value");
             goto fail;
         }
+    }
+    if (has_escaped_nul(body, len)) {
+        rc = vb_error_set(err, VB_ERR_INVALID,
+                          "request body has \\u0000 (a NUL character) in a string: not allowed");
+        goto fail;
     }
     if (!cJSON_IsObject(root)) {
         vb_error_set(err, VB_ERR_INVALID, "request body must be a JSON object");
@@ -426,230 +445,15 @@ int vb_exec_status_valid(const char *status)
     return 0;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------ */
 /* connection                                                          */
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decodes s[0..n) into out; 0 on bad escapes or overflow. */
-static int pct_copy(const char *s, size_t n, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return 0;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
-            if (h < 0 || l < 0)
-                return 0;
-            c = h * 16 + l;
-            i += 2;
-        }
-        if (c == 0 || o + 1 >= outlen)
-            return 0;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return 1;
-}
-
-static int parse_int(const char *s, size_t n, long lo, long hi, long *out)
-{
-    char tmp[16];
-    if (n == 0 || n >= sizeof tmp)
-        return 0;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)tmp[i]))
-            return 0;
-    long v = strtol(tmp, NULL, 10);
-    if (v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static vb_err parse_url(vb_jobs *j, const char *url, vb_error *err)
-{
-    const char *rest;
-    long v;
-    j->port = 6379;
-    j->db = 0;
-    if (strncmp(url, "redis://", 8) == 0) {
-        rest = url + 8;
-    } else if (strncmp(url, "unix://", 7) == 0) {
-        rest = url + 7;
-        j->is_unix = 1;
-    } else {
-        return vb_error_set(err, VB_ERR_CONFIG,
-                            "Redis URL must start with redis:// or unix:// (rediss:// is not "
-                            "supported)");
-    }
-    const char *at = strrchr(rest, '@');
-    if (at) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
-        if (!colon) /* redis://password@host is the older single-secret form */
-            ulen = 0;
-        if (!pct_copy(rest, ulen, j->user, sizeof j->user))
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed user name");
-        const char *pw = colon ? colon + 1 : rest;
-        if (!pct_copy(pw, (size_t)(at - pw), j->password, sizeof j->password))
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed password");
-        rest = at + 1;
-    }
-    if (j->is_unix) {
-        const char *q = strchr(rest, '?');
-        size_t plen = q ? (size_t)(q - rest) : strlen(rest);
-        if (plen == 0 || rest[0] != '/' || plen >= sizeof j->path)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis unix URL needs an absolute socket path");
-        memcpy(j->path, rest, plen);
-        j->path[plen] = '\0';
-        if (q) {
-            if (strncmp(q, "?db=", 4) != 0 || !parse_int(q + 4, strlen(q + 4), 0, 99999, &v))
-                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a malformed ?db=");
-            j->db = (int)v;
-        }
-        return VB_OK;
-    }
-    const char *slash = strchr(rest, '/');
-    size_t hp = slash ? (size_t)(slash - rest) : strlen(rest);
-    const char *port = NULL;
-    size_t hlen = hp;
-    if (hp && rest[0] == '[') {
-        const char *close = memchr(rest, ']', hp);
-        if (!close)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has an unclosed [IPv6] host");
-        hlen = (size_t)(close - rest - 1);
-        if (hlen == 0 || hlen >= sizeof j->host)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad host");
-        memcpy(j->host, rest + 1, hlen);
-        j->host[hlen] = '\0';
-        if (close + 1 < rest + hp) {
-            if (close[1] != ':')
-                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad host");
-            port = close + 2;
-        }
-    } else {
-        const char *colon = memchr(rest, ':', hp);
-        if (colon) {
-            hlen = (size_t)(colon - rest);
-            port = colon + 1;
-        }
-        if (hlen == 0 || hlen >= sizeof j->host)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has no host");
-        memcpy(j->host, rest, hlen);
-        j->host[hlen] = '\0';
-    }
-    if (port) {
-        if (!parse_int(port, (size_t)(rest + hp - port), 1, 65535, &v))
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad port");
-        j->port = (int)v;
-    }
-    if (slash && slash[1]) {
-        if (!parse_int(slash + 1, strlen(slash + 1), 0, 99999, &v))
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL has a bad database number");
-        j->db = (int)v;
-    }
-    return VB_OK;
-}
-
-static void drop(vb_jobs *j)
-{
-    if (j->c) {
-        redisFree(j->c);
-        j->c = NULL;
-    }
-}
-
-static struct timeval tv_ms(long ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-/* Sends one setup command on a fresh context; no reconnect logic. */
-static vb_err setup(vb_jobs *j, int argc, const char **argv, const char *what, vb_error *err)
-{
-    redisReply *r = redisCommandArgv(j->c, argc, argv, NULL);
-    vb_err rc = VB_OK;
-    if (!r)
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s failed: %s", what,
-                          j->c->errstr);
-    else if (r->type == REDIS_REPLY_ERROR)
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s refused", what);
-    if (r)
-        freeReplyObject(r);
-    return rc;
-}
-
-static vb_err connect_now(vb_jobs *j, vb_error *err)
-{
-    struct timeval ct = tv_ms(j->connect_ms);
-    j->c = j->is_unix ? redisConnectUnixWithTimeout(j->path, ct)
-                      : redisConnectWithTimeout(j->host, j->port, ct);
-    if (!j->c || j->c->err) {
-        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: cannot connect to Redis at %s:%d: %s",
-                     j->is_unix ? j->path : j->host, j->is_unix ? 0 : j->port,
-                     j->c ? j->c->errstr : "out of memory");
-        drop(j);
-        return VB_ERR_REDIS;
-    }
-    redisSetTimeout(j->c, tv_ms(j->command_ms));
-    if (!j->is_unix)
-        redisEnableKeepAlive(j->c);
-    if (j->password[0]) {
-        const char *argv[3] = {"AUTH", j->user[0] ? j->user : j->password, j->password};
-        if (setup(j, j->user[0] ? 3 : 2, argv, "AUTH", err) != VB_OK)
-            goto fail;
-    }
-    if (j->db) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", j->db);
-        const char *argv[2] = {"SELECT", db};
-        if (setup(j, 2, argv, "SELECT", err) != VB_OK)
-            goto fail;
-    }
-    return VB_OK;
-fail:
-    drop(j);
-    return VB_ERR_REDIS;
-}
 
 /* Runs one command; caller holds the mutex. Returns NULL (with err set) on
  * any failure, including an error reply. */
 static redisReply *cmd(vb_jobs *j, int argc, const char **argv, const size_t *lens,
                        vb_error *err)
 {
-    if (!j->c && connect_now(j, err) != VB_OK)
-        return NULL;
-    redisReply *r = redisCommandArgv(j->c, argc, argv, lens);
-    if (!r) {
-        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: %s", j->c->errstr);
-        drop(j);
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: Redis error: %.200s", r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    return vb__redis_command(j->r, argc, argv, lens, err);
 }
 
 vb_err vb_jobs_new(const vb_jobs_opts *opts, vb_jobs **out, vb_error *err)
@@ -664,15 +468,13 @@ vb_err vb_jobs_new(const vb_jobs_opts *opts, vb_jobs **out, vb_error *err)
     }
     const char *url = opts && opts->redis_url ? opts->redis_url : "redis://127.0.0.1:6379/0";
     j->exec_cap = opts && opts->exec_cap ? opts->exec_cap : VB_JOBS_EXEC_CAP_DEFAULT;
-    j->connect_ms = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
-    j->command_ms = opts && opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
     if (opts && opts->secret_key) {
         memcpy(j->key, opts->secret_key, VB_CRYPTO_KEY_SIZE);
         j->has_key = 1;
     }
-    vb_err rc = parse_url(j, url, err);
-    if (rc == VB_OK)
-        rc = connect_now(j, err);
+    vb__redis_opts ro = {.connect_timeout_ms = opts ? opts->connect_timeout_ms : 0,
+                         .command_timeout_ms = opts ? opts->command_timeout_ms : 0};
+    vb_err rc = vb__redis_new(url, &ro, &j->r, err);
     if (rc != VB_OK) {
         vb_jobs_free(j);
         return rc;
@@ -685,10 +487,8 @@ void vb_jobs_free(vb_jobs *j)
 {
     if (!j)
         return;
-    drop(j);
+    vb__redis_free(j->r);
     vb_crypto_wipe(j->key, sizeof j->key);
-    vb_crypto_wipe(j->password, sizeof j->password);
-    vb_crypto_wipe(j->user, sizeof j->user);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
@@ -738,17 +538,18 @@ static void add_pair(args *a, const char *k, const char *v)
     add(a, v);
 }
 
-/* Runs a script that returns an integer; *result receives it. */
-static vb_err eval_int(vb_jobs *j, args *a, long long *result, vb_error *err)
+/* Runs `script` with a = {numkeys, keys…, args…}; the script returns an
+ * integer, which *result receives. Caller holds the mutex. */
+static vb_err eval_int(vb_jobs *j, const char *script, args *a, long long *result, vb_error *err)
 {
-    redisReply *r = cmd(j, a->n, a->v, a->l, err);
+    redisReply *r = vb__redis_eval(j->r, script, a->n, a->v, a->l, err);
     if (!r)
         return VB_ERR_REDIS;
     vb_err rc = VB_OK;
     if (r->type == REDIS_REPLY_INTEGER)
         *result = r->integer;
     else
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
+        rc = vb__redis_unexpected(j->r, "a script", err);
     freeReplyObject(r);
     return rc;
 }
@@ -934,7 +735,7 @@ static void add_input_fields(args *a, const vb_job_input *in, const char *sealed
 vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error *err)
 {
     char id[VB_UUID_SIZE], key[80], *sealed = NULL;
-    long long ok = 0, now = now_ms();
+    long long ok = 0, now = vb__now_ms();
     vb_err rc;
     if (out)
         memset(out, 0, sizeof *out);
@@ -952,7 +753,6 @@ vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error 
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
         goto done;
     }
-    add_pair(a, "EVAL", script_create);
     add(a, "3");
     add(a, key);
     add(a, JOBS_SET);
@@ -972,7 +772,7 @@ vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error 
     add(a, "updated_at");
     add_ll(a, now);
     pthread_mutex_lock(&j->mu);
-    rc = eval_int(j, a, &ok, err);
+    rc = eval_int(j, script_create, a, &ok, err);
     if (rc == VB_OK && !ok)
         rc = vb_error_set(err, VB_ERR_CONFLICT, "job id collision; try again");
     if (rc == VB_OK && out)
@@ -992,39 +792,98 @@ static int cmp_jobs(const void *pa, const void *pb)
     return strcmp(a->job_id, b->job_id);
 }
 
-vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *err)
+/* The records named by an id list, read in two round trips: the command that
+ * lists the ids, then one pipelined HGETALL <prefix><id> per valid id. */
+typedef struct id_batch {
+    redisReply *ids;     /* the list reply (owns the id strings) */
+    const char **names;  /* the valid ids */
+    redisReply **hashes; /* hashes[i]: HGETALL of names[i] (empty when gone) */
+    size_t n;
+} id_batch;
+
+static void id_batch_free(id_batch *b)
 {
+    for (size_t i = 0; b->hashes && i < b->n; i++)
+        freeReplyObject(b->hashes[i]);
+    free(b->hashes);
+    free(b->names);
+    if (b->ids)
+        freeReplyObject(b->ids);
+    memset(b, 0, sizeof *b);
+}
+
+/* Fills *b (zeroed first; free with id_batch_free in every case). */
+static vb_err id_batch_read(vb_jobs *j, int argc, const char **argv, const char *prefix,
+                            id_batch *b, vb_error *err)
+{
+    enum { KEYLEN = 96 };
     vb_err rc = VB_OK;
-    memset(out, 0, sizeof *out);
-    const char *argv[2] = {"SMEMBERS", JOBS_SET};
+    const char **cmds = NULL;
+    char *keys = NULL;
+    memset(b, 0, sizeof *b);
     pthread_mutex_lock(&j->mu);
-    redisReply *ids = cmd(j, 2, argv, NULL, err);
-    if (!ids) {
+    if (!(b->ids = cmd(j, argc, argv, NULL, err))) {
         rc = VB_ERR_REDIS;
         goto done;
     }
-    if (ids->type != REDIS_REPLY_ARRAY) {
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+    if (b->ids->type != REDIS_REPLY_ARRAY) {
+        rc = vb__redis_unexpected(j->r, argv[0], err);
         goto done;
     }
-    if (ids->elements && !(out->items = calloc(ids->elements, sizeof *out->items))) {
+    size_t max = b->ids->elements ? b->ids->elements : 1;
+    b->names = calloc(max, sizeof *b->names);
+    b->hashes = calloc(max, sizeof *b->hashes);
+    cmds = calloc(2 * max, sizeof *cmds);
+    keys = malloc(max * KEYLEN);
+    if (!b->names || !b->hashes || !cmds || !keys) {
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < ids->elements; i++) {
-        const redisReply *e = ids->element[i];
+    size_t n = 0;
+    for (size_t i = 0; i < b->ids->elements; i++) {
+        const redisReply *e = b->ids->element[i];
         if (e->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(e->str))
             continue;
+        b->names[n] = e->str;
+        snprintf(keys + n * KEYLEN, KEYLEN, "%s%s", prefix, e->str);
+        cmds[2 * n] = "HGETALL";
+        cmds[2 * n + 1] = keys + n * KEYLEN;
+        n++;
+    }
+    if ((rc = vb__redis_pipeline(j->r, n, 2, cmds, b->hashes, err)) != VB_OK)
+        goto done;
+    b->n = n;
+    for (size_t i = 0; i < n; i++)
+        if (b->hashes[i]->type == REDIS_REPLY_ERROR) {
+            rc = vb__redis_unexpected(j->r, "HGETALL", err);
+            goto done;
+        }
+done:
+    pthread_mutex_unlock(&j->mu);
+    free(cmds);
+    free(keys);
+    return rc;
+}
+
+vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *err)
+{
+    id_batch b;
+    memset(out, 0, sizeof *out);
+    const char *argv[2] = {"SMEMBERS", JOBS_SET};
+    vb_err rc = id_batch_read(j, 2, argv, PREFIX "job:", &b, err);
+    if (rc == VB_OK && b.n && !(out->items = calloc(b.n, sizeof *out->items)))
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; rc == VB_OK && i < b.n; i++) {
         vb_job job;
         vb_error tmp = {0};
-        rc = get_locked(j, e->str, &job, &tmp);
+        rc = job_from_hash(b.names[i], b.hashes[i], &job, &tmp);
         if (rc == VB_ERR_NOT_FOUND) { /* deleted meanwhile */
             rc = VB_OK;
             continue;
         }
         if (rc != VB_OK) {
             vb_error_set(err, rc, "%s", tmp.msg);
-            goto done;
+            break;
         }
         if (enabled_only && !job.enabled) {
             vb_job_free(&job);
@@ -1032,14 +891,11 @@ vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *er
         }
         out->items[out->n++] = job;
     }
-    if (out->n > 1)
-        qsort(out->items, out->n, sizeof *out->items, cmp_jobs);
-done:
-    pthread_mutex_unlock(&j->mu);
-    if (ids)
-        freeReplyObject(ids);
+    id_batch_free(&b);
     if (rc != VB_OK)
         vb_job_list_free(out);
+    else if (out->n > 1)
+        qsort(out->items, out->n, sizeof *out->items, cmp_jobs);
     return rc;
 }
 
@@ -1134,7 +990,7 @@ static vb_err run_update(vb_jobs *j, const char *job_id, args *a, vb_job *out, v
 {
     long long ok = 0;
     pthread_mutex_lock(&j->mu);
-    vb_err rc = eval_int(j, a, &ok, err);
+    vb_err rc = eval_int(j, script_update, a, &ok, err);
     if (rc == VB_OK && !ok)
         rc = vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", job_id);
     if (rc == VB_OK && out)
@@ -1146,12 +1002,11 @@ static vb_err run_update(vb_jobs *j, const char *job_id, args *a, vb_job *out, v
 static void update_header(args *a, char key[80], const char *job_id)
 {
     job_key(key, job_id);
-    add_pair(a, "EVAL", script_update);
     add(a, "2");
     add(a, key);
     add(a, JOBS_VERSION);
     add(a, "updated_at");
-    add_ll(a, now_ms());
+    add_ll(a, vb__now_ms());
 }
 
 vb_err vb_jobs_update(vb_jobs *j, const char *job_id, const vb_job_input *in, vb_job *out,
@@ -1204,7 +1059,6 @@ vb_err vb_jobs_delete(vb_jobs *j, const char *job_id, vb_error *err)
     args *a = calloc(1, sizeof *a);
     if (!a)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-    add_pair(a, "EVAL", script_delete);
     add(a, "4");
     add(a, key);
     add(a, JOBS_SET);
@@ -1213,7 +1067,7 @@ vb_err vb_jobs_delete(vb_jobs *j, const char *job_id, vb_error *err)
     add(a, job_id);
     add(a, PREFIX "exec:");
     pthread_mutex_lock(&j->mu);
-    vb_err rc = eval_int(j, a, &ok, err);
+    vb_err rc = eval_int(j, script_delete, a, &ok, err);
     pthread_mutex_unlock(&j->mu);
     free(a);
     if (rc == VB_OK && !ok)
@@ -1251,17 +1105,6 @@ vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err
 
 /* ------------------------------------------------------------------ */
 /* executions                                                          */
-
-/* Byte length of s cut to at most max bytes on a UTF-8 boundary. */
-static size_t utf8_cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return max;
-}
 
 static void add_exec_fields(args *a, const vb_exec *e, char *output_cut)
 {
@@ -1302,7 +1145,7 @@ static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
     if (!vb_jobs_id_valid(e->execution_id))
         return vb_error_set(err, VB_ERR_INVALID, "execution id is not a UUID");
     const char *o = e->output ? e->output : "";
-    if (!(out = strndup(o, utf8_cut(o, VB_JOBS_OUTPUT_MAX))))
+    if (!(out = strndup(o, vb__utf8_cut(o, strlen(o), VB_JOBS_OUTPUT_MAX))))
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     args *a = calloc(1, sizeof *a);
     if (!a) {
@@ -1314,7 +1157,6 @@ static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
         job_key(jk, e->job_id);
         snprintf(list, sizeof list, "%s:execs", jk);
         snprintf(cap, sizeof cap, "%zu", j->exec_cap);
-        add_pair(a, "EVAL", script_exec_record);
         add(a, "3");
         add(a, key);
         add(a, list);
@@ -1323,13 +1165,12 @@ static vb_err exec_write(vb_jobs *j, vb_exec *e, int create, vb_error *err)
         add(a, cap);
         add(a, PREFIX "exec:");
     } else {
-        add_pair(a, "EVAL", script_exec_update);
         add(a, "1");
         add(a, key);
     }
     add_exec_fields(a, e, out);
     pthread_mutex_lock(&j->mu);
-    rc = eval_int(j, a, &ok, err);
+    rc = eval_int(j, create ? script_exec_record : script_exec_update, a, &ok, err);
     pthread_mutex_unlock(&j->mu);
     if (rc == VB_OK && !ok)
         rc = create ? vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s not found", e->job_id)
@@ -1426,8 +1267,7 @@ vb_err vb_jobs_exec_list(vb_jobs *j, const char *job_id, size_t limit, vb_exec_l
                          vb_error *err)
 {
     char key[96], stop[24];
-    vb_err rc = VB_OK;
-    redisReply *ids = NULL;
+    id_batch b;
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 1000)
         return vb_error_set(err, VB_ERR_INVALID, "limit must be between 1 and 1000");
@@ -1436,39 +1276,23 @@ vb_err vb_jobs_exec_list(vb_jobs *j, const char *job_id, size_t limit, vb_exec_l
     snprintf(key, sizeof key, PREFIX "job:%s:execs", job_id);
     snprintf(stop, sizeof stop, "%zu", limit - 1);
     const char *argv[4] = {"LRANGE", key, "0", stop};
-    pthread_mutex_lock(&j->mu);
-    if (!(ids = cmd(j, 4, argv, NULL, err))) {
-        rc = VB_ERR_REDIS;
-        goto done;
-    }
-    if (ids->type != REDIS_REPLY_ARRAY) {
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
-        goto done;
-    }
-    if (ids->elements && !(out->items = calloc(ids->elements, sizeof *out->items))) {
+    vb_err rc = id_batch_read(j, 4, argv, PREFIX "exec:", &b, err);
+    if (rc == VB_OK && b.n && !(out->items = calloc(b.n, sizeof *out->items)))
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < ids->elements; i++) {
-        const redisReply *e = ids->element[i];
-        if (e->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(e->str))
-            continue;
+    for (size_t i = 0; rc == VB_OK && i < b.n; i++) {
         vb_error tmp = {0};
-        rc = exec_get_locked(j, e->str, &out->items[out->n], &tmp);
-        if (rc == VB_ERR_NOT_FOUND) {
+        rc = exec_from_hash(b.hashes[i], &out->items[out->n], &tmp);
+        if (rc == VB_ERR_NOT_FOUND) { /* trimmed meanwhile */
             rc = VB_OK;
             continue;
         }
         if (rc != VB_OK) {
             vb_error_set(err, rc, "%s", tmp.msg);
-            goto done;
+            break;
         }
         out->n++;
     }
-done:
-    pthread_mutex_unlock(&j->mu);
-    if (ids)
-        freeReplyObject(ids);
+    id_batch_free(&b);
     if (rc != VB_OK)
         vb_exec_list_free(out);
     return rc;
@@ -1482,6 +1306,15 @@ redisReply *vb__jobs_command(vb_jobs *j, int argc, const char **argv, const size
 {
     pthread_mutex_lock(&j->mu);
     redisReply *r = cmd(j, argc, argv, lens, err);
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+redisReply *vb__jobs_eval(vb_jobs *j, const char *script, int argc, const char **argv,
+                          vb_error *err)
+{
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = vb__redis_eval(j->r, script, argc, argv, NULL, err);
     pthread_mutex_unlock(&j->mu);
     return r;
 }

@@ -2,9 +2,10 @@
  * jobs_exec.c — executions from tick to completion (see jobs_exec.h for the
  * Redis fields and the status rules).
  *
- * Every operation is one Lua script sent with EVAL over the vb_jobs handle's
- * connection (jobs_internal.h), so claims, records and counters stay
- * consistent whatever other producers and workers do meanwhile. The
+ * Every operation is one Lua script run over the vb_jobs handle's connection
+ * (jobs_internal.h: EVALSHA through the Redis layer's script cache), so
+ * claims, records and counters stay consistent whatever other producers and
+ * workers do meanwhile. The
  * completion rule lives in one Lua function (COMPLETE) shared by the scripts
  * that can finish an execution: fire_done, add_published and run_done.
  *
@@ -16,15 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "jobs_internal.h"
+#include "util.h"
 #include "visionbatch/crypto.h"
+#include "visionbatch/run.h"
 
 #define PREFIX "visionbatch:"
 #define EXEC_PREFIX PREFIX "exec:"
 #define RUNNING_SET PREFIX "execs:running"
-#define RUN_ID_MAX 128
+#define RUN_ID_MAX VB_RUN_MAX_ID
 
 /* Shared Lua: settles KEYS-independent execution `k` (id `id`) when its
  * firing is done and all its published runs have finished. Returns the
@@ -254,13 +256,6 @@ static void add_ll(args *a, long long v)
     }
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static long long reply_ll(const redisReply *r)
 {
     if (r->type == REDIS_REPLY_INTEGER)
@@ -273,25 +268,23 @@ static long long reply_ll(const redisReply *r)
     return 0;
 }
 
-/* Run ids follow store.h: 1–128 of [A-Za-z0-9._-], kept upper case. */
+/* Run ids follow the one run id rule (run.h, vb_run_id_valid), kept upper
+ * case as in store.h. */
 static int run_id_norm(const char *in, char out[RUN_ID_MAX + 1])
 {
-    size_t n = in ? strlen(in) : 0;
-    if (n == 0 || n > RUN_ID_MAX)
+    if (!vb_run_id_valid(in) || strlen(in) > RUN_ID_MAX)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
-            return 0;
-        out[i] = (char)toupper(c);
-    }
+    size_t n = 0;
+    for (; in[n]; n++)
+        out[n] = (char)toupper((unsigned char)in[n]);
     out[n] = '\0';
     return 1;
 }
 
-static redisReply *run(vb_jobs *j, args *a, vb_error *err)
+/* Runs `script` with a = {numkeys, keys…, args…}. */
+static redisReply *run(vb_jobs *j, const char *script, args *a, vb_error *err)
 {
-    return vb__jobs_command(j, a->n, a->v, NULL, err);
+    return vb__jobs_eval(j, script, a->n, a->v, err);
 }
 
 static long timeout_ms(long s, long def)
@@ -383,8 +376,6 @@ vb_err vb_jobs_exec_tick(vb_jobs *j, const vb_exec_tick *t, vb_exec_tick_result 
     snprintf(jk, sizeof jk, PREFIX "job:%s", t->job_id);
     snprintf(list, sizeof list, "%s:execs", jk);
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_tick);
     add(&a, "3");
     add(&a, jk);
     add(&a, list);
@@ -404,7 +395,7 @@ vb_err vb_jobs_exec_tick(vb_jobs *j, const vb_exec_tick *t, vb_exec_tick_result 
     add_ll(&a, timeout_ms(t->timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
     add(&a, t->job_id);
     add(&a, t->producer_id);
-    redisReply *r = run(j, &a, err);
+    redisReply *r = run(j, script_tick, &a, err);
     if (!r)
         return VB_ERR_REDIS;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
@@ -440,8 +431,6 @@ vb_err vb_jobs_exec_start_manual(vb_jobs *j, const char *job_id, const char *pro
     snprintf(jk, sizeof jk, PREFIX "job:%s", job_id);
     snprintf(list, sizeof list, "%s:execs", jk);
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_manual);
     add(&a, "3");
     add(&a, jk);
     add(&a, list);
@@ -453,7 +442,7 @@ vb_err vb_jobs_exec_start_manual(vb_jobs *j, const char *job_id, const char *pro
     add_ll(&a, timeout_ms(timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
     add(&a, job_id);
     add(&a, producer_id);
-    redisReply *r = run(j, &a, err);
+    redisReply *r = run(j, script_manual, &a, err);
     if (!r)
         return VB_ERR_REDIS;
     long long code = reply_ll(r);
@@ -478,15 +467,13 @@ vb_err vb_jobs_exec_add_published(vb_jobs *j, const char *execution_id, const ch
         return vb_error_set(err, VB_ERR_INVALID, "run id is not valid");
     snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_add_published);
     add(&a, "2");
     add(&a, key);
     add(&a, RUNNING_SET);
     add(&a, execution_id);
     add(&a, rid);
-    add_ll(&a, now_ms());
-    redisReply *r = run(j, &a, err);
+    add_ll(&a, vb__now_ms());
+    redisReply *r = run(j, script_add_published, &a, err);
     if (!r)
         return VB_ERR_REDIS;
     long long ok = reply_ll(r);
@@ -494,17 +481,6 @@ vb_err vb_jobs_exec_add_published(vb_jobs *j, const char *execution_id, const ch
     if (!ok)
         return vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found", execution_id);
     return VB_OK;
-}
-
-/* Byte length of s cut to at most max bytes on a UTF-8 boundary. */
-static size_t utf8_cut(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return max;
 }
 
 vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
@@ -518,13 +494,11 @@ vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
     if (!vb_jobs_id_valid(execution_id))
         return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
     const char *o = output ? output : "";
-    char *cut = strndup(o, utf8_cut(o, VB_JOBS_OUTPUT_MAX));
+    char *cut = strndup(o, vb__utf8_cut(o, strlen(o), VB_JOBS_OUTPUT_MAX));
     if (!cut)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_fire_done);
     add(&a, "2");
     add(&a, key);
     add(&a, RUNNING_SET);
@@ -535,7 +509,7 @@ vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
     add(&a, cut);
     add(&a, failed ? "1" : "0");
     add_ll(&a, now);
-    redisReply *r = run(j, &a, err);
+    redisReply *r = run(j, script_fire_done, &a, err);
     free(cut);
     if (!r)
         return VB_ERR_REDIS;
@@ -566,8 +540,6 @@ vb_err vb_jobs_exec_run_done_at(vb_jobs *j, const char *execution_id, const char
         b = ""; /* never grow the record without bound */
     snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_run_done);
     add(&a, "2");
     add(&a, key);
     add(&a, RUNNING_SET);
@@ -577,7 +549,7 @@ vb_err vb_jobs_exec_run_done_at(vb_jobs *j, const char *execution_id, const char
     add(&a, b);
     add_ll(&a, now);
     add_ll(&a, VB_EXEC_BATCH_IDS_MAX);
-    redisReply *r = run(j, &a, err);
+    redisReply *r = run(j, script_run_done, &a, err);
     if (!r)
         return VB_ERR_REDIS;
     vb_err rc = VB_OK;
@@ -595,8 +567,8 @@ vb_err vb_jobs_exec_run_done_at(vb_jobs *j, const char *execution_id, const char
 vb_err vb_jobs_exec_run_done(vb_jobs *j, const char *execution_id, const char *run_id,
                              int outcome, const char *batch_ids, vb_error *err)
 {
-    return vb_jobs_exec_run_done_at(j, execution_id, run_id, outcome, batch_ids, now_ms(), NULL,
-                                    err);
+    return vb_jobs_exec_run_done_at(j, execution_id, run_id, outcome, batch_ids, vb__now_ms(),
+                                    NULL, err);
 }
 
 vb_err vb_jobs_exec_expire(vb_jobs *j, long long now, long timeout_s, long fire_timeout_s,
@@ -605,15 +577,13 @@ vb_err vb_jobs_exec_expire(vb_jobs *j, long long now, long timeout_s, long fire_
     if (expired)
         *expired = 0;
     args a = {0};
-    add(&a, "EVAL");
-    add(&a, script_expire);
     add(&a, "1");
     add(&a, RUNNING_SET);
     add_ll(&a, now);
     add_ll(&a, timeout_ms(timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
     add_ll(&a, timeout_ms(fire_timeout_s, VB_EXEC_FIRE_TIMEOUT_DEFAULT_S));
     add(&a, EXEC_PREFIX);
-    redisReply *r = run(j, &a, err);
+    redisReply *r = run(j, script_expire, &a, err);
     if (!r)
         return VB_ERR_REDIS;
     if (expired)

@@ -1,10 +1,12 @@
 /*
  * jobs_internal.h — what jobs.c shares with the other modules that keep
  * their data next to the jobs (jobs_exec.c, the producer's scheduler): raw
- * commands on the handle's one Redis connection, and the executions cap.
+ * commands and scripts on the handle's one Redis connection, and the
+ * executions cap.
  *
- * Threading: vb__jobs_command takes the handle's mutex for the duration of
- * the command, so it may be called from any thread, like the rest of jobs.h.
+ * Threading: vb__jobs_command and vb__jobs_eval take the handle's mutex for
+ * the duration of the call, so they may be called from any thread, like the
+ * rest of jobs.h.
  */
 #ifndef VISIONBATCH_JOBS_INTERNAL_H
 #define VISIONBATCH_JOBS_INTERNAL_H
@@ -21,6 +23,13 @@
  * NULL for NUL-terminated arguments. */
 redisReply *vb__jobs_command(vb_jobs *j, int argc, const char **argv, const size_t *lens,
                              vb_error *err);
+
+/* Runs `script` (a string constant) with argv = {numkeys, keys…, args…}
+ * (NUL-terminated) through the connection's script cache (EVALSHA, EVAL after
+ * NOSCRIPT). Returns the reply (freeReplyObject()) or NULL with err set
+ * (VB_ERR_REDIS) on a connection failure or an error reply. */
+redisReply *vb__jobs_eval(vb_jobs *j, const char *script, int argc, const char **argv,
+                          vb_error *err);
 
 /* Executions kept per job (the handle's exec_cap). */
 size_t vb__jobs_exec_cap(const vb_jobs *j);

@@ -1,40 +1,35 @@
 /*
- * store.c — the Redis layer of store.h: URL parsing, a self-healing hiredis
- * connection, and every run-state transition as one Lua script.
+ * store.c — run state and per-run locks (store.h) on the Redis layer
+ * (redis/redis.h): every run-state transition is one Lua script.
  *
  * Why Lua: a transition reads the state, decides and writes; done as separate
  * commands, two producers (or a producer and a worker) could interleave and
  * both act. A script runs atomically on the server, so each decision sees the
- * result of the previous one. Scripts are sent with EVALSHA (SHA-1 computed
- * here once per store) and re-sent with EVAL when the server answers NOSCRIPT
- * (after a restart or SCRIPT FLUSH). Times and deadlines are computed on the
- * client and passed as strings, so the scripts never format numbers.
+ * result of the previous one. The connection runs them with EVALSHA and
+ * re-sends them with EVAL after NOSCRIPT. Times and deadlines are computed on
+ * the client and passed as strings, so the scripts never format numbers.
  *
- * Connection handling: a command that fails on the connection (I/O error,
- * EOF, timeout) frees the hiredis context and reports VB_ERR_REDIS; the next
- * call reconnects, and failed reconnects are spaced by an exponential backoff.
- * Error replies from the server leave the connection in place.
+ * Connection handling (URL grammar, reconnect backoff, SIGPIPE, credentials
+ * kept out of messages) is the Redis layer's; a command that failed on the
+ * connection is reported as VB_ERR_REDIS and never re-sent.
  *
  * Threading: a vb_store is used by one thread at a time. Ownership: the store
- * owns its context and a copy of the URL (credentials wiped on free); replies
- * are freed before each function returns.
+ * owns its connection; replies are freed before each function returns.
  */
 #include "visionbatch/store.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
-#include <openssl/evp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
+
+#include "redis/redis.h"
+#include "util.h"
+#include "visionbatch/crypto.h"
+
+#include "visionbatch/run.h"
 
 #define KEY_PREFIX "visionbatch:"
 #define RUN_PREFIX KEY_PREFIX "run:"
@@ -44,9 +39,6 @@
 #define WORKER_MAX 255
 #define LIST_MAX 1000
 #define LIST_SCAN_MAX 100000
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define SERVER_MSG_MAX 200 /* bytes of a server error message we repeat */
 
 /* Lets a function report its failure code when the caller passed no
  * vb_error: failures are recorded in a local one instead. */
@@ -65,7 +57,8 @@
     "end\n"
 
 /* KEYS run, index. ARGV id, max_attempts, now, lease_until, trace_id,
- * execution_id. Returns {decision, version}. */
+ * execution_id. Returns {decision, version}. A failed run is published only
+ * once its retry_at (set when it failed, see LUA_SET_STATE) has passed. */
 static const char LUA_CLAIM[] =
     "local key, idx, id, now = KEYS[1], KEYS[2], ARGV[1], ARGV[3]\n"
     "local st = redis.call('HGET', key, 'state')\n"
@@ -95,6 +88,10 @@ static const char LUA_CLAIM[] =
     "  return redis.error_reply('ERR visionbatch run has an unknown state')\n"
     "end\n"
     "local attempts = tonumber(redis.call('HGET', key, 'attempts')) or 0\n"
+    "if st == 'failed' and attempts < tonumber(ARGV[2]) and\n"
+    "   tonumber(now) < (tonumber(redis.call('HGET', key, 'retry_at')) or 0) then\n"
+    "  return {'backoff', v}\n"
+    "end\n"
     "if attempts >= tonumber(ARGV[2]) then\n"
     "  local f = {'state', 'dead', 'updated_at', now, 'finished_at', now, 'lease_until', '0'}\n"
     "  if why then f[#f + 1] = 'last_error'; f[#f + 1] = why end\n"
@@ -105,16 +102,22 @@ static const char LUA_CLAIM[] =
     "end\n"
     "return publish(false, why)\n";
 
-/* KEYS run, lock, index. ARGV id, token, worker, now, lease_until.
- * Returns {'ok', attempt} | {'lost', 0} | {'conflict', state}. */
+/* KEYS run, lock, index. ARGV id, token, worker, now, lease_until, lease_ms,
+ * message attempt (0 = unknown). Returns {'ok', attempt} | {'lost', 0} |
+ * {'conflict', state} | {'stale', attempts}: the message carries an attempt
+ * that has already begun (a redelivery), so it must not count again. */
 static const char LUA_BEGIN[] = LUA_HELD
     "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' or st == 'dead' then return {'conflict', st} end\n"
     "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[4]) end\n"
+    "local done = tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0\n"
+    "if tonumber(ARGV[7]) > 0 and done >= tonumber(ARGV[7]) then return {'stale', done} end\n"
     "local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "redis.call('HDEL', KEYS[1], 'retry_at')\n"
     "redis.call('HSET', KEYS[1], 'state', 'processing', 'started_at', ARGV[4], 'worker', ARGV[3],\n"
-    "           'lease_until', ARGV[5], 'finished_at', '0', 'updated_at', ARGV[4])\n"
+    "           'lease_until', ARGV[5], 'lease_ms', ARGV[6], 'finished_at', '0',\n"
+    "           'updated_at', ARGV[4])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
     "return {'ok', a}\n";
@@ -133,13 +136,30 @@ static const char LUA_MARK_UPLOAD[] = LUA_HELD
     "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
     "return {'ok', prev}\n";
 
+/* The retry backoff of a failed run, the one rule every path that publishes
+ * a run again obeys (the claim refuses a failed run before its retry_at):
+ * the lease of its last attempt × 2^(attempts−1), at most 10 minutes. */
+#define LUA_BACKOFF                                                                                \
+    "local function backoff(k)\n"                                                                 \
+    "  local a = tonumber(redis.call('HGET', k, 'attempts')) or 0\n"                              \
+    "  local b = tonumber(redis.call('HGET', k, 'lease_ms')) or 0\n"                              \
+    "  if a <= 0 then return 0 end\n"                                                             \
+    "  for _ = 2, a do if b >= 600000 then break end b = b * 2 end\n"                             \
+    "  if b > 600000 then b = 600000 end\n"                                                       \
+    "  return b\n"                                                                                \
+    "end\n"
+
 /* KEYS run, lock, index. ARGV id, token, state, now, has_error, error,
- * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. */
-static const char LUA_SET_STATE[] = LUA_HELD
+ * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. A failed run
+ * gets retry_at = now + its backoff. */
+static const char LUA_SET_STATE[] = LUA_HELD LUA_BACKOFF
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' then return 'conflict' end\n"
     "local f = {'state', ARGV[3], 'updated_at', ARGV[4]}\n"
+    "if ARGV[3] == 'failed' then\n"
+    "  f[#f + 1] = 'retry_at'; f[#f + 1] = tostring(tonumber(ARGV[4]) + backoff(KEYS[1]))\n"
+    "end\n"
     "if ARGV[3] ~= 'uploading' then\n"
     "  for _, x in ipairs({'finished_at', ARGV[4], 'lease_until', '0'}) do f[#f + 1] = x end\n"
     "end\n"
@@ -173,7 +193,7 @@ static const char LUA_RETRY[] =
     "if not st then return 'notfound' end\n"
     "if st ~= 'dead' and st ~= 'failed' then return st end\n"
     "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', '0', 'lease_until', '0',\n"
-    "           'updated_at', ARGV[2])\n"
+    "           'retry_at', '0', 'updated_at', ARGV[2])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
     "return 'ok'\n";
@@ -212,7 +232,7 @@ static const char LUA_SET_ORIGIN[] = LUA_HELD
     "return 'ok'\n";
 
 /* KEYS run, lock, index. ARGV id, token, now, reason.
- * Returns 'ok' | 'lost' | 'conflict'. */
+ * Returns 'ok' | 'lost' | 'conflict'. Not a failure: no backoff (retry_at = now). */
 static const char LUA_HAND_BACK[] = LUA_HELD
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
@@ -220,15 +240,34 @@ static const char LUA_HAND_BACK[] = LUA_HELD
     "local a = (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 1) - 1\n"
     "if a < 0 then a = 0 end\n"
     "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', tostring(a), 'lease_until', '0',\n"
-    "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4])\n"
+    "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4],\n"
+    "           'retry_at', ARGV[3])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
     "redis.call('DEL', KEYS[2])\n"
     "return 'ok'\n";
 
+/* KEYS run, lock, index. ARGV id, token, now, lease_ms, upload_until.
+ * Returns 'ok' | 'lost' | 'conflict' (uploaded). The last check before a
+ * report upload goes on the wire: the lock is ours, its lease is extended to
+ * a full lease_ms from now, and the attempt's start and the time by which it
+ * can no longer be in flight are recorded, all at once. */
+static const char LUA_UPLOAD_GATE[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'uploaded' then return 'conflict' end\n"
+    "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[3]) end\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'uploading', 'upload_started_at', ARGV[3],\n"
+    "           'upload_until', ARGV[5], 'lease_until', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])),\n"
+    "           'updated_at', ARGV[3])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "return 'ok'\n";
+
 enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
        SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT_SET_ORIGIN, SCRIPT_HAND_BACK,
-       SCRIPT__COUNT };
+       SCRIPT_UPLOAD_GATE, SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_CLAIM] = LUA_CLAIM,
@@ -241,58 +280,33 @@ static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_LIST] = LUA_LIST,
     [SCRIPT_SET_ORIGIN] = LUA_SET_ORIGIN,
     [SCRIPT_HAND_BACK] = LUA_HAND_BACK,
+    [SCRIPT_UPLOAD_GATE] = LUA_UPLOAD_GATE,
 };
 
 struct vb_store {
-    vb_store_url url;
-    redisContext *c;             /* NULL while disconnected */
-    struct timeval connect_tv;
-    struct timeval command_tv;
-    char client_name[65];        /* "" = none */
-    long long reconnect_at;      /* monotonic ms before which we fail fast */
-    long backoff_ms;             /* 0 after a successful connect */
-    char desc[400];
-    char sha[SCRIPT__COUNT][41];
+    vb__redis *r;
 };
 
 /* ---- small helpers ---- */
 
 long long vb_store_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vb__now_ms();
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_to_tv(long ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
-
-/* Copies a normalised (upper-case) run id into out after validating it. */
+/* Copies a normalised (upper-case) run id into out after validating it
+ * with the one run id rule (vb_run_id_valid, run.h). */
 static vb_err norm_id(const char *in, char out[VB_STORE_ID_MAX + 1], vb_error *err)
 {
     if (!in || !*in)
         return vb_error_set(err, VB_ERR_INVALID, "run id is empty");
+    if (!vb_run_id_valid(in))
+        return vb_error_set(err, VB_ERR_INVALID, "run id is not 1-%d characters of "
+                                                 "A-Z a-z 0-9 . _ : - (not only dots)",
+                            VB_STORE_ID_MAX);
     size_t n = 0;
-    for (; in[n]; n++) {
-        unsigned char ch = (unsigned char)in[n];
-        if (n >= VB_STORE_ID_MAX)
-            return vb_error_set(err, VB_ERR_INVALID, "run id longer than %d characters",
-                                VB_STORE_ID_MAX);
-        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
-            return vb_error_set(err, VB_ERR_INVALID,
-                                "run id contains a character other than A-Z a-z 0-9 . _ -");
-        out[n] = (char)toupper(ch);
-    }
+    for (; in[n]; n++)
+        out[n] = (char)toupper((unsigned char)in[n]);
     out[n] = '\0';
     return VB_OK;
 }
@@ -339,31 +353,9 @@ static void fmt_ll(char out[24], long long v)
 static vb_err random_token(char tok[VB_STORE_TOKEN_SIZE], vb_error *err)
 {
     unsigned char raw[16];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    if (got < sizeof raw) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return vb_error_set(err, VB_ERR_IO, "no random source: %s", strerror(errno));
-        while (got < sizeof raw) {
-            ssize_t r = read(fd, raw + got, sizeof raw - got);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break;
-            got += (size_t)r;
-        }
-        close(fd);
-        if (got < sizeof raw)
-            return vb_error_set(err, VB_ERR_IO, "short read from /dev/urandom");
-    }
+    vb_err rc = vb_crypto_random(raw, sizeof raw, err);
+    if (rc != VB_OK)
+        return rc;
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < sizeof raw; i++) {
         tok[2 * i] = hex[raw[i] >> 4];
@@ -371,219 +363,6 @@ static vb_err random_token(char tok[VB_STORE_TOKEN_SIZE], vb_error *err)
     }
     tok[VB_STORE_TOKEN_SIZE - 1] = '\0';
     return VB_OK;
-}
-
-/* ---- URL parsing ---- */
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Percent-decodes [s, s+n) into out (outlen bytes incl. NUL). */
-static int pct_decode(const char *s, size_t n, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int ch = (unsigned char)s[i];
-        if (ch == '%') {
-            if (i + 2 >= n)
-                return -1;
-            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            ch = hi * 16 + lo;
-            i += 2;
-        }
-        if (o + 1 >= outlen)
-            return -1;
-        out[o++] = (char)ch;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-static vb_err parse_db(const char *s, size_t n, int *db, vb_error *err)
-{
-    if (n == 0 || n > 5)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: database must be a number 0-99999");
-    int v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return vb_error_set(err, VB_ERR_CONFIG,
-                                "Redis URL: database must be a number 0-99999");
-        v = v * 10 + (s[i] - '0');
-    }
-    *db = v;
-    return VB_OK;
-}
-
-/* Parses "[user]:password" (percent-encoded) from [s, s+n). */
-static vb_err parse_userinfo(const char *s, size_t n, vb_store_url *u, vb_error *err)
-{
-    const char *colon = memchr(s, ':', n);
-    if (!colon)
-        return vb_error_set(err, VB_ERR_CONFIG,
-                            "Redis URL: credentials must be written [user]:password@");
-    if (pct_decode(s, (size_t)(colon - s), u->user, sizeof u->user) != 0)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad or too long user name");
-    if (pct_decode(colon + 1, n - (size_t)(colon - s) - 1, u->password, sizeof u->password) != 0)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad or too long password");
-    return VB_OK;
-}
-
-static vb_err parse_hostport(const char *s, size_t n, vb_store_url *u, vb_error *err)
-{
-    const char *host = s, *port = NULL;
-    size_t hostlen = n, portlen = 0;
-    if (n > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', n);
-        if (!close)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: unterminated [IPv6] host");
-        host = s + 1;
-        hostlen = (size_t)(close - host);
-        const char *after = close + 1;
-        size_t rest = n - (size_t)(after - s);
-        if (rest > 0) {
-            if (*after != ':')
-                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: junk after [IPv6] host");
-            port = after + 1;
-            portlen = rest - 1;
-        }
-        for (size_t i = 0; i < hostlen; i++)
-            if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
-                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: bad IPv6 address");
-    } else {
-        const char *colon = memchr(s, ':', n);
-        if (colon) {
-            hostlen = (size_t)(colon - s);
-            port = colon + 1;
-            portlen = n - hostlen - 1;
-        }
-        for (size_t i = 0; i < hostlen; i++)
-            if (!isalnum((unsigned char)host[i]) && host[i] != '.' && host[i] != '-' &&
-                host[i] != '_')
-                return vb_error_set(err, VB_ERR_CONFIG,
-                                    "Redis URL: host name has an invalid character");
-    }
-    if (hostlen == 0)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: host is missing");
-    if (hostlen >= sizeof u->host)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: host name too long");
-    memcpy(u->host, host, hostlen);
-    u->host[hostlen] = '\0';
-    u->port = 6379;
-    if (port) {
-        long v = 0;
-        if (portlen == 0 || portlen > 5)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
-        for (size_t i = 0; i < portlen; i++) {
-            if (port[i] < '0' || port[i] > '9')
-                return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
-            v = v * 10 + (port[i] - '0');
-        }
-        if (v < 1 || v > 65535)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: port must be 1-65535");
-        u->port = (int)v;
-    }
-    return VB_OK;
-}
-
-static vb_err parse_tcp(const char *rest, vb_store_url *u, vb_error *err)
-{
-    const char *slash = strchr(rest, '/');
-    size_t authlen = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (memchr(rest, '?', strlen(rest)) || memchr(rest, '#', strlen(rest)))
-        return vb_error_set(err, VB_ERR_CONFIG,
-                            "Redis URL: query strings and fragments are not supported");
-    /* The last '@' ends the credentials: an unencoded '@' in a password stays in it. */
-    const char *at = NULL;
-    for (const char *p = rest; p < rest + authlen; p++)
-        if (*p == '@')
-            at = p;
-    const char *hp = rest;
-    if (at) {
-        vb_err rc = parse_userinfo(rest, (size_t)(at - rest), u, err);
-        if (rc != VB_OK)
-            return rc;
-        hp = at + 1;
-    }
-    vb_err rc = parse_hostport(hp, (size_t)(rest + authlen - hp), u, err);
-    if (rc != VB_OK)
-        return rc;
-    if (slash && slash[1] != '\0')
-        return parse_db(slash + 1, strlen(slash + 1), &u->db, err);
-    return VB_OK;
-}
-
-static vb_err parse_unix(const char *rest, vb_store_url *u, vb_error *err)
-{
-    const char *path = rest;
-    const char *slash = strchr(rest, '/');
-    if (!slash)
-        return vb_error_set(err, VB_ERR_CONFIG,
-                            "Redis URL: unix:// needs an absolute socket path");
-    if (slash != rest) {
-        const char *at = slash - 1;
-        if (*at != '@')
-            return vb_error_set(err, VB_ERR_CONFIG,
-                                "Redis URL: unix:// takes [user]:password@ before the path only");
-        vb_err rc = parse_userinfo(rest, (size_t)(at - rest), u, err);
-        if (rc != VB_OK)
-            return rc;
-        path = slash;
-    }
-    const char *q = strchr(path, '?');
-    size_t plen = q ? (size_t)(q - path) : strlen(path);
-    if (plen < 2 || plen >= sizeof u->path)
-        return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: socket path missing or too long");
-    memcpy(u->path, path, plen);
-    u->path[plen] = '\0';
-    u->is_unix = 1;
-    if (q) {
-        if (strncmp(q, "?db=", 4) != 0)
-            return vb_error_set(err, VB_ERR_CONFIG, "Redis URL: unix:// accepts only ?db=N");
-        return parse_db(q + 4, strlen(q + 4), &u->db, err);
-    }
-    return VB_OK;
-}
-
-vb_err vb_store_url_parse(const char *url, vb_store_url *out, vb_error *err)
-{
-    memset(out, 0, sizeof *out);
-    vb_err rc;
-    if (!url || !*url)
-        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL is empty");
-    else if (strlen(url) > 2048)
-        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL is too long");
-    else if (strncasecmp(url, "rediss://", 9) == 0)
-        rc = vb_error_set(err, VB_ERR_CONFIG,
-                          "Redis URL: rediss:// (TLS) is not supported by this build");
-    else if (strncasecmp(url, "redis://", 8) == 0)
-        rc = parse_tcp(url + 8, out, err);
-    else if (strncasecmp(url, "unix://", 7) == 0)
-        rc = parse_unix(url + 7, out, err);
-    else
-        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL must start with redis:// or unix://");
-    if (rc == VB_OK)
-        for (const char *p = url; *p; p++)
-            if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
-                rc = vb_error_set(err, VB_ERR_CONFIG,
-                                  "Redis URL contains spaces or control characters");
-    if (rc != VB_OK)
-        vb_store_url_clear(out);
-    return rc;
-}
-
-void vb_store_url_clear(vb_store_url *u)
-{
-    if (u)
-        explicit_bzero(u, sizeof *u);
 }
 
 /* ---- connection ---- */
@@ -594,169 +373,14 @@ static vb_err failed(const vb_error *err)
     return err->code != VB_OK ? err->code : VB_ERR_REDIS;
 }
 
-/* Writes the server's error text into err, unless it repeats the password. */
-static vb_err server_error(vb_store *s, const char *what, const redisReply *r, vb_error *err)
-{
-    const char *msg = (r && r->str) ? r->str : "unexpected reply";
-    if (s->url.password[0] && strstr(msg, s->url.password))
-        msg = "(server message withheld: it contains a credential)";
-    return vb_error_set(err, VB_ERR_REDIS, "redis %s: %s: %.*s", s->desc, what, SERVER_MSG_MAX,
-                        msg);
-}
-
-static void store_disconnect(vb_store *s)
-{
-    if (s->c) {
-        redisFree(s->c);
-        s->c = NULL;
-    }
-}
-
-/* redisCommandArgv with SIGPIPE blocked in this thread: hiredis writes with
- * write(2), so a write to a connection the server has reset would otherwise
- * kill the process. A SIGPIPE raised here is consumed before unblocking
- * (unless one was already pending for another reason). errno is preserved. */
-static redisReply *guarded_command(redisContext *c, int argc, const char **argv,
-                                   const size_t *lens)
-{
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigemptyset(&pending);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    sigpending(&pending);
-    int was_pending = sigismember(&pending, SIGPIPE);
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
-    int saved = errno;
-    if (!r && !was_pending) {
-        sigpending(&pending);
-        if (sigismember(&pending, SIGPIPE)) {
-            struct timespec zero = {0, 0};
-            sigtimedwait(&pipe_set, NULL, &zero);
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = saved;
-    return r;
-}
-
-/* Sends one command during connection set-up; VB_OK on a non-error reply. */
-static vb_err setup_cmd(vb_store *s, const char *what, int argc, const char **argv,
-                        vb_error *err)
-{
-    redisReply *r = guarded_command(s->c, argc, argv, NULL);
-    if (!r)
-        return vb_error_set(err, VB_ERR_REDIS, "redis %s: %s: %s", s->desc, what, s->c->errstr);
-    vb_err rc = VB_OK;
-    if (r->type == REDIS_REPLY_ERROR)
-        rc = server_error(s, what, r, err);
-    freeReplyObject(r);
-    return rc;
-}
-
-static vb_err store_connect(vb_store *s, vb_error *err)
-{
-    store_disconnect(s);
-    s->c = s->url.is_unix ? redisConnectUnixWithTimeout(s->url.path, s->connect_tv)
-                          : redisConnectWithTimeout(s->url.host, s->url.port, s->connect_tv);
-    if (!s->c)
-        return vb_error_set(err, VB_ERR_NOMEM, "redis %s: cannot allocate a context", s->desc);
-    vb_err rc;
-    if (s->c->err) {
-        rc = vb_error_set(err, VB_ERR_REDIS, "redis %s: connect failed: %s", s->desc,
-                          s->c->errstr);
-        goto fail;
-    }
-    if (redisSetTimeout(s->c, s->command_tv) != REDIS_OK ||
-        (!s->url.is_unix && redisEnableKeepAlive(s->c) != REDIS_OK)) {
-        rc = vb_error_set(err, VB_ERR_REDIS, "redis %s: cannot set socket options: %s",
-                          s->desc, s->c->errstr);
-        goto fail;
-    }
-    if (s->url.password[0]) {
-        const char *argv[3] = {"AUTH", s->url.user, s->url.password};
-        int argc = 3;
-        if (!s->url.user[0]) {
-            argv[1] = s->url.password;
-            argc = 2;
-        }
-        rc = setup_cmd(s, "authentication failed", argc, argv, err);
-        if (rc != VB_OK)
-            goto fail;
-    }
-    if (s->url.db != 0) {
-        char db[24];
-        snprintf(db, sizeof db, "%d", s->url.db);
-        const char *argv[2] = {"SELECT", db};
-        rc = setup_cmd(s, "SELECT failed", 2, argv, err);
-        if (rc != VB_OK)
-            goto fail;
-    }
-    if (s->client_name[0]) {
-        const char *argv[3] = {"CLIENT", "SETNAME", s->client_name};
-        rc = setup_cmd(s, "CLIENT SETNAME failed", 3, argv, err);
-        if (rc != VB_OK)
-            goto fail;
-    }
-    return VB_OK;
-fail:
-    store_disconnect(s);
-    return rc;
-}
-
-static vb_err ensure_connected(vb_store *s, vb_error *err)
-{
-    if (s->c)
-        return VB_OK;
-    long long now = mono_ms();
-    if (now < s->reconnect_at)
-        return vb_error_set(err, VB_ERR_REDIS,
-                            "redis %s: unreachable, next reconnect attempt in %lld ms", s->desc,
-                            s->reconnect_at - now);
-    vb_err rc = store_connect(s, err);
-    if (rc != VB_OK) {
-        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-        if (s->backoff_ms > BACKOFF_MAX_MS)
-            s->backoff_ms = BACKOFF_MAX_MS;
-        s->reconnect_at = mono_ms() + s->backoff_ms;
-        return rc;
-    }
-    s->backoff_ms = 0;
-    s->reconnect_at = 0;
-    return VB_OK;
-}
-
-/* Runs one command. Returns the reply (possibly an error reply) or NULL with
- * err set when the connection failed (the context is then dropped). */
-static redisReply *store_call(vb_store *s, int argc, const char **argv, const size_t *lens,
-                              vb_error *err)
-{
-    if (ensure_connected(s, err) != VB_OK)
-        return NULL;
-    redisReply *r = guarded_command(s->c, argc, argv, lens);
-    if (!r) {
-        int timed_out = s->c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
-        vb_error_set(err, VB_ERR_REDIS, "redis %s: %s", s->desc,
-                     timed_out ? "command timed out" : s->c->errstr);
-        store_disconnect(s);
-    }
-    return r;
-}
-
-/* As store_call, but an error reply becomes VB_ERR_REDIS and NULL. */
+/* One command; an error reply becomes VB_ERR_REDIS and NULL. */
 static redisReply *store_cmd(vb_store *s, int argc, const char **argv, const size_t *lens,
                              vb_error *err)
 {
-    redisReply *r = store_call(s, argc, argv, lens, err);
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        server_error(s, argv[0], r, err);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    return vb__redis_command(s->r, argc, argv, lens, err);
 }
 
-/* Runs script `which` with keys and args (lens may be NULL: strlen). */
+/* Runs script `which` with keys and args (arglens may be NULL: strlen). */
 static redisReply *store_eval(vb_store *s, int which, int nkeys, const char **keys, int nargs,
                               const char **args, const size_t *arglens, vb_error *err)
 {
@@ -765,10 +389,6 @@ static redisReply *store_eval(vb_store *s, int which, int nkeys, const char **ke
     char nk[8];
     snprintf(nk, sizeof nk, "%d", nkeys);
     int argc = 0;
-    argv[argc] = "EVALSHA";
-    lens[argc++] = 7;
-    argv[argc] = s->sha[which];
-    lens[argc++] = 40;
     argv[argc] = nk;
     lens[argc++] = strlen(nk);
     for (int i = 0; i < nkeys; i++) {
@@ -779,99 +399,41 @@ static redisReply *store_eval(vb_store *s, int which, int nkeys, const char **ke
         argv[argc] = args[i];
         lens[argc++] = arglens ? arglens[i] : strlen(args[i]);
     }
-    redisReply *r = store_call(s, argc, argv, lens, err);
-    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        freeReplyObject(r);
-        argv[0] = "EVAL";
-        lens[0] = 4;
-        argv[1] = vb_store_scripts[which];
-        lens[1] = strlen(vb_store_scripts[which]);
-        r = store_call(s, argc, argv, lens, err);
-    }
-    if (r && r->type == REDIS_REPLY_ERROR) {
-        server_error(s, "script failed", r, err);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
-}
-
-static vb_err sha1_hex(const char *text, char out[41])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
-        return VB_ERR_CRYPTO;
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 20; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[40] = '\0';
-    return VB_OK;
+    return vb__redis_eval(s->r, vb_store_scripts[which], argc, argv, lens, err);
 }
 
 vb_err vb_store_new(const char *url, const vb_store_opts *opts, vb_store **out, vb_error *err)
 {
     *out = NULL;
-    vb_err rc;
     vb_store *s = calloc(1, sizeof *s);
     if (!s)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-    rc = vb_store_url_parse(url, &s->url, err);
-    if (rc != VB_OK)
-        goto fail;
-    long cto = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
-    long mto = opts && opts->command_timeout_ms > 0 ? opts->command_timeout_ms : 10000;
-    if (opts && opts->client_name) {
-        const char *n = opts->client_name;
-        size_t len = strlen(n);
-        int ok = len >= 1 && len < sizeof s->client_name;
-        for (size_t i = 0; ok && i < len; i++)
-            ok = (unsigned char)n[i] > 0x20 && (unsigned char)n[i] < 0x7f;
-        if (!ok) {
-            rc = vb_error_set(err, VB_ERR_INVALID,
-                              "Redis client name must be 1-64 printable characters, no spaces");
-            goto fail;
-        }
-        memcpy(s->client_name, n, len + 1);
+    vb__redis_opts ro = {0};
+    if (opts) {
+        ro.connect_timeout_ms = opts->connect_timeout_ms;
+        ro.command_timeout_ms = opts->command_timeout_ms;
+        ro.client_name = opts->client_name;
     }
-    s->connect_tv = ms_to_tv(cto);
-    s->command_tv = ms_to_tv(mto);
-    if (s->url.is_unix)
-        snprintf(s->desc, sizeof s->desc, "unix:%s/%d", s->url.path, s->url.db);
-    else if (strchr(s->url.host, ':'))
-        snprintf(s->desc, sizeof s->desc, "[%s]:%d/%d", s->url.host, s->url.port, s->url.db);
-    else
-        snprintf(s->desc, sizeof s->desc, "%s:%d/%d", s->url.host, s->url.port, s->url.db);
-    for (int i = 0; i < SCRIPT__COUNT; i++) {
-        if (sha1_hex(vb_store_scripts[i], s->sha[i]) != VB_OK) {
-            rc = vb_error_set(err, VB_ERR_CRYPTO, "cannot compute a SHA-1 digest");
-            goto fail;
-        }
+    vb_err rc = vb__redis_new(url, &ro, &s->r, err);
+    if (rc != VB_OK) {
+        free(s);
+        return rc;
     }
-    rc = store_connect(s, err);
-    if (rc != VB_OK)
-        goto fail;
     *out = s;
     return VB_OK;
-fail:
-    vb_store_free(s);
-    return rc;
 }
 
 void vb_store_free(vb_store *s)
 {
     if (!s)
         return;
-    store_disconnect(s);
-    vb_store_url_clear(&s->url);
+    vb__redis_free(s->r);
     free(s);
 }
 
 const char *vb_store_describe(const vb_store *s)
 {
-    return s ? s->desc : "(none)";
+    return s ? vb__redis_describe(s->r) : "(none)";
 }
 
 vb_err vb_store_ping(vb_store *s, vb_error *err)
@@ -885,10 +447,9 @@ vb_err vb_store_ping(vb_store *s, vb_error *err)
     return VB_OK;
 }
 
-
 static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
 {
-    return vb_error_set(err, VB_ERR_REDIS, "redis %s: unexpected reply to %s", s->desc, what);
+    return vb__redis_unexpected(s->r, what, err);
 }
 
 /* ---- run state ---- */
@@ -933,6 +494,8 @@ const char *vb_claim_decision_name(vb_claim_decision d)
         return "skip_done";
     case VB_CLAIM_DEAD:
         return "dead";
+    case VB_CLAIM_SKIP_BACKOFF:
+        return "skip_backoff";
     }
     return "unknown";
 }
@@ -977,6 +540,8 @@ static const struct {
     {"finished_at", F_TIME, offsetof(vb_run_state, finished_at)},
     {"lease_until", F_TIME, offsetof(vb_run_state, lease_until)},
     {"upload_started_at", F_TIME, offsetof(vb_run_state, upload_started_at)},
+    {"upload_until", F_TIME, offsetof(vb_run_state, upload_until)},
+    {"retry_at", F_TIME, offsetof(vb_run_state, retry_at)},
     {"worker", F_STR, offsetof(vb_run_state, worker)},
     {"batch_ids", F_STR, offsetof(vb_run_state, batch_ids)},
     {"last_error", F_STR, offsetof(vb_run_state, last_error)},
@@ -1199,6 +764,7 @@ vb_err vb_store_claim_for_queue_ex(vb_store *s, const char *run_id, long max_att
                             : strcmp(d, "in_progress") == 0 ? VB_CLAIM_SKIP_IN_PROGRESS
                             : strcmp(d, "done") == 0        ? VB_CLAIM_SKIP_DONE
                             : strcmp(d, "dead") == 0        ? VB_CLAIM_DEAD
+                            : strcmp(d, "backoff") == 0     ? VB_CLAIM_SKIP_BACKOFF
                                                             : (vb_claim_decision)0;
     long long v = r->element[1]->integer;
     freeReplyObject(r);
@@ -1309,6 +875,13 @@ static vb_err pair_status(vb_store *s, const redisReply *r, const char *id, cons
         return VB_OK;
     if (strcmp(st, "lost") == 0)
         return vb_error_set(err, VB_ERR_CANCELLED, "%s of run %s refused: lock lost", what, id);
+    if (strcmp(st, "stale") == 0) {
+        const redisReply *v = r->element[1];
+        return vb_error_set(err, VB_ERR_CONFLICT,
+                            "%s of run %s refused: attempt already begun (%lld recorded): a "
+                            "redelivered message", what, id,
+                            v->type == REDIS_REPLY_INTEGER ? v->integer : 0LL);
+    }
     if (strcmp(st, "conflict") == 0) {
         const redisReply *v = r->element[1];
         return vb_error_set(err, VB_ERR_CONFLICT, "%s of run %s refused: run is %s", what, id,
@@ -1321,6 +894,13 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
                                  const char *worker_id, long lease_ms, long *attempt,
                                  vb_error *err)
 {
+    return vb_store_begin_attempt(s, run_id, token, worker_id, lease_ms, 0, attempt, err);
+}
+
+vb_err vb_store_begin_attempt(vb_store *s, const char *run_id, const char *token,
+                              const char *worker_id, long lease_ms, long msg_attempt,
+                              long *attempt, vb_error *err)
+{
     ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
@@ -1331,12 +911,14 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
     make_key(rkey, sizeof rkey, RUN_PREFIX, id);
     make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
     long long now_ms = vb_store_now_ms();
-    char now[24], lease[24];
+    char now[24], lease[24], lms[24], matt[24];
     fmt_ll(now, now_ms);
     fmt_ll(lease, now_ms + lease_ms);
+    fmt_ll(lms, lease_ms);
+    fmt_ll(matt, msg_attempt > 0 ? msg_attempt : 0);
     const char *keys[3] = {rkey, lkey, INDEX_KEY};
-    const char *args[5] = {id, token, worker_id, now, lease};
-    redisReply *r = store_eval(s, SCRIPT_BEGIN, 3, keys, 5, args, NULL, err);
+    const char *args[7] = {id, token, worker_id, now, lease, lms, matt};
+    redisReply *r = store_eval(s, SCRIPT_BEGIN, 3, keys, 7, args, NULL, err);
     if (!r)
         return failed(err);
     rc = pair_status(s, r, id, "begin processing", err);
@@ -1371,16 +953,40 @@ vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char 
     return rc;
 }
 
-/* Length of the longest prefix of s, at most max bytes, that ends on a UTF-8
- * character boundary. */
-static size_t utf8_cut(const char *s, size_t len, size_t max)
+vb_err vb_store_upload_gate(vb_store *s, const char *run_id, const char *token, long lease_ms,
+                            long long upload_until_ms, vb_error *err)
 {
-    if (len <= max)
-        return len;
-    size_t cut = max;
-    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
-        cut--;
-    return cut;
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
+        (rc = check_ms(lease_ms, "lease", err)) != VB_OK)
+        return rc;
+    long long now_ms = vb_store_now_ms();
+    if (upload_until_ms < now_ms)
+        return vb_error_set(err, VB_ERR_INVALID, "upload deadline lies in the past");
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    char now[24], lms[24], until[24];
+    fmt_ll(now, now_ms);
+    fmt_ll(lms, lease_ms);
+    fmt_ll(until, upload_until_ms);
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[5] = {id, token, now, lms, until};
+    redisReply *r = store_eval(s, SCRIPT_UPLOAD_GATE, 3, keys, 5, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "upload gate", err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "upload of run %s refused: lock lost", id);
+    else if (strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT,
+                          "upload of run %s refused: run is already uploaded", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, "upload gate", err);
+    freeReplyObject(r);
+    return rc;
 }
 
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
@@ -1409,7 +1015,7 @@ vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb
     size_t lens[8];
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(args[i]);
-    lens[5] = utf8_cut(args[5], lens[5], VB_STORE_LAST_ERROR_MAX);
+    lens[5] = vb__utf8_cut(args[5], lens[5], VB_STORE_LAST_ERROR_MAX);
     redisReply *r = store_eval(s, SCRIPT_SET_STATE, 3, keys, 8, args, lens, err);
     if (!r)
         return failed(err);
@@ -1553,7 +1159,7 @@ vb_err vb_store_hand_back(vb_store *s, const char *run_id, const char *token, co
     const char *keys[3] = {rkey, lkey, INDEX_KEY};
     const char *args[4] = {id, token, now, why};
     size_t lens[4] = {strlen(id), strlen(token), strlen(now),
-                      utf8_cut(why, strlen(why), VB_STORE_LAST_ERROR_MAX)};
+                      vb__utf8_cut(why, strlen(why), VB_STORE_LAST_ERROR_MAX)};
     redisReply *r = store_eval(s, SCRIPT_HAND_BACK, 3, keys, 4, args, lens, err);
     if (!r)
         return failed(err);

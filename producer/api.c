@@ -14,10 +14,14 @@
  * captures one path segment. A path that matches with another method gives
  * 405 and an Allow header.
  *
- * Threading: one thread per connection (bounded by max_connections). A request
- * that reads or writes jobs borrows a Redis connection from a small pool
- * (jobs_pool.h, VB_API_REDIS_CONNECTIONS) for the time of its handler, so
- * requests do not queue behind one connection; everything else is per
+ * The API is mounted on the producer's HTTP endpoint (endpoint.h), which
+ * serves /healthz, /readyz (with api_ready below) and /metrics itself and
+ * hands every other path to handle().
+ *
+ * Threading: the endpoint's event-loop threads call handle(). A request that
+ * reads or writes jobs borrows a Redis connection from a small pool
+ * (jobs_pool.h, VB_API_REDIS_CONNECTIONS) for the time of its handler, so the
+ * threads do not queue behind one connection; everything else is per
  * request.
  */
 #include "api.h"
@@ -39,9 +43,10 @@
 #include "visionbatch/cron.h"
 #include "visionbatch/jobs.h"
 #include "visionbatch/jobs_pool.h"
+#include "visionbatch/run.h"
 
 struct vb_api {
-    struct MHD_Daemon *d;
+    vb_endpoint *ep;
     vb_jobs_pool *pool;
     char *token;
     size_t token_len;
@@ -245,45 +250,24 @@ static int parse_count(const char *s, long lo, long hi, long *out)
 /* ------------------------------------------------------------------ */
 /* handlers                                                            */
 
-static void h_healthz(vb_api *api, req *r, resp *out)
+/* /readyz (served by the endpoint): Redis reachable and the producer's own
+ * check passes. */
+static int api_ready(void *ctx, char *why, size_t whylen)
 {
-    cJSON *o = cJSON_CreateObject();
-    if (o)
-        cJSON_AddStringToObject(o, "status", "ok");
-    set_json(out, 200, o);
-}
-
-static void h_readyz(vb_api *api, req *r, resp *out)
-{
-    char why[512] = "", cbwhy[256] = "";
+    vb_api *api = ctx;
+    char cbwhy[256] = "";
     vb_error err = {0};
-    if (vb_jobs_ping(r->jobs, &err) != VB_OK)
-        snprintf(why, sizeof why, "redis: unreachable");
+    why[0] = '\0';
+    vb_jobs *jobs = vb_jobs_pool_get(api->pool, &err);
+    if (!jobs || vb_jobs_ping(jobs, &err) != VB_OK)
+        snprintf(why, whylen, "redis: unreachable");
+    vb_jobs_pool_put(api->pool, jobs);
     if (api->cb.ready && !api->cb.ready(api->cb.ctx, cbwhy, sizeof cbwhy)) {
         size_t n = strlen(why);
-        snprintf(why + n, sizeof why - n, "%s%s", n ? "; " : "",
+        snprintf(why + n, whylen - n, "%s%s", n ? "; " : "",
                  cbwhy[0] ? cbwhy : "producer not ready");
     }
-    cJSON *o = cJSON_CreateObject();
-    if (o) {
-        cJSON_AddStringToObject(o, "status", why[0] ? "unavailable" : "ready");
-        if (why[0])
-            cJSON_AddStringToObject(o, "detail", why);
-    }
-    set_json(out, why[0] ? 503 : 200, o);
-}
-
-static void h_metrics(vb_api *api, req *r, resp *out)
-{
-    vb_error err = {0};
-    char *text = NULL;
-    if (vb_metrics_render(api->cb.metrics, &text, &err) != VB_OK) {
-        set_detail(out, 500, "metrics unavailable");
-        return;
-    }
-    out->status = 200;
-    out->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    out->body = text;
+    return why[0] == '\0';
 }
 
 static void h_openapi(vb_api *api, req *r, resp *out)
@@ -581,20 +565,9 @@ static void h_run_now(vb_api *api, req *r, resp *out)
     set_json(out, 202, o);
 }
 
-static int run_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 128)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
 static void h_run_state(vb_api *api, req *r, resp *out)
 {
-    if (!run_id_valid(r->id)) {
+    if (!vb_run_id_valid(r->id)) { /* the one run id rule (run.h) */
         set_detail(out, 404, "run not found");
         return;
     }
@@ -623,9 +596,6 @@ static void h_run_state(vb_api *api, req *r, resp *out)
 }
 
 static const route routes[] = {
-    {"GET", "/healthz", h_healthz, 0, 1},
-    {"GET", "/readyz", h_readyz, 0, 0},
-    {"GET", "/metrics", h_metrics, 0, 0},
     {"GET", "/openapi.json", h_openapi, 0, 0},
     {"POST", "/cron-jobs", h_create, 1, 0},
     {"GET", "/cron-jobs", h_list, 0, 0},
@@ -644,13 +614,13 @@ static const route routes[] = {
 /* Routes whose handler reads or writes jobs borrow a Redis connection. */
 static int uses_jobs(const route *rt)
 {
-    return strncmp(rt->pattern, "/cron-jobs", 10) == 0 || rt->fn == h_readyz;
+    return strncmp(rt->pattern, "/cron-jobs", 10) == 0;
 }
 
 int vb_api_route(size_t i, const char **method, const char **pattern)
 {
-    if (i >= NROUTES)
-        return 0;
+    if (i >= NROUTES) /* then the endpoint's own: /healthz, /readyz, /metrics */
+        return vb_endpoint_route(i - NROUTES, method, pattern);
     *method = routes[i].method;
     *pattern = routes[i].pattern;
     return 1;
@@ -751,22 +721,48 @@ static enum MHD_Result send_resp(vb_api *api, struct MHD_Connection *con, const 
 
 static int authorized(vb_api *api, struct MHD_Connection *con)
 {
-    if (!api->token)
-        return 1;
-    const char *h = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    return vb_endpoint_bearer_ok(con, api->token, api->token_len);
+}
+
+/* Every Content-Length header of a request: libmicrohttpd frames the body
+ * by the first one, so a second with another value must be refused. */
+typedef struct content_lengths {
+    const char *first;
+    int conflict;
+} content_lengths;
+
+static enum MHD_Result on_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
+{
+    content_lengths *c = cls;
+    if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+        return MHD_YES;
+    if (!c->first)
+        c->first = value ? value : "";
+    else if (strcmp(c->first, value ? value : "") != 0)
+        c->conflict = 1;
+    return MHD_YES;
+}
+
+/* The media type application/json (any case), alone or with parameters
+ * ("application/json; charset=utf-8"); not application/jsonX or a suffix. */
+static int is_json_media_type(const char *ct)
+{
+    static const char json[] = "application/json";
+    if (strncasecmp(ct, json, sizeof json - 1) != 0)
         return 0;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    return vb_crypto_equal(h, strlen(h), api->token, api->token_len);
+    const char *p = ct + sizeof json - 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0' || *p == ';';
 }
 
 /* Checks done before any body is read; 1 when `out` holds a refusal. */
 static int precheck(vb_api *api, req *r, resp *out)
 {
-    /* /healthz is the only open route; everything else is authenticated,
-     * unknown paths included, so the route table is not disclosed. */
+    /* Every path here is authenticated (the open probe paths /healthz and
+     * /readyz are the endpoint's), unknown paths included, so the route
+     * table is not disclosed. */
     if (!(r->rt && r->rt->open) && !authorized(api, r->con)) {
         out->allow[0] = '\0';
         set_detail(out, 401, "missing or invalid API token (send Authorization: Bearer <token>)");
@@ -780,8 +776,13 @@ static int precheck(vb_api *api, req *r, resp *out)
             set_detail(out, 404, "not found");
         return 1;
     }
-    const char *cl =
-        MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    content_lengths cls = {0};
+    MHD_get_connection_values(r->con, MHD_HEADER_KIND, on_content_length, &cls);
+    if (cls.conflict) { /* which one frames the body? (RFC 9112 §6.3) */
+        set_detail(out, 400, "conflicting Content-Length headers");
+        return 1;
+    }
+    const char *cl = cls.first;
     if (cl) {
         char *end = NULL;
         unsigned long long n = strtoull(cl, &end, 10);
@@ -795,7 +796,7 @@ static int precheck(vb_api *api, req *r, resp *out)
     if (r->rt->json_body) {
         const char *ct =
             MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (ct && strncasecmp(ct, "application/json", 16) != 0) {
+        if (ct && !is_json_media_type(ct)) {
             set_detail(out, 415, "Content-Type must be application/json");
             return 1;
         }
@@ -803,9 +804,9 @@ static int precheck(vb_api *api, req *r, resp *out)
     return 0;
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *con, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **con_cls)
+static int handle(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+                  const char *version, const char *upload_data, size_t *upload_data_size,
+                  void **con_cls)
 {
     vb_api *api = cls;
     req *r = *con_cls;
@@ -851,8 +852,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *con, const char 
     return send_resp(api, con, method, r->rt, &r->start, &out);
 }
 
-static void completed(void *cls, struct MHD_Connection *con, void **con_cls,
-                      enum MHD_RequestTerminationCode toe)
+static void completed(void *cls, struct MHD_Connection *con, void **con_cls, int toe)
 {
     req *r = *con_cls;
     if (!r)
@@ -977,39 +977,21 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
                          &api->pool, err) != VB_OK)
         goto fail;
 
-    struct sockaddr_in sa4 = {0};
-    struct sockaddr_in6 sa6 = {0};
-    struct sockaddr *sa;
-    if (v6) {
-        sa6.sin6_family = AF_INET6;
-        sa6.sin6_port = htons((uint16_t)port);
-        inet_pton(AF_INET6, host, &sa6.sin6_addr);
-        sa = (struct sockaddr *)&sa6;
-    } else {
-        sa4.sin_family = AF_INET;
-        sa4.sin_port = htons((uint16_t)port);
-        inet_pton(AF_INET, host, &sa4.sin_addr);
-        sa = (struct sockaddr *)&sa4;
-    }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    unsigned timeout = opts && opts->connection_timeout_s ? opts->connection_timeout_s : 30;
-    unsigned maxconn = opts && opts->max_connections ? opts->max_connections : 64;
-    api->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, api,
-                              MHD_OPTION_SOCK_ADDR, sa,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-                              MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-                              MHD_OPTION_CONNECTION_LIMIT, maxconn,
-                              MHD_OPTION_NOTIFY_COMPLETED, completed, api,
-                              MHD_OPTION_END);
-    if (!api->d) {
-        vb_error_set(err, VB_ERR_NETWORK, "cannot listen on %s (address in use or not local?)",
-                     listen);
+    char where[80];
+    snprintf(where, sizeof where, v6 ? "[%s]:%d" : "%s:%d", host, port);
+    vb_endpoint_opts eo = {
+        .listen = where,
+        .name = "REST API",
+        .metrics = api->cb.metrics,
+        .token = api->token,
+        .ready = api_ready,
+        .check_ctx = api,
+        .app = {.handle = handle, .completed = completed, .cls = api},
+        .limits = opts ? opts->limits : (vb_endpoint_limits){0},
+    };
+    if (vb_endpoint_start(&eo, &api->ep, err) != VB_OK)
         goto fail;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->d, MHD_DAEMON_INFO_BIND_PORT);
-    api->port = info ? info->port : port;
+    api->port = vb_endpoint_port(api->ep);
     vb_crypto_wipe(key, sizeof key);
     return api;
 fail:
@@ -1022,8 +1004,7 @@ void vb_api_stop(vb_api *api)
 {
     if (!api)
         return;
-    if (api->d)
-        MHD_stop_daemon(api->d);
+    vb_endpoint_stop(api->ep);
     vb_jobs_pool_free(api->pool);
     if (api->token) {
         vb_crypto_wipe(api->token, api->token_len);

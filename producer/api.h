@@ -4,19 +4,22 @@
  *
  * Endpoints: POST/GET /cron-jobs, GET/PUT/DELETE /cron-jobs/{id},
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
- * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id}, GET /healthz,
- * /readyz, /metrics, /openapi.json (the document is producer/openapi.json,
- * embedded at build time).
+ * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id},
+ * /openapi.json (the document is producer/openapi.json, embedded at build
+ * time); GET /healthz, /readyz and /metrics are served by the HTTP endpoint
+ * (endpoint.h) the API is mounted on.
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses
- * (127.0.0.0/8, ::1); with a token every endpoint except /healthz requires
- * `Authorization: Bearer <token>` (compared in constant time).
+ * (127.0.0.0/8, ::1); with a token every endpoint except the probes
+ * /healthz and /readyz requires `Authorization: Bearer <token>` (compared in
+ * constant time).
  *
- * Threading: the server runs its own threads (one per connection, bounded);
- * callbacks are called from those threads, concurrently, and must be
- * thread-safe. Jobs are stored through a pool of vb_jobs handles (jobs_pool.h)
- * opened by vb_api_start: one at once, more on demand.
+ * Threading: the endpoint's event-loop threads (endpoint.h) call the
+ * handlers and callbacks, concurrently; callbacks must be thread-safe, and a
+ * callback that blocks (Redis, Kafka) holds up that thread's other
+ * connections meanwhile. Jobs are stored through a pool of vb_jobs handles
+ * (jobs_pool.h) opened by vb_api_start: one at once, more on demand.
  */
 #ifndef VISIONBATCH_PRODUCER_API_H
 #define VISIONBATCH_PRODUCER_API_H
@@ -24,6 +27,7 @@
 #include <stddef.h>
 
 #include "visionbatch/crypto.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/error.h"
 #include "visionbatch/metrics.h"
 
@@ -66,8 +70,7 @@ typedef struct vb_api_opts {
     const char *secret_key;        /* base64 of 32 bytes, NULL = none (jobs cannot be created) */
     size_t max_body;               /* request body cap, 0 = 64 KiB */
     size_t exec_cap;               /* executions kept per job, 0 = 100 */
-    unsigned connection_timeout_s; /* idle connection timeout, 0 = 30 */
-    unsigned max_connections;      /* concurrent connections, 0 = 64 */
+    vb_endpoint_limits limits;     /* connection limits; zeros = defaults (endpoint.h) */
     size_t redis_connections;      /* pooled Redis connections, 0 = VB_API_REDIS_CONNECTIONS */
     vb_api_callbacks cb;
 } vb_api_opts;
@@ -95,7 +98,8 @@ int vb_api_port(const vb_api *api);
 
 /* The i-th route the server answers (0-based): its method ("GET", …) and
  * path pattern, where "{}" stands for the one captured segment (the job id,
- * or the run id under /runs). Returns 0 past the last route, else 1. Lets a
+ * or the run id under /runs); the API's routes, then the endpoint's
+ * (vb_endpoint_route). Returns 0 past the last route, else 1. Lets a
  * test compare the routes with the OpenAPI document. Thread-safe (static
  * data). */
 int vb_api_route(size_t i, const char **method, const char **pattern);

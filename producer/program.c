@@ -33,6 +33,7 @@
 #include "scheduler.h"
 #include "visionbatch/config.h"
 #include "visionbatch/cron.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/http.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
@@ -126,52 +127,6 @@ static int parse_opts(int n, char **rest, opts *o)
     return 0;
 }
 
-/* http://<listen>/healthz, with a wildcard address replaced by loopback. */
-static void health_url(const char *listen, char *out, size_t outlen)
-{
-    const char *colon = strrchr(listen, ':');
-    const char *port = colon ? colon + 1 : "8000";
-    size_t hostlen = colon ? (size_t)(colon - listen) : strlen(listen);
-    char host[256];
-    if (hostlen >= sizeof host)
-        hostlen = sizeof host - 1;
-    memcpy(host, listen, hostlen);
-    host[hostlen] = '\0';
-    if (hostlen == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
-        snprintf(host, sizeof host, "127.0.0.1");
-    else if (strcmp(host, "[::]") == 0)
-        snprintf(host, sizeof host, "[::1]");
-    snprintf(out, outlen, "http://%s:%s/healthz", host, port);
-}
-
-static int healthcheck(const vb_config *cfg)
-{
-    char url[400];
-    health_url(cfg->listen ? cfg->listen : "127.0.0.1:8000", url, sizeof url);
-    if (vb_http_global_init() != VB_OK) {
-        fprintf(stderr, PROG ": cannot initialise libcurl\n");
-        return 1;
-    }
-    vb_http *h = vb_http_new();
-    vb_http_request req = {.method = "GET", .url = url};
-    vb_http_policy pol = {.connect_timeout_ms = 2000, .timeout_ms = 4500, .retries = 0};
-    vb_http_response resp;
-    memset(&resp, 0, sizeof resp);
-    vb_error err;
-    vb_error_clear(&err);
-    int status = 1;
-    if (!h)
-        fprintf(stderr, PROG ": out of memory\n");
-    else if (vb_http_perform(h, &req, &pol, &resp, &err) == VB_OK)
-        status = 0;
-    else
-        fprintf(stderr, PROG ": health check %s failed: %s\n", url, err.msg);
-    vb_http_response_free(&resp);
-    vb_http_free(h);
-    vb_http_global_cleanup();
-    return status;
-}
-
 /* Sleeps up to `s` seconds, waking early when a signal arrives. */
 static void sleep_interruptible(long s)
 {
@@ -196,6 +151,7 @@ typedef struct service {
     vb_metrics *metrics;
     vb_metric *polls;     /* visionbatch_producer_polls_total{source,result} */
     vb_metric *published; /* visionbatch_producer_runs_published_total{source} */
+    vb_metric *run_errors; /* visionbatch_producer_run_errors_total{source} */
     pthread_mutex_t store_mu; /* guards `store` (REST API lookups) */
     vb_store *store;
 } service;
@@ -206,6 +162,7 @@ static void count_poll(service *sv, const char *source, vb_err rc, const vb_poll
     vb_metric_inc(sv->polls, poll_labels);
     const char *pub_labels[] = {source};
     vb_metric_add(sv->published, pub_labels, (double)st->published);
+    vb_metric_add(sv->run_errors, pub_labels, (double)st->run_errors);
 }
 
 static int api_ready(void *ctx, char *why, size_t whylen)
@@ -376,6 +333,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
         .redis_url = cfg->redis_url,
         .secret_key = cfg->secret_key,
         .exec_cap = (size_t)cfg->executions_cap,
+        .limits = vb_endpoint_limits_of(cfg),
         .cb = {.ctx = sv,
                .ready = api_ready,
                .fire_now = api_fire_now,
@@ -449,6 +407,9 @@ static int serve(const vb_config *cfg, const opts *o)
                                       "source,result");
         sv.published = vb_metrics_counter(sv.metrics, "visionbatch_producer_runs_published_total",
                                           "Runs published to Kafka", "source");
+        sv.run_errors = vb_metrics_counter(sv.metrics, "visionbatch_producer_run_errors_total",
+                                           "Runs that failed by themselves in a poll (the "
+                                           "poll went on)", "source");
     }
     vb_api *api = NULL;
     vb_error err;
@@ -532,7 +493,13 @@ int vb_producer_main(int argc, char **argv)
         return 2;
     }
     if (o.healthcheck) {
-        int rc = healthcheck(&cfg);
+        int rc = 1;
+        if (vb_http_global_init() != VB_OK) {
+            fprintf(stderr, PROG ": cannot initialise libcurl\n");
+        } else {
+            rc = vb_endpoint_healthcheck(cfg.listen, PROG);
+            vb_http_global_cleanup();
+        }
         vb_config_free(&cfg);
         return rc;
     }

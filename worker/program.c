@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "visionbatch/config.h"
+#include "visionbatch/endpoint.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
 #include "visionbatch/signals.h"
@@ -88,7 +89,7 @@ int vb_worker_main(int argc, char **argv)
         return 1;
     }
     if (healthcheck) {
-        int st = vb_metrics_healthcheck(cfg.metrics_listen);
+        int st = vb_endpoint_healthcheck(cfg.metrics_listen, "visionbatch-worker");
         vb_http_global_cleanup();
         vb_config_free(&cfg);
         return st;

@@ -1,9 +1,6 @@
 /*
  * worker.h — internals of visionbatch-worker shared by its files: the worker
- * (worker.c), its metrics (metrics_http.c) and the program (program.c).
- *
- * Metrics are plain C11 atomics updated by every thread of the worker and
- * read by the HTTP server thread; nothing here needs a lock.
+ * (worker.c), its metrics (metrics.c) and the program (program.c).
  */
 #ifndef VISIONBATCH_WORKER_H
 #define VISIONBATCH_WORKER_H
@@ -13,6 +10,7 @@
 
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
+#include "visionbatch/metrics.h"
 #include "visionbatch/version.h"
 
 /* How a run attempt ended, for visionbatch_runs_total{outcome=…}. */
@@ -28,48 +26,37 @@ typedef enum vb_outcome {
 
 const char *vb_outcome_name(vb_outcome o);
 
-#define VB_DURATION_BUCKETS 12
+/* The worker's metrics: families in one vb_metrics registry, served with
+ * the endpoint's own at /metrics (metrics.c). The handles are set once,
+ * before any thread starts; the registry is thread-safe. */
+typedef struct vb_worker_metrics {
+    vb_metrics *reg;
+    vb_metric *runs;           /* visionbatch_runs_total{outcome} */
+    vb_metric *duration;       /* visionbatch_run_duration_seconds */
+    vb_metric *inflight;       /* visionbatch_inflight_runs */
+    vb_metric *lock_takeovers; /* expired leases this worker's reaper reclaimed */
+    vb_metric *retries;        /* attempts > 1 started here + failed runs republished */
+    vb_metric *dlq;            /* messages copied to the dead-letter topic */
+} vb_worker_metrics;
 
-typedef struct vb_metrics {
-    atomic_ullong runs[VB_OUT__COUNT];
-    atomic_ullong duration_bucket[VB_DURATION_BUCKETS]; /* non-cumulative counts */
-    atomic_ullong duration_count;
-    atomic_ullong duration_sum_ms;
-    atomic_llong inflight;
-    atomic_ullong lock_takeovers; /* expired leases this worker's reaper reclaimed */
-    atomic_ullong retries;        /* attempts > 1 started here + failed runs republished */
-    atomic_ullong dlq;            /* messages copied to the dead-letter topic */
-    atomic_llong poll_alive_ms;   /* monotonic ms of the poll loop's last turn */
-} vb_metrics;
+/* Creates the registry and registers every family (each series at 0).
+ * VB_ERR_NOMEM on failure (then nothing is left to free). */
+vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err);
+void vb_worker_metrics_free(vb_worker_metrics *m);
 
-/* Upper bounds (seconds) of the histogram buckets, +Inf implied. */
-extern const double vb_duration_bounds[VB_DURATION_BUCKETS];
-
-void vb_metrics_observe_run(vb_metrics *m, vb_outcome o, double seconds);
+/* Counts one finished run attempt and its wall time. */
+void vb_worker_metrics_observe_run(vb_worker_metrics *m, vb_outcome o, double seconds);
 
 /* Monotonic milliseconds. */
 long long vb_mono_ms(void);
-
-/* ---- the metrics/health HTTP server (metrics_http.c) ---- */
-
-typedef struct vb_metrics_server vb_metrics_server;
-
-/* Serves GET /healthz (200 "ok" while the poll loop turned within
- * `stale_ms`, else 503) and GET /metrics (Prometheus text) on `listen`
- * ("host:port"; port 0 picks a free port, logged). */
-vb_err vb_metrics_server_start(const char *listen, vb_metrics *m, long stale_ms,
-                               vb_metrics_server **out, vb_error *err);
-void vb_metrics_server_stop(vb_metrics_server *s);
-
-/* GET http://<listen>/healthz with a 5 s timeout: 0 when it answered 200. */
-int vb_metrics_healthcheck(const char *listen);
 
 /* ---- the worker (worker.c) ---- */
 
 typedef struct vb_worker vb_worker;
 
 /* Connects to Kafka (consumer + producer) and Redis, starts the metrics
- * server. cfg is borrowed and must outlive the worker. */
+ * and health endpoint (endpoint.h) on metrics_listen. cfg is borrowed and
+ * must outlive the worker. */
 vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err);
 
 /* Runs until *stop becomes non-zero (set from a signal handler), then drains

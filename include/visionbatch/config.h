@@ -76,6 +76,11 @@ typedef struct vb_config {
     char *secret_key;      /* VISIONBATCH_SECRET_KEY or from the file; secret */
     long concurrency;      /* worker slots, default 4 */
     char *metrics_listen;  /* worker metrics/health, default 127.0.0.1:9101 */
+    long http_threads;                /* HTTP listener event-loop threads, default 4 */
+    long http_max_connections;        /* open HTTP connections, default 512 */
+    long http_max_connections_per_ip; /* of one client address, default 32 */
+    long http_header_timeout_s;       /* request headers complete within, default 10 */
+    long http_idle_timeout_s;         /* idle HTTP connection closed after, default 30 */
     char *topic;           /* default visionbatch.runs */
     char *dlq_topic;       /* default visionbatch.runs.dlq */
     char *group_id;        /* default visionbatch-workers */

@@ -31,8 +31,10 @@
  *
  * Threading: a vb_jobs holds one Redis connection behind a mutex, so one
  * handle may be shared by every thread of a process (calls are serialised).
- * A failed command drops the connection; the next call reconnects. Nothing is
- * retried automatically.
+ * A command that fails on the connection drops it; the next call reconnects,
+ * and failed reconnects are spaced by a backoff (100 ms doubling to 5 s)
+ * during which calls fail fast. Nothing is retried automatically. Lists read
+ * their records in one pipelined round trip.
  */
 #ifndef VISIONBATCH_JOBS_H
 #define VISIONBATCH_JOBS_H
@@ -83,7 +85,8 @@ typedef struct vb_job_input {
  * external_api_get_url, external_api_post_url, external_api_key and
  * organization_id are required; `partial` = 1 (update): any non-empty subset.
  * Rules: a JSON object; no unknown or duplicate fields; strings are non-empty
- * valid UTF-8 without control characters; name ≤ 200 characters; URLs are
+ * valid UTF-8 without control characters (a schedule may hold tabs; no
+ * string, key or value, may hold the escape \u0000); name ≤ 200 characters; URLs are
  * http:// or https:// with a host, ≤ 2048 bytes; schedule parses
  * (vb_cron_parse) and fires at least once; timezone is a known IANA zone;
  * enabled is a boolean; overlap is "skip" or "allow". On failure returns
@@ -145,8 +148,9 @@ int vb_exec_status_valid(const char *status);
 /* ---- the handle ---- */
 
 typedef struct vb_jobs_opts {
-    const char *redis_url;    /* redis://[[user]:pass@]host[:port][/db] or unix:///path[?db=N];
-                                 NULL = redis://127.0.0.1:6379/0 */
+    const char *redis_url;    /* redis://[[user:]password@]host[:port][/db] or
+                                 unix://[[user:]password@]/path[?db=N] (the grammar of
+                                 common/redis/redis.h); NULL = redis://127.0.0.1:6379/0 */
     const unsigned char *secret_key; /* 32 bytes (copied), or NULL: no keys can be stored */
     size_t exec_cap;          /* executions kept per job; 0 = 100 */
     long connect_timeout_ms;  /* 0 = 5000 */

@@ -47,7 +47,9 @@ vb_metric *vb_metrics_histogram(vb_metrics *r, const char *name, const char *hel
 /* Updates the series named by `values` (one string per label name, in
  * order; NULL when the family has no labels). A NULL metric is ignored, so
  * callers need not check registration. Counters only grow: negative `v` is
- * ignored by vb_metric_add on a counter. */
+ * ignored by vb_metric_add on a counter. vb_metric_add on a histogram only
+ * creates the series (every count 0), so it is rendered before the first
+ * observation. */
 void vb_metric_add(vb_metric *m, const char *const *values, double v); /* counter, gauge */
 void vb_metric_inc(vb_metric *m, const char *const *values);           /* add 1 */
 void vb_metric_set(vb_metric *m, const char *const *values, double v); /* gauge */

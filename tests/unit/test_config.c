@@ -673,6 +673,46 @@ static void wants_help_detects_help_flags(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* redis_url is checked with the connection's own grammar: what config accepts
+ * connects, what it refuses is refused with the parser's reason, never with
+ * the URL itself (it may hold a password), and a valid URL's password is
+ * registered for redaction. */
+static void redis_url_is_checked_with_the_connection_grammar(void **state)
+{
+    vb_config cfg;
+    vb_error err = {0};
+    static const char *const good[] = {"REDIS://cache.internal:6380/2", "redis://pw-only-9@h",
+                                       "unix:///run/redis.sock?db=3"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--redis-url", good[i])),
+                         VB_OK);
+        assert_string_equal(cfg.redis_url, good[i]);
+        vb_config_free(&cfg);
+    }
+    assert_int_equal(
+        load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--redis-url", "rediss://:tls-pw-77@h:6380")),
+        VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "rediss:// needs a build with hiredis >= 1.0 and TLS"));
+    assert_null(strstr(err.msg, "tls-pw-77"));
+    /* A long password before a bad port: nothing of the URL is quoted. */
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err,
+                               ARGS("--redis-url", "redis://:Xq7-long-long-long-long-long-long-"
+                                                   "long-long-long-long-long-long-pw@h:99999")),
+                     VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "port must be 1-65535"));
+    assert_null(strstr(err.msg, "Xq7"));
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--redis-url", "unix:/x.sock")),
+                     VB_ERR_CONFIG);
+    /* The password of an accepted URL is masked in any later log text. */
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err,
+                               ARGS("--redis-url", "redis://app:Zr9-redis-secret@h/1")),
+                     VB_OK);
+    vb_config_free(&cfg);
+    char line[] = "AUTH failed for Zr9-redis-secret";
+    vb_redact_text(line);
+    assert_null(strstr(line, "Zr9-redis-secret"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -687,6 +727,7 @@ int main(void)
         T(producer_and_worker_do_not_require_platform_settings),
         T(bad_numbers_name_setting_and_source),
         T(bad_urls_and_empty_values_fail),
+        T(redis_url_is_checked_with_the_connection_grammar),
         T(unknown_and_foreign_options_fail),
         T(unknown_json_key_only_warns),
         T(wrong_json_types_fail),

@@ -53,6 +53,22 @@ static void metrics_histogram_buckets_are_cumulative(void **state)
     vb_metrics_free(r);
 }
 
+static void metrics_add_on_a_histogram_creates_an_empty_series(void **state)
+{
+    vb_metrics *r = vb_metrics_new();
+    const double b[] = {1};
+    vb_metric *h = vb_metrics_histogram(r, "vb_wait_seconds", "Wait.", NULL, b, 1);
+    vb_metric_add(h, NULL, 7);
+    char *text = NULL;
+    assert_int_equal(vb_metrics_render(r, &text, NULL), VB_OK);
+    assert_non_null(strstr(text, "vb_wait_seconds_bucket{le=\"1\"} 0\n"));
+    assert_non_null(strstr(text, "vb_wait_seconds_bucket{le=\"+Inf\"} 0\n"));
+    assert_non_null(strstr(text, "vb_wait_seconds_sum 0\n"));
+    assert_non_null(strstr(text, "vb_wait_seconds_count 0\n"));
+    free(text);
+    vb_metrics_free(r);
+}
+
 static void metrics_registration_rules(void **state)
 {
     vb_metrics *r = vb_metrics_new();
@@ -95,6 +111,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(metrics_render_counter_gauge_with_escaped_labels),
         cmocka_unit_test(metrics_histogram_buckets_are_cumulative),
+        cmocka_unit_test(metrics_add_on_a_histogram_creates_an_empty_series),
         cmocka_unit_test(metrics_registration_rules),
         cmocka_unit_test(metrics_series_are_capped),
     };

@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "redis/redis.h"
+#include "redis_test_server.h"
 #include "visionbatch/store.h"
 
 #define SECRET "s3cr3tPW"
@@ -70,7 +72,7 @@ static void rawcmd_ok(const char *fmt, ...)
     freeReplyObject(r);
 }
 
-static redisContext *raw_connect(const vb_store_url *u)
+static redisContext *raw_connect(const vb__redis_url *u)
 {
     struct timeval tv = {2, 0};
     redisContext *c = u->is_unix ? redisConnectUnixWithTimeout(u->path, tv)
@@ -101,14 +103,14 @@ fail:
 
 static int group_setup(void **state)
 {
-    vb_store_url u;
+    vb__redis_url u;
     vb_error err = {0};
-    if (vb_store_url_parse(test_url(), &u, &err) != VB_OK) {
+    if (vb__redis_url_parse(test_url(), &u, &err) != VB_OK) {
         fprintf(stderr, "REDIS_URL is invalid: %s\n", err.msg);
         return -1;
     }
     raw = raw_connect(&u);
-    vb_store_url_clear(&u);
+    vb__redis_url_clear(&u);
     if (raw) {
         redis_available = 1;
         return 0;
@@ -170,99 +172,7 @@ static int teardown(void **state)
     vb_error err = {0};                                                                            \
     (void)err, (void)s
 
-/* ---- URL parsing (no server) ---- */
-
-static void url_parses_host_port_db_and_encoded_password(void **state)
-{
-    vb_store_url u;
-    vb_error err = {0};
-    assert_int_equal(vb_store_url_parse("redis://:p%40ss:w@example.com:6380/3", &u, &err), VB_OK);
-    assert_int_equal(u.is_unix, 0);
-    assert_string_equal(u.host, "example.com");
-    assert_int_equal(u.port, 6380);
-    assert_int_equal(u.db, 3);
-    assert_string_equal(u.user, "");
-    assert_string_equal(u.password, "p@ss:w");
-    vb_store_url_clear(&u);
-    assert_string_equal(u.password, "");
-}
-
-static void url_applies_defaults(void **state)
-{
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse("redis://localhost", &u, NULL), VB_OK);
-    assert_string_equal(u.host, "localhost");
-    assert_int_equal(u.port, 6379);
-    assert_int_equal(u.db, 0);
-    assert_string_equal(u.password, "");
-    assert_int_equal(vb_store_url_parse("REDIS://redis-1.internal/", &u, NULL), VB_OK);
-    assert_string_equal(u.host, "redis-1.internal");
-    assert_int_equal(u.db, 0);
-}
-
-static void url_accepts_acl_user_and_ipv6(void **state)
-{
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse("redis://alice:secret@10.0.0.1:7000/1", &u, NULL), VB_OK);
-    assert_string_equal(u.user, "alice");
-    assert_string_equal(u.password, "secret");
-    assert_string_equal(u.host, "10.0.0.1");
-    assert_int_equal(vb_store_url_parse("redis://[::1]:6390/2", &u, NULL), VB_OK);
-    assert_string_equal(u.host, "::1");
-    assert_int_equal(u.port, 6390);
-    assert_int_equal(u.db, 2);
-}
-
-static void url_accepts_unix_sockets(void **state)
-{
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse("unix:///var/run/redis/redis.sock?db=4", &u, NULL), VB_OK);
-    assert_int_equal(u.is_unix, 1);
-    assert_string_equal(u.path, "/var/run/redis/redis.sock");
-    assert_int_equal(u.db, 4);
-    assert_int_equal(vb_store_url_parse("unix://:pw@/tmp/r.sock", &u, NULL), VB_OK);
-    assert_string_equal(u.path, "/tmp/r.sock");
-    assert_string_equal(u.password, "pw");
-    assert_int_equal(u.db, 0);
-}
-
-static void url_rejects_bad_forms_without_leaking_the_password(void **state)
-{
-    static const char *const bad[] = {
-        "",
-        "http://:" SECRET "@host",
-        "rediss://:" SECRET "@host:6379/0",
-        "redis://",
-        "redis://:" SECRET "@",
-        "redis://:" SECRET "@host:0",
-        "redis://:" SECRET "@host:65536",
-        "redis://:" SECRET "@host:12ab",
-        "redis://:" SECRET "@host/x",
-        "redis://:" SECRET "@host/100000",
-        "redis://:" SECRET "@host/1?timeout=3",
-        "redis://" SECRET "@host",
-        "redis://:" SECRET "@ho st",
-        "redis://:" SECRET "@[::1",
-        "redis://:" SECRET "%zz@host",
-        "redis://:" SECRET "@host:6379/1 ",
-        "unix://",
-        "unix://relative.sock",
-        "unix://:" SECRET "@/tmp/r.sock?x=1",
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        vb_store_url u;
-        vb_error err = {0};
-        vb_err rc = vb_store_url_parse(bad[i], &u, &err);
-        if (rc != VB_ERR_CONFIG)
-            fail_msg("accepted bad URL #%zu", i);
-        assert_int_equal(err.code, VB_ERR_CONFIG);
-        assert_true(err.msg[0] != '\0');
-        assert_null(strstr(err.msg, SECRET));
-        assert_string_equal(u.password, "");
-    }
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse(NULL, &u, NULL), VB_ERR_CONFIG);
-}
+/* ---- URL errors (the grammar itself is tested in test_redis.c) ---- */
 
 static void store_new_with_bad_url_fails_with_config_error(void **state)
 {
@@ -289,14 +199,14 @@ static void store_connects_pings_and_describes_without_credentials(void **state)
 {
     STORE();
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse(test_url(), &u, NULL), VB_OK);
+    vb__redis_url u;
+    assert_int_equal(vb__redis_url_parse(test_url(), &u, NULL), VB_OK);
     char want[64];
     snprintf(want, sizeof want, "/%d", u.db);
     assert_non_null(strstr(vb_store_describe(s), want));
     if (u.password[0])
         assert_null(strstr(vb_store_describe(s), u.password));
-    vb_store_url_clear(&u);
+    vb__redis_url_clear(&u);
 }
 
 static void store_unreachable_server_fails_with_redis_error(void **state)
@@ -317,45 +227,19 @@ static void store_wrong_password_is_refused_without_leaking_it(void **state)
 {
     if (!redis_available)
         skip();
-    vb_store_url u;
-    assert_int_equal(vb_store_url_parse(test_url(), &u, NULL), VB_OK);
+    vb__redis_url u;
+    assert_int_equal(vb__redis_url_parse(test_url(), &u, NULL), VB_OK);
     if (u.is_unix)
         skip();
     char url[512];
     snprintf(url, sizeof url, "redis://:%s-wrong@%s:%d/%d", SECRET, u.host, u.port, u.db);
-    vb_store_url_clear(&u);
+    vb__redis_url_clear(&u);
     vb_store *s = NULL;
     vb_error err = {0};
     assert_int_equal(vb_store_new(url, NULL, &s, &err), VB_ERR_REDIS);
     assert_null(s);
     assert_non_null(strstr(err.msg, "authentication failed"));
     assert_null(strstr(err.msg, SECRET));
-}
-
-/* Kills the server side of every connection named `name` (what a Redis
- * restart does to a client), leaving other clients of a shared server alone. */
-static void kill_clients_named(const char *name)
-{
-    redisReply *r = rawcmd("CLIENT LIST TYPE normal");
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    char needle[96];
-    snprintf(needle, sizeof needle, " name=%s ", name);
-    int killed = 0;
-    for (char *line = r->str; line && *line;) {
-        char *next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (strstr(line, needle) && strncmp(line, "id=", 3) == 0) {
-            long long id = strtoll(line + 3, NULL, 10);
-            redisReply *k = rawcmd("CLIENT KILL ID %lld", id);
-            assert_int_equal(k->type, REDIS_REPLY_INTEGER);
-            killed += (int)k->integer;
-            freeReplyObject(k);
-        }
-        line = next;
-    }
-    freeReplyObject(r);
-    assert_true(killed >= 1);
 }
 
 static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
@@ -369,7 +253,7 @@ static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
     assert_int_equal(vb_store_new(test_url(), &o, &s, &err), VB_OK);
     *state = s;
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
-    kill_clients_named(name);
+    assert_true(vb_test_kill_clients_named(raw, name) >= 1);
 
     vb_claim_decision d = 0;
     vb_err rc = vb_store_claim_for_queue(s, "R1", 3, 60000, vb_store_now_ms(), &d, &err);
@@ -381,7 +265,8 @@ static void store_reconnects_on_the_call_after_a_killed_connection(void **state)
                      VB_OK);
     assert_int_equal(d, VB_CLAIM_PUBLISH);
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
-    kill_clients_named(name); /* the new connection carries the name too */
+    /* the new connection carries the name too */
+    assert_true(vb_test_kill_clients_named(raw, name) >= 1);
     assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS);
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
 
@@ -468,64 +353,12 @@ static void store_reports_a_reset_connection_as_a_redis_error(void **state)
     vb_store_free(s);
 }
 
-/* Picks a free TCP port on the loopback interface. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static pid_t start_redis(int port)
-{
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", 0);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
-    /* Wait until it answers. */
-    for (int i = 0; i < 100; i++) {
-        redisContext *c = redisConnect("127.0.0.1", port);
-        int ok = c && !c->err;
-        redisFree(c);
-        if (ok)
-            return pid;
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return -1;
-        sleep_ms(50);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-static void stop_redis(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
-
 static void store_survives_a_redis_restart(void **state)
 {
     if (!redis_available || system("command -v redis-server >/dev/null 2>&1") != 0)
         skip();
-    int port = free_port();
-    pid_t pid = start_redis(port);
+    int port = vb_test_free_port();
+    pid_t pid = vb_test_start_redis(port, NULL, NULL);
     if (pid < 0)
         skip();
     char url[64];
@@ -536,14 +369,14 @@ static void store_survives_a_redis_restart(void **state)
     assert_int_equal(vb_store_new(url, &o, &s, &err), VB_OK);
     assert_int_equal(vb_store_ping(s, &err), VB_OK);
 
-    stop_redis(pid);
+    vb_test_stop_redis(pid);
     assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* connection lost */
     assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* reconnect refused */
     vb_error_clear(&err);
     assert_int_equal(vb_store_ping(s, &err), VB_ERR_REDIS); /* within the backoff: fails fast */
     assert_non_null(strstr(err.msg, "next reconnect"));
 
-    pid = start_redis(port);
+    pid = vb_test_start_redis(port, NULL, NULL);
     if (pid < 0) {
         vb_store_free(s);
         skip();
@@ -559,7 +392,7 @@ static void store_survives_a_redis_restart(void **state)
     assert_int_equal(vb_store_claim_for_queue(s, "R1", 3, 60000, 1000, &d, &err), VB_OK);
     assert_int_equal(d, VB_CLAIM_PUBLISH);
     vb_store_free(s);
-    stop_redis(pid);
+    vb_test_stop_redis(pid);
 }
 
 /* ---- claim decisions ---- */
@@ -679,7 +512,7 @@ static void claim_failed_with_attempts_left_publishes(void **state)
     assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "backend said no", NULL, &err),
                      VB_OK);
     assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
-    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
     vb_run_state st = get(s, "R1");
     assert_int_equal(st.state, VB_RUN_QUEUED);
     assert_int_equal(st.attempts, 1);
@@ -692,7 +525,7 @@ static void claim_failed_at_max_attempts_marks_dead(void **state)
     STORE();
     char tok[VB_STORE_TOKEN_SIZE];
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(claim(s, "R1", 2, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+        assert_int_equal(claim(s, "R1", 2, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
         start_attempt(s, "R1", 60000, tok);
         assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "boom", NULL, &err),
                          VB_OK);
@@ -989,13 +822,162 @@ static void mark_upload_started_reports_an_earlier_upload(void **state)
     assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
 
     /* The next attempt learns that an upload may already have happened. */
-    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 30001), VB_CLAIM_PUBLISH);
     start_attempt(s, "R1", 30000, tok);
     st = get(s, "R1");
     assert_int_equal(st.upload_started_at, first);
     vb_run_state_free(&st);
     assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, &prev, &err), VB_OK);
     assert_int_equal(prev, first);
+}
+
+/* Fails the current attempt of R1 (holding tok) and releases the lock. */
+static long long fail_attempt(vb_store *s, char tok[VB_STORE_TOKEN_SIZE])
+{
+    vb_error err = {0};
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "HTTP 503", NULL, &err),
+                     VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    long long at = st.finished_at;
+    vb_run_state_free(&st);
+    return at;
+}
+
+static void claim_honours_the_retry_backoff_of_a_failed_run(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    const long lease = 2000;
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    /* Attempt n waits lease × 2^(n−1) after it failed: 2 s, 4 s, 8 s. */
+    for (long n = 1; n <= 3; n++) {
+        start_attempt(s, "R1", lease, tok);
+        long long failed_at = fail_attempt(s, tok);
+        long long backoff = lease << (n - 1);
+        vb_run_state st = get(s, "R1");
+        assert_int_equal(st.attempts, n);
+        assert_int_equal(st.retry_at, failed_at + backoff);
+        vb_run_state_free(&st);
+        assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_SKIP_BACKOFF);
+        assert_int_equal(claim(s, "R1", 5, failed_at + backoff - 1), VB_CLAIM_SKIP_BACKOFF);
+        st = get(s, "R1");
+        assert_int_equal(st.state, VB_RUN_FAILED); /* a refused claim changes nothing */
+        vb_run_state_free(&st);
+        assert_int_equal(claim(s, "R1", 5, failed_at + backoff), VB_CLAIM_PUBLISH);
+    }
+}
+
+static void retry_backoff_is_capped_at_ten_minutes(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    rawcmd_ok("HSET visionbatch:run:R1 state failed attempts 11 lease_ms 30000");
+    start_attempt(s, "R1", 30000, tok); /* attempt 12: 30 s × 2^11 > 10 min */
+    long long failed_at = fail_attempt(s, tok);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.retry_at, failed_at + 600000);
+    vb_run_state_free(&st);
+    assert_int_equal(claim(s, "R1", 20, failed_at + 599999), VB_CLAIM_SKIP_BACKOFF);
+    assert_int_equal(claim(s, "R1", 20, failed_at + 600000), VB_CLAIM_PUBLISH);
+}
+
+static void hand_back_and_operator_retry_have_no_backoff(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    long long failed_at = fail_attempt(s, tok);
+    assert_int_equal(claim(s, "R1", 5, failed_at + 60000), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    assert_int_equal(vb_store_hand_back(s, "R1", tok, "shutting down", &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    failed_at = fail_attempt(s, tok);
+    assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_SKIP_BACKOFF);
+    assert_int_equal(vb_store_retry(s, "R1", &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_PUBLISH);
+}
+
+static void begin_attempt_refuses_a_redelivered_attempt(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    long attempt = 0;
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w1", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w1", 60000, 1, &attempt, &err),
+                     VB_OK);
+    assert_int_equal(attempt, 1);
+    fail_attempt(s, tok);
+    /* The same message again (a rebalance redelivered it): not a new attempt. */
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w2", 60000, 1, &attempt, &err),
+                     VB_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, "attempt already begun"));
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.attempts, 1);
+    assert_int_equal(st.state, VB_RUN_FAILED);
+    assert_string_equal(st.worker, "w1");
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    /* The message the claim publishes after the backoff carries attempt 2. */
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w2", 60000, 2, &attempt, &err),
+                     VB_OK);
+    assert_int_equal(attempt, 2);
+}
+
+static void upload_gate_checks_the_lock_extends_the_lease_and_records_the_deadline(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE], other[VB_STORE_TOKEN_SIZE];
+    start_attempt(s, "R1", 1000, tok);
+    long long before = vb_store_now_ms();
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before + 5000, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_UPLOADING);
+    assert_true(st.upload_started_at >= before);
+    assert_int_equal(st.upload_until, before + 5000);
+    assert_true(st.lease_until >= before + 30000);
+    vb_run_state_free(&st);
+    redisReply *r = rawcmd("PTTL visionbatch:lock:R1");
+    assert_true(r->integer > 25000); /* the lock got a full lease of room */
+    freeReplyObject(r);
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before - 1, &err), VB_ERR_INVALID);
+    /* Lock lost and taken by another: refused, nothing recorded. */
+    rawcmd_ok("DEL visionbatch:lock:R1");
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, other, &err), VB_OK);
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before + 9000, &err),
+                     VB_ERR_CANCELLED);
+    st = get(s, "R1");
+    assert_int_equal(st.upload_until, before + 5000);
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_set_state(s, "R1", other, VB_RUN_UPLOADED, "", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_upload_gate(s, "R1", other, 30000, before + 9000, &err),
+                     VB_ERR_CONFLICT);
+}
+
+static void run_ids_follow_the_one_rule(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    /* ':' is allowed (run.h); ids are kept upper case. */
+    assert_int_equal(claim(s, "org:run-1.a_b", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "ORG:RUN-1.A_B", 60000, tok);
+    vb_run_state st = get(s, "Org:Run-1.A_B");
+    assert_string_equal(st.id, "ORG:RUN-1.A_B");
+    assert_int_equal(st.state, VB_RUN_PROCESSING);
+    vb_run_state_free(&st);
+    vb_claim_decision d = 0;
+    const char *bad[] = {"...", ".", "a/b", "a b", "a\nb", "run%3A1", "é"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(vb_store_claim_for_queue(s, bad[i], 3, 1000, 1000, &d, &err),
+                         VB_ERR_INVALID);
+        assert_int_equal(vb_run_id_valid(bad[i]), 0);
+    }
 }
 
 static void set_state_cuts_last_error_on_a_character_boundary(void **state)
@@ -1120,11 +1102,6 @@ static void list_pages_through_many_runs(void **state)
 int main(void)
 {
     const struct CMUnitTest offline[] = {
-        cmocka_unit_test(url_parses_host_port_db_and_encoded_password),
-        cmocka_unit_test(url_applies_defaults),
-        cmocka_unit_test(url_accepts_acl_user_and_ipv6),
-        cmocka_unit_test(url_accepts_unix_sockets),
-        cmocka_unit_test(url_rejects_bad_forms_without_leaking_the_password),
         cmocka_unit_test(store_new_with_bad_url_fails_with_config_error),
         cmocka_unit_test(status_names_round_trip),
         cmocka_unit_test(store_reports_a_reset_connection_as_a_redis_error),
@@ -1158,6 +1135,12 @@ int main(void)
         T(set_state_rejects_states_a_worker_cannot_set),
         T(uploaded_is_final),
         T(mark_upload_started_reports_an_earlier_upload),
+        T(claim_honours_the_retry_backoff_of_a_failed_run),
+        T(retry_backoff_is_capped_at_ten_minutes),
+        T(hand_back_and_operator_retry_have_no_backoff),
+        T(begin_attempt_refuses_a_redelivered_attempt),
+        T(upload_gate_checks_the_lock_extends_the_lease_and_records_the_deadline),
+        T(run_ids_follow_the_one_rule),
         T(set_state_cuts_last_error_on_a_character_boundary),
         T(retry_makes_a_dead_run_publishable_again),
         T(list_orders_by_latest_update_and_filters_by_state),
