@@ -10,10 +10,13 @@
 #             that depend on the build (ctest -LE 'once|slow')
 #   tsan      ThreadSanitizer build: unit tests and the producer, worker,
 #             cron API and operator system tests, zero reports allowed
+#   k8s       the Kubernetes manifests: strict decoding with k8s.io/api
+#   compose   the compose deployment in a real container engine
 #
-#   scripts/test.sh            everything (what .ci/run does)
-#   scripts/test.sh --quick    normal + release passes only
-#   scripts/test.sh -R regex   pass a test filter on to ctest
+#   scripts/test.sh               everything (what .ci/run does)
+#   scripts/test.sh --quick       normal + release passes, then k8s and compose
+#   scripts/test.sh --no-compose  skip the compose test (it needs root)
+#   scripts/test.sh -R regex      pass a test filter on to ctest
 # Environment: VB_CTEST_JOBS (tests run at once, default 4: the system
 # tests mostly wait on I/O), KAFKA_PORT/REDIS_PORT (as services.sh; the
 # tests get KAFKA_BROKERS and REDIS_URL from them unless those are set).
@@ -22,11 +25,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 quick=0
+compose=1
 ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-compose) compose=0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) ctest_args+=("$1") ;;
   esac
   shift
@@ -157,11 +162,20 @@ tsan_pass() {
   fi
 }
 
+k8s_pass() { # strict decoding of the manifests with k8s.io/api (tests/k8s)
+  [ -d /usr/local/go/bin ] && PATH=$PATH:/usr/local/go/bin
+  (cd tests/k8s && go test -count=1 ./...)
+}
+
 timed normal normal_pass
 timed release release_pass
 if [ "$quick" -eq 0 ]; then
   timed asan asan_pass
   timed tsan tsan_pass
+fi
+timed k8s k8s_pass
+if [ "$compose" -eq 1 ]; then
+  timed compose tests/compose/run.sh # the Docker deployment in a real engine
 fi
 echo "== times =="
 printf '%s\n' "${times[@]}"
