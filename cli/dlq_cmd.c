@@ -536,37 +536,18 @@ static int parse_args(int n, char **rest, dlq_args *a)
 {
     memset(a, 0, sizeof *a);
     a->limit = LIST_DEFAULT;
-    for (int i = 0; i < n; i++) {
-        const char *x = rest[i];
-        if (strcmp(x, "--json") == 0) {
-            a->json = 1;
-        } else if (strcmp(x, "--all") == 0) {
-            a->all = 1;
-        } else if (strcmp(x, "--dry-run") == 0) {
-            a->dry_run = 1;
-        } else if (strncmp(x, "--limit", 7) == 0 && (x[7] == '\0' || x[7] == '=')) {
-            const char *val = x[7] == '=' ? x + 8 : (i + 1 < n ? rest[++i] : NULL);
-            char *end = NULL;
-            errno = 0;
-            long v = val ? strtol(val, &end, 10) : 0;
-            if (!val || !*val || errno || *end || v < 1 || v > LIST_MAX) {
-                fprintf(stderr, "visionbatch dlq: --limit needs a number 1-%d\n", LIST_MAX);
-                return -1;
-            }
-            a->limit = v;
-            a->limit_set = 1;
-        } else if (x[0] == '-' && x[1] != '\0') {
-            fprintf(stderr, "visionbatch dlq: unknown option '%s'\n", x);
-            return -1;
-        } else if (!a->sub) {
-            a->sub = x;
-        } else if (!a->id) {
-            a->id = x;
-        } else {
-            fprintf(stderr, "visionbatch dlq: unexpected argument '%s'\n", x);
-            return -1;
-        }
-    }
+    const char *limit = NULL, *pos[2];
+    const vb_cli_opt opts[] = {{"--json", &a->json, NULL},
+                               {"--all", &a->all, NULL},
+                               {"--dry-run", &a->dry_run, NULL},
+                               {"--limit", &a->limit_set, &limit},
+                               {NULL, NULL, NULL}};
+    if (vb_cli_parse_args("dlq", n, rest, opts, pos, 2) != 0)
+        return -1;
+    if (a->limit_set && vb_cli_parse_limit("dlq", limit, LIST_MAX, &a->limit) != 0)
+        return -1;
+    a->sub = pos[0];
+    a->id = pos[1];
     if (!a->sub) {
         fprintf(stderr, "visionbatch dlq: which command? list or replay\n");
         return -1;
