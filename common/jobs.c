@@ -24,8 +24,10 @@
 
 #include "jobs_internal.h"
 #include "redis/redis.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/cron.h"
+#include "visionbatch/redact.h"
 #include "visionbatch/tz.h"
 
 #define PREFIX "visionbatch:"
@@ -1013,6 +1015,42 @@ vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err
         return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s has no external_api_key",
                             job->job_id);
     return vb_crypto_open(j->key, job->external_api_key_enc, key, err);
+}
+
+static vb_err set_copy(char **field, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (!copy)
+        return VB_ERR_NOMEM;
+    free(*field);
+    *field = copy;
+    return VB_OK;
+}
+
+vb_err vb_jobs_platform_config(vb_jobs *j, const vb_job *job, const vb_config *base,
+                               vb_config *out, vb_error *err)
+{
+    char *key = NULL;
+    vb_err rc = vb_config_copy(out, base);
+    if (rc != VB_OK)
+        return vb_error_set(err, rc, "out of memory");
+    if ((rc = vb_jobs_open_key(j, job, &key, err)) != VB_OK)
+        goto fail;
+    vb_redact_add_secret(key);
+    if (set_copy(&out->external_api_get_url, job->external_api_get_url) != VB_OK ||
+        set_copy(&out->external_api_post_url, job->external_api_post_url) != VB_OK ||
+        set_copy(&out->external_api_key, key) != VB_OK ||
+        set_copy(&out->backend_api_url, job->backend_api_url) != VB_OK ||
+        set_copy(&out->organization_id, job->organization_id) != VB_OK) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    vb_crypto_free_secret(key);
+    return VB_OK;
+fail:
+    vb_crypto_free_secret(key);
+    vb_config_free(out);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

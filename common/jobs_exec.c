@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "jobs_internal.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/crypto.h"
 #include "visionbatch/run.h"

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "visionbatch/log.h"
+#include "util.h"
 
 /* A produce_sync call waiting for its delivery report. */
 typedef struct vb__kafka_dr {
@@ -211,27 +212,6 @@ void vb_kafka_producer_free(vb_kafka_producer *p, int timeout_ms)
     free(p);
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
-static struct timespec realtime_after(long long ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 static int header_name_ok(const char *s)
 {
     return s && *s && strlen(s) <= 255;
@@ -248,7 +228,7 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
         return vb_error_set(err, VB_ERR_INVALID, "kafka produce: bad arguments");
     if (timeout_ms <= 0)
         timeout_ms = VB_KAFKA_DELIVERY_TIMEOUT_MS + 5000;
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = vb__mono_ms() + timeout_ms;
 
     if (nheaders) {
         if (!(hdrs = rd_kafka_headers_new(nheaders)))
@@ -278,7 +258,7 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
                                  RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
                                  RD_KAFKA_V_VALUE((void *)value, len),
                                  RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
-        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL || mono_ms() >= deadline)
+        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL || vb__mono_ms() >= deadline)
             break;
         struct timespec pause = {0, 10 * 1000000L}; /* the poll thread drains the queue */
         nanosleep(&pause, NULL);
@@ -295,10 +275,10 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
 
     pthread_mutex_lock(&p->mu);
     while (!dr->done) {
-        long long left = deadline - mono_ms();
+        long long left = deadline - vb__mono_ms();
         if (left <= 0)
             break;
-        struct timespec until = realtime_after(left);
+        struct timespec until = vb__realtime_after(left);
         int rc = pthread_cond_timedwait(&p->cv, &p->mu, &until);
         if (rc != 0 && rc != ETIMEDOUT && rc != EINTR)
             break;

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define MAX_PARTITIONS 100000
 
 struct vb_kafka_reader {
@@ -302,11 +304,9 @@ vb_err vb_kafka_reader_next(vb_kafka_reader *r, int timeout_ms, vb_kafka_record 
                             vb_error *err)
 {
     *out = NULL;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long t0 = vb__mono_ms();
     while (r->remaining > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed = (long)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+        long elapsed = (long)(vb__mono_ms() - t0);
         if (elapsed >= timeout_ms)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "kafka topic %s: no message for %d ms (%d partition(s) unread)",

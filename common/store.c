@@ -26,6 +26,7 @@
 #include <strings.h>
 
 #include "redis/redis.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/crypto.h"
 

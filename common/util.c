@@ -1,6 +1,6 @@
 /*
- * util.c — clocks, UTF-8 cutting and hex digits shared by library modules
- * (see util.h). Stateless and thread-safe.
+ * util.c — clocks, condition-wait deadlines and hex digits shared by
+ * library modules and programs (see util.h). Stateless and thread-safe.
  */
 #include "util.h"
 
@@ -23,14 +23,17 @@ long long vb__mono_ms(void)
     return clock_ms(CLOCK_MONOTONIC);
 }
 
-size_t vb__utf8_cut(const char *s, size_t len, size_t max)
+struct timespec vb__realtime_after(long long ms)
 {
-    if (len <= max)
-        return len;
-    size_t cut = max;
-    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
-        cut--;
-    return cut;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
 }
 
 int vb__hexval(int c)

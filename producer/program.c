@@ -254,16 +254,6 @@ static void on_published(void *p, const char *run_id)
                 run_id, err.msg);
 }
 
-static vb_err replace(char **field, const char *value)
-{
-    char *copy = strdup(value ? value : "");
-    if (!copy)
-        return VB_ERR_NOMEM;
-    free(*field);
-    *field = copy;
-    return VB_OK;
-}
-
 /* The producer context of a firing slot: its own (created on first use),
  * or the shared one when that cannot be created. */
 static vb_producer_ctx *slot_ctx(service *sv, int slot)
@@ -292,21 +282,9 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
         return vb_error_set(err, VB_ERR_KAFKA, "not connected to Kafka and Redis yet");
     vb_producer_ctx *pctx = slot_ctx(sv, out->slot);
     vb_config jc;
-    char *key = NULL;
-    vb_err rc = vb_config_copy(&jc, sv->cfg);
+    vb_err rc = vb_jobs_platform_config(out->jobs, job, sv->cfg, &jc, err);
     if (rc != VB_OK)
-        return vb_error_set(err, rc, "out of memory");
-    if ((rc = vb_jobs_open_key(out->jobs, job, &key, err)) != VB_OK)
-        goto done;
-    vb_redact_add_secret(key);
-    if (replace(&jc.external_api_get_url, job->external_api_get_url) != VB_OK ||
-        replace(&jc.external_api_post_url, job->external_api_post_url) != VB_OK ||
-        replace(&jc.external_api_key, key) != VB_OK ||
-        replace(&jc.backend_api_url, job->backend_api_url) != VB_OK ||
-        replace(&jc.organization_id, job->organization_id) != VB_OK) {
-        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+        return rc;
     published_ctx pc = {.jobs = out->jobs, .execution_id = execution_id};
     vb_poll_stats st;
     memset(&st, 0, sizeof st);
@@ -317,8 +295,6 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
     out->published = (long)st.published;
     out->skipped_in_progress = (long)st.skipped_in_progress;
     out->skipped_other_org = (long)st.other_org;
-done:
-    vb_crypto_free_secret(key);
     vb_config_free(&jc);
     return rc;
 }

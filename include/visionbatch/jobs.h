@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 
+#include "visionbatch/config.h"
 #include "visionbatch/crypto.h"
 #include "visionbatch/error.h"
 
@@ -200,6 +201,16 @@ vb_err vb_jobs_version(vb_jobs *j, long long *version, vb_error *err);
  * VB_ERR_NOT_FOUND when the job has no key, VB_ERR_CRYPTO when it does not
  * open under the configured key. */
 vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err);
+
+/* The platform settings a cron job's runs are fetched and reported with: a
+ * deep copy of base (vb_config_copy) whose external_api_get_url,
+ * external_api_post_url, backend_api_url and organization_id are the job's
+ * and whose external_api_key is the job's decrypted key (registered with
+ * vb_redact_add_secret, so logs never show it). On VB_OK the caller frees
+ * *out with vb_config_free; on failure *out is zeroed. Errors: those of
+ * vb_jobs_open_key, VB_ERR_NOMEM ("out of memory"). */
+vb_err vb_jobs_platform_config(vb_jobs *j, const vb_job *job, const vb_config *base,
+                               vb_config *out, vb_error *err);
 
 /* Records a new execution of e->job_id: when e->execution_id is "" a fresh
  * UUID is generated and written back into *e. Pushes it on the job's list and
