@@ -453,6 +453,27 @@ static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
     return vb__redis_unexpected(s->r, what, err);
 }
 
+/* The answer of a lock holder's script ("ok", "lost" or "conflict"), taken
+ * over and freed: VB_OK; VB_ERR_CANCELLED "<what> of run <id> refused: lock
+ * lost"; VB_ERR_CONFLICT "…: <conflict>" (conflict NULL: the script never
+ * answers so, and the answer is unexpected). `label` names the script in an
+ * unexpected-answer error. */
+static vb_err holder_reply(vb_store *s, redisReply *r, const char *label, const char *what,
+                           const char *id, const char *conflict, vb_error *err)
+{
+    vb_err rc = VB_OK;
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, label, err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "%s of run %s refused: lock lost", what, id);
+    else if (conflict && strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT, "%s of run %s refused: %s", what, id, conflict);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, label, err);
+    freeReplyObject(r);
+    return rc;
+}
+
 /* ---- run state ---- */
 
 static const char *const vb_run_status_names[] = {
@@ -977,17 +998,7 @@ vb_err vb_store_upload_gate(vb_store *s, const char *run_id, const char *token, 
     redisReply *r = store_eval(s, SCRIPT_UPLOAD_GATE, 3, keys, 5, args, NULL, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "upload gate", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "upload of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "upload of run %s refused: run is already uploaded", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "upload gate", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "upload gate", "upload", id, "run is already uploaded", err);
 }
 
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
@@ -1020,19 +1031,9 @@ vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb
     redisReply *r = store_eval(s, SCRIPT_SET_STATE, 3, keys, 8, args, lens, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "set state", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "state %s of run %s refused: lock lost",
-                          vb_run_status_name(state), id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "state %s of run %s refused: run is already uploaded",
-                          vb_run_status_name(state), id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "set state", err);
-    freeReplyObject(r);
-    return rc;
+    char what[32];
+    snprintf(what, sizeof what, "state %s", vb_run_status_name(state));
+    return holder_reply(s, r, "set state", what, id, "run is already uploaded", err);
 }
 
 /* ---- operator ---- */
@@ -1097,14 +1098,7 @@ vb_err vb_store_set_origin(vb_store *s, const char *run_id, const char *token,
     redisReply *r = store_eval(s, SCRIPT_SET_ORIGIN, 2, keys, 5, args, NULL, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "set origin", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "origin of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "set origin", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "set origin", "origin", id, NULL, err);
 }
 
 vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, vb_error *err)
@@ -1164,15 +1158,5 @@ vb_err vb_store_hand_back(vb_store *s, const char *run_id, const char *token, co
     redisReply *r = store_eval(s, SCRIPT_HAND_BACK, 3, keys, 4, args, lens, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "hand back", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "hand back of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "hand back of run %s refused: run is not being processed", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "hand back", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "hand back", "hand back", id, "run is not being processed", err);
 }
