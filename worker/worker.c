@@ -56,8 +56,13 @@
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
  *      document paths without their SAS query strings, so fresh URLs are
- *      needed anyway; a run no longer listed is already processed there:
- *      state uploaded, last_error "already processed on the platform";
+ *      needed anyway. The list pages by offset and can shift under a scan,
+ *      so the run counts as absent only after three consecutive scans miss
+ *      it (platform.c). An absent run is already processed there only if
+ *      visionbatch began uploading its report before (upload_started_at set:
+ *      a crash after the upload landed): state uploaded, last_error
+ *      "already processed on the platform"; otherwise the attempt fails
+ *      with VB_ERR_NOT_FOUND and is retried like any transient error (3.);
  *   2. runs vb_pipeline_process; on_stage(UPLOADING) records the upload
  *      start (vb_store_mark_upload_started). If an earlier attempt had
  *      started an upload, before_upload first waits until that upload can no
