@@ -6,6 +6,8 @@
 #ifndef VISIONBATCH_CLI_H
 #define VISIONBATCH_CLI_H
 
+#include <stddef.h>
+
 #include <cjson/cJSON.h>
 
 #include "visionbatch/config.h"
@@ -44,6 +46,10 @@ int vb_cli_parse_limit(const char *name, const char *val, long max, long *out);
 /* Prints `o` (taken over and freed) as indented JSON on stdout; 0, or 1
  * when it could not be printed. */
 int vb_cli_print_json(const char *name, cJSON *o);
+
+/* Writes unix milliseconds ms as "2026-11-28T12:00:00.123Z" (UTC), or "-"
+ * when ms < 0, into out (NUL-terminated, cut to outlen). */
+void vb_cli_fmt_time(long long ms, char *out, size_t outlen);
 
 /* The whole CLI: dispatches argv[1] to its subcommand (argv[0] is the
  * program name) and returns the exit status (0 success, 1 failure, 2 usage). */

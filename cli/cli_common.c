@@ -1,10 +1,11 @@
 /*
  * cli_common.c — what the `visionbatch` subcommands share: loading the
- * admin settings (with the subcommand's own options passed through) and
- * printing a JSON answer on stdout.
+ * admin settings (with the subcommand's own options passed through),
+ * printing a JSON answer on stdout and printing an instant.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/log.h"
@@ -34,4 +35,21 @@ int vb_cli_print_json(const char *name, cJSON *o)
     printf("%s\n", s);
     free(s);
     return 0;
+}
+
+void vb_cli_fmt_time(long long ms, char *out, size_t outlen)
+{
+    if (ms < 0) {
+        snprintf(out, outlen, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(out, outlen, "%lld", ms);
+        return;
+    }
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }

@@ -32,12 +32,10 @@
  * replay, a refused replay), 2 usage or configuration error.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/config.h"
@@ -132,24 +130,6 @@ static const char *kind_name(msg_kind k)
     return k == KIND_RUN ? "run" : k == KIND_NOTICE ? "dead-notice" : "poison";
 }
 
-/* "2026-11-28T12:00:00.123Z" or "-". */
-static void fmt_time(long long ms, char *out, size_t outlen)
-{
-    if (ms < 0) {
-        snprintf(out, outlen, "-");
-        return;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
-}
-
 /* Printable one-line copy of s (control characters → '?'), cut to outlen. */
 static void one_line(const char *s, char *out, size_t outlen)
 {
@@ -239,7 +219,7 @@ static cJSON *entry_json(const entry *e)
     cJSON_AddNumberToObject(o, "partition", e->rec->partition);
     cJSON_AddNumberToObject(o, "offset", (double)e->rec->offset);
     if (e->rec->timestamp_ms >= 0) {
-        fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
+        vb_cli_fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
         cJSON_AddStringToObject(o, "timestamp", ts);
     } else {
         cJSON_AddNullToObject(o, "timestamp");
@@ -288,7 +268,7 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
             const entry *e = dlq_at(&d, i);
             char where[32], ts[40], key[39], reason[121];
             snprintf(where, sizeof where, "%d:%lld", e->rec->partition, e->rec->offset);
-            fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
+            vb_cli_fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
             one_line(e->rec->key ? e->rec->key : "-", key, sizeof key);
             one_line(vb_kafka_record_header(e->rec, "vb-reason"), reason, sizeof reason);
             printf("%-12s %-24s %-38s %-38s %s\n", where, ts, key,

@@ -13,11 +13,9 @@
  * run, state forbids retry), 2 usage or configuration error.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/config.h"
@@ -50,22 +48,10 @@ static void help(void)
     vb_config_print_help(stdout, VB_PROG_ADMIN);
 }
 
-/* "2026-11-28T12:00:00.123Z" or "-" for 0. */
+/* "2026-11-28T12:00:00.123Z", or "-" for 0 (never set). */
 static void fmt_time(long long ms, char *out, size_t outlen)
 {
-    if (ms <= 0) {
-        snprintf(out, outlen, "-");
-        return;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
+    vb_cli_fmt_time(ms > 0 ? ms : -1, out, outlen);
 }
 
 static const char *dash(const char *s)
