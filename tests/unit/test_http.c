@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "http_test_server.h"
+#include "util.h"
 #include "visionbatch/http.h"
 
 static ts_server server;
@@ -46,13 +47,6 @@ static int group_teardown(void **state)
 static void url_of(char *out, size_t outlen, const char *path)
 {
     snprintf(out, outlen, "http://127.0.0.1:%d%s", server.port, path);
-}
-
-static long long ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Performs a GET of `path` under `pol`; returns the code, fills resp/err. */
@@ -346,9 +340,9 @@ static void perform_waits_for_retry_after_on_429(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/4/1", &pol, &resp, &err), VB_OK);
-    long long took = ms_now() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_int_equal(resp.attempts, 2);
     assert_true(took >= 950);
     assert_true(took < 4000);
@@ -361,9 +355,9 @@ static void perform_caps_retry_after_by_retry_max(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/5/100", &pol, &resp, &err), VB_OK);
-    long long took = ms_now() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_int_equal(resp.attempts, 2);
     assert_true(took >= 190);
     assert_true(took < 3000);
@@ -488,9 +482,9 @@ static void perform_times_out_on_slow_answer(void **state)
     vb_http_policy pol = {.timeout_ms = 300};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/slow/3000", &pol, &resp, &err), VB_ERR_TIMEOUT);
-    assert_true(ms_now() - t0 < 2000);
+    assert_true(vb__mono_ms() - t0 < 2000);
     assert_true(vb_error_is_transient(&err));
     vb_http_response_free(&resp);
 }
@@ -502,9 +496,9 @@ static void perform_cancel_aborts_running_transfer(void **state)
     vb_http_policy pol = {.cancel = &c.flag, .retries = 3};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/trickle/200", &pol, &resp, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2500);
+    assert_true(vb__mono_ms() - t0 < 2500);
     assert_int_equal(resp.attempts, 1);
     pthread_join(c.thread, NULL);
     vb_http_response_free(&resp);
@@ -518,9 +512,9 @@ static void perform_cancel_interrupts_backoff(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/6/30", &pol, &resp, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2000);
+    assert_true(vb__mono_ms() - t0 < 2000);
     pthread_join(c.thread, NULL);
     vb_http_response_free(&resp);
 }
@@ -745,9 +739,9 @@ static void download_cancel_aborts_all_and_removes_partial_files(void **state)
     vb_http_policy pol = {.cancel = &c.flag};
     vb_error err;
     vb_error_clear(&err);
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(vb_http_download_all(items, 3, 2, &pol, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2500);
+    assert_true(vb__mono_ms() - t0 < 2500);
     pthread_join(c.thread, NULL);
     /* A document finished before the cancel is kept; the others are gone. */
     assert_int_equal(items[0].result, VB_OK);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "visionbatch/kafka.h"
 
 #define TEST_PARTITIONS 3
@@ -43,13 +44,6 @@ static const char *topic(void)
 {
     const char *t = getenv("VB_TEST_KAFKA_TOPIC");
     return t && *t ? t : "visionbatch.test.producer";
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- test-side Kafka helpers (plain librdkafka) ---- */
@@ -165,9 +159,9 @@ static int read_back(const offsets *from, const char *prefix, int want, seen *fi
 
     memset(first, 0, sizeof *first);
     int got = 0;
-    long long deadline = now_ms() + 20000;
+    long long deadline = vb__mono_ms() + 20000;
     size_t plen = strlen(prefix);
-    while (got < want && now_ms() < deadline) {
+    while (got < want && vb__mono_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
@@ -203,7 +197,7 @@ static int read_back(const offsets *from, const char *prefix, int want, seen *fi
 
 static int group_setup(void **state)
 {
-    snprintf(uniq, sizeof uniq, "%ld-%lld", (long)getpid(), now_ms());
+    snprintf(uniq, sizeof uniq, "%ld-%lld", (long)getpid(), vb__mono_ms());
     if (ensure_topic() > 0) {
         kafka_available = 1;
         return 0;
@@ -342,11 +336,11 @@ static void producer_times_out_when_no_broker_answers(void **state)
     vb_error err = {0};
     assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", "vb-test-offline", &p, &err), VB_OK);
     assert_false(vb_kafka_producer_reachable(p, 300));
-    long long t0 = now_ms();
+    long long t0 = vb__mono_ms();
     assert_int_equal(vb_kafka_produce_sync(p, "visionbatch.nowhere", "k", "v", 1, NULL, 0, 400,
                                            &err),
                      VB_ERR_TIMEOUT);
-    long long took = now_ms() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_true(took >= 350 && took < 5000);
     assert_non_null(strstr(err.msg, "visionbatch.nowhere"));
     vb_kafka_producer_free(p, 0);
