@@ -64,17 +64,6 @@ const char *vb_kafka_record_header(const vb_kafka_record *r, const char *name)
     return NULL;
 }
 
-static char *dup_bytes(const void *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
 /* A client of the given type with our common settings; group may be NULL. */
 static vb_err new_client(rd_kafka_type_t type, const char *brokers, const char *group,
                          rd_kafka_t **out, vb_error *err)
@@ -268,11 +257,11 @@ static vb_err copy_record(const rd_kafka_message_t *m, vb_kafka_record **out, vb
     int64_t ts = rd_kafka_message_timestamp(m, &tt);
     rec->timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
     if (m->key) {
-        if (!(rec->key = dup_bytes(m->key, m->key_len)))
+        if (!(rec->key = vb__dup_bytes(m->key, m->key_len)))
             goto nomem;
         rec->key_len = m->key_len;
     }
-    if (!(rec->value = dup_bytes(m->payload, m->payload ? m->len : 0)))
+    if (!(rec->value = vb__dup_bytes(m->payload, m->payload ? m->len : 0)))
         goto nomem;
     rec->len = m->payload ? m->len : 0;
     rd_kafka_headers_t *hdrs = NULL;
@@ -289,7 +278,7 @@ static vb_err copy_record(const rd_kafka_message_t *m, vb_kafka_record **out, vb
             vb_kafka_header *h = &rec->headers[rec->nheaders++];
             if (!(h->name = strdup(name)))
                 goto nomem;
-            if (val && !(h->value = dup_bytes(val, vlen)))
+            if (val && !(h->value = vb__dup_bytes(val, vlen)))
                 goto nomem;
         }
     }

@@ -582,16 +582,6 @@ static long long parse_ll(const char *s)
     return v;
 }
 
-static char *dup_bytes(const char *p, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, p, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 /* Fills *st from an HGETALL array reply; *st must be zeroed. */
 static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h, vb_run_state *st,
                               vb_error *err)
@@ -609,7 +599,7 @@ static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h,
             void *slot = base + vb_run_fields[f].off;
             switch (vb_run_fields[f].kind) {
             case F_STR: {
-                char *d = dup_bytes(v->str, v->len);
+                char *d = vb__dup_bytes(v->str, v->len);
                 if (!d)
                     return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
                 free(*(char **)slot);
@@ -633,14 +623,14 @@ static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h,
             break;
         }
     }
-    st->id = dup_bytes(id, idlen);
+    st->id = vb__dup_bytes(id, idlen);
     if (!st->id)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     for (size_t f = 0; f < N_FIELDS; f++) {
         if (vb_run_fields[f].kind != F_STR)
             continue;
         char **slot = (char **)(base + vb_run_fields[f].off);
-        if (!*slot && !(*slot = dup_bytes("", 0)))
+        if (!*slot && !(*slot = vb__dup_bytes("", 0)))
             return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     }
     return VB_OK;
@@ -1128,7 +1118,7 @@ vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, 
             v = "config";
             n = 6;
         }
-        if (!(*slots[i] = dup_bytes(v, n))) {
+        if (!(*slots[i] = vb__dup_bytes(v, n))) {
             freeReplyObject(r);
             vb_run_origin_free(out);
             return vb_error_set(err, VB_ERR_NOMEM, "out of memory");

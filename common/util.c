@@ -1,9 +1,12 @@
 /*
- * util.c — clocks, condition-wait deadlines and hex digits shared by
- * library modules and programs (see util.h). Stateless and thread-safe.
+ * util.c — clocks, condition-wait deadlines, hex digits and byte-range
+ * copies shared by library modules and programs (see util.h). Stateless
+ * and thread-safe.
  */
 #include "util.h"
 
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static long long clock_ms(clockid_t id)
@@ -45,4 +48,15 @@ int vb__hexval(int c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+char *vb__dup_bytes(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    if (n)
+        memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
 }

@@ -1,12 +1,14 @@
 /*
  * util.h — small helpers that several modules need: clocks, condition-wait
- * deadlines and hex digits (UTF-8 helpers are in utf8.h). Internal to
+ * deadlines, hex digits and copies of byte ranges (UTF-8 helpers are in
+ * utf8.h). Internal to
  * libvisionbatch and the programs built on it; every function is stateless
  * and thread-safe.
  */
 #ifndef VISIONBATCH_UTIL_H
 #define VISIONBATCH_UTIL_H
 
+#include <stddef.h>
 #include <time.h>
 
 /* Wall-clock time in unix milliseconds (CLOCK_REALTIME). */
@@ -21,5 +23,9 @@ struct timespec vb__realtime_after(long long ms);
 
 /* Value of the hex digit c (either case), or -1. */
 int vb__hexval(int c);
+
+/* A malloc'd NUL-terminated copy of the n bytes at p (which may hold NUL
+ * bytes; p may be NULL when n is 0), or NULL when out of memory. */
+char *vb__dup_bytes(const void *p, size_t n);
 
 #endif
