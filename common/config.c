@@ -117,7 +117,11 @@ static const setting settings[] = {
 
     /* Processing. */
     {"temp_dir", "temp-dir", "VISIONBATCH_TEMP_DIR", CT_STR, OFF(temp_dir),
-     "/tmp/batch_processor", 0, 0, P_PIPE, 0, 0, NULL, "downloads (removed after each run)"},
+     "/tmp/batch_processor", 0, 0, P_PIPE, 0, 0, NULL,
+     "run directories (removed after each run); must be ours and private, or sticky"},
+    {"temp_sweep_interval_s", "temp-sweep-interval-s", "VISIONBATCH_TEMP_SWEEP_INTERVAL_S",
+     CT_LONG, OFF(temp_sweep_interval_s), "300", 0, 86400, P_PIPE, 0, 0, NULL,
+     "remove run dirs of dead processes every N s (and at start); 0 = at start only"},
     {"page_size", "page-size", "VISIONBATCH_PAGE_SIZE", CT_LONG, OFF(page_size), "50", 1, 1000,
      P_FETCH, 0, 0, NULL, "runs per GET page"},
     {"max_pages", "max-pages", "VISIONBATCH_MAX_PAGES", CT_LONG, OFF(max_pages), "1000", 1,

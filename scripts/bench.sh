@@ -4,12 +4,14 @@
 #
 #   scripts/bench.sh              run-once: memory flatness and throughput
 #   scripts/bench.sh distributed  producer + workers vs run-once (needs Kafka/Redis)
+#   scripts/bench.sh reports [--quick]
+#                                 peak RSS with 200 MB reports: worker x4, run-once
 #   scripts/bench.sh cron [--jobs N] [--quick] [--fire-threads N]
 #                                 10,000 cron jobs: schedule lag, API latency (wrk), RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
@@ -27,6 +29,10 @@ case "${1:-run-once}" in
   cron)
     deploy/local/services.sh start
     python3 tests/bench/bench_cron.py "${@:2}"
+    ;;
+  reports)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_reports.py "${@:2}"
     ;;
   *) echo "bench.sh: unknown benchmark '$1' (try --help)" >&2; exit 2 ;;
 esac
