@@ -5,9 +5,9 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "cli.h"
+#include "util.h"
 #include "visionbatch/log.h"
 
 int vb_cli_load(const char *name, unsigned prog, int argc, char **argv,
@@ -39,17 +39,8 @@ int vb_cli_print_json(const char *name, cJSON *o)
 
 void vb_cli_fmt_time(long long ms, char *out, size_t outlen)
 {
-    if (ms < 0) {
+    if (ms < 0)
         snprintf(out, outlen, "-");
-        return;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
+    else
+        vb__format_ms_utc(ms, out, outlen);
 }

@@ -1,10 +1,11 @@
 /*
- * util.c — clocks, condition-wait deadlines, hex digits and byte-range
- * copies shared by library modules and programs (see util.h). Stateless
- * and thread-safe.
+ * util.c — clocks, condition-wait deadlines, UTC timestamps, hex digits and
+ * byte-range copies shared by library modules and programs (see util.h).
+ * Stateless and thread-safe.
  */
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +38,19 @@ struct timespec vb__realtime_after(long long ms)
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+void vb__format_ms_utc(long long ms, char *out, size_t outlen)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(out, outlen, "%lld", ms);
+        return;
+    }
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
 }
 
 int vb__hexval(int c)

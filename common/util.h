@@ -1,7 +1,7 @@
 /*
  * util.h — small helpers that several modules need: clocks, condition-wait
- * deadlines, hex digits and copies of byte ranges (UTF-8 helpers are in
- * utf8.h). Internal to
+ * deadlines, UTC timestamps, hex digits and copies of byte ranges (UTF-8
+ * helpers are in utf8.h). Internal to
  * libvisionbatch and the programs built on it; every function is stateless
  * and thread-safe.
  */
@@ -23,6 +23,10 @@ struct timespec vb__realtime_after(long long ms);
 
 /* Value of the hex digit c (either case), or -1. */
 int vb__hexval(int c);
+
+/* Writes unix milliseconds ms (>= 0) as "2026-11-28T12:00:00.123Z" (UTC)
+ * into out, NUL-terminated and cut to outlen. */
+void vb__format_ms_utc(long long ms, char *out, size_t outlen);
 
 /* A malloc'd NUL-terminated copy of the n bytes at p (which may hold NUL
  * bytes; p may be NULL when n is 0), or NULL when out of memory. */

@@ -1153,7 +1153,9 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     w->platform_ok = vb_config_require_platform(cfg, &perr) == VB_OK;
     if (!w->platform_ok) {
         snprintf(w->platform_why, sizeof w->platform_why, "%s", perr.msg);
-        VB_WARN("platform settings incomplete: every run will be dead-lettered: %s", perr.msg);
+        VB_INFO("no platform settings of its own: cron-job runs are processed with their "
+                "job's credentials, runs from the platform poller will be dead-lettered (%s)",
+                perr.msg);
     }
     /* What a killed predecessor left in temp_dir goes first; an unsafe
      * temp_dir stops the worker here rather than failing every run. */
