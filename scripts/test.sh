@@ -27,6 +27,8 @@ scripts/install-deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
 if [ -x deploy/local/services.sh ]; then
+  # The secured listeners (SASL, TLS) for tests/system/test_kafka_security.py.
+  export KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-9094} KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-9095}
   deploy/local/services.sh start
   trap 'deploy/local/services.sh stop >/dev/null 2>&1 || true' EXIT
 fi

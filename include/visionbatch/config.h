@@ -65,6 +65,13 @@ typedef struct vb_config {
 
     /* Services (SPEC.md §6). */
     char *kafka_brokers;   /* default 127.0.0.1:9092 */
+    /* librdkafka properties passed through to every Kafka client: name,
+     * value, name, value, …, NULL; NULL when none. From the config file's
+     * "kafka" object, VISIONBATCH_KAFKA_PROPERTY_<NAME> variables and
+     * --kafka-property NAME=VALUE (per property: option > environment >
+     * file), each accepted by librdkafka and not reserved (kafka.h). Values
+     * of secret properties are registered with the redactor. */
+    const char *const *kafka_properties;
     char *redis_url;       /* default redis://127.0.0.1:6379/0 */
     char *listen;          /* producer REST API, default 127.0.0.1:8000 */
     long catch_up_window_s; /* producer: missed cron tick still fired, default 600 */
