@@ -18,8 +18,9 @@
  *
  * Secrets (external_api_key, api_token, secret_key, secret Kafka properties)
  * are registered with the redactor as soon as they are read, and their
- * values never appear in error messages. The config file may hold the external API key: if it is readable
- * by group or others, a warning suggests chmod 600.
+ * values never appear in error messages. The config file may hold the
+ * external API key: if it is readable by group or others, a warning suggests
+ * chmod 600.
  *
  * Threading: loading uses getenv() and must run before threads start; the
  * resulting vb_config is read-only and may be shared. It owns its strings.

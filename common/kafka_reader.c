@@ -175,7 +175,8 @@ vb_err vb_kafka_reader_new(const char *brokers, const char *const *props, const 
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, props, NULL, timeout_ms, &r->rk, err)) != VB_OK)
+    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, props, NULL, timeout_ms, &r->rk, err)) !=
+        VB_OK)
         goto fail;
     rkt = rd_kafka_topic_new(r->rk, topic, NULL);
     if (!rkt) {
