@@ -314,6 +314,12 @@ kafka_start() {
   if pid=$(pid_of kafka kafka.Kafka); then
     kafka_wait "$pid"
     say "kafka already running (pid $pid, $KAFKA_HOST:$KAFKA_PORT)"
+    local p
+    for p in ${KAFKA_SASL_PORT:+SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT} \
+      ${KAFKA_SSL_PORT:+SSL://$KAFKA_HOST:$KAFKA_SSL_PORT}; do
+      grep -q "^listeners=.*$p" "$var/kafka/server.properties" 2>/dev/null ||
+        say "warning: the running broker has no listener $p; 'restart kafka' adds it"
+    done
     return 0
   fi
   if port_in_use "$KAFKA_PORT"; then

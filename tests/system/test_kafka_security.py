@@ -75,8 +75,13 @@ class SecuredBroker:
         self.ssl = "127.0.0.1:%s" % self.env["KAFKA_SSL_PORT"]
         self.ca = os.path.join(self.dir, "kafka", "tls", "ca.pem")
         self.password = self.env.get("KAFKA_SASL_PASSWORD")
+        pw_file = os.path.join(self.dir, "kafka", "sasl-password")
+        if not os.path.isfile(self.ca) or not (self.password or os.path.isfile(pw_file)):
+            raise AssertionError("no secured listeners under %s: (re)start Kafka with "
+                                 "KAFKA_SASL_PORT and KAFKA_SSL_PORT set (deploy/local/services.sh "
+                                 "restart kafka)" % self.dir)
         if not self.password:
-            with open(os.path.join(self.dir, "kafka", "sasl-password")) as f:
+            with open(pw_file) as f:
                 self.password = f.read().strip()
 
     def services(self, *args, timeout=240):
