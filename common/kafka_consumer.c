@@ -14,6 +14,10 @@
  * across rebalances), and commits stored offsets before partitions are
  * revoked. The eager protocol (if the group falls back to it) is handled too.
  *
+ * The operator's pass-through properties (security, tuning) are applied after
+ * these settings, once a probe has shown the login is accepted; the ones
+ * above that correctness rests on are refused by kafka_conf.c.
+ *
  * Threading: the handle is used by one thread (the poll loop); the rebalance
  * callback runs inside vb_kafka_consumer_poll on that same thread.
  * Ownership: messages returned are copies owned by the caller.

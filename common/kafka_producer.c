@@ -4,7 +4,9 @@
  * One rd_kafka_t per vb_kafka_producer, configured idempotent (acks=all,
  * enable.idempotence=true), with a short linger and a bounded
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
- * delivery report within that time, success or failure.
+ * delivery report within that time, success or failure. The operator's
+ * pass-through properties come after these (kafka_conf.c refuses the ones
+ * the guarantees rest on), once a probe has shown the login is accepted.
  *
  * Delivery reports. A dedicated thread polls the handle; librdkafka calls
  * dr_msg_cb() on that thread for each message. Every vb_kafka_produce_sync()

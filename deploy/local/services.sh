@@ -25,7 +25,9 @@
 # KAFKA_SASL_PASSWORD (default: generated once into
 # <state>/kafka/sasl-password); KAFKA_SSL_PORT: an SSL
 # listener whose certificate is signed by a throwaway CA made with openssl
-# (clients trust <state>/kafka/tls/ca.pem).
+# (clients trust <state>/kafka/tls/ca.pem). Both ports are remembered in the
+# state directory, so a later start or restart without them keeps the
+# listeners; set them empty (KAFKA_SASL_PORT=) to drop one.
 # The Kafka jars are fetched once with Maven into
 # ${XDG_CACHE_HOME:-~/.cache}/visionbatch/kafka-<version>/libs.
 set -euo pipefail
@@ -42,6 +44,14 @@ REDIS_BIND=${REDIS_BIND:-127.0.0.1}
 VB_RUNS_PARTITIONS=${VB_RUNS_PARTITIONS:-6}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 timeout_s=${VB_SERVICES_TIMEOUT:-90}
+# The secured listeners' ports: from the environment when set there (also
+# empty), else as remembered by the last start under this state directory.
+secured_ports=$var/kafka/secured-ports
+for p in KAFKA_SASL_PORT KAFKA_SSL_PORT; do
+  if [ -z "${!p+set}" ] && [ -f "$secured_ports" ]; then
+    printf -v "$p" '%s' "$(sed -n "s/^$p=\([0-9]*\)$/\1/p" "$secured_ports")"
+  fi
+done
 KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-}
 KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-}
 KAFKA_SASL_USER=${KAFKA_SASL_USER:-visionbatch}
@@ -57,7 +67,7 @@ die() {
   printf 'services: error: %s\n' "$*" >&2
   exit 1
 }
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 java_bin() {
   if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
@@ -204,6 +214,7 @@ kafka_tls() {
 kafka_write_config() {
   local d=$var/kafka listeners advertised map
   mkdir -p "$d/data"
+  printf 'KAFKA_SASL_PORT=%s\nKAFKA_SSL_PORT=%s\n' "$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT" >"$secured_ports"
   listeners="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
   advertised="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
   map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"

@@ -8,10 +8,10 @@ listener goes end to end (published, processed, uploaded, committed). A
 wrong password and an untrusted CA make each program exit non-zero within
 seconds with a message that names the cause; no password is ever printed.
 Why: managed Kafka (Confluent Cloud, MSK, Aiven) only speaks SASL and TLS.
-How: deploy/local/services.sh serves the secured listeners when
-KAFKA_SASL_PORT / KAFKA_SSL_PORT are set (scripts/test.sh sets them); the
-password and the CA file are read from its state directory
-($VB_SERVICES_DIR, default deploy/local/var). Without those variables this
+How: deploy/local/services.sh serves the secured listeners when started with
+KAFKA_SASL_PORT / KAFKA_SSL_PORT (scripts/test.sh does); their addresses, the
+password and the CA file are read from its state directory ($VB_SERVICES_DIR,
+default deploy/local/var). When that broker has no secured listeners, this
 class starts a private broker of its own (slower). Topics are this class's
 own; Redis is a private redis-server.
 SASL mechanism: SCRAM-SHA-512 where librdkafka is 2.6.1 or newer; older
@@ -55,24 +55,24 @@ SCRAM_WORKS = librdkafka_version() >= (2, 6, 1)
 
 
 class SecuredBroker:
-    """The services.sh Kafka with its secured listeners: the shared one when
-    KAFKA_SASL_PORT and KAFKA_SSL_PORT are set, else a private one."""
+    """The services.sh Kafka with its secured listeners: the shared one when it
+    serves them, else a private one."""
 
     def __init__(self):
         self.private_dir = None
         self.env = dict(os.environ)
-        if not (os.environ.get("KAFKA_SASL_PORT") and os.environ.get("KAFKA_SSL_PORT")):
-            self.private_dir = tempfile.mkdtemp(prefix="vb-kafkasec-")
+        self.dir = self.env.get("VB_SERVICES_DIR") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
+                                                                   "var")
+        found = self.listeners()
+        if "SASL_PLAINTEXT" not in found or "SSL" not in found:
+            self.private_dir = self.dir = tempfile.mkdtemp(prefix="vb-kafkasec-")
             self.env.update({
                 "VB_SERVICES_DIR": self.private_dir, "KAFKA_PORT": str(free_port()),
                 "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_SASL_PORT": str(free_port()),
                 "KAFKA_SSL_PORT": str(free_port())})
             self.services("start", "kafka", timeout=300)
-        self.dir = self.env.get("VB_SERVICES_DIR") or os.path.join(harness.SOURCE_DIR, "deploy", "local",
-                                                                   "var")
-        self.plain = "127.0.0.1:%s" % self.env.get("KAFKA_PORT", "9092")
-        self.sasl = "127.0.0.1:%s" % self.env["KAFKA_SASL_PORT"]
-        self.ssl = "127.0.0.1:%s" % self.env["KAFKA_SSL_PORT"]
+            found = self.listeners()
+        self.sasl, self.ssl = found["SASL_PLAINTEXT"], found["SSL"]
         self.ca = os.path.join(self.dir, "kafka", "tls", "ca.pem")
         self.password = self.env.get("KAFKA_SASL_PASSWORD")
         pw_file = os.path.join(self.dir, "kafka", "sasl-password")
@@ -83,6 +83,16 @@ class SecuredBroker:
         if not self.password:
             with open(pw_file) as f:
                 self.password = f.read().strip()
+
+    def listeners(self):
+        """{name: host:port} of the listeners in the broker's generated config."""
+        try:
+            with open(os.path.join(self.dir, "kafka", "server.properties")) as f:
+                line = next((x for x in f if x.startswith("listeners=")), "listeners=")
+        except OSError:
+            return {}
+        return dict(item.split("://", 1) for item in line.strip()[len("listeners="):].split(",")
+                    if "://" in item)
 
     def services(self, *args, timeout=240):
         r = subprocess.run([SERVICES] + list(args), env=self.env, capture_output=True, text=True,
