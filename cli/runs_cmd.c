@@ -102,6 +102,8 @@ static cJSON *state_json(const vb_run_state *st)
     add_time(o, "finished_at", st->finished_at);
     add_time(o, "lease_until", st->lease_until);
     add_time(o, "upload_started_at", st->upload_started_at);
+    add_time(o, "upload_until", st->upload_until);
+    add_time(o, "retry_at", st->retry_at);
     cJSON_AddStringToObject(o, "worker", st->worker);
     cJSON_AddStringToObject(o, "batch_ids", st->batch_ids);
     cJSON_AddStringToObject(o, "last_error", st->last_error);
@@ -178,10 +180,11 @@ static int cmd_show(vb_store *s, const char *id, int json)
     } else {
         static const char *const tnames[] = {"created_at",  "updated_at",  "queued_at",
                                              "started_at",  "finished_at", "lease_until",
-                                             "upload_started_at"};
+                                             "upload_started_at", "upload_until",
+                                             "retry_at"};
         const long long tvals[] = {st.created_at,  st.updated_at,  st.queued_at,
                                    st.started_at,  st.finished_at, st.lease_until,
-                                   st.upload_started_at};
+                                   st.upload_started_at, st.upload_until, st.retry_at};
         printf("id: %s\nstate: %s\nattempts: %ld\nversion: %lld\n", st.id,
                vb_run_status_name(st.state), st.attempts, st.version);
         for (size_t i = 0; i < sizeof tnames / sizeof *tnames; i++) {

@@ -35,8 +35,12 @@
 
 vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel)
 {
-    /* The backend is an API like the platform: same timeouts, caps, retries. */
-    return vb_platform_policy(cfg, cancel);
+    /* The backend is an API like the platform: same timeouts, caps, retries;
+     * and its answers come from its own origin only (a report fetched from a
+     * host it redirects to would be uploaded as the run's report). */
+    vb_http_policy pol = vb_platform_policy(cfg, cancel);
+    pol.same_origin = 1;
+    return pol;
 }
 
 /* base (without trailing '/') + path + optional suffix, into out. */

@@ -5,9 +5,16 @@
  * Parsing turns each field into a bit set (see vb_cron in cron.h), so matching
  * a wall-clock minute is five bit tests. The search for the next fire time
  * walks the local calendar field by field (skip whole months, then whole days,
- * then jump to the next allowed hour and minute with a bit scan), so even a
- * schedule that never fires costs only a few hundred steps before the
- * VB_CRON_SEARCH_YEARS horizon ends it. Each wall-clock candidate is mapped to
+ * days by a bit scan when the day-of-month must match, then jump to the next
+ * allowed hour and minute with a bit scan). There is no fixed horizon: the
+ * Gregorian calendar repeats every 400 years (146,097 days, exactly 20,871
+ * weeks), so the month, day, weekday, hour and minute fields, which are all a
+ * schedule can name, match the same wall-clock times in every 400-year
+ * window. A schedule with no match in the VB_CRON_CYCLE_YEARS window after
+ * `after` never fires; one that fires at all is found within it, however rare
+ * (Feb 29 on a Sunday fires 2032, 2060, 2088, then 2128). A schedule that
+ * never fires is recognised from its fields first (can_fire), so the bound is
+ * only a safety net and no call walks far. Each wall-clock candidate is mapped to
  * an instant by vb_tz_from_local(); that mapping (first occurrence of a
  * repeated time, end of the gap for a skipped time) never goes backwards, so
  * the first candidate whose instant lies after `after` is the answer.
@@ -379,8 +386,14 @@ static int next_local_match(const vb_cron *c, civil *t, long long limit)
             continue;
         }
         if (!day_matches(c, t->y, t->mo, t->d)) {
-            t->d++;
             t->h = t->mi = 0;
+            if (!(c->flags & (VB_CRON_DOM_STAR | VB_CRON_DOW_STAR))) {
+                t->d++; /* OR rule: any day may match through its weekday */
+                continue;
+            }
+            /* AND rule: only days in the day-of-month set can match */
+            uint64_t later = (uint64_t)c->days >> (t->d + 1);
+            t->d = later ? t->d + 1 + __builtin_ctzll(later) : 32;
             continue;
         }
         uint32_t hrs = c->hours >> t->h;
@@ -403,6 +416,24 @@ static int next_local_match(const vb_cron *c, civil *t, long long limit)
     }
 }
 
+/* Whether `c` fires at all, decided from the fields alone. Within one
+ * 400-year cycle every date falls on every weekday (Feb 29 included), so a
+ * schedule fires unless the AND day rule asks for a day-of-month that none of
+ * its months has (Feb 30, Apr 31, ...); under the OR rule its weekdays match
+ * in every month. */
+static int can_fire(const vb_cron *c)
+{
+    static const int longest[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!(c->flags & (VB_CRON_DOM_STAR | VB_CRON_DOW_STAR)))
+        return c->months != 0 && c->weekdays != 0;
+    for (int m = 1; m <= 12; m++) {
+        uint64_t days_of_m = (1ULL << (longest[m] + 1)) - 2; /* bits 1..longest */
+        if (((c->months >> m) & 1) && ((uint64_t)c->days & days_of_m) && c->weekdays)
+            return 1;
+    }
+    return 0;
+}
+
 static vb_err next_in_zone(const vb_cron *c, const vb_tz *z, time_t after, time_t *next)
 {
     /* Coarse bound first so the arithmetic below cannot overflow. */
@@ -418,7 +449,9 @@ static vb_err next_in_zone(const vb_cron *c, const vb_tz *z, time_t after, time_
     t.mi = (int)(rem % 60);
     if (t.y < CRON_YEAR_MIN || t.y > CRON_YEAR_MAX)
         return VB_ERR_INVALID;
-    long long limit = t.y + VB_CRON_SEARCH_YEARS;
+    if (!can_fire(c))
+        return VB_ERR_NOT_FOUND;
+    long long limit = t.y + VB_CRON_CYCLE_YEARS; /* a whole cycle after `after` */
     while (next_local_match(c, &t, limit)) {
         long long wall =
             vb_tz_days_from_civil(t.y, t.mo, t.d) * 86400 + t.h * 3600LL + t.mi * 60LL;
@@ -454,8 +487,8 @@ vb_err vb_cron_next_n(const vb_cron *c, const char *tz, time_t after, size_t n, 
         return VB_ERR_INVALID;
     for (size_t i = 0; i < n; i++) {
         vb_err rc = next_in_zone(c, z, after, &out[i]);
-        if (rc != VB_OK)
-            return i > 0 && rc == VB_ERR_NOT_FOUND ? VB_OK : rc;
+        if (rc != VB_OK) /* after the first: only the end of the year range */
+            return i > 0 ? VB_OK : rc;
         after = out[i];
         *got = i + 1;
     }

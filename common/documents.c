@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "utf8.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
@@ -196,7 +197,17 @@ vb_err vb_descriptions_load(const char *path, long long max_bytes,
         }
         char name[VB_NAME_MAX + 1];
         vb_name_sanitise(item->string, name, sizeof name);
-        add(ctx, name, item->valuestring);
+        size_t bad = 0;
+        char *text = vb__utf8_repair(item->valuestring, strlen(item->valuestring), &bad);
+        if (!text) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory reading descriptions");
+            goto done;
+        }
+        if (bad)
+            VB_WARN("descriptions: the description of %s is not valid UTF-8: %zu byte(s) "
+                    "replaced by U+FFFD", name, bad);
+        add(ctx, name, text);
+        free(text);
         n++;
     }
 done:

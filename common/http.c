@@ -6,7 +6,9 @@
  * a curl multi handle with one short-lived easy handle per attempt and
  * streams every body straight to its file, so memory use does not depend on
  * document sizes. Both share one option set (protocol allow-list, redirect
- * limit, timeouts, size cap, cancel check) and one translation of CURLcode
+ * limit, timeouts, size cap, cancel check); a policy may also keep the
+ * redirects of vb_http_perform on the request's origin, checked in the header
+ * callback when a 3xx answer names its Location, before curl follows it and one translation of CURLcode
  * into vb_err. Retries use exponential backoff with full jitter, or the
  * server's Retry-After when it sent one, and sleep in short slices so the
  * cancel flag is noticed quickly.
@@ -56,6 +58,7 @@ typedef struct http_limits {
     long max_ms;
     int retry_on_5xx;
     const volatile sig_atomic_t *cancel;
+    int same_origin;
 } http_limits;
 
 /* What the header callback learns about the latest answer (redirects and
@@ -63,6 +66,8 @@ typedef struct http_limits {
 typedef struct hdr_state {
     long status;
     long retry_after_s;
+    const char *origin_url; /* redirects must stay on this URL's origin; NULL = any */
+    char refused[160];      /* the other origin a redirect pointed to, "" if none */
 } hdr_state;
 
 static http_limits limits_of(const vb_http_policy *pol)
@@ -93,6 +98,7 @@ static http_limits limits_of(const vb_http_policy *pol)
         l.max_ms = pol->retry_max_ms;
     l.retry_on_5xx = pol->retry_on_5xx;
     l.cancel = pol->cancel;
+    l.same_origin = pol->same_origin;
     return l;
 }
 
@@ -173,6 +179,61 @@ static long parse_retry_after(const char *v)
     return when > now ? (long)(when - now) : 0;
 }
 
+/* Origin (scheme, host, port) of `url` resolved against `base` (or of base
+ * itself when url is NULL) into *u; 0 when it cannot be parsed. */
+static int origin_of(CURLU *u, const char *base, const char *url, char **scheme, char **host,
+                     char **port)
+{
+    unsigned fl = CURLU_NON_SUPPORT_SCHEME | CURLU_ALLOW_SPACE;
+    return curl_url_set(u, CURLUPART_URL, base, fl) == CURLUE_OK &&
+           (!url || curl_url_set(u, CURLUPART_URL, url, fl) == CURLUE_OK) &&
+           curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK &&
+           curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+}
+
+/* A redirect's Location (value[0..len), relative or absolute) checked
+ * against hs->origin_url: 1 when it stays on the same origin, else 0 with
+ * hs->refused naming where it pointed. A relative reference resolves to the
+ * same origin against every hop so far, so the first URL serves as base. */
+static int redirect_allowed(hdr_state *hs, const char *value, size_t len)
+{
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+                       value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    char *loc = strndup(value, len);
+    CURLU *a = curl_url(), *b = curl_url();
+    char *s1 = NULL, *h1 = NULL, *p1 = NULL, *s2 = NULL, *h2 = NULL, *p2 = NULL;
+    int ok = 0;
+    snprintf(hs->refused, sizeof hs->refused, "an unreadable Location");
+    if (loc && a && b && origin_of(a, hs->origin_url, NULL, &s1, &h1, &p1) &&
+        origin_of(b, hs->origin_url, loc, &s2, &h2, &p2)) {
+        ok = strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+        snprintf(hs->refused, sizeof hs->refused, "%.16s://%.100s:%.8s", s2, h2, p2);
+    }
+    if (ok)
+        hs->refused[0] = '\0';
+    char *parts[] = {s1, h1, p1, s2, h2, p2};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        curl_free(parts[i]);
+    curl_url_cleanup(a);
+    curl_url_cleanup(b);
+    free(loc);
+    return ok;
+}
+
+/* The failure of a transfer whose redirect redirect_allowed() refused. */
+static vb_err refused_redirect(const hdr_state *hs, long status, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "HTTP %ld redirect to another origin (%s) refused", status,
+             hs->refused);
+    return VB_ERR_INVALID;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     hdr_state *hs = ud;
@@ -199,6 +260,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             vlen--;
         value[vlen] = '\0';
         hs->retry_after_s = parse_retry_after(value);
+    } else if (hs->origin_url && hs->status >= 300 && hs->status < 400 && len > 9 &&
+               strncasecmp(p, "Location:", 9) == 0) {
+        if (!redirect_allowed(hs, p + 9, len - 9))
+            return 0; /* aborts the transfer before the redirect is followed */
     }
     return len;
 }
@@ -484,14 +549,38 @@ static CURLcode set_method(CURL *e, const char *method, const vb_http_request *r
     return cc;
 }
 
+/* The caller's pre-request hook and what it answered last. */
+typedef struct prereq_state {
+    vb_http_prereq_fn fn;
+    void *ctx;
+    vb_err rc;
+    vb_error err;
+} prereq_state;
+
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    prereq_state *p = ud;
+    vb_error_clear(&p->err);
+    p->rc = p->fn(p->ctx, &p->err);
+    return p->rc == VB_OK ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 /* One attempt. Fills resp (status, content type, Retry-After, body) and a
  * reason for failures; *retryable says whether another attempt may help. */
 static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr_state *hs,
-                           vb_http_response *resp, int *retryable, char *why, size_t whylen)
+                           prereq_state *pre, vb_http_response *resp, int *retryable, char *why,
+                           size_t whylen)
 {
     *retryable = 0;
+    pre->rc = VB_OK;
     hs->status = 0;
     hs->retry_after_s = -1;
+    hs->refused[0] = '\0';
     sink->too_large = sink->error_truncated = sink->nomem = 0;
     h->errbuf[0] = '\0';
     vb_buf_reset(&resp->body);
@@ -517,10 +606,16 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
             snprintf(why, whylen, "out of memory");
             return VB_ERR_NOMEM;
         }
+        if (cc == CURLE_ABORTED_BY_CALLBACK && pre->rc != VB_OK) {
+            snprintf(why, whylen, "not sent: %.200s", pre->err.msg);
+            return pre->rc;
+        }
         if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
             snprintf(why, whylen, "cancelled");
             return VB_ERR_CANCELLED;
         }
+        if (cc == CURLE_WRITE_ERROR && hs->refused[0])
+            return refused_redirect(hs, status, why, whylen);
         rc = translate_curl(cc, retryable);
         curl_reason(cc, h->errbuf, why, whylen);
         return rc;
@@ -553,8 +648,9 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
 
     struct curl_slist *headers = NULL;
     curl_mime *mime = NULL;
-    hdr_state hs = {0, -1};
+    hdr_state hs = {.retry_after_s = -1, .origin_url = l.same_origin ? req->url : NULL};
     mem_sink sink = {.body = &resp->body, .hs = &hs};
+    prereq_state pre = {.fn = req->prereq, .ctx = req->prereq_ctx, .rc = VB_OK};
     char why[CURL_ERROR_SIZE + 64] = "";
     vb_err rc;
     CURL *e = h->easy;
@@ -580,7 +676,10 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
         (cc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body_mem)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink)) != CURLE_OK ||
-        (cc = set_method(e, method, req, mime)) != CURLE_OK) {
+        (cc = set_method(e, method, req, mime)) != CURLE_OK ||
+        (req->prereq &&
+         ((cc = curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq)) != CURLE_OK ||
+          (cc = curl_easy_setopt(e, CURLOPT_PREREQDATA, &pre)) != CURLE_OK))) {
         rc = vb_error_set(err, cc == CURLE_OUT_OF_MEMORY ? VB_ERR_NOMEM : VB_ERR_INVALID,
                           "%s %s: %s", method, safe_url, curl_easy_strerror(cc));
         goto fail;
@@ -589,7 +688,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     for (int attempt = 1;; attempt++) {
         int retryable = 0;
         resp->attempts = attempt;
-        rc = perform_once(h, &l, &sink, &hs, resp, &retryable, why, sizeof why);
+        rc = perform_once(h, &l, &sink, &hs, &pre, resp, &retryable, why, sizeof why);
         if (rc == VB_OK)
             break;
         if (!retryable || attempt > l.retries)
@@ -731,6 +830,8 @@ static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
     it->too_large = it->io_error = it->http_error = 0;
     it->hs.status = 0;
     it->hs.retry_after_s = -1;
+    it->hs.origin_url = l->same_origin ? it->d->url : NULL;
+    it->hs.refused[0] = '\0';
     it->errbuf[0] = '\0';
     it->attempts++;
     it->easy = curl_easy_init();
@@ -795,6 +896,8 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     } else if (cc == CURLE_ABORTED_BY_CALLBACK && cancelled(l)) {
         rc = VB_ERR_CANCELLED;
         snprintf(reason, sizeof reason, "cancelled");
+    } else if (cc == CURLE_WRITE_ERROR && it->hs.refused[0]) {
+        rc = refused_redirect(&it->hs, status, reason, sizeof reason);
     } else {
         rc = translate_curl(cc, &retryable);
     }

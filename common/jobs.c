@@ -153,7 +153,10 @@ static vb_err check_url(const char *field, const char *v, vb_error *err)
     return VB_OK;
 }
 
-static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, vb_error *err)
+/* A non-empty UTF-8 string of at most `maxbytes` without control characters;
+ * a schedule may hold tabs, which crontab(5) counts as blanks. */
+static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes, int tabs,
+                           vb_error *err)
 {
     if (!cJSON_IsString(item) || !item->valuestring)
         return vb_error_set(err, VB_ERR_INVALID, "%s must be a string", field);
@@ -165,7 +168,7 @@ static vb_err check_string(const char *field, const cJSON *item, size_t maxbytes
     if (maxbytes && strlen(v) > maxbytes)
         return vb_error_set(err, VB_ERR_INVALID, "%s is longer than %zu bytes", field, maxbytes);
     for (const char *p = v; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if (((unsigned char)*p < 0x20 && !(tabs && *p == '\t')) || *p == 0x7f)
             return vb_error_set(err, VB_ERR_INVALID, "%s must not contain control characters",
                                 field);
     return VB_OK;
@@ -224,7 +227,7 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
                  : bit == VB_JOB_F_SCHEDULE ? VB_CRON_EXPR_MAX
                  : bit == VB_JOB_F_TIMEZONE ? VB_TZ_NAME_MAX
                                             : VB_JOBS_URL_MAX * 2;
-    if ((rc = check_string(name, item, max, err)) != VB_OK)
+    if ((rc = check_string(name, item, max, bit == VB_JOB_F_SCHEDULE, err)) != VB_OK)
         return rc;
     const char *v = item->valuestring;
     switch (bit) {
@@ -265,6 +268,24 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
     return VB_OK;
 }
 
+/* True when a string of the (well-formed) JSON text s[0..len), key or value,
+ * holds the escape \u0000: cJSON decodes it into a NUL byte, which would end
+ * the C string there and silently drop the rest of the field. */
+static int has_escaped_nul(const char *s, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && s[i] == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && len - i >= 6 && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
+            i++; /* the escaped character, which may be a quote or a backslash */
+        }
+    }
+    return 0;
+}
+
 /* Appends ", name" (or "name") to a message list; keeps it bounded. */
 static void list_add(char *list, size_t len, const char *name)
 {
@@ -298,6 +319,11 @@ vb_err vb_job_input_parse(const char *body, size_t len, int partial, vb_job_inpu
             rc = vb_error_set(err, VB_ERR_PARSE, "request body has data after the JSON value");
             goto fail;
         }
+    }
+    if (has_escaped_nul(body, len)) {
+        rc = vb_error_set(err, VB_ERR_INVALID,
+                          "request body has \\u0000 (a NUL character) in a string: not allowed");
+        goto fail;
     }
     if (!cJSON_IsObject(root)) {
         vb_error_set(err, VB_ERR_INVALID, "request body must be a JSON object");

@@ -21,11 +21,12 @@
 #include "jobs_internal.h"
 #include "util.h"
 #include "visionbatch/crypto.h"
+#include "visionbatch/run.h"
 
 #define PREFIX "visionbatch:"
 #define EXEC_PREFIX PREFIX "exec:"
 #define RUNNING_SET PREFIX "execs:running"
-#define RUN_ID_MAX 128
+#define RUN_ID_MAX VB_RUN_MAX_ID
 
 /* Shared Lua: settles KEYS-independent execution `k` (id `id`) when its
  * firing is done and all its published runs have finished. Returns the
@@ -267,18 +268,15 @@ static long long reply_ll(const redisReply *r)
     return 0;
 }
 
-/* Run ids follow store.h: 1–128 of [A-Za-z0-9._-], kept upper case. */
+/* Run ids follow the one run id rule (run.h, vb_run_id_valid), kept upper
+ * case as in store.h. */
 static int run_id_norm(const char *in, char out[RUN_ID_MAX + 1])
 {
-    size_t n = in ? strlen(in) : 0;
-    if (n == 0 || n > RUN_ID_MAX)
+    if (!vb_run_id_valid(in) || strlen(in) > RUN_ID_MAX)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (!(isalnum(c) || c == '.' || c == '_' || c == '-'))
-            return 0;
-        out[i] = (char)toupper(c);
-    }
+    size_t n = 0;
+    for (; in[n]; n++)
+        out[n] = (char)toupper((unsigned char)in[n]);
     out[n] = '\0';
     return 1;
 }

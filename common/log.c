@@ -30,12 +30,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "utf8.h"
 #include "visionbatch/redact.h"
 
 #define VB_LOG_LINE_MAX 8192
 #define VB_LOG_RUN_MAX 128
 #define VB_LOG_ELLIPSIS "\xe2\x80\xa6" /* … */
-#define VB_LOG_REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_fd = -1;
@@ -154,40 +154,6 @@ static void put_str(line_out *o, const char *s)
     put(o, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at s (at most `avail` bytes), 0 if the
- * bytes there are not valid UTF-8 (overlongs, surrogates, > U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* Appends `s` escaped for the format; stops (o->full) at the cap without
  * splitting an escape or a UTF-8 sequence. */
 static void put_escaped(line_out *o, const char *s, int json)
@@ -213,9 +179,9 @@ static void put_escaped(line_out *o, const char *s, int json)
         } else if (c < 0x80) {
             put(o, (const char *)&u[i], 1);
         } else {
-            size_t n = utf8_len(u + i, len - i);
+            size_t n = vb__utf8_seq_len(u + i, len - i);
             if (n == 0) {
-                put(o, VB_LOG_REPLACEMENT, 3);
+                put(o, VB_UTF8_REPLACEMENT, 3);
                 i++;
                 continue;
             }

@@ -198,7 +198,8 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
         res->upload_skipped = 1;
         VB_INFO("report upload skipped: the platform already has this run's report");
     } else if ((rc = vb_platform_upload_report(h, cfg, run, parts[0].batch_id, report_path,
-                                               cancel, err)) != VB_OK) {
+                                               cancel, hooks ? hooks->before_send : NULL,
+                                               hooks ? hooks->ctx : NULL, err)) != VB_OK) {
         goto done;
     }
     rc = stage(hooks, VB_STAGE_UPLOADED, res->batch_ids, err);

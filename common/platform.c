@@ -3,8 +3,10 @@
  * SPEC.md §2).
  *
  * Fetching walks the GET pages from page 1 and stops on the first of: an
- * empty page, a page repeating the previous page's ids (a server ignoring
- * paging), or max_pages. data.total is never trusted alone (SPEC.md §2: it
+ * empty page, a page repeating the previous page's ids or the content of any
+ * page fetched before in this walk (a server ignoring paging; by content, so
+ * a page of only invalid runs, which has no ids, still counts), or
+ * max_pages. data.total is never trusted alone (SPEC.md §2: it
  * may be missing or wrong): stopping at it could leave runs behind, so it is
  * only compared with what was collected and logged. The decision is a
  * pure function (vb__paging_next) so it can be tested without a server.
@@ -50,7 +52,7 @@ const char *vb__paging_reason(vb__paging_decision d)
     switch (d) {
     case VB__PAGING_CONTINUE: return "more pages";
     case VB__PAGING_STOP_EMPTY: return "empty page";
-    case VB__PAGING_STOP_REPEATED: return "page repeated the previous one";
+    case VB__PAGING_STOP_REPEATED: return "page repeated one already fetched";
     case VB__PAGING_STOP_TOTAL: return "reported total reached";
     case VB__PAGING_STOP_MAX_PAGES: return "max_pages reached";
     }
@@ -192,6 +194,23 @@ static vb_err api_failure(vb_err rc, const char *what, const vb_http_response *r
     return vb_error_set(err, rc, "%s failed", what);
 }
 
+/* 1 when `h` (a page's content hash, 0 = empty) is in hashes[0..*n), else
+ * appends it and returns 0; -1 when out of memory. */
+static int page_seen(uint64_t **hashes, size_t *n, uint64_t h)
+{
+    if (h == 0)
+        return 0;
+    for (size_t i = 0; i < *n; i++)
+        if ((*hashes)[i] == h)
+            return 1;
+    uint64_t *grown = realloc(*hashes, (*n + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    grown[(*n)++] = h;
+    *hashes = grown;
+    return 0;
+}
+
 /* Called for every new (deduplicated) valid run: 0 = go on, 1 = stop paging,
  * VB_ERR_* (negated) = fail. */
 typedef int (*run_visitor)(void *ctx, const vb_run *run);
@@ -203,6 +222,8 @@ static vb_err walk_pages(vb_http *h, const vb_config *cfg, const volatile sig_at
     vb_http_response resp = {0};
     vb_run_page cur = {0}, prev = {0};
     idset seen = {0};
+    uint64_t *hashes = NULL; /* content of every page fetched */
+    size_t nhashes = 0;
     vb_http_policy pol = vb_platform_policy(cfg, cancel);
     long page_size = cfg->page_size > 0 ? cfg->page_size : DEFAULT_PAGE_SIZE;
     vb__paging_state st = {.max_pages = cfg->max_pages, .total = -1, .first_total = -1};
@@ -268,7 +289,12 @@ static vb_err walk_pages(vb_http *h, const vb_config *cfg, const volatile sig_at
         st.page_items = cur.list.n + cur.invalid;
         st.total = cur.total;
         st.collected = seen.n + stats->invalid;
-        st.repeated = vb__same_ids(&prev.list, &cur.list);
+        int again = page_seen(&hashes, &nhashes, cur.content_hash);
+        if (again < 0) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory comparing pages");
+            goto fail;
+        }
+        st.repeated = again || vb__same_ids(&prev.list, &cur.list);
         vb__paging_decision d = vb__paging_next(&st);
         vb_run_page_free(&prev);
         prev = cur;
@@ -290,6 +316,7 @@ fail:
     vb_run_page_free(&cur);
     vb_run_page_free(&prev);
     idset_free(&seen);
+    free(hashes);
     vb_buf_free(&url);
     return rc;
 }
@@ -472,7 +499,8 @@ static int body_says_failure(const vb_buf *body)
 
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, const char *html_path,
-                                 const volatile sig_atomic_t *cancel, vb_error *err)
+                                 const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
+                                 void *gate_ctx, vb_error *err)
 {
     char filename[160];
     char ex[256];
@@ -496,7 +524,9 @@ vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run 
                            .url = cfg->external_api_post_url,
                            .bearer = cfg->external_api_key,
                            .parts = parts,
-                           .nparts = 3};
+                           .nparts = 3,
+                           .prereq = gate,
+                           .prereq_ctx = gate_ctx};
     vb_http_policy pol = vb_platform_policy(cfg, cancel);
     if (cfg->upload_timeout_s > 0)
         pol.timeout_ms = cfg->upload_timeout_s * 1000;

@@ -14,7 +14,7 @@
 typedef enum vb__paging_decision {
     VB__PAGING_CONTINUE = 0,
     VB__PAGING_STOP_EMPTY,     /* the page had no runs at all */
-    VB__PAGING_STOP_REPEATED,  /* same ids as the previous page: paging is ignored */
+    VB__PAGING_STOP_REPEATED,  /* a page served again: paging is ignored */
     VB__PAGING_STOP_TOTAL,     /* collected >= a trustworthy data.total */
     VB__PAGING_STOP_MAX_PAGES, /* safety bound reached */
 } vb__paging_decision;
@@ -26,7 +26,8 @@ typedef struct vb__paging_state {
     long total;         /* data.total of that page, -1 if absent */
     long first_total;   /* data.total of page 1, -1 if absent */
     size_t collected;   /* distinct valid runs seen so far plus invalid entries */
-    int repeated;       /* the page's ids equal the previous page's */
+    int repeated;       /* the page's ids equal the previous page's, or its content
+                           equals that of a page fetched before */
 } vb__paging_state;
 
 /* Decides whether to fetch page st->page + 1. data.total is trusted only when

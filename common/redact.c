@@ -7,7 +7,10 @@
  *   2. header-style values: "Authorization: …" (to the end of the line) and
  *      "Bearer <token>";
  *   3. URL parts: userinfo ("user:pass@") after "scheme://", and the values of
- *      query or fragment parameters whose names look secret (sig, token, …).
+ *      query or fragment parameters whose names look secret (sig, token, …);
+ *      also when the whole "name=value" was percent-encoded once or more (a
+ *      URL inside a query string or an error body: "sig%3D…", "sig%253D…"),
+ *      where the value ends at an encoded '&' or '#' ("%26", "%2526", …).
  * Every replacement is at most as long as what it replaces ("***" for values
  * of three bytes or more, one '*' per byte below that), so redaction works in
  * place and a redacted string is never longer than the original.
@@ -273,6 +276,64 @@ static void scrub_params(char *text, size_t *total)
     }
 }
 
+/* Length of a percent-encoded `ch` at s (an escape "%XX" whose '%' may itself
+ * be encoded any number of times: "%3D", "%253D", "%25253D"), or 0. */
+static size_t encoded_char_at(const char *s, size_t avail, int ch)
+{
+    if (avail < 3 || s[0] != '%')
+        return 0;
+    size_t k = 1;
+    while (k + 4 <= avail && s[k] == '2' && s[k + 1] == '5')
+        k += 2;
+    int hi = vb__hexval((unsigned char)s[k]), lo = vb__hexval((unsigned char)s[k + 1]);
+    if (hi < 0 || lo < 0 || hi * 16 + lo != ch)
+        return 0;
+    return k + 2;
+}
+
+static int name_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '-' || c == '.';
+}
+
+/* "name%3Dvalue" (or %253D, …) with a secret-looking name: the name is the run
+ * of name characters before the encoded '=', less the hex digits of an escape
+ * it follows ("%26sig", "%2526sig"); the value runs to an encoded or raw '&'
+ * or '#', or to a character that cannot be in a URL. */
+static void scrub_encoded_params(char *text, size_t *total)
+{
+    for (size_t i = 0; i < *total; i++) {
+        size_t eq = encoded_char_at(text + i, *total - i, '=');
+        if (!eq)
+            continue;
+        size_t name = i;
+        while (name > 0 && name_char((unsigned char)text[name - 1]))
+            name--;
+        int secret = param_is_secret(text + name, i - name);
+        if (!secret && name > 0 && text[name - 1] == '%') {
+            /* the name follows an escape: drop its "25" prefixes and hex pair */
+            size_t n = name;
+            while (n + 2 < i && text[n] == '2' && text[n + 1] == '5') {
+                n += 2;
+                secret = secret || param_is_secret(text + n, i - n);
+            }
+            if (n + 2 < i && vb__hexval((unsigned char)text[n]) >= 0 &&
+                vb__hexval((unsigned char)text[n + 1]) >= 0)
+                secret = secret || param_is_secret(text + n + 2, i - n - 2);
+        }
+        size_t val = i + eq;
+        size_t end = val;
+        while (end < *total && text[end] != '&' && text[end] != '#' &&
+               !url_stop((unsigned char)text[end]) &&
+               !encoded_char_at(text + end, *total - end, '&') &&
+               !encoded_char_at(text + end, *total - end, '#'))
+            end++;
+        if (secret && end > val && !is_masked(text + val, end - val))
+            end = val + mask_span(text, total, val, end - val);
+        i = end > i ? end - 1 : i;
+    }
+}
+
 static int scheme_char(unsigned char c)
 {
     return isalnum(c) || c == '+' || c == '-' || c == '.';
@@ -308,6 +369,7 @@ static void scrub(char *text, size_t *total)
     scrub_bearer(text, total);
     scrub_userinfo(text, total);
     scrub_params(text, total);
+    scrub_encoded_params(text, total);
 }
 
 void vb_redact_text(char *text)

@@ -3,7 +3,8 @@
  * (run.h, SPEC.md §2).
  *
  * Input is hostile: every field is type-checked, strings and arrays are
- * bounded (VB_RUN_MAX_* in run.h), and a run that fails validation is
+ * bounded (VB_RUN_MAX_* in run.h), bytes that are not valid UTF-8 become
+ * U+FFFD (a WARN line says so) so every string is fit for JSON, and a run that fails validation is
  * dropped from its page with a WARN line naming the field, instead of failing
  * the whole page. cJSON does the parsing; its nesting limit (1000) bounds the
  * recursion depth, and cJSON types never leave this file. Stateless and
@@ -18,6 +19,7 @@
 #include <strings.h>
 
 #include "excerpt.h"
+#include "utf8.h"
 #include "visionbatch/log.h"
 
 /* ---- small helpers ---- */
@@ -173,13 +175,27 @@ vb_err vb_run_list_push(vb_run_list *list, const vb_run *run)
     return VB_OK;
 }
 
+/* page->content_hash: FNV-1a 64 over the array as cJSON prints it. */
+static vb_err hash_entries(const cJSON *runs, uint64_t *out, vb_error *err)
+{
+    char *text = cJSON_PrintUnformatted(runs);
+    if (!text)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory hashing a page");
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    free(text);
+    *out = h ? h : 1; /* 0 is kept for the empty page */
+    return VB_OK;
+}
+
 /* ---- validation of one run object ---- */
 
 /* Field extraction results: 0 ok, -1 invalid (why filled), -2 out of memory. */
 enum { F_OK = 0, F_BAD = -1, F_NOMEM = -2 };
 
-/* Reads obj[key] as a string into *out (malloc'd). Missing or null is allowed
- * when !required (then *out = NULL). */
+/* Reads obj[key] as a string into *out (malloc'd), invalid UTF-8 repaired.
+ * Missing or null is allowed when !required (then *out = NULL). */
 static int get_str(const cJSON *obj, const char *key, int required, size_t max, char **out,
                    char *why, size_t whylen)
 {
@@ -195,12 +211,20 @@ static int get_str(const cJSON *obj, const char *key, int required, size_t max, 
         snprintf(why, whylen, "%s is not a string", key);
         return F_BAD;
     }
-    if (strlen(it->valuestring) > max) {
+    /* Text goes on as JSON (backend, Kafka): invalid UTF-8 becomes U+FFFD. */
+    size_t bad = 0;
+    *out = vb__utf8_repair(it->valuestring, strlen(it->valuestring), &bad);
+    if (!*out)
+        return F_NOMEM;
+    if (strlen(*out) > max) {
+        free(*out);
+        *out = NULL;
         snprintf(why, whylen, "%s longer than %zu bytes", key, max);
         return F_BAD;
     }
-    *out = strdup(it->valuestring);
-    return *out ? F_OK : F_NOMEM;
+    if (bad)
+        VB_WARN("%s is not valid UTF-8: %zu byte(s) replaced by U+FFFD", key, bad);
+    return F_OK;
 }
 
 /* Reads a boolean that may also be sent as 0/1. Missing → dflt when !required. */
@@ -406,6 +430,8 @@ vb_err vb_run_page_parse(const char *json, size_t len, vb_run_page *page, vb_err
                           VB_RUN_MAX_PER_PAGE);
         goto fail;
     }
+    if (n > 0 && (rc = hash_entries(runs, &page->content_hash, err)) != VB_OK)
+        goto fail;
     if (n > 0) {
         page->list.runs = calloc((size_t)n, sizeof *page->list.runs);
         if (!page->list.runs) {

@@ -29,6 +29,8 @@
 #include "util.h"
 #include "visionbatch/crypto.h"
 
+#include "visionbatch/run.h"
+
 #define KEY_PREFIX "visionbatch:"
 #define RUN_PREFIX KEY_PREFIX "run:"
 #define LOCK_PREFIX KEY_PREFIX "lock:"
@@ -55,7 +57,8 @@
     "end\n"
 
 /* KEYS run, index. ARGV id, max_attempts, now, lease_until, trace_id,
- * execution_id. Returns {decision, version}. */
+ * execution_id. Returns {decision, version}. A failed run is published only
+ * once its retry_at (set when it failed, see LUA_SET_STATE) has passed. */
 static const char LUA_CLAIM[] =
     "local key, idx, id, now = KEYS[1], KEYS[2], ARGV[1], ARGV[3]\n"
     "local st = redis.call('HGET', key, 'state')\n"
@@ -85,6 +88,10 @@ static const char LUA_CLAIM[] =
     "  return redis.error_reply('ERR visionbatch run has an unknown state')\n"
     "end\n"
     "local attempts = tonumber(redis.call('HGET', key, 'attempts')) or 0\n"
+    "if st == 'failed' and attempts < tonumber(ARGV[2]) and\n"
+    "   tonumber(now) < (tonumber(redis.call('HGET', key, 'retry_at')) or 0) then\n"
+    "  return {'backoff', v}\n"
+    "end\n"
     "if attempts >= tonumber(ARGV[2]) then\n"
     "  local f = {'state', 'dead', 'updated_at', now, 'finished_at', now, 'lease_until', '0'}\n"
     "  if why then f[#f + 1] = 'last_error'; f[#f + 1] = why end\n"
@@ -95,16 +102,22 @@ static const char LUA_CLAIM[] =
     "end\n"
     "return publish(false, why)\n";
 
-/* KEYS run, lock, index. ARGV id, token, worker, now, lease_until.
- * Returns {'ok', attempt} | {'lost', 0} | {'conflict', state}. */
+/* KEYS run, lock, index. ARGV id, token, worker, now, lease_until, lease_ms,
+ * message attempt (0 = unknown). Returns {'ok', attempt} | {'lost', 0} |
+ * {'conflict', state} | {'stale', attempts}: the message carries an attempt
+ * that has already begun (a redelivery), so it must not count again. */
 static const char LUA_BEGIN[] = LUA_HELD
     "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' or st == 'dead' then return {'conflict', st} end\n"
     "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[4]) end\n"
+    "local done = tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 0\n"
+    "if tonumber(ARGV[7]) > 0 and done >= tonumber(ARGV[7]) then return {'stale', done} end\n"
     "local a = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "redis.call('HDEL', KEYS[1], 'retry_at')\n"
     "redis.call('HSET', KEYS[1], 'state', 'processing', 'started_at', ARGV[4], 'worker', ARGV[3],\n"
-    "           'lease_until', ARGV[5], 'finished_at', '0', 'updated_at', ARGV[4])\n"
+    "           'lease_until', ARGV[5], 'lease_ms', ARGV[6], 'finished_at', '0',\n"
+    "           'updated_at', ARGV[4])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
     "return {'ok', a}\n";
@@ -123,13 +136,30 @@ static const char LUA_MARK_UPLOAD[] = LUA_HELD
     "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
     "return {'ok', prev}\n";
 
+/* The retry backoff of a failed run, the one rule every path that publishes
+ * a run again obeys (the claim refuses a failed run before its retry_at):
+ * the lease of its last attempt × 2^(attempts−1), at most 10 minutes. */
+#define LUA_BACKOFF                                                                                \
+    "local function backoff(k)\n"                                                                 \
+    "  local a = tonumber(redis.call('HGET', k, 'attempts')) or 0\n"                              \
+    "  local b = tonumber(redis.call('HGET', k, 'lease_ms')) or 0\n"                              \
+    "  if a <= 0 then return 0 end\n"                                                             \
+    "  for _ = 2, a do if b >= 600000 then break end b = b * 2 end\n"                             \
+    "  if b > 600000 then b = 600000 end\n"                                                       \
+    "  return b\n"                                                                                \
+    "end\n"
+
 /* KEYS run, lock, index. ARGV id, token, state, now, has_error, error,
- * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. */
-static const char LUA_SET_STATE[] = LUA_HELD
+ * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. A failed run
+ * gets retry_at = now + its backoff. */
+static const char LUA_SET_STATE[] = LUA_HELD LUA_BACKOFF
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' then return 'conflict' end\n"
     "local f = {'state', ARGV[3], 'updated_at', ARGV[4]}\n"
+    "if ARGV[3] == 'failed' then\n"
+    "  f[#f + 1] = 'retry_at'; f[#f + 1] = tostring(tonumber(ARGV[4]) + backoff(KEYS[1]))\n"
+    "end\n"
     "if ARGV[3] ~= 'uploading' then\n"
     "  for _, x in ipairs({'finished_at', ARGV[4], 'lease_until', '0'}) do f[#f + 1] = x end\n"
     "end\n"
@@ -163,7 +193,7 @@ static const char LUA_RETRY[] =
     "if not st then return 'notfound' end\n"
     "if st ~= 'dead' and st ~= 'failed' then return st end\n"
     "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', '0', 'lease_until', '0',\n"
-    "           'updated_at', ARGV[2])\n"
+    "           'retry_at', '0', 'updated_at', ARGV[2])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
     "return 'ok'\n";
@@ -202,7 +232,7 @@ static const char LUA_SET_ORIGIN[] = LUA_HELD
     "return 'ok'\n";
 
 /* KEYS run, lock, index. ARGV id, token, now, reason.
- * Returns 'ok' | 'lost' | 'conflict'. */
+ * Returns 'ok' | 'lost' | 'conflict'. Not a failure: no backoff (retry_at = now). */
 static const char LUA_HAND_BACK[] = LUA_HELD
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
@@ -210,15 +240,34 @@ static const char LUA_HAND_BACK[] = LUA_HELD
     "local a = (tonumber(redis.call('HGET', KEYS[1], 'attempts')) or 1) - 1\n"
     "if a < 0 then a = 0 end\n"
     "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', tostring(a), 'lease_until', '0',\n"
-    "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4])\n"
+    "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4],\n"
+    "           'retry_at', ARGV[3])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
     "redis.call('DEL', KEYS[2])\n"
     "return 'ok'\n";
 
+/* KEYS run, lock, index. ARGV id, token, now, lease_ms, upload_until.
+ * Returns 'ok' | 'lost' | 'conflict' (uploaded). The last check before a
+ * report upload goes on the wire: the lock is ours, its lease is extended to
+ * a full lease_ms from now, and the attempt's start and the time by which it
+ * can no longer be in flight are recorded, all at once. */
+static const char LUA_UPLOAD_GATE[] = LUA_HELD
+    "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'uploaded' then return 'conflict' end\n"
+    "if not st then redis.call('HSET', KEYS[1], 'created_at', ARGV[3]) end\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "redis.call('HSET', KEYS[1], 'state', 'uploading', 'upload_started_at', ARGV[3],\n"
+    "           'upload_until', ARGV[5], 'lease_until', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])),\n"
+    "           'updated_at', ARGV[3])\n"
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "return 'ok'\n";
+
 enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
        SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT_SET_ORIGIN, SCRIPT_HAND_BACK,
-       SCRIPT__COUNT };
+       SCRIPT_UPLOAD_GATE, SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_CLAIM] = LUA_CLAIM,
@@ -231,6 +280,7 @@ static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_LIST] = LUA_LIST,
     [SCRIPT_SET_ORIGIN] = LUA_SET_ORIGIN,
     [SCRIPT_HAND_BACK] = LUA_HAND_BACK,
+    [SCRIPT_UPLOAD_GATE] = LUA_UPLOAD_GATE,
 };
 
 struct vb_store {
@@ -244,22 +294,19 @@ long long vb_store_now_ms(void)
     return vb__now_ms();
 }
 
-/* Copies a normalised (upper-case) run id into out after validating it. */
+/* Copies a normalised (upper-case) run id into out after validating it
+ * with the one run id rule (vb_run_id_valid, run.h). */
 static vb_err norm_id(const char *in, char out[VB_STORE_ID_MAX + 1], vb_error *err)
 {
     if (!in || !*in)
         return vb_error_set(err, VB_ERR_INVALID, "run id is empty");
+    if (!vb_run_id_valid(in))
+        return vb_error_set(err, VB_ERR_INVALID, "run id is not 1-%d characters of "
+                                                 "A-Z a-z 0-9 . _ : - (not only dots)",
+                            VB_STORE_ID_MAX);
     size_t n = 0;
-    for (; in[n]; n++) {
-        unsigned char ch = (unsigned char)in[n];
-        if (n >= VB_STORE_ID_MAX)
-            return vb_error_set(err, VB_ERR_INVALID, "run id longer than %d characters",
-                                VB_STORE_ID_MAX);
-        if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
-            return vb_error_set(err, VB_ERR_INVALID,
-                                "run id contains a character other than A-Z a-z 0-9 . _ -");
-        out[n] = (char)toupper(ch);
-    }
+    for (; in[n]; n++)
+        out[n] = (char)toupper((unsigned char)in[n]);
     out[n] = '\0';
     return VB_OK;
 }
@@ -447,6 +494,8 @@ const char *vb_claim_decision_name(vb_claim_decision d)
         return "skip_done";
     case VB_CLAIM_DEAD:
         return "dead";
+    case VB_CLAIM_SKIP_BACKOFF:
+        return "skip_backoff";
     }
     return "unknown";
 }
@@ -491,6 +540,8 @@ static const struct {
     {"finished_at", F_TIME, offsetof(vb_run_state, finished_at)},
     {"lease_until", F_TIME, offsetof(vb_run_state, lease_until)},
     {"upload_started_at", F_TIME, offsetof(vb_run_state, upload_started_at)},
+    {"upload_until", F_TIME, offsetof(vb_run_state, upload_until)},
+    {"retry_at", F_TIME, offsetof(vb_run_state, retry_at)},
     {"worker", F_STR, offsetof(vb_run_state, worker)},
     {"batch_ids", F_STR, offsetof(vb_run_state, batch_ids)},
     {"last_error", F_STR, offsetof(vb_run_state, last_error)},
@@ -713,6 +764,7 @@ vb_err vb_store_claim_for_queue_ex(vb_store *s, const char *run_id, long max_att
                             : strcmp(d, "in_progress") == 0 ? VB_CLAIM_SKIP_IN_PROGRESS
                             : strcmp(d, "done") == 0        ? VB_CLAIM_SKIP_DONE
                             : strcmp(d, "dead") == 0        ? VB_CLAIM_DEAD
+                            : strcmp(d, "backoff") == 0     ? VB_CLAIM_SKIP_BACKOFF
                                                             : (vb_claim_decision)0;
     long long v = r->element[1]->integer;
     freeReplyObject(r);
@@ -823,6 +875,13 @@ static vb_err pair_status(vb_store *s, const redisReply *r, const char *id, cons
         return VB_OK;
     if (strcmp(st, "lost") == 0)
         return vb_error_set(err, VB_ERR_CANCELLED, "%s of run %s refused: lock lost", what, id);
+    if (strcmp(st, "stale") == 0) {
+        const redisReply *v = r->element[1];
+        return vb_error_set(err, VB_ERR_CONFLICT,
+                            "%s of run %s refused: attempt already begun (%lld recorded): a "
+                            "redelivered message", what, id,
+                            v->type == REDIS_REPLY_INTEGER ? v->integer : 0LL);
+    }
     if (strcmp(st, "conflict") == 0) {
         const redisReply *v = r->element[1];
         return vb_error_set(err, VB_ERR_CONFLICT, "%s of run %s refused: run is %s", what, id,
@@ -835,6 +894,13 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
                                  const char *worker_id, long lease_ms, long *attempt,
                                  vb_error *err)
 {
+    return vb_store_begin_attempt(s, run_id, token, worker_id, lease_ms, 0, attempt, err);
+}
+
+vb_err vb_store_begin_attempt(vb_store *s, const char *run_id, const char *token,
+                              const char *worker_id, long lease_ms, long msg_attempt,
+                              long *attempt, vb_error *err)
+{
     ERR_OR_LOCAL(err);
     char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
     vb_err rc = norm_id(run_id, id, err);
@@ -845,12 +911,14 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
     make_key(rkey, sizeof rkey, RUN_PREFIX, id);
     make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
     long long now_ms = vb_store_now_ms();
-    char now[24], lease[24];
+    char now[24], lease[24], lms[24], matt[24];
     fmt_ll(now, now_ms);
     fmt_ll(lease, now_ms + lease_ms);
+    fmt_ll(lms, lease_ms);
+    fmt_ll(matt, msg_attempt > 0 ? msg_attempt : 0);
     const char *keys[3] = {rkey, lkey, INDEX_KEY};
-    const char *args[5] = {id, token, worker_id, now, lease};
-    redisReply *r = store_eval(s, SCRIPT_BEGIN, 3, keys, 5, args, NULL, err);
+    const char *args[7] = {id, token, worker_id, now, lease, lms, matt};
+    redisReply *r = store_eval(s, SCRIPT_BEGIN, 3, keys, 7, args, NULL, err);
     if (!r)
         return failed(err);
     rc = pair_status(s, r, id, "begin processing", err);
@@ -881,6 +949,42 @@ vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char 
     if (rc == VB_OK && previous_ms)
         *previous_ms = r->element[1]->type == REDIS_REPLY_STRING ? parse_ll(r->element[1]->str)
                                                                  : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
+vb_err vb_store_upload_gate(vb_store *s, const char *run_id, const char *token, long lease_ms,
+                            long long upload_until_ms, vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    char id[VB_STORE_ID_MAX + 1], rkey[KEY_MAX], lkey[KEY_MAX];
+    vb_err rc = norm_id(run_id, id, err);
+    if (rc != VB_OK || (rc = check_token(token, err)) != VB_OK ||
+        (rc = check_ms(lease_ms, "lease", err)) != VB_OK)
+        return rc;
+    long long now_ms = vb_store_now_ms();
+    if (upload_until_ms < now_ms)
+        return vb_error_set(err, VB_ERR_INVALID, "upload deadline lies in the past");
+    make_key(rkey, sizeof rkey, RUN_PREFIX, id);
+    make_key(lkey, sizeof lkey, LOCK_PREFIX, id);
+    char now[24], lms[24], until[24];
+    fmt_ll(now, now_ms);
+    fmt_ll(lms, lease_ms);
+    fmt_ll(until, upload_until_ms);
+    const char *keys[3] = {rkey, lkey, INDEX_KEY};
+    const char *args[5] = {id, token, now, lms, until};
+    redisReply *r = store_eval(s, SCRIPT_UPLOAD_GATE, 3, keys, 5, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, "upload gate", err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "upload of run %s refused: lock lost", id);
+    else if (strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT,
+                          "upload of run %s refused: run is already uploaded", id);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, "upload gate", err);
     freeReplyObject(r);
     return rc;
 }

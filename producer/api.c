@@ -39,6 +39,7 @@
 #include "visionbatch/buf.h"
 #include "visionbatch/cron.h"
 #include "visionbatch/jobs.h"
+#include "visionbatch/run.h"
 
 struct vb_api {
     vb_endpoint *ep;
@@ -488,20 +489,9 @@ static void h_run_now(vb_api *api, req *r, resp *out)
     set_json(out, 202, o);
 }
 
-static int run_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 128)
-        return 0;
-    for (const char *p = id; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
 static void h_run_state(vb_api *api, req *r, resp *out)
 {
-    if (!run_id_valid(r->id)) {
+    if (!vb_run_id_valid(r->id)) { /* the one run id rule (run.h) */
         set_detail(out, 404, "run not found");
         return;
     }
@@ -652,6 +642,39 @@ static int authorized(vb_api *api, struct MHD_Connection *con)
     return vb_endpoint_bearer_ok(con, api->token, api->token_len);
 }
 
+/* Every Content-Length header of a request: libmicrohttpd frames the body
+ * by the first one, so a second with another value must be refused. */
+typedef struct content_lengths {
+    const char *first;
+    int conflict;
+} content_lengths;
+
+static enum MHD_Result on_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
+{
+    content_lengths *c = cls;
+    if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+        return MHD_YES;
+    if (!c->first)
+        c->first = value ? value : "";
+    else if (strcmp(c->first, value ? value : "") != 0)
+        c->conflict = 1;
+    return MHD_YES;
+}
+
+/* The media type application/json (any case), alone or with parameters
+ * ("application/json; charset=utf-8"); not application/jsonX or a suffix. */
+static int is_json_media_type(const char *ct)
+{
+    static const char json[] = "application/json";
+    if (strncasecmp(ct, json, sizeof json - 1) != 0)
+        return 0;
+    const char *p = ct + sizeof json - 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0' || *p == ';';
+}
+
 /* Checks done before any body is read; 1 when `out` holds a refusal. */
 static int precheck(vb_api *api, req *r, resp *out)
 {
@@ -671,8 +694,13 @@ static int precheck(vb_api *api, req *r, resp *out)
             set_detail(out, 404, "not found");
         return 1;
     }
-    const char *cl =
-        MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    content_lengths cls = {0};
+    MHD_get_connection_values(r->con, MHD_HEADER_KIND, on_content_length, &cls);
+    if (cls.conflict) { /* which one frames the body? (RFC 9112 §6.3) */
+        set_detail(out, 400, "conflicting Content-Length headers");
+        return 1;
+    }
+    const char *cl = cls.first;
     if (cl) {
         char *end = NULL;
         unsigned long long n = strtoull(cl, &end, 10);
@@ -686,7 +714,7 @@ static int precheck(vb_api *api, req *r, resp *out)
     if (r->rt->json_body) {
         const char *ct =
             MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (ct && strncasecmp(ct, "application/json", 16) != 0) {
+        if (ct && !is_json_media_type(ct)) {
             set_detail(out, 415, "Content-Type must be application/json");
             return 1;
         }

@@ -266,6 +266,10 @@ static run_outcome handle_run(vb_producer_ctx *ctx, const vb_run *run, const cha
         VB_DEBUG("skipped: queued or in progress");
         st->skipped_in_progress++;
         return RUN_OK;
+    case VB_CLAIM_SKIP_BACKOFF:
+        VB_DEBUG("skipped: failed, its retry backoff is not over");
+        st->skipped_backoff++;
+        return RUN_OK;
     case VB_CLAIM_SKIP_DONE:
         VB_DEBUG("skipped: already uploaded");
         st->skipped_done++;
@@ -391,6 +395,8 @@ int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, con
         vb_log_set_run(runs.runs[i].id);
         run_outcome o = handle_run(ctx, &runs.runs[i], job_id, execution_id, &st, &first);
         vb_log_set_run(NULL);
+        if (o == RUN_FAILED)
+            st.run_errors++;
         if (o == RUN_STOP) {
             rc = first.code != VB_OK ? first.code : VB_ERR_KAFKA;
             i++;
@@ -403,11 +409,12 @@ int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, con
 
 done:
     VB_INFO("poll summary: %s=%s found=%zu published=%zu skipped_in_progress=%zu "
-            "skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu invalid=%zu errors=%zu "
-            "not_attempted=%zu%s",
+            "skipped_backoff=%zu skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu "
+            "invalid=%zu run_errors=%zu errors=%zu not_attempted=%zu%s",
             what, who ? who : "", st.found, st.published, st.skipped_in_progress,
-            st.skipped_done, st.dead, st.other_org, st.failed_publish, st.invalid, st.errors,
-            st.not_attempted, rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
+            st.skipped_backoff, st.skipped_done, st.dead, st.other_org, st.failed_publish,
+            st.invalid, st.run_errors, st.errors, st.not_attempted,
+            rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
     vb_run_list_free(&runs);
     ctx->published = NULL;
     ctx->published_ctx = NULL;

@@ -26,10 +26,12 @@ typedef struct vb_poll_stats {
     size_t invalid;             /* failed validation: not published */
     size_t published;           /* claimed and acknowledged by Kafka */
     size_t skipped_in_progress; /* queued/processing/uploading with a live lease */
+    size_t skipped_backoff;     /* failed, waiting for its retry backoff */
     size_t skipped_done;        /* uploaded already */
     size_t dead;                /* attempts exhausted (DLQ copy sent when newly dead) */
     size_t dead_lettered;       /* of those, copies published to the DLQ topic */
     size_t failed_publish;      /* claimed but Kafka refused it: claim released */
+    size_t run_errors;          /* runs that failed by themselves (the pass went on) */
     size_t errors;              /* Redis/encoding failures */
     size_t not_attempted;       /* left for the next pass (stopped early) */
 } vb_poll_stats;
@@ -77,7 +79,7 @@ int vb_producer_kafka_reachable(vb_producer_ctx *ctx, int timeout_ms);
  * finished first). A failure of one run's own does not stop it: Redis
  * answering but refusing that run's key, or Kafka refusing that run's
  * message as too large (VB_ERR_TOO_LARGE; its claim is released) — the run
- * is counted in errors / failed_publish and the next run goes on. Logs one summary line. *out (may be NULL) receives the
+ * is counted in errors / failed_publish and in run_errors, and the next run goes on. Logs one summary line. *out (may be NULL) receives the
  * counters. Returns VB_OK when every listed run was published or rightly
  * skipped; VB_ERR_CANCELLED when cancelled; otherwise the first failure
  * (fetch, Redis, Kafka) with its message. Thread-safe (serialised per ctx). */

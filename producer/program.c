@@ -151,6 +151,7 @@ typedef struct service {
     vb_metrics *metrics;
     vb_metric *polls;     /* visionbatch_producer_polls_total{source,result} */
     vb_metric *published; /* visionbatch_producer_runs_published_total{source} */
+    vb_metric *run_errors; /* visionbatch_producer_run_errors_total{source} */
     pthread_mutex_t store_mu; /* guards `store` (REST API lookups) */
     vb_store *store;
 } service;
@@ -161,6 +162,7 @@ static void count_poll(service *sv, const char *source, vb_err rc, const vb_poll
     vb_metric_inc(sv->polls, poll_labels);
     const char *pub_labels[] = {source};
     vb_metric_add(sv->published, pub_labels, (double)st->published);
+    vb_metric_add(sv->run_errors, pub_labels, (double)st->run_errors);
 }
 
 static int api_ready(void *ctx, char *why, size_t whylen)
@@ -405,6 +407,9 @@ static int serve(const vb_config *cfg, const opts *o)
                                       "source,result");
         sv.published = vb_metrics_counter(sv.metrics, "visionbatch_producer_runs_published_total",
                                           "Runs published to Kafka", "source");
+        sv.run_errors = vb_metrics_counter(sv.metrics, "visionbatch_producer_run_errors_total",
+                                           "Runs that failed by themselves in a poll (the "
+                                           "poll went on)", "source");
     }
     vb_api *api = NULL;
     vb_error err;

@@ -50,12 +50,17 @@ vb_reap_action vb_worker_reap_action(const vb_run_state *rs, long max_attempts, 
     case VB_RUN_PROCESSING:
     case VB_RUN_UPLOADING:
         return rs->lease_until < now ? VB_REAP_TAKEOVER : VB_REAP_NONE;
-    case VB_RUN_FAILED:
+    case VB_RUN_FAILED: {
         if (rs->attempts >= max_attempts)
             return VB_REAP_DEAD;
-        return now >= rs->finished_at + vb_worker_retry_backoff_ms(lease_ms, rs->attempts)
-                   ? VB_REAP_RETRY
-                   : VB_REAP_NONE;
+        /* The store's retry_at (store.h: the same backoff, set when the run
+         * failed; now for a run handed back) is what the claim checks; a
+         * record without one is timed from finished_at. */
+        long long due = rs->retry_at > 0
+                            ? rs->retry_at
+                            : rs->finished_at + vb_worker_retry_backoff_ms(lease_ms, rs->attempts);
+        return now >= due ? VB_REAP_RETRY : VB_REAP_NONE;
+    }
     default:
         return VB_REAP_NONE;
     }

@@ -29,7 +29,9 @@ vb_failure_verdict vb_worker_failure_verdict(const vb_error *e, long attempt, lo
 
 /* How long a run that failed `attempts` times waits before the reaper
  * publishes it again: lease_ms × 2^(attempts−1), at most
- * VB_RETRY_BACKOFF_CAP_MS; 0 for attempts <= 0. */
+ * VB_RETRY_BACKOFF_CAP_MS; 0 for attempts <= 0. The store applies the same
+ * rule when a run fails and records the result as retry_at (store.h), which
+ * every claim checks; this is for records without one. */
 long long vb_worker_retry_backoff_ms(long lease_ms, long attempts);
 
 /* What the reaper does with a run found in state `rs` at unix ms `now`. */
@@ -44,7 +46,9 @@ typedef enum vb_reap_action {
 } vb_reap_action;
 
 /* A lease expires strictly after lease_until (lease_until == now is still
- * held). Uploaded, dead and unknown states are never reaped. */
+ * held). A failed run is retried from its retry_at when it has one, else
+ * from finished_at + its backoff. Uploaded, dead and unknown states are
+ * never reaped. */
 vb_reap_action vb_worker_reap_action(const vb_run_state *rs, long max_attempts, long lease_ms,
                                      long long now);
 

@@ -17,8 +17,9 @@
  *   reaper   every max(1 s, min(lease_ms/3, 10 s)) looks for runs whose
  *            worker vanished (processing/uploading with lease_until < now),
  *            queued runs whose queue lease expired, and failed runs with
- *            attempts left whose backoff (lease_ms × 2^(attempts−1), at most
- *            10 min) has passed; claims each with vb_store_claim_for_queue_ex
+ *            attempts left whose retry_at (set by the store when the run
+ *            failed: lease × 2^(attempts−1), at most 10 min — the claim
+ *            checks it again) has passed; claims each with vb_store_claim_for_queue_ex
  *            (one Lua script: among several workers exactly one gets PUBLISH)
  *            and produces a new message for it. A crashed worker's run is so
  *            running again within lease + reaper interval + a rebalance, not
@@ -35,7 +36,9 @@
  *                     with reason "credentials unavailable";
  *   lock              vb_store_lock_acquire; CONFLICT → another worker has
  *                     the run: skip;
- *   begin_processing  CONFLICT (uploaded or dead) → release, skip;
+ *   begin_attempt     with the message's attempt number: CONFLICT (uploaded,
+ *                     dead, or that attempt has already begun — a Kafka
+ *                     redelivery, which must not count twice) → release, skip;
  *   origin            the message's credential source, job id, organization
  *                     and run code go into the run record, so the reaper can
  *                     publish the run again the way it first came;
@@ -46,7 +49,9 @@
  * expires and a reaper republishes the run; if it dies before, the message
  * is delivered again. Redis or Kafka failures on this path keep the message
  * at the head of a small queue (partitions paused) and retry it every
- * second: nothing is skipped because a service blinked.
+ * second: nothing is skipped because a service blinked, and a message logged
+ * as "retrying" is never committed; any other refusal (refuse()) copies the
+ * message to dlq_topic with its reason before its offset is committed.
  *
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
@@ -55,8 +60,17 @@
  *      state uploaded, last_error "already processed on the platform";
  *   2. runs vb_pipeline_process; on_stage(UPLOADING) records the upload
  *      start (vb_store_mark_upload_started). If an earlier attempt had
- *      started an upload, before_upload asks the platform whether the run is
- *      still unprocessed and skips the upload when it is not;
+ *      started an upload, before_upload first waits until that upload can no
+ *      longer be in flight (the upload_until its gate recorded), then asks
+ *      the platform whether the run is still unprocessed and skips the
+ *      upload when it is not. before_send — libcurl's pre-request callback,
+ *      after the connection is made, before each upload attempt is written —
+ *      is the gate (vb_store_upload_gate): lock still ours, lease extended to
+ *      a full lease, upload_until = now + upload_timeout_s + skew recorded;
+ *      lock lost → nothing sent, cancel set. What no client can close (the
+ *      platform takes no fencing token) is a pause between that check and
+ *      the request leaving the host that outlasts upload_until: see
+ *      docs/worker.md, "A paused worker and the report upload";
  *   3. records the outcome (the rules: decide.c, as the reaper's choice):
  *        success                       → uploaded
  *        lock lost                     → nothing (the new holder owns it)
@@ -116,6 +130,7 @@
 #define REAP_PAGES 10
 #define CANCEL_WAIT_MS 30000     /* after cancelling at shutdown */
 #define HANDED_BACK_REASON "worker shutting down: run handed back"
+#define UPLOAD_SKEW_MS 2000LL    /* clock skew allowed between workers' hosts */
 
 typedef struct job {
     vb_kafka_message *km; /* the original message (owned) */
@@ -143,6 +158,7 @@ typedef struct slot {
     /* per run */
     char batch_ids[1024];
     int check_platform; /* an earlier attempt may have uploaded */
+    long long prev_upload_at; /* that attempt's recorded upload start (unix ms) */
     vb_run run;         /* as the platform lists it now */
     const vb_config *cfg; /* platform settings of the current run */
 } slot;
@@ -347,7 +363,7 @@ static void reap_one(vb_worker *w, vb_store *st, const vb_run_state *rs)
         return;
     }
     if (d != VB_CLAIM_PUBLISH)
-        return; /* another worker was quicker, or the run moved on */
+        return; /* another worker was quicker, the run moved on, or its backoff is not over */
     if (rs->state == VB_RUN_PROCESSING || rs->state == VB_RUN_UPLOADING)
         vb_metric_inc(w->m.lock_takeovers, NULL);
     else if (rs->state == VB_RUN_FAILED)
@@ -461,6 +477,7 @@ static vb_err hook_stage(void *ctx, vb_stage stage, const char *batch_ids, vb_er
         return vb_error_set(err, rc, "%s", e.msg);
     }
     s->check_platform = prev != 0;
+    s->prev_upload_at = prev;
     if (prev)
         VB_INFO("an earlier attempt started an upload; the platform is asked first");
     return VB_OK;
@@ -475,15 +492,52 @@ static vb_err hook_heartbeat(void *ctx, vb_error *err)
     return VB_OK;
 }
 
+/* An earlier attempt recorded an upload start: its request may still be in
+ * flight until the upload_until its gate recorded (without one — a record
+ * of an older version — until its start plus our own upload timeout). Waits
+ * for that moment, lock held, so the platform's answer is final. */
+static vb_err wait_earlier_upload(slot *s, vb_error *err)
+{
+    vb_run_state st;
+    memset(&st, 0, sizeof st);
+    vb_error e;
+    long long t0 = vb_mono_ms();
+    vb_err rc;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_get(s->store, s->job->msg.run_id, &st, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc != VB_OK)
+        return vb_error_set(err, rc, "%s", e.msg);
+    long long until = st.upload_until;
+    vb_run_state_free(&st);
+    if (until == 0)
+        until = s->prev_upload_at + s->cfg->upload_timeout_s * 1000LL + UPLOAD_SKEW_MS;
+    long long left = until - vb_store_now_ms();
+    if (left <= 0)
+        return VB_OK;
+    VB_INFO("an earlier attempt's upload may be in flight for %lld ms more: waiting before "
+            "asking the platform", left);
+    while (!s->cancel && vb_store_now_ms() < until)
+        sleep_ms(100);
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED, s->shutdown ? "worker shutting down"
+                                                                : "lock lost");
+    return VB_OK;
+}
+
 static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
 {
     slot *s = ctx;
     *skip = 0;
     if (!s->check_platform)
         return VB_OK;
+    vb_err rc = wait_earlier_upload(s, err);
+    if (rc != VB_OK)
+        return rc;
     int unprocessed = 1;
-    vb_err rc = vb_platform_run_is_unprocessed(s->http, s->cfg, s->job->msg.run_id,
-                                               &s->cancel, &unprocessed, err);
+    rc = vb_platform_run_is_unprocessed(s->http, s->cfg, s->job->msg.run_id, &s->cancel,
+                                        &unprocessed, err);
     if (rc != VB_OK)
         return rc;
     if (!unprocessed) {
@@ -491,6 +545,32 @@ static vb_err hook_before_upload(void *ctx, int *skip, vb_error *err)
         *skip = 1;
     }
     return VB_OK;
+}
+
+/* The last moment before a report upload request goes on the wire (the
+ * HTTP pre-request hook, once per attempt): the lock must still be ours; the
+ * lease is extended to a full lease and the attempt's deadline recorded
+ * (vb_store_upload_gate). Lock lost: nothing is sent, the run stops. */
+static vb_err hook_before_send(void *ctx, vb_error *err)
+{
+    slot *s = ctx;
+    if (s->cancel)
+        return vb_error_set(err, VB_ERR_CANCELLED, s->shutdown ? "worker shutting down"
+                                                                : "lock lost");
+    long long until = vb_store_now_ms() + s->cfg->upload_timeout_s * 1000LL + UPLOAD_SKEW_MS;
+    long long t0 = vb_mono_ms();
+    vb_err rc;
+    vb_error e;
+    do {
+        vb_error_clear(&e);
+        rc = vb_store_upload_gate(s->store, s->job->msg.run_id, s->job->token,
+                                  s->w->cfg->lease_ms, until, &e);
+    } while (redis_retry(s, rc, t0));
+    if (rc == VB_ERR_CANCELLED) {
+        s->cancel = 1;
+        VB_WARN("report upload not sent: the lock was lost");
+    }
+    return rc == VB_OK ? VB_OK : vb_error_set(err, rc, "%s", e.msg);
 }
 
 /* Final state under the lock, retried while Redis is away. */
@@ -518,6 +598,7 @@ static vb_outcome process_run(slot *s, job *j)
     vb_error_clear(&err);
     s->batch_ids[0] = '\0';
     s->check_platform = 0;
+    s->prev_upload_at = 0;
     memset(&s->run, 0, sizeof s->run);
 
     int found = 0;
@@ -551,7 +632,8 @@ static vb_outcome process_run(slot *s, job *j)
         vb_pipeline_hooks hooks = {.ctx = s,
                                    .on_stage = hook_stage,
                                    .heartbeat = hook_heartbeat,
-                                   .before_upload = hook_before_upload};
+                                   .before_upload = hook_before_upload,
+                                   .before_send = hook_before_send};
         rc = vb_pipeline_process(s->http, cfg, &s->run, &hooks, &s->cancel, &res, &err);
         if (res.batch_ids[0])
             snprintf(s->batch_ids, sizeof s->batch_ids, "%s", res.batch_ids);
@@ -785,6 +867,28 @@ static void check_processable(vb_worker *w, job *j)
                  m->organization_id, w->cfg->organization_id);
 }
 
+/* A Redis call of the poll path failed. Only a failure that can pass (Redis
+ * unreachable, a lock that expired meanwhile) keeps the message for a retry;
+ * anything else is this message's own problem: it is dead-lettered with the
+ * reason, so it is committed only once it is safely elsewhere. */
+static step refuse(vb_worker *w, job *j, const char *what, vb_err rc, const vb_error *why)
+{
+    const char *id = j->msg.run_id;
+    if (rc == VB_ERR_REDIS || rc == VB_ERR_CANCELLED) {
+        VB_WARN("run %s: %s (retrying): %s", id, what, why->msg);
+        return STEP_RETRY;
+    }
+    snprintf(j->reason, sizeof j->reason, "%s: %.1000s", what, why->msg);
+    VB_WARN("run %s: %s", id, j->reason);
+    vb_error err;
+    vb_error_clear(&err);
+    if (dead_letter(w, j->km->key, j->km->value, j->km->len, j->reason, &err) != VB_OK) {
+        VB_WARN("dead-lettering failed (retrying): %s", err.msg);
+        return STEP_RETRY;
+    }
+    return STEP_DONE;
+}
+
 static step handle(vb_worker *w, job *j)
 {
     const vb_config *cfg = w->cfg;
@@ -816,13 +920,11 @@ static step handle(vb_worker *w, job *j)
         VB_INFO("run %s is locked by another worker: message skipped", id);
         return STEP_DONE;
     }
-    if (rc != VB_OK) {
-        VB_WARN("run %s: cannot take the lock (retrying): %s", id, err.msg);
-        return rc == VB_ERR_REDIS ? STEP_RETRY : STEP_DONE;
-    }
+    if (rc != VB_OK)
+        return refuse(w, j, "cannot take the lock", rc, &err);
     vb_error_clear(&err);
-    rc = vb_store_begin_processing(w->store, id, j->token, cfg->worker_id, cfg->lease_ms,
-                                   &j->attempt, &err);
+    rc = vb_store_begin_attempt(w->store, id, j->token, cfg->worker_id, cfg->lease_ms,
+                                j->msg.attempt, &j->attempt, &err);
     if (rc != VB_OK) {
         vb_error e;
         vb_error_clear(&e);
@@ -832,8 +934,7 @@ static step handle(vb_worker *w, job *j)
             VB_INFO("run %s: message skipped (%s)", id, err.msg);
             return STEP_DONE;
         }
-        VB_WARN("run %s: cannot start (retrying): %s", id, err.msg);
-        return STEP_RETRY;
+        return refuse(w, j, "cannot start", rc, &err);
     }
     vb_error_clear(&err);
     if (vb_store_set_origin(w->store, id, j->token, j->msg.cred_source, j->msg.job_id,

@@ -53,7 +53,8 @@ typedef struct vb_backend_analyze {
     size_t ndescriptions;
 } vb_backend_analyze;
 
-/* API-call policy derived from cfg (same as the platform's). */
+/* API-call policy derived from cfg: the platform's, and redirects only within
+ * the backend's own origin (scheme, host, port). */
 vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic_t *cancel);
 
 /* GET /available_models: VB_OK when the backend answers 2xx with JSON. */

@@ -41,7 +41,7 @@
 
 #define VB_CRON_EXPR_MAX 256   /* longest expression accepted, in bytes */
 #define VB_CRON_NEXT_MAX 100   /* most fire times vb_cron_next_n computes */
-#define VB_CRON_SEARCH_YEARS 8 /* search horizon; covers every Feb-29 schedule */
+#define VB_CRON_CYCLE_YEARS 400 /* the Gregorian calendar repeats after this */
 #define VB_TIME_STR_MAX 32     /* buffer size enough for either formatter */
 
 enum {
@@ -72,17 +72,22 @@ int vb_cron_matches(const vb_cron *c, long long year, int month, int day, int ho
 
 /* Smallest fire time strictly after `after` for schedule `c` in zone `tz`
  * (an IANA name, NULL = "UTC"), following the daylight-saving rules above.
- * Fire times are whole wall-clock minutes. Returns VB_OK and sets *next;
- * VB_ERR_NOT_FOUND when nothing fires within VB_CRON_SEARCH_YEARS years (e.g.
- * "0 0 30 2 *"); VB_ERR_INVALID for an unknown zone, NULL arguments or an
- * `after` outside years 1900-9000. Typically a few microseconds. Thread-safe. */
+ * Fire times are whole wall-clock minutes. There is no search horizon: any
+ * schedule that fires at all is found, however far ahead ("0 12 29 2 *\/7",
+ * Feb 29 on a Sunday, fires in 2088 and then 2128). Returns VB_OK and sets
+ * *next; VB_ERR_NOT_FOUND when the schedule never fires (e.g. "0 0 30 2 *"),
+ * decided from the fields (every date falls on every weekday within one
+ * VB_CRON_CYCLE_YEARS calendar cycle, the search's bound); VB_ERR_INVALID
+ * for an unknown zone, NULL arguments or an `after` outside years 1900-9000.
+ * Typically under a microsecond, a few for the rarest (docs/benchmarks.md).
+ * Thread-safe. */
 vb_err vb_cron_next(const vb_cron *c, const char *tz, time_t after, time_t *next);
 
 /* The next `n` fire times (1 <= n <= VB_CRON_NEXT_MAX) after `after`, in
  * ascending order, into out[0..n-1]; *got receives how many were found.
  * Returns VB_OK when at least one was found (fewer than n only when the
- * search horizon ran out), VB_ERR_NOT_FOUND when none, VB_ERR_INVALID for a
- * bad n, zone or argument. */
+ * times would pass the year 9000), VB_ERR_NOT_FOUND when the schedule never
+ * fires, VB_ERR_INVALID for a bad n, zone or argument. */
 vb_err vb_cron_next_n(const vb_cron *c, const char *tz, time_t after, size_t n, time_t *out,
                       size_t *got);
 

@@ -60,7 +60,9 @@ const char *vb_image_sniff_file(const char *path);
 
 /* Parses a descriptions document (a JSON object of name → string) from a
  * file of at most max_bytes. Calls add(ctx, sanitised_name, description) for
- * each string entry; other entries are skipped with a warning. */
+ * each string entry, the description with bytes that are not valid UTF-8
+ * replaced by U+FFFD (with a warning); other entries are skipped with a
+ * warning. */
 vb_err vb_descriptions_load(const char *path, long long max_bytes,
                             void (*add)(void *ctx, const char *name, const char *desc),
                             void *ctx, size_t *count, vb_error *err);

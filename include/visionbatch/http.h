@@ -30,6 +30,9 @@ typedef struct vb_http_policy {
     long retry_max_ms;       /* backoff cap; 0 = 30000 */
     int retry_on_5xx;        /* retry 5xx/429 (transport errors always retry) */
     const volatile sig_atomic_t *cancel; /* optional; non-zero aborts */
+    int same_origin;         /* follow redirects only to the request's own scheme, host
+                                and port; another origin fails the transfer
+                                (VB_ERR_INVALID, not retried) before it is asked */
 } vb_http_policy;
 
 /* One multipart/form-data part: either a value or a file. */
@@ -41,6 +44,13 @@ typedef struct vb_http_part {
     const char *content_type; /* content type of a file part */
 } vb_http_part;
 
+/* A pre-request hook: called after the connection is made (or reused) and
+ * right before each attempt's request goes on the wire (libcurl's
+ * CURLOPT_PREREQFUNCTION). Returning non-VB_OK aborts the call: nothing of
+ * that attempt is sent, no retry follows, and vb_http_perform fails with the
+ * hook's code and message. */
+typedef vb_err (*vb_http_prereq_fn)(void *ctx, vb_error *err);
+
 typedef struct vb_http_request {
     const char *method;       /* "GET", "POST", "DELETE"…; NULL = GET */
     const char *url;
@@ -50,6 +60,8 @@ typedef struct vb_http_request {
     size_t body_len;
     const vb_http_part *parts; /* multipart/form-data when nparts > 0 */
     size_t nparts;
+    vb_http_prereq_fn prereq;  /* optional: checked before each attempt is sent */
+    void *prereq_ctx;
 } vb_http_request;
 
 typedef struct vb_http_response {

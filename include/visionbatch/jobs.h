@@ -82,7 +82,8 @@ typedef struct vb_job_input {
  * external_api_get_url, external_api_post_url, external_api_key and
  * organization_id are required; `partial` = 1 (update): any non-empty subset.
  * Rules: a JSON object; no unknown or duplicate fields; strings are non-empty
- * valid UTF-8 without control characters; name ≤ 200 characters; URLs are
+ * valid UTF-8 without control characters (a schedule may hold tabs; no
+ * string, key or value, may hold the escape \u0000); name ≤ 200 characters; URLs are
  * http:// or https:// with a host, ≤ 2048 bytes; schedule parses
  * (vb_cron_parse) and fires at least once; timezone is a known IANA zone;
  * enabled is a boolean; overlap is "skip" or "allow". On failure returns

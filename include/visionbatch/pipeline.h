@@ -43,6 +43,11 @@ typedef struct vb_pipeline_hooks {
     /* Called just before the upload. Set *skip to 1 when the report must not
      * be uploaded (it already was); the run then counts as uploaded. May be NULL. */
     vb_err (*before_upload)(void *ctx, int *skip, vb_error *err);
+    /* Called after the connection to the platform is made and right before
+     * each report upload request is sent (vb_http_prereq_fn): the last
+     * moment to refuse (e.g. lock lost). Non-VB_OK stops the run with that
+     * error, nothing sent. May be NULL. */
+    vb_err (*before_send)(void *ctx, vb_error *err);
 } vb_pipeline_hooks;
 
 typedef struct vb_run_result {

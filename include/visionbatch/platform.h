@@ -32,10 +32,14 @@ vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
 
 /* POSTs the report file at `html_path` as multipart `file`
  * (report_{batch_id}.html, text/html) with organization_id and
- * vision_analysis_id. Only 2xx counts; retries 5xx and timeouts. */
+ * vision_analysis_id. Only 2xx counts; retries 5xx and timeouts. `gate`
+ * (may be NULL) is called with `gate_ctx` after the connection is made and
+ * right before each attempt is sent (vb_http_prereq_fn); its refusal stops
+ * the upload with its error, nothing of that attempt sent. */
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
                                  const char *batch_id, const char *html_path,
-                                 const volatile sig_atomic_t *cancel, vb_error *err);
+                                 const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
+                                 void *gate_ctx, vb_error *err);
 
 /* Sets *unprocessed to 1 when run_id is still listed as unprocessed, 0 when
  * not listed (the platform has it as processed). Used after an ambiguous

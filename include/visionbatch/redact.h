@@ -7,7 +7,9 @@
  * (user:pass@) and the values of query/fragment parameters whose names look
  * secret (sig, signature, token, access_token, key, api_key, password, secret,
  * client_secret, code, X-Amz-Signature, X-Amz-Credential, …; case-insensitive)
- * are masked. Harmless SAS fields (se, sp, sv, sr, st) stay visible.
+ * are masked, also when the "name=value" pair is itself percent-encoded once
+ * or more ("sig%3D…", "sig%253D…", value up to an encoded '&' or '#').
+ * Harmless SAS fields (se, sp, sv, sr, st) stay visible.
  * The replacement text is "***" (or one '*' per byte for values shorter than
  * three bytes), so redaction never lengthens a string and works in place.
  * The registry is process-wide and thread-safe.

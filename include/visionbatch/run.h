@@ -12,6 +12,7 @@
 #define VISIONBATCH_RUN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "visionbatch/error.h"
 
@@ -57,6 +58,10 @@ typedef struct vb_run_page {
     vb_run_list list;
     long total;   /* data.total, -1 if missing or not a number */
     size_t invalid;
+    /* 64-bit FNV-1a of data.vision_analysis (every entry, valid or not, as
+     * cJSON re-serialises it, so the envelope and white space do not count);
+     * 0 for an empty page. Equal hashes = a page served again. */
+    uint64_t content_hash;
 } vb_run_page;
 
 /* Parses the GET body. Fails with VB_ERR_PARSE for malformed JSON or a missing
@@ -68,7 +73,9 @@ typedef struct vb_run_page {
  * (strings); optional: run code, organization name, created_date (string or
  * null), is_processed (bool or 0/1), documents (array or null). Required per
  * document: document_path (non-empty), document_name, document_type
- * (strings), is_input (bool or 0/1). On failure *page is empty. */
+ * (strings), is_input (bool or 0/1). Every string is made valid UTF-8:
+ * bytes that are not become U+FFFD (logged at WARN), so the run can go on as
+ * JSON to Kafka and the backend. On failure *page is empty. */
 vb_err vb_run_page_parse(const char *json, size_t len, vb_run_page *page, vb_error *err);
 void vb_run_page_free(vb_run_page *page);
 

@@ -22,13 +22,18 @@
  * Threading: one vb_store per thread (it wraps one hiredis context); distinct
  * stores may be used concurrently from different threads and processes.
  *
- * Data model (all keys under `visionbatch:`, SPEC.md §6; run ids are
- * normalised to upper case, 1–128 characters of [A-Za-z0-9._-]):
+ * Data model (all keys under `visionbatch:`, SPEC.md §6; run ids follow the
+ * one run id rule of run.h, vb_run_id_valid — 1–128 characters of
+ * [A-Za-z0-9._:-], not dots only — and are normalised to upper case):
  *   visionbatch:run:<ID>   hash: state (queued|processing|uploading|uploaded|
  *                          failed|dead), attempts, version, created_at,
  *                          updated_at, queued_at, started_at, finished_at,
  *                          lease_until, upload_started_at (unix ms, 0/absent =
- *                          never), worker, batch_ids (comma list), last_error
+ *                          never), upload_until (the latest report upload
+ *                          attempt can no longer be in flight after it),
+ *                          lease_ms (lease of the latest attempt), retry_at
+ *                          (failed: not published again before it), worker,
+ *                          batch_ids (comma list), last_error
  *                          (≤ 1 KiB, redacted by the caller), trace_id,
  *                          execution_id (the cron execution that queued it).
  *   visionbatch:runs       sorted set of run ids, score = updated_at.
@@ -40,12 +45,18 @@
  * run. Each transition bumps `version` and the run's index score.
  *
  * Lifecycle of a run:
- *   (none|failed with attempts left|expired lease) --claim--> queued
+ *   (none|failed with attempts left and retry_at passed|expired lease)
+ *       --claim--> queued
  *   queued --begin_processing (holding the lock)--> processing (attempts+1)
  *   processing --mark_upload_started--> uploading --set_state--> uploaded
  *   processing|uploading --set_state--> failed | dead
  *   failed with attempts == max, or an expired lease at max --claim--> dead
  *   dead|failed --retry--> failed with attempts 0 (the producer republishes)
+ * Retry backoff: a run that becomes failed gets retry_at = now + lease_ms of
+ * its attempt × 2^(attempts−1), at most 10 minutes (handed-back runs: now;
+ * `runs retry`: 0). Every path that publishes a run again goes through the
+ * claim, which refuses a failed run before its retry_at — the producer's
+ * poll, the workers' reapers and `dlq replay` alike.
  * `uploaded` is final: nothing changes it. `upload_started_at` survives
  * failures so a later attempt knows an upload may already have happened and
  * must ask the platform before uploading again.
@@ -60,8 +71,9 @@
 #include <stddef.h>
 
 #include "visionbatch/error.h"
+#include "visionbatch/run.h"
 
-#define VB_STORE_ID_MAX 128         /* longest run id */
+#define VB_STORE_ID_MAX VB_RUN_MAX_ID /* longest run id (the rule: vb_run_id_valid) */
 #define VB_STORE_TOKEN_SIZE 33      /* 32 hex digits + NUL */
 #define VB_STORE_LAST_ERROR_MAX 1024 /* last_error is cut to this many bytes */
 #define VB_STORE_BATCH_IDS_MAX 16384 /* longest batch_ids accepted */
@@ -126,6 +138,8 @@ typedef struct vb_run_state {
     long long finished_at;  /* set by uploaded/failed/dead */
     long long lease_until;  /* queued/processing/uploading: expiry of the lease */
     long long upload_started_at;
+    long long upload_until; /* the latest upload attempt cannot be in flight after it */
+    long long retry_at;     /* failed: not published again before it */
     char *worker;       /* worker id of the latest attempt */
     char *batch_ids;    /* comma-separated backend batch ids */
     char *last_error;   /* redacted, ≤ 1 KiB */
@@ -162,19 +176,21 @@ typedef enum vb_claim_decision {
     VB_CLAIM_SKIP_IN_PROGRESS,  /* queued/processing/uploading with a live lease */
     VB_CLAIM_SKIP_DONE,         /* uploaded */
     VB_CLAIM_DEAD,              /* attempts exhausted (state is now dead) */
+    VB_CLAIM_SKIP_BACKOFF,      /* failed, its retry backoff (retry_at) not over */
 } vb_claim_decision;
 
 const char *vb_claim_decision_name(vb_claim_decision d);
 
 /* Decides atomically whether the producer should publish `run_id`:
- *   no state, or failed with attempts < max_attempts, or queued/processing/
- *   uploading whose lease_until < now_ms  → PUBLISH: state=queued,
+ *   no state, or failed with attempts < max_attempts and retry_at <= now_ms,
+ *   or queued/processing/uploading whose lease_until < now_ms  → PUBLISH: state=queued,
  *     queued_at=now_ms, lease_until=now_ms+lease_ms (attempts kept). The
  *     lease is how long the message may wait for a worker before the run is
  *     published again, so pass a generous value (minutes).
  *   failed with attempts >= max_attempts, or an expired lease with attempts
  *     >= max_attempts → state=dead, DEAD.   dead → DEAD.
  *   live lease → SKIP_IN_PROGRESS.   uploaded → SKIP_DONE.
+ *   failed with attempts left before its retry_at → SKIP_BACKOFF.
  * Thread-safe across processes (one Lua script). */
 vb_err vb_store_claim_for_queue(vb_store *s, const char *run_id, long max_attempts, long lease_ms,
                                 long long now_ms, vb_claim_decision *decision, vb_error *err);
@@ -217,6 +233,17 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
                                  const char *worker_id, long lease_ms, long *attempt,
                                  vb_error *err);
 
+/* As vb_store_begin_processing, for the attempt a message carries
+ * (msg_attempt, its "attempt" / vb-attempt; 0 = unknown, no check): when the
+ * run has already begun that many attempts the message is a redelivery of
+ * an attempt that has run, and the call fails with VB_ERR_CONFLICT ("attempt
+ * already begun") without counting anything — the run is published again
+ * through the claim, after its backoff. Records lease_ms as the attempt's
+ * lease (the base of its retry backoff) and clears retry_at. */
+vb_err vb_store_begin_attempt(vb_store *s, const char *run_id, const char *token,
+                              const char *worker_id, long lease_ms, long msg_attempt,
+                              long *attempt, vb_error *err);
+
 /* Records that the report upload is starting: state=uploading,
  * upload_started_at=now. *previous_ms (may be NULL) receives the previous
  * upload_started_at (0 if none): non-zero means an earlier attempt may have
@@ -225,11 +252,26 @@ vb_err vb_store_begin_processing(vb_store *s, const char *run_id, const char *to
 vb_err vb_store_mark_upload_started(vb_store *s, const char *run_id, const char *token,
                                     long long *previous_ms, vb_error *err);
 
+/* The last check before a report upload request goes on the wire (the
+ * worker calls it from the HTTP pre-request hook, after the connection is
+ * made): atomically, `token` must hold the lock; the lock and lease_until
+ * are extended to lease_ms from now, so the lease has a full lease of room
+ * for the request; state=uploading, upload_started_at=now and upload_until =
+ * upload_until_ms (when this attempt can no longer be in flight: its
+ * timeout, plus a margin for clock skew). A worker taking the run over later
+ * waits until upload_until before it asks the platform and uploads.
+ * VB_ERR_CANCELLED when the lock is lost (the caller must not send);
+ * VB_ERR_CONFLICT when the run is uploaded; VB_ERR_INVALID for a deadline in
+ * the past. */
+vb_err vb_store_upload_gate(vb_store *s, const char *run_id, const char *token, long lease_ms,
+                            long long upload_until_ms, vb_error *err);
+
 /* Moves the run to `state` (VB_RUN_UPLOADING, _UPLOADED, _FAILED or _DEAD;
  * others are VB_ERR_INVALID). last_error / batch_ids: NULL = unchanged,
  * "" = clear; last_error is cut to 1 KiB on a UTF-8 boundary (the caller has
  * already redacted it); batch_ids over 16 KiB is VB_ERR_INVALID.
- * uploaded/failed/dead set finished_at and clear the lease.
+ * uploaded/failed/dead set finished_at and clear the lease; failed also sets
+ * retry_at (the backoff above).
  * VB_ERR_CANCELLED when `token` does not hold the lock; VB_ERR_CONFLICT when
  * the run is already uploaded (which is final). */
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,

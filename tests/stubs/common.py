@@ -587,6 +587,7 @@ class StubState:
         self.faults = {}
         self.records = {}
         self.seq = 0
+        self.released = threading.Event()
         self.reset_common()
 
     def reset_common(self):
@@ -595,6 +596,18 @@ class StubState:
             self.faults = {}
             self.records = {}
             self.seq = 0
+            self.released.set()
+            self.released = threading.Event()
+
+    def hold(self, rec, seconds):
+        """Keeps a request (recorded as held) until POST /_control/release or
+        `seconds` pass; then handling goes on."""
+        with self.lock:
+            ev = self.released
+            rec["held"] = True
+        ev.wait(float(seconds))
+        with self.lock:
+            rec["held"] = False
 
     def next_seq(self):
         with self.lock:
@@ -659,7 +672,7 @@ class StubState:
 
 
 _FAULT_KEYS = {"status", "retry_after", "malformed", "delay", "hang", "drop", "body",
-               "content_type", "truncate", "apply", "outcome", "headers"}
+               "content_type", "truncate", "apply", "outcome", "headers", "hold"}
 
 
 def _check_entries(entries):
@@ -797,7 +810,15 @@ class StubHandler(BaseHTTPRequestHandler):
         self.sent = True
 
     def send_json(self, status, obj, headers=None):
-        self.send_bytes(status, json.dumps(obj).encode(), "application/json", headers)
+        """Sends obj as JSON. A lone surrogate U+DC80-U+DCFF in a string (JSON
+        "\\udcff" in a scenario) is sent as the raw byte it stands for (Python's
+        surrogateescape), so tests can serve text that is not valid UTF-8."""
+        text = json.dumps(obj)
+        if "\\udc" in text:
+            body = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        else:
+            body = text.encode()
+        self.send_bytes(status, body, "application/json", headers)
 
     def send_detail(self, status, detail, headers=None):
         self.send_json(status, {"detail": detail}, headers)
@@ -870,6 +891,12 @@ class StubHandler(BaseHTTPRequestHandler):
             if self.command == "GET" and what == "config":
                 with st.lock:
                     return self.send_json(200, dict(st.config))
+            if self.command == "POST" and what == "release":
+                self.discard_body()
+                with st.lock:
+                    st.released.set()
+                    st.released = threading.Event()
+                return self.send_json(200, {"ok": True})
             if self.command == "POST" and what in ("faults", "config", "reset"):
                 body = self.json_body()
                 if body is Abort:

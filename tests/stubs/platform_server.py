@@ -43,7 +43,9 @@ In run documents, `document_path` may use the placeholders `{base}`
 `document_path` the path becomes `{base}/files/<document_name>?{sas}`; a
 document with `"_gen": {"bytes": N, "kind": "jpeg"}` gets
 `{base}/gen/<document_name>?bytes=N&kind=jpeg&{sas}`. Keys starting with `_`
-are never served. `is_processed` is served from the server's own state.
+are never served. `is_processed` is served from the server's own state. A
+string may hold lone surrogates "\\udc80".."\\udcff": each is served as the
+raw byte it stands for (0x80-0xff), to serve text that is not valid UTF-8.
 
 Control API (no auth; loopback tests only), JSON in and out:
 
@@ -58,6 +60,7 @@ Control API (no auth; loopback tests only), JSON in and out:
                           an existing vision_analysis_id replaces it) and files
   GET  /_control/runs     the runs as served, with their processed state
   POST /_control/mark     {"vision_analysis_id": id, "processed": bool}
+  POST /_control/release  let every held upload go on
   GET  /_control/records  everything received (see below)
   POST /_control/reset    clear records and faults, restore config, runs and
                           files to the startup scenario ({"keep_runs": true}
@@ -73,6 +76,10 @@ Fault entry (each is consumed once, in order, by the next matching request):
   {"drop": true}               close the connection without an answer
   {"apply": true, "status": N} do the real work (e.g. mark the run processed),
                                then answer N anyway
+  upload only: {"hold": s}     read the whole request, record it with "held": true,
+                               then wait until POST /_control/release (or s seconds)
+                               before handling it (as the rest of the entry says) —
+                               a request on the wire that the server has not acted on
   {"headers": {...}}           extra response headers with a status/body answer
   files only: {"content_type": "text/plain"} serve the file with that type;
               {"truncate": true} announce the full length, send half, close.
@@ -83,7 +90,8 @@ Config keys (GET/POST /_control/config; defaults):
   (total = half the real count, so 0 for one run) | "total_missing" (no total)
   | "zero_meta" (page and page_size reported as 0, as in the guide),
   max_page_size 100, default_page_size 10, processed_delay 0.0,
-  mark_processed true, require_sas true.
+  mark_processed true, require_sas true, blob_outage_until 0 (unix time: until
+  then every /files and /gen request answers 503, as a blob store outage).
 
 Records (GET /_control/records):
   {"gets":    [{"seq","time","query","raw_query","headers","auth","status",
@@ -225,6 +233,17 @@ def render_run(e, base, now):
 class PlatformHandler(common.StubHandler):
     server_version = "vb-platform-stub/1"
 
+    held_body = None  # the body of a held upload, read before the hold
+
+    def iter_body(self):
+        if self.held_body is not None:
+            body, self.held_body = self.held_body, None
+            self.body_consumed = True
+            if body:
+                yield body
+            return
+        yield from super().iter_body()
+
     def base_url(self):
         host = self.headers.get("Host")
         return "http://" + (host if host else "%s:%d" % (self.state.host, self.state.port))
@@ -337,6 +356,9 @@ class PlatformHandler(common.StubHandler):
         st.record("uploads", rec)
         fault = st.take_fault("upload")
         rec["fault"] = fault
+        if fault and fault.get("hold"):
+            self.held_body = self.read_body()
+            st.hold(rec, fault["hold"])
         if self.apply_fault(fault):
             rec["status"] = fault.get("status", 200)
             return
@@ -424,6 +446,8 @@ class PlatformHandler(common.StubHandler):
                                   "authorization_sent": self.headers.get("Authorization") is not None,
                                   "status": None, "bytes": 0, "fault": None})
         fault = st.take_fault("files", name)
+        if fault is None and time.time() < float(st.cfg("blob_outage_until") or 0):
+            fault = {"status": 503}
         rec["fault"] = fault
         if self.apply_fault(fault):
             rec["status"] = fault.get("status", 200)
@@ -562,7 +586,7 @@ def main(argv=None):
         scen_dir = os.path.dirname(os.path.abspath(args.scenario))
     config = {"api_key": scen.get("api_key", common.DEFAULT_API_KEY), "paging": "normal",
               "max_page_size": 100, "default_page_size": 10, "processed_delay": 0.0,
-              "mark_processed": True, "require_sas": True}
+              "mark_processed": True, "require_sas": True, "blob_outage_until": 0}
     for k, v in (scen.get("config") or {}).items():
         if k not in config:
             ap.error("scenario: unknown config key %r" % k)

@@ -5,6 +5,7 @@ the platform and the backend received: one report per run, the right form
 fields, every image and description, nothing leaked, temp files gone.
 """
 
+import base64
 import html
 import json
 import os
@@ -178,6 +179,28 @@ class RunOnceTest(harness.SystemTestCase):
                 platform.stop()
                 backend.stop()
 
+    def test_a_page_of_only_invalid_runs_served_again_ends_paging(self):
+        # Runs without user_query are invalid, so the page holds no valid id to compare.
+        invalid = [{"vision_analysis_id": "BAD-%d" % i, "organization_id": GUIDE_ORG_ID,
+                    "documents": []} for i in range(3)]
+        page = {"code": 200, "status": "success",
+                "data": {"page": 1, "page_size": 3, "total": 3, "vision_analysis": invalid}}
+        for how in ("paging ignored", "fault queue"):
+            with self.subTest(how=how):
+                if how == "paging ignored":  # echoes the page number: the bodies differ
+                    platform = self.start_platform(scenario={"runs": invalid})
+                    platform.config(paging="ignore")
+                else:
+                    platform = self.start_platform(scenario={"runs": []})
+                    platform.faults(get=[{"body": page}] * 50)
+                backend = self.start_backend()
+                res = self.run_once(platform, backend, page_size=3)
+                self.assertEqual(res.returncode, 0, res)
+                self.assertEqual(len(platform.gets()), 2, "page 1, then page 2 repeating it")
+                self.assertIn("summary: found=0", self.log_text())
+                platform.stop()
+                backend.stop()
+
     def test_other_organization_is_skipped_and_counted(self):
         mine = harness.make_scenario(2, 1, seed="mine")
         other = harness.make_scenario(3, 1, seed="other", organization_id="0000-OTHER-ORG")
@@ -211,6 +234,28 @@ class RunOnceTest(harness.SystemTestCase):
         self.assertEqual(ups[0]["file"]["filename"], "report_%s.html" % first)
         for i in range(1, 26):
             self.assertIn("img_big_001_%03d.jpg" % i, report)
+
+    def test_invalid_utf8_reaches_the_backend_as_valid_json(self):
+        scen = harness.guide_scenario()
+        # "\udcff" is served as the raw byte 0xff (see platform_server.py)
+        scen["runs"][0]["user_query"] = "Analyze \udcff\udcfe defects caf\u00e9"
+        desc = b'{"oceanix_01.jpg": "Port \xff side", "oceanix_02.jpg": "deck \xe2\x82"}'
+        scen["files"] = {"descriptions_VISION_RUN_001.json":
+                         {"base64": base64.b64encode(desc).decode()}}
+        platform = self.start_platform(scenario=scen)
+        backend = self.start_backend(polls_to_complete=1)
+        res = self.run_once(platform, backend)
+        self.assertEqual(res.returncode, 0, res)
+        batches = backend.batches()
+        self.assertEqual([b["status"] for b in batches], [200])
+        req = batches[0]["request"]
+        self.assertEqual(req["analysis_prompt"], "Analyze \ufffd\ufffd defects caf\u00e9")
+        self.assertEqual(req["descriptions_map"], {"oceanix_01.jpg": "Port \ufffd side",
+                                                   "oceanix_02.jpg": "deck \ufffd\ufffd"})
+        self.assertEqual(len(platform.uploads()), 1)
+        log = self.log_text()
+        self.assertIn("user_query is not valid UTF-8: 2 byte(s) replaced by U+FFFD", log)
+        self.assertIn("oceanix_01.jpg is not valid UTF-8: 1 byte(s) replaced", log)
 
     # ---- failures ----
 
@@ -263,6 +308,21 @@ class RunOnceTest(harness.SystemTestCase):
         res = self.run_once(platform, backend)
         self.assertEqual(res.returncode, 0, res)
         self.assertEqual(len(platform.uploads()), 1)
+
+    def test_backend_redirect_to_another_origin_fails_the_run(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(polls_to_complete=1)
+        # Another host's JSON must not become the run's report.
+        elsewhere = platform.base_url + "/_control/runs"
+        backend.faults(report=[{"status": 302, "headers": {"Location": elsewhere}}])
+        res = self.run_once(platform, backend)
+        self.assertEqual(res.returncode, 1, res)
+        self.assertEqual(platform.uploads(), [])
+        self.assertEqual(len(backend.records()["reports"]), 1)
+        log = self.log_text()
+        self.assertIn("backend report", log)
+        self.assertIn("HTTP 302 redirect to another origin (http://127.0.0.1:%d) refused"
+                      % platform.port, log)
 
     def test_platform_error_is_logged_with_api_returned(self):
         for fault in ({"status": 500}, {"body": {"code": 401, "status": "error",

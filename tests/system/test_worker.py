@@ -130,7 +130,8 @@ class Redis:
 
 def services_up():
     try:
-        socket.create_connection(("127.0.0.1", 9092), timeout=2).close()
+        host, _, port = KAFKA.split(",")[0].rpartition(":")
+        socket.create_connection((host, int(port)), timeout=2).close()
         socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=2).close()
         return kafka_classpath() is not None
     except OSError:
@@ -317,6 +318,36 @@ class WorkerTest(harness.SystemTestCase):
         self.wait_uploaded(platform, ids, timeout=60, workers=(w,))
         self.assert_once(platform, ids)
         self.assertEqual(platform.pending_faults().get("get", []), [])
+
+    def test_encoded_secret_in_a_platform_error_is_masked_everywhere(self):
+        """A platform error body echoing a percent-encoded URL with its SAS
+        signature: the log, the run's last_error and the DLQ vb-reason show
+        `sig%3D***`, never the signature."""
+        scen, platform, backend = self.start_stubs(1)
+        secret = "EncSig" + uuid.uuid4().hex
+        body = {"detail": "cannot use url=https%3A%2F%2Fblob%2Fc%3Fsv%3D1%26sig%3D" + secret +
+                          "%26se%3D2030 (or sig%253D" + secret + ")"}
+        platform.faults(get=[{"status": 422, "body": body}])  # permanent: dead at once
+        w = self.start_worker(platform, backend, "s1")
+        rid = scen["runs"][0]["vision_analysis_id"]
+        publish([(rid, message(scen["runs"][0]))])
+        harness.wait_until(lambda: self.redis.run(rid).get("state") == "dead", timeout=60,
+                           interval=0.5, message="the run dead")
+        last_error = self.redis.run(rid).get("last_error", "")
+        self.assertIn("API returned 422", last_error)
+        self.assertIn("sig%3D***%26se%3D2030", last_error)
+        self.assertIn("sig%253D***", last_error)
+        lines = []
+
+        def in_dlq():
+            lines[:] = [ln for ln in read_dlq() if rid in ln]
+            return any("vb-reason:" in ln for ln in lines)
+        harness.wait_until(in_dlq, timeout=60, interval=1, message="the run in the DLQ")
+        self.assertIn("sig%3D***", "\n".join(lines))
+        for where, text in (("log", w.stderr()), ("last_error", last_error),
+                            ("vb-reason", "\n".join(lines))):
+            self.assertNoSecrets(text, (secret,), msg="secret in the " + where)
+        self.assertEqual(self.uploads_by_run(platform).get(rid, 0), 0)
 
     def test_poison_messages_go_to_dlq_and_work_goes_on(self):
         scen, platform, backend = self.start_stubs(2)

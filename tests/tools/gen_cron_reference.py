@@ -27,7 +27,8 @@ source is "rule" and the comment records what croniter said.
 Columns (tab-separated; lines starting with '#' are comments):
   expr  tz  after  expected  expected_local  source  comment
 `after` and `expected` are RFC 3339 UTC; `expected` is NOT_FOUND when nothing
-fires within the search horizon; `expected_local` is the same instant as wall
+fires within one 400-year cycle of the Gregorian calendar, after which every
+date falls on the same weekday again (so nothing ever fires); `expected_local` is the same instant as wall
 time in `tz` with its offset (what vb_time_format_rfc3339_local writes).
 """
 import sys
@@ -42,7 +43,7 @@ MACROS = {
     "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-HORIZON_YEARS = 8  # VB_CRON_SEARCH_YEARS
+HORIZON_YEARS = 400  # VB_CRON_CYCLE_YEARS: the calendar repeats, so this is "never"
 
 
 def parse_utc(s):
@@ -91,7 +92,8 @@ def by_rule(expr, tz, after):
     z = ZoneInfo(tz)
     wall = after.astimezone(z).replace(tzinfo=None)
     limit = wall.year + HORIZON_YEARS
-    it = croniter(MACROS.get(expr.lower(), expr), wall, day_or=vixie_day_or(expr))
+    it = croniter(MACROS.get(expr.lower(), expr), wall, day_or=vixie_day_or(expr),
+                  max_years_between_matches=HORIZON_YEARS)
     for _ in range(5000):
         try:
             cand = it.get_next(datetime)
@@ -108,7 +110,7 @@ def by_rule(expr, tz, after):
 def by_croniter(expr, tz, after):
     z = ZoneInfo(tz)
     try:
-        it = croniter(expr, after.astimezone(z))
+        it = croniter(expr, after.astimezone(z), max_years_between_matches=HORIZON_YEARS)
         nxt = it.get_next(datetime).astimezone(UTC)
     except CroniterBadDateError:
         return None
@@ -192,9 +194,22 @@ def build():
         ("0 0 1 1 *", "2025-12-31T18:29:59Z", "year boundary in Kolkata is 18:30Z"),
         ("* * * * *", "2025-12-31T23:59:59Z", "every minute across new year"),
         ("0 0 28-31 * *", "2025-02-27T00:00:00Z", "month-end range"),
+        ("0 12 29 2 */7", "2088-03-01T00:00:00Z", "Feb 29 on a Sunday: 40 years to 2128"),
+        ("0 0 31 2,4,6,9,11 */7", "2025-01-01T00:00:00Z", "never, with a day-of-week too"),
     ]:
         for tz in (["UTC", "Asia/Kolkata"] if "Kolkata" in note else ["UTC"]):
             row(expr, tz, after, note)
+
+    # Rare schedules: the day-of-month and day-of-week must coincide (AND rule),
+    # years or decades apart; every firing is found, one after the other.
+    for expr, note in [
+        ("0 12 1 3 */7", "Mar 1 on a Sunday"),
+        ("0 12 29 2 */7", "Feb 29 on a Sunday"),
+        ("0 12 7 1 */7", "Jan 7 on a Sunday"),
+        ("0 0 29 2 */7", "Feb 29 on a Sunday, midnight"),
+    ]:
+        chain(expr, "UTC", "2025-06-01T00:00:00Z", 4, note)
+    chain("0 12 29 2 */7", "Europe/Berlin", "2025-06-01T00:00:00Z", 3, "Feb 29 on a Sunday")
 
     # Macros.
     for m in ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly",

@@ -228,6 +228,20 @@ static void ts_serve(int fd, ts_shared *sh, int port)
         ts_simple(fd, 302, extra, "");
     } else if (strcmp(path, "/redir-ok") == 0) {
         ts_simple(fd, 302, "Location: /ok\r\n", "");
+    } else if (strcmp(path, "/redir-self") == 0) {
+        snprintf(extra, sizeof extra, "Location: http://127.0.0.1:%d/ok\r\n", port);
+        ts_simple(fd, 307, extra, "");
+    } else if (strcmp(path, "/redir-host") == 0) {
+        snprintf(extra, sizeof extra, "Location: http://localhost:%d/ok\r\n", port);
+        ts_simple(fd, 302, extra, "");
+    } else if (strcmp(path, "/redir-netpath") == 0) {
+        snprintf(extra, sizeof extra, "location:   //localhost:%d/ok  \r\n", port);
+        ts_simple(fd, 301, extra, "");
+    } else if (strcmp(path, "/redir-port") == 0) {
+        snprintf(extra, sizeof extra, "Location: http://127.0.0.1:%d/ok\r\n", port + 1);
+        ts_simple(fd, 302, extra, "");
+    } else if (strcmp(path, "/redir-chain") == 0) {
+        ts_simple(fd, 302, "Location: /redir-host\r\n", "");
     } else {
         ts_simple(fd, 404, "", "no route");
     }

@@ -24,6 +24,11 @@
  *   /trickle/N            announces N bytes, sends one every 50 ms
  *   /dl/N                 like /bytes/N but holds the last byte 150 ms, counting overlap
  *   /redir-file /redir-ftp /redir-ok   302 to file://, ftp:// and /ok
+ *   /redir-self           307 to http://127.0.0.1:PORT/ok (absolute, same origin)
+ *   /redir-host           302 to http://localhost:PORT/ok (same address, another origin)
+ *   /redir-netpath        301 to //localhost:PORT/ok (network-path reference)
+ *   /redir-port           302 to http://127.0.0.1:PORT+1/ok
+ *   /redir-chain          302 to /redir-host
  * The body pattern is byte i = 'a' + i % 26.
  */
 #ifndef VB_HTTP_TEST_SERVER_H

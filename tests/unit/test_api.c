@@ -14,6 +14,12 @@
 #include <strings.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
@@ -162,6 +168,10 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
 
 static vb_err run_state(void *ctx, const char *run_id, char **json, vb_error *err)
 {
+    if (strcmp(run_id, "ORG:RUN-3") == 0) { /* ':' belongs to the run id rule */
+        *json = strdup("{\"vision_analysis_id\":\"ORG:RUN-3\",\"state\":\"uploaded\"}");
+        return VB_OK;
+    }
     if (strcmp(run_id, "RUN-1") != 0)
         return vb_error_set(err, VB_ERR_NOT_FOUND, "no state");
     *json = strdup("{\"vision_analysis_id\":\"RUN-1\",\"state\":\"queued\"}");
@@ -420,6 +430,79 @@ static void api_rejects_invalid_bodies_with_named_fields(void **state)
     done(&r);
 }
 
+/* Sends `request` as it is on a new connection and returns the whole answer
+ * (the server closes the connection after it: the request says so). */
+static char *raw_exchange(fixture *f, const char *request)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)vb_api_port(f->api))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(send(fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+    vb_buf b = {0};
+    char chunk[4096];
+    ssize_t n;
+    while ((n = recv(fd, chunk, sizeof chunk, 0)) > 0)
+        assert_int_equal(vb_buf_append(&b, chunk, (size_t)n), VB_OK);
+    close(fd);
+    assert_non_null(b.data);
+    return vb_buf_steal(&b);
+}
+
+/* Body checks at the edge: the media type is exactly application/json (with
+ * parameters), Content-Length is not ambiguous, and a \u0000 escape cannot
+ * cut a field short. */
+static void api_body_edges(void **state)
+{
+    FIX();
+    static const char *const refused[] = {"application/jsonX", "application/json5",
+                                          "application/json-patch+json", "text/json",
+                                          "application/jsonl; charset=utf-8"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        http_result r = call(f, "POST", "/cron-jobs", "{\"name\":\"x\"}", (size_t)-1,
+                             refused[i], NULL);
+        if (r.status != 415)
+            fail_msg("Content-Type %s: status %ld", refused[i], r.status);
+        done(&r);
+    }
+    static const char *const accepted[] = {"application/json", "Application/JSON",
+                                           "application/json; charset=utf-8",
+                                           "application/json ;charset=UTF-8"};
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        http_result r = call(f, "POST", "/cron-jobs", "{\"name\":\"x\"}", (size_t)-1,
+                             accepted[i], NULL);
+        assert_detail_contains(&r, 400, "missing required"); /* past the media type check */
+        done(&r);
+    }
+    /* \u0000 in a value or a key is refused, not cut off; an escaped backslash
+     * followed by "u0000" is ordinary text */
+    http_result r = post_json(f, "/cron-jobs", "{\"name\":\"ab\\u0000cd\"}");
+    assert_detail_contains(&r, 400, "\\u0000");
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\\u0000x\":\"a\"}");
+    assert_detail_contains(&r, 400, "\\u0000");
+    done(&r);
+    r = post_json(f, "/cron-jobs", "{\"name\":\"a\\\\u0000\"}");
+    assert_detail_contains(&r, 400, "missing required");
+    done(&r);
+    /* two Content-Length headers that disagree */
+    char *ans = raw_exchange(f, "POST /cron-jobs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: 12\r\n"
+                                "Content-Length: 5\r\n\r\n{\"name\":\"x\"}");
+    if (strncmp(ans, "HTTP/1.1 400", 12) != 0 || !strstr(ans, "conflicting Content-Length"))
+        fail_msg("conflicting Content-Length answered: %.200s", ans);
+    free(ans);
+    ans = raw_exchange(f, "POST /cron-jobs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                          "Content-Type: application/json\r\nContent-Length: 12\r\n"
+                          "Content-Length: 12\r\n\r\n{\"name\":\"x\"}");
+    if (strncmp(ans, "HTTP/1.1 400", 12) != 0 || !strstr(ans, "missing required"))
+        fail_msg("repeated equal Content-Length answered: %.200s", ans);
+    free(ans);
+}
+
 static void api_refuses_oversized_bodies(void **state)
 {
     FIX();
@@ -521,6 +604,16 @@ static void api_extensions(void **state)
     assert_string_equal(jstr(r.json, "state"), "queued");
     done(&r);
     r = get(f, "/runs/RUN-2");
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = get(f, "/runs/ORG:RUN-3");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "state"), "uploaded");
+    done(&r);
+    r = get(f, "/runs/ORG%3ARUN-3");
+    assert_int_equal(r.status, 200);
+    done(&r);
+    r = get(f, "/runs/...");
     assert_int_equal(r.status, 404);
     done(&r);
 
@@ -773,6 +866,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(api_body_edges, setup, teardown),
         cmocka_unit_test_setup_teardown(api_refuses_oversized_bodies, setup, teardown),
         cmocka_unit_test_setup_teardown(api_routes_405_and_404, setup, teardown),
         cmocka_unit_test_setup_teardown(api_extensions, setup, teardown),

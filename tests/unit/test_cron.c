@@ -311,6 +311,72 @@ static void cron_next_n_ascending_and_capped(void **state)
     assert_int_equal(got, 0);
 }
 
+/* Schedules whose day-of-month and day-of-week must coincide fire years or
+ * decades apart; each firing is found and next_n returns as many as asked. */
+static void cron_rare_schedules_have_no_horizon(void **state)
+{
+    expect_next("0 12 1 3 */7", "UTC", "2026-03-02T00:00:00Z", "2037-03-01T12:00:00Z");
+    expect_next("0 12 29 2 */7", "UTC", "2033-01-01T00:00:00Z", "2060-02-29T12:00:00Z");
+    expect_next("0 12 29 2 */7", "UTC", "2088-03-01T00:00:00Z", "2128-02-29T12:00:00Z");
+    vb_cron c = parse_ok("0 12 7 1 */7");
+    time_t out[VB_CRON_NEXT_MAX];
+    size_t got = 0;
+    assert_int_equal(vb_cron_next_n(&c, "UTC", utc("2025-06-01T00:00:00Z"), 3, out, &got), VB_OK);
+    assert_int_equal(got, 3);
+    assert_int_equal(out[0], utc("2029-01-07T12:00:00Z"));
+    assert_int_equal(out[1], utc("2035-01-07T12:00:00Z"));
+    assert_int_equal(out[2], utc("2046-01-07T12:00:00Z"));
+    /* the most the API asks for, across centuries */
+    c = parse_ok("0 12 29 2 */7");
+    assert_int_equal(vb_cron_next_n(&c, "Europe/Berlin", utc("2025-06-01T00:00:00Z"),
+                                    VB_CRON_NEXT_MAX, out, &got),
+                     VB_OK);
+    assert_int_equal(got, VB_CRON_NEXT_MAX);
+    for (size_t i = 1; i < got; i++)
+        assert_true(out[i] - out[i - 1] >= 28LL * 365 * 86400 - 86400);
+    /* a field separated by tabs is the same schedule */
+    vb_cron tabbed = parse_ok("0\t12\t7 1\t*/7"), spaced = parse_ok("0 12 7 1 */7");
+    assert_memory_equal(&tabbed, &spaced, sizeof tabbed);
+}
+
+/* "Fires at all" is decided from the fields: for every combination below
+ * (most of them rare or impossible), the answer agrees with a day-by-day walk
+ * over 401 years, a whole calendar cycle. */
+static void cron_never_fires_agrees_with_a_cycle_walk(void **state)
+{
+    static const char *const doms[] = {"29", "30", "31", "29-31", "13", "*/10", "1,31", "*/31"};
+    static const char *const months[] = {"2", "2,4", "4,6,9,11", "*/5", "1", "2,11"};
+    static const char *const dows[] = {"*/7", "*/3", "*/6", "*/2", "1", "*"};
+    enum { ND = sizeof doms / sizeof doms[0], NM = sizeof months / sizeof months[0],
+           NW = sizeof dows / sizeof dows[0] };
+    unsigned seed = 4000;
+    int never = 0, fired = 0;
+    for (int i = 0; i < ND * NM * NW; i++) {
+        char expr[96];
+        snprintf(expr, sizeof expr, "0 0 %s %s %s", doms[i % ND], months[i / ND % NM],
+                 dows[i / (ND * NM)]);
+        vb_cron c = parse_ok(expr);
+        long long day0 = vb_tz_days_from_civil(2025, 1, 1) + rand_r(&seed) % 3650;
+        time_t after = (time_t)(day0 * 86400 + 1); /* just after a midnight */
+        time_t want = -1;
+        for (long long d = day0 + 1; d <= day0 + 401LL * 366 && want < 0; d++) {
+            long long y;
+            int mo, dd;
+            vb_tz_civil_from_days(d, &y, &mo, &dd);
+            if (vb_cron_matches(&c, y, mo, dd, 0, 0))
+                want = (time_t)(d * 86400);
+        }
+        time_t got = -1;
+        vb_err rc = vb_cron_next(&c, "UTC", after, &got);
+        if (want < 0 ? rc != VB_ERR_NOT_FOUND : rc != VB_OK || got != want)
+            fail_msg("'%s' after %lld: walk %lld, search %lld (rc %d)", expr, (long long)after,
+                     (long long)want, (long long)got, rc);
+        want < 0 ? never++ : fired++;
+    }
+    print_message("%d schedules never fire, %d fire\n", never, fired);
+    assert_true(never >= 20 && fired >= 100); /* both outcomes are exercised */
+}
+
 static void cron_next_rejects_bad_zone_and_range(void **state)
 {
     vb_cron c = parse_ok("0 * * * *");
@@ -346,6 +412,22 @@ static void cron_next_is_fast(void **state)
                 1e3 / calls;
     print_message("vb_cron_next: %.2f us per call over %d calls\n", us, calls);
     assert_true(us < 50.0);
+    /* The slowest calls, reported (docs/benchmarks.md): schedules that never
+     * fire walk a whole 400-year cycle, the rarest ones decades. */
+    static const char *const slow[] = {"* * 31 2,4,6,9,11 *", "0 0 30 2 *",
+                                       "59 23 29 2 */7", "59 23 31 2,4,6,9,11 */7"};
+    for (size_t e = 0; e < sizeof slow / sizeof slow[0]; e++) {
+        vb_cron c = parse_ok(slow[e]);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int i = 0; i < 200; i++) {
+            time_t next;
+            vb_cron_next(&c, "America/New_York", utc("2088-03-01T00:00:00Z") + i * 60, &next);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        us = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 1e3 /
+             200;
+        print_message("vb_cron_next worst case '%s': %.1f us per call\n", slow[e], us);
+    }
 }
 
 /* A random field: '*', a value, a range, a step or a list of those. */
@@ -642,6 +724,8 @@ int main(void)
         cmocka_unit_test(cron_fall_back_fires_once),
         cmocka_unit_test(cron_impossible_date_not_found),
         cmocka_unit_test(cron_next_n_ascending_and_capped),
+        cmocka_unit_test(cron_rare_schedules_have_no_horizon),
+        cmocka_unit_test(cron_never_fires_agrees_with_a_cycle_walk),
         cmocka_unit_test(cron_next_rejects_bad_zone_and_range),
         cmocka_unit_test(cron_next_is_fast),
         cmocka_unit_test(cron_search_agrees_with_brute_force),

@@ -177,6 +177,21 @@ static void descriptions_skips_non_strings_and_sanitises_keys(void **state)
     free(p);
 }
 
+static void descriptions_are_repaired_to_valid_utf8(void **state)
+{
+    char *p = write_temp("{\"a.jpg\":\"hull \xff sect\xc3\xa9on \xe2\x82\"}");
+    seen s = {0};
+    size_t count = 0;
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_descriptions_load(p, 1 << 20, collect, &s, &count, &err), VB_OK);
+    assert_int_equal(count, 1);
+    assert_string_equal(s.descs[0], "hull \xef\xbf\xbd sect\xc3\xa9on "
+                                    "\xef\xbf\xbd\xef\xbf\xbd");
+    unlink(p);
+    free(p);
+}
+
 static void rmtree_removes_nested_tree(void **state)
 {
     char dir[] = "/tmp/vb-test-rm-XXXXXX";
@@ -207,6 +222,7 @@ int main(void)
         cmocka_unit_test(sniff_recognises_each_format),
         cmocka_unit_test(sniff_rejects_non_images),
         cmocka_unit_test(descriptions_guide_example_parses),
+        cmocka_unit_test(descriptions_are_repaired_to_valid_utf8),
         cmocka_unit_test(descriptions_rejects_malformed_and_oversized),
         cmocka_unit_test(descriptions_skips_non_strings_and_sanitises_keys),
         cmocka_unit_test(rmtree_removes_nested_tree),

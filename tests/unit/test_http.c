@@ -246,6 +246,59 @@ static void perform_retries_503_until_success(void **state)
     vb_http_response_free(&resp);
 }
 
+typedef struct gate_case {
+    int calls;
+    int refuse_on; /* call number that refuses (0 = never) */
+} gate_case;
+
+static vb_err gate(void *ctx, vb_error *err)
+{
+    gate_case *g = ctx;
+    g->calls++;
+    if (g->refuse_on && g->calls >= g->refuse_on)
+        return vb_error_set(err, VB_ERR_CANCELLED, "lock lost");
+    return VB_OK;
+}
+
+static vb_err post_gated(const char *path, gate_case *g, vb_http_response *resp, vb_error *err)
+{
+    vb_http_policy pol = {.retries = 3, .retry_base_ms = 10, .retry_max_ms = 50,
+                          .retry_on_5xx = 1};
+    char url[256];
+    url_of(url, sizeof url, path);
+    vb_http *h = vb_http_new();
+    assert_non_null(h);
+    vb_http_request req = {.method = "POST", .url = url, .body = "{}", .body_len = 2,
+                           .prereq = gate, .prereq_ctx = g};
+    vb_error_clear(err);
+    vb_err rc = vb_http_perform(h, &req, &pol, resp, err);
+    vb_http_free(h);
+    return rc;
+}
+
+static void perform_prereq_runs_before_every_attempt(void **state)
+{
+    gate_case g = {0, 0};
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(post_gated("/flaky/40/2", &g, &resp, &err), VB_OK);
+    assert_int_equal(g.calls, 3);
+    assert_int_equal(server.shared->hits[40], 3);
+    vb_http_response_free(&resp);
+}
+
+static void perform_prereq_refusal_sends_nothing_and_stops_retrying(void **state)
+{
+    gate_case g = {0, 2}; /* the retry after the first 503 is refused */
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(post_gated("/flaky/41/5", &g, &resp, &err), VB_ERR_CANCELLED);
+    assert_int_equal(g.calls, 2);
+    assert_int_equal(server.shared->hits[41], 1); /* the refused attempt never arrived */
+    assert_non_null(strstr(err.msg, "not sent: lock lost"));
+    vb_http_response_free(&resp);
+}
+
 static void perform_does_not_retry_5xx_unless_asked(void **state)
 {
     vb_http_policy pol = {.retries = 3, .retry_base_ms = 10};
@@ -384,6 +437,35 @@ static void perform_refuses_redirects_to_other_protocols(void **state)
     vb_http_response_free(&resp);
     /* An http redirect is followed. */
     assert_int_equal(get("/redir-ok", NULL, &resp, &err), VB_OK);
+    assert_string_equal(resp.body.data, "hello");
+    vb_http_response_free(&resp);
+}
+
+/* A same-origin policy (the backend's) follows redirects on the request's
+ * scheme, host and port only; anything else fails before it is followed. */
+static void perform_same_origin_policy_refuses_other_origins(void **state)
+{
+    vb_http_policy pol = {.same_origin = 1, .retries = 2, .retry_on_5xx = 1};
+    vb_http_response resp;
+    vb_error err;
+    static const char *const same[] = {"/redir-ok", "/redir-self"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(get(same[i], &pol, &resp, &err), VB_OK);
+        assert_string_equal(resp.body.data, "hello");
+        vb_http_response_free(&resp);
+    }
+    static const char *const other[] = {"/redir-host", "/redir-netpath", "/redir-port",
+                                        "/redir-chain"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(get(other[i], &pol, &resp, &err), VB_ERR_INVALID);
+        assert_int_equal(resp.attempts, 1); /* not retried */
+        assert_int_equal(resp.body.len, 0);
+        assert_non_null(strstr(err.msg, "redirect to another origin"));
+        vb_http_response_free(&resp);
+    }
+    assert_non_null(strstr(err.msg, "(http://localhost:"));
+    /* without the policy the same redirect is followed */
+    assert_int_equal(get("/redir-host", NULL, &resp, &err), VB_OK);
     assert_string_equal(resp.body.data, "hello");
     vb_http_response_free(&resp);
 }
@@ -567,6 +649,32 @@ static void download_failed_item_leaves_no_file(void **state)
     unlink(cases[2].path);
 }
 
+/* Documents follow redirects anywhere (blob stores); a same-origin policy
+ * holds for downloads too. */
+static void download_redirects_follow_the_policy(void **state)
+{
+    dl_case cases[2];
+    vb_download items[2];
+    dl_prepare(&cases[0], &items[0], "/redir-host", "elsewhere");
+    dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_download_all(items, 2, 2, NULL, &err), VB_OK);
+    assert_int_equal(items[0].bytes, 5);
+    unlink(cases[0].path);
+    unlink(cases[1].path);
+    dl_prepare(&cases[0], &items[0], "/redir-host", "elsewhere");
+    dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
+    vb_http_policy pol = {.same_origin = 1, .retries = 2};
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_download_all(items, 2, 2, &pol, &err), VB_ERR_INVALID);
+    assert_int_equal(items[0].result, VB_ERR_INVALID);
+    assert_non_null(strstr(items[0].error, "redirect to another origin"));
+    assert_false(file_exists(cases[0].path));
+    assert_int_equal(items[1].result, VB_OK);
+    unlink(cases[1].path);
+}
+
 static void download_enforces_size_cap_and_removes_partial_file(void **state)
 {
     dl_case cases[3];
@@ -702,6 +810,8 @@ int main(void)
         cmocka_unit_test(perform_post_sends_bearer_json_and_user_agent),
         cmocka_unit_test(perform_multipart_streams_file_with_name_and_type),
         cmocka_unit_test(perform_retries_503_until_success),
+        cmocka_unit_test(perform_prereq_runs_before_every_attempt),
+        cmocka_unit_test(perform_prereq_refusal_sends_nothing_and_stops_retrying),
         cmocka_unit_test(perform_does_not_retry_5xx_unless_asked),
         cmocka_unit_test(perform_reports_last_status_when_retries_run_out),
         cmocka_unit_test(perform_does_not_retry_404),
@@ -712,6 +822,7 @@ int main(void)
         cmocka_unit_test(perform_keeps_capped_prefix_of_large_error_body),
         cmocka_unit_test(perform_rejects_body_over_cap),
         cmocka_unit_test(perform_refuses_redirects_to_other_protocols),
+        cmocka_unit_test(perform_same_origin_policy_refuses_other_origins),
         cmocka_unit_test(perform_refuses_non_http_urls),
         cmocka_unit_test(perform_times_out_on_slow_answer),
         cmocka_unit_test(perform_cancel_aborts_running_transfer),
@@ -721,6 +832,7 @@ int main(void)
         cmocka_unit_test(perform_rejects_header_injection),
         cmocka_unit_test(download_runs_items_concurrently_within_limit),
         cmocka_unit_test(download_failed_item_leaves_no_file),
+        cmocka_unit_test(download_redirects_follow_the_policy),
         cmocka_unit_test(download_enforces_size_cap_and_removes_partial_file),
         cmocka_unit_test(download_retry_restarts_file_from_scratch),
         cmocka_unit_test(download_never_overwrites_existing_file),

@@ -133,6 +133,10 @@ static void input_checks_strings(void **state)
     assert_int_equal(parse("{\"name\":\"\"}", 1, msg), VB_ERR_INVALID);
     assert_int_equal(parse("{\"name\":\"a\\nb\"}", 1, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "control"));
+    /* crontab(5) blanks are spaces or tabs; elsewhere a tab is a control character */
+    assert_int_equal(parse("{\"schedule\":\"0\\t9 *\\t* 1\"}", 1, msg), VB_OK);
+    assert_int_equal(parse("{\"name\":\"a\\tb\"}", 1, msg), VB_ERR_INVALID);
+    assert_int_equal(parse("{\"schedule\":\"0\\n9 * * 1\"}", 1, msg), VB_ERR_INVALID);
     assert_int_equal(parse("{\"name\":\"\xff\xfe\"}", 1, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "UTF-8"));
     assert_int_equal(parse("{\"timezone\":\"Mars/Olympus\"}", 1, msg), VB_ERR_INVALID);
@@ -150,6 +154,11 @@ static void input_rejects_malformed_json_and_nul_bytes(void **state)
     assert_int_equal(parse("", 0, msg), VB_ERR_PARSE);
     assert_int_equal(vb_job_input_parse("{\"name\":\"a\0b\"}", 14, 1, &in, &err), VB_ERR_PARSE);
     assert_non_null(strstr(err.msg, "NUL"));
+    /* the escape \u0000 would cut the string short when decoded */
+    assert_int_equal(parse("{\"name\":\"a\\u0000b\"}", 1, msg), VB_ERR_INVALID);
+    assert_non_null(strstr(msg, "\\u0000"));
+    assert_int_equal(parse("{\"name\\u0000\":\"a\"}", 1, msg), VB_ERR_INVALID);
+    assert_int_equal(parse("{\"name\":\"a\\\\u0000 \\\"\\u0041\"}", 1, msg), VB_OK);
     /* deep nesting never crashes */
     size_t n = 100000;
     char *deep = malloc(2 * n + 1);

@@ -64,6 +64,27 @@ static void url_masks_percent_encoded_parameter_name(void **state)
     expect_url("http://h/?%73ig=abcdef&x=1", "http://h/?%73ig=***&x=1");
 }
 
+/* A URL (or a name=value pair) percent-encoded once or twice, as in an error
+ * body echoing a query string or a URL passed inside another URL. */
+static void text_masks_percent_encoded_name_value(void **state)
+{
+    expect_text("API returned 401: {\"error\":\"bad signature sig%3DAbC%252Bdef%253D\"}",
+                "API returned 401: {\"error\":\"bad signature sig%3D***\"}");
+    expect_text("forbidden: token%3Dsecret123 expired", "forbidden: token%3D*** expired");
+    expect_text("u=https%3A%2F%2Fh%2Fp%3Fsv%3D1%26sig%3DS3cr3t%26se%3D2026",
+                "u=https%3A%2F%2Fh%2Fp%3Fsv%3D1%26sig%3D***%26se%3D2026");
+    expect_text("u=https%253A%252F%252Fh%253Fsp%253Dr%2526sig%253DS3cr3t%2526se%253D1",
+                "u=https%253A%252F%252Fh%253Fsp%253Dr%2526sig%253D***%2526se%253D1");
+    expect_text("x%3Fsig%25253Dtriple%252526sv%25253D1", "x%3Fsig%25253D***%252526sv%25253D1");
+    expect_text("%26Access_Token%3Dabcd&x=1", "%26Access_Token%3D***&x=1");
+    expect_text("sig%3dlower#frag", "sig%3d***#frag");
+    /* harmless names and look-alikes stay */
+    expect_text("design%3Dabc sv%3D2022 se%253D2026 a%3D%26b", "design%3Dabc sv%3D2022 "
+                                                            "se%253D2026 a%3D%26b");
+    expect_text("100%3D sig%3", "100%3D sig%3");
+    expect_text("sig%3D", "sig%3D");
+}
+
 static void url_masks_userinfo(void **state)
 {
     expect_url("https://user:pa55word@example.com:8443/path?q=1",
@@ -186,6 +207,7 @@ int main(void)
         cmocka_unit_test_setup(url_masks_sig_at_end_and_first, reset),
         cmocka_unit_test_setup(url_masks_secret_names_case_insensitively, reset),
         cmocka_unit_test_setup(url_masks_percent_encoded_parameter_name, reset),
+        cmocka_unit_test_setup(text_masks_percent_encoded_name_value, reset),
         cmocka_unit_test_setup(url_masks_userinfo, reset),
         cmocka_unit_test_setup(url_without_query_is_unchanged, reset),
         cmocka_unit_test_setup(url_output_is_truncated_and_terminated, reset),

@@ -334,6 +334,68 @@ static void run_enforces_string_limits(void **state)
     vb_buf_free(&b);
 }
 
+/* Bytes that are not UTF-8 must not reach the backend or Kafka as invalid
+ * JSON: each becomes U+FFFD, valid text (é, €, 𝄞) stays as it is. */
+static void run_strings_are_repaired_to_valid_utf8(void **state)
+{
+    char *json = envelope("[{\"vision_analysis_id\":\"R1\",\"organization_id\":\"o\xc3\","
+                          "\"user_query\":\"caf\xc3\xa9 \xff\xfe \xe2\x82\xac \xed\xa0\x80 "
+                          "\xf0\x9d\x84\x9e \xc0\xaf \xe2\x82\"}]");
+    vb_run_page page;
+    vb_error err;
+    assert_int_equal(parse(json, &page, &err), VB_OK);
+    assert_int_equal(page.list.n, 1);
+    const vb_run *r = &page.list.runs[0];
+    assert_string_equal(r->user_query, "caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd \xe2\x82\xac "
+                                       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                                       "\xf0\x9d\x84\x9e \xef\xbf\xbd\xef\xbf\xbd "
+                                       "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(r->organization_id, "o\xef\xbf\xbd");
+    /* what goes on to Kafka parses back as the same run */
+    char *out = vb_run_to_json(r);
+    assert_non_null(out);
+    vb_run back;
+    assert_int_equal(vb_run_parse_json(out, strlen(out), &back, &err), VB_OK);
+    assert_string_equal(back.user_query, r->user_query);
+    vb_run_free(&back);
+    free(out);
+    vb_run_page_free(&page);
+    free(json);
+}
+
+/* A page served again is recognised by its entries, valid or not, whatever
+ * the envelope says (a server ignoring paging may still echo the page). */
+static void run_page_content_hash_ignores_the_envelope(void **state)
+{
+    const char *bad = "[{\"vision_analysis_id\":\"R1\"},{\"vision_analysis_id\":\"R2\"}]";
+#define PAGE_FMT                                                                                   \
+    "{\"code\":200,\"status\":\"success\",\"data\":{\"page\":%d,\"page_size\":2,\"total\":9,"        \
+    "\"vision_analysis\":%s}}"
+    char a[512], b[512], c[512];
+    snprintf(a, sizeof a, PAGE_FMT, 1, bad);
+    snprintf(b, sizeof b, PAGE_FMT, 2, bad);
+    snprintf(c, sizeof c, PAGE_FMT, 2, "[{\"vision_analysis_id\":\"R3\"}]");
+#undef PAGE_FMT
+    vb_run_page pa, pb, pc, empty;
+    vb_error err;
+    assert_int_equal(parse(a, &pa, &err), VB_OK);
+    assert_int_equal(parse(b, &pb, &err), VB_OK);
+    assert_int_equal(parse(c, &pc, &err), VB_OK);
+    assert_int_equal(pa.list.n, 0);
+    assert_int_equal(pa.invalid, 2);
+    assert_true(pa.content_hash != 0);
+    assert_true(pa.content_hash == pb.content_hash);
+    assert_true(pc.content_hash != pa.content_hash);
+    char *e = envelope("[]");
+    assert_int_equal(parse(e, &empty, &err), VB_OK);
+    assert_true(empty.content_hash == 0);
+    free(e);
+    vb_run_page_free(&pa);
+    vb_run_page_free(&pb);
+    vb_run_page_free(&pc);
+    vb_run_page_free(&empty);
+}
+
 static void run_json_round_trips(void **state)
 {
     size_t len;
@@ -422,9 +484,30 @@ static void id_equal_ignores_case(void **state)
     assert_false(vb_run_id_valid(""));
 }
 
+/* The one run id rule every layer uses (store, API, messages, executions). */
+static void run_id_rule_allows_colon_and_caps_the_length(void **state)
+{
+    (void)state;
+    const char *good[] = {"a", "A:B", "org:run:1", "run.1_2-3", ".a", "a..b", "0"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        assert_true(vb_run_id_valid(good[i]));
+    const char *bad[] = {NULL, "", ".", "...", "a/b", "a\\b", "a%3Ab", "a;b", "\xc3\xa9",
+                         "a\tb", "a\"b", "a*b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_false(vb_run_id_valid(bad[i]));
+    char id[VB_RUN_MAX_ID + 2];
+    memset(id, 'x', sizeof id);
+    id[VB_RUN_MAX_ID] = '\0';
+    assert_true(vb_run_id_valid(id));
+    id[VB_RUN_MAX_ID] = 'x';
+    id[VB_RUN_MAX_ID + 1] = '\0';
+    assert_false(vb_run_id_valid(id));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(run_id_rule_allows_colon_and_caps_the_length),
         cmocka_unit_test(run_page_parses_guide_example_exactly),
         cmocka_unit_test(run_page_every_truncation_fails_cleanly),
         cmocka_unit_test(run_page_non_200_code_is_api_error),
@@ -438,6 +521,8 @@ int main(void)
         cmocka_unit_test(run_with_too_many_documents_is_invalid),
         cmocka_unit_test(run_page_survives_deep_nesting),
         cmocka_unit_test(run_enforces_string_limits),
+        cmocka_unit_test(run_strings_are_repaired_to_valid_utf8),
+        cmocka_unit_test(run_page_content_hash_ignores_the_envelope),
         cmocka_unit_test(run_json_round_trips),
         cmocka_unit_test(run_parse_json_names_the_bad_field),
         cmocka_unit_test(run_copy_and_list_push_are_deep),

@@ -512,7 +512,7 @@ static void claim_failed_with_attempts_left_publishes(void **state)
     assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "backend said no", NULL, &err),
                      VB_OK);
     assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
-    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
     vb_run_state st = get(s, "R1");
     assert_int_equal(st.state, VB_RUN_QUEUED);
     assert_int_equal(st.attempts, 1);
@@ -525,7 +525,7 @@ static void claim_failed_at_max_attempts_marks_dead(void **state)
     STORE();
     char tok[VB_STORE_TOKEN_SIZE];
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(claim(s, "R1", 2, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+        assert_int_equal(claim(s, "R1", 2, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
         start_attempt(s, "R1", 60000, tok);
         assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "boom", NULL, &err),
                          VB_OK);
@@ -822,13 +822,162 @@ static void mark_upload_started_reports_an_earlier_upload(void **state)
     assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
 
     /* The next attempt learns that an upload may already have happened. */
-    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(claim(s, "R1", 3, vb_store_now_ms() + 30001), VB_CLAIM_PUBLISH);
     start_attempt(s, "R1", 30000, tok);
     st = get(s, "R1");
     assert_int_equal(st.upload_started_at, first);
     vb_run_state_free(&st);
     assert_int_equal(vb_store_mark_upload_started(s, "R1", tok, &prev, &err), VB_OK);
     assert_int_equal(prev, first);
+}
+
+/* Fails the current attempt of R1 (holding tok) and releases the lock. */
+static long long fail_attempt(vb_store *s, char tok[VB_STORE_TOKEN_SIZE])
+{
+    vb_error err = {0};
+    assert_int_equal(vb_store_set_state(s, "R1", tok, VB_RUN_FAILED, "HTTP 503", NULL, &err),
+                     VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    long long at = st.finished_at;
+    vb_run_state_free(&st);
+    return at;
+}
+
+static void claim_honours_the_retry_backoff_of_a_failed_run(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    const long lease = 2000;
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    /* Attempt n waits lease × 2^(n−1) after it failed: 2 s, 4 s, 8 s. */
+    for (long n = 1; n <= 3; n++) {
+        start_attempt(s, "R1", lease, tok);
+        long long failed_at = fail_attempt(s, tok);
+        long long backoff = lease << (n - 1);
+        vb_run_state st = get(s, "R1");
+        assert_int_equal(st.attempts, n);
+        assert_int_equal(st.retry_at, failed_at + backoff);
+        vb_run_state_free(&st);
+        assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_SKIP_BACKOFF);
+        assert_int_equal(claim(s, "R1", 5, failed_at + backoff - 1), VB_CLAIM_SKIP_BACKOFF);
+        st = get(s, "R1");
+        assert_int_equal(st.state, VB_RUN_FAILED); /* a refused claim changes nothing */
+        vb_run_state_free(&st);
+        assert_int_equal(claim(s, "R1", 5, failed_at + backoff), VB_CLAIM_PUBLISH);
+    }
+}
+
+static void retry_backoff_is_capped_at_ten_minutes(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    rawcmd_ok("HSET visionbatch:run:R1 state failed attempts 11 lease_ms 30000");
+    start_attempt(s, "R1", 30000, tok); /* attempt 12: 30 s × 2^11 > 10 min */
+    long long failed_at = fail_attempt(s, tok);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.retry_at, failed_at + 600000);
+    vb_run_state_free(&st);
+    assert_int_equal(claim(s, "R1", 20, failed_at + 599999), VB_CLAIM_SKIP_BACKOFF);
+    assert_int_equal(claim(s, "R1", 20, failed_at + 600000), VB_CLAIM_PUBLISH);
+}
+
+static void hand_back_and_operator_retry_have_no_backoff(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    long long failed_at = fail_attempt(s, tok);
+    assert_int_equal(claim(s, "R1", 5, failed_at + 60000), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    assert_int_equal(vb_store_hand_back(s, "R1", tok, "shutting down", &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "R1", 60000, tok);
+    failed_at = fail_attempt(s, tok);
+    assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_SKIP_BACKOFF);
+    assert_int_equal(vb_store_retry(s, "R1", &err), VB_OK);
+    assert_int_equal(claim(s, "R1", 5, failed_at), VB_CLAIM_PUBLISH);
+}
+
+static void begin_attempt_refuses_a_redelivered_attempt(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    long attempt = 0;
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w1", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w1", 60000, 1, &attempt, &err),
+                     VB_OK);
+    assert_int_equal(attempt, 1);
+    fail_attempt(s, tok);
+    /* The same message again (a rebalance redelivered it): not a new attempt. */
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w2", 60000, 1, &attempt, &err),
+                     VB_ERR_CONFLICT);
+    assert_non_null(strstr(err.msg, "attempt already begun"));
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.attempts, 1);
+    assert_int_equal(st.state, VB_RUN_FAILED);
+    assert_string_equal(st.worker, "w1");
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_lock_release(s, "R1", tok, &err), VB_OK);
+    /* The message the claim publishes after the backoff carries attempt 2. */
+    assert_int_equal(claim(s, "R1", 5, vb_store_now_ms() + 60001), VB_CLAIM_PUBLISH);
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, tok, &err), VB_OK);
+    assert_int_equal(vb_store_begin_attempt(s, "R1", tok, "w2", 60000, 2, &attempt, &err),
+                     VB_OK);
+    assert_int_equal(attempt, 2);
+}
+
+static void upload_gate_checks_the_lock_extends_the_lease_and_records_the_deadline(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE], other[VB_STORE_TOKEN_SIZE];
+    start_attempt(s, "R1", 1000, tok);
+    long long before = vb_store_now_ms();
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before + 5000, &err), VB_OK);
+    vb_run_state st = get(s, "R1");
+    assert_int_equal(st.state, VB_RUN_UPLOADING);
+    assert_true(st.upload_started_at >= before);
+    assert_int_equal(st.upload_until, before + 5000);
+    assert_true(st.lease_until >= before + 30000);
+    vb_run_state_free(&st);
+    redisReply *r = rawcmd("PTTL visionbatch:lock:R1");
+    assert_true(r->integer > 25000); /* the lock got a full lease of room */
+    freeReplyObject(r);
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before - 1, &err), VB_ERR_INVALID);
+    /* Lock lost and taken by another: refused, nothing recorded. */
+    rawcmd_ok("DEL visionbatch:lock:R1");
+    assert_int_equal(vb_store_lock_acquire(s, "R1", "w2", 60000, other, &err), VB_OK);
+    assert_int_equal(vb_store_upload_gate(s, "R1", tok, 30000, before + 9000, &err),
+                     VB_ERR_CANCELLED);
+    st = get(s, "R1");
+    assert_int_equal(st.upload_until, before + 5000);
+    vb_run_state_free(&st);
+    assert_int_equal(vb_store_set_state(s, "R1", other, VB_RUN_UPLOADED, "", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_upload_gate(s, "R1", other, 30000, before + 9000, &err),
+                     VB_ERR_CONFLICT);
+}
+
+static void run_ids_follow_the_one_rule(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    /* ':' is allowed (run.h); ids are kept upper case. */
+    assert_int_equal(claim(s, "org:run-1.a_b", 3, vb_store_now_ms()), VB_CLAIM_PUBLISH);
+    start_attempt(s, "ORG:RUN-1.A_B", 60000, tok);
+    vb_run_state st = get(s, "Org:Run-1.A_B");
+    assert_string_equal(st.id, "ORG:RUN-1.A_B");
+    assert_int_equal(st.state, VB_RUN_PROCESSING);
+    vb_run_state_free(&st);
+    vb_claim_decision d = 0;
+    const char *bad[] = {"...", ".", "a/b", "a b", "a\nb", "run%3A1", "é"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(vb_store_claim_for_queue(s, bad[i], 3, 1000, 1000, &d, &err),
+                         VB_ERR_INVALID);
+        assert_int_equal(vb_run_id_valid(bad[i]), 0);
+    }
 }
 
 static void set_state_cuts_last_error_on_a_character_boundary(void **state)
@@ -986,6 +1135,12 @@ int main(void)
         T(set_state_rejects_states_a_worker_cannot_set),
         T(uploaded_is_final),
         T(mark_upload_started_reports_an_earlier_upload),
+        T(claim_honours_the_retry_backoff_of_a_failed_run),
+        T(retry_backoff_is_capped_at_ten_minutes),
+        T(hand_back_and_operator_retry_have_no_backoff),
+        T(begin_attempt_refuses_a_redelivered_attempt),
+        T(upload_gate_checks_the_lock_extends_the_lease_and_records_the_deadline),
+        T(run_ids_follow_the_one_rule),
         T(set_state_cuts_last_error_on_a_character_boundary),
         T(retry_makes_a_dead_run_publishable_again),
         T(list_orders_by_latest_update_and_filters_by_state),

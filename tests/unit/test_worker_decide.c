@@ -133,6 +133,15 @@ static void a_failed_run_is_retried_after_its_backoff_or_made_dead(void **state)
     assert_int_equal(reap(run_in(VB_RUN_FAILED, 0, MAX_ATTEMPTS, NOW), NOW), VB_REAP_DEAD);
 }
 
+static void a_failed_run_with_a_retry_at_is_retried_from_it(void **state)
+{
+    vb_run_state rs = run_in(VB_RUN_FAILED, 0, 3, NOW - 1); /* backoff alone: 120 s */
+    rs.retry_at = NOW; /* the store's time wins: a handed-back run, no backoff */
+    assert_int_equal(reap(rs, NOW), VB_REAP_RETRY);
+    rs.retry_at = NOW + 1;
+    assert_int_equal(reap(rs, NOW), VB_REAP_NONE);
+}
+
 static void finished_runs_are_never_reaped(void **state)
 {
     const vb_run_status done[] = {VB_RUN_UPLOADED, VB_RUN_DEAD, VB_RUN_NONE};
@@ -152,6 +161,7 @@ int main(void)
         cmocka_unit_test(a_run_whose_lease_expired_is_taken_over),
         cmocka_unit_test(a_queued_run_whose_queue_lease_expired_is_published_again),
         cmocka_unit_test(a_failed_run_is_retried_after_its_backoff_or_made_dead),
+        cmocka_unit_test(a_failed_run_with_a_retry_at_is_retried_from_it),
         cmocka_unit_test(finished_runs_are_never_reaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
