@@ -305,10 +305,10 @@ kafka_tool() { # class args…
 }
 
 # kafka_format: formats new storage (with the SCRAM user when KAFKA_SASL_PORT
-# is set); returns 1 when the storage already existed.
+# is set, noted in kafka/scram-user); existing storage is left as it is.
 kafka_format() {
   local d=$var/kafka cid scram=()
-  [ -f "$d/data/meta.properties" ] && return 1
+  [ -f "$d/data/meta.properties" ] && return 0
   cid=$(kafka_tool kafka.tools.StorageTool random-uuid) || die "kafka-storage random-uuid failed"
   [ -n "$KAFKA_SASL_PORT" ] &&
     scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(kafka_sasl_password)]")
@@ -317,6 +317,7 @@ kafka_format() {
       log_tail "$var/kafka.log"
       die "kafka-storage format failed"
     }
+  if [ -n "$KAFKA_SASL_PORT" ]; then scram_stamp >"$d/scram-user"; else rm -f "$d/scram-user"; fi
   say "formatted Kafka storage in $d/data (cluster id $cid)"
 }
 
@@ -351,8 +352,7 @@ kafka_start() {
   kafka_fetch
   mkdir -p "$var"
   kafka_write_config
-  local fresh=1
-  kafka_format || fresh=0
+  kafka_format
   java=$(java_bin)
   t0=$(date +%s%N)
   printf '\n==== services.sh start %s ====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$var/kafka.log"
@@ -374,17 +374,23 @@ kafka_start() {
   }
   kafka_wait "$pid"
   say "kafka up (pid $pid, $KAFKA_HOST:$KAFKA_PORT) in $((($(date +%s%N) - t0) / 1000000)) ms; log: $var/kafka.log"
-  # Storage formatted before SASL was wanted (or with another password):
-  # the user is (re)created with Kafka's own tool.
-  if [ -n "$KAFKA_SASL_PORT" ] && [ $fresh = 0 ]; then kafka_scram_user; fi
+  # Storage formatted before SASL was wanted (or with another user or
+  # password): the user is (re)created with Kafka's own tool.
+  if [ -n "$KAFKA_SASL_PORT" ] && [ "$(cat "$var/kafka/scram-user" 2>/dev/null)" != "$(scram_stamp)" ]; then
+    kafka_scram_user
+  fi
   kafka_secured_say
 }
+
+# scram_stamp: which SCRAM user and password the cluster holds (a hash, no secret).
+scram_stamp() { printf '%s:%s' "$KAFKA_SASL_USER" "$(kafka_sasl_password)" | sha256sum | cut -d' ' -f1; }
 
 kafka_scram_user() {
   kafka_tool kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --alter \
     --entity-type users --entity-name "$KAFKA_SASL_USER" \
     --add-config "SCRAM-SHA-512=[password=$(kafka_sasl_password)]" >>"$var/kafka.log" 2>&1 ||
     die "could not create the SCRAM user $KAFKA_SASL_USER (log: $var/kafka.log)"
+  scram_stamp >"$var/kafka/scram-user"
 }
 
 kafka_secured_say() {
