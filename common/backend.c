@@ -4,9 +4,10 @@
  * Each call is one HTTP exchange through vb_http (retries and timeouts come
  * from the policy); answers are parsed with cJSON and every field used is
  * type- and size-checked. Ids that end up in URL paths (batch ids) must be
- * made of [A-Za-z0-9._-]. The report is buffered in memory up to
- * max_report_bytes and then written to disk (simple, and bounded by the
- * cap; a streaming download can replace it without changing the contract).
+ * made of [A-Za-z0-9._-]. Files travel as open descriptors: images are
+ * uploaded from one, and the report is streamed into one as it arrives
+ * (vb_http_perform_to_fd, capped at max_report_bytes), so memory does not
+ * grow with their size.
  * Stateless; thread-safe with one vb_http handle per thread.
  */
 #include "visionbatch/backend.h"
@@ -174,9 +175,9 @@ done:
 
 /* ---- images ---- */
 
-vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
-                               char **image_id, vb_error *err)
+vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, int fd, const char *filename,
+                               const volatile sig_atomic_t *cancel, char **image_id,
+                               vb_error *err)
 {
     unsigned char head[16];
     char fname[256];
@@ -186,13 +187,11 @@ vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *pat
     vb_err rc;
 
     *image_id = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vb_error_set(err, VB_ERR_IO, "cannot open image %s: %s",
-                            filename ? filename : "", strerror(errno));
-    size_t got = fread(head, 1, sizeof head, f);
-    fclose(f);
-    const char *ctype = vb_image_sniff(head, got);
+    ssize_t got = fd >= 0 ? pread(fd, head, sizeof head, 0) : -1;
+    if (got < 0)
+        return vb_error_set(err, VB_ERR_IO, "cannot read image %s: %s",
+                            filename ? filename : "", strerror(fd >= 0 ? errno : EBADF));
+    const char *ctype = vb_image_sniff(head, (size_t)got);
     vb_name_sanitise(filename, fname, sizeof fname);
     if (!ctype)
         return vb_error_set(err, VB_ERR_CONTENT, "%s is not a supported image", fname);
@@ -202,7 +201,7 @@ vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *pat
         goto done;
     }
     vb_http_part parts[2] = {
-        {.name = "image", .file_path = path, .filename = fname, .content_type = ctype},
+        vb_http_part_fd("image", fd, fname, ctype),
         {.name = "chat_id", .value = cfg->chat_id && *cfg->chat_id ? cfg->chat_id
                                                                    : DEFAULT_CHAT_ID},
     };
@@ -510,41 +509,14 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
 
 /* ---- report ---- */
 
-static vb_err write_file(const char *path, const char *data, size_t len, vb_error *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return vb_error_set(err, VB_ERR_IO, "cannot create report file: %s", strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(path);
-            return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(path);
-        return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
-    }
-    return VB_OK;
-}
-
-vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
-                               vb_error *err)
+vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id, int fd,
+                               const volatile sig_atomic_t *cancel, vb_error *err)
 {
     vb_buf url = {0};
     vb_http_response resp = {0};
     vb_err rc;
-    if (!vb_backend_batch_id_valid(batch_id) || !out_path)
-        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id or report path");
+    if (!vb_backend_batch_id_valid(batch_id) || fd < 0)
+        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id or report file");
     if ((rc = backend_url(cfg, "/batch-analyze/", batch_id,
                           "/report?format=html&include_images=true", &url)) != VB_OK) {
         rc = vb_error_set(err, rc, "cannot build the backend URL");
@@ -555,12 +527,12 @@ vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *bat
     pol.max_bytes = cfg->max_report_bytes > 0 ? cfg->max_report_bytes : 256LL * 1024 * 1024;
     if (cfg->download_timeout_s > 0)
         pol.timeout_ms = cfg->download_timeout_s * 1000;
-    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    rc = vb_http_perform_to_fd(h, &req, &pol, fd, &resp, err);
     if (rc != VB_OK) {
         rc = backend_failure(rc, "report", &resp, err);
         goto done;
     }
-    if (resp.body.len == 0) {
+    if (resp.streamed == 0) {
         rc = vb_error_set(err, VB_ERR_CONTENT, "backend report for batch %s is empty",
                           batch_id);
         goto done;
@@ -568,10 +540,10 @@ vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *bat
     if (resp.content_type[0] && !strcasestr(resp.content_type, "html"))
         VB_WARN("backend report for batch %s has content type %.60s, expected text/html",
                 batch_id, resp.content_type);
-    rc = write_file(out_path, resp.body.data, resp.body.len, err);
-    if (rc == VB_OK)
-        VB_DEBUG("report of batch %s saved (%zu bytes)", batch_id, resp.body.len);
+    VB_DEBUG("report of batch %s saved (%lld bytes)", batch_id, resp.streamed);
 done:
+    if (rc != VB_OK && ftruncate(fd, 0) != 0)
+        VB_WARN("cannot empty the report file of batch %s: %s", batch_id, strerror(errno));
     vb_http_response_free(&resp);
     vb_buf_free(&url);
     return rc;

@@ -1135,6 +1135,10 @@ static vb_err exec_from_hash(const redisReply *h, vb_exec *out, vb_error *err)
             out->runs_skipped_in_progress = (long)to_ll(v->str);
         else if (strcmp(n, "runs_skipped_other_org") == 0)
             out->runs_skipped_other_org = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_succeeded") == 0)
+            out->runs_succeeded = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_failed") == 0)
+            out->runs_failed = (long)to_ll(v->str);
         else if (strcmp(n, "output") == 0)
             slot = &out->output;
         else if (strcmp(n, "batch_id") == 0)

@@ -22,6 +22,7 @@
  * handle serialises Redis access; everything else is per request.
  */
 #include "api.h"
+#include "console.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -215,6 +216,8 @@ static cJSON *exec_json(const vb_exec *e)
     cJSON_AddNumberToObject(o, "runs_published", (double)e->runs_published);
     cJSON_AddNumberToObject(o, "runs_skipped_in_progress", (double)e->runs_skipped_in_progress);
     cJSON_AddNumberToObject(o, "runs_skipped_other_org", (double)e->runs_skipped_other_org);
+    cJSON_AddNumberToObject(o, "runs_succeeded", (double)e->runs_succeeded);
+    cJSON_AddNumberToObject(o, "runs_failed", (double)e->runs_failed);
     add_str_or_null(o, "skip_reason", e->skip_reason);
     return o;
 }
@@ -519,6 +522,102 @@ static void h_run_state(vb_api *api, req *r, resp *out)
     out->body = json;
 }
 
+/* ---- the web console (console.h) ---- */
+
+static void h_ui(vb_api *api, req *r, resp *out)
+{
+    const char *body, *ctype;
+    if (!vb_console_asset(r->id, &body, &ctype)) {
+        set_detail(out, 404, "not found");
+        return;
+    }
+    out->status = 200;
+    out->ctype = ctype;
+    out->body = strdup(body);
+}
+
+static void h_ui_index(vb_api *api, req *r, resp *out)
+{
+    r->id[0] = '\0';
+    h_ui(api, r, out);
+}
+
+static int no_console(vb_api *api, resp *out)
+{
+    if (api->cb.console)
+        return 0;
+    set_detail(out, 503, "the console is not available in this process");
+    return 1;
+}
+
+static void h_runs(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    long limit = VB_CONSOLE_RUNS_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_CONSOLE_RUNS_LIMIT_MAX, &limit))
+        limit = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_runs(api->cb.console, query(r, "state"), query(r, "execution_id"),
+                                  query(r, "cursor"), limit, &out->body);
+}
+
+/* An action of the console on run r->id (retry, replay). */
+static void run_action(vb_api *api, req *r, resp *out,
+                       unsigned (*fn)(vb_console *, const char *, char **))
+{
+    if (!vb_run_id_valid(r->id)) {
+        set_detail(out, 404, "run not found");
+        return;
+    }
+    if (no_console(api, out))
+        return;
+    out->ctype = "application/json";
+    out->status = fn(api->cb.console, r->id, &out->body);
+}
+
+static void h_run_retry(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_run_retry);
+}
+
+static void h_workers(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    out->ctype = "application/json";
+    out->status = vb_console_workers(api->cb.console, &out->body);
+}
+
+static void h_dlq(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    long limit = VB_CONSOLE_DLQ_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_CONSOLE_DLQ_LIMIT_MAX, &limit))
+        limit = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_dlq(api->cb.console, limit, &out->body);
+}
+
+static void h_dlq_replay(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_dlq_replay);
+}
+
+static void h_cron_preview(vb_api *api, req *r, resp *out)
+{
+    long count = VB_API_NEXT_RUNS_DEFAULT;
+    const char *cs = query(r, "count");
+    if (cs && !parse_count(cs, 1, VB_CRON_NEXT_MAX, &count))
+        count = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_cron_preview(query(r, "schedule"), query(r, "timezone"), count,
+                                          &out->body);
+}
+
 static const route routes[] = {
     {"GET", "/openapi.json", h_openapi, 0, 0},
     {"POST", "/cron-jobs", h_create, 1, 0},
@@ -532,6 +631,14 @@ static const route routes[] = {
     {"GET", "/cron-jobs/{}/executions", h_executions, 0, 0},
     {"GET", "/cron-jobs/{}/next-runs", h_next_runs, 0, 0},
     {"GET", "/runs/{}", h_run_state, 0, 0},
+    {"GET", "/runs", h_runs, 0, 0},
+    {"POST", "/runs/{}/retry", h_run_retry, 0, 0},
+    {"GET", "/workers", h_workers, 0, 0},
+    {"GET", "/dlq", h_dlq, 0, 0},
+    {"POST", "/dlq/{}/replay", h_dlq_replay, 0, 0},
+    {"GET", "/cron/preview", h_cron_preview, 0, 0},
+    {"GET", "/ui", h_ui_index, 0, 1},
+    {"GET", "/ui/{}", h_ui, 0, 1},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 
@@ -612,6 +719,8 @@ static enum MHD_Result send_resp(vb_api *api, struct MHD_Connection *con, const 
     MHD_add_response_header(rsp, MHD_HTTP_HEADER_CONTENT_TYPE, out->ctype);
     MHD_add_response_header(rsp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(rsp, "X-Content-Type-Options", "nosniff");
+    for (const char *const *h = vb_console_headers; *h; h += 2)
+        MHD_add_response_header(rsp, h[0], h[1]);
     if (out->allow[0])
         MHD_add_response_header(rsp, MHD_HTTP_HEADER_ALLOW, out->allow);
     if (out->auth_challenge)
@@ -888,7 +997,10 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
         .listen = where,
         .name = "REST API",
         .metrics = api->cb.metrics,
-        .token = api->token,
+        /* No token for the endpoint: /metrics stays open like the probes, as
+         * it holds only counts and durations by method, route pattern and
+         * status (no ids, names or settings), so Prometheus needs no secret
+         * (docs/deploy.md, "Open endpoints"). */
         .ready = api_ready,
         .check_ctx = api,
         .app = {.handle = handle, .completed = completed, .cls = api},

@@ -6,8 +6,9 @@
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id},
  * /openapi.json (the document is producer/openapi.json, embedded at build
- * time); GET /healthz, /readyz and /metrics are served by the HTTP endpoint
- * (endpoint.h) the API is mounted on.
+ * time); the web console's GET /ui/…, GET /runs, POST /runs/{id}/retry,
+ * GET /workers, GET /cron/preview (console.h); GET /healthz, /readyz and
+ * /metrics are served by the HTTP endpoint (endpoint.h) the API is mounted on.
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses
@@ -58,6 +59,11 @@ typedef struct vb_api_callbacks {
      * it. NULL: the API keeps a registry of its own. Borrowed: must outlive
      * the server. */
     vb_metrics *metrics;
+    /* The web console (console.h): its assets under /ui/ and GET /runs,
+     * POST /runs/{id}/retry, GET /workers. NULL: those answer 503 (the assets
+     * and GET /cron/preview are served anyway). Borrowed: must outlive the
+     * server. */
+    struct vb_console *console;
 } vb_api_callbacks;
 
 typedef struct vb_api_opts {

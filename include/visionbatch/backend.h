@@ -61,13 +61,15 @@ vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic
 vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
                         vb_error *err);
 
-/* POST /upload-image: multipart `image` (the file at `path`, sent as
- * vb_name_sanitise(filename) (documents.h) with the content type detected from its bytes; VB_ERR_CONTENT
- * if it is not an image) and `chat_id` (cfg->chat_id, default
- * "cron_batch_job"). On success *image_id is a malloc'd id (caller frees). */
-vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
-                               char **image_id, vb_error *err);
+/* POST /upload-image: multipart `image` (the regular file open on `fd`,
+ * borrowed, read from offset 0 and streamed, sent as
+ * vb_name_sanitise(filename) (documents.h) with the content type detected
+ * from its bytes; VB_ERR_CONTENT if it is not an image) and `chat_id`
+ * (cfg->chat_id, default "cron_batch_job"). On success *image_id is a
+ * malloc'd id (caller frees). */
+vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, int fd, const char *filename,
+                               const volatile sig_atomic_t *cancel, char **image_id,
+                               vb_error *err);
 
 /* Builds the batch-analyze JSON body into a malloc'd string (caller frees):
  * {"image_ids", "analysis_prompt", "report_format":"html", "organization",
@@ -113,11 +115,11 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
                        vb_batch_status *last, vb_error *err);
 
 /* GET /batch-analyze/{batch_id}/report?format=html&include_images=true and
- * writes the body to out_path (created or truncated, mode 0600). The body is
- * held in memory up to cfg->max_report_bytes (VB_ERR_TOO_LARGE beyond). An
- * empty body is VB_ERR_CONTENT. On failure out_path does not exist. */
-vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
-                               vb_error *err);
+ * streams the body into `fd` (an empty regular file open for writing,
+ * borrowed) as it arrives: memory use does not depend on the report's size.
+ * At most cfg->max_report_bytes are accepted (VB_ERR_TOO_LARGE beyond); an
+ * empty body is VB_ERR_CONTENT. On failure the file is left empty. */
+vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id, int fd,
+                               const volatile sig_atomic_t *cancel, vb_error *err);
 
 #endif

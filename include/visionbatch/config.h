@@ -43,6 +43,7 @@ typedef struct vb_config {
 
     /* Processing. */
     char *temp_dir;               /* default /tmp/batch_processor */
+    long temp_sweep_interval_s;   /* sweep of dead processes' run dirs; 0 = at start only */
     long page_size;               /* runs per GET page, default 50 */
     long max_pages;               /* safety bound on paging, default 1000 */
     long download_concurrency;    /* parallel downloads per run, default 4 */

@@ -130,6 +130,7 @@ typedef struct vb_exec {
     char *batch_id;    /* comma-separated batch ids; NULL = "" */
     char *skip_reason; /* NULL = "" */
     long runs_found, runs_published, runs_skipped_in_progress, runs_skipped_other_org;
+    long runs_succeeded, runs_failed; /* outcomes of published runs (read only) */
 } vb_exec;
 
 typedef struct vb_exec_list {

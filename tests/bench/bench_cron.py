@@ -42,7 +42,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "system"))
 import harness  # noqa: E402
-from test_producer import BROKERS, RedisServer, kafka_ok  # noqa: E402
+from harness import RedisServer  # noqa: E402
+from test_producer import BROKERS, kafka_ok  # noqa: E402
 
 SECRET_KEY = base64.b64encode(b"b" * 32).decode()
 
@@ -85,8 +86,20 @@ def fmt_mem(m):
                                                          m["VmHWM"] / 1024.0, m["Threads"])
 
 
-def create_jobs(port, n, platform, concurrency=8):
-    """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds)."""
+def producer_up(port, proc):
+    """True once the producer on `port` answers /healthz; exits if it died."""
+    if not proc.alive():
+        raise SystemExit("producer exited: %s" % proc.stderr()[-2000:])
+    try:
+        return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % port,
+                                    timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
+    """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds).
+    `fields` replace those of the job body; `headers` are added to each request."""
     body = {
         "name": "bench",
         "schedule": "* * * * *",
@@ -97,6 +110,7 @@ def create_jobs(port, n, platform, concurrency=8):
         "organization_id": harness.GUIDE_ORG_ID,
         "enabled": True,
     }
+    body.update(fields)
     ids, errors = [], []
     lock = threading.Lock()
     counter = iter(range(n))
@@ -110,7 +124,8 @@ def create_jobs(port, n, platform, concurrency=8):
                 break
             data = json.dumps(dict(body, name="bench-%d" % i))
             try:
-                conn.request("POST", "/cron-jobs", data, {"Content-Type": "application/json"})
+                conn.request("POST", "/cron-jobs", data,
+                             dict(headers or {}, **{"Content-Type": "application/json"}))
                 r = conn.getresponse()
                 payload = r.read()
             except (OSError, http.client.HTTPException) as e:
@@ -244,16 +259,8 @@ def main():
         proc = harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port], env=env,
                                     log_dir=tmp)
 
-        def up():
-            if not proc.alive():
-                raise SystemExit("producer exited: %s" % proc.stderr()[-2000:])
-            try:
-                return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % port,
-                                            timeout=2).status == 200
-            except OSError:
-                return False
-
-        harness.wait_until(up, timeout=30, message="producer API up")
+        harness.wait_until(lambda: producer_up(port, proc), timeout=30,
+                           message="producer API up")
         print("jobs %d, fire threads %s, ticks %d, wrk %d s, cores %d" % (
             n, args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
             os.cpu_count()))

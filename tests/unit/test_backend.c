@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -201,16 +202,18 @@ static void upload_refuses_a_file_that_is_not_an_image(void **state)
     char *id = NULL;
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_backend_upload_image(NULL, &cfg, path, "a.jpg", NULL, &id, &err),
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(vb_backend_upload_image(NULL, &cfg, fd, "a.jpg", NULL, &id, &err),
                      VB_ERR_CONTENT);
     assert_null(id);
     assert_non_null(strstr(err.msg, "a.jpg"));
+    close(fd);
     unlink(path);
     free(path);
     vb_error_clear(&err);
-    assert_int_equal(
-        vb_backend_upload_image(NULL, &cfg, "/nonexistent/x.jpg", "x.jpg", NULL, &id, &err),
-        VB_ERR_IO);
+    assert_int_equal(vb_backend_upload_image(NULL, &cfg, -1, "x.jpg", NULL, &id, &err),
+                     VB_ERR_IO);
 }
 
 static void wait_returns_cancelled_when_flag_is_set(void **state)
