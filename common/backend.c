@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend_poll.h"
 #include "excerpt.h"
 #include "util.h"
 #include "visionbatch/buf.h"
@@ -434,32 +435,24 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms)
     return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
 }
 
-/* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
-static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
-{
-    while (ms > 0) {
-        if (cancel && *cancel)
-            return 1;
-        long long slice = ms < 100 ? ms : 100;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(slice * 1000000)};
-        nanosleep(&ts, NULL);
-        ms -= slice;
-    }
-    return cancel && *cancel;
-}
-
-vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
+vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, size_t nimages,
                        const volatile sig_atomic_t *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err)
 {
+    const vb__backend_hooks *hooks = vb__backend_hooks_get();
     vb_batch_status st_local, *st = last ? last : &st_local;
     long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
-    long long deadline = vb__mono_ms() + (long long)timeout_s * 1000;
-    long delay = 0;
+    long long start = vb__poll_now_ms();
+    long long deadline = start + (long long)timeout_s * 1000;
+    long long pending_at = 0; /* ms into the wait of the last poll that saw it unfinished */
+    long interval = 0;
+    long delay = vb__poll_first_ms(cfg->backend_api_url, nimages, cfg->status_poll_min_ms,
+                                   cfg->status_poll_max_ms);
     memset(st, 0, sizeof *st);
     for (;;) {
-        if (cancel && *cancel)
+        long long left = deadline - vb__poll_now_ms();
+        if (vb__poll_sleep_ms(delay < left ? delay : left > 0 ? left : 0, cancel))
             return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
                                 batch_id);
         vb_error e;
@@ -470,10 +463,14 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
             return e.code;
         }
         vb_batch_status now_st;
-        vb_err rc = vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
+        vb_err rc = hooks && hooks->get_status
+                        ? hooks->get_status(hooks->ctx, batch_id, &now_st, &e)
+                        : vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
+        long long at = vb__poll_now_ms() - start;
         if (rc == VB_OK) {
             *st = now_st;
             if (st->state == VB_BATCH_COMPLETED) {
+                vb__poll_learn(cfg->backend_api_url, nimages, pending_at, at);
                 VB_INFO("batch %s completed (%ld/%ld images)", batch_id, st->processed,
                         st->total);
                 return VB_OK;
@@ -481,6 +478,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
             if (st->state == VB_BATCH_FAILED)
                 return vb_error_set(err, VB_ERR_BACKEND, "backend batch %s failed: %s",
                                     batch_id, st->detail[0] ? st->detail : "no detail given");
+            pending_at = at;
             VB_DEBUG("batch %s %s (%ld/%ld)", batch_id, vb_backend_state_name(st->state),
                      st->processed, st->total);
         } else if (rc == VB_ERR_CANCELLED || !vb_error_is_transient(&e)) {
@@ -493,17 +491,15 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
         } else {
             VB_WARN("status of batch %s not available, will retry: %s", batch_id, e.msg);
         }
-        long long left = deadline - vb__mono_ms();
-        if (left <= 0)
+        if (deadline - vb__poll_now_ms() <= 0)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "batch %s did not complete within %ld s (last status %s, "
                                 "%ld/%ld)",
                                 batch_id, timeout_s, vb_backend_state_name(st->state),
                                 st->processed, st->total);
-        delay = vb_backend_next_poll_ms(delay, cfg->status_poll_min_ms, cfg->status_poll_max_ms);
-        if (sleep_cancellable(delay < left ? delay : left, cancel))
-            return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
-                                batch_id);
+        interval = vb_backend_next_poll_ms(interval, cfg->status_poll_min_ms,
+                                           cfg->status_poll_max_ms);
+        delay = interval;
     }
 }
 

@@ -263,7 +263,7 @@ static void add_description(void *ctx, const char *name, const char *desc)
     }
 }
 
-vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
+vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const volatile sig_atomic_t *cancel, vb_run_inputs *in,
                            vb_error *err)
 {
@@ -321,7 +321,7 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
     vb_error_clear(&dl_err);
     VB_INFO("downloading %zu documents (%zu images), %ld at a time", nitems, nimg_wanted,
             cfg->download_concurrency);
-    vb_http_download_all(dl, nitems, (int)cfg->download_concurrency, &pol, &dl_err);
+    vb_http_download_all(h, dl, nitems, (int)cfg->download_concurrency, &pol, &dl_err);
     if (dl_err.code == VB_ERR_CANCELLED) {
         rc = vb_error_set(err, VB_ERR_CANCELLED, "downloads cancelled");
         goto fail;

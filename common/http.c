@@ -8,10 +8,15 @@
  * (vb_http_part_fd, a libcurl mime read callback); vb_http_download_all() drives
  * a curl multi handle with one short-lived easy handle per attempt and
  * streams every body straight to its file, so memory use does not depend on
- * document sizes. Both share one option set (protocol allow-list, redirect
+ * document sizes. Given a vb_http, the downloads use that handle's multi,
+ * kept between calls, and its share handle (DNS cache, TLS sessions): the
+ * multi's connection cache lets the next document — of this run or of the
+ * next run on the same handle — reuse a connection instead of a new TCP and
+ * TLS handshake. Both share one option set (protocol allow-list, redirect
  * limit, timeouts, size cap, cancel check); a policy may also keep the
  * redirects of vb_http_perform on the request's origin, checked in the header
- * callback when a 3xx answer names its Location, before curl follows it and one translation of CURLcode
+ * callback when a 3xx answer names its Location, before curl follows it; and
+ * both share one translation of CURLcode
  * into vb_err. Retries use exponential backoff with full jitter, or the
  * server's Retry-After when it sent one, and sleep in short slices so the
  * cancel flag is noticed quickly.
@@ -49,6 +54,8 @@
 
 struct vb_http {
     CURL *easy;
+    CURLM *multi;  /* downloads: created on first use, keeps its connections */
+    CURLSH *share; /* downloads: DNS cache and TLS sessions, with multi */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -385,6 +392,10 @@ void vb_http_free(vb_http *h)
     if (!h)
         return;
     curl_easy_cleanup(h->easy);
+    if (h->multi)
+        curl_multi_cleanup(h->multi); /* closes the kept connections */
+    if (h->share)
+        curl_share_cleanup(h->share);
     free(h);
 }
 
@@ -942,7 +953,7 @@ static void dl_release(CURLM *multi, dl_item *it)
 }
 
 /* Starts (or restarts) an item's transfer; on failure the item is done. */
-static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
+static void dl_start(CURLM *multi, CURLSH *share, dl_item *it, const http_limits *l)
 {
     if (!it->created) {
         if (!it->d->url || !it->d->dest_path) {
@@ -979,7 +990,8 @@ static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
         (cc = curl_easy_setopt(it->easy, CURLOPT_URL, it->d->url)) != CURLE_OK ||
         (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEFUNCTION, on_body_file)) != CURLE_OK ||
         (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEDATA, it)) != CURLE_OK ||
-        (cc = curl_easy_setopt(it->easy, CURLOPT_PRIVATE, it)) != CURLE_OK) {
+        (cc = curl_easy_setopt(it->easy, CURLOPT_PRIVATE, it)) != CURLE_OK ||
+        (share && (cc = curl_easy_setopt(it->easy, CURLOPT_SHARE, share)) != CURLE_OK)) {
         curl_easy_cleanup(it->easy);
         it->easy = NULL;
         dl_fail(it, VB_ERR_INVALID, "%s", curl_easy_strerror(cc));
@@ -1045,7 +1057,24 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     dl_fail(it, rc, "%s (attempt %d of %d)", reason, it->attempts, l->retries + 1);
 }
 
-vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
+/* The handle's download multi and share handles, created on first use; NULL
+ * when they cannot be had. */
+static CURLM *kept_multi(vb_http *h, CURLSH **share)
+{
+    if (!h->share && (h->share = curl_share_init()) != NULL &&
+        (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+         curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
+             CURLSHE_OK)) {
+        curl_share_cleanup(h->share);
+        h->share = NULL;
+    }
+    if (!h->multi)
+        h->multi = curl_multi_init();
+    *share = h->share;
+    return h->multi;
+}
+
+vb_err vb_http_download_all(vb_http *h, vb_download *items, size_t n, int concurrency,
                             const vb_http_policy *pol, vb_error *err)
 {
     if (n == 0)
@@ -1059,7 +1088,11 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
     vb_err rc = VB_OK;
     dl_item *its = calloc(n, sizeof *its);
     size_t *slots = calloc(conc, sizeof *slots);
-    CURLM *multi = curl_multi_init();
+    CURLSH *share = NULL;
+    CURLM *multi = h ? kept_multi(h, &share) : curl_multi_init();
+    /* Keep at least one idle connection per slot for the next transfers. */
+    if (multi)
+        curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)(conc > 4 ? conc : 4));
     if (!its || !slots || !multi) {
         free(its);
         its = NULL;
@@ -1102,7 +1135,7 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
                 continue;
             dl_item *it = &its[slots[s]];
             if (it->phase == DL_PENDING || (it->phase == DL_BACKOFF && it->ready_at <= now))
-                dl_start(multi, it, &l);
+                dl_start(multi, share, it, &l);
             else if (it->phase == DL_BACKOFF && it->ready_at - now < wait_ms)
                 wait_ms = (int)(it->ready_at - now);
             if (it->phase == DL_DONE) {
@@ -1159,7 +1192,8 @@ fail:
                 dl_fail(&its[i], rc != VB_OK ? rc : VB_ERR_CANCELLED, "not completed");
         }
     }
-    curl_multi_cleanup(multi);
+    if (!h && multi)
+        curl_multi_cleanup(multi);
     free(slots);
     free(its);
     return rc;

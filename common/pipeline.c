@@ -98,7 +98,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
 
     if ((rc = stage(hooks, VB_STAGE_DOWNLOADING, "", err)) != VB_OK)
         goto done;
-    if ((rc = vb_run_inputs_fetch(cfg, run, cancel, &in, err)) != VB_OK)
+    if ((rc = vb_run_inputs_fetch(h, cfg, run, cancel, &in, err)) != VB_OK)
         goto done;
     res->images = in.nimages;
     res->images_failed = in.failed;
@@ -177,7 +177,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     /* Wait for each batch, then fetch its report to disk. */
     for (size_t b = 0; b < nparts; b++) {
         vb_report_part *part = &parts[b];
-        if ((rc = vb_backend_wait(h, cfg, part->batch_id, cancel, heartbeat, (void *)hooks, NULL,
+        if ((rc = vb_backend_wait(h, cfg, part->batch_id, part->nimages, cancel, heartbeat, (void *)hooks, NULL,
                                   err)) != VB_OK) {
             vb_error_set(err, rc, "batch %s", part->batch_id);
             goto done;

@@ -19,8 +19,8 @@
  * Threading: the endpoint's event-loop threads (endpoint.h) call the
  * handlers and callbacks, concurrently; callbacks must be thread-safe, and a
  * callback that blocks (Redis, Kafka) holds up that thread's other
- * connections meanwhile. Jobs are stored through one vb_jobs handle (jobs.h) opened by
- * vb_api_start.
+ * connections meanwhile. Jobs are stored through a pool of vb_jobs handles
+ * (jobs_pool.h) opened by vb_api_start: one at once, more on demand.
  */
 #ifndef VISIONBATCH_PRODUCER_API_H
 #define VISIONBATCH_PRODUCER_API_H
@@ -36,6 +36,8 @@
 #define VB_API_EXEC_LIMIT_DEFAULT 50
 #define VB_API_EXEC_LIMIT_MAX 1000
 #define VB_API_NEXT_RUNS_DEFAULT 10
+#define VB_API_JOBS_PAGE_DEFAULT 100 /* GET /cron-jobs?cursor= without limit */
+#define VB_API_REDIS_CONNECTIONS 8   /* pooled Redis connections of the API */
 
 typedef struct vb_api vb_api;
 
@@ -75,6 +77,7 @@ typedef struct vb_api_opts {
     size_t max_body;               /* request body cap, 0 = 64 KiB */
     size_t exec_cap;               /* executions kept per job, 0 = 100 */
     vb_endpoint_limits limits;     /* connection limits; zeros = defaults (endpoint.h) */
+    size_t redis_connections;      /* pooled Redis connections, 0 = VB_API_REDIS_CONNECTIONS */
     vb_api_callbacks cb;
 } vb_api_opts;
 

@@ -2,7 +2,7 @@
  * backend.h — client of the user's batch-analysis backend (SPEC.md §3).
  *
  * Uploads images (→ image ids), starts a batch analysis (→ batch id), polls
- * its status with exponential backoff until it completes, fails, times out or
+ * its status on an adaptive schedule until it completes, fails, times out or
  * is cancelled, and saves the HTML report to a file. The backend's error
  * answers ({"detail": …}) are quoted, redacted and truncated, in messages
  * that contain "API returned". Uses the caller's vb_http handle; thread-safe
@@ -101,15 +101,20 @@ vb_err vb_backend_get_status(vb_http *h, const vb_config *cfg, const char *batch
 /* Next poll delay: double `prev_ms`, clamped to [min_ms, max_ms]. prev 0 → min. */
 long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms);
 
-/* Polls the status (first at once, then after status_poll_min_ms doubling up
- * to status_poll_max_ms) until completed (VB_OK), failed (VB_ERR_BACKEND with
- * the backend's detail), cfg->batch_timeout_s elapsed (VB_ERR_TIMEOUT) or
- * *cancel set (VB_ERR_CANCELLED). Transient status errors (network, 5xx)
- * are logged and polling goes on until the deadline. *last (optional) holds
- * the last status seen. `heartbeat` (may be NULL) is called before every
- * status poll; a non-OK answer stops the wait with that error (a worker that
- * lost its lease). */
-vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
+/* Polls the status of batch_id (a batch of nimages images) until completed
+ * (VB_OK), failed (VB_ERR_BACKEND with the backend's detail),
+ * cfg->batch_timeout_s elapsed (VB_ERR_TIMEOUT) or *cancel set
+ * (VB_ERR_CANCELLED). The first poll comes once the batch can plausibly be
+ * done: after 9/10 of the duration learned from earlier batches of the same
+ * size on the same backend (capped at status_poll_max_ms), or after
+ * status_poll_min_ms when none finished yet; then every status_poll_min_ms,
+ * doubling up to status_poll_max_ms (docs/configuration.md, "Batch status
+ * polling"). Transient status errors (network, 5xx) are logged and polling
+ * goes on until the deadline. *last (optional) holds the last status seen.
+ * `heartbeat` (may be NULL) is called before every status poll; a non-OK
+ * answer stops the wait with that error (a worker that lost its lease).
+ * Thread-safe; the learned durations are shared by the process. */
+vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, size_t nimages,
                        const volatile sig_atomic_t *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err);

@@ -20,6 +20,7 @@
 
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
+#include "visionbatch/http.h"
 #include "visionbatch/run.h"
 #include "visionbatch/rundir.h"
 
@@ -80,8 +81,10 @@ vb_err vb_descriptions_load_at(int dirfd, const char *path, long long max_bytes,
  * relative to the directory's descriptor with O_NOFOLLOW. Fails (VB_ERR_*) when any image or
  * descriptions file cannot be had, unless cfg->allow_partial, in which case
  * the failures are counted and logged and at least one image must remain.
- * On failure the directory is removed and *in is empty. */
-vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
+ * On failure the directory is removed and *in is empty. The downloads go
+ * through h (vb_http_download_all: connections kept for the next run; NULL =
+ * none kept). */
+vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const volatile sig_atomic_t *cancel, vb_run_inputs *in,
                            vb_error *err);
 

@@ -133,8 +133,12 @@ typedef struct vb_download {
  * retries; bodies over pol->max_bytes fail with VB_ERR_TOO_LARGE and their
  * partial file is removed. A failed item leaves no file behind. Returns VB_OK
  * if every item succeeded, else the first failing item's code; per-item
- * results are in the array. */
-vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
+ * results are in the array. With `h` the transfers reuse the connections,
+ * DNS answers and TLS sessions h kept from earlier downloads and leave theirs
+ * open for the next call (at most max(concurrency, 4) idle connections; freed
+ * with h); h belongs to the calling thread as for vb_http_perform. NULL h:
+ * connections last for this call only. */
+vb_err vb_http_download_all(vb_http *h, vb_download *items, size_t n, int concurrency,
                             const vb_http_policy *pol, vb_error *err);
 
 #endif

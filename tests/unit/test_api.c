@@ -7,12 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -49,6 +51,8 @@ typedef struct fixture {
     atomic_int not_ready; /* 1: the readiness callback says no */
     int fired;
     char last_fired[VB_UUID_SIZE];
+    atomic_int hold_fire; /* 1: the fire-now callback waits until it is 0 again */
+    atomic_int in_fire;   /* the callback is waiting */
 } fixture;
 
 typedef struct http_result {
@@ -167,6 +171,11 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
                        vb_error *err)
 {
     fixture *f = ctx;
+    if (atomic_load(&f->hold_fire)) {
+        atomic_store(&f->in_fire, 1);
+        while (atomic_load(&f->hold_fire))
+            usleep(1000);
+    }
     f->fired++;
     snprintf(f->last_fired, sizeof f->last_fired, "%s", job_id);
     snprintf(execution_id, VB_UUID_SIZE, "11111111-2222-4333-8444-555555555555");
@@ -981,11 +990,113 @@ static void api_console_assets_and_read_endpoints(void **state)
     vb_console_free(console);
 }
 
+static void api_lists_jobs_in_pages(void **state)
+{
+    FIX();
+    char ids[5][VB_UUID_SIZE], seen[5][VB_UUID_SIZE], path[256];
+    for (int i = 0; i < 5; i++)
+        create_guide_job(f, ids[i]);
+    /* unpaged: every job, next_cursor null */
+    http_result r = get(f, "/cron-jobs");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "cron_jobs")), 5);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    done(&r);
+    /* pages of 2: 2, 2, 1, each job once */
+    int n = 0, pages = 0;
+    snprintf(path, sizeof path, "/cron-jobs?limit=2");
+    for (;;) {
+        r = get(f, path);
+        assert_int_equal(r.status, 200);
+        const cJSON *arr = cJSON_GetObjectItem(r.json, "cron_jobs");
+        assert_true(cJSON_GetArraySize(arr) <= 2);
+        for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+            assert_true(n < 5);
+            snprintf(seen[n++], VB_UUID_SIZE, "%s", jstr(cJSON_GetArrayItem(arr, i), "job_id"));
+        }
+        pages++;
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            done(&r);
+            break;
+        }
+        assert_true(cJSON_IsString(next));
+        snprintf(path, sizeof path, "/cron-jobs?limit=2&cursor=%s", next->valuestring);
+        done(&r);
+    }
+    assert_int_equal(pages, 3);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < 5; i++) {
+        int found = 0;
+        for (int k = 0; k < 5; k++)
+            found += strcmp(ids[i], seen[k]) == 0;
+        assert_int_equal(found, 1);
+    }
+    r = get(f, "/cron-jobs?limit=0");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?limit=1001");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?cursor=nope");
+    assert_detail_contains(&r, 400, "cursor");
+    done(&r);
+}
+
+typedef struct in_flight {
+    fixture *f;
+    char path[128];
+    long status;
+} in_flight;
+
+static void *post_run(void *arg)
+{
+    in_flight *t = arg;
+    http_result r = call(t->f, "POST", t->path, NULL, 0, NULL, NULL);
+    t->status = r.status;
+    done(&r);
+    return NULL;
+}
+
+/* While one request holds a Redis connection (POST .../run, held inside the
+ * producer's callback), another is served on a second pooled connection. */
+static void api_serves_reads_while_a_connection_is_busy(void **state)
+{
+    FIX();
+    char id[VB_UUID_SIZE], path[128];
+    create_guide_job(f, id);
+    in_flight t = {.f = f};
+    snprintf(t.path, sizeof t.path, "/cron-jobs/%s/run", id);
+    atomic_store(&f->hold_fire, 1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_run, &t), 0);
+    for (int i = 0; i < 10000 && !atomic_load(&f->in_fire); i++)
+        usleep(1000);
+    assert_true(atomic_load(&f->in_fire));
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    http_result r = get(f, path);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "job_id"), id);
+    done(&r);
+    r = get(f, "/metrics");
+    assert_int_equal(r.status, 200);
+    const char *g = strstr(r.body, "\nvisionbatch_api_redis_connections ");
+    assert_non_null(g);
+    assert_true(strtod(g + strlen("\nvisionbatch_api_redis_connections "), NULL) >= 2);
+    done(&r);
+    atomic_store(&f->hold_fire, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(t.status, 202);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_lists_jobs_in_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_serves_reads_while_a_connection_is_busy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(api_body_edges, setup, teardown),
