@@ -1060,8 +1060,10 @@ vb_err vb_jobs_update(vb_jobs *j, const char *job_id, const vb_job_input *in, vb
     update_header(a, key, job_id);
     add_input_fields(a, in, sealed);
     add_notify_fields(a, in, nsealed);
-    if ((in->present & VB_JOB_F_ENABLED) && in->enabled)
+    if ((in->present & VB_JOB_F_ENABLED) && in->enabled) {
         add_pair(a, "paused_reason", "");
+        add_pair(a, "fail_streak", "0");
+    }
     rc = run_update(j, job_id, a, out, err);
     free(a);
     free(sealed);

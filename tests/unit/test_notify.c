@@ -327,6 +327,38 @@ static void pause_on_failure_deactivates_after_n_failures_in_a_row(void **state)
     vb_job_list_free(&l);
 }
 
+static void a_dead_run_queues_run_dead_once(void **state)
+{
+    vb_jobs *j = *state;
+    if (!j)
+        skip();
+    char id[VB_UUID_SIZE], st[16];
+    vb_job job;
+    vb_error err = {0};
+    create_hooked(j, "", "run.dead", &job);
+    assert_int_equal(vb_jobs_exec_start_manual(j, job.job_id, "p", 1000, 0, id, &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_add_published(j, id, "RUN-1", &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_add_published(j, id, "RUN-2", &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_run_done_at(j, id, "RUN-1", VB_EXEC_RUN_OK, "", 1500, st, &err),
+                     VB_OK);
+    for (int i = 0; i < 2; i++) /* a repeated report queues nothing more */
+        assert_int_equal(
+            vb_jobs_exec_run_done_at(j, id, "RUN-2", VB_EXEC_RUN_FAILED, "", 1500, st, &err),
+            VB_OK);
+    vb_notify_item *a = NULL;
+    size_t na = 0;
+    assert_int_equal(vb_notify_claim(j, 2000, 1000, "A", 16, &a, &na, &err), VB_OK);
+    assert_int_equal(na, 1);
+    assert_string_equal(a[0].event, "run.dead");
+    cJSON *body = cJSON_Parse(a[0].body);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(body, "run"), "id")->valuestring,
+                        "RUN-2");
+    cJSON_Delete(body);
+    vb_notify_item_free(&a[0]);
+    free(a);
+    vb_job_free(&job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +371,8 @@ int main(void)
                                         setup_redis, teardown_redis),
         cmocka_unit_test_setup_teardown(pause_on_failure_deactivates_after_n_failures_in_a_row,
                                         setup_redis, teardown_redis),
+        cmocka_unit_test_setup_teardown(a_dead_run_queues_run_dead_once, setup_redis,
+                                        teardown_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
