@@ -24,7 +24,10 @@
     "  local ok, ts = pcall(cjson.decode, raw) "                                                   \
     "  if not ok or type(ts) ~= 'table' then return end "                                          \
     "  for i, t in ipairs(ts) do "                                                                 \
-    "    for _, e in ipairs(t.events or {}) do "                                                   \
+    "    local evl = {} "                                                                          \
+    "    if type(t) == 'table' and type(t.url) == 'string' and type(t.events) == 'table' then "    \
+    "      evl = t.events end "                                                                    \
+    "    for _, e in ipairs(evl) do "                                                              \
     "      if e == ev then "                                                                       \
     "        local did = eid .. ':' .. ev .. tag .. ':' .. i "                                            \
     "        local dk = 'visionbatch:notify:' .. did "                                             \

@@ -359,6 +359,32 @@ static void a_dead_run_queues_run_dead_once(void **state)
     vb_job_free(&job);
 }
 
+/* A notify field altered behind the API's back never stops an execution from
+ * completing; it only sends nothing. */
+static void a_malformed_notify_never_blocks_completion(void **state)
+{
+    vb_jobs *j = *state;
+    if (!j)
+        skip();
+    static const char *const junk[] = {"not json", "[{\"events\":[\"execution.succeeded\"]}]",
+                                       "[{\"url\":1,\"events\":[\"execution.succeeded\"]}]",
+                                       "[{\"url\":\"http://127.0.0.1:9/h\",\"events\":7}]", "{}"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        char id[VB_UUID_SIZE], key[80];
+        vb_job job;
+        vb_error err = {0};
+        create_hooked(j, "", "execution.succeeded", &job);
+        snprintf(key, sizeof key, "HSET visionbatch:job:%s notify %%s", job.job_id);
+        freeReplyObject(vb_test_redis(DB, key, junk[i]));
+        run_exec(j, job.job_id, 0, id); /* asserts "success" */
+        vb_notify_item *a = NULL;
+        size_t na = 0;
+        assert_int_equal(vb_notify_claim(j, 99999, 1000, "A", 16, &a, &na, &err), VB_OK);
+        assert_int_equal(na, 0);
+        vb_job_free(&job);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +398,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(pause_on_failure_deactivates_after_n_failures_in_a_row,
                                         setup_redis, teardown_redis),
         cmocka_unit_test_setup_teardown(a_dead_run_queues_run_dead_once, setup_redis,
+                                        teardown_redis),
+        cmocka_unit_test_setup_teardown(a_malformed_notify_never_blocks_completion, setup_redis,
                                         teardown_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
