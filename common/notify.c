@@ -384,14 +384,14 @@ done:
     return res;
 }
 
-vb_err vb_notify_deliver_due(vb_jobs *j, vb_http *h, const vb_notify_opts *o, size_t *sent,
-                             vb_error *err)
+vb_err vb_notify_deliver_due(vb_jobs *j, vb_http *h, const vb_notify_opts *o,
+                             vb_notify_stats *stats, vb_error *err)
 {
     vb_notify_item *items = NULL;
     size_t n = 0;
     vb_err rc;
-    if (sent)
-        *sent = 0;
+    if (stats)
+        memset(stats, 0, sizeof *stats);
     if ((rc = vb_notify_claim(j, o->now_ms, VB_NOTIFY_LEASE_MS, o->token, CLAIM_BATCH, &items,
                               &n, err)) != VB_OK)
         return rc;
@@ -407,12 +407,19 @@ vb_err vb_notify_deliver_due(vb_jobs *j, vb_http *h, const vb_notify_opts *o, si
         if (delay > cap)
             delay = cap;
         vb_error ferr = {0};
+        int counted = 0;
         if (vb_notify_finish(j, items[i].id, o->token, res == 1, status,
-                             res < 0 ? 0 : o->now_ms + delay, max, NULL, &ferr) != VB_OK &&
+                             res < 0 ? 0 : o->now_ms + delay, max, &counted, &ferr) != VB_OK &&
             rc == VB_OK)
             rc = vb_error_set(err, ferr.code, "%s", ferr.msg);
-        if (sent && res >= 0)
-            (*sent)++;
+        if (stats && counted) {
+            if (res == 1)
+                stats->delivered++;
+            else if (res < 0 || items[i].attempts + 1 >= max)
+                stats->given_up++;
+            else
+                stats->retrying++;
+        }
         vb_notify_item_free(&items[i]);
     }
     free(items);

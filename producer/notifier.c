@@ -25,6 +25,7 @@ struct vb_notifier {
     char token[200];
     int max_attempts;
     long base_ms, interval_ms;
+    vb_metric *m_deliveries;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
@@ -39,6 +40,13 @@ static long long unix_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void count(vb_metric *m, const char *result, size_t n)
+{
+    const char *labels[] = {result};
+    if (m && n)
+        vb_metric_add(m, labels, (double)n);
+}
+
 static void *loop(void *arg)
 {
     vb_notifier *n = arg;
@@ -50,7 +58,11 @@ static void *loop(void *arg)
                             .backoff_base_ms = n->base_ms,
                             .now_ms = unix_ms()};
         vb_error err = {0};
-        vb_err rc = vb_notify_deliver_due(n->jobs, n->http, &o, NULL, &err);
+        vb_notify_stats st;
+        vb_err rc = vb_notify_deliver_due(n->jobs, n->http, &o, &st, &err);
+        count(n->m_deliveries, "delivered", st.delivered);
+        count(n->m_deliveries, "retrying", st.retrying);
+        count(n->m_deliveries, "given_up", st.given_up);
         if (rc != VB_OK && !failing)
             vb_log(VB_LOG_ERROR, "webhooks: %s", err.msg);
         failing = rc != VB_OK;
@@ -101,6 +113,11 @@ vb_notifier *vb_notifier_start(const vb_notifier_opts *opts, vb_error *err)
     n->max_attempts = opts->max_attempts;
     n->base_ms = opts->backoff_base_ms;
     n->interval_ms = opts->interval_ms > 0 ? opts->interval_ms : 500;
+    if (opts->metrics)
+        n->m_deliveries = vb_metrics_counter(opts->metrics, "visionbatch_webhook_deliveries_total",
+                                             "Webhook delivery attempts by outcome (delivered, "
+                                             "retrying, given_up).",
+                                             "result");
     if (opts->allowed_hosts && opts->allowed_hosts[0] &&
         !(n->allowed = strdup(opts->allowed_hosts))) {
         vb_error_set(err, VB_ERR_NOMEM, "out of memory");

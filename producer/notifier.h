@@ -14,6 +14,7 @@
 #define VISIONBATCH_PRODUCER_NOTIFIER_H
 
 #include "visionbatch/error.h"
+#include "visionbatch/metrics.h"
 
 typedef struct vb_notifier vb_notifier;
 
@@ -26,6 +27,8 @@ typedef struct vb_notifier_opts {
     int max_attempts;          /* 0 = VB_NOTIFY_ATTEMPTS_DEFAULT */
     long backoff_base_ms;      /* 0 = 1000 */
     long interval_ms;          /* poll interval; 0 = 500 */
+    vb_metrics *metrics;       /* borrowed, may be NULL: registers
+                                  visionbatch_webhook_deliveries_total{result} */
 } vb_notifier_opts;
 
 /* Connects and starts the thread. NULL with err set (VB_ERR_CONFIG,

@@ -350,7 +350,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     return api;
 }
 
-static vb_notifier *start_notifier(const vb_config *cfg)
+static vb_notifier *start_notifier(const vb_config *cfg, vb_metrics *metrics)
 {
     vb_error err;
     vb_error_clear(&err);
@@ -360,6 +360,7 @@ static vb_notifier *start_notifier(const vb_config *cfg)
         .allowed_hosts = cfg->webhook_allowed_hosts,
         .producer_id = cfg->worker_id,
         .max_attempts = (int)cfg->webhook_max_attempts,
+        .metrics = metrics,
     };
     vb_notifier *n = vb_notifier_start(&no, &err);
     if (!n)
@@ -452,7 +453,7 @@ static int serve(const vb_config *cfg, const opts *o)
         status = 1;
         goto out;
     }
-    if (!o->once && !(notifier = start_notifier(cfg))) {
+    if (!o->once && !(notifier = start_notifier(cfg, sv.metrics))) {
         status = 1;
         goto out;
     }

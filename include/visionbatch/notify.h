@@ -101,12 +101,20 @@ typedef struct vb_notify_opts {
     long long now_ms;          /* unix ms */
 } vb_notify_opts;
 
+/* What one vb_notify_deliver_due call did. */
+typedef struct vb_notify_stats {
+    size_t delivered; /* answered 2xx */
+    size_t retrying;  /* failed, due again later */
+    size_t given_up;  /* failed for the last time, or not sendable */
+} vb_notify_stats;
+
 /* Claims the due deliveries (at most 16) and sends each once: POST of the
  * stored body, signed with the job's secret (vb_jobs_open_notify_secret),
  * no redirects followed. 2xx is delivered; anything else is retried later.
  * A host no longer allowed, a deleted job or a secret that does not open is
- * given up at once. *sent (may be NULL) counts the attempts made. */
-vb_err vb_notify_deliver_due(vb_jobs *j, vb_http *h, const vb_notify_opts *o, size_t *sent,
-                             vb_error *err);
+ * given up at once. *stats (may be NULL) is zeroed, then counts the
+ * outcomes. */
+vb_err vb_notify_deliver_due(vb_jobs *j, vb_http *h, const vb_notify_opts *o,
+                             vb_notify_stats *stats, vb_error *err);
 
 #endif

@@ -171,6 +171,14 @@ class WebhookTest(CronApiTest):
         paused = json.loads(next(a[4] for a in acc if a[1] == "job.paused"))
         self.assertEqual(paused["execution"]["id"], bad2["execution_id"])
         self.assertIn("consecutive failed", paused["paused_reason"])
+        # Both producers' counters add up to what the receiver saw.
+        totals = {}
+        for base in (base1, base2):
+            for line in harness.http_request("GET", base + "/metrics").text().splitlines():
+                if line.startswith("visionbatch_webhook_deliveries_total{"):
+                    res = line.split('result="', 1)[1].split('"', 1)[0]
+                    totals[res] = totals.get(res, 0) + float(line.rsplit(" ", 1)[1])
+        self.assertEqual(totals, {"delivered": 4, "retrying": 4 * FAILS_PER_DELIVERY}, totals)
         # The signing secret never left Redis in the clear.
         for text in [r[4].decode() for r in reqs] + [p1.stderr(), p2.stderr(),
                                                       self.redis_cli("--no-raw", "KEYS", "*")]:

@@ -93,7 +93,7 @@ static void validate_accepts_targets_and_refuses_bad_ones(void **state)
     for (int i = 0; i <= VB_NOTIFY_TARGETS_MAX; i++)
         snprintf(many + strlen(many), sizeof many - strlen(many),
                  "%s{\"url\":\"https://h/%d\",\"events\":[\"run.dead\"]}", i ? "," : "", i);
-    strncat(many, "]", sizeof many - strlen(many) - 1);
+    snprintf(many + strlen(many), sizeof many - strlen(many), "]");
     assert_int_equal(validate(many, &c, msg), VB_ERR_INVALID);
     assert_non_null(strstr(msg, "more than"));
 }
