@@ -12,17 +12,11 @@
  * and commits nothing (kafka.h: vb_kafka_reader), so listing is free of side
  * effects and can be repeated.
  *
- * Replaying one run (the newest replayable message for it):
- *   1. its Redis state must allow it: dead or failed → vb_store_retry
- *      (failed, 0 attempts); uploaded → refused; queued/processing/uploading
- *      with a live lease → refused (it is being worked on);
- *   2. vb_store_claim_for_queue_ex makes it queued with a queue lease (as the
- *      producer does), so no reaper publishes it a second time meanwhile;
- *   3. the message goes to the runs topic (topic) with key = run id and
- *      header vb-source=replay: the original value when it is a complete run
- *      message; for the short notice a worker's reaper dead-letters
- *      ({"schema":1,"run_id":…,"state":"dead"}) a run message is built from
- *      the origin recorded in Redis, as the reaper itself does.
+ * Replaying one run takes the newest replayable message for it and follows
+ * the rules of vb_dlq_replay (dlq.h, shared with the producer's console):
+ * the Redis state must allow it (dead/failed are retried, uploaded and live
+ * runs are refused), the run is claimed as queued, and the message goes back
+ * to the runs topic with header vb-source=replay.
  * Messages that cannot be decoded (poison: not JSON, foreign schema, bad run
  * id) are refused with the decoder's reason: there is nothing to process.
  * Each replay is reported on stdout; --dry-run only reports.
@@ -32,6 +26,7 @@
  * replay, a refused replay), 2 usage or configuration error.
  */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +36,7 @@
 
 #include "cli.h"
 #include "visionbatch/config.h"
+#include "visionbatch/dlq.h"
 #include "visionbatch/kafka.h"
 #include "visionbatch/log.h"
 #include "visionbatch/message.h"
@@ -50,8 +46,6 @@
 #define LIST_DEFAULT 50
 #define LIST_MAX 10000
 #define KAFKA_TIMEOUT_MS 15000
-#define PRODUCE_TIMEOUT_MS 15000
-#define MIN_QUEUE_LEASE_MS 60000LL
 
 static void usage(FILE *out)
 {
@@ -76,60 +70,6 @@ static void help(void)
     usage(stdout);
     printf("\nSettings (flag > environment > config file > default):\n");
     vb_config_print_help(stdout, VB_PROG_ADMIN);
-}
-
-/* ---- one dead-lettered message ---- */
-
-typedef enum { KIND_POISON = 0, KIND_NOTICE, KIND_RUN } msg_kind;
-
-typedef struct entry {
-    vb_kafka_record *rec; /* owned */
-    msg_kind kind;
-    char run_id[VB_STORE_ID_MAX + 1]; /* upper case; "" for poison */
-    char trace_id[64];
-    char why[256]; /* poison: the decoder's reason */
-} entry;
-
-static void upcase(char *s)
-{
-    for (; *s; s++)
-        if (*s >= 'a' && *s <= 'z')
-            *s = (char)(*s - 'a' + 'A');
-}
-
-/* Classifies a record: a run message, the reaper's "dead" notice, or poison. */
-static void classify(entry *e)
-{
-    const vb_kafka_record *r = e->rec;
-    vb_run_msg msg;
-    vb_error err;
-    vb_error_clear(&err);
-    if (vb_run_msg_decode(r->value, r->len, &msg, &err) == VB_OK) {
-        e->kind = KIND_RUN;
-        snprintf(e->run_id, sizeof e->run_id, "%s", msg.run_id);
-        snprintf(e->trace_id, sizeof e->trace_id, "%s", msg.trace_id ? msg.trace_id : "");
-        upcase(e->run_id);
-        vb_run_msg_free(&msg);
-        return;
-    }
-    snprintf(e->why, sizeof e->why, "%.255s", err.msg);
-    cJSON *root = r->len <= VB_MSG_MAX_BYTES ? cJSON_ParseWithLength(r->value, r->len) : NULL;
-    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(root, "schema");
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "run_id");
-    const cJSON *state = cJSON_GetObjectItemCaseSensitive(root, "state");
-    if (cJSON_IsNumber(schema) && schema->valuedouble == VB_MSG_SCHEMA && cJSON_IsString(id) &&
-        vb_run_id_valid(id->valuestring) && strlen(id->valuestring) <= VB_STORE_ID_MAX &&
-        cJSON_IsString(state) && strcmp(state->valuestring, "dead") == 0) {
-        e->kind = KIND_NOTICE;
-        snprintf(e->run_id, sizeof e->run_id, "%s", id->valuestring);
-        upcase(e->run_id);
-    }
-    cJSON_Delete(root);
-}
-
-static const char *kind_name(msg_kind k)
-{
-    return k == KIND_RUN ? "run" : k == KIND_NOTICE ? "dead-notice" : "poison";
 }
 
 /* "2026-11-28T12:00:00.123Z" or "-". */
@@ -161,111 +101,23 @@ static void one_line(const char *s, char *out, size_t outlen)
         memcpy(out + outlen - 4, "...", 4);
 }
 
-/* ---- reading the topic ---- */
-
-typedef struct dlq {
-    entry *items; /* ring of the newest `cap` (list) or every message (replay) */
-    size_t n, cap, start;
-    long long total;
-} dlq;
-
-static void dlq_free(dlq *d)
+static int read_dlq(const vb_config *cfg, size_t keep, vb_dlq *d)
 {
-    for (size_t i = 0; i < d->n; i++)
-        vb_kafka_record_free(d->items[i].rec);
-    free(d->items);
-    memset(d, 0, sizeof *d);
-}
-
-static entry *dlq_at(dlq *d, size_t i)
-{
-    return &d->items[(d->start + i) % d->cap];
-}
-
-/* Reads the whole topic; keeps the newest `keep` messages (0 = all). */
-static int read_dlq(const vb_config *cfg, size_t keep, dlq *d)
-{
-    memset(d, 0, sizeof *d);
     vb_error err;
     vb_error_clear(&err);
-    vb_kafka_reader *r = NULL;
-    if (vb_kafka_reader_new(cfg->kafka_brokers, cfg->dlq_topic, KAFKA_TIMEOUT_MS, &r, &err) !=
+    if (vb_dlq_read(cfg->kafka_brokers, cfg->dlq_topic, keep, KAFKA_TIMEOUT_MS, d, &err) !=
         VB_OK) {
         fprintf(stderr, "visionbatch dlq: %s\n", err.msg);
         return -1;
     }
-    long long expected = vb_kafka_reader_expected(r);
-    d->cap = keep ? keep : (size_t)(expected > 0 ? expected : 1);
-    if (!(d->items = calloc(d->cap, sizeof *d->items))) {
-        fprintf(stderr, "visionbatch dlq: out of memory\n");
-        vb_kafka_reader_free(r);
-        return -1;
-    }
-    for (;;) {
-        vb_kafka_record *rec = NULL;
-        if (vb_kafka_reader_next(r, KAFKA_TIMEOUT_MS, &rec, &err) != VB_OK) {
-            fprintf(stderr, "visionbatch dlq: %s\n", err.msg);
-            vb_kafka_reader_free(r);
-            dlq_free(d);
-            return -1;
-        }
-        if (!rec)
-            break;
-        d->total++;
-        entry *slot;
-        if (d->n < d->cap) {
-            slot = dlq_at(d, d->n++);
-        } else { /* full: drop the oldest */
-            slot = dlq_at(d, 0);
-            vb_kafka_record_free(slot->rec);
-            d->start = (d->start + 1) % d->cap;
-        }
-        memset(slot, 0, sizeof *slot);
-        slot->rec = rec;
-        classify(slot);
-    }
-    vb_kafka_reader_free(r);
     return 0;
 }
 
 /* ---- list ---- */
 
-static cJSON *entry_json(const entry *e)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    char ts[40];
-    cJSON_AddNumberToObject(o, "partition", e->rec->partition);
-    cJSON_AddNumberToObject(o, "offset", (double)e->rec->offset);
-    if (e->rec->timestamp_ms >= 0) {
-        fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
-        cJSON_AddStringToObject(o, "timestamp", ts);
-    } else {
-        cJSON_AddNullToObject(o, "timestamp");
-    }
-    if (e->rec->key)
-        cJSON_AddStringToObject(o, "key", e->rec->key);
-    else
-        cJSON_AddNullToObject(o, "key");
-    if (e->run_id[0])
-        cJSON_AddStringToObject(o, "run_id", e->run_id);
-    else
-        cJSON_AddNullToObject(o, "run_id");
-    const char *reason = vb_kafka_record_header(e->rec, "vb-reason");
-    if (reason)
-        cJSON_AddStringToObject(o, "reason", reason);
-    else
-        cJSON_AddNullToObject(o, "reason");
-    cJSON_AddStringToObject(o, "kind", kind_name(e->kind));
-    cJSON_AddBoolToObject(o, "replayable", e->kind != KIND_POISON);
-    cJSON_AddNumberToObject(o, "value_bytes", (double)e->rec->len);
-    return o;
-}
-
 static int cmd_list(const vb_config *cfg, long limit, int json)
 {
-    dlq d;
+    vb_dlq d;
     if (read_dlq(cfg, (size_t)limit, &d) != 0)
         return 1;
     int rc = 0;
@@ -273,7 +125,7 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
         cJSON *root = cJSON_CreateObject();
         cJSON *arr = root ? cJSON_AddArrayToObject(root, "messages") : NULL;
         for (size_t i = 0; arr && i < d.n; i++)
-            cJSON_AddItemToArray(arr, entry_json(dlq_at(&d, i)));
+            cJSON_AddItemToArray(arr, vb_dlq_entry_json(vb_dlq_at(&d, i)));
         if (root) {
             cJSON_AddStringToObject(root, "topic", cfg->dlq_topic);
             cJSON_AddNumberToObject(root, "total", (double)d.total);
@@ -285,7 +137,7 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
         printf("%-12s %-24s %-38s %-38s %s\n", "PART:OFFSET", "TIME", "KEY", "RUN",
                "REASON");
         for (size_t i = 0; i < d.n; i++) {
-            const entry *e = dlq_at(&d, i);
+            const vb_dlq_entry *e = vb_dlq_at(&d, i);
             char where[32], ts[40], key[39], reason[121];
             snprintf(where, sizeof where, "%d:%lld", e->rec->partition, e->rec->offset);
             fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
@@ -296,152 +148,29 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
         }
         printf("%zu shown, %lld in %s\n", d.n, d.total, cfg->dlq_topic);
     }
-    dlq_free(&d);
+    vb_dlq_free(&d);
     return rc;
 }
 
 /* ---- replay ---- */
 
-/* The message to publish for e: the original value, or one built from the
- * run's recorded origin (for a reaper's notice). *json is malloc'd. */
-static vb_err replay_value(const vb_config *cfg, vb_store *s, const entry *e, char **json,
-                           vb_error *err)
-{
-    *json = NULL;
-    if (e->kind == KIND_RUN) {
-        if (!(*json = strdup(e->rec->value)))
-            return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        return VB_OK;
-    }
-    vb_run_origin o;
-    vb_run_state st;
-    memset(&st, 0, sizeof st);
-    vb_err rc = vb_store_get_origin(s, e->run_id, &o, err);
-    if (rc != VB_OK)
-        return rc;
-    if (vb_store_get(s, e->run_id, &st, NULL) != VB_OK)
-        memset(&st, 0, sizeof st);
-    vb_run run;
-    memset(&run, 0, sizeof run);
-    run.id = (char *)e->run_id;
-    run.organization_id = o.organization_id[0] ? o.organization_id : cfg->organization_id;
-    run.run_code = o.run_code[0] ? o.run_code : NULL;
-    run.user_query = "";
-    if (!run.organization_id || !*run.organization_id) {
-        rc = vb_error_set(err, VB_ERR_CONFIG,
-                          "no organization recorded for run %s (set organization_id)",
-                          e->run_id);
-    } else {
-        const char *job = strcmp(o.cred_source, "job") == 0 && o.job_id[0] ? o.job_id : NULL;
-        rc = vb_run_msg_encode(&run, job, st.execution_id && st.execution_id[0] ? st.execution_id
-                                                                               : NULL,
-                               st.trace_id && st.trace_id[0] ? st.trace_id : NULL, 1, json, err);
-    }
-    vb_run_state_free(&st);
-    vb_run_origin_free(&o);
-    return rc;
-}
-
-/* Checks (and with !dry_run changes) the Redis state so the run may be
- * published again. 0 = go ahead, -1 = refused (message printed). */
-static int make_replayable(const vb_config *cfg, vb_store *s, const char *id,
-                           const char *trace, int dry_run, vb_run_status *was)
+static int replay_one(const vb_config *cfg, vb_store *s, vb_kafka_producer *p,
+                      const vb_dlq_entry *e, int dry_run)
 {
     vb_error err;
     vb_error_clear(&err);
-    vb_run_state st;
-    vb_err rc = vb_store_get(s, id, &st, &err);
-    vb_run_status state = rc == VB_OK ? st.state : VB_RUN_NONE;
-    if (rc == VB_OK)
-        vb_run_state_free(&st);
-    else if (rc != VB_ERR_NOT_FOUND) {
-        fprintf(stderr, "visionbatch dlq replay: run %s: %s\n", id, err.msg);
-        return -1;
-    }
-    *was = state;
-    if (state == VB_RUN_UPLOADED) {
-        fprintf(stderr, "visionbatch dlq replay: run %s is already uploaded: not replayed\n", id);
+    vb_run_status was = VB_RUN_NONE;
+    if (vb_dlq_replay(cfg, s, p, e, dry_run, &was, &err) != VB_OK) {
+        fprintf(stderr, "visionbatch dlq replay: %s\n", err.msg);
         return -1;
     }
     if (dry_run)
-        return 0;
-    if (state == VB_RUN_DEAD || state == VB_RUN_FAILED) {
-        vb_error_clear(&err);
-        if (vb_store_retry(s, id, &err) != VB_OK) {
-            fprintf(stderr, "visionbatch dlq replay: run %s: %s\n", id, err.msg);
-            return -1;
-        }
-    }
-    long long lease = 10LL * cfg->lease_ms;
-    if (lease < MIN_QUEUE_LEASE_MS)
-        lease = MIN_QUEUE_LEASE_MS;
-    vb_claim_decision d = 0;
-    vb_error_clear(&err);
-    if (vb_store_claim_for_queue_ex(s, id, cfg->max_attempts, (long)lease, vb_store_now_ms(),
-                                    trace && *trace ? trace : NULL, NULL, &d, NULL,
-                                    &err) != VB_OK) {
-        fprintf(stderr, "visionbatch dlq replay: run %s: %s\n", id, err.msg);
-        return -1;
-    }
-    if (d == VB_CLAIM_PUBLISH)
-        return 0;
-    fprintf(stderr, "visionbatch dlq replay: run %s not replayed: %s\n", id,
-            d == VB_CLAIM_SKIP_IN_PROGRESS ? "it is queued or in progress"
-            : d == VB_CLAIM_SKIP_DONE      ? "it is already uploaded"
-                                           : vb_claim_decision_name(d));
-    return -1;
-}
-
-static int replay_one(const vb_config *cfg, vb_store *s, vb_kafka_producer *p, const entry *e,
-                      int dry_run)
-{
-    const char *id = e->run_id;
-    vb_run_status was = VB_RUN_NONE;
-    if (make_replayable(cfg, s, id, e->trace_id, dry_run, &was) != 0)
-        return -1;
-    if (dry_run) {
-        printf("would replay run %s (state %s; %s message at %d:%lld)\n", id,
-               vb_run_status_name(was), kind_name(e->kind), e->rec->partition, e->rec->offset);
-        return 0;
-    }
-    vb_error err;
-    vb_error_clear(&err);
-    char *json = NULL;
-    if (replay_value(cfg, s, e, &json, &err) != VB_OK) {
-        fprintf(stderr, "visionbatch dlq replay: run %s: %s\n", id, err.msg);
-        return -1;
-    }
-    char schema[8];
-    snprintf(schema, sizeof schema, "%d", VB_MSG_SCHEMA);
-    vb_kafka_header h[3] = {{"vb-schema", schema}, {"vb-source", "replay"},
-                            {"vb-trace-id", e->trace_id}};
-    size_t nh = e->trace_id[0] ? 3 : 2;
-    vb_err rc = vb_kafka_produce_sync(p, cfg->topic, id, json, strlen(json), h, nh,
-                                      PRODUCE_TIMEOUT_MS, &err);
-    free(json);
-    if (rc != VB_OK) {
-        /* The run stays queued; its queue lease expires and a worker's
-         * reaper publishes it then. */
-        fprintf(stderr, "visionbatch dlq replay: run %s: %s\n", id, err.msg);
-        return -1;
-    }
-    printf("replayed run %s to %s (state queued)\n", id, cfg->topic);
+        printf("would replay run %s (state %s; %s message at %d:%lld)\n", e->run_id,
+               vb_run_status_name(was), vb_dlq_kind_name(e->kind), e->rec->partition,
+               e->rec->offset);
+    else
+        printf("replayed run %s to %s (state queued)\n", e->run_id, cfg->topic);
     return 0;
-}
-
-/* The best message for run `id` among d: the newest run message, else the
- * newest notice. NULL when none. */
-static const entry *best_for(dlq *d, const char *id)
-{
-    const entry *best = NULL;
-    for (size_t i = 0; i < d->n; i++) {
-        const entry *e = dlq_at(d, i);
-        if (e->kind == KIND_POISON || strcmp(e->run_id, id) != 0)
-            continue;
-        if (!best || e->kind >= best->kind)
-            best = e;
-    }
-    return best;
 }
 
 static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_run)
@@ -453,9 +182,10 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
             return 2;
         }
         snprintf(id, sizeof id, "%s", want);
-        upcase(id);
+        for (char *c = id; *c; c++) /* run ids are stored upper case */
+            *c = (char)toupper((unsigned char)*c);
     }
-    dlq d;
+    vb_dlq d;
     if (read_dlq(cfg, 0, &d) != 0)
         return 1;
     int rc = 1;
@@ -474,12 +204,12 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
         goto out;
     }
     if (!all) {
-        const entry *e = best_for(&d, id);
+        const vb_dlq_entry *e = vb_dlq_best_for(&d, id);
         if (!e) {
             /* A poison message keyed with this id? Say why it cannot go. */
             for (size_t i = d.n; i > 0; i--) {
-                const entry *x = dlq_at(&d, i - 1);
-                if (x->kind == KIND_POISON && x->rec->key && strcasecmp(x->rec->key, id) == 0) {
+                const vb_dlq_entry *x = vb_dlq_at(&d, i - 1);
+                if (x->kind == VB_DLQ_POISON && x->rec->key && strcasecmp(x->rec->key, id) == 0) {
                     fprintf(stderr,
                             "visionbatch dlq replay: the message for %s at %d:%lld cannot be "
                             "decoded (%s); it is not replayed\n",
@@ -496,8 +226,8 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
     }
     size_t done = 0, failed = 0, poison = 0;
     for (size_t i = 0; i < d.n; i++) {
-        const entry *e = dlq_at(&d, i);
-        if (e->kind == KIND_POISON) {
+        const vb_dlq_entry *e = vb_dlq_at(&d, i);
+        if (e->kind == VB_DLQ_POISON) {
             char key[80];
             one_line(e->rec->key ? e->rec->key : "-", key, sizeof key);
             fprintf(stderr, "visionbatch dlq replay: skipped %d:%lld (key %s): cannot be "
@@ -506,7 +236,7 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
             poison++;
             continue;
         }
-        if (best_for(&d, e->run_id) != e)
+        if (vb_dlq_best_for(&d, e->run_id) != e)
             continue; /* an older copy of a run replayed below */
         if (replay_one(cfg, s, p, e, dry_run) == 0)
             done++;
@@ -519,7 +249,7 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
 out:
     vb_kafka_producer_free(p, 5000);
     vb_store_free(s);
-    dlq_free(&d);
+    vb_dlq_free(&d);
     return rc;
 }
 

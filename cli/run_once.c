@@ -5,13 +5,16 @@
  * another through the pipeline, logs a summary and exits:
  *   0  nothing failed (an empty queue is not an error)
  *   1  a run failed, or the platform could not be read
- *   2  configuration error
+ *   2  configuration error (an unsafe temp_dir included)
  *   130/143  interrupted by SIGINT/SIGTERM (the current run's temp files are
  *            removed before exiting; the run stays unprocessed on the platform)
+ * At start, and between runs every temp_sweep_interval_s, the run
+ * directories that dead processes left in temp_dir are removed (rundir.h).
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/config.h"
@@ -20,6 +23,7 @@
 #include "visionbatch/signals.h"
 #include "visionbatch/pipeline.h"
 #include "visionbatch/platform.h"
+#include "visionbatch/rundir.h"
 
 static volatile sig_atomic_t g_cancel;
 static volatile sig_atomic_t g_signal;
@@ -28,6 +32,25 @@ static void on_signal(int sig)
 {
     g_signal = sig;
     g_cancel = 1;
+}
+
+static long long mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec;
+}
+
+/* Removes the run directories of dead processes; VB_ERR_CONFIG when
+ * temp_dir is unsafe. */
+static vb_err sweep_temp(const vb_config *cfg, vb_error *err)
+{
+    vb_rundir_sweep_stats st;
+    vb_err rc = vb_rundir_sweep(cfg->temp_dir, &st, err);
+    if (rc == VB_OK && (st.removed || st.failed))
+        VB_INFO("temp sweep: %zu run dirs of dead processes removed, %zu could not be",
+                st.removed, st.failed);
+    return rc;
 }
 
 static void help(void)
@@ -82,6 +105,12 @@ int vb_cli_run_once(int argc, char **argv)
         VB_ERROR("out of memory");
         goto out;
     }
+    if (sweep_temp(&cfg, &err) != VB_OK) {
+        VB_ERROR("%s", err.msg);
+        status = err.code == VB_ERR_CONFIG ? 2 : 1;
+        goto out;
+    }
+    long long swept_at = mono_s();
     if (vb_platform_fetch_unprocessed(h, &cfg, &g_cancel, &runs, &stats, &err) != VB_OK) {
         VB_ERROR("could not fetch runs: %s", err.msg);
         goto out;
@@ -106,6 +135,12 @@ int vb_cli_run_once(int argc, char **argv)
             VB_ERROR("run failed: %s", err.msg);
         }
         vb_log_set_run(NULL);
+        if (cfg.temp_sweep_interval_s > 0 && mono_s() - swept_at >= cfg.temp_sweep_interval_s) {
+            vb_error_clear(&err);
+            if (sweep_temp(&cfg, &err) != VB_OK)
+                VB_WARN("temp sweep: %s", err.msg);
+            swept_at = mono_s();
+        }
     }
     status = failed ? 1 : 0;
 

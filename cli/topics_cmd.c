@@ -46,14 +46,6 @@ static void help(void)
     vb_config_print_help(stdout, VB_PROG_ADMIN);
 }
 
-static long long part_lag(const vb_kafka_partition_info *p)
-{
-    long long from = p->committed >= 0 ? p->committed : p->low;
-    if (from < p->low) /* committed offset older than retention */
-        from = p->low;
-    return p->high > from ? p->high - from : 0;
-}
-
 static int has_commits(const vb_kafka_topic_info *t)
 {
     for (int j = 0; j < t->npartitions; j++)
@@ -108,8 +100,8 @@ static int print_json(const vb_kafka_topic_list *l, const char *group, const cha
                 cJSON_AddNullToObject(po, "committed");
             cJSON_AddNumberToObject(po, "low", (double)p->low);
             cJSON_AddNumberToObject(po, "high", (double)p->high);
-            cJSON_AddNumberToObject(po, "lag", (double)part_lag(p));
-            total += part_lag(p);
+            cJSON_AddNumberToObject(po, "lag", (double)vb_kafka_partition_lag(p));
+            total += vb_kafka_partition_lag(p);
         }
         cJSON_AddNumberToObject(o, "total_lag", (double)total);
     }
@@ -143,8 +135,8 @@ static void print_text(const vb_kafka_topic_list *l, const char *group, const ch
                 snprintf(c, sizeof c, "%lld", p->committed);
             else
                 snprintf(c, sizeof c, "-");
-            printf("%9d %12s %12lld %10lld\n", p->partition, c, p->high, part_lag(p));
-            total += part_lag(p);
+            printf("%9d %12s %12lld %10lld\n", p->partition, c, p->high, vb_kafka_partition_lag(p));
+            total += vb_kafka_partition_lag(p);
         }
         printf("total lag %lld\n", total);
     }

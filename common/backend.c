@@ -4,9 +4,10 @@
  * Each call is one HTTP exchange through vb_http (retries and timeouts come
  * from the policy); answers are parsed with cJSON and every field used is
  * type- and size-checked. Ids that end up in URL paths (batch ids) must be
- * made of [A-Za-z0-9._-]. The report is buffered in memory up to
- * max_report_bytes and then written to disk (simple, and bounded by the
- * cap; a streaming download can replace it without changing the contract).
+ * made of [A-Za-z0-9._-]. Files travel as open descriptors: images are
+ * uploaded from one, and the report is streamed into one as it arrives
+ * (vb_http_perform_to_fd, capped at max_report_bytes), so memory does not
+ * grow with their size.
  * Stateless; thread-safe with one vb_http handle per thread.
  */
 #include "visionbatch/backend.h"
@@ -23,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend_poll.h"
 #include "excerpt.h"
 #include "util.h"
 #include "visionbatch/buf.h"
@@ -174,9 +176,9 @@ done:
 
 /* ---- images ---- */
 
-vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
-                               char **image_id, vb_error *err)
+vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, int fd, const char *filename,
+                               const volatile sig_atomic_t *cancel, char **image_id,
+                               vb_error *err)
 {
     unsigned char head[16];
     char fname[256];
@@ -186,13 +188,11 @@ vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *pat
     vb_err rc;
 
     *image_id = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vb_error_set(err, VB_ERR_IO, "cannot open image %s: %s",
-                            filename ? filename : "", strerror(errno));
-    size_t got = fread(head, 1, sizeof head, f);
-    fclose(f);
-    const char *ctype = vb_image_sniff(head, got);
+    ssize_t got = fd >= 0 ? pread(fd, head, sizeof head, 0) : -1;
+    if (got < 0)
+        return vb_error_set(err, VB_ERR_IO, "cannot read image %s: %s",
+                            filename ? filename : "", strerror(fd >= 0 ? errno : EBADF));
+    const char *ctype = vb_image_sniff(head, (size_t)got);
     vb_name_sanitise(filename, fname, sizeof fname);
     if (!ctype)
         return vb_error_set(err, VB_ERR_CONTENT, "%s is not a supported image", fname);
@@ -202,7 +202,7 @@ vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *pat
         goto done;
     }
     vb_http_part parts[2] = {
-        {.name = "image", .file_path = path, .filename = fname, .content_type = ctype},
+        vb_http_part_fd("image", fd, fname, ctype),
         {.name = "chat_id", .value = cfg->chat_id && *cfg->chat_id ? cfg->chat_id
                                                                    : DEFAULT_CHAT_ID},
     };
@@ -435,32 +435,24 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms)
     return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
 }
 
-/* Sleeps ms milliseconds in short slices; 1 when cancelled meanwhile. */
-static int sleep_cancellable(long long ms, const volatile sig_atomic_t *cancel)
-{
-    while (ms > 0) {
-        if (cancel && *cancel)
-            return 1;
-        long long slice = ms < 100 ? ms : 100;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(slice * 1000000)};
-        nanosleep(&ts, NULL);
-        ms -= slice;
-    }
-    return cancel && *cancel;
-}
-
-vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
+vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, size_t nimages,
                        const volatile sig_atomic_t *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err)
 {
+    const vb__backend_hooks *hooks = vb__backend_hooks_get();
     vb_batch_status st_local, *st = last ? last : &st_local;
     long timeout_s = cfg->batch_timeout_s > 0 ? cfg->batch_timeout_s : 3600;
-    long long deadline = vb__mono_ms() + (long long)timeout_s * 1000;
-    long delay = 0;
+    long long start = vb__poll_now_ms();
+    long long deadline = start + (long long)timeout_s * 1000;
+    long long pending_at = 0; /* ms into the wait of the last poll that saw it unfinished */
+    long interval = 0;
+    long delay = vb__poll_first_ms(cfg->backend_api_url, nimages, cfg->status_poll_min_ms,
+                                   cfg->status_poll_max_ms);
     memset(st, 0, sizeof *st);
     for (;;) {
-        if (cancel && *cancel)
+        long long left = deadline - vb__poll_now_ms();
+        if (vb__poll_sleep_ms(delay < left ? delay : left > 0 ? left : 0, cancel))
             return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
                                 batch_id);
         vb_error e;
@@ -471,10 +463,14 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
             return e.code;
         }
         vb_batch_status now_st;
-        vb_err rc = vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
+        vb_err rc = hooks && hooks->get_status
+                        ? hooks->get_status(hooks->ctx, batch_id, &now_st, &e)
+                        : vb_backend_get_status(h, cfg, batch_id, cancel, &now_st, &e);
+        long long at = vb__poll_now_ms() - start;
         if (rc == VB_OK) {
             *st = now_st;
             if (st->state == VB_BATCH_COMPLETED) {
+                vb__poll_learn(cfg->backend_api_url, nimages, pending_at, at);
                 VB_INFO("batch %s completed (%ld/%ld images)", batch_id, st->processed,
                         st->total);
                 return VB_OK;
@@ -482,6 +478,7 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
             if (st->state == VB_BATCH_FAILED)
                 return vb_error_set(err, VB_ERR_BACKEND, "backend batch %s failed: %s",
                                     batch_id, st->detail[0] ? st->detail : "no detail given");
+            pending_at = at;
             VB_DEBUG("batch %s %s (%ld/%ld)", batch_id, vb_backend_state_name(st->state),
                      st->processed, st->total);
         } else if (rc == VB_ERR_CANCELLED || !vb_error_is_transient(&e)) {
@@ -494,57 +491,28 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
         } else {
             VB_WARN("status of batch %s not available, will retry: %s", batch_id, e.msg);
         }
-        long long left = deadline - vb__mono_ms();
-        if (left <= 0)
+        if (deadline - vb__poll_now_ms() <= 0)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "batch %s did not complete within %ld s (last status %s, "
                                 "%ld/%ld)",
                                 batch_id, timeout_s, vb_backend_state_name(st->state),
                                 st->processed, st->total);
-        delay = vb_backend_next_poll_ms(delay, cfg->status_poll_min_ms, cfg->status_poll_max_ms);
-        if (sleep_cancellable(delay < left ? delay : left, cancel))
-            return vb_error_set(err, VB_ERR_CANCELLED, "waiting for batch %s cancelled",
-                                batch_id);
+        interval = vb_backend_next_poll_ms(interval, cfg->status_poll_min_ms,
+                                           cfg->status_poll_max_ms);
+        delay = interval;
     }
 }
 
 /* ---- report ---- */
 
-static vb_err write_file(const char *path, const char *data, size_t len, vb_error *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return vb_error_set(err, VB_ERR_IO, "cannot create report file: %s", strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(path);
-            return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(path);
-        return vb_error_set(err, VB_ERR_IO, "cannot write report file: %s", strerror(e));
-    }
-    return VB_OK;
-}
-
-vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
-                               vb_error *err)
+vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id, int fd,
+                               const volatile sig_atomic_t *cancel, vb_error *err)
 {
     vb_buf url = {0};
     vb_http_response resp = {0};
     vb_err rc;
-    if (!vb_backend_batch_id_valid(batch_id) || !out_path)
-        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id or report path");
+    if (!vb_backend_batch_id_valid(batch_id) || fd < 0)
+        return vb_error_set(err, VB_ERR_INVALID, "invalid batch id or report file");
     if ((rc = backend_url(cfg, "/batch-analyze/", batch_id,
                           "/report?format=html&include_images=true", &url)) != VB_OK) {
         rc = vb_error_set(err, rc, "cannot build the backend URL");
@@ -555,12 +523,12 @@ vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *bat
     pol.max_bytes = cfg->max_report_bytes > 0 ? cfg->max_report_bytes : 256LL * 1024 * 1024;
     if (cfg->download_timeout_s > 0)
         pol.timeout_ms = cfg->download_timeout_s * 1000;
-    rc = vb_http_perform(h, &req, &pol, &resp, err);
+    rc = vb_http_perform_to_fd(h, &req, &pol, fd, &resp, err);
     if (rc != VB_OK) {
         rc = backend_failure(rc, "report", &resp, err);
         goto done;
     }
-    if (resp.body.len == 0) {
+    if (resp.streamed == 0) {
         rc = vb_error_set(err, VB_ERR_CONTENT, "backend report for batch %s is empty",
                           batch_id);
         goto done;
@@ -568,10 +536,10 @@ vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *bat
     if (resp.content_type[0] && !strcasestr(resp.content_type, "html"))
         VB_WARN("backend report for batch %s has content type %.60s, expected text/html",
                 batch_id, resp.content_type);
-    rc = write_file(out_path, resp.body.data, resp.body.len, err);
-    if (rc == VB_OK)
-        VB_DEBUG("report of batch %s saved (%zu bytes)", batch_id, resp.body.len);
+    VB_DEBUG("report of batch %s saved (%lld bytes)", batch_id, resp.streamed);
 done:
+    if (rc != VB_OK && ftruncate(fd, 0) != 0)
+        VB_WARN("cannot empty the report file of batch %s: %s", batch_id, strerror(errno));
     vb_http_response_free(&resp);
     vb_buf_free(&url);
     return rc;

@@ -117,7 +117,11 @@ static const setting settings[] = {
 
     /* Processing. */
     {"temp_dir", "temp-dir", "VISIONBATCH_TEMP_DIR", CT_STR, OFF(temp_dir),
-     "/tmp/batch_processor", 0, 0, P_PIPE, 0, 0, NULL, "downloads (removed after each run)"},
+     "/tmp/batch_processor", 0, 0, P_PIPE, 0, 0, NULL,
+     "run directories (removed after each run); must be ours and private, or sticky"},
+    {"temp_sweep_interval_s", "temp-sweep-interval-s", "VISIONBATCH_TEMP_SWEEP_INTERVAL_S",
+     CT_LONG, OFF(temp_sweep_interval_s), "300", 0, 86400, P_PIPE, 0, 0, NULL,
+     "remove run dirs of dead processes every N s (and at start); 0 = at start only"},
     {"page_size", "page-size", "VISIONBATCH_PAGE_SIZE", CT_LONG, OFF(page_size), "50", 1, 1000,
      P_FETCH, 0, 0, NULL, "runs per GET page"},
     {"max_pages", "max-pages", "VISIONBATCH_MAX_PAGES", CT_LONG, OFF(max_pages), "1000", 1,
@@ -153,7 +157,8 @@ static const setting settings[] = {
      OFF(max_images_per_batch), "20", 1, 20, P_PIPE, 0, 0, NULL,
      "images per backend batch (backend limit 20)"},
     {"status_poll_min_ms", "status-poll-min-ms", "VISIONBATCH_STATUS_POLL_MIN_MS", CT_LONG,
-     OFF(status_poll_min_ms), "1000", 10, 600000, P_PIPE, 0, 0, NULL, "first status poll delay"},
+     OFF(status_poll_min_ms), "50", 10, 600000, P_PIPE, 0, 0, NULL,
+     "first status poll interval (see docs)"},
     {"status_poll_max_ms", "status-poll-max-ms", "VISIONBATCH_STATUS_POLL_MAX_MS", CT_LONG,
      OFF(status_poll_max_ms), "30000", 10, 3600000, P_PIPE, 0, 0, NULL,
      "longest status poll delay"},
@@ -864,6 +869,11 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
 
     for (size_t i = 0; i < NSETTINGS; i++) {
         const char *v = settings[i].env ? getenv(settings[i].env) : NULL;
+        /* An env file (compose, systemd) cannot unset a variable, only leave
+         * it empty: an empty variable is taken as unset, unless "" has a
+         * meaning of its own (the log file). Flags and files still refuse "". */
+        if (v && !v[0] && !(settings[i].flags & CF_EMPTY_OK))
+            v = NULL;
         if (v && (settings[i].progs & ld.prog))
             set_from_text(&ld, i, v, SRC_ENV);
     }

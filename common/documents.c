@@ -4,8 +4,9 @@
  *
  * Every string taken from the platform is treated as hostile: a document
  * name becomes a local file name only through vb_name_sanitise(), files are
- * created with O_EXCL inside a fresh mkdtemp() directory, and image bytes are
- * checked after download. The downloads themselves are vb_http_download_all()
+ * created with O_EXCL | O_NOFOLLOW relative to the descriptor of a fresh
+ * run directory (rundir.h: unpredictable name, locked, checked base), and
+ * image bytes are checked after download. The downloads themselves are vb_http_download_all()
  * (curl multi, streamed to disk), so memory does not grow with file size.
  */
 #include "visionbatch/documents.h"
@@ -24,6 +25,7 @@
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
+#include "visionbatch/rundir.h"
 
 static int name_char_ok(unsigned char c)
 {
@@ -134,8 +136,13 @@ const char *vb_image_sniff(const unsigned char *b, size_t len)
 
 const char *vb_image_sniff_file(const char *path)
 {
+    return vb_image_sniff_at(AT_FDCWD, path);
+}
+
+const char *vb_image_sniff_at(int dirfd, const char *path)
+{
     unsigned char head[16];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return NULL;
     ssize_t n = read(fd, head, sizeof head);
@@ -143,10 +150,10 @@ const char *vb_image_sniff_file(const char *path)
     return n > 0 ? vb_image_sniff(head, (size_t)n) : NULL;
 }
 
-static vb_err read_file_capped(const char *path, long long max_bytes, vb_buf *out,
+static vb_err read_file_capped(int dirfd, const char *path, long long max_bytes, vb_buf *out,
                                vb_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return vb_error_set(err, VB_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     out->limit = (size_t)max_bytes;
@@ -175,10 +182,17 @@ vb_err vb_descriptions_load(const char *path, long long max_bytes,
                             void (*add)(void *ctx, const char *name, const char *desc),
                             void *ctx, size_t *count, vb_error *err)
 {
+    return vb_descriptions_load_at(AT_FDCWD, path, max_bytes, add, ctx, count, err);
+}
+
+vb_err vb_descriptions_load_at(int dirfd, const char *path, long long max_bytes,
+                               void (*add)(void *ctx, const char *name, const char *desc),
+                               void *ctx, size_t *count, vb_error *err)
+{
     vb_buf b = {0};
     cJSON *root = NULL;
     size_t n = 0;
-    vb_err rc = read_file_capped(path, max_bytes, &b, err);
+    vb_err rc = read_file_capped(dirfd, path, max_bytes, &b, err);
     if (rc != VB_OK)
         goto done;
     root = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
@@ -220,62 +234,11 @@ done:
 
 /* ---- directories ---- */
 
-static int rmtree_at(int parentfd, const char *name)
-{
-    int fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return unlinkat(parentfd, name, 0) == 0 || errno == ENOENT ? 0 : -1;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (e->d_type == DT_DIR) {
-            if (rmtree_at(dirfd(d), e->d_name) != 0)
-                rc = -1;
-        } else if (unlinkat(dirfd(d), e->d_name, 0) != 0 && errno != ENOENT) {
-            rc = -1;
-        }
-    }
-    closedir(d);
-    if (unlinkat(parentfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
-        rc = -1;
-    return rc;
-}
-
 int vb_rmtree(const char *path)
 {
     if (!path || !*path)
         return 0;
-    return rmtree_at(AT_FDCWD, path);
-}
-
-static vb_err make_run_dir(const vb_config *cfg, const vb_run *run, char **dir_out,
-                           vb_error *err)
-{
-    const char *base = cfg->temp_dir && *cfg->temp_dir ? cfg->temp_dir : "/tmp/batch_processor";
-    if (mkdir(base, 0700) != 0 && errno != EEXIST)
-        return vb_error_set(err, VB_ERR_IO, "cannot create temp dir %s: %s", base,
-                            strerror(errno));
-    char id[VB_NAME_MAX + 1];
-    vb_name_sanitise(run->id, id, sizeof id);
-    char tmpl[4096];
-    if (snprintf(tmpl, sizeof tmpl, "%s/run-%.64s-XXXXXX", base, id) >= (int)sizeof tmpl)
-        return vb_error_set(err, VB_ERR_CONFIG, "temp dir path too long");
-    if (!mkdtemp(tmpl)) /* mkdtemp creates the directory with mode 0700 */
-        return vb_error_set(err, VB_ERR_IO, "cannot create run dir under %s: %s", base,
-                            strerror(errno));
-    *dir_out = strdup(tmpl);
-    if (!*dir_out) {
-        vb_rmtree(tmpl);
-        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-    }
-    return VB_OK;
+    return vb_rundir_rmtree_at(AT_FDCWD, path);
 }
 
 /* ---- fetching a run's inputs ---- */
@@ -283,7 +246,6 @@ static vb_err make_run_dir(const vb_config *cfg, const vb_run *run, char **dir_o
 typedef struct fetch_item {
     const vb_document *doc;
     char name[VB_NAME_MAX + 1];
-    char *path;
 } fetch_item;
 
 static void add_description(void *ctx, const char *name, const char *desc)
@@ -301,7 +263,7 @@ static void add_description(void *ctx, const char *name, const char *desc)
     }
 }
 
-vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
+vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const volatile sig_atomic_t *cancel, vb_run_inputs *in,
                            vb_error *err)
 {
@@ -336,18 +298,13 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
         rc = vb_error_set(err, VB_ERR_INVALID, "run has no input images");
         goto fail;
     }
-    if ((rc = make_run_dir(cfg, run, &in->dir, err)) != VB_OK)
+    if ((rc = vb_rundir_create(cfg->temp_dir, run->id, &in->dir, err)) != VB_OK)
         goto fail;
 
     for (size_t i = 0; i < nitems; i++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", in->dir, items[i].name);
-        if (!(items[i].path = strdup(p))) {
-            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
         dl[i].url = items[i].doc->path;
-        dl[i].dest_path = items[i].path;
+        dl[i].dest_path = items[i].name; /* relative to the run directory */
+        dl[i].dir_fd = in->dir->fd;
     }
 
     vb_http_policy pol = {
@@ -364,7 +321,7 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
     vb_error_clear(&dl_err);
     VB_INFO("downloading %zu documents (%zu images), %ld at a time", nitems, nimg_wanted,
             cfg->download_concurrency);
-    vb_http_download_all(dl, nitems, (int)cfg->download_concurrency, &pol, &dl_err);
+    vb_http_download_all(h, dl, nitems, (int)cfg->download_concurrency, &pol, &dl_err);
     if (dl_err.code == VB_ERR_CANCELLED) {
         rc = vb_error_set(err, VB_ERR_CANCELLED, "downloads cancelled");
         goto fail;
@@ -386,17 +343,16 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
             vb_redact_text(whybuf);
             why = whybuf;
         } else if (items[i].doc->type == VB_DOC_IMAGE) {
-            const char *mime = vb_image_sniff_file(items[i].path);
+            const char *mime = vb_image_sniff_at(in->dir->fd, items[i].name);
             if (!mime) {
                 why = "not an image (unknown magic bytes)";
-                unlink(items[i].path);
+                unlinkat(in->dir->fd, items[i].name, 0);
             } else {
                 vb_image *img = &in->images[in->nimages++];
                 img->name = strdup(items[i].name);
-                img->path = strdup(items[i].path);
                 img->mime = mime;
                 img->bytes = dl[i].bytes;
-                if (!img->name || !img->path) {
+                if (!img->name) {
                     vb_buf_free(&reasons);
                     rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
                     goto fail;
@@ -418,8 +374,8 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
         size_t count = 0;
         vb_error derr;
         vb_error_clear(&derr);
-        if (vb_descriptions_load(items[i].path, cfg->max_response_bytes, add_description, in,
-                                 &count, &derr) != VB_OK) {
+        if (vb_descriptions_load_at(in->dir->fd, items[i].name, cfg->max_response_bytes,
+                                    add_description, in, &count, &derr) != VB_OK) {
             failed++;
             VB_WARN("descriptions %s unusable: %s", items[i].name, derr.msg);
             vb_buf_printf(&reasons, "%s%s: %s", reasons.len ? "; " : "", items[i].name,
@@ -438,16 +394,12 @@ vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
     vb_buf_free(&reasons);
     if (failed)
         VB_WARN("continuing with %zu of %zu images (allow_partial)", in->nimages, nimg_wanted);
-    for (size_t i = 0; i < nitems; i++)
-        free(items[i].path);
     free(items);
     free(dl);
     free(taken);
     return VB_OK;
 
 fail:
-    for (size_t i = 0; i < nitems; i++)
-        free(items ? items[i].path : NULL);
     free(items);
     free(dl);
     free(taken);
@@ -459,14 +411,9 @@ void vb_run_inputs_free(vb_run_inputs *in)
 {
     if (!in)
         return;
-    if (in->dir) {
-        if (vb_rmtree(in->dir) != 0)
-            VB_WARN("could not remove temp dir %s completely", in->dir);
-        free(in->dir);
-    }
+    vb_rundir_remove(in->dir); /* warns when something stays behind */
     for (size_t i = 0; i < in->nimages; i++) {
         free(in->images[i].name);
-        free(in->images[i].path);
         free(in->images[i].description);
     }
     free(in->images);

@@ -2,13 +2,21 @@
  * http.c — the libcurl-backed HTTP client declared in http.h.
  *
  * vb_http_perform() drives one curl easy handle (owned by a vb_http, reused
- * across calls so connections are kept alive); vb_http_download_all() drives
+ * across calls so connections are kept alive); vb_http_perform_to_fd() is
+ * the same exchange with a 2xx body written to a file descriptor instead of
+ * memory, and multipart file parts may be read from an open descriptor
+ * (vb_http_part_fd, a libcurl mime read callback); vb_http_download_all() drives
  * a curl multi handle with one short-lived easy handle per attempt and
  * streams every body straight to its file, so memory use does not depend on
- * document sizes. Both share one option set (protocol allow-list, redirect
+ * document sizes. Given a vb_http, the downloads use that handle's multi,
+ * kept between calls, and its share handle (DNS cache, TLS sessions): the
+ * multi's connection cache lets the next document — of this run or of the
+ * next run on the same handle — reuse a connection instead of a new TCP and
+ * TLS handshake. Both share one option set (protocol allow-list, redirect
  * limit, timeouts, size cap, cancel check); a policy may also keep the
  * redirects of vb_http_perform on the request's origin, checked in the header
- * callback when a 3xx answer names its Location, before curl follows it and one translation of CURLcode
+ * callback when a 3xx answer names its Location, before curl follows it; and
+ * both share one translation of CURLcode
  * into vb_err. Retries use exponential backoff with full jitter, or the
  * server's Retry-After when it sent one, and sleep in short slices so the
  * cancel flag is noticed quickly.
@@ -29,6 +37,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +54,8 @@
 
 struct vb_http {
     CURL *easy;
+    CURLM *multi;  /* downloads: created on first use, keeps its connections */
+    CURLSH *share; /* downloads: DNS cache and TLS sessions, with multi */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -384,6 +395,10 @@ void vb_http_free(vb_http *h)
     if (!h)
         return;
     curl_easy_cleanup(h->easy);
+    if (h->multi)
+        curl_multi_cleanup(h->multi); /* closes the kept connections */
+    if (h->share)
+        curl_share_cleanup(h->share);
     free(h);
 }
 
@@ -404,12 +419,49 @@ typedef struct mem_sink {
     int too_large;       /* a 2xx body passed the cap */
     int error_truncated; /* a non-2xx body passed the cap; its prefix is kept */
     int nomem;
+    /* vb_http_perform_to_fd: a 2xx body goes to fd (from offset fd_start)
+     * instead of memory; fd < 0 otherwise. */
+    int fd;
+    off_t fd_start;
+    long long max_bytes;
+    long long written;
+    int io_error; /* errno of a failed write */
 } mem_sink;
+
+/* Writes all of p to fd; 0, or the errno of the failure. */
+static int write_all(int fd, const char *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : EIO;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Appends a 2xx body chunk to the sink's descriptor, within the cap. */
+static size_t body_to_fd(mem_sink *s, const char *p, size_t len)
+{
+    if ((long long)len > s->max_bytes - s->written) {
+        s->too_large = 1;
+        return 0;
+    }
+    if ((s->io_error = write_all(s->fd, p, len)) != 0)
+        return 0;
+    s->written += (long long)len;
+    return len;
+}
 
 static size_t on_body_mem(char *p, size_t size, size_t n, void *ud)
 {
     mem_sink *s = ud;
     size_t len = size * n;
+    if (s->fd >= 0 && is_2xx(s->hs->status))
+        return body_to_fd(s, p, len);
     vb_err rc = vb_buf_append(s->body, p, len);
     if (rc == VB_OK)
         return len;
@@ -489,6 +541,62 @@ fail:
     return rc;
 }
 
+/* A file part read from a descriptor: pread at our own position, so curl
+ * can rewind it (retries, redirects) and the caller's offset is untouched. */
+typedef struct fd_reader {
+    int fd;
+    curl_off_t pos;
+} fd_reader;
+
+static size_t fd_read(char *buf, size_t size, size_t n, void *arg)
+{
+    fd_reader *r = arg;
+    for (;;) {
+        ssize_t got = pread(r->fd, buf, size * n, (off_t)r->pos);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return CURL_READFUNC_ABORT;
+        r->pos += got;
+        return (size_t)got;
+    }
+}
+
+static int fd_seek(void *arg, curl_off_t offset, int origin)
+{
+    fd_reader *r = arg;
+    if (origin != SEEK_SET || offset < 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->pos = offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+vb_http_part vb_http_part_fd(const char *name, int fd, const char *filename,
+                             const char *content_type)
+{
+    vb_http_part p = {.name = name, .filename = filename, .content_type = content_type,
+                      .fd = fd, .from_fd = 1};
+    return p;
+}
+
+/* Makes `part` stream the regular file open on fd, from offset 0. */
+static vb_err mime_from_fd(curl_mimepart *part, int fd)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return VB_ERR_IO;
+    fd_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return VB_ERR_NOMEM;
+    r->fd = fd;
+    /* curl owns r from here on, and frees it with the part. */
+    if (curl_mime_data_cb(part, (curl_off_t)st.st_size, fd_read, fd_seek, free, r) != CURLE_OK) {
+        free(r);
+        return VB_ERR_NOMEM;
+    }
+    return VB_OK;
+}
+
 static vb_err build_mime(CURL *e, const vb_http_request *req, curl_mime **out, const char **bad)
 {
     curl_mime *mime = curl_mime_init(e);
@@ -500,7 +608,7 @@ static vb_err build_mime(CURL *e, const vb_http_request *req, curl_mime **out, c
         curl_mimepart *part = curl_mime_addpart(mime);
         if (!part)
             goto nomem;
-        if (!p->name || (!p->value && !p->file_path))
+        if (!p->name || (!p->value && !p->file_path && !p->from_fd))
             goto invalid;
         if (curl_mime_name(part, p->name) != CURLE_OK)
             goto nomem;
@@ -509,9 +617,17 @@ static vb_err build_mime(CURL *e, const vb_http_request *req, curl_mime **out, c
                 goto nomem;
             continue;
         }
-        /* Checked here so a missing file is an IO error, not a transfer error. */
-        if (access(p->file_path, R_OK) != 0 || curl_mime_filedata(part, p->file_path) != CURLE_OK)
+        if (p->from_fd) {
+            vb_err frc = mime_from_fd(part, p->fd);
+            if (frc == VB_ERR_NOMEM)
+                goto nomem;
+            if (frc != VB_OK)
+                goto io;
+        } else if (access(p->file_path, R_OK) != 0 ||
+                   curl_mime_filedata(part, p->file_path) != CURLE_OK) {
+            /* Checked here so a missing file is an IO error, not a transfer error. */
             goto io;
+        }
         if (p->filename && curl_mime_filename(part, p->filename) != CURLE_OK)
             goto nomem;
         if (p->content_type && curl_mime_type(part, p->content_type) != CURLE_OK)
@@ -594,9 +710,16 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
     hs->status = 0;
     hs->retry_after_s = -1;
     hs->refused[0] = '\0';
-    sink->too_large = sink->error_truncated = sink->nomem = 0;
+    sink->too_large = sink->error_truncated = sink->nomem = sink->io_error = 0;
     h->errbuf[0] = '\0';
     vb_buf_reset(&resp->body);
+    /* A retry starts the streamed body afresh. */
+    sink->written = 0;
+    if (sink->fd >= 0 && (ftruncate(sink->fd, sink->fd_start) != 0 ||
+                          lseek(sink->fd, sink->fd_start, SEEK_SET) != sink->fd_start)) {
+        snprintf(why, whylen, "cannot rewind the destination: %s", strerror(errno));
+        return VB_ERR_IO;
+    }
 
     CURLcode cc = curl_easy_perform(h->easy);
 
@@ -619,6 +742,10 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
             snprintf(why, whylen, "out of memory");
             return VB_ERR_NOMEM;
         }
+        if (cc == CURLE_WRITE_ERROR && sink->io_error) {
+            snprintf(why, whylen, "cannot write the destination: %s", strerror(sink->io_error));
+            return VB_ERR_IO;
+        }
         if (cc == CURLE_ABORTED_BY_CALLBACK && pre->rc != VB_OK) {
             snprintf(why, whylen, "not sent: %.200s", pre->err.msg);
             return pre->rc;
@@ -640,8 +767,9 @@ static vb_err perform_once(vb_http *h, const http_limits *l, mem_sink *sink, hdr
     return VB_ERR_HTTP;
 }
 
-vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
-                       vb_http_response *resp, vb_error *err)
+/* vb_http_perform with the 2xx body in memory (fd < 0) or streamed to fd. */
+static vb_err perform(vb_http *h, const vb_http_request *req, const vb_http_policy *pol, int fd,
+                      vb_http_response *resp, vb_error *err)
 {
     if (!resp)
         return vb_error_set(err, VB_ERR_INVALID, "http: no response struct");
@@ -662,8 +790,11 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     struct curl_slist *headers = NULL;
     curl_mime *mime = NULL;
     hdr_state hs = {.retry_after_s = -1, .origin_url = l.same_origin ? req->url : NULL};
-    mem_sink sink = {.body = &resp->body, .hs = &hs};
+    mem_sink sink = {.body = &resp->body, .hs = &hs, .fd = fd, .max_bytes = l.max_bytes};
     prereq_state pre = {.fn = req->prereq, .ctx = req->prereq_ctx, .rc = VB_OK};
+    /* A streamed body starts where the descriptor stands; retries rewind to it. */
+    if (fd >= 0 && (sink.fd_start = lseek(fd, 0, SEEK_CUR)) < 0)
+        return vb_error_set(err, VB_ERR_INVALID, "http: destination is not seekable");
     char why[CURL_ERROR_SIZE + 64] = "";
     vb_err rc;
     CURL *e = h->easy;
@@ -671,6 +802,9 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
     resp->body.limit = l.max_bytes > 0 && (unsigned long long)l.max_bytes < SIZE_MAX
                            ? (size_t)l.max_bytes
                            : 0;
+    /* Streaming: only error answers reach memory, and they are diagnostics. */
+    if (fd >= 0)
+        resp->body.limit = VB_HTTP_ERROR_BODY_MAX;
     curl_easy_reset(e);
     if ((rc = build_headers(req, &headers)) != VB_OK) {
         vb_error_set(err, rc, "%s %s: cannot build headers", method, safe_url);
@@ -702,6 +836,7 @@ vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_pol
         int retryable = 0;
         resp->attempts = attempt;
         rc = perform_once(h, &l, &sink, &hs, &pre, resp, &retryable, why, sizeof why);
+        resp->streamed = sink.written;
         if (rc == VB_OK)
             break;
         if (!retryable || attempt > l.retries)
@@ -725,6 +860,25 @@ fail:
     curl_mime_free(mime);
     curl_slist_free_all(headers);
     return rc;
+}
+
+vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
+                       vb_http_response *resp, vb_error *err)
+{
+    return perform(h, req, pol, -1, resp, err);
+}
+
+vb_err vb_http_perform_to_fd(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
+                             int fd, vb_http_response *resp, vb_error *err)
+{
+    if (fd < 0) {
+        if (resp) {
+            memset(resp, 0, sizeof *resp);
+            resp->retry_after_s = -1;
+        }
+        return vb_error_set(err, VB_ERR_INVALID, "http: no destination descriptor");
+    }
+    return perform(h, req, pol, fd, resp, err);
 }
 
 /* ---- vb_http_download_all ---- */
@@ -766,17 +920,8 @@ static size_t on_body_file(char *p, size_t size, size_t n, void *ud)
         it->too_large = 1;
         return 0;
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(it->fd, p + off, len - off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            it->io_error = errno;
-            return 0;
-        }
-        off += (size_t)w;
-    }
+    if ((it->io_error = write_all(it->fd, p, len)) != 0)
+        return 0;
     it->written += (long long)len;
     return len;
 }
@@ -803,7 +948,7 @@ static void dl_fail(dl_item *it, vb_err code, const char *fmt, ...)
         it->fd = -1;
     }
     if (it->created) {
-        unlink(it->d->dest_path);
+        unlinkat(it->d->dir_fd, it->d->dest_path, 0);
         it->created = 0;
     }
     it->d->result = code;
@@ -821,14 +966,15 @@ static void dl_release(CURLM *multi, dl_item *it)
 }
 
 /* Starts (or restarts) an item's transfer; on failure the item is done. */
-static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
+static void dl_start(CURLM *multi, CURLSH *share, dl_item *it, const http_limits *l)
 {
     if (!it->created) {
         if (!it->d->url || !it->d->dest_path) {
             dl_fail(it, VB_ERR_INVALID, "missing url or dest_path");
             return;
         }
-        it->fd = open(it->d->dest_path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        it->fd = openat(it->d->dir_fd, it->d->dest_path,
+                        O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (it->fd < 0) {
             dl_fail(it, VB_ERR_IO, "cannot create destination: %s", strerror(errno));
             return;
@@ -857,7 +1003,8 @@ static void dl_start(CURLM *multi, dl_item *it, const http_limits *l)
         (cc = curl_easy_setopt(it->easy, CURLOPT_URL, it->d->url)) != CURLE_OK ||
         (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEFUNCTION, on_body_file)) != CURLE_OK ||
         (cc = curl_easy_setopt(it->easy, CURLOPT_WRITEDATA, it)) != CURLE_OK ||
-        (cc = curl_easy_setopt(it->easy, CURLOPT_PRIVATE, it)) != CURLE_OK) {
+        (cc = curl_easy_setopt(it->easy, CURLOPT_PRIVATE, it)) != CURLE_OK ||
+        (share && (cc = curl_easy_setopt(it->easy, CURLOPT_SHARE, share)) != CURLE_OK)) {
         curl_easy_cleanup(it->easy);
         it->easy = NULL;
         dl_fail(it, VB_ERR_INVALID, "%s", curl_easy_strerror(cc));
@@ -923,7 +1070,24 @@ static void dl_finish(CURLM *multi, dl_item *it, CURLcode cc, const http_limits 
     dl_fail(it, rc, "%s (attempt %d of %d)", reason, it->attempts, l->retries + 1);
 }
 
-vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
+/* The handle's download multi and share handles, created on first use; NULL
+ * when they cannot be had. */
+static CURLM *kept_multi(vb_http *h, CURLSH **share)
+{
+    if (!h->share && (h->share = curl_share_init()) != NULL &&
+        (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+         curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) !=
+             CURLSHE_OK)) {
+        curl_share_cleanup(h->share);
+        h->share = NULL;
+    }
+    if (!h->multi)
+        h->multi = curl_multi_init();
+    *share = h->share;
+    return h->multi;
+}
+
+vb_err vb_http_download_all(vb_http *h, vb_download *items, size_t n, int concurrency,
                             const vb_http_policy *pol, vb_error *err)
 {
     if (n == 0)
@@ -937,7 +1101,11 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
     vb_err rc = VB_OK;
     dl_item *its = calloc(n, sizeof *its);
     size_t *slots = calloc(conc, sizeof *slots);
-    CURLM *multi = curl_multi_init();
+    CURLSH *share = NULL;
+    CURLM *multi = h ? kept_multi(h, &share) : curl_multi_init();
+    /* Keep at least one idle connection per slot for the next transfers. */
+    if (multi)
+        curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)(conc > 4 ? conc : 4));
     if (!its || !slots || !multi) {
         free(its);
         its = NULL;
@@ -980,7 +1148,7 @@ vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
                 continue;
             dl_item *it = &its[slots[s]];
             if (it->phase == DL_PENDING || (it->phase == DL_BACKOFF && it->ready_at <= now))
-                dl_start(multi, it, &l);
+                dl_start(multi, share, it, &l);
             else if (it->phase == DL_BACKOFF && it->ready_at - now < wait_ms)
                 wait_ms = (int)(it->ready_at - now);
             if (it->phase == DL_DONE) {
@@ -1037,7 +1205,8 @@ fail:
                 dl_fail(&its[i], rc != VB_OK ? rc : VB_ERR_CANCELLED, "not completed");
         }
     }
-    curl_multi_cleanup(multi);
+    if (!h && multi)
+        curl_multi_cleanup(multi);
     free(slots);
     free(its);
     return rc;

@@ -32,6 +32,8 @@
 #define PREFIX "visionbatch:"
 #define JOBS_SET PREFIX "jobs"
 #define JOBS_VERSION PREFIX "jobs:version"
+#define JOBS_INDEX PREFIX "jobs:by-id"                 /* paging index, see list_page */
+#define JOBS_INDEX_VERSION PREFIX "jobs:by-id:version" /* JOBS_VERSION it was built at */
 #define MAX_ARGS 48
 
 struct vb_jobs {
@@ -1002,6 +1004,92 @@ vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *er
     return rc;
 }
 
+/* One page in job-id order: ids after ARGV[1], at most ARGV[2] of them, each
+ * followed by its hash. The first element says whether more ids follow.
+ * The ids are taken from a lexically ordered sorted set (KEYS[3]), rebuilt
+ * from the id set (KEYS[1]) whenever the jobs' version (KEYS[2], bumped by
+ * every create, update and delete) differs from the one it was built at
+ * (KEYS[4]); so a page costs O(log n + limit) until the jobs change. */
+static const char *const script_list_page =
+    "local v = redis.call('GET', KEYS[2]) or '0' "
+    "if redis.call('GET', KEYS[4]) ~= v then "
+    "  redis.call('DEL', KEYS[3]) "
+    "  local ids = redis.call('SMEMBERS', KEYS[1]) "
+    "  for i = 1, #ids, 500 do "
+    "    local z = {} "
+    "    for k = i, math.min(i + 499, #ids) do z[#z + 1] = 0 z[#z + 1] = ids[k] end "
+    "    redis.call('ZADD', KEYS[3], unpack(z)) "
+    "  end "
+    "  redis.call('SET', KEYS[4], v) "
+    "end "
+    "local limit = tonumber(ARGV[2]) "
+    "local from = ARGV[1] == '' and '-' or '(' .. ARGV[1] "
+    "local sel = redis.call('ZRANGEBYLEX', KEYS[3], from, '+', 'LIMIT', 0, limit + 1) "
+    "local out = {#sel > limit and 1 or 0} "
+    "for i = 1, math.min(limit, #sel) do "
+    "  out[#out + 1] = sel[i] "
+    "  out[#out + 1] = redis.call('HGETALL', ARGV[3] .. sel[i]) "
+    "end "
+    "return out";
+
+vb_err vb_jobs_list_page(vb_jobs *j, const char *after, size_t limit, int enabled_only,
+                         vb_job_list *out, char next[VB_UUID_SIZE], vb_error *err)
+{
+    vb_err rc = VB_OK;
+    char lim[24];
+    memset(out, 0, sizeof *out);
+    next[0] = '\0';
+    if (limit == 0 || limit > VB_JOBS_PAGE_MAX || (after && *after && !vb_jobs_id_valid(after)))
+        return vb_error_set(err, VB_ERR_INVALID, "invalid page limit or cursor");
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *argv[10] = {"EVAL",   script_list_page,    "4", JOBS_SET, JOBS_VERSION,
+                            JOBS_INDEX, JOBS_INDEX_VERSION, after ? after : "", lim,
+                            PREFIX "job:"};
+    pthread_mutex_lock(&j->mu);
+    redisReply *r = cmd(j, 10, argv, NULL, err);
+    pthread_mutex_unlock(&j->mu);
+    if (!r)
+        return VB_ERR_REDIS;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->elements % 2 != 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+        goto done;
+    }
+    size_t n = r->elements / 2;
+    if (n && !(out->items = calloc(n, sizeof *out->items))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *id = r->element[1 + 2 * i], *hash = r->element[2 + 2 * i];
+        if (id->type != REDIS_REPLY_STRING || !vb_jobs_id_valid(id->str))
+            continue;
+        if (r->element[0]->integer)
+            snprintf(next, VB_UUID_SIZE, "%s", id->str); /* the last id seen */
+        vb_job job;
+        vb_error tmp = {0};
+        vb_err jr = job_from_hash(id->str, hash, &job, &tmp);
+        if (jr == VB_ERR_NOT_FOUND) /* an id without its hash */
+            continue;
+        if (jr != VB_OK) {
+            rc = vb_error_set(err, jr, "%s", tmp.msg);
+            goto done;
+        }
+        if (enabled_only && !job.enabled) {
+            vb_job_free(&job);
+            continue;
+        }
+        out->items[out->n++] = job;
+    }
+done:
+    freeReplyObject(r);
+    if (rc != VB_OK) {
+        vb_job_list_free(out);
+        next[0] = '\0';
+    }
+    return rc;
+}
+
 /* Runs the update script with the pairs already in `a` (after the header). */
 static vb_err run_update(vb_jobs *j, const char *job_id, args *a, vb_job *out, vb_error *err)
 {
@@ -1309,6 +1397,10 @@ static vb_err exec_from_hash(const redisReply *h, vb_exec *out, vb_error *err)
             out->runs_skipped_in_progress = (long)to_ll(v->str);
         else if (strcmp(n, "runs_skipped_other_org") == 0)
             out->runs_skipped_other_org = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_succeeded") == 0)
+            out->runs_succeeded = (long)to_ll(v->str);
+        else if (strcmp(n, "runs_failed") == 0)
+            out->runs_failed = (long)to_ll(v->str);
         else if (strcmp(n, "output") == 0)
             slot = &out->output;
         else if (strcmp(n, "batch_id") == 0)

@@ -4,7 +4,8 @@
  * One rd_kafka_t per vb_kafka_producer, configured idempotent (acks=all,
  * enable.idempotence=true), with a short linger and a bounded
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
- * delivery report within that time, success or failure.
+ * delivery report within that time, success or failure. Keys are placed by
+ * their murmur2 hash (partitioner=murmur2_random, the Java clients' choice).
  *
  * Delivery reports. A dedicated thread polls the handle; librdkafka calls
  * dr_msg_cb() on that thread for each message. Every vb_kafka_produce_sync()
@@ -145,6 +146,9 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
         conf_set(conf, "enable.idempotence", "true", err) != VB_OK ||
         conf_set(conf, "acks", "all", err) != VB_OK ||
         conf_set(conf, "linger.ms", "5", err) != VB_OK ||
+        /* The key's murmur2 hash, as Java clients do: runs spread evenly
+         * over partitions, and every client puts a run id on the same one. */
+        conf_set(conf, "partitioner", "murmur2_random", err) != VB_OK ||
         conf_set(conf, "message.timeout.ms", timeout, err) != VB_OK ||
         conf_set(conf, "socket.keepalive.enable", "true", err) != VB_OK ||
         conf_set(conf, "reconnect.backoff.max.ms", "5000", err) != VB_OK) {

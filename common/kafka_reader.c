@@ -489,3 +489,136 @@ fail:
     vb_kafka_topic_list_free(out);
     return rc;
 }
+
+long long vb_kafka_partition_lag(const vb_kafka_partition_info *p)
+{
+    long long from = p->committed >= 0 ? p->committed : p->low;
+    if (from < p->low) /* committed offset older than retention */
+        from = p->low;
+    return p->high > from ? p->high - from : 0;
+}
+
+void vb_kafka_group_free(vb_kafka_group *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->members[i].member_id);
+        free(g->members[i].client_id);
+        free(g->members[i].host);
+        free(g->members[i].partitions);
+    }
+    free(g->members);
+    free(g->state);
+    memset(g, 0, sizeof *g);
+}
+
+/* Big-endian reader over a member assignment (Kafka's consumer protocol:
+ * int16 version, [int16-length topic, [int32 partition]], user data). */
+typedef struct be_reader {
+    const unsigned char *p;
+    size_t left;
+    int bad;
+} be_reader;
+
+static long be_read(be_reader *r, size_t n)
+{
+    if (r->bad || r->left < n) {
+        r->bad = 1;
+        return 0;
+    }
+    unsigned long v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | r->p[i];
+    r->p += n;
+    r->left -= n;
+    return n == 2 ? (long)(int16_t)v : (long)(int32_t)v;
+}
+
+/* The partitions of `topic` in an assignment; malformed input gives none. */
+static void assigned_partitions(const void *data, size_t len, const char *topic,
+                                vb_kafka_member *m)
+{
+    be_reader r = {data, len, 0};
+    be_read(&r, 2);
+    long ntopics = be_read(&r, 4);
+    for (long t = 0; t < ntopics && !r.bad; t++) {
+        long nlen = be_read(&r, 2);
+        if (nlen < 0 || (size_t)nlen > r.left) {
+            r.bad = 1;
+            break;
+        }
+        int same = topic && strlen(topic) == (size_t)nlen && memcmp(r.p, topic, (size_t)nlen) == 0;
+        r.p += nlen;
+        r.left -= (size_t)nlen;
+        long np = be_read(&r, 4);
+        if (np < 0 || (size_t)np > r.left / 4 || np > MAX_PARTITIONS) {
+            r.bad = 1;
+            break;
+        }
+        if (same && np > 0 && !m->partitions && (m->partitions = calloc((size_t)np, sizeof(int))))
+            m->npartitions = (int)np;
+        for (long j = 0; j < np; j++) {
+            long part = be_read(&r, 4);
+            if (same && m->partitions && j < m->npartitions)
+                m->partitions[j] = (int)part;
+        }
+    }
+}
+
+vb_err vb_kafka_group_describe(const char *brokers, const char *group, const char *topic,
+                               int timeout_ms, vb_kafka_group *out, vb_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!brokers || !*brokers || !group || !*group)
+        return vb_error_set(err, VB_ERR_INVALID, "kafka brokers and a group are needed");
+    vb_err rc;
+    rd_kafka_t *rk = NULL;
+    const struct rd_kafka_group_list *gl = NULL;
+    if ((rc = new_client(RD_KAFKA_PRODUCER, brokers, NULL, &rk, err)) != VB_OK)
+        goto fail;
+    rd_kafka_resp_err_t e = rd_kafka_list_groups(rk, group, &gl, timeout_ms);
+    if (e) {
+        rc = vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT : VB_ERR_KAFKA,
+                          "kafka group %s: %s", group, rd_kafka_err2str(e));
+        goto fail;
+    }
+    const struct rd_kafka_group_info *gi = NULL;
+    for (int i = 0; i < gl->group_cnt; i++)
+        if (strcmp(gl->groups[i].group, group) == 0)
+            gi = &gl->groups[i];
+    if (!(out->state = strdup(gi && gi->state ? gi->state : "Dead"))) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (gi && gi->member_cnt > 0) {
+        if (!(out->members = calloc((size_t)gi->member_cnt, sizeof *out->members))) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < gi->member_cnt; i++) {
+            const struct rd_kafka_group_member_info *mi = &gi->members[i];
+            vb_kafka_member *m = &out->members[out->n++];
+            m->member_id = strdup(mi->member_id ? mi->member_id : "");
+            m->client_id = strdup(mi->client_id ? mi->client_id : "");
+            m->host = strdup(mi->client_host ? mi->client_host : "");
+            if (!m->member_id || !m->client_id || !m->host) {
+                rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            if (mi->member_assignment && mi->member_assignment_size > 0)
+                assigned_partitions(mi->member_assignment, (size_t)mi->member_assignment_size,
+                                    topic, m);
+        }
+    }
+    rd_kafka_group_list_destroy(gl);
+    rd_kafka_destroy(rk);
+    return VB_OK;
+fail:
+    if (gl)
+        rd_kafka_group_list_destroy(gl);
+    if (rk)
+        rd_kafka_destroy(rk);
+    vb_kafka_group_free(out);
+    return rc;
+}

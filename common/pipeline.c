@@ -6,15 +6,22 @@
  * wait for every batch → fetch each batch's HTML report → one report for the
  * run (report.c combines several batches) → before_upload hook → upload to
  * the platform. Every step checks the cancel flag; the run's temp directory
- * is removed on every path out.
+ * is removed on every path out. Files are only ever opened relative to the
+ * run directory's descriptor (rundir.h) and handed on as descriptors, and
+ * the reports are streamed file to file, so memory does not grow with the
+ * size of images or reports. A run of one batch uploads the backend's
+ * report file itself (it is the run's report byte for byte).
  */
 #include "visionbatch/pipeline.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "visionbatch/backend.h"
 #include "visionbatch/documents.h"
@@ -84,12 +91,14 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     const char **names = NULL;
     vb_backend_description *descs = NULL;
     size_t nparts = 0;
-    char report_path[4200] = "";
+    /* Our own files start with '.', which no sanitised document name does. */
+    const char *report_name = ".report.html";
+    int report_fd = -1;
     vb_err rc;
 
     if ((rc = stage(hooks, VB_STAGE_DOWNLOADING, "", err)) != VB_OK)
         goto done;
-    if ((rc = vb_run_inputs_fetch(cfg, run, cancel, &in, err)) != VB_OK)
+    if ((rc = vb_run_inputs_fetch(h, cfg, run, cancel, &in, err)) != VB_OK)
         goto done;
     res->images = in.nimages;
     res->images_failed = in.failed;
@@ -106,8 +115,15 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
         if ((rc = cancelled(cancel, err)) != VB_OK)
             goto done;
         const vb_image *img = &in.images[i];
-        if ((rc = vb_backend_upload_image(h, cfg, img->path, img->name, cancel, &image_ids[i],
-                                          err)) != VB_OK) {
+        int fd = vb_rundir_open(in.dir, img->name, O_RDONLY);
+        if (fd < 0) {
+            rc = vb_error_set(err, VB_ERR_IO, "cannot open image %s: %s", img->name,
+                              strerror(errno));
+            goto done;
+        }
+        rc = vb_backend_upload_image(h, cfg, fd, img->name, cancel, &image_ids[i], err);
+        close(fd);
+        if (rc != VB_OK) {
             vb_error_set(err, rc, "uploading image %s to the backend", img->name);
             goto done;
         }
@@ -161,31 +177,44 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     /* Wait for each batch, then fetch its report to disk. */
     for (size_t b = 0; b < nparts; b++) {
         vb_report_part *part = &parts[b];
-        if ((rc = vb_backend_wait(h, cfg, part->batch_id, cancel, heartbeat, (void *)hooks, NULL,
+        if ((rc = vb_backend_wait(h, cfg, part->batch_id, part->nimages, cancel, heartbeat, (void *)hooks, NULL,
                                   err)) != VB_OK) {
             vb_error_set(err, rc, "batch %s", part->batch_id);
             goto done;
         }
-        char p[4200];
-        snprintf(p, sizeof p, "%s/part-%zu.html", in.dir, b + 1);
+        char p[64];
+        snprintf(p, sizeof p, ".part-%zu.html", b + 1);
         if (!(part_paths[b] = strdup(p))) {
             rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
             goto done;
         }
-        part->html_path = part_paths[b];
-        if ((rc = vb_backend_fetch_report(h, cfg, part->batch_id, part->html_path, cancel,
-                                          err)) != VB_OK) {
+        part->html_path = part_paths[b]; /* relative to the run directory */
+        int fd = vb_rundir_open(in.dir, p, O_WRONLY | O_CREAT | O_EXCL);
+        if (fd < 0) {
+            rc = vb_error_set(err, VB_ERR_IO, "cannot create %s: %s", p, strerror(errno));
+            goto done;
+        }
+        rc = vb_backend_fetch_report(h, cfg, part->batch_id, fd, cancel, err);
+        if (close(fd) != 0 && rc == VB_OK)
+            rc = vb_error_set(err, VB_ERR_IO, "cannot write %s: %s", p, strerror(errno));
+        if (rc != VB_OK) {
             vb_error_set(err, rc, "fetching the report of batch %s", part->batch_id);
             goto done;
         }
     }
 
-    /* One run, one report. */
-    snprintf(report_path, sizeof report_path, "%s/report.html", in.dir);
-    if ((rc = vb_report_combine(run, parts, nparts, report_path, err)) != VB_OK)
+    /* One run, one report: a single batch's report is the run's as it is. */
+    if (nparts == 1)
+        report_name = parts[0].html_path;
+    else if ((rc = vb_report_combine_at(run, parts, nparts, in.dir->fd, report_name, err)) !=
+             VB_OK)
         goto done;
+    if ((report_fd = vb_rundir_open(in.dir, report_name, O_RDONLY)) < 0) {
+        rc = vb_error_set(err, VB_ERR_IO, "cannot open the report: %s", strerror(errno));
+        goto done;
+    }
     struct stat st;
-    res->report_bytes = stat(report_path, &st) == 0 ? (long long)st.st_size : -1;
+    res->report_bytes = fstat(report_fd, &st) == 0 ? (long long)st.st_size : -1;
     if ((rc = stage(hooks, VB_STAGE_UPLOADING, res->batch_ids, err)) != VB_OK)
         goto done;
     if ((rc = cancelled(cancel, err)) != VB_OK)
@@ -197,7 +226,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     if (skip) {
         res->upload_skipped = 1;
         VB_INFO("report upload skipped: the platform already has this run's report");
-    } else if ((rc = vb_platform_upload_report(h, cfg, run, parts[0].batch_id, report_path,
+    } else if ((rc = vb_platform_upload_report(h, cfg, run, parts[0].batch_id, report_fd,
                                                cancel, hooks ? hooks->before_send : NULL,
                                                hooks ? hooks->ctx : NULL, err)) != VB_OK) {
         goto done;
@@ -205,6 +234,8 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     rc = stage(hooks, VB_STAGE_UPLOADED, res->batch_ids, err);
 
 done:
+    if (report_fd >= 0)
+        close(report_fd);
     if (image_ids)
         for (size_t i = 0; i < in.nimages; i++)
             free(image_ids[i]);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -498,24 +499,22 @@ static int body_says_failure(const vb_buf *body)
 }
 
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
-                                 const char *batch_id, const char *html_path,
+                                 const char *batch_id, int html_fd,
                                  const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
                                  void *gate_ctx, vb_error *err)
 {
     char filename[160];
     char ex[256];
     vb_http_response resp = {0};
-    if (!cfg->external_api_post_url || !run || !run->id || !html_path)
+    struct stat st;
+    if (!cfg->external_api_post_url || !run || !run->id || html_fd < 0)
         return vb_error_set(err, VB_ERR_INVALID, "report upload needs a URL, a run and a file");
-    if (access(html_path, R_OK) != 0)
+    if (fstat(html_fd, &st) != 0 || !S_ISREG(st.st_mode))
         return vb_error_set(err, VB_ERR_IO, "report file is not readable");
     vb__report_filename(batch_id, filename, sizeof filename);
 
     vb_http_part parts[3] = {
-        {.name = "file",
-         .file_path = html_path,
-         .filename = filename,
-         .content_type = "text/html"},
+        vb_http_part_fd("file", html_fd, filename, "text/html"),
         {.name = "organization_id",
          .value = run->organization_id ? run->organization_id : cfg->organization_id},
         {.name = "vision_analysis_id", .value = run->id},

@@ -6,7 +6,8 @@
  * notes where the first <body ...> tag ends, where the last </body> starts
  * and where the <style> blocks before the body lie; then those byte ranges
  * are copied to the output. Only offsets are kept, so memory stays flat
- * whatever the report size. Stateless and thread-safe.
+ * whatever the report size. Files are opened relative to the caller's
+ * directory descriptor with O_NOFOLLOW. Stateless and thread-safe.
  */
 #include "visionbatch/report.h"
 
@@ -224,10 +225,23 @@ static vb_err write_part_heading(const vb_report_part *p, size_t i, size_t n, FI
     return rc;
 }
 
-static vb_err write_part(const vb_report_part *p, size_t i, size_t n, FILE *out, vb_error *err)
+/* fopen(path, "rb") relative to dirfd, without following a symbolic link. */
+static FILE *open_in(int dirfd, const char *path)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f)
+        close(fd);
+    return f;
+}
+
+static vb_err write_part(int dirfd, const vb_report_part *p, size_t i, size_t n, FILE *out,
+                         vb_error *err)
 {
     layout lay;
-    FILE *in = fopen(p->html_path, "rb");
+    FILE *in = open_in(dirfd, p->html_path);
     if (!in)
         return vb_error_set(err, VB_ERR_IO, "cannot open report part %zu: %s", i + 1,
                             strerror(errno));
@@ -256,6 +270,12 @@ static vb_err write_part(const vb_report_part *p, size_t i, size_t n, FILE *out,
 vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t n,
                          const char *out_path, vb_error *err)
 {
+    return vb_report_combine_at(run, parts, n, AT_FDCWD, out_path, err);
+}
+
+vb_err vb_report_combine_at(const vb_run *run, const vb_report_part *parts, size_t n, int dirfd,
+                            const char *out_path, vb_error *err)
+{
     vb_err rc = VB_OK;
     if (!run || !parts || n == 0 || !out_path)
         return vb_error_set(err, VB_ERR_INVALID, "a report needs a run and at least one part");
@@ -264,7 +284,7 @@ vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t 
             return vb_error_set(err, VB_ERR_INVALID, "report part %zu has no usable file",
                                 i + 1);
 
-    int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = openat(dirfd, out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return vb_error_set(err, VB_ERR_IO, "cannot create report file: %s", strerror(errno));
     FILE *out = fdopen(fd, "wb");
@@ -275,7 +295,7 @@ vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t 
     }
 
     if (n == 1) {
-        FILE *in = fopen(parts[0].html_path, "rb");
+        FILE *in = open_in(dirfd, parts[0].html_path);
         if (!in) {
             rc = vb_error_set(err, VB_ERR_IO, "cannot open the batch report: %s",
                               strerror(errno));
@@ -293,7 +313,7 @@ vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t 
             goto fail;
         }
         for (size_t i = 0; i < n; i++)
-            if ((rc = write_part(&parts[i], i, n, out, err)) != VB_OK)
+            if ((rc = write_part(dirfd, &parts[i], i, n, out, err)) != VB_OK)
                 goto fail;
         if (fputs("</body>\n</html>\n", out) == EOF) {
             rc = vb_error_set(err, VB_ERR_IO, "cannot write the report");
@@ -310,6 +330,6 @@ vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t 
 fail:
     if (out)
         fclose(out);
-    unlink(out_path);
+    unlinkat(dirfd, out_path, 0);
     return rc;
 }

@@ -223,6 +223,55 @@ static const char LUA_LIST[] =
     "end\n"
     "return out\n";
 
+/* KEYS index. ARGV run-key prefix, start score ('+inf' = newest), start id
+ * ('' = none: every entry at the start score counts), count, state filter
+ * ('' = any), most entries scanned, execution id ('' = any). Read-only. Walks the index newest first
+ * from (score, id) exclusive — equal scores come in descending id order —
+ * and returns {next score, next id, {id, {field, value, …}}, …}; next score
+ * '' when the index is exhausted. The start is found by score (skipping only
+ * ties), then the walk goes by rank, so a call costs O(log N + budget)
+ * whatever the depth of the cursor. */
+static const char LUA_PAGE[] =
+    "local idx, prefix, maxs, after, filter = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]\n"
+    "local want, budget, exec = tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7]\n"
+    "local ms = tonumber(maxs)\n"
+    "local out, scanned, pos = {'', ''}, 0, 0\n"
+    "if maxs ~= '+inf' then\n"
+    /* the rank of the first entry past the cursor; only ties are skipped */
+    "  local first, off = nil, 0\n"
+    "  while not first do\n"
+    "    local b = redis.call('ZREVRANGEBYSCORE', idx, maxs, '-inf', 'WITHSCORES', 'LIMIT',\n"
+    "                         off, 64)\n"
+    "    if #b == 0 then return out end\n"
+    "    for i = 1, #b, 2 do\n"
+    "      if not (after ~= '' and tonumber(b[i + 1]) == ms and b[i] >= after) then\n"
+    "        first = b[i]\n"
+    "        break\n"
+    "      end\n"
+    "    end\n"
+    "    off = off + 64\n"
+    "  end\n"
+    "  pos = redis.call('ZREVRANK', idx, first)\n"
+    "end\n"
+    "while true do\n"
+    "  local b = redis.call('ZREVRANGE', idx, pos, pos + 255, 'WITHSCORES')\n"
+    "  if #b == 0 then return out end\n"
+    "  pos = pos + 256\n"
+    "  for i = 1, #b, 2 do\n"
+    "    local id, key = b[i], prefix .. b[i]\n"
+    "    scanned = scanned + 1\n"
+    "    local st = redis.call('HGET', key, 'state')\n"
+    "    if st and (filter == '' or st == filter) and\n"
+    "       (exec == '' or redis.call('HGET', key, 'execution_id') == exec) then\n"
+    "      out[#out + 1] = {id, redis.call('HGETALL', key)}\n"
+    "    end\n"
+    "    if #out - 2 >= want or scanned >= budget then\n"
+    "      out[1], out[2] = b[i + 1], id\n"
+    "      return out\n"
+    "    end\n"
+    "  end\n"
+    "end\n";
+
 /* KEYS run, lock. ARGV token, cred_source, job_id, organization_id, run_code.
  * Returns 'ok' | 'lost'. Fields set only while the lock is held. */
 static const char LUA_SET_ORIGIN[] = LUA_HELD
@@ -267,7 +316,7 @@ static const char LUA_UPLOAD_GATE[] = LUA_HELD
 
 enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
        SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT_SET_ORIGIN, SCRIPT_HAND_BACK,
-       SCRIPT_UPLOAD_GATE, SCRIPT__COUNT };
+       SCRIPT_PAGE, SCRIPT_UPLOAD_GATE, SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_CLAIM] = LUA_CLAIM,
@@ -280,6 +329,7 @@ static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_LIST] = LUA_LIST,
     [SCRIPT_SET_ORIGIN] = LUA_SET_ORIGIN,
     [SCRIPT_HAND_BACK] = LUA_HAND_BACK,
+    [SCRIPT_PAGE] = LUA_PAGE,
     [SCRIPT_UPLOAD_GATE] = LUA_UPLOAD_GATE,
 };
 
@@ -656,6 +706,44 @@ fail:
     return rc;
 }
 
+/* Index size, for the lists' total_runs. */
+static vb_err index_size(vb_store *s, size_t *n, vb_error *err)
+{
+    const char *zc[2] = {"ZCARD", INDEX_KEY};
+    redisReply *r = store_cmd(s, 2, zc, NULL, err);
+    if (!r)
+        return failed(err);
+    vb_err rc = VB_OK;
+    if (r->type != REDIS_REPLY_INTEGER)
+        rc = bad_reply(s, "ZCARD", err);
+    else
+        *n = r->integer > 0 ? (size_t)r->integer : 0;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Fills out->items from the {id, {field, value, …}} elements of an array
+ * reply, starting at element `first`. */
+static vb_err states_from_reply(vb_store *s, const redisReply *r, size_t first,
+                                vb_run_state_list *out, vb_error *err)
+{
+    if (r->elements > first &&
+        !(out->items = calloc(r->elements - first, sizeof *out->items)))
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    for (size_t i = first; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            return bad_reply(s, "list", err);
+        vb_err rc = state_from_hash(e->element[0]->str, e->element[0]->len, e->element[1],
+                                    &out->items[out->n], err);
+        out->n++; /* counted even on failure so the list free releases it */
+        if (rc != VB_OK)
+            return rc;
+    }
+    return VB_OK;
+}
+
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
                      vb_run_state_list *out, vb_error *err)
 {
@@ -669,17 +757,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
         return vb_error_set(err, VB_ERR_INVALID, "list offset too large");
     vb_err rc;
     redisReply *r = NULL;
-
-    const char *zc[2] = {"ZCARD", INDEX_KEY};
-    r = store_cmd(s, 2, zc, NULL, err);
-    if (!r)
-        return failed(err);
-    if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(s, "ZCARD", err);
-        goto fail;
-    }
-    out->total_runs = r->integer > 0 ? (size_t)r->integer : 0;
-    freeReplyObject(r);
+    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK)
+        return rc;
 
     char off[24], cnt[24], scan[24];
     fmt_ll(off, (long long)offset);
@@ -695,26 +774,74 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
         rc = bad_reply(s, "list", err);
         goto fail;
     }
-    if (r->elements > 0) {
-        out->items = calloc(r->elements, sizeof *out->items);
-        if (!out->items) {
-            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
+    if ((rc = states_from_reply(s, r, 0, out, err)) != VB_OK)
+        goto fail;
+    freeReplyObject(r);
+    return VB_OK;
+fail:
+    freeReplyObject(r);
+    vb_run_state_list_free(out);
+    return rc;
+}
+
+/* Parses "<score>:<id>" (score: decimal digits). */
+static vb_err parse_cursor(const char *cursor, char score[24], char id[VB_STORE_ID_MAX + 1],
+                           vb_error *err)
+{
+    const char *colon = strchr(cursor, ':');
+    size_t n = colon ? (size_t)(colon - cursor) : 0;
+    if (n == 0 || n > 18)
+        return vb_error_set(err, VB_ERR_INVALID, "malformed cursor");
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)cursor[i]))
+            return vb_error_set(err, VB_ERR_INVALID, "malformed cursor");
+    memcpy(score, cursor, n);
+    score[n] = '\0';
+    if (norm_id(colon + 1, id, err) != VB_OK)
+        return vb_error_set(err, VB_ERR_INVALID, "malformed cursor");
+    return VB_OK;
+}
+
+vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
+                     const char *execution_id, size_t scan_max, vb_run_state_list *out,
+                     char next[VB_STORE_CURSOR_MAX], vb_error *err)
+{
+    ERR_OR_LOCAL(err);
+    memset(out, 0, sizeof *out);
+    next[0] = '\0';
+    if (count == 0 || count > LIST_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "list count must be 1-%d", LIST_MAX);
+    if ((int)filter < 0 || (int)filter >= N_STATUS)
+        return vb_error_set(err, VB_ERR_INVALID, "unknown state filter");
+    if (scan_max < count || scan_max > LIST_SCAN_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "scan budget must be count-%d", LIST_SCAN_MAX);
+    char score[24] = "+inf", id[VB_STORE_ID_MAX + 1] = "", cnt[24], scan[24];
+    vb_err rc;
+    if (cursor && *cursor && (rc = parse_cursor(cursor, score, id, err)) != VB_OK)
+        return rc;
+    if (execution_id && strlen(execution_id) > 64)
+        return vb_error_set(err, VB_ERR_INVALID, "execution id longer than 64 characters");
+    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK)
+        return rc;
+    fmt_ll(cnt, (long long)count);
+    fmt_ll(scan, (long long)scan_max);
+    const char *keys[1] = {INDEX_KEY};
+    const char *args[7] = {RUN_PREFIX, score, id, cnt,
+                           filter == VB_RUN_NONE ? "" : vb_run_status_name(filter), scan,
+                           execution_id ? execution_id : ""};
+    redisReply *r = store_eval(s, SCRIPT_PAGE, 1, keys, 7, args, NULL, err);
+    if (!r)
+        return failed(err);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > count + 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len > 18 || r->element[1]->len > VB_STORE_ID_MAX) {
+        rc = bad_reply(s, "page", err);
+        goto fail;
     }
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-            e->element[0]->type != REDIS_REPLY_STRING) {
-            rc = bad_reply(s, "list", err);
-            goto fail;
-        }
-        rc = state_from_hash(e->element[0]->str, e->element[0]->len, e->element[1],
-                             &out->items[out->n], err);
-        out->n++; /* counted even on failure so the list free releases it */
-        if (rc != VB_OK)
-            goto fail;
-    }
+    if ((rc = states_from_reply(s, r, 2, out, err)) != VB_OK)
+        goto fail;
+    if (r->element[0]->len > 0)
+        snprintf(next, VB_STORE_CURSOR_MAX, "%s:%s", r->element[0]->str, r->element[1]->str);
     freeReplyObject(r);
     return VB_OK;
 fail:

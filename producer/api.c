@@ -18,10 +18,14 @@
  * serves /healthz, /readyz (with api_ready below) and /metrics itself and
  * hands every other path to handle().
  *
- * Threading: the endpoint's event-loop threads call handle(); the vb_jobs
- * handle serialises Redis access; everything else is per request.
+ * Threading: the endpoint's event-loop threads call handle(). A request that
+ * reads or writes jobs borrows a Redis connection from a small pool
+ * (jobs_pool.h, VB_API_REDIS_CONNECTIONS) for the time of its handler, so the
+ * threads do not queue behind one connection; everything else is per
+ * request.
  */
 #include "api.h"
+#include "console.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -39,18 +43,19 @@
 #include "visionbatch/buf.h"
 #include "visionbatch/cron.h"
 #include "visionbatch/jobs.h"
+#include "visionbatch/jobs_pool.h"
 #include "visionbatch/run.h"
 
 struct vb_api {
     vb_endpoint *ep;
-    vb_jobs *jobs;
+    vb_jobs_pool *pool;
     char *token;
     size_t token_len;
     size_t max_body;
     int port;
     vb_api_callbacks cb;
     vb_metrics *own_metrics;
-    vb_metric *m_requests, *m_duration;
+    vb_metric *m_requests, *m_duration, *m_redis_conns;
 };
 
 typedef struct resp {
@@ -79,6 +84,7 @@ struct req {
     vb_buf body;
     int too_large;
     struct timespec start;
+    vb_jobs *jobs; /* borrowed from the pool while the handler runs */
 };
 
 /* ------------------------------------------------------------------ */
@@ -234,6 +240,8 @@ static cJSON *exec_json(const vb_exec *e)
     cJSON_AddNumberToObject(o, "runs_published", (double)e->runs_published);
     cJSON_AddNumberToObject(o, "runs_skipped_in_progress", (double)e->runs_skipped_in_progress);
     cJSON_AddNumberToObject(o, "runs_skipped_other_org", (double)e->runs_skipped_other_org);
+    cJSON_AddNumberToObject(o, "runs_succeeded", (double)e->runs_succeeded);
+    cJSON_AddNumberToObject(o, "runs_failed", (double)e->runs_failed);
     add_str_or_null(o, "skip_reason", e->skip_reason);
     cJSON *ntf = e->notifications ? cJSON_Parse(e->notifications) : NULL;
     cJSON_AddItemToObject(o, "notifications", cJSON_IsArray(ntf) ? ntf : cJSON_CreateArray());
@@ -276,8 +284,10 @@ static int api_ready(void *ctx, char *why, size_t whylen)
     char cbwhy[256] = "";
     vb_error err = {0};
     why[0] = '\0';
-    if (vb_jobs_ping(api->jobs, &err) != VB_OK)
+    vb_jobs *jobs = vb_jobs_pool_get(api->pool, &err);
+    if (!jobs || vb_jobs_ping(jobs, &err) != VB_OK)
         snprintf(why, whylen, "redis: unreachable");
+    vb_jobs_pool_put(api->pool, jobs);
     if (api->cb.ready && !api->cb.ready(api->cb.ctx, cbwhy, sizeof cbwhy)) {
         size_t n = strlen(why);
         snprintf(why + n, whylen - n, "%s%s", n ? "; " : "",
@@ -302,7 +312,7 @@ static void h_create(vb_api *api, req *r, resp *out)
     vb_error err = {0};
     vb_err rc = vb_job_input_parse(r->body.data, r->body.len, 0, &in, &err);
     if (rc == VB_OK)
-        rc = vb_jobs_create(api->jobs, &in, &job, &err);
+        rc = vb_jobs_create(r->jobs, &in, &job, &err);
     vb_job_input_free(&in);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
@@ -320,10 +330,60 @@ static void h_create(vb_api *api, req *r, resp *out)
     set_json(out, 201, o);
 }
 
+static int cmp_created(const void *pa, const void *pb)
+{
+    const vb_job *a = pa, *b = pb;
+    if (a->created_at != b->created_at)
+        return a->created_at < b->created_at ? -1 : 1;
+    return strcmp(a->job_id, b->job_id);
+}
+
+/* Every job (or every enabled one), oldest first, read a page of
+ * VB_JOBS_PAGE_MAX at a time (one Redis round trip each). */
+static vb_err list_all(vb_jobs *jobs, int enabled_only, vb_job_list *all, vb_error *err)
+{
+    char after[VB_UUID_SIZE] = "", next[VB_UUID_SIZE];
+    size_t cap = 0;
+    memset(all, 0, sizeof *all);
+    do {
+        vb_job_list page;
+        vb_err rc = vb_jobs_list_page(jobs, after, VB_JOBS_PAGE_MAX, enabled_only, &page, next,
+                                      err);
+        if (rc != VB_OK) {
+            vb_job_list_free(all);
+            return rc;
+        }
+        if (all->n + page.n > cap) {
+            size_t ncap = (all->n + page.n) * 2;
+            vb_job *grown = realloc(all->items, ncap * sizeof *grown);
+            if (!grown) {
+                vb_job_list_free(&page);
+                vb_job_list_free(all);
+                return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            }
+            all->items = grown;
+            cap = ncap;
+        }
+        if (page.n)
+            memcpy(all->items + all->n, page.items, page.n * sizeof *page.items);
+        all->n += page.n;
+        free(page.items); /* the jobs now belong to `all` */
+        memcpy(after, next, sizeof after);
+    } while (after[0]);
+    if (all->n > 1)
+        qsort(all->items, all->n, sizeof *all->items, cmp_created);
+    return VB_OK;
+}
+
+/* GET /cron-jobs: without limit and cursor every job, oldest first (the
+ * original contract); with either, one page in job-id order. */
 static void h_list(vb_api *api, req *r, resp *out)
 {
     const char *eo = query(r, "enabled_only");
+    const char *ls = query(r, "limit");
+    const char *cursor = query(r, "cursor");
     int enabled_only = 0;
+    long limit = VB_API_JOBS_PAGE_DEFAULT;
     if (eo) {
         if (strcasecmp(eo, "true") == 0 || strcmp(eo, "1") == 0)
             enabled_only = 1;
@@ -332,9 +392,24 @@ static void h_list(vb_api *api, req *r, resp *out)
             return;
         }
     }
+    if (ls && !parse_count(ls, 1, VB_JOBS_PAGE_MAX, &limit)) {
+        set_detail(out, 400, "limit must be an integer between 1 and 1000");
+        return;
+    }
+    char after[VB_UUID_SIZE] = "", next[VB_UUID_SIZE] = "";
+    if (cursor && *cursor) {
+        if (!vb_jobs_id_valid(cursor)) {
+            set_detail(out, 400, "cursor must be a next_cursor of an earlier page");
+            return;
+        }
+        for (size_t i = 0; i < sizeof after - 1 && cursor[i]; i++)
+            after[i] = (char)tolower((unsigned char)cursor[i]);
+    }
     vb_job_list l;
     vb_error err = {0};
-    vb_err rc = vb_jobs_list(api->jobs, enabled_only, &l, &err);
+    vb_err rc = ls || cursor ? vb_jobs_list_page(r->jobs, after, (size_t)limit, enabled_only,
+                                                 &l, next, &err)
+                             : list_all(r->jobs, enabled_only, &l, &err);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
         return;
@@ -347,6 +422,10 @@ static void h_list(vb_api *api, req *r, resp *out)
             cJSON_AddItemToArray(arr, j);
     }
     vb_job_list_free(&l);
+    if (next[0])
+        cJSON_AddStringToObject(o, "next_cursor", next);
+    else
+        cJSON_AddNullToObject(o, "next_cursor");
     set_json(out, 200, o);
 }
 
@@ -354,7 +433,7 @@ static void h_get(vb_api *api, req *r, resp *out)
 {
     vb_job job;
     vb_error err = {0};
-    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    vb_err rc = vb_jobs_get(r->jobs, r->id, &job, &err);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
         return;
@@ -370,7 +449,7 @@ static void h_update(vb_api *api, req *r, resp *out)
     vb_error err = {0};
     vb_err rc = vb_job_input_parse(r->body.data, r->body.len, 1, &in, &err);
     if (rc == VB_OK)
-        rc = vb_jobs_update(api->jobs, r->id, &in, &job, &err);
+        rc = vb_jobs_update(r->jobs, r->id, &in, &job, &err);
     vb_job_input_free(&in);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
@@ -383,7 +462,7 @@ static void h_update(vb_api *api, req *r, resp *out)
 static void set_enabled(vb_api *api, req *r, resp *out, int enabled)
 {
     vb_error err = {0};
-    vb_err rc = vb_jobs_set_enabled(api->jobs, r->id, enabled, &err);
+    vb_err rc = vb_jobs_set_enabled(r->jobs, r->id, enabled, &err);
     if (rc != VB_OK)
         set_error(out, rc, &err);
     else
@@ -403,7 +482,7 @@ static void h_deactivate(vb_api *api, req *r, resp *out)
 static void h_delete(vb_api *api, req *r, resp *out)
 {
     vb_error err = {0};
-    vb_err rc = vb_jobs_delete(api->jobs, r->id, &err);
+    vb_err rc = vb_jobs_delete(r->jobs, r->id, &err);
     if (rc != VB_OK)
         set_error(out, rc, &err);
     else
@@ -421,10 +500,10 @@ static void h_executions(vb_api *api, req *r, resp *out)
     vb_job job;
     vb_exec_list l = {0};
     vb_error err = {0};
-    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    vb_err rc = vb_jobs_get(r->jobs, r->id, &job, &err);
     if (rc == VB_OK) {
         vb_job_free(&job);
-        rc = vb_jobs_exec_list(api->jobs, r->id, (size_t)limit, &l, &err);
+        rc = vb_jobs_exec_list(r->jobs, r->id, (size_t)limit, &l, &err);
     }
     if (rc != VB_OK) {
         set_error(out, rc, &err);
@@ -452,7 +531,7 @@ static void h_next_runs(vb_api *api, req *r, resp *out)
     }
     vb_job job;
     vb_error err = {0};
-    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    vb_err rc = vb_jobs_get(r->jobs, r->id, &job, &err);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
         return;
@@ -488,7 +567,7 @@ static void h_run_now(vb_api *api, req *r, resp *out)
 {
     vb_job job;
     vb_error err = {0};
-    vb_err rc = vb_jobs_get(api->jobs, r->id, &job, &err);
+    vb_err rc = vb_jobs_get(r->jobs, r->id, &job, &err);
     if (rc != VB_OK) {
         set_error(out, rc, &err);
         return;
@@ -542,6 +621,102 @@ static void h_run_state(vb_api *api, req *r, resp *out)
     out->body = json;
 }
 
+/* ---- the web console (console.h) ---- */
+
+static void h_ui(vb_api *api, req *r, resp *out)
+{
+    const char *body, *ctype;
+    if (!vb_console_asset(r->id, &body, &ctype)) {
+        set_detail(out, 404, "not found");
+        return;
+    }
+    out->status = 200;
+    out->ctype = ctype;
+    out->body = strdup(body);
+}
+
+static void h_ui_index(vb_api *api, req *r, resp *out)
+{
+    r->id[0] = '\0';
+    h_ui(api, r, out);
+}
+
+static int no_console(vb_api *api, resp *out)
+{
+    if (api->cb.console)
+        return 0;
+    set_detail(out, 503, "the console is not available in this process");
+    return 1;
+}
+
+static void h_runs(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    long limit = VB_CONSOLE_RUNS_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_CONSOLE_RUNS_LIMIT_MAX, &limit))
+        limit = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_runs(api->cb.console, query(r, "state"), query(r, "execution_id"),
+                                  query(r, "cursor"), limit, &out->body);
+}
+
+/* An action of the console on run r->id (retry, replay). */
+static void run_action(vb_api *api, req *r, resp *out,
+                       unsigned (*fn)(vb_console *, const char *, char **))
+{
+    if (!vb_run_id_valid(r->id)) {
+        set_detail(out, 404, "run not found");
+        return;
+    }
+    if (no_console(api, out))
+        return;
+    out->ctype = "application/json";
+    out->status = fn(api->cb.console, r->id, &out->body);
+}
+
+static void h_run_retry(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_run_retry);
+}
+
+static void h_workers(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    out->ctype = "application/json";
+    out->status = vb_console_workers(api->cb.console, &out->body);
+}
+
+static void h_dlq(vb_api *api, req *r, resp *out)
+{
+    if (no_console(api, out))
+        return;
+    long limit = VB_CONSOLE_DLQ_LIMIT_DEFAULT;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, VB_CONSOLE_DLQ_LIMIT_MAX, &limit))
+        limit = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_dlq(api->cb.console, limit, &out->body);
+}
+
+static void h_dlq_replay(vb_api *api, req *r, resp *out)
+{
+    run_action(api, r, out, vb_console_dlq_replay);
+}
+
+static void h_cron_preview(vb_api *api, req *r, resp *out)
+{
+    long count = VB_API_NEXT_RUNS_DEFAULT;
+    const char *cs = query(r, "count");
+    if (cs && !parse_count(cs, 1, VB_CRON_NEXT_MAX, &count))
+        count = 0; /* refused by the console with its message */
+    out->ctype = "application/json";
+    out->status = vb_console_cron_preview(query(r, "schedule"), query(r, "timezone"), count,
+                                          &out->body);
+}
+
 static const route routes[] = {
     {"GET", "/openapi.json", h_openapi, 0, 0},
     {"POST", "/cron-jobs", h_create, 1, 0},
@@ -555,8 +730,22 @@ static const route routes[] = {
     {"GET", "/cron-jobs/{}/executions", h_executions, 0, 0},
     {"GET", "/cron-jobs/{}/next-runs", h_next_runs, 0, 0},
     {"GET", "/runs/{}", h_run_state, 0, 0},
+    {"GET", "/runs", h_runs, 0, 0},
+    {"POST", "/runs/{}/retry", h_run_retry, 0, 0},
+    {"GET", "/workers", h_workers, 0, 0},
+    {"GET", "/dlq", h_dlq, 0, 0},
+    {"POST", "/dlq/{}/replay", h_dlq_replay, 0, 0},
+    {"GET", "/cron/preview", h_cron_preview, 0, 0},
+    {"GET", "/ui", h_ui_index, 0, 1},
+    {"GET", "/ui/{}", h_ui, 0, 1},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
+
+/* Routes whose handler reads or writes jobs borrow a Redis connection. */
+static int uses_jobs(const route *rt)
+{
+    return strncmp(rt->pattern, "/cron-jobs", 10) == 0;
+}
 
 int vb_api_route(size_t i, const char **method, const char **pattern)
 {
@@ -635,6 +824,8 @@ static enum MHD_Result send_resp(vb_api *api, struct MHD_Connection *con, const 
     MHD_add_response_header(rsp, MHD_HTTP_HEADER_CONTENT_TYPE, out->ctype);
     MHD_add_response_header(rsp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(rsp, "X-Content-Type-Options", "nosniff");
+    for (const char *const *h = vb_console_headers; *h; h += 2)
+        MHD_add_response_header(rsp, h[0], h[1]);
     if (out->allow[0])
         MHD_add_response_header(rsp, MHD_HTTP_HEADER_ALLOW, out->allow);
     if (out->auth_challenge)
@@ -752,6 +943,7 @@ static int handle(void *cls, struct MHD_Connection *con, const char *url, const 
     vb_api *api = cls;
     req *r = *con_cls;
     resp out = {0};
+    vb_error e = {0};
 
     if (!r) {
         r = calloc(1, sizeof *r);
@@ -779,9 +971,16 @@ static int handle(void *cls, struct MHD_Connection *con, const char *url, const 
         char msg[96];
         snprintf(msg, sizeof msg, "request body larger than %zu bytes", api->max_body);
         set_detail(&out, 413, msg);
+    } else if (uses_jobs(r->rt) && !(r->jobs = vb_jobs_pool_get(api->pool, &e))) {
+        set_error(&out, VB_ERR_REDIS, &e);
     } else {
+        if (r->jobs)
+            vb_metric_set(api->m_redis_conns, NULL,
+                          (double)vb_jobs_pool_open_count(api->pool));
         r->rt->fn(api, r, &out);
     }
+    vb_jobs_pool_put(api->pool, r->jobs);
+    r->jobs = NULL;
     return send_resp(api, con, method, r->rt, &r->start, &out);
 }
 
@@ -895,6 +1094,9 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
     api->m_requests = vb_metrics_counter(api->cb.metrics, "visionbatch_api_requests_total",
                                          "REST API requests by method, route and status code.",
                                          "method,route,code");
+    api->m_redis_conns = vb_metrics_gauge(api->cb.metrics, "visionbatch_api_redis_connections",
+                                          "Redis connections opened by the REST API's pool.",
+                                          NULL);
     api->m_duration = vb_metrics_histogram(api->cb.metrics, "visionbatch_api_request_seconds",
                                            "REST API request handling time.", "route", NULL, 0);
     vb_jobs_opts jo = {
@@ -903,7 +1105,9 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
         .exec_cap = opts ? opts->exec_cap : 0,
         .webhook_allowed_hosts = opts ? opts->webhook_allowed_hosts : NULL,
     };
-    if (vb_jobs_new(&jo, &api->jobs, err) != VB_OK)
+    if (vb_jobs_pool_new(&jo, opts && opts->redis_connections ? opts->redis_connections
+                                                               : VB_API_REDIS_CONNECTIONS,
+                         &api->pool, err) != VB_OK)
         goto fail;
 
     char where[80];
@@ -912,7 +1116,10 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
         .listen = where,
         .name = "REST API",
         .metrics = api->cb.metrics,
-        .token = api->token,
+        /* No token for the endpoint: /metrics stays open like the probes, as
+         * it holds only counts and durations by method, route pattern and
+         * status (no ids, names or settings), so Prometheus needs no secret
+         * (docs/deploy.md, "Open endpoints"). */
         .ready = api_ready,
         .check_ctx = api,
         .app = {.handle = handle, .completed = completed, .cls = api},
@@ -934,7 +1141,7 @@ void vb_api_stop(vb_api *api)
     if (!api)
         return;
     vb_endpoint_stop(api->ep);
-    vb_jobs_free(api->jobs);
+    vb_jobs_pool_free(api->pool);
     if (api->token) {
         vb_crypto_wipe(api->token, api->token_len);
         free(api->token);

@@ -6,8 +6,9 @@
  * POST /cron-jobs/{id}/activate|deactivate|run, GET /cron-jobs/{id}/executions,
  * GET /cron-jobs/{id}/next-runs, GET /runs/{vision_analysis_id},
  * /openapi.json (the document is producer/openapi.json, embedded at build
- * time); GET /healthz, /readyz and /metrics are served by the HTTP endpoint
- * (endpoint.h) the API is mounted on.
+ * time); the web console's GET /ui/…, GET /runs, POST /runs/{id}/retry,
+ * GET /workers, GET /cron/preview (console.h); GET /healthz, /readyz and
+ * /metrics are served by the HTTP endpoint (endpoint.h) the API is mounted on.
  * Errors are {"detail": "..."} with 400/401/404/405/413/415/500/503.
  *
  * Security: without a token the server only binds loopback addresses
@@ -18,8 +19,8 @@
  * Threading: the endpoint's event-loop threads (endpoint.h) call the
  * handlers and callbacks, concurrently; callbacks must be thread-safe, and a
  * callback that blocks (Redis, Kafka) holds up that thread's other
- * connections meanwhile. Jobs are stored through one vb_jobs handle (jobs.h) opened by
- * vb_api_start.
+ * connections meanwhile. Jobs are stored through a pool of vb_jobs handles
+ * (jobs_pool.h) opened by vb_api_start: one at once, more on demand.
  */
 #ifndef VISIONBATCH_PRODUCER_API_H
 #define VISIONBATCH_PRODUCER_API_H
@@ -35,6 +36,8 @@
 #define VB_API_EXEC_LIMIT_DEFAULT 50
 #define VB_API_EXEC_LIMIT_MAX 1000
 #define VB_API_NEXT_RUNS_DEFAULT 10
+#define VB_API_JOBS_PAGE_DEFAULT 100 /* GET /cron-jobs?cursor= without limit */
+#define VB_API_REDIS_CONNECTIONS 8   /* pooled Redis connections of the API */
 
 typedef struct vb_api vb_api;
 
@@ -58,6 +61,11 @@ typedef struct vb_api_callbacks {
      * it. NULL: the API keeps a registry of its own. Borrowed: must outlive
      * the server. */
     vb_metrics *metrics;
+    /* The web console (console.h): its assets under /ui/ and GET /runs,
+     * POST /runs/{id}/retry, GET /workers. NULL: those answer 503 (the assets
+     * and GET /cron/preview are served anyway). Borrowed: must outlive the
+     * server. */
+    struct vb_console *console;
 } vb_api_callbacks;
 
 typedef struct vb_api_opts {
@@ -70,6 +78,7 @@ typedef struct vb_api_opts {
     size_t exec_cap;               /* executions kept per job, 0 = 100 */
     const char *webhook_allowed_hosts; /* hosts a job's notify URLs may name; NULL = none */
     vb_endpoint_limits limits;     /* connection limits; zeros = defaults (endpoint.h) */
+    size_t redis_connections;      /* pooled Redis connections, 0 = VB_API_REDIS_CONNECTIONS */
     vb_api_callbacks cb;
 } vb_api_opts;
 

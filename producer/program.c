@@ -28,6 +28,7 @@
 #include <pthread.h>
 
 #include "api.h"
+#include "console.h"
 #include "notifier.h"
 #include "poller.h"
 #include "program.h"
@@ -75,8 +76,7 @@ static void help(void)
            "                      current publish with status 0\n"
            "  --healthcheck       GET http://<listen>/healthz; exit 0 when it answers 2xx\n"
            "                      within 5 s, else 1\n"
-           "  --version           print the version\n\n"
-           "Settings (flag > environment > config file > default):\n");
+           "  --version           print the version\n\n");
     vb_config_print_help(stdout, VB_PROG_PRODUCER);
 }
 
@@ -155,6 +155,7 @@ typedef struct service {
     vb_metric *run_errors; /* visionbatch_producer_run_errors_total{source} */
     pthread_mutex_t store_mu; /* guards `store` (REST API lookups) */
     vb_store *store;
+    vb_console *console; /* the web console's endpoints (console.h) */
 } service;
 
 static void count_poll(service *sv, const char *source, vb_err rc, const vb_poll_stats *st)
@@ -328,6 +329,15 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
 {
     vb_error err;
     vb_error_clear(&err);
+    vb_console_opts co = {.redis_url = cfg->redis_url,
+                          .kafka_brokers = cfg->kafka_brokers,
+                          .group_id = cfg->group_id,
+                          .topic = cfg->topic,
+                          .cfg = cfg};
+    if (!(sv->console = vb_console_new(&co))) {
+        VB_ERROR("cannot start the web console: out of memory");
+        return NULL;
+    }
     vb_api_opts ao = {
         .listen = cfg->listen,
         .token = cfg->api_token,
@@ -340,7 +350,8 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
                .ready = api_ready,
                .fire_now = api_fire_now,
                .run_state_json = api_run_state,
-               .metrics = sv->metrics},
+               .metrics = sv->metrics,
+               .console = sv->console},
     };
     vb_api *api = vb_api_start(&ao, &err);
     if (!api)
@@ -480,6 +491,7 @@ out:
     vb_notifier_stop(notifier);
     vb_scheduler_stop(sv.sched);
     vb_api_stop(api);
+    vb_console_free(sv.console);
     for (size_t i = 0; i < VB_SCHED_FIRE_THREADS_MAX; i++)
         vb_producer_ctx_free(sv.slot_ctx[i]);
     vb_producer_ctx_free(sv.ctx);

@@ -5,12 +5,14 @@
  * deactivated job are counted as "paused") with its parsed schedule and the
  * earliest time it may have a due tick (`next_due`). The truth lives in
  * Redis: the job's last_tick. For a job whose next_due has come, one pass
- * reads last_tick, works out the due ticks (the newest within the catch-up
+ * reads last_tick (for all the pass's due jobs in one round trip per
+ * VB_JOBS_EXEC_TICKS_BATCH), works out the due ticks (the newest within the catch-up
  * window fires, the rest are "missed"), and claims them with one
  * compare-and-set script (vb_jobs_exec_tick); when another producer got
  * there first the script says so and the pass re-reads and finds nothing
- * left. The winner then calls `fire` and reports the counts
- * (vb_jobs_exec_fire_done).
+ * left. The winner then calls `fire` with the job as last reloaded (every
+ * change bumps the jobs' version, checked at the start of each step) and
+ * reports the counts (vb_jobs_exec_fire_done).
  *
  * Threading: the loop runs in one thread (or in the caller's, no_thread).
  * `mu` guards `stop` and the manual-run queue, which vb_scheduler_fire_now
@@ -51,6 +53,8 @@ typedef struct sjob {
     vb_cron cron;
     int cron_ok;
     long long next_due; /* unix s; 0 = look now; NEVER = nothing left */
+    long long known_last; /* last_tick read for this pass by the batch read */
+    int has_known_last;   /* known_last is fresh: the first claim attempt uses it */
 } sjob;
 
 typedef struct slot {
@@ -226,15 +230,21 @@ static void count_skip(vb_scheduler *s, const char *reason, double n)
 }
 
 /* Calls `fire` for a claimed execution and reports the counts (on the
- * slot's thread, with its Redis handle). */
-static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const char *exec_id)
+ * slot's thread, with its Redis handle). `known` is the job as the
+ * scheduler read it at its last reload (a tick's firing: any change since
+ * bumped the version, which the step checked before this pass); NULL reads
+ * the job first (a manual run). */
+static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job *known,
+                    const char *exec_id)
 {
     vb_job job;
     vb_error err = {0}, derr = {0};
     vb_fire_result r = {.jobs = sl->jobs, .slot = sl->index};
     char out[1200];
-    vb_err rc = vb_jobs_get(sl->jobs, job_id, &job, &err);
-    if (rc == VB_OK) {
+    vb_err rc = VB_OK;
+    if (known) {
+        rc = s->fire(s->fire_ctx, known, exec_id, &r, &err);
+    } else if ((rc = vb_jobs_get(sl->jobs, job_id, &job, &err)) == VB_OK) {
         rc = s->fire(s->fire_ctx, &job, exec_id, &r, &err);
         vb_job_free(&job);
     }
@@ -276,7 +286,13 @@ static vb_err process_job(vb_scheduler *s, slot *sl, sjob *j, long long now_ms_v
         return VB_OK;
     for (int attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
         long long last = 0;
-        vb_err rc = vb_jobs_exec_last_tick(sl->jobs, j->job.job_id, &last, err);
+        vb_err rc = VB_OK;
+        if (j->has_known_last) { /* read with the pass's other due jobs */
+            last = j->known_last;
+            j->has_known_last = 0;
+        } else {
+            rc = vb_jobs_exec_last_tick(sl->jobs, j->job.job_id, &last, err);
+        }
         if (rc != VB_OK)
             return rc;
         long long base = last ? last : j->job.created_at / 1000;
@@ -333,7 +349,7 @@ static vb_err process_job(vb_scheduler *s, slot *sl, sjob *j, long long now_ms_v
         }
         if (res.fired) {
             vb_metric_observe(s->m_lag, NULL, (double)now_ms_v / 1000.0 - (double)p.fire);
-            do_fire(s, sl, j->job.job_id, res.execution_id);
+            do_fire(s, sl, j->job.job_id, &j->job, res.execution_id);
         }
         return VB_OK;
     }
@@ -389,14 +405,43 @@ static void *slot_loop(void *arg)
     return NULL;
 }
 
+/* Reads the last_tick of every due job, VB_JOBS_EXEC_TICKS_BATCH per round
+ * trip, instead of one round trip per job in process_job. A value read here
+ * may be overtaken by another producer's claim before it is used; the claim
+ * is a compare-and-set, so that only costs a re-read. On a failure the jobs
+ * left read their own. */
+static void read_last_ticks(vb_scheduler *s, size_t ndue)
+{
+    const char *ids[VB_JOBS_EXEC_TICKS_BATCH];
+    long long lasts[VB_JOBS_EXEC_TICKS_BATCH];
+    for (size_t off = 0; off < ndue; off += VB_JOBS_EXEC_TICKS_BATCH) {
+        size_t n = ndue - off < VB_JOBS_EXEC_TICKS_BATCH ? ndue - off : VB_JOBS_EXEC_TICKS_BATCH;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = s->sj[s->due[off + i]].job.job_id;
+        vb_error err = {0};
+        if (vb_jobs_exec_last_ticks(s->jobs, ids, n, lasts, &err) != VB_OK) {
+            vb_log(VB_LOG_WARN, "scheduler: reading last ticks: %s", err.msg);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            sjob *j = &s->sj[s->due[off + i]];
+            j->known_last = lasts[i];
+            j->has_known_last = 1;
+        }
+    }
+}
+
 /* Processes every due job, spread over the slots; returns when all are done. */
 static vb_err pass(vb_scheduler *s, vb_error *err)
 {
     long long now = now_ms(s) / 1000;
     size_t ndue = 0;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
+        s->sj[i].has_known_last = 0;
         if (is_due(&s->sj[i], now))
             s->due[ndue++] = i;
+    }
+    read_last_ticks(s, ndue);
     pthread_mutex_lock(&s->pmu);
     s->ndue = ndue;
     s->next = 0;
@@ -439,7 +484,7 @@ static vb_err step(vb_scheduler *s, vb_error *err)
     s->qn = 0;
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < qn; i++)
-        do_fire(s, &s->slots[0], q[i].job_id, q[i].exec_id);
+        do_fire(s, &s->slots[0], q[i].job_id, NULL, q[i].exec_id);
 
     vb_error perr = {0};
     if (pass(s, &perr) != VB_OK && first == VB_OK)

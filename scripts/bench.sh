@@ -4,18 +4,23 @@
 #
 #   scripts/bench.sh              run-once: memory flatness and throughput
 #   scripts/bench.sh distributed  producer + workers vs run-once (needs Kafka/Redis)
+#   scripts/bench.sh reports [--quick]
+#                                 peak RSS with 200 MB reports: worker x4, run-once
 #   scripts/bench.sh cron [--jobs N] [--quick] [--fire-threads N]
 #                                 10,000 cron jobs: schedule lag, API latency (wrk), RSS
+#   scripts/bench.sh console [--quick]
+#                                 the web console's polled endpoints with 10,000 jobs
+#                                 and 100,000 runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
 # The cron benchmark needs the producer only.
 target=()
-[ "${1:-}" = cron ] && target=(--target visionbatch-producer)
+case "${1:-}" in cron | console) target=(--target visionbatch-producer) ;; esac
 cmake --build build-release -j "$(nproc)" "${target[@]}" >/dev/null
 export VB_BIN_DIR=$PWD/build-release
 case "${1:-run-once}" in
@@ -27,6 +32,14 @@ case "${1:-run-once}" in
   cron)
     deploy/local/services.sh start
     python3 tests/bench/bench_cron.py "${@:2}"
+    ;;
+  reports)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_reports.py "${@:2}"
+    ;;
+  console)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_console.py "${@:2}"
     ;;
   *) echo "bench.sh: unknown benchmark '$1' (try --help)" >&2; exit 2 ;;
 esac

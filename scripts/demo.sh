@@ -43,6 +43,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Sets stub_port. Not called in $(…): the pid must reach this shell's pids
+# for cleanup to stop the stand-in.
 start_stub() { # name, args…
   local name=$1
   shift
@@ -52,10 +54,12 @@ start_stub() { # name, args…
     grep -q '^PORT ' "$work/$name.out" 2>/dev/null && break
     sleep 0.1
   done
-  sed -n 's/^PORT //p' "$work/$name.out"
+  stub_port=$(sed -n 's/^PORT //p' "$work/$name.out")
 }
-pport=$(start_stub platform_server --scenario tests/fixtures/guide_example.json)
-bport=$(start_stub backend_server --polls-to-complete 2)
+start_stub platform_server --scenario tests/fixtures/guide_example.json
+pport=$stub_port
+start_stub backend_server --polls-to-complete 2
+bport=$stub_port
 platform="http://127.0.0.1:$pport"
 echo "stand-in platform on $platform, backend on http://127.0.0.1:$bport"
 echo
@@ -162,3 +166,4 @@ build/visionbatch runs list
 [ "$status" = success ] || { echo "demo: the execution ended '$status'" >&2; exit 1; }
 echo
 echo "demo complete: the guide's run was processed by the distributed stack and its report uploaded once."
+echo "web console: $api/ui/ (run scripts/demo.sh --keep to leave it up and open it in a browser)"

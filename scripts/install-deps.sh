@@ -7,6 +7,8 @@
 #                                      including the Python tools of the tests
 #                                      (PyPI) in the checkout's .venv/
 #   scripts/install-deps.sh --runtime  only the shared libraries the binaries need
+#   scripts/install-deps.sh --compose  the container engine of the compose test
+#                                      (docker.io, docker-compose, debootstrap)
 set -euo pipefail
 
 BUILD_PKGS=(
@@ -16,11 +18,15 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  openjdk-17-jre-headless maven wrk python3-venv
+  openjdk-17-jre-headless maven wrk python3-venv chromium
 )
 # PyPI packages of the tests, installed into .venv/ of the checkout (never
-# into the system's Python): the OpenAPI validator of tests/system/test_openapi.py.
-PY_TEST_PKGS=(openapi-spec-validator==0.9.0)
+# into the system's Python): the OpenAPI validator of tests/system/test_openapi.py
+# and Playwright, which drives Debian's chromium (above) in
+# tests/browser/test_console.py (its own browser downloads are never used).
+PY_TEST_PKGS=(openapi-spec-validator==0.9.0 playwright==1.65.2)
+# The engine of tests/compose/run.sh and of docs/deploy.md's air-gapped path.
+COMPOSE_PKGS=(docker.io docker-compose debootstrap iptables kcat curl python3)
 RUNTIME_PKGS=(
   ca-certificates libcurl4 libcjson1 librdkafka1 libhiredis0.14
   libmicrohttpd12 libssl3 tzdata
@@ -30,9 +36,10 @@ mode=${1:-all}
 case "$mode" in
   --runtime) pkgs=("${RUNTIME_PKGS[@]}") ;;
   --build) pkgs=("${BUILD_PKGS[@]}") ;;
+  --compose) pkgs=("${COMPOSE_PKGS[@]}") ;;
   all | --all) pkgs=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
   -h | --help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *)
@@ -46,7 +53,7 @@ for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # Java and Maven may come from outside apt (a preinstalled JDK); accept those.
-if [ "$mode" != --runtime ]; then
+if [ "$mode" != --runtime ] && [ "$mode" != --compose ]; then
   filtered=()
   for p in "${missing[@]}"; do
     case "$p" in

@@ -3,21 +3,26 @@
 # build, builds and tests twice (a normal -Werror build and an
 # AddressSanitizer+UndefinedBehaviorSanitizer build), starts Kafka and Redis
 # from deploy/local/, and runs the unit and system tests of both builds
-# through CTest.
+# through CTest; then, once, the Kubernetes manifests (strict decoding with
+# k8s.io/api, tests/k8s) and the compose deployment in a real container
+# engine (tests/compose/run.sh).
 #
-#   scripts/test.sh            everything (what .ci/run does)
-#   scripts/test.sh --quick    normal build only, no sanitizer pass
-#   scripts/test.sh -R regex   pass a test filter on to ctest
+#   scripts/test.sh               everything (what .ci/run does)
+#   scripts/test.sh --quick       normal build only, no sanitizer pass
+#   scripts/test.sh --no-compose  skip the compose test (it needs root)
+#   scripts/test.sh -R regex      pass a test filter on to ctest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 quick=0
+compose=1
 ctest_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-compose) compose=0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) ctest_args+=("$1") ;;
   esac
   shift
@@ -49,5 +54,12 @@ if [ "$quick" -eq 0 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   run_suite build-asan -DVB_SANITIZE=ON
+fi
+echo "== Kubernetes manifests: strict decoding with k8s.io/api (tests/k8s) =="
+[ -d /usr/local/go/bin ] && PATH=$PATH:/usr/local/go/bin
+(cd tests/k8s && go test -count=1 ./...)
+if [ "$compose" -eq 1 ]; then
+  echo "== compose: the Docker deployment in a real engine (tests/compose) =="
+  tests/compose/run.sh
 fi
 echo "all test suites passed"

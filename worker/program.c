@@ -39,8 +39,7 @@ static void help(void)
            "time, with per-run locks and state in Redis. SIGTERM stops intake, waits up to\n"
            "shutdown_grace_s for runs in flight, hands the rest back and exits 0.\n"
            "--healthcheck asks the running worker's /healthz (metrics_listen) and exits 0\n"
-           "when it answers 200 within 5 s, else 1.\n\n"
-           "Settings (flag > environment > config file > default):\n");
+           "when it answers 200 within 5 s, else 1.\n\n");
     vb_config_print_help(stdout, VB_PROG_WORKER);
 }
 

@@ -24,6 +24,10 @@
  *            and produces a new message for it. A crashed worker's run is so
  *            running again within lease + reaper interval + a rebalance, not
  *            at the next cron tick.
+ *   sweeper  every temp_sweep_interval_s removes the run directories of
+ *            temp_dir whose lock is free — left by a process that died
+ *            (kill -9, OOM) — and only those (rundir.h). The first sweep
+ *            runs in vb_worker_new, which also refuses an unsafe temp_dir.
  *
  * The poll path for one message
  *   decode            malformed → copy to dlq_topic (header vb-reason), store
@@ -119,6 +123,7 @@
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
+#include "visionbatch/rundir.h"
 #include "visionbatch/store.h"
 #include "decide.h"
 #include "worker.h"
@@ -178,8 +183,8 @@ struct vb_worker {
     int nslots;
     int quit;                       /* (mu) slots exit */
     volatile sig_atomic_t bg_stop;  /* renewer and reaper exit */
-    pthread_t renewer, reaper;
-    int renewer_started, reaper_started;
+    pthread_t renewer, reaper, sweeper;
+    int renewer_started, reaper_started, sweeper_started;
     vb_jobs *jobs;     /* cron jobs (credentials) and executions; thread-safe */
     int platform_ok;   /* the worker's own platform settings are complete */
     char platform_why[1024];
@@ -438,6 +443,32 @@ static void *reaper_main(void *p)
         nap(every, &w->bg_stop);
     }
     vb_store_free(st);
+    return NULL;
+}
+
+/* ---- the sweeper ---- */
+
+/* Removes the run directories of dead processes from temp_dir. */
+static vb_err sweep_temp(const vb_config *cfg, vb_error *err)
+{
+    vb_rundir_sweep_stats st;
+    vb_err rc = vb_rundir_sweep(cfg->temp_dir, &st, err);
+    if (rc == VB_OK && (st.removed || st.failed))
+        VB_INFO("temp sweep: %zu run dirs of dead processes removed, %zu could not be, %zu live",
+                st.removed, st.failed, st.live);
+    return rc;
+}
+
+static void *sweeper_main(void *p)
+{
+    vb_worker *w = p;
+    while (!w->bg_stop) {
+        nap(w->cfg->temp_sweep_interval_s * 1000, &w->bg_stop);
+        vb_error err;
+        vb_error_clear(&err);
+        if (!w->bg_stop && sweep_temp(w->cfg, &err) != VB_OK)
+            VB_WARN("temp sweep: %s", err.msg);
+    }
     return NULL;
 }
 
@@ -1135,8 +1166,14 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     w->platform_ok = vb_config_require_platform(cfg, &perr) == VB_OK;
     if (!w->platform_ok) {
         snprintf(w->platform_why, sizeof w->platform_why, "%s", perr.msg);
-        VB_WARN("platform settings incomplete: every run will be dead-lettered: %s", perr.msg);
+        VB_INFO("no platform settings of its own: cron-job runs are processed with their "
+                "job's credentials, runs from the platform poller will be dead-lettered (%s)",
+                perr.msg);
     }
+    /* What a killed predecessor left in temp_dir goes first; an unsafe
+     * temp_dir stops the worker here rather than failing every run. */
+    if ((rc = sweep_temp(cfg, err)) != VB_OK)
+        goto fail;
     w->nslots = (int)cfg->concurrency;
     w->slots = calloc((size_t)w->nslots, sizeof *w->slots);
     if (!w->slots) {
@@ -1201,6 +1238,13 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
         goto fail;
     }
     w->reaper_started = 1;
+    if (cfg->temp_sweep_interval_s > 0) {
+        if (pthread_create(&w->sweeper, NULL, sweeper_main, w) != 0) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "cannot start the temp sweeper");
+            goto fail;
+        }
+        w->sweeper_started = 1;
+    }
     *out = w;
     return VB_OK;
 fail:
@@ -1227,6 +1271,8 @@ void vb_worker_free(vb_worker *w)
         pthread_join(w->renewer, NULL);
     if (w->reaper_started)
         pthread_join(w->reaper, NULL);
+    if (w->sweeper_started)
+        pthread_join(w->sweeper, NULL);
     vb_endpoint_stop(w->ep);
     vb_kafka_consumer_close(w->kc);
     vb_kafka_producer_free(w->kp, 5000);

@@ -2,7 +2,7 @@
  * backend.h — client of the user's batch-analysis backend (SPEC.md §3).
  *
  * Uploads images (→ image ids), starts a batch analysis (→ batch id), polls
- * its status with exponential backoff until it completes, fails, times out or
+ * its status on an adaptive schedule until it completes, fails, times out or
  * is cancelled, and saves the HTML report to a file. The backend's error
  * answers ({"detail": …}) are quoted, redacted and truncated, in messages
  * that contain "API returned". Uses the caller's vb_http handle; thread-safe
@@ -61,13 +61,15 @@ vb_http_policy vb_backend_policy(const vb_config *cfg, const volatile sig_atomic
 vb_err vb_backend_check(vb_http *h, const vb_config *cfg, const volatile sig_atomic_t *cancel,
                         vb_error *err);
 
-/* POST /upload-image: multipart `image` (the file at `path`, sent as
- * vb_name_sanitise(filename) (documents.h) with the content type detected from its bytes; VB_ERR_CONTENT
- * if it is not an image) and `chat_id` (cfg->chat_id, default
- * "cron_batch_job"). On success *image_id is a malloc'd id (caller frees). */
-vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, const char *path,
-                               const char *filename, const volatile sig_atomic_t *cancel,
-                               char **image_id, vb_error *err);
+/* POST /upload-image: multipart `image` (the regular file open on `fd`,
+ * borrowed, read from offset 0 and streamed, sent as
+ * vb_name_sanitise(filename) (documents.h) with the content type detected
+ * from its bytes; VB_ERR_CONTENT if it is not an image) and `chat_id`
+ * (cfg->chat_id, default "cron_batch_job"). On success *image_id is a
+ * malloc'd id (caller frees). */
+vb_err vb_backend_upload_image(vb_http *h, const vb_config *cfg, int fd, const char *filename,
+                               const volatile sig_atomic_t *cancel, char **image_id,
+                               vb_error *err);
 
 /* Builds the batch-analyze JSON body into a malloc'd string (caller frees):
  * {"image_ids", "analysis_prompt", "report_format":"html", "organization",
@@ -99,25 +101,30 @@ vb_err vb_backend_get_status(vb_http *h, const vb_config *cfg, const char *batch
 /* Next poll delay: double `prev_ms`, clamped to [min_ms, max_ms]. prev 0 → min. */
 long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms);
 
-/* Polls the status (first at once, then after status_poll_min_ms doubling up
- * to status_poll_max_ms) until completed (VB_OK), failed (VB_ERR_BACKEND with
- * the backend's detail), cfg->batch_timeout_s elapsed (VB_ERR_TIMEOUT) or
- * *cancel set (VB_ERR_CANCELLED). Transient status errors (network, 5xx)
- * are logged and polling goes on until the deadline. *last (optional) holds
- * the last status seen. `heartbeat` (may be NULL) is called before every
- * status poll; a non-OK answer stops the wait with that error (a worker that
- * lost its lease). */
-vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id,
+/* Polls the status of batch_id (a batch of nimages images) until completed
+ * (VB_OK), failed (VB_ERR_BACKEND with the backend's detail),
+ * cfg->batch_timeout_s elapsed (VB_ERR_TIMEOUT) or *cancel set
+ * (VB_ERR_CANCELLED). The first poll comes once the batch can plausibly be
+ * done: after 9/10 of the duration learned from earlier batches of the same
+ * size on the same backend (capped at status_poll_max_ms), or after
+ * status_poll_min_ms when none finished yet; then every status_poll_min_ms,
+ * doubling up to status_poll_max_ms (docs/configuration.md, "Batch status
+ * polling"). Transient status errors (network, 5xx) are logged and polling
+ * goes on until the deadline. *last (optional) holds the last status seen.
+ * `heartbeat` (may be NULL) is called before every status poll; a non-OK
+ * answer stops the wait with that error (a worker that lost its lease).
+ * Thread-safe; the learned durations are shared by the process. */
+vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, size_t nimages,
                        const volatile sig_atomic_t *cancel,
                        vb_err (*heartbeat)(void *ctx, vb_error *err), void *hb_ctx,
                        vb_batch_status *last, vb_error *err);
 
 /* GET /batch-analyze/{batch_id}/report?format=html&include_images=true and
- * writes the body to out_path (created or truncated, mode 0600). The body is
- * held in memory up to cfg->max_report_bytes (VB_ERR_TOO_LARGE beyond). An
- * empty body is VB_ERR_CONTENT. On failure out_path does not exist. */
-vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id,
-                               const char *out_path, const volatile sig_atomic_t *cancel,
-                               vb_error *err);
+ * streams the body into `fd` (an empty regular file open for writing,
+ * borrowed) as it arrives: memory use does not depend on the report's size.
+ * At most cfg->max_report_bytes are accepted (VB_ERR_TOO_LARGE beyond); an
+ * empty body is VB_ERR_CONTENT. On failure the file is left empty. */
+vb_err vb_backend_fetch_report(vb_http *h, const vb_config *cfg, const char *batch_id, int fd,
+                               const volatile sig_atomic_t *cancel, vb_error *err);
 
 #endif

@@ -43,6 +43,7 @@ typedef struct vb_config {
 
     /* Processing. */
     char *temp_dir;               /* default /tmp/batch_processor */
+    long temp_sweep_interval_s;   /* sweep of dead processes' run dirs; 0 = at start only */
     long page_size;               /* runs per GET page, default 50 */
     long max_pages;               /* safety bound on paging, default 1000 */
     long download_concurrency;    /* parallel downloads per run, default 4 */
@@ -58,7 +59,7 @@ typedef struct vb_config {
     long retry_max_ms;            /* backoff cap, default 30000 */
     long batch_timeout_s;         /* per backend batch, default 3600 */
     long max_images_per_batch;    /* default 20 (backend rejects more) */
-    long status_poll_min_ms;      /* first status poll delay, default 1000 */
+    long status_poll_min_ms;      /* first status poll interval, default 50 */
     long status_poll_max_ms;      /* poll backoff cap, default 30000 */
     int allow_partial;            /* process a run even if some images fail */
     char *chat_id;                /* /upload-image chat_id, default cron_batch_job */

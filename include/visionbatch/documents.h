@@ -20,14 +20,16 @@
 
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
+#include "visionbatch/http.h"
 #include "visionbatch/run.h"
+#include "visionbatch/rundir.h"
 
 #define VB_NAME_MAX 128
 
 /* One image ready for the backend. */
 typedef struct vb_image {
-    char *name;         /* sanitised file name (also the descriptions key) */
-    char *path;         /* local file */
+    char *name;         /* sanitised file name (also the descriptions key), a file of
+                           the run directory: open it with vb_rundir_open() */
     const char *mime;   /* static string, from the magic bytes */
     char *description;  /* from the descriptions file, or NULL */
     long long bytes;
@@ -38,7 +40,7 @@ typedef struct vb_run_inputs {
     size_t nimages;
     size_t failed;       /* images that could not be had (allow_partial only) */
     size_t descriptions; /* entries read from description files */
-    char *dir;           /* the run's private directory */
+    vb_rundir *dir;      /* the run's private directory (rundir.h) */
 } vb_run_inputs;
 
 /* Writes a safe file name for `name` into out (outlen ≥ VB_NAME_MAX + 1):
@@ -57,6 +59,8 @@ void vb_name_make_unique(char *out, size_t outlen, char *const *taken, size_t n)
 const char *vb_image_sniff(const unsigned char *buf, size_t len);
 /* The same for the first bytes of a file; NULL when unreadable or not an image. */
 const char *vb_image_sniff_file(const char *path);
+/* The same for `path` relative to the directory dirfd (openat, O_NOFOLLOW). */
+const char *vb_image_sniff_at(int dirfd, const char *path);
 
 /* Parses a descriptions document (a JSON object of name → string) from a
  * file of at most max_bytes. Calls add(ctx, sanitised_name, description) for
@@ -66,18 +70,26 @@ const char *vb_image_sniff_file(const char *path);
 vb_err vb_descriptions_load(const char *path, long long max_bytes,
                             void (*add)(void *ctx, const char *name, const char *desc),
                             void *ctx, size_t *count, vb_error *err);
+/* The same for `path` relative to the directory dirfd (openat, O_NOFOLLOW). */
+vb_err vb_descriptions_load_at(int dirfd, const char *path, long long max_bytes,
+                               void (*add)(void *ctx, const char *name, const char *desc),
+                               void *ctx, size_t *count, vb_error *err);
 
-/* Creates a private (0700) directory for the run under cfg->temp_dir
- * (creating temp_dir 0700 if needed) and downloads every input image and
- * descriptions document of `run` into it. Fails (VB_ERR_*) when any image or
+/* Creates a private run directory under cfg->temp_dir (vb_rundir_create:
+ * checked base, unpredictable name, lock held) and downloads every input
+ * image and descriptions document of `run` into it, each file opened
+ * relative to the directory's descriptor with O_NOFOLLOW. Fails (VB_ERR_*) when any image or
  * descriptions file cannot be had, unless cfg->allow_partial, in which case
  * the failures are counted and logged and at least one image must remain.
- * On failure the directory is removed and *in is empty. */
-vb_err vb_run_inputs_fetch(const vb_config *cfg, const vb_run *run,
+ * On failure the directory is removed and *in is empty. The downloads go
+ * through h (vb_http_download_all: connections kept for the next run; NULL =
+ * none kept). */
+vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const volatile sig_atomic_t *cancel, vb_run_inputs *in,
                            vb_error *err);
 
-/* Removes the run's directory and everything in it, then frees *in. */
+/* Removes the run's directory and everything in it (releasing its lock),
+ * then frees *in. */
 void vb_run_inputs_free(vb_run_inputs *in);
 
 /* Removes a directory tree (no symlink following). Returns 0 on success. */

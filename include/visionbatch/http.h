@@ -44,7 +44,17 @@ typedef struct vb_http_part {
     const char *file_path;    /* file streamed from disk (not read into memory) */
     const char *filename;     /* filename sent for a file part */
     const char *content_type; /* content type of a file part */
+    int fd;                   /* with from_fd: see vb_http_part_fd() */
+    int from_fd;
 } vb_http_part;
+
+/* A file part whose bytes are read from `fd`, an open regular file, from
+ * offset 0 to its size at the time of the request (read with pread, so
+ * retries can rewind it and the descriptor's offset is untouched; never
+ * closed). No path is opened: a file opened safely (openat, O_NOFOLLOW)
+ * stays the file that is sent. The strings are borrowed. */
+vb_http_part vb_http_part_fd(const char *name, int fd, const char *filename,
+                             const char *content_type);
 
 /* A pre-request hook: called after the connection is made (or reused) and
  * right before each attempt's request goes on the wire (libcurl's
@@ -74,6 +84,7 @@ typedef struct vb_http_response {
     char content_type[128];
     long retry_after_s;    /* Retry-After of the last answer, -1 if none */
     int attempts;          /* attempts made */
+    long long streamed;    /* vb_http_perform_to_fd: bytes of the 2xx body written */
 } vb_http_response;
 
 vb_err vb_http_global_init(void);
@@ -90,6 +101,17 @@ void vb_http_free(vb_http *h);
 vb_err vb_http_perform(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
                        vb_http_response *resp, vb_error *err);
 
+/* vb_http_perform, but a 2xx body is written to `fd` (a regular file,
+ * borrowed, not closed) from its current offset instead of being held in
+ * memory: the same policy (size cap pol->max_bytes → VB_ERR_TOO_LARGE,
+ * redirects, timeouts, retries, cancel) applies. Each attempt truncates the
+ * file back to that offset first; after a failure it may hold a partial
+ * body (the caller removes it). resp->streamed is the number of bytes
+ * written; resp->body holds non-2xx answers only, capped at 64 KiB. A write
+ * error is VB_ERR_IO, not retried. */
+vb_err vb_http_perform_to_fd(vb_http *h, const vb_http_request *req, const vb_http_policy *pol,
+                             int fd, vb_http_response *resp, vb_error *err);
+
 void vb_http_response_free(vb_http_response *resp);
 
 /* Delay before retry `attempt` (1-based): uniform in [0, min(max, base*2^(attempt-1))],
@@ -100,7 +122,10 @@ long vb_http_backoff_ms(const vb_http_policy *pol, int attempt, long retry_after
 
 typedef struct vb_download {
     const char *url;       /* input: http/https URL */
-    const char *dest_path; /* input: file to create (mode 0600, O_EXCL) */
+    const char *dest_path; /* input: file to create (mode 0600, O_EXCL, O_NOFOLLOW) */
+    int dir_fd;            /* input: directory a relative dest_path is in (openat;
+                              AT_FDCWD for the current one); ignored for an
+                              absolute dest_path */
     vb_err result;         /* output */
     long http_status;      /* output */
     long long bytes;       /* output: bytes written */
@@ -112,8 +137,12 @@ typedef struct vb_download {
  * retries; bodies over pol->max_bytes fail with VB_ERR_TOO_LARGE and their
  * partial file is removed. A failed item leaves no file behind. Returns VB_OK
  * if every item succeeded, else the first failing item's code; per-item
- * results are in the array. */
-vb_err vb_http_download_all(vb_download *items, size_t n, int concurrency,
+ * results are in the array. With `h` the transfers reuse the connections,
+ * DNS answers and TLS sessions h kept from earlier downloads and leave theirs
+ * open for the next call (at most max(concurrency, 4) idle connections; freed
+ * with h); h belongs to the calling thread as for vb_http_perform. NULL h:
+ * connections last for this call only. */
+vb_err vb_http_download_all(vb_http *h, vb_download *items, size_t n, int concurrency,
                             const vb_http_policy *pol, vb_error *err);
 
 #endif

@@ -19,6 +19,9 @@
  *   visionbatch:jobs                set of job ids
  *   visionbatch:jobs:version        counter, INCR'd by every change to any job
  *                                   (producers poll it and reload schedules)
+ *   visionbatch:jobs:by-id          sorted set of the job ids (score 0: lexical order),
+ *                                   rebuilt by vb_jobs_list_page when the version moved
+ *   visionbatch:jobs:by-id:version  the version that index was built at
  *   visionbatch:exec:<execution_id> hash: execution_id, job_id, status,
  *                                   started_at, completed_at, scheduled_for
  *                                   (unix ms, 0 = unset), output, batch_id
@@ -150,6 +153,7 @@ typedef struct vb_exec {
     char *batch_id;    /* comma-separated batch ids; NULL = "" */
     char *skip_reason; /* NULL = "" */
     long runs_found, runs_published, runs_skipped_in_progress, runs_skipped_other_org;
+    long runs_succeeded, runs_failed; /* outcomes of published runs (read only) */
     char *notifications; /* JSON array of {url, event, status, attempts,
                             http_status}; NULL = "[]" */
 } vb_exec;
@@ -201,6 +205,21 @@ vb_err vb_jobs_get(vb_jobs *j, const char *job_id, vb_job *out, vb_error *err);
 
 /* Lists every job (or only enabled ones), oldest first. */
 vb_err vb_jobs_list(vb_jobs *j, int enabled_only, vb_job_list *out, vb_error *err);
+
+#define VB_JOBS_PAGE_MAX 1000 /* jobs per page at most */
+
+/* One page of jobs in job-id order: the first `limit` (1..VB_JOBS_PAGE_MAX)
+ * ids greater than `after` (NULL or "" = from the start; else a valid job
+ * id), read in one Redis round trip (a script over a sorted index of the
+ * ids, rebuilt on the server after any change to the jobs; only the page
+ * travels). With
+ * enabled_only, disabled jobs are left out, so a page may hold fewer than
+ * `limit` jobs. `next` receives the id to pass as `after` for the next page,
+ * "" when this was the last one. A job that exists during the whole paging
+ * appears exactly once; one created or deleted meanwhile may or may not.
+ * VB_ERR_INVALID for a bad limit or cursor. */
+vb_err vb_jobs_list_page(vb_jobs *j, const char *after, size_t limit, int enabled_only,
+                         vb_job_list *out, char next[VB_UUID_SIZE], vb_error *err);
 
 /* PUT semantics: every field present in `in` replaces the stored value;
  * absent fields keep theirs (so a full body is a full replacement, and an

@@ -93,6 +93,14 @@ typedef struct vb_exec_tick_result {
 /* Reads the job's last_tick (0 when absent or the job does not exist). */
 vb_err vb_jobs_exec_last_tick(vb_jobs *j, const char *job_id, long long *last, vb_error *err);
 
+#define VB_JOBS_EXEC_TICKS_BATCH 1000 /* jobs per vb_jobs_exec_last_ticks call at most */
+
+/* Reads the last_tick of n (1..VB_JOBS_EXEC_TICKS_BATCH) jobs in one round
+ * trip (a read-only script): lasts[i] for job_ids[i], 0 when absent or the
+ * job does not exist. VB_ERR_INVALID for a bad id or n. */
+vb_err vb_jobs_exec_last_ticks(vb_jobs *j, const char *const *job_ids, size_t n,
+                               long long *lasts, vb_error *err);
+
 /* Claims t->new_last for the job when its last_tick still equals
  * t->expected_last, and in the same script records (newest last): one
  * skipped "paused" execution when ticks passed while the job was

@@ -202,4 +202,33 @@ void vb_kafka_topic_list_free(vb_kafka_topic_list *l);
 vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const char *only,
                                 int timeout_ms, vb_kafka_topic_list *out, vb_error *err);
 
+/* A partition's consumer lag: high − committed; with nothing committed (or
+ * a committed offset older than retention) everything retained counts, as
+ * workers start from the earliest offset. */
+long long vb_kafka_partition_lag(const vb_kafka_partition_info *p);
+
+typedef struct vb_kafka_member {
+    char *member_id;
+    char *client_id; /* the worker's client.id (its worker id) */
+    char *host;
+    int *partitions; /* assigned partitions of the topic asked about */
+    int npartitions;
+} vb_kafka_member;
+
+typedef struct vb_kafka_group {
+    char *state; /* "Stable", "PreparingRebalance", "Empty", "Dead", … */
+    vb_kafka_member *members;
+    size_t n;
+} vb_kafka_group;
+
+void vb_kafka_group_free(vb_kafka_group *g);
+
+/* Describes consumer group `group`: its state and members, each with the
+ * partitions of `topic` assigned to it (the group is asked, not joined). A
+ * group that does not exist is an empty group in state "Dead". *out is zeroed
+ * first and must be freed with vb_kafka_group_free in every case.
+ * VB_ERR_KAFKA / VB_ERR_TIMEOUT when the cluster does not answer. */
+vb_err vb_kafka_group_describe(const char *brokers, const char *group, const char *topic,
+                               int timeout_ms, vb_kafka_group *out, vb_error *err);
+
 #endif

@@ -30,14 +30,16 @@ vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
                                      const volatile sig_atomic_t *cancel, vb_run_list *out,
                                      vb_fetch_stats *stats, vb_error *err);
 
-/* POSTs the report file at `html_path` as multipart `file`
- * (report_{batch_id}.html, text/html) with organization_id and
- * vision_analysis_id. Only 2xx counts; retries 5xx and timeouts. `gate`
- * (may be NULL) is called with `gate_ctx` after the connection is made and
- * right before each attempt is sent (vb_http_prereq_fn); its refusal stops
- * the upload with its error, nothing of that attempt sent. */
+/* POSTs the report, the regular file open on `html_fd` (borrowed; read
+ * from offset 0 and streamed from the descriptor, never reopened by path),
+ * as multipart `file` (report_{batch_id}.html, text/html) with
+ * organization_id and vision_analysis_id. Only 2xx counts; retries 5xx and
+ * timeouts. `gate` (may be NULL) is called with `gate_ctx` after the
+ * connection is made and right before each attempt is sent
+ * (vb_http_prereq_fn); its refusal stops the upload with its error, nothing
+ * of that attempt sent. */
 vb_err vb_platform_upload_report(vb_http *h, const vb_config *cfg, const vb_run *run,
-                                 const char *batch_id, const char *html_path,
+                                 const char *batch_id, int html_fd,
                                  const volatile sig_atomic_t *cancel, vb_http_prereq_fn gate,
                                  void *gate_ctx, vb_error *err);
 

@@ -39,5 +39,9 @@ typedef struct vb_report_part {
  * written. On failure out_path does not exist. */
 vb_err vb_report_combine(const vb_run *run, const vb_report_part *parts, size_t n,
                          const char *out_path, vb_error *err);
+/* The same with out_path and every part's html_path relative to the
+ * directory dirfd (openat, O_NOFOLLOW: a symbolic link is never followed). */
+vb_err vb_report_combine_at(const vb_run *run, const vb_report_part *parts, size_t n, int dirfd,
+                            const char *out_path, vb_error *err);
 
 #endif

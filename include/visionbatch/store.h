@@ -169,6 +169,25 @@ vb_err vb_store_get(vb_store *s, const char *run_id, vb_run_state *out, vb_error
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
                      vb_run_state_list *out, vb_error *err);
 
+#define VB_STORE_CURSOR_MAX (20 + VB_STORE_ID_MAX + 1) /* "<score>:<id>" + NUL */
+
+/* One page of runs, most recently updated first, for a console that polls:
+ * the cost of a call is bounded by `scan_max` index entries (count ≤ scan_max
+ * ≤ 100 000), whatever the filter. Starts after `cursor` (NULL or "" = the
+ * newest run; else a `next` of an earlier call: "<updated_at>:<id>") and
+ * returns at most `count` (≤ 1000) runs in state `filter` (VB_RUN_NONE =
+ * any) and, when `execution_id` is non-NULL and non-empty (≤ 64 bytes), queued
+ * by that cron execution. `next` receives the cursor of the following page, "" when the index
+ * is exhausted; a page may hold fewer than `count` runs (even none) and still
+ * have a next cursor when the scan budget ran out first. A run updated
+ * between two calls moves to the head of the index and is not seen again by
+ * that walk. VB_ERR_INVALID for a malformed cursor. *out is zeroed first and
+ * must be freed with vb_run_state_list_free in every case (total_runs is the
+ * index size). */
+vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
+                     const char *execution_id, size_t scan_max, vb_run_state_list *out,
+                     char next[VB_STORE_CURSOR_MAX], vb_error *err);
+
 /* ---- producer: claiming a run before publishing it ---- */
 
 typedef enum vb_claim_decision {

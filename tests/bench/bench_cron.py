@@ -13,15 +13,20 @@ firing costs one platform GET plus the Redis scripts) and the producer
   3. runs wrk on GET /cron-jobs/{id} (random ids among the jobs) for
      `--wrk-seconds` at a few connection counts, p50/p99 and requests/s;
   4. reads the producer's VmRSS / VmHWM (/proc/<pid>/status) after creation,
-     after the ticks and after the wrk runs.
+     after the ticks and after the wrk runs;
+  5. (after creation) times GET /cron-jobs whole and in pages of 100, and
+     GET /cron-jobs/{id} latencies while whole listings run.
 
   scripts/bench.sh cron                       10,000 jobs, 2 ticks, wrk 15 s
-  scripts/bench.sh cron --quick               1,000 jobs, 1 tick, wrk 5 s
+  scripts/bench.sh cron --quick               300 jobs, 1 tick, wrk 2 s at 4 connections
+                                              (CI: about a minute, most of it waiting
+                                              for the minute boundary)
   VB_BIN_DIR=build python3 tests/bench/bench_cron.py --jobs 5000 --fire-threads 1
 
 --fire-threads sets VISIONBATCH_CRON_FIRE_THREADS for the producer (omit it
 to use the producer's default). Needs Kafka (deploy/local/services.sh start),
-redis-server and wrk.
+redis-server and wrk. Exits non-zero when a measured tick did not fire every
+job exactly once with status success, or when an API request failed.
 """
 
 import argparse
@@ -42,7 +47,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "system"))
 import harness  # noqa: E402
-from test_producer import BROKERS, RedisServer, kafka_ok  # noqa: E402
+from test_producer import BROKERS, kafka_ok  # noqa: E402
 
 SECRET_KEY = base64.b64encode(b"b" * 32).decode()
 
@@ -85,8 +90,20 @@ def fmt_mem(m):
                                                          m["VmHWM"] / 1024.0, m["Threads"])
 
 
-def create_jobs(port, n, platform, concurrency=8):
-    """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds)."""
+def producer_up(port, proc):
+    """True once the producer on `port` answers /healthz; exits if it died."""
+    if not proc.alive():
+        raise SystemExit("producer exited: %s" % proc.stderr()[-2000:])
+    try:
+        return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % port,
+                                    timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
+    """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds).
+    `fields` replace those of the job body; `headers` are added to each request."""
     body = {
         "name": "bench",
         "schedule": "* * * * *",
@@ -97,6 +114,7 @@ def create_jobs(port, n, platform, concurrency=8):
         "organization_id": harness.GUIDE_ORG_ID,
         "enabled": True,
     }
+    body.update(fields)
     ids, errors = [], []
     lock = threading.Lock()
     counter = iter(range(n))
@@ -110,7 +128,8 @@ def create_jobs(port, n, platform, concurrency=8):
                 break
             data = json.dumps(dict(body, name="bench-%d" % i))
             try:
-                conn.request("POST", "/cron-jobs", data, {"Content-Type": "application/json"})
+                conn.request("POST", "/cron-jobs", data,
+                             dict(headers or {}, **{"Content-Type": "application/json"}))
                 r = conn.getresponse()
                 payload = r.read()
             except (OSError, http.client.HTTPException) as e:
@@ -136,6 +155,59 @@ def create_jobs(port, n, platform, concurrency=8):
     if errors:
         raise SystemExit("job creation: %d errors, first: %s" % (len(errors), errors[0]))
     return ids, took
+
+
+def get_json(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    if r.status != 200:
+        raise SystemExit("GET %s: %d %s" % (path, r.status, body[:200]))
+    return json.loads(body), len(body)
+
+
+def measure_listing(port, ids, failures):
+    """GET /cron-jobs whole and in pages of 100, and GET /cron-jobs/{id}
+    latencies while whole listings run."""
+    t0 = time.monotonic()
+    whole, nbytes = get_json(port, "/cron-jobs")
+    t_whole = time.monotonic() - t0
+    t0, pages, seen, path = time.monotonic(), 0, [], "/cron-jobs?limit=100"
+    while path:
+        page, _ = get_json(port, path)
+        pages += 1
+        seen += [j["job_id"] for j in page["cron_jobs"]]
+        nxt = page.get("next_cursor")  # absent before paging existed
+        path = nxt and "/cron-jobs?limit=100&cursor=" + nxt
+    t_paged = time.monotonic() - t0
+    print("GET /cron-jobs: %d jobs, %.1f KB in %.3f s; in pages of 100: %d pages in %.3f s"
+          % (len(whole["cron_jobs"]), nbytes / 1024.0, t_whole, pages, t_paged))
+    if len(whole["cron_jobs"]) != len(ids) or sorted(seen) != sorted(ids):
+        failures.append("listing: %d jobs whole, %d paged (%d distinct), want %d"
+                        % (len(whole["cron_jobs"]), len(seen), len(set(seen)), len(ids)))
+    stop, lat = threading.Event(), []
+
+    def lister():
+        while not stop.is_set():
+            get_json(port, "/cron-jobs")
+    th = threading.Thread(target=lister)
+    th.start()
+    time.sleep(0.05)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for i in range(200):
+        t0 = time.monotonic()
+        conn.request("GET", "/cron-jobs/" + ids[i % len(ids)])
+        conn.getresponse().read()
+        lat.append(time.monotonic() - t0)
+    conn.close()
+    stop.set()
+    th.join()
+    print("GET /cron-jobs/{id} while whole listings run: p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+          % (pct(lat, 50) * 1000, pct(lat, 99) * 1000, max(lat) * 1000))
 
 
 def read_execs(redis_port):
@@ -207,7 +279,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=None, help="active jobs (default 10000)")
-    ap.add_argument("--quick", action="store_true", help="1,000 jobs, 1 tick, 5 s wrk runs")
+    ap.add_argument("--quick", action="store_true",
+                    help="300 jobs, 1 tick, one 2 s wrk run at 4 connections")
     ap.add_argument("--ticks", type=int, default=None, help="minute boundaries to measure")
     ap.add_argument("--wrk-seconds", type=int, default=None)
     ap.add_argument("--connections", default="2,16,64", help="wrk connection counts")
@@ -215,10 +288,13 @@ def main():
                     help="VISIONBATCH_CRON_FIRE_THREADS for the producer")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args()
-    n = args.jobs or (1000 if args.quick else 10000)
+    n = args.jobs or (300 if args.quick else 10000)
     ticks = args.ticks or (1 if args.quick else 2)
-    wrk_s = args.wrk_seconds or (5 if args.quick else 15)
+    wrk_s = args.wrk_seconds or (2 if args.quick else 15)
+    if args.quick and args.connections == ap.get_default("connections"):
+        args.connections = "4"
     conns = [int(c) for c in args.connections.split(",") if c]
+    failures = []
     for tool in ("redis-server", "redis-cli", "wrk"):
         if not shutil.which(tool):
             raise SystemExit("bench_cron: %s not found (scripts/install-deps.sh)" % tool)
@@ -228,7 +304,7 @@ def main():
     binary = harness.require_binary("visionbatch-producer")
 
     tmp = tempfile.mkdtemp(prefix="vb-bench-cron-")
-    redis = RedisServer()
+    redis = harness.RedisServer()
     platform = harness.PlatformStub(log_path=os.path.join(tmp, "platform.log"))
     platform.start()
     proc = None
@@ -244,16 +320,8 @@ def main():
         proc = harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port], env=env,
                                     log_dir=tmp)
 
-        def up():
-            if not proc.alive():
-                raise SystemExit("producer exited: %s" % proc.stderr()[-2000:])
-            try:
-                return harness.http_request("GET", "http://127.0.0.1:%d/healthz" % port,
-                                            timeout=2).status == 200
-            except OSError:
-                return False
-
-        harness.wait_until(up, timeout=30, message="producer API up")
+        harness.wait_until(lambda: producer_up(port, proc), timeout=30,
+                           message="producer API up")
         print("jobs %d, fire threads %s, ticks %d, wrk %d s, cores %d" % (
             n, args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
             os.cpu_count()))
@@ -261,6 +329,7 @@ def main():
         ids, took = create_jobs(port, n, platform)
         print("created %d jobs in %.1f s: %.0f jobs/s" % (len(ids), took, len(ids) / took))
         time.sleep(2)  # the scheduler's reload of the new version
+        measure_listing(port, ids, failures)
         mem_idle = proc_mem(proc.pid)
         print("after creation: %s" % fmt_mem(mem_idle))
 
@@ -294,11 +363,16 @@ def main():
                 time.strftime("%H:%M", time.gmtime(tick / 1000)), count, fired,
                 "%.2f / %.2f / %.2f / %.2f" % start if start else "-",
                 "%.2f / %.2f / %.2f" % done if done else "-"))
+            if count != n or fired != n:
+                failures.append("tick %d: %d executions, %d fired, want %d each"
+                                % (tick // 1000, count, fired, n))
         statuses = {}
         for r in rows:
             if r[0] in [t * 1000 for t in tick_list]:
                 statuses[r[3]] = statuses.get(r[3], 0) + 1
         print("statuses of those executions: %s" % statuses)
+        if set(statuses) != {"success"}:
+            failures.append("executions not all successful: %s" % statuses)
         print("after the ticks: %s" % fmt_mem(mem_ticks))
 
         print()
@@ -309,6 +383,9 @@ def main():
             print("| %d | %.2f | %.2f | %.0f | %d |%s" % (c, w["p50"], w["p99"], w["rps"],
                                                          w["non2xx"],
                                                          " " + w["errors"] if w["errors"] else ""))
+            if w["non2xx"] or w["errors"] or w["rps"] <= 0:
+                failures.append("wrk at %d connections: %d non-2xx, %s"
+                                % (c, w["non2xx"], w["errors"] or "no requests"))
         print("after wrk: %s" % fmt_mem(proc_mem(proc.pid)))
     finally:
         if proc:
@@ -319,6 +396,8 @@ def main():
             print("kept %s" % tmp)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        raise SystemExit("bench_cron: " + "; ".join(failures))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,14 @@ system adds: listing runs, publishing, Kafka delivery, Redis claims, the
 worker's platform lookup, downloads, status polling granularity, report
 upload, and idle slots at the end (the last wave is not full).
 
+Also reported: wall / ideal, where ideal = runs x delay / slots (the wall
+time if slots never waited for anything but the backend), and per run the
+platform's list GETs (the producer's listing plus the workers' lookups) and
+the backend status polls. Status polling follows the programs' defaults
+(docs/configuration.md) unless --poll-ms fixes the interval.
+
   python3 tests/bench/bench_distributed.py                 # 200 runs x 5 images
-  python3 tests/bench/bench_distributed.py --quick         # 20 runs, 2 configs
+  python3 tests/bench/bench_distributed.py --quick         # 16 runs, 0.2 s, 2x2 (CI)
   python3 tests/bench/bench_distributed.py --runs 100 --configs 1x1,2x4
 
 Needs a built tree (VB_BIN_DIR, default ./build), Kafka at $KAFKA_BROKERS
@@ -50,7 +56,6 @@ import harness  # noqa: E402
 
 BROKERS = os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
 SERVICES = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
-POLL_MS = 50  # status poll interval of the pipeline (min = max): same for every mode
 
 
 def free_port():
@@ -78,13 +83,18 @@ class Case:
         self.backend = harness.BackendStub(polls_to_complete=1, batch_delay=args.batch_delay,
                                            log_path=os.path.join(tmp, "backend.log")).start()
         self.base = harness.processor_config(self.platform, self.backend)
-        self.base.update({"log_file": "", "status_poll_min_ms": POLL_MS,
-                          "status_poll_max_ms": POLL_MS,
-                          "download_concurrency": args.download_concurrency})
+        self.base.update({"log_file": "", "download_concurrency": args.download_concurrency})
+        if args.poll_ms:  # else the programs' own status poll schedule
+            self.base.update({"status_poll_min_ms": args.poll_ms,
+                              "status_poll_max_ms": args.poll_ms})
 
     def stop(self):
         self.platform.stop()
         self.backend.stop()
+
+    def requests(self):
+        """(platform list GETs, backend status polls) so far."""
+        return len(self.platform.gets()), len(self.backend.records()["statuses"])
 
     def finished(self):
         """(all uploaded?, time.time() of the last upload, upload count)."""
@@ -120,7 +130,7 @@ def run_once(args):
         if res.returncode != 0:
             raise SystemExit("run-once failed: %r" % res)
         last, n = case.wait_done(30)
-        return {"wall": last - t0, "uploads": n, "publish": None}
+        return {"wall": last - t0, "uploads": n, "publish": None, "requests": case.requests()}
     finally:
         case.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -159,7 +169,8 @@ def distributed(args, workers, concurrency):
         if res.returncode != 0:
             raise SystemExit("producer failed: %r" % res)
         last, n = case.wait_done(args.timeout, procs)
-        return {"wall": last - t0, "uploads": n, "publish": published}
+        return {"wall": last - t0, "uploads": n, "publish": published,
+                "requests": case.requests()}
     finally:
         for p in procs:
             p.stop(grace=10)
@@ -203,21 +214,24 @@ def main():
     ap.add_argument("--settle", type=float, default=8.0,
                     help="seconds between worker start and producer start")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run-once baseline")
+    ap.add_argument("--poll-ms", type=int, default=0,
+                    help="fix the status poll interval (min = max) instead of the defaults")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 20 runs, configs 1x1 and 2x2")
+                    help="smoke run for CI: 16 runs, 0.2 s batches, config 2x2")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if args.quick:
-        args.runs, args.configs, args.settle = 20, "1x1,2x2", 5.0
+        args.runs, args.batch_delay, args.configs, args.settle = 16, 0.2, "2x2", 5.0
     configs = parse_configs(args.configs)
     backend_s = args.runs * args.batch_delay
 
     print("%d runs x %d images (%d bytes), backend delay %.2f s per batch, "
           "%d partitions; backend time %.1f s" % (args.runs, args.images, args.bytes,
                                                   args.batch_delay, args.partitions, backend_s))
-    head = "%-14s %6s %8s %10s %9s %8s %12s" % ("mode", "slots", "wall s", "publish s", "runs/s",
-                                                "speedup", "overhead s")
+    head = "%-14s %6s %8s %10s %9s %8s %12s %8s %9s %9s" % (
+        "mode", "slots", "wall s", "publish s", "runs/s", "speedup", "overhead s", "x ideal",
+        "GETs/run", "polls/run")
     print(head)
     results = []
     base_wall = None
@@ -228,16 +242,21 @@ def main():
         if base_wall is None and name == "run-once":
             base_wall = wall
         over = (wall * slots - backend_s) / args.runs
+        gets, polls = r["requests"]
         row = {"mode": name, "slots": slots, "wall_s": round(wall, 2),
+               "x_ideal": round(wall * slots / backend_s, 2),
+               "list_gets_per_run": round(gets / args.runs, 2),
+               "status_polls_per_run": round(polls / args.runs, 2),
                "publish_s": None if r["publish"] is None else round(r["publish"], 2),
                "runs_per_s": round(args.runs / wall, 2),
                "speedup": round(base_wall / wall, 2) if base_wall else None,
                "overhead_s": round(over, 3)}
         results.append(row)
-        print("%-14s %6d %8.2f %10s %9.2f %8s %12.3f" % (
+        print("%-14s %6d %8.2f %10s %9.2f %8s %12.3f %7.2fx %9.2f %9.2f" % (
             name, slots, wall, "-" if r["publish"] is None else "%.2f" % r["publish"],
             row["runs_per_s"], "-" if row["speedup"] is None else "%.2fx" % row["speedup"],
-            over), flush=True)
+            over, row["x_ideal"], row["list_gets_per_run"], row["status_polls_per_run"]),
+            flush=True)
 
     if not args.no_baseline:
         report("run-once", 1, run_once(args))

@@ -7,6 +7,7 @@ The default "memory" suite shows that memory stays flat as images grow:
 ten 50 KB images versus ten 50 MB images in one run.
 
   python3 tests/bench/bench_run_once.py                 # memory suite + throughput
+  python3 tests/bench/bench_run_once.py --quick         # the same shape, small (CI)
   python3 tests/bench/bench_run_once.py --runs 20 --images 5 --bytes 200000
 
 Needs a built tree (VB_BIN_DIR, default ./build).
@@ -71,9 +72,13 @@ def main():
     ap.add_argument("--images", type=int)
     ap.add_argument("--bytes", type=int)
     ap.add_argument("--batch-delay", type=float, default=0.0)
+    ap.add_argument("--quick", action="store_true",
+                    help="small cases for CI: 4 x 50 KB vs 4 x 5 MB images, 4 runs")
     args = ap.parse_args()
     if args.runs:
         cases = [(args.runs, args.images or 5, args.bytes or 50_000)]
+    elif args.quick:
+        cases = [(1, 4, 50_000), (1, 4, 5_000_000), (4, 3, 20_000)]
     else:
         cases = [(1, 10, 50_000), (1, 10, 50_000_000), (20, 5, 200_000)]
     print("%-8s %-8s %-12s %10s %14s" % ("runs", "images", "image bytes", "wall s", "peak RSS MB"))

@@ -26,7 +26,10 @@ Endpoints:
         report: prompt, organization, and every image's file name and
         description (HTML-escaped); images of at most 64 KiB are embedded as
         data: URIs when include_images=true. 400 {"detail"} until completed
-        (and for a failed batch), 404 for an unknown id.
+        (and for a failed batch), 404 for an unknown id. With config
+        report_bytes > 0 the report is padded to exactly that many bytes (a
+        <pre class="pad"> block before </body>), generated while it is sent:
+        the stand-in never holds a big report in memory.
   GET  /available_models {"models": [...]}
 
 Command line: --port 0 (prints "PORT <n>" first on stdout), --host, --scenario
@@ -57,7 +60,7 @@ the fault's.
 
 Config keys (defaults): polls_to_complete 3, batch_delay 0.0, outcome
 "completed", max_images 20, require_image_type true, save_images false,
-model_names ["gpt-4o", "gpt-4o-mini"].
+model_names ["gpt-4o", "gpt-4o-mini"], report_bytes 0 (natural size).
 
 Records (GET /_control/records):
   {"uploads": [{"seq","time","headers","content_type","transfer_encoding",
@@ -83,6 +86,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 EMBED_LIMIT = 64 * 1024
+PAD_OPEN = b'<pre class="pad">\n'
+PAD_CLOSE = b"</pre>\n"
+PAD_BLOCK = (b"padding of a big report, generated while it is sent.\n" * 1300)[:64 * 1024]
 OUTCOMES = ("completed", "failed", "never")
 
 
@@ -317,8 +323,30 @@ class BackendHandler(common.StubHandler):
         body = render_report(batch_id, b["request"], images,
                              self.query.get("include_images", "").lower() == "true").encode("utf-8")
         rec["status"] = 200
-        rec["size"] = len(body)
-        self.send_bytes(200, body, "text/html; charset=utf-8")
+        pad_to = int(st.cfg("report_bytes") or 0)
+        if pad_to <= len(body) + len(PAD_OPEN) + len(PAD_CLOSE):
+            rec["size"] = len(body)
+            return self.send_bytes(200, body, "text/html; charset=utf-8")
+        rec["size"] = pad_to
+        self.send_padded(body, pad_to)
+
+    def send_padded(self, body, size):
+        """Sends `body` grown to exactly `size` bytes by filler before </body>,
+        produced chunk by chunk while it is written."""
+        cut = body.rfind(b"</body>")
+        head, tail = (body[:cut], body[cut:]) if cut >= 0 else (body, b"")
+        fill = size - len(head) - len(tail) - len(PAD_OPEN) - len(PAD_CLOSE)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self.sent = True
+        self.wfile.write(head + PAD_OPEN)
+        while fill > 0:
+            n = min(fill, len(PAD_BLOCK))
+            self.wfile.write(PAD_BLOCK[:n])
+            fill -= n
+        self.wfile.write(PAD_CLOSE + tail)
 
     def do_models(self):
         st = self.state
@@ -374,7 +402,8 @@ def main(argv=None):
     ap.epilog = __doc__
     args = ap.parse_args(argv)
     config = {"polls_to_complete": 3, "batch_delay": 0.0, "outcome": "completed", "max_images": 20,
-              "require_image_type": True, "save_images": False, "model_names": ["gpt-4o", "gpt-4o-mini"]}
+              "require_image_type": True, "save_images": False, "model_names": ["gpt-4o", "gpt-4o-mini"],
+              "report_bytes": 0}
     scen = common.load_json_file(args.scenario) if args.scenario else {}
     for k, v in (scen.get("config") or {}).items():
         if k not in config:

@@ -363,7 +363,7 @@ class Compose(unittest.TestCase):
 
     def test_kafka_is_kraft_single_node_with_volume_and_healthcheck(self):
         k = self.services["kafka"]
-        self.assertEqual(k["image"], "apache/kafka:4.1.0")
+        self.assertEqual(k["image"], "apache/kafka:4.1.1")
         env = k["environment"]
         self.assertIn("controller", env["KAFKA_PROCESS_ROLES"])
         self.assertIn("broker", env["KAFKA_PROCESS_ROLES"])
@@ -451,6 +451,33 @@ class Compose(unittest.TestCase):
             self.assertEqual(self.env[k], "", "%s must be empty in the example" % k)
         self.assertIn("/docker/.env", read(".gitignore").split())
 
+    def test_no_top_level_name_and_project_name_in_env_example(self):
+        # docker-compose 1.29 (Debian's) refuses a top-level `name`.
+        self.assertNotIn("name", self.compose)
+        self.assertEqual(self.env.get("COMPOSE_PROJECT_NAME"), "visionbatch")
+
+    def test_producer_and_worker_carry_their_healthchecks(self):
+        # Podman drops image HEALTHCHECKs of OCI-format images: compose repeats them.
+        for svc, prog in (("producer", "visionbatch-producer"), ("worker", "visionbatch-worker")):
+            self.assertEqual(self.services[svc]["healthcheck"]["test"], ["CMD", prog, "--healthcheck"])
+
+    def config_in_copy(self, cmd):
+        """`cmd -f <copy>/docker/compose.yaml --profile ui config -q` with .env from the example."""
+        with tempfile.TemporaryDirectory() as tmp:
+            os.mkdir(os.path.join(tmp, "docker"))
+            for f in ("compose.yaml", "Dockerfile"):
+                shutil.copy(path("docker", f), os.path.join(tmp, "docker", f))
+            shutil.copy(path("docker", ".env.example"), os.path.join(tmp, "docker", ".env"))
+            r = subprocess.run(cmd + ["-f", os.path.join(tmp, "docker", "compose.yaml"),
+                                      "--profile", "ui", "config", "-q"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_docker_compose_v1_accepts_the_file_when_installed(self):
+        exe = shutil.which("docker-compose")
+        if not exe:
+            self.skipTest("docker-compose not installed")
+        self.config_in_copy([exe])
+
     def test_compose_config_when_the_plugin_exists(self):
         docker = shutil.which("docker")
         if not docker:
@@ -458,14 +485,7 @@ class Compose(unittest.TestCase):
         probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
         if probe.returncode != 0:
             self.skipTest("docker compose plugin not installed")
-        with tempfile.TemporaryDirectory() as tmp:
-            os.mkdir(os.path.join(tmp, "docker"))
-            for f in ("compose.yaml", "Dockerfile"):
-                shutil.copy(path("docker", f), os.path.join(tmp, "docker", f))
-            shutil.copy(path("docker", ".env.example"), os.path.join(tmp, "docker", ".env"))
-            r = subprocess.run([docker, "compose", "-f", os.path.join(tmp, "docker", "compose.yaml"),
-                                "--profile", "ui", "config", "-q"], capture_output=True, text=True)
-            self.assertEqual(r.returncode, 0, r.stderr)
+        self.config_in_copy([docker, "compose"])
 
 
 # --------------------------------------------------------------------------

@@ -333,6 +333,9 @@ class ProducerTest(harness.SystemTestCase):
         self.assertEqual(res.returncode, 0)
         for word in ("--once", "--interval", "--healthcheck", "--kafka-brokers"):
             self.assertIn(word, res.stdout)
+        for prog in ("visionbatch-producer", "visionbatch-worker"):
+            out = harness.run_binary(prog, ["--help"], timeout=10).stdout
+            self.assertEqual(out.count("\nSettings ("), 1, prog)  # one header above the table
         res = harness.run_binary("visionbatch-producer", ["--version"], timeout=10)
         self.assertEqual(res.returncode, 0)
         self.assertRegex(res.stdout, r"^visionbatch-producer \d+\.\d+\.\d+")

@@ -403,6 +403,100 @@ class RunOnceTest(harness.SystemTestCase):
         self.assertTempClean()
         self.assertEqual(platform.uploads(), [])
 
+    # ---- big reports, temp directory safety, what killed processes leave ----
+
+    def test_big_report_is_streamed_whole_and_the_cap_holds(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(polls_to_complete=1)
+        backend.config(report_bytes=6_000_000)
+        res = self.run_once(platform, backend, max_report_bytes=5_000_000)
+        self.assertEqual(res.returncode, 1, res)
+        # Announced too big (Content-Length) or found so while streaming.
+        self.assertRegex(self.log_text(), r"report failed: .*(Maximum file size exceeded|"
+                                          r"exceeds 5000000 bytes)")
+        self.assertEqual([u for u in platform.uploads() if u["status"] == 200], [])
+        self.assertTempClean()
+        res = self.run_once(platform, backend, max_report_bytes=6_000_000)
+        self.assertEqual(res.returncode, 0, res)
+        ups = [u for u in platform.uploads() if u["status"] == 200]
+        self.assertEqual(len(ups), 1)
+        self.assertEqual(ups[0]["file"]["size"], 6_000_000)
+        self.assertTempClean()
+
+    def test_temp_dir_writable_by_others_is_refused(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(polls_to_complete=1)
+        shared = os.path.join(self.tmp, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        res = self.run_once(platform, backend, temp_dir=shared)
+        self.assertEqual(res.returncode, 2, res)
+        self.assertIn("writable by group or others without the sticky bit", self.log_text())
+        self.assertEqual(os.listdir(shared), [])
+        self.assertEqual(platform.uploads(), [])
+        # The same directory with the sticky bit (like /tmp) is used through a
+        # private subdirectory of ours.
+        os.chmod(shared, 0o1777)
+        res = self.run_once(platform, backend, temp_dir=shared)
+        self.assertEqual(res.returncode, 0, res)
+        sub = os.path.join(shared, "visionbatch-%d" % os.geteuid())
+        self.assertEqual(os.listdir(shared), [os.path.basename(sub)])
+        self.assertEqual(os.stat(sub).st_mode & 0o777, 0o700)
+        self.assertEqual(os.listdir(sub), [])
+
+    def test_run_dir_swapped_for_a_symlink_mid_run_writes_nothing_outside(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(batch_delay=3, polls_to_complete=1)
+        cfg = self.write_config(self.settings(platform, backend))
+        work = os.path.join(self.tmp, "work")
+        target = os.path.join(self.tmp, "target")  # where an attacker wants the files
+        os.mkdir(target)
+        proc = self.start_program("visionbatch", "run-once", "--config", cfg)
+        harness.wait_until(lambda: backend.batches(), timeout=20, message="batch started")
+        (name,) = os.listdir(work)
+        run_dir = os.path.join(work, name)
+        moved = os.path.join(self.tmp, "moved")
+        os.rename(run_dir, moved)
+        os.symlink(target, run_dir)
+        self.assertEqual(proc.wait(60), 0, proc.stderr()[-3000:])
+        self.assertEqual(os.listdir(target), [], "files written through the link")
+        ups = [u for u in platform.uploads() if u["status"] == 200]
+        self.assertEqual(len(ups), 1)
+        self.assertIn("oceanix_01.jpg", ups[0]["text"])  # the real report went up
+        self.assertTrue(os.path.islink(run_dir))  # the link itself is not ours to remove
+
+    def test_run_dir_of_a_killed_process_is_swept_and_a_live_one_kept(self):
+        platform = self.start_platform(scenario=harness.GUIDE_SCENARIO)
+        backend = self.start_backend(outcome="never")
+        cfg = self.write_config(self.settings(platform, backend))
+        work = os.path.join(self.tmp, "work")
+        killed = self.start_program("visionbatch", "run-once", "--config", cfg)
+        harness.wait_until(lambda: backend.batches(), timeout=20, message="first batch started")
+        left = os.listdir(work)
+        self.assertEqual(len(left), 1, left)
+        killed.signal(signal.SIGKILL)
+        self.assertEqual(killed.wait(15), -signal.SIGKILL)
+        self.assertEqual(os.listdir(work), left, "kill -9 leaves the run dir behind")
+
+        # The next run-once sweeps it at start, then works in a run dir of its own.
+        live = self.start_program("visionbatch", "run-once", "--config", cfg)
+        harness.wait_until(lambda: len(backend.batches()) == 2, timeout=20,
+                           message="second batch started")
+        now = os.listdir(work)
+        self.assertEqual(len(now), 1, now)
+        self.assertNotIn(left[0], now)
+        self.assertIn("temp sweep: removed", live.stderr() + self.log_text())
+
+        # A third process (nothing to do) sweeps too, and keeps the live run's dir.
+        empty = self.start_platform(scenario={"runs": []})
+        res = self.run_once(empty, backend)
+        self.assertEqual(res.returncode, 0, res)
+        self.assertEqual(os.listdir(work), now)
+        self.assertTrue(live.alive())
+        live.signal(signal.SIGTERM)
+        self.assertEqual(live.wait(15), 128 + signal.SIGTERM)
+        self.assertTempClean()
+
 
 if __name__ == "__main__":
     unittest.main()

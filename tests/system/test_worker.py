@@ -292,6 +292,46 @@ class WorkerTest(harness.SystemTestCase):
               % (", ".join("%.1f" % t for t in sorted(taken.values())), LEASE_MS))
         self.assertLess(worst, LEASE_MS / 1000 + 30)
 
+    def test_kill_nine_leaves_run_dirs_the_next_worker_sweeps(self):
+        # Batches of 15 s keep every run in flight while the workers come and go.
+        scen, platform, backend = self.start_stubs(2, batch_delay=15)
+        work = os.path.join(self.tmp, "work-shared")
+        w1 = self.start_worker(platform, backend, "k1", extra=("--temp-dir", work))
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        publish([(i, message(r)) for i, r in zip(ids, scen["runs"])])
+
+        def run_dirs():
+            return sorted(n for n in os.listdir(work) if n.startswith("run-")) \
+                if os.path.isdir(work) else []
+        dead = harness.wait_until(lambda: len(run_dirs()) == 2 and run_dirs(), timeout=60,
+                                  interval=0.2, message="two runs in flight on k1")
+        w1.signal(signal.SIGKILL)
+        w1.wait(5)
+        w1.must_live = False
+        self.assertEqual(run_dirs(), dead, "kill -9 leaves the run dirs behind")
+
+        # The next worker on the same temp_dir removes them before it takes work…
+        w2 = self.start_worker(platform, backend, "k2",
+                               extra=("--temp-dir", work, "--temp-sweep-interval-s", "1"))
+        self.assertEqual(set(run_dirs()) & set(dead), set())
+        self.assertIn("temp sweep: removed", w2.stderr())
+        # …and, periodically, what dies while it runs (a run dir whose lock nobody holds).
+        late = os.path.join(work, "run-late-ABCDEFGHIJKL")
+        os.mkdir(late, 0o700)
+        with open(os.path.join(late, ".lock"), "w") as f:
+            f.write("1\n")
+        harness.wait_until(lambda: not os.path.exists(late), timeout=15,
+                           message="periodic sweep of a dead run dir")
+        # …and a third one, started while k2 works on the runs it took over,
+        # leaves k2's directories alone.
+        live = harness.wait_until(lambda: run_dirs(), timeout=LEASE_MS / 1000 + 40,
+                                  interval=0.2, message="k2 took a run over")
+        w3 = self.start_worker(platform, backend, "k3", extra=("--temp-dir", work))
+        self.assertTrue(set(live) <= set(run_dirs()), "a live worker's run dir was swept")
+        self.wait_uploaded(platform, ids, timeout=120, workers=(w2, w3))
+        self.assert_once(platform, ids)
+        harness.wait_until(lambda: run_dirs() == [], timeout=10, message="run dirs removed")
+
     def test_duplicate_messages_upload_once(self):
         scen, platform, backend = self.start_stubs(4, batch_delay=1)
         w = self.start_worker(platform, backend, "c1")

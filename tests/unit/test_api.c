@@ -7,12 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -24,6 +26,7 @@
 #include <curl/curl.h>
 
 #include "api.h"
+#include "console.h"
 #include "redis_test_url.h"
 #include "visionbatch/buf.h"
 #include "visionbatch/cron.h"
@@ -48,6 +51,8 @@ typedef struct fixture {
     atomic_int not_ready; /* 1: the readiness callback says no */
     int fired;
     char last_fired[VB_UUID_SIZE];
+    atomic_int hold_fire; /* 1: the fire-now callback waits until it is 0 again */
+    atomic_int in_fire;   /* the callback is waiting */
 } fixture;
 
 typedef struct http_result {
@@ -55,6 +60,8 @@ typedef struct http_result {
     char *body;
     char allow[128];
     char ctype[128];
+    char csp[512];
+    char frame[32];
     cJSON *json;
 } http_result;
 
@@ -72,6 +79,10 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
         snprintf(r->allow, sizeof r->allow, "%.*s", (int)(len - 9), p + 7);
     if (len > 14 && strncasecmp(p, "Content-Type: ", 14) == 0)
         snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)(len - 16), p + 14);
+    if (len > 25 && strncasecmp(p, "Content-Security-Policy: ", 25) == 0)
+        snprintf(r->csp, sizeof r->csp, "%.*s", (int)(len - 27), p + 25);
+    if (len > 17 && strncasecmp(p, "X-Frame-Options: ", 17) == 0)
+        snprintf(r->frame, sizeof r->frame, "%.*s", (int)(len - 19), p + 17);
     return len;
 }
 
@@ -160,6 +171,11 @@ static vb_err fire_now(void *ctx, const char *job_id, char execution_id[VB_UUID_
                        vb_error *err)
 {
     fixture *f = ctx;
+    if (atomic_load(&f->hold_fire)) {
+        atomic_store(&f->in_fire, 1);
+        while (atomic_load(&f->hold_fire))
+            usleep(1000);
+    }
     f->fired++;
     snprintf(f->last_fired, sizeof f->last_fired, "%s", job_id);
     snprintf(execution_id, VB_UUID_SIZE, "11111111-2222-4333-8444-555555555555");
@@ -652,9 +668,10 @@ static void api_openapi_parses_and_lists_every_route(void **state)
         size_t o = 0;
         for (const char *s = pattern; *s && o + 20 < sizeof p; s++) {
             if (s[0] == '{' && s[1] == '}') {
-                const char *name = strncmp(pattern, "/runs", 5) == 0
-                                       ? "{vision_analysis_id}"
-                                       : "{job_id}";
+                const char *name = strncmp(pattern, "/runs", 5) == 0 ? "{vision_analysis_id}"
+                                   : strncmp(pattern, "/ui", 3) == 0   ? "{asset}"
+                                   : strncmp(pattern, "/dlq", 4) == 0  ? "{run_id}"
+                                                                       : "{job_id}";
                 o += (size_t)snprintf(p + o, sizeof p - o, "%s", name);
                 s++;
             } else {
@@ -780,10 +797,15 @@ static void api_token_mode(void **state)
     r = call(&g, "GET", "/healthz", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 200);
     done(&r);
-    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL); /* a probe has no token */
+    /* probes and scrapes carry no token (Kubernetes httpGet, Prometheus) */
+    r = call(&g, "GET", "/readyz", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 200);
     done(&r);
     r = call(&g, "GET", "/metrics", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "visionbatch_api_requests_total"));
+    done(&r);
+    r = call(&g, "GET", "/openapi.json", NULL, 0, NULL, NULL);
     assert_int_equal(r.status, 401);
     done(&r);
     vb_api_stop(g.api);
@@ -859,11 +881,222 @@ static void api_key_never_stored_or_returned_in_plaintext(void **state)
     vb_api_stop(g.api);
 }
 
+/* The console: open assets with the strict headers, token-guarded data
+ * calls, the run page's and the preview's refusals naming the field. */
+static void api_console_assets_and_read_endpoints(void **state)
+{
+    FIX();
+    const char *tok = "Bearer console-token-value";
+    http_result r = get(f, "/runs");
+    assert_detail_contains(&r, 503, "console");
+    done(&r);
+
+    vb_console_opts co = {.redis_url = vb_test_redis_url(DB)};
+    vb_console *console = vb_console_new(&co);
+    assert_non_null(console);
+    fixture g = {0};
+    vb_error err = {0};
+    vb_api_opts o = {.listen = "127.0.0.1:0", .token = "console-token-value",
+                     .redis_url = vb_test_redis_url(DB), .cb = {.console = console}};
+    g.api = vb_api_start(&o, &err);
+    assert_non_null(g.api);
+
+    static const char *const assets[][2] = {{"/ui", "text/html"},
+                                            {"/ui/", "text/html"},
+                                            {"/ui/index.html", "text/html"},
+                                            {"/ui/app.css", "text/css"},
+                                            {"/ui/app.js", "text/javascript"}};
+    for (size_t i = 0; i < sizeof assets / sizeof assets[0]; i++) {
+        r = call(&g, "GET", assets[i][0], NULL, 0, NULL, NULL); /* no token needed */
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.ctype, assets[i][1]));
+        assert_non_null(strstr(r.csp, "script-src 'self'"));
+        assert_non_null(strstr(r.csp, "frame-ancestors 'none'"));
+        assert_null(strstr(r.csp, "unsafe"));
+        assert_string_equal(r.frame, "DENY");
+        assert_null(strstr(r.body, "<script>")); /* no inline script */
+        assert_null(strstr(r.body, " style="));  /* nor inline style */
+        assert_null(strstr(r.body, "innerHTML"));
+        assert_null(strstr(r.body, "http://"));  /* nothing from elsewhere */
+        assert_null(strstr(r.body, "https://"));
+        done(&r);
+    }
+    r = call(&g, "GET", "/ui/../openapi.json", NULL, 0, NULL, NULL);
+    assert_int_not_equal(r.status, 200);
+    done(&r);
+    r = call(&g, "GET", "/ui/secret.txt", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 404);
+    done(&r);
+
+    r = call(&g, "GET", "/runs", NULL, 0, NULL, NULL);
+    assert_int_equal(r.status, 401);
+    done(&r);
+    r = call(&g, "GET", "/runs?limit=5", NULL, 0, NULL, tok);
+    assert_int_equal(r.status, 200);
+    assert_non_null(cJSON_GetObjectItem(r.json, "runs"));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    done(&r);
+    static const char *const bad_runs[] = {"/runs?limit=0", "/runs?limit=501",
+                                           "/runs?state=asleep", "/runs?cursor=nope",
+                                           "/runs?cursor=12:bad%20id"};
+    for (size_t i = 0; i < sizeof bad_runs / sizeof bad_runs[0]; i++) {
+        r = call(&g, "GET", bad_runs[i], NULL, 0, NULL, tok);
+        assert_int_equal(r.status, 400);
+        done(&r);
+    }
+    r = call(&g, "POST", "/runs/NOPE-1/retry", NULL, 0, NULL, tok);
+    assert_int_equal(r.status, 404);
+    done(&r);
+    r = call(&g, "GET", "/workers", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 503, "Kafka");
+    done(&r);
+    r = call(&g, "GET", "/dlq?limit=0", NULL, 0, NULL, tok);
+    assert_int_equal(r.status, 400);
+    done(&r);
+    r = call(&g, "GET", "/dlq", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 503, "Kafka");
+    done(&r);
+    r = call(&g, "POST", "/dlq/RUN-1/replay", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 503, "Kafka");
+    done(&r);
+
+    r = call(&g, "GET", "/cron/preview?schedule=61%20*%20*%20*%20*", NULL, 0, NULL, tok);
+    assert_detail_contains(&r, 400, "minute: value 61 out of range");
+    assert_string_equal(jstr(r.json, "field"), "schedule");
+    done(&r);
+    r = call(&g, "GET", "/cron/preview?schedule=0%209%20*%20*%201&timezone=Mars/Olympus", NULL,
+             0, NULL, tok);
+    assert_string_equal(jstr(r.json, "field"), "timezone");
+    done(&r);
+    r = call(&g, "GET", "/cron/preview?schedule=0%209%20*%20*%201&count=0", NULL, 0, NULL, tok);
+    assert_string_equal(jstr(r.json, "field"), "count");
+    done(&r);
+    /* Sundays of March at 09:00 in Berlin: the offsets show the DST change. */
+    r = call(&g, "GET", "/cron/preview?schedule=0%209%20*%203%200&timezone=Europe/Berlin&count=8",
+             NULL, 0, NULL, tok);
+    assert_int_equal(r.status, 200);
+    const cJSON *runs = cJSON_GetObjectItem(r.json, "next_runs");
+    assert_int_equal(cJSON_GetArraySize(runs), 8);
+    int winter = 0, summer = 0;
+    for (int i = 0; i < 8; i++) {
+        const char *local = jstr(cJSON_GetArrayItem(runs, i), "local");
+        assert_non_null(strstr(local, "T09:00:00"));
+        winter += strstr(local, "+01:00") != NULL;
+        summer += strstr(local, "+02:00") != NULL;
+    }
+    assert_true(winter > 0 && summer > 0);
+    done(&r);
+    vb_api_stop(g.api);
+    vb_console_free(console);
+}
+
+static void api_lists_jobs_in_pages(void **state)
+{
+    FIX();
+    char ids[5][VB_UUID_SIZE], seen[5][VB_UUID_SIZE], path[256];
+    for (int i = 0; i < 5; i++)
+        create_guide_job(f, ids[i]);
+    /* unpaged: every job, next_cursor null */
+    http_result r = get(f, "/cron-jobs");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "cron_jobs")), 5);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    done(&r);
+    /* pages of 2: 2, 2, 1, each job once */
+    int n = 0, pages = 0;
+    snprintf(path, sizeof path, "/cron-jobs?limit=2");
+    for (;;) {
+        r = get(f, path);
+        assert_int_equal(r.status, 200);
+        const cJSON *arr = cJSON_GetObjectItem(r.json, "cron_jobs");
+        assert_true(cJSON_GetArraySize(arr) <= 2);
+        for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+            assert_true(n < 5);
+            snprintf(seen[n++], VB_UUID_SIZE, "%s", jstr(cJSON_GetArrayItem(arr, i), "job_id"));
+        }
+        pages++;
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            done(&r);
+            break;
+        }
+        assert_true(cJSON_IsString(next));
+        snprintf(path, sizeof path, "/cron-jobs?limit=2&cursor=%s", next->valuestring);
+        done(&r);
+    }
+    assert_int_equal(pages, 3);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < 5; i++) {
+        int found = 0;
+        for (int k = 0; k < 5; k++)
+            found += strcmp(ids[i], seen[k]) == 0;
+        assert_int_equal(found, 1);
+    }
+    r = get(f, "/cron-jobs?limit=0");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?limit=1001");
+    assert_detail_contains(&r, 400, "limit");
+    done(&r);
+    r = get(f, "/cron-jobs?cursor=nope");
+    assert_detail_contains(&r, 400, "cursor");
+    done(&r);
+}
+
+typedef struct in_flight {
+    fixture *f;
+    char path[128];
+    long status;
+} in_flight;
+
+static void *post_run(void *arg)
+{
+    in_flight *t = arg;
+    http_result r = call(t->f, "POST", t->path, NULL, 0, NULL, NULL);
+    t->status = r.status;
+    done(&r);
+    return NULL;
+}
+
+/* While one request holds a Redis connection (POST .../run, held inside the
+ * producer's callback), another is served on a second pooled connection. */
+static void api_serves_reads_while_a_connection_is_busy(void **state)
+{
+    FIX();
+    char id[VB_UUID_SIZE], path[128];
+    create_guide_job(f, id);
+    in_flight t = {.f = f};
+    snprintf(t.path, sizeof t.path, "/cron-jobs/%s/run", id);
+    atomic_store(&f->hold_fire, 1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_run, &t), 0);
+    for (int i = 0; i < 10000 && !atomic_load(&f->in_fire); i++)
+        usleep(1000);
+    assert_true(atomic_load(&f->in_fire));
+    snprintf(path, sizeof path, "/cron-jobs/%s", id);
+    http_result r = get(f, path);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "job_id"), id);
+    done(&r);
+    r = get(f, "/metrics");
+    assert_int_equal(r.status, 200);
+    const char *g = strstr(r.body, "\nvisionbatch_api_redis_connections ");
+    assert_non_null(g);
+    assert_true(strtod(g + strlen("\nvisionbatch_api_redis_connections "), NULL) >= 2);
+    done(&r);
+    atomic_store(&f->hold_fire, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(t.status, 202);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_lists_jobs_in_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_serves_reads_while_a_connection_is_busy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(api_body_edges, setup, teardown),
@@ -873,6 +1106,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_openapi_parses_and_lists_every_route, setup, teardown),
         cmocka_unit_test(api_openapi_paths_and_methods_equal_the_route_table),
         cmocka_unit_test_setup_teardown(api_token_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_console_assets_and_read_endpoints, setup, teardown),
         cmocka_unit_test(api_refuses_non_loopback_without_token),
         cmocka_unit_test_setup_teardown(api_key_never_stored_or_returned_in_plaintext, setup,
                                         teardown),

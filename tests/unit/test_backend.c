@@ -6,11 +6,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "visionbatch/backend.h"
+#include "backend_poll.h"
 #include "test_util.h"
 
 static const char *const two_ids[] = {"img-1", "img-2"};
@@ -201,16 +203,18 @@ static void upload_refuses_a_file_that_is_not_an_image(void **state)
     char *id = NULL;
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_backend_upload_image(NULL, &cfg, path, "a.jpg", NULL, &id, &err),
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(vb_backend_upload_image(NULL, &cfg, fd, "a.jpg", NULL, &id, &err),
                      VB_ERR_CONTENT);
     assert_null(id);
     assert_non_null(strstr(err.msg, "a.jpg"));
+    close(fd);
     unlink(path);
     free(path);
     vb_error_clear(&err);
-    assert_int_equal(
-        vb_backend_upload_image(NULL, &cfg, "/nonexistent/x.jpg", "x.jpg", NULL, &id, &err),
-        VB_ERR_IO);
+    assert_int_equal(vb_backend_upload_image(NULL, &cfg, -1, "x.jpg", NULL, &id, &err),
+                     VB_ERR_IO);
 }
 
 static void wait_returns_cancelled_when_flag_is_set(void **state)
@@ -219,7 +223,127 @@ static void wait_returns_cancelled_when_flag_is_set(void **state)
     volatile sig_atomic_t cancel = 1;
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_backend_wait(NULL, &cfg, "b-1", &cancel, NULL, NULL, NULL, &err), VB_ERR_CANCELLED);
+    assert_int_equal(vb_backend_wait(NULL, &cfg, "b-1", 1, &cancel, NULL, NULL, NULL, &err), VB_ERR_CANCELLED);
+}
+
+/* A fake backend on a fake clock: the batch is done `done_at` ms after the
+ * wait began; each status poll records its instant. */
+typedef struct fake_batch {
+    long long now;
+    long long done_at;
+    long long polls[64];
+    int npolls;
+} fake_batch;
+
+static long long fake_now(void *ctx)
+{
+    return ((fake_batch *)ctx)->now;
+}
+
+static int fake_sleep(void *ctx, long long ms, const volatile sig_atomic_t *cancel)
+{
+    fake_batch *f = ctx;
+    if (cancel && *cancel)
+        return 1;
+    f->now += ms;
+    return 0;
+}
+
+static vb_err fake_status(void *ctx, const char *batch_id, vb_batch_status *st, vb_error *err)
+{
+    fake_batch *f = ctx;
+    (void)batch_id;
+    (void)err;
+    memset(st, 0, sizeof *st);
+    assert_true(f->npolls < 64);
+    f->polls[f->npolls++] = f->now;
+    st->state = f->now >= f->done_at ? VB_BATCH_COMPLETED : VB_BATCH_PROCESSING;
+    return VB_OK;
+}
+
+/* Waits for one batch done after done_at ms, starting the fake clock at 0;
+ * returns the number of polls, their instants in f->polls. */
+static int wait_fake(fake_batch *f, const vb_config *cfg, size_t nimages, long long done_at)
+{
+    memset(f, 0, sizeof *f);
+    f->done_at = done_at;
+    vb__backend_hooks hooks = {fake_now, fake_sleep, fake_status, f};
+    vb__backend_set_hooks(&hooks);
+    vb_error err;
+    vb_error_clear(&err);
+    vb_err rc = vb_backend_wait(NULL, cfg, "b-1", nimages, NULL, NULL, NULL, NULL, &err);
+    vb__backend_set_hooks(NULL);
+    assert_int_equal(rc, VB_OK);
+    return f->npolls;
+}
+
+static void wait_polls_short_then_doubling_when_nothing_is_learned(void **state)
+{
+    vb__poll_forget();
+    vb_config cfg = {.backend_api_url = "http://b", .batch_timeout_s = 3600,
+                     .status_poll_min_ms = 50, .status_poll_max_ms = 1000};
+    fake_batch f;
+    /* Not at once: the first poll after 50 ms, then intervals 50, 100, 200,
+     * 400, 800 and the 1000 ms cap. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 2700), 8);
+    const long long want[] = {50, 100, 200, 400, 800, 1600, 2600, 3600};
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(f.polls[i], want[i]); /* done seen at 3600 */
+    vb__poll_forget();
+}
+
+static void wait_first_poll_comes_near_the_learned_duration(void **state)
+{
+    vb__poll_forget();
+    vb_config cfg = {.backend_api_url = "http://b", .batch_timeout_s = 3600,
+                     .status_poll_min_ms = 50, .status_poll_max_ms = 30000};
+    fake_batch f;
+    /* A 500 ms batch: cold, polls at 50, 100, 200, 400 (pending), 800 (done):
+     * learned midpoint 600. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 500), 5);
+    assert_int_equal(f.polls[4], 800);
+    assert_int_equal(vb__poll_learned_ms("http://b", 5), 600);
+    /* Next batch of the same size: nothing before 9/10 of 600 = 540, where it
+     * is done — one poll. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 500), 1);
+    assert_int_equal(f.polls[0], 540);
+    /* Done at once (no pending poll): sample 270, learned (600 + 270) / 2. */
+    assert_int_equal(vb__poll_learned_ms("http://b", 5), 435);
+    /* First poll at 391 is early; 50 ms later the batch is done. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 500), 3);
+    assert_int_equal(f.polls[0], 391);
+    assert_int_equal(f.polls[1], 441);
+    assert_int_equal(f.polls[2], 541);
+    /* Keyed by batch size and backend: others still start cold. */
+    assert_int_equal(wait_fake(&f, &cfg, 20, 500), 5);
+    assert_int_equal(f.polls[0], 50);
+    cfg.backend_api_url = "http://other";
+    assert_int_equal(wait_fake(&f, &cfg, 5, 40), 1);
+    assert_int_equal(f.polls[0], 50);
+    vb__poll_forget();
+}
+
+static void wait_first_poll_is_capped_by_the_max_interval(void **state)
+{
+    vb__poll_forget();
+    vb_config cfg = {.backend_api_url = "http://b", .batch_timeout_s = 3600,
+                     .status_poll_min_ms = 50, .status_poll_max_ms = 2000};
+    vb__poll_learn("http://b", 20, 60000, 60000);
+    assert_int_equal(vb__poll_first_ms("http://b", 20, 50, 2000), 2000);
+    fake_batch f;
+    wait_fake(&f, &cfg, 20, 10);
+    assert_int_equal(f.polls[0], 2000);
+    vb__poll_forget();
+}
+
+static void wait_learns_from_many_sizes_without_losing_recent_ones(void **state)
+{
+    vb__poll_forget();
+    for (size_t n = 1; n <= 200; n++)
+        vb__poll_learn("http://b", n, 0, 1000 + (long long)n);
+    assert_int_equal(vb__poll_learned_ms("http://b", 200), 600); /* midpoint of 0..1200 */
+    assert_int_equal(vb__poll_learned_ms("http://b", 1), 0);     /* replaced */
+    vb__poll_forget();
 }
 
 int main(void)
@@ -234,6 +358,10 @@ int main(void)
         cmocka_unit_test(poll_delay_doubles_within_bounds),
         cmocka_unit_test(upload_refuses_a_file_that_is_not_an_image),
         cmocka_unit_test(wait_returns_cancelled_when_flag_is_set),
+        cmocka_unit_test(wait_polls_short_then_doubling_when_nothing_is_learned),
+        cmocka_unit_test(wait_first_poll_comes_near_the_learned_duration),
+        cmocka_unit_test(wait_first_poll_is_capped_by_the_max_interval),
+        cmocka_unit_test(wait_learns_from_many_sizes_without_losing_recent_ones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

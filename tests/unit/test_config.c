@@ -380,6 +380,18 @@ static void bad_urls_and_empty_values_fail(void **state)
     assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--organization-id=")),
                      VB_ERR_CONFIG);
     assert_non_null(strstr(err.msg, "empty"));
+    /* An empty environment variable is unset (an env file's only way to say so). */
+    setenv("EXTERNAL_API_KEY", "", 1);
+    setenv("ORGANIZATION_ID", "", 1);
+    setenv("EXTERNAL_API_GET_URL", "", 1);
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, NULL), VB_OK);
+    assert_null(cfg.external_api_key);
+    assert_null(cfg.organization_id);
+    assert_null(cfg.external_api_get_url);
+    vb_config_free(&cfg);
+    unsetenv("EXTERNAL_API_KEY");
+    unsetenv("ORGANIZATION_ID");
+    unsetenv("EXTERNAL_API_GET_URL");
     assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--metrics-listen", "nowhere")),
                      VB_ERR_CONFIG);
     assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--redis-url", "http://x")),

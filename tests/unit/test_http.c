@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -652,7 +654,7 @@ static void download_runs_items_concurrently_within_limit(void **state)
     server.shared->peak = 0;
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, N, 3, NULL, &err), VB_OK);
+    assert_int_equal(vb_http_download_all(NULL, items, N, 3, NULL, &err), VB_OK);
     for (int i = 0; i < N; i++) {
         assert_int_equal(items[i].result, VB_OK);
         assert_int_equal(items[i].http_status, 200);
@@ -673,7 +675,7 @@ static void download_failed_item_leaves_no_file(void **state)
     vb_http_policy pol = {.retries = 2, .retry_base_ms = 5, .retry_on_5xx = 1};
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, 3, 2, &pol, &err), VB_ERR_HTTP);
+    assert_int_equal(vb_http_download_all(NULL, items, 3, 2, &pol, &err), VB_ERR_HTTP);
     assert_int_equal(err.http_status, 404);
     assert_int_equal(items[1].result, VB_ERR_HTTP);
     assert_int_equal(items[1].http_status, 404);
@@ -697,7 +699,7 @@ static void download_redirects_follow_the_policy(void **state)
     dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, 2, 2, NULL, &err), VB_OK);
+    assert_int_equal(vb_http_download_all(NULL, items, 2, 2, NULL, &err), VB_OK);
     assert_int_equal(items[0].bytes, 5);
     unlink(cases[0].path);
     unlink(cases[1].path);
@@ -705,7 +707,7 @@ static void download_redirects_follow_the_policy(void **state)
     dl_prepare(&cases[1], &items[1], "/redir-ok", "here");
     vb_http_policy pol = {.same_origin = 1, .retries = 2};
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, 2, 2, &pol, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_http_download_all(NULL, items, 2, 2, &pol, &err), VB_ERR_INVALID);
     assert_int_equal(items[0].result, VB_ERR_INVALID);
     assert_non_null(strstr(items[0].error, "redirect to another origin"));
     assert_false(file_exists(cases[0].path));
@@ -723,7 +725,7 @@ static void download_enforces_size_cap_and_removes_partial_file(void **state)
     vb_http_policy pol = {.max_bytes = 1000, .retries = 2, .retry_on_5xx = 1};
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, 3, 3, &pol, &err), VB_ERR_TOO_LARGE);
+    assert_int_equal(vb_http_download_all(NULL, items, 3, 3, &pol, &err), VB_ERR_TOO_LARGE);
     assert_int_equal(items[0].result, VB_ERR_TOO_LARGE);
     assert_int_equal(items[1].result, VB_ERR_TOO_LARGE);
     assert_false(file_exists(cases[0].path));
@@ -742,7 +744,7 @@ static void download_retry_restarts_file_from_scratch(void **state)
     vb_http_policy pol = {.retries = 2, .retry_base_ms = 5, .retry_on_5xx = 1};
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(items, 2, 2, &pol, &err), VB_OK);
+    assert_int_equal(vb_http_download_all(NULL, items, 2, 2, &pol, &err), VB_OK);
     assert_int_equal(server.shared->hits[8], 2);
     assert_int_equal(server.shared->hits[9], 2);
     assert_pattern_file(cases[0].path, 30000);
@@ -762,7 +764,7 @@ static void download_never_overwrites_existing_file(void **state)
     fclose(f);
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(&d, 1, 1, NULL, &err), VB_ERR_IO);
+    assert_int_equal(vb_http_download_all(NULL, &d, 1, 1, NULL, &err), VB_ERR_IO);
     f = fopen(c.path, "r");
     char line[32] = "";
     assert_non_null(fgets(line, sizeof line, f));
@@ -784,7 +786,7 @@ static void download_cancel_aborts_all_and_removes_partial_files(void **state)
     vb_error err;
     vb_error_clear(&err);
     long long t0 = ms_now();
-    assert_int_equal(vb_http_download_all(items, 3, 2, &pol, &err), VB_ERR_CANCELLED);
+    assert_int_equal(vb_http_download_all(NULL, items, 3, 2, &pol, &err), VB_ERR_CANCELLED);
     assert_true(ms_now() - t0 < 2500);
     pthread_join(c.thread, NULL);
     /* A document finished before the cancel is kept; the others are gone. */
@@ -816,7 +818,7 @@ static void download_memory_stays_flat_for_large_documents(void **state)
     vb_error err;
     vb_error_clear(&err);
     long before = max_rss_kb();
-    assert_int_equal(vb_http_download_all(&d, 1, 1, &pol, &err), VB_OK);
+    assert_int_equal(vb_http_download_all(NULL, &d, 1, 1, &pol, &err), VB_OK);
     /* Buffering the body would raise the high-water mark by ~48 MiB. */
     assert_true(max_rss_kb() - before < 16 * 1024);
     assert_int_equal(d.bytes, SIZE);
@@ -834,8 +836,136 @@ static void download_refuses_non_http_url(void **state)
     d.dest_path = path;
     vb_error err;
     vb_error_clear(&err);
-    assert_int_equal(vb_http_download_all(&d, 1, 1, NULL, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_http_download_all(NULL, &d, 1, 1, NULL, &err), VB_ERR_INVALID);
     assert_false(file_exists(path));
+}
+
+/* ---- connection reuse: a keep-alive server that counts connections ---- */
+
+typedef struct ka_server {
+    int fd, port;
+    pthread_t th;
+    atomic_int accepted;
+} ka_server;
+
+/* Serves GET /k/N (N patterned bytes) on one kept-alive connection until the
+ * client closes it. */
+static void *ka_connection(void *arg)
+{
+    int c = (int)(intptr_t)arg;
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        char *end = have ? memmem(buf, have, "\r\n\r\n", 4) : NULL;
+        if (!end) {
+            ssize_t got = have < sizeof buf ? read(c, buf + have, sizeof buf - have) : -1;
+            if (got <= 0)
+                break;
+            have += (size_t)got;
+            continue;
+        }
+        long n = 0;
+        if (strncmp(buf, "GET /k/", 7) == 0)
+            n = strtol(buf + 7, NULL, 10);
+        char head[160];
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 200 OK\r\nContent-Length: %ld\r\n"
+                          "Content-Type: application/octet-stream\r\n\r\n", n);
+        char *body = malloc((size_t)n + 1);
+        for (long i = 0; body && i < n; i++)
+            body[i] = ts_pattern(i);
+        int ok = body && write(c, head, (size_t)hl) == hl && write(c, body, (size_t)n) == n;
+        free(body);
+        if (!ok)
+            break;
+        size_t used = (size_t)(end + 4 - buf);
+        memmove(buf, buf + used, have - used);
+        have -= used;
+    }
+    close(c);
+    return NULL;
+}
+
+static void *ka_accept(void *arg)
+{
+    ka_server *k = arg;
+    for (;;) {
+        int c = accept(k->fd, NULL, NULL);
+        if (c < 0)
+            return NULL; /* the listening socket was shut down */
+        atomic_fetch_add(&k->accepted, 1);
+        pthread_t t;
+        if (pthread_create(&t, NULL, ka_connection, (void *)(intptr_t)c) == 0)
+            pthread_detach(t);
+        else
+            close(c);
+    }
+}
+
+static void ka_start(ka_server *k)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    atomic_init(&k->accepted, 0);
+    k->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(k->fd >= 0);
+    assert_int_equal(bind(k->fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(k->fd, 64), 0);
+    assert_int_equal(getsockname(k->fd, (struct sockaddr *)&a, &len), 0);
+    k->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&k->th, NULL, ka_accept, k), 0);
+}
+
+static void ka_stop(ka_server *k)
+{
+    shutdown(k->fd, SHUT_RDWR);
+    pthread_join(k->th, NULL);
+    close(k->fd);
+}
+
+/* One "run": n documents of /k/size through h, concurrency conc. */
+static void ka_run(vb_http *h, const ka_server *k, int n, int conc, int size)
+{
+    dl_case cases[16];
+    vb_download items[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) {
+        snprintf(cases[i].url, sizeof cases[i].url, "http://127.0.0.1:%d/k/%d", k->port, size);
+        snprintf(cases[i].path, sizeof cases[i].path, "%s/ka%d", tmpdir, i);
+        unlink(cases[i].path);
+        memset(&items[i], 0, sizeof items[i]);
+        items[i].url = cases[i].url;
+        items[i].dest_path = cases[i].path;
+    }
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_download_all(h, items, (size_t)n, conc, NULL, &err), VB_OK);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(items[i].bytes, size);
+        assert_pattern_file(cases[i].path, size);
+        unlink(cases[i].path);
+    }
+}
+
+static void downloads_reuse_connections_within_and_across_runs(void **state)
+{
+    ka_server k;
+    ka_start(&k);
+    vb_http *h = vb_http_new();
+    assert_non_null(h);
+    /* 12 documents from one host, 3 at a time: at most 3 connections */
+    ka_run(h, &k, 12, 3, 20000);
+    int first = atomic_load(&k.accepted);
+    assert_in_range(first, 1, 3);
+    /* the next two runs on the same handle open none */
+    ka_run(h, &k, 12, 3, 20000);
+    ka_run(h, &k, 5, 3, 100);
+    assert_int_equal(atomic_load(&k.accepted), first);
+    vb_http_free(h);
+    /* without a handle, each call has connections of its own */
+    ka_run(NULL, &k, 3, 3, 100);
+    assert_true(atomic_load(&k.accepted) > first);
+    ka_stop(&k);
 }
 
 int main(void)
@@ -879,6 +1009,7 @@ int main(void)
         cmocka_unit_test(download_cancel_aborts_all_and_removes_partial_files),
         cmocka_unit_test(download_memory_stays_flat_for_large_documents),
         cmocka_unit_test(download_refuses_non_http_url),
+        cmocka_unit_test(downloads_reuse_connections_within_and_across_runs),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

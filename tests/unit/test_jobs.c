@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include "redis_test_url.h"
 #include "visionbatch/jobs.h"
+#include "visionbatch/jobs_pool.h"
 
 #define DB 14
 #define GUIDE_BODY                                                                                 \
@@ -401,6 +404,125 @@ static void jobs_new_reports_bad_urls_and_unreachable_redis(void **state)
     assert_int_equal(vb_jobs_new(&o, &j, &err), VB_ERR_CONFIG);
 }
 
+#define PAGED_JOBS 25
+
+/* Pages through every job with `limit`; returns the number of pages and
+ * appends the ids to ids[*n]. */
+static int page_all(vb_jobs *j, size_t limit, int enabled_only, char ids[][VB_UUID_SIZE],
+                    size_t *n, const char *delete_after_first)
+{
+    char after[VB_UUID_SIZE] = "", next[VB_UUID_SIZE];
+    int pages = 0;
+    do {
+        vb_job_list l;
+        vb_error err = {0};
+        assert_int_equal(vb_jobs_list_page(j, after, limit, enabled_only, &l, next, &err), VB_OK);
+        assert_true(l.n <= limit);
+        for (size_t i = 0; i < l.n; i++)
+            snprintf(ids[(*n)++], VB_UUID_SIZE, "%s", l.items[i].job_id);
+        vb_job_list_free(&l);
+        if (pages++ == 0 && delete_after_first)
+            assert_int_equal(vb_jobs_delete(j, delete_after_first, &err), VB_OK);
+        snprintf(after, sizeof after, "%s", next);
+    } while (after[0]);
+    return pages;
+}
+
+static void list_pages_return_every_job_once_in_id_order(void **state)
+{
+    JOBS();
+    char created[PAGED_JOBS][VB_UUID_SIZE], ids[PAGED_JOBS][VB_UUID_SIZE];
+    vb_error err = {0};
+    for (int i = 0; i < PAGED_JOBS; i++) {
+        vb_job job;
+        create_guide_job(j, &job); /* created disabled */
+        snprintf(created[i], VB_UUID_SIZE, "%s", job.job_id);
+        vb_job_free(&job);
+        if (i % 5 == 0)
+            assert_int_equal(vb_jobs_set_enabled(j, created[i], 1, &err), VB_OK);
+    }
+    size_t n = 0;
+    assert_int_equal(page_all(j, 7, 0, ids, &n, NULL), 4); /* 7 + 7 + 7 + 4 */
+    assert_int_equal(n, PAGED_JOBS);
+    for (size_t i = 1; i < n; i++)
+        assert_true(strcmp(ids[i - 1], ids[i]) < 0); /* ascending: no repeats */
+    for (int i = 0; i < PAGED_JOBS; i++) {
+        int found = 0;
+        for (size_t k = 0; k < n; k++)
+            found += strcmp(created[i], ids[k]) == 0;
+        assert_int_equal(found, 1);
+    }
+    /* enabled_only filters within pages; the cursor still walks every id */
+    n = 0;
+    page_all(j, 7, 1, ids, &n, NULL);
+    assert_int_equal(n, PAGED_JOBS / 5);
+    /* one page holding everything ends the paging */
+    n = 0;
+    assert_int_equal(page_all(j, VB_JOBS_PAGE_MAX, 0, ids, &n, NULL), 1);
+    assert_int_equal(n, PAGED_JOBS);
+    /* a job deleted while paging (the last id) is left out; every other job
+     * still comes exactly once */
+    char last[VB_UUID_SIZE];
+    snprintf(last, sizeof last, "%s", ids[PAGED_JOBS - 1]);
+    n = 0;
+    page_all(j, 10, 0, ids, &n, last);
+    assert_int_equal(n, PAGED_JOBS - 1);
+    for (size_t i = 0; i < n; i++)
+        assert_string_not_equal(ids[i], last);
+    /* bad limits and cursors */
+    vb_job_list l;
+    char next[VB_UUID_SIZE];
+    assert_int_equal(vb_jobs_list_page(j, NULL, 0, 0, &l, next, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_jobs_list_page(j, NULL, VB_JOBS_PAGE_MAX + 1, 0, &l, next, &err),
+                     VB_ERR_INVALID);
+    assert_int_equal(vb_jobs_list_page(j, "x' or 1", 5, 0, &l, next, &err), VB_ERR_INVALID);
+    assert_int_equal(l.n, 0);
+}
+
+typedef struct borrower {
+    vb_jobs_pool *pool;
+    vb_jobs *got;
+} borrower;
+
+static void *borrow(void *arg)
+{
+    borrower *b = arg;
+    b->got = vb_jobs_pool_get(b->pool, NULL);
+    return NULL;
+}
+
+static void pool_lends_separate_connections_and_waits_for_one_back(void **state)
+{
+    JOBS();
+    vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB), .secret_key = test_key};
+    vb_jobs_pool *pool = NULL;
+    vb_error err = {0};
+    assert_int_equal(vb_jobs_pool_new(&o, 2, &pool, &err), VB_OK);
+    assert_int_equal(vb_jobs_pool_open_count(pool), 1);
+    vb_jobs *a = vb_jobs_pool_get(pool, &err), *b = vb_jobs_pool_get(pool, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b); /* a second borrower gets its own connection */
+    assert_int_equal(vb_jobs_pool_open_count(pool), 2);
+    assert_int_equal(vb_jobs_ping(a, &err), VB_OK);
+    assert_int_equal(vb_jobs_ping(b, &err), VB_OK);
+    /* the third borrower gets the first handle given back, no third one */
+    borrower t = {pool, NULL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, borrow, &t), 0);
+    vb_jobs_pool_put(pool, b);
+    pthread_join(th, NULL);
+    assert_ptr_equal(t.got, b);
+    assert_int_equal(vb_jobs_pool_open_count(pool), 2);
+    vb_jobs_pool_put(pool, t.got);
+    vb_jobs_pool_put(pool, a);
+    vb_jobs_pool_free(pool);
+    /* an unreachable Redis fails at creation */
+    o.redis_url = "redis://127.0.0.1:1/0";
+    assert_int_equal(vb_jobs_pool_new(&o, 2, &pool, &err), VB_ERR_REDIS);
+    assert_null(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest pure[] = {
@@ -423,6 +545,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(jobs_update_enable_list_and_delete, setup_redis,
                                         teardown_redis),
         cmocka_unit_test_setup_teardown(executions_are_recorded_capped_and_deleted_with_the_job,
+                                        setup_redis, teardown_redis),
+        cmocka_unit_test_setup_teardown(list_pages_return_every_job_once_in_id_order,
+                                        setup_redis, teardown_redis),
+        cmocka_unit_test_setup_teardown(pool_lends_separate_connections_and_waits_for_one_back,
                                         setup_redis, teardown_redis),
     };
     int failed = cmocka_run_group_tests_name("jobs_validation", pure, NULL, NULL);

@@ -90,17 +90,18 @@ static int partition_count(rd_kafka_t *rk, const char *t)
     return n;
 }
 
-/* Creates the test topic unless it exists; returns its partition count. */
-static int ensure_topic(void)
+/* Creates topic `t` with `partitions` unless it exists; returns its
+ * partition count. */
+static int ensure_topic_named(const char *t, int partitions)
 {
     rd_kafka_t *rk = raw_client(RD_KAFKA_PRODUCER);
     if (!rk)
         return 0;
-    int n = partition_count(rk, topic());
+    int n = partition_count(rk, t);
     if (n == 0) {
         char errstr[256];
         rd_kafka_NewTopic_t *nt =
-            rd_kafka_NewTopic_new(topic(), TEST_PARTITIONS, 1, errstr, sizeof errstr);
+            rd_kafka_NewTopic_new(t, partitions, 1, errstr, sizeof errstr);
         rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
         rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
@@ -108,11 +109,16 @@ static int ensure_topic(void)
             rd_kafka_event_destroy(ev); /* "already exists" is fine: checked below */
         rd_kafka_queue_destroy(q);
         rd_kafka_NewTopic_destroy(nt);
-        for (int i = 0; i < 50 && (n = partition_count(rk, topic())) == 0; i++)
+        for (int i = 0; i < 50 && (n = partition_count(rk, t)) == 0; i++)
             usleep(200 * 1000);
     }
     rd_kafka_destroy(rk);
     return n;
+}
+
+static int ensure_topic(void)
+{
+    return ensure_topic_named(topic(), TEST_PARTITIONS);
 }
 
 typedef struct offsets {
@@ -120,18 +126,18 @@ typedef struct offsets {
     int64_t high[MAX_PARTITIONS];
 } offsets;
 
-static void end_offsets(offsets *o)
+static void end_offsets_of(const char *t, offsets *o)
 {
     rd_kafka_t *rk = raw_client(RD_KAFKA_PRODUCER);
     assert_non_null(rk);
-    o->n = partition_count(rk, topic());
+    o->n = partition_count(rk, t);
     assert_true(o->n > 0 && o->n <= MAX_PARTITIONS);
     for (int i = 0; i < o->n; i++) {
         int64_t lo = 0, hi = 0;
         /* A topic created a moment ago may not have a leader yet. */
         rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_UNKNOWN;
         for (int tries = 0; tries < 75; tries++) {
-            e = rd_kafka_query_watermark_offsets(rk, topic(), i, &lo, &hi, 5000);
+            e = rd_kafka_query_watermark_offsets(rk, t, i, &lo, &hi, 5000);
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
                 break;
             usleep(200 * 1000);
@@ -140,6 +146,11 @@ static void end_offsets(offsets *o)
         o->high[i] = hi;
     }
     rd_kafka_destroy(rk);
+}
+
+static void end_offsets(offsets *o)
+{
+    end_offsets_of(topic(), o);
 }
 
 /* What the reader saw for one key. */
@@ -322,6 +333,108 @@ static void producer_rejects_bad_arguments(void **state)
                      VB_ERR_INVALID);
 }
 
+/* ---- partition spread ---- */
+
+#define SPREAD_TOPIC "visionbatch.test.spread"
+#define SPREAD_PARTITIONS 8
+#define SPREAD_RUNS 400
+
+/* Counts, per partition of SPREAD_TOPIC after `from`, the messages whose
+ * vb-test header is `tag`, until `want` arrived (or 20 s passed); *elsewhere
+ * counts those not on the partition Java clients choose for their key
+ * (murmur2). */
+static int count_by_partition(const offsets *from, const char *tag, int want, int *counts,
+                              int *elsewhere)
+{
+    rd_kafka_t *rk = raw_client(RD_KAFKA_CONSUMER);
+    assert_non_null(rk);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(from->n);
+    for (int i = 0; i < from->n; i++)
+        rd_kafka_topic_partition_list_add(parts, SPREAD_TOPIC, i)->offset = from->high[i];
+    assert_int_equal(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(parts);
+    int got = 0;
+    long long deadline = now_ms() + 20000;
+    while (got < want && now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        rd_kafka_headers_t *h = NULL;
+        const void *v;
+        size_t vlen;
+        if (!m->err && m->partition >= 0 && m->partition < SPREAD_PARTITIONS &&
+            rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(h, "vb-test", &v, &vlen) == 0 && vlen == strlen(tag) &&
+            memcmp(v, tag, vlen) == 0) {
+            counts[m->partition]++;
+            got++;
+            if (rd_kafka_msg_partitioner_murmur2(NULL, m->key, m->key_len, SPREAD_PARTITIONS,
+                                                 NULL, NULL) != m->partition)
+                (*elsewhere)++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return got;
+}
+
+/* Produces SPREAD_RUNS run ids (sequential-looking or pseudo-random UUIDs,
+ * the same on every run of the test, so the result is reproducible) as keys
+ * through the producer under test and asserts that each went to the
+ * partition a Java client would choose (murmur2, as with
+ * partitioner=murmur2_random) and that every one of the 8 partitions got
+ * between half and 1.5 times its fair share. */
+static void spread_runs(vb_kafka_producer *p, int sequential)
+{
+    assert_int_equal(ensure_topic_named(SPREAD_TOPIC, SPREAD_PARTITIONS), SPREAD_PARTITIONS);
+    offsets from;
+    end_offsets_of(SPREAD_TOPIC, &from);
+    char tag[96];
+    snprintf(tag, sizeof tag, "%s-%d", uniq, sequential);
+    vb_kafka_header h[] = {{"vb-test", tag}};
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < SPREAD_RUNS; i++) {
+        char key[64];
+        if (sequential) {
+            snprintf(key, sizeof key, "6f1c2e34-0000-4000-8000-%012d", i + 1);
+        } else {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64, fixed seed */
+            uint64_t y = x * 0x2545f4914f6cdd1dULL;
+            snprintf(key, sizeof key, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(x >> 32),
+                     (unsigned)(x >> 16) & 0xffff, (unsigned)x & 0xfff,
+                     (unsigned)(y >> 52), (unsigned long long)(y & 0xffffffffffffULL));
+        }
+        vb_error err = {0};
+        assert_int_equal(vb_kafka_produce_sync(p, SPREAD_TOPIC, key, "{}", 2, h, 1, 10000, &err),
+                         VB_OK);
+    }
+    int counts[SPREAD_PARTITIONS] = {0}, elsewhere = 0;
+    assert_int_equal(count_by_partition(&from, tag, SPREAD_RUNS, counts, &elsewhere),
+                     SPREAD_RUNS);
+    assert_int_equal(elsewhere, 0);
+    const int fair = SPREAD_RUNS / SPREAD_PARTITIONS;
+    fprintf(stderr, "%s ids over %d partitions:", sequential ? "sequential" : "random",
+            SPREAD_PARTITIONS);
+    for (int i = 0; i < SPREAD_PARTITIONS; i++)
+        fprintf(stderr, " %d", counts[i]);
+    fprintf(stderr, "\n");
+    for (int i = 0; i < SPREAD_PARTITIONS; i++) {
+        assert_true(counts[i] >= fair / 2);
+        assert_true(counts[i] <= fair + fair / 2);
+    }
+}
+
+static void sequential_run_ids_spread_evenly_over_partitions(void **state)
+{
+    spread_runs(*state, 1);
+}
+
+static void random_run_ids_spread_evenly_over_partitions(void **state)
+{
+    spread_runs(*state, 0);
+}
+
 /* ---- offline tests ---- */
 
 static void producer_new_requires_brokers(void **state)
@@ -364,6 +477,8 @@ int main(void)
         T(producer_is_reachable_on_a_live_broker),
         T(producer_is_safe_from_several_threads),
         T(producer_rejects_bad_arguments),
+        T(sequential_run_ids_spread_evenly_over_partitions),
+        T(random_run_ids_spread_evenly_over_partitions),
     };
     int failures = cmocka_run_group_tests_name("kafka_offline", offline, NULL, NULL);
     failures += cmocka_run_group_tests_name("kafka_live", live, group_setup, NULL);

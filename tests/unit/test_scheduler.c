@@ -36,6 +36,7 @@ typedef struct firer {
     int publish;      /* runs each firing publishes */
     int fail;         /* 1: the callback fails */
     char last_exec[VB_UUID_SIZE];
+    char last_url[128]; /* external_api_get_url of the job last fired */
 } firer;
 
 static vb_err fire_cb(void *ctx, const vb_job *job, const char *execution_id, vb_fire_result *out,
@@ -44,6 +45,7 @@ static vb_err fire_cb(void *ctx, const vb_job *job, const char *execution_id, vb
     firer *f = ctx;
     atomic_fetch_add(&f->calls, 1);
     snprintf(f->last_exec, sizeof f->last_exec, "%s", execution_id);
+    snprintf(f->last_url, sizeof f->last_url, "%s", job->external_api_get_url);
     out->found = f->publish;
     for (int i = 0; i < f->publish; i++) {
         char run[64];
@@ -174,6 +176,122 @@ static long long next_boundary(long long t, long long unit)
 }
 
 /* ---- scheduler ---- */
+static void last_ticks_are_read_in_one_batch(void **state)
+{
+    fx *x = *state;
+    char ids[3][VB_UUID_SIZE], missing[VB_UUID_SIZE];
+    for (int i = 0; i < 3; i++)
+        make_job(x, "* * * * *", "skip", ids[i]);
+    set_last_tick(x, ids[0], 1700000040);
+    set_last_tick(x, ids[2], 1700000100);
+    vb_error err = {0};
+    assert_int_equal(vb_crypto_uuid4(missing, &err), VB_OK);
+    const char *q[4] = {ids[0], ids[1], ids[2], missing};
+    long long lasts[4] = {-1, -1, -1, -1};
+    assert_int_equal(vb_jobs_exec_last_ticks(x->jobs, q, 4, lasts, &err), VB_OK);
+    assert_int_equal(lasts[0], 1700000040);
+    assert_int_equal(lasts[1], 0); /* never fired */
+    assert_int_equal(lasts[2], 1700000100);
+    assert_int_equal(lasts[3], 0); /* no such job */
+    const char *bad[1] = {"nope"};
+    assert_int_equal(vb_jobs_exec_last_ticks(x->jobs, bad, 1, lasts, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_jobs_exec_last_ticks(x->jobs, q, VB_JOBS_EXEC_TICKS_BATCH + 1, lasts,
+                                             &err),
+                     VB_ERR_INVALID);
+}
+
+/* A last_tick read for the pass goes stale when another producer claims the
+ * tick in between: producer b reads both due jobs' last ticks, and while b
+ * fires the first job, producer a steps and claims (and fires) the second.
+ * b's claim of the second is then refused (compare-and-set), b re-reads and
+ * finds nothing left: every tick fires once. */
+typedef struct interleave {
+    firer f;
+    vb_scheduler *other;
+    int stepped;
+} interleave;
+
+static vb_err interleave_cb(void *ctx, const vb_job *job, const char *execution_id,
+                            vb_fire_result *out, vb_error *err)
+{
+    interleave *il = ctx;
+    if (il->other && !il->stepped) {
+        il->stepped = 1;
+        vb_error e = {0};
+        if (vb_scheduler_step(il->other, &e) != VB_OK)
+            return vb_error_set(err, e.code, "%s", e.msg);
+    }
+    return fire_cb(&il->f, job, execution_id, out, err);
+}
+
+static vb_scheduler *sched_with(fx *x, const char *pid, vb_scheduler_fire_fn fn, void *ctx)
+{
+    vb_error err = {0};
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB), .producer_id = pid,
+                           .fire = fn, .fire_ctx = ctx, .metrics = x->metrics,
+                           .clock_ms = test_clock, .no_thread = 1};
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    if (!s)
+        fail_msg("scheduler: %s", err.msg);
+    return s;
+}
+
+/* A tick fires with the job as the scheduler last reloaded it; an update in
+ * between bumps the version, so the next step reloads first. */
+static void a_firing_uses_the_job_as_updated_before_the_step(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], key[80];
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", id), 60);
+    vb_scheduler *s = sched(x, "producer-a");
+    clk = start * 1000 + 200;
+    step_ok(s);
+    assert_string_equal(x->f.last_url, "https://a/x");
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    vb_error err = {0};
+    const char *set[] = {"HSET", key, "external_api_get_url", "https://b/x"};
+    freeReplyObject(vb__jobs_command(x->jobs, 4, set, NULL, &err));
+    const char *bump[] = {"INCR", "visionbatch:jobs:version"};
+    freeReplyObject(vb__jobs_command(x->jobs, 2, bump, NULL, &err));
+    clk = (start + 60) * 1000 + 200;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 2);
+    assert_string_equal(x->f.last_url, "https://b/x");
+    vb_scheduler_stop(s);
+}
+
+static void a_stale_batch_read_costs_a_re_read_not_a_second_firing(void **state)
+{
+    fx *x = *state;
+    char first[VB_UUID_SIZE], second[VB_UUID_SIZE];
+    make_job(x, "* * * * *", "allow", first);
+    usleep(2000); /* jobs are taken oldest first */
+    long long start = next_boundary(make_job(x, "* * * * *", "allow", second), 60);
+    interleave ia, ib;
+    memset(&ia, 0, sizeof ia);
+    memset(&ib, 0, sizeof ib);
+    vb_scheduler *a = sched_with(x, "producer-a", interleave_cb, &ia);
+    ib.other = a;
+    vb_scheduler *b = sched_with(x, "producer-b", interleave_cb, &ib);
+    clk = start * 1000 + 200;
+    step_ok(b);
+    assert_int_equal(ib.stepped, 1);
+    assert_int_equal(atomic_load(&ib.f.calls), 1); /* b fired the first only */
+    assert_int_equal(atomic_load(&ia.f.calls), 1); /* a fired the second */
+    step_ok(a);
+    step_ok(b);
+    assert_int_equal(atomic_load(&ia.f.calls) + atomic_load(&ib.f.calls), 2);
+    const char *both[2] = {first, second};
+    for (int i = 0; i < 2; i++) {
+        vb_exec_list l = execs(x, both[i]);
+        assert_int_equal(l.n, 1);
+        assert_int_equal(l.items[0].scheduled_for, start * 1000);
+        vb_exec_list_free(&l);
+    }
+    vb_scheduler_stop(a);
+    vb_scheduler_stop(b);
+}
+
 
 static void two_producers_fire_each_tick_exactly_once(void **state)
 {
@@ -917,6 +1035,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(two_producers_fire_each_tick_exactly_once),
+        T(last_ticks_are_read_in_one_batch),
+        T(a_stale_batch_read_costs_a_re_read_not_a_second_firing),
+        T(a_firing_uses_the_job_as_updated_before_the_step),
         T(tick_claim_is_exclusive),
         T(restart_inside_window_fires_the_missed_tick_once),
         T(several_missed_ticks_fire_newest_and_record_one_missed),

@@ -1099,6 +1099,84 @@ static void list_pages_through_many_runs(void **state)
     vb_run_state_list_free(&l);
 }
 
+/* Walks the whole index with vb_store_page; returns how many runs it saw and
+ * copies their ids (in order) into ids. */
+static size_t page_walk(vb_store *s, size_t count, vb_run_status filter, const char *exec,
+                        size_t scan, char ids[][16], size_t max)
+{
+    vb_error err;
+    char cursor[VB_STORE_CURSOR_MAX] = "", next[VB_STORE_CURSOR_MAX];
+    size_t n = 0, calls = 0;
+    do {
+        vb_run_state_list l;
+        assert_int_equal(vb_store_page(s, cursor, count, filter, exec, scan, &l, next, &err), VB_OK);
+        assert_true(l.n <= count);
+        for (size_t i = 0; i < l.n; i++) {
+            assert_true(n < max);
+            if (filter != VB_RUN_NONE)
+                assert_int_equal(l.items[i].state, filter);
+            snprintf(ids[n++], 16, "%s", l.items[i].id);
+        }
+        vb_run_state_list_free(&l);
+        snprintf(cursor, sizeof cursor, "%s", next);
+        assert_true(++calls < 10000);
+    } while (cursor[0]);
+    return n;
+}
+
+static void page_walks_every_run_once_with_a_bounded_scan(void **state)
+{
+    STORE();
+    /* 300 runs; 20 of them share one updated_at (ties broken by id). */
+    for (int i = 0; i < 300; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "G%03d", i);
+        assert_int_equal(claim(s, id, 3, i >= 100 && i < 120 ? 5000 : 1000 + i), VB_CLAIM_PUBLISH);
+        if (i % 10 == 3)
+            rawcmd_ok("HSET visionbatch:run:%s state dead", id);
+        if (i % 50 == 7)
+            rawcmd_ok("HSET visionbatch:run:%s execution_id E-1", id);
+    }
+    static char ids[400][16];
+    /* Unfiltered, pages of 7: every run exactly once, newest first. */
+    assert_int_equal(page_walk(s, 7, VB_RUN_NONE, NULL, 7, ids, 400), 300);
+    for (size_t i = 0; i < 300; i++)
+        for (size_t j = i + 1; j < 300; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+    assert_string_equal(ids[0], "G119"); /* the tie at 5000, highest id first */
+    assert_string_equal(ids[19], "G100");
+    assert_string_equal(ids[20], "G299");
+    assert_string_equal(ids[299], "G000");
+    /* Filtered with a scan budget of 25: pages may be short or empty, yet the
+     * walk finds exactly the 30 dead runs, newest first. */
+    assert_int_equal(page_walk(s, 5, VB_RUN_DEAD, NULL, 25, ids, 400), 30);
+    assert_string_equal(ids[0], "G113");
+    assert_string_equal(ids[1], "G103");
+    assert_string_equal(ids[2], "G293");
+    assert_string_equal(ids[29], "G003");
+    /* The runs one execution queued. */
+    assert_int_equal(page_walk(s, 2, VB_RUN_NONE, "E-1", 40, ids, 400), 6);
+    assert_string_equal(ids[0], "G107");
+    assert_string_equal(ids[1], "G257");
+    assert_string_equal(ids[5], "G007");
+    /* A filter matching nothing costs one budget per call and ends. */
+    assert_int_equal(page_walk(s, 5, VB_RUN_UPLOADING, NULL, 100, ids, 400), 0);
+
+    vb_run_state_list l;
+    char next[VB_STORE_CURSOR_MAX];
+    assert_int_equal(vb_store_page(s, "5000", 5, VB_RUN_NONE, NULL, 5, &l, next, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_page(s, "x:G001", 5, VB_RUN_NONE, NULL, 5, &l, next, &err),
+                     VB_ERR_INVALID);
+    assert_int_equal(vb_store_page(s, "5:G 1", 5, VB_RUN_NONE, NULL, 5, &l, next, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_page(s, NULL, 5, VB_RUN_NONE, NULL, 4, &l, next, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_store_page(s, NULL, 0, VB_RUN_NONE, NULL, 4, &l, next, &err), VB_ERR_INVALID);
+    /* The last page ends the walk: no next cursor. */
+    assert_int_equal(vb_store_page(s, "1000:G000", 5, VB_RUN_NONE, NULL, 5, &l, next, &err), VB_OK);
+    assert_int_equal(l.n, 0);
+    assert_string_equal(next, "");
+    vb_run_state_list_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest offline[] = {
@@ -1145,6 +1223,7 @@ int main(void)
         T(retry_makes_a_dead_run_publishable_again),
         T(list_orders_by_latest_update_and_filters_by_state),
         T(list_pages_through_many_runs),
+        T(page_walks_every_run_once_with_a_bounded_scan),
     };
 #undef T
     int failures = cmocka_run_group_tests_name("store_offline", offline, NULL, NULL);
