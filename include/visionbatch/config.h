@@ -78,6 +78,8 @@ typedef struct vb_config {
     long catch_up_window_s; /* producer: missed cron tick still fired, default 600 */
     long executions_cap;    /* producer: executions kept per job, default 100 */
     long cron_fire_threads; /* producer: threads firing due cron jobs, default 4 */
+    char *webhook_allowed_hosts; /* producer: hosts webhooks may call, NULL = none */
+    long webhook_max_attempts;   /* producer: attempts per webhook delivery, default 6 */
     char *api_token_file;  /* producer REST API token file */
     char *api_token;       /* VISIONBATCH_API_TOKEN or read from the file; secret */
     char *secret_key_file; /* base64 32-byte key file */
