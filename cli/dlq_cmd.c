@@ -85,8 +85,8 @@ static int read_dlq(const vb_config *cfg, size_t keep, vb_dlq *d)
 {
     vb_error err;
     vb_error_clear(&err);
-    if (vb_dlq_read(cfg->kafka_brokers, cfg->dlq_topic, keep, KAFKA_TIMEOUT_MS, d, &err) !=
-        VB_OK) {
+    if (vb_dlq_read(cfg->kafka_brokers, cfg->kafka_properties, cfg->dlq_topic, keep,
+                    KAFKA_TIMEOUT_MS, d, &err) != VB_OK) {
         fprintf(stderr, "visionbatch dlq: %s\n", err.msg);
         return -1;
     }
@@ -179,7 +179,8 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
         goto out;
     }
     if (!dry_run &&
-        vb_kafka_producer_new(cfg->kafka_brokers, "visionbatch-cli", &p, &err) != VB_OK) {
+        vb_kafka_producer_new(cfg->kafka_brokers, cfg->kafka_properties, "visionbatch-cli", &p,
+                              &err) != VB_OK) {
         fprintf(stderr, "visionbatch dlq replay: %s\n", err.msg);
         goto out;
     }

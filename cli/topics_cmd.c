@@ -167,8 +167,8 @@ int vb_cli_topics(int argc, char **argv)
     }
     vb_kafka_topic_list l;
     int rc = 0;
-    if (vb_kafka_topics_describe(cfg.kafka_brokers, cfg.group_id, NULL, KAFKA_TIMEOUT_MS, &l,
-                                 &err) != VB_OK) {
+    if (vb_kafka_topics_describe(cfg.kafka_brokers, cfg.kafka_properties, cfg.group_id, NULL,
+                                 KAFKA_TIMEOUT_MS, &l, &err) != VB_OK) {
         fprintf(stderr, "visionbatch topics: %s\n", err.msg);
         rc = 1;
     } else if (json) {

@@ -71,12 +71,12 @@ vb_dlq_entry *vb_dlq_at(vb_dlq *d, size_t i)
     return &d->items[(d->start + i) % d->cap];
 }
 
-vb_err vb_dlq_read(const char *brokers, const char *dlq_topic, size_t keep, int timeout_ms,
-                   vb_dlq *d, vb_error *err)
+vb_err vb_dlq_read(const char *brokers, const char *const *props, const char *dlq_topic,
+                   size_t keep, int timeout_ms, vb_dlq *d, vb_error *err)
 {
     memset(d, 0, sizeof *d);
     vb_kafka_reader *r = NULL;
-    vb_err rc = vb_kafka_reader_new(brokers, dlq_topic, timeout_ms, &r, err);
+    vb_err rc = vb_kafka_reader_new(brokers, props, dlq_topic, timeout_ms, &r, err);
     if (rc != VB_OK)
         return rc;
     long long expected = vb_kafka_reader_expected(r);

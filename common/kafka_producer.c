@@ -6,6 +6,9 @@
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
  * delivery report within that time, success or failure. Keys are placed by
  * their murmur2 hash (partitioner=murmur2_random, the Java clients' choice).
+ * The operator's pass-through properties come after these (kafka_conf.c
+ * refuses the ones the guarantees rest on), once a probe has shown the
+ * login is accepted.
  *
  * Delivery reports. A dedicated thread polls the handle; librdkafka calls
  * dr_msg_cb() on that thread for each message. Every vb_kafka_produce_sync()
@@ -33,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka_internal.h"
 #include "visionbatch/log.h"
 #include "util.h"
 
@@ -114,8 +118,8 @@ static vb_err conf_set(rd_kafka_conf_t *conf, const char *name, const char *valu
     return VB_OK;
 }
 
-vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
-                             vb_kafka_producer **out, vb_error *err)
+vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
+                             const char *client_id, vb_kafka_producer **out, vb_error *err)
 {
     vb_kafka_producer *p = NULL;
     rd_kafka_conf_t *conf = NULL;
@@ -128,6 +132,8 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
         *out = NULL;
     if (!out || !brokers || !*brokers)
         return vb_error_set(err, VB_ERR_INVALID, "kafka producer: no brokers given");
+    if ((rc = vb__kafka_probe(brokers, props, VB__KAFKA_PROBE_MS, err)) != VB_OK)
+        return rc;
     if (!(p = calloc(1, sizeof *p)))
         return vb_error_set(err, VB_ERR_NOMEM, "kafka producer: out of memory");
     atomic_init(&p->stop, 0);
@@ -156,6 +162,8 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
         rc = VB_ERR_KAFKA;
         goto fail;
     }
+    if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK)
+        goto fail;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);

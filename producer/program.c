@@ -29,6 +29,7 @@
 
 #include "api.h"
 #include "console.h"
+#include "notifier.h"
 #include "poller.h"
 #include "program.h"
 #include "scheduler.h"
@@ -306,6 +307,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     vb_error_clear(&err);
     vb_console_opts co = {.redis_url = cfg->redis_url,
                           .kafka_brokers = cfg->kafka_brokers,
+                          .kafka_properties = cfg->kafka_properties,
                           .group_id = cfg->group_id,
                           .topic = cfg->topic,
                           .cfg = cfg};
@@ -319,6 +321,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
         .redis_url = cfg->redis_url,
         .secret_key = cfg->secret_key,
         .exec_cap = (size_t)cfg->executions_cap,
+        .webhook_allowed_hosts = cfg->webhook_allowed_hosts,
         .limits = vb_endpoint_limits_of(cfg),
         .cb = {.ctx = sv,
                .ready = api_ready,
@@ -333,6 +336,24 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     else
         VB_INFO("REST API listening on %s (port %d)", cfg->listen, vb_api_port(api));
     return api;
+}
+
+static vb_notifier *start_notifier(const vb_config *cfg, vb_metrics *metrics)
+{
+    vb_error err;
+    vb_error_clear(&err);
+    vb_notifier_opts no = {
+        .redis_url = cfg->redis_url,
+        .secret_key = cfg->secret_key,
+        .allowed_hosts = cfg->webhook_allowed_hosts,
+        .producer_id = cfg->worker_id,
+        .max_attempts = (int)cfg->webhook_max_attempts,
+        .metrics = metrics,
+    };
+    vb_notifier *n = vb_notifier_start(&no, &err);
+    if (!n)
+        VB_ERROR("cannot start the webhook sender: %s", err.msg);
+    return n;
 }
 
 static vb_scheduler *start_scheduler(const vb_config *cfg, service *sv)
@@ -399,6 +420,7 @@ static int serve(const vb_config *cfg, const opts *o)
                                            "poll went on)", "source");
     }
     vb_api *api = NULL;
+    vb_notifier *notifier = NULL;
     vb_error err;
     long interval = o->interval_s > 0 ? o->interval_s : cfg->poll_interval_s;
     int poll_platform = o->once || vb_config_require_platform(cfg, NULL) == VB_OK;
@@ -416,6 +438,10 @@ static int serve(const vb_config *cfg, const opts *o)
         goto out;
     }
     if (!o->once && !(sv.sched = start_scheduler(cfg, &sv))) {
+        status = 1;
+        goto out;
+    }
+    if (!o->once && !(notifier = start_notifier(cfg, sv.metrics))) {
         status = 1;
         goto out;
     }
@@ -439,6 +465,7 @@ static int serve(const vb_config *cfg, const opts *o)
         status = o->once ? status : 0;
     }
 out:
+    vb_notifier_stop(notifier);
     vb_scheduler_stop(sv.sched);
     vb_api_stop(api);
     vb_console_free(sv.console);

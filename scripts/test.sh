@@ -32,7 +32,10 @@ scripts/install-deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
 if [ -x deploy/local/services.sh ]; then
-  deploy/local/services.sh start
+  # With the secured listeners (SASL, TLS) that tests/system/test_kafka_security.py
+  # uses; services.sh remembers them for the restarts some tests make.
+  KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-9094} KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-9095} \
+    deploy/local/services.sh start
   trap 'deploy/local/services.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 

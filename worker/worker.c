@@ -1197,10 +1197,11 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
         if ((rc = vb_store_new(cfg->redis_url, NULL, &s->store, err)) != VB_OK)
             goto fail;
     }
-    if ((rc = vb_kafka_producer_new(cfg->kafka_brokers, cfg->worker_id, &w->kp, err)) != VB_OK)
+    if ((rc = vb_kafka_producer_new(cfg->kafka_brokers, cfg->kafka_properties, cfg->worker_id,
+                                     &w->kp, err)) != VB_OK)
         goto fail;
-    if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->group_id, cfg->worker_id,
-                                    cfg->topic, &w->kc, err)) != VB_OK)
+    if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->kafka_properties, cfg->group_id,
+                                    cfg->worker_id, cfg->topic, &w->kc, err)) != VB_OK)
         goto fail;
     w->stale_ms = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
     vb_endpoint_opts eo = {.listen = cfg->metrics_listen, .name = "metrics and health",

@@ -466,6 +466,44 @@ static void perform_same_origin_policy_refuses_other_origins(void **state)
     vb_http_response_free(&resp);
 }
 
+/* no_redirects (webhooks): a 3xx answer is returned as such, never followed. */
+static void perform_no_redirects_policy_returns_the_redirect(void **state)
+{
+    vb_http_policy pol = {.no_redirects = 1, .retries = 2, .retry_on_5xx = 1};
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(get("/redir-self", &pol, &resp, &err), VB_ERR_HTTP);
+    assert_int_equal(resp.status, 307);
+    assert_int_equal(resp.attempts, 1);
+    vb_http_response_free(&resp);
+}
+
+/* Extra headers are sent as given; one holding CR/LF or no colon is refused. */
+static void perform_sends_extra_headers_and_refuses_bad_ones(void **state)
+{
+    char url[256];
+    url_of(url, sizeof url, "/echo");
+    vb_http *h = vb_http_new();
+    const char *hdrs[] = {"X-Visionbatch-Signature: t=1,v1=ab", "X-Visionbatch-Event: run.dead"};
+    vb_http_request req = {.method = "POST", .url = url, .body = "{}", .body_len = 2,
+                           .headers = hdrs, .nheaders = 2};
+    vb_http_response resp;
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_perform(h, &req, NULL, &resp, &err), VB_OK);
+    assert_non_null(strstr(resp.body.data, "\r\nX-Visionbatch-Signature: t=1,v1=ab\r\n"));
+    assert_non_null(strstr(resp.body.data, "\r\nX-Visionbatch-Event: run.dead\r\n"));
+    vb_http_response_free(&resp);
+    static const char *const bad[] = {"X-A: 1\r\nX-Evil: 2", "no colon"};
+    for (size_t i = 0; i < 2; i++) {
+        req.headers = &bad[i];
+        req.nheaders = 1;
+        assert_int_equal(vb_http_perform(h, &req, NULL, &resp, &err), VB_ERR_INVALID);
+        vb_http_response_free(&resp);
+    }
+    vb_http_free(h);
+}
+
 static void perform_refuses_non_http_urls(void **state)
 {
     vb_http *h = vb_http_new();
@@ -954,6 +992,8 @@ int main(void)
         cmocka_unit_test(perform_connection_refused_is_retried_network_error),
         cmocka_unit_test(perform_error_message_redacts_url_secrets),
         cmocka_unit_test(perform_rejects_header_injection),
+        cmocka_unit_test(perform_no_redirects_policy_returns_the_redirect),
+        cmocka_unit_test(perform_sends_extra_headers_and_refuses_bad_ones),
         cmocka_unit_test(download_runs_items_concurrently_within_limit),
         cmocka_unit_test(download_failed_item_leaves_no_file),
         cmocka_unit_test(download_redirects_follow_the_policy),

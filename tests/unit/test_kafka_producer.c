@@ -230,7 +230,7 @@ static int setup(void **state)
         skip();
     vb_kafka_producer *p = NULL;
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new(brokers(), "vb-test", &p, &err), VB_OK);
+    assert_int_equal(vb_kafka_producer_new(brokers(), NULL, "vb-test", &p, &err), VB_OK);
     *state = p;
     return 0;
 }
@@ -435,7 +435,7 @@ static void producer_new_requires_brokers(void **state)
 {
     vb_kafka_producer *p = (vb_kafka_producer *)&p; /* must be reset to NULL */
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new("", "x", &p, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_kafka_producer_new("", NULL, "x", &p, &err), VB_ERR_INVALID);
     assert_null(p);
     vb_kafka_producer_free(NULL, 0);
 }
@@ -447,7 +447,7 @@ static void producer_times_out_when_no_broker_answers(void **state)
 {
     vb_kafka_producer *p = NULL;
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", "vb-test-offline", &p, &err), VB_OK);
+    assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", NULL, "vb-test-offline", &p, &err), VB_OK);
     assert_false(vb_kafka_producer_reachable(p, 300));
     long long t0 = vb__mono_ms();
     assert_int_equal(vb_kafka_produce_sync(p, "visionbatch.nowhere", "k", "v", 1, NULL, 0, 400,
