@@ -1,12 +1,13 @@
 /*
  * cli_common.c — what the `visionbatch` subcommands share: loading the
- * admin settings (with the subcommand's own options passed through) and
- * printing a JSON answer on stdout.
+ * admin settings (with the subcommand's own options passed through),
+ * printing a JSON answer on stdout and printing an instant.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "cli.h"
+#include "util.h"
 #include "visionbatch/log.h"
 
 int vb_cli_load(const char *name, unsigned prog, int argc, char **argv,
@@ -34,4 +35,12 @@ int vb_cli_print_json(const char *name, cJSON *o)
     printf("%s\n", s);
     free(s);
     return 0;
+}
+
+void vb_cli_fmt_time(long long ms, char *out, size_t outlen)
+{
+    if (ms < 0)
+        snprintf(out, outlen, "-");
+    else
+        vb__format_ms_utc(ms, out, outlen);
 }

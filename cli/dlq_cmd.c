@@ -27,12 +27,10 @@
  */
 #include <cjson/cJSON.h>
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/config.h"
@@ -72,24 +70,6 @@ static void help(void)
     vb_config_print_help(stdout, VB_PROG_ADMIN);
 }
 
-/* "2026-11-28T12:00:00.123Z" or "-". */
-static void fmt_time(long long ms, char *out, size_t outlen)
-{
-    if (ms < 0) {
-        snprintf(out, outlen, "-");
-        return;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
-}
-
 /* Printable one-line copy of s (control characters → '?'), cut to outlen. */
 static void one_line(const char *s, char *out, size_t outlen)
 {
@@ -105,8 +85,8 @@ static int read_dlq(const vb_config *cfg, size_t keep, vb_dlq *d)
 {
     vb_error err;
     vb_error_clear(&err);
-    if (vb_dlq_read(cfg->kafka_brokers, cfg->dlq_topic, keep, KAFKA_TIMEOUT_MS, d, &err) !=
-        VB_OK) {
+    if (vb_dlq_read(cfg->kafka_brokers, cfg->kafka_properties, cfg->dlq_topic, keep,
+                    KAFKA_TIMEOUT_MS, d, &err) != VB_OK) {
         fprintf(stderr, "visionbatch dlq: %s\n", err.msg);
         return -1;
     }
@@ -140,7 +120,7 @@ static int cmd_list(const vb_config *cfg, long limit, int json)
             const vb_dlq_entry *e = vb_dlq_at(&d, i);
             char where[32], ts[40], key[39], reason[121];
             snprintf(where, sizeof where, "%d:%lld", e->rec->partition, e->rec->offset);
-            fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
+            vb_cli_fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
             one_line(e->rec->key ? e->rec->key : "-", key, sizeof key);
             one_line(vb_kafka_record_header(e->rec, "vb-reason"), reason, sizeof reason);
             printf("%-12s %-24s %-38s %-38s %s\n", where, ts, key,
@@ -199,7 +179,8 @@ static int cmd_replay(const vb_config *cfg, const char *want, int all, int dry_r
         goto out;
     }
     if (!dry_run &&
-        vb_kafka_producer_new(cfg->kafka_brokers, "visionbatch-cli", &p, &err) != VB_OK) {
+        vb_kafka_producer_new(cfg->kafka_brokers, cfg->kafka_properties, "visionbatch-cli", &p,
+                              &err) != VB_OK) {
         fprintf(stderr, "visionbatch dlq replay: %s\n", err.msg);
         goto out;
     }
@@ -266,37 +247,18 @@ static int parse_args(int n, char **rest, dlq_args *a)
 {
     memset(a, 0, sizeof *a);
     a->limit = LIST_DEFAULT;
-    for (int i = 0; i < n; i++) {
-        const char *x = rest[i];
-        if (strcmp(x, "--json") == 0) {
-            a->json = 1;
-        } else if (strcmp(x, "--all") == 0) {
-            a->all = 1;
-        } else if (strcmp(x, "--dry-run") == 0) {
-            a->dry_run = 1;
-        } else if (strncmp(x, "--limit", 7) == 0 && (x[7] == '\0' || x[7] == '=')) {
-            const char *val = x[7] == '=' ? x + 8 : (i + 1 < n ? rest[++i] : NULL);
-            char *end = NULL;
-            errno = 0;
-            long v = val ? strtol(val, &end, 10) : 0;
-            if (!val || !*val || errno || *end || v < 1 || v > LIST_MAX) {
-                fprintf(stderr, "visionbatch dlq: --limit needs a number 1-%d\n", LIST_MAX);
-                return -1;
-            }
-            a->limit = v;
-            a->limit_set = 1;
-        } else if (x[0] == '-' && x[1] != '\0') {
-            fprintf(stderr, "visionbatch dlq: unknown option '%s'\n", x);
-            return -1;
-        } else if (!a->sub) {
-            a->sub = x;
-        } else if (!a->id) {
-            a->id = x;
-        } else {
-            fprintf(stderr, "visionbatch dlq: unexpected argument '%s'\n", x);
-            return -1;
-        }
-    }
+    const char *limit = NULL, *pos[2];
+    const vb_cli_opt opts[] = {{"--json", &a->json, NULL},
+                               {"--all", &a->all, NULL},
+                               {"--dry-run", &a->dry_run, NULL},
+                               {"--limit", &a->limit_set, &limit},
+                               {NULL, NULL, NULL}};
+    if (vb_cli_parse_args("dlq", n, rest, opts, pos, 2) != 0)
+        return -1;
+    if (a->limit_set && vb_cli_parse_limit("dlq", limit, LIST_MAX, &a->limit) != 0)
+        return -1;
+    a->sub = pos[0];
+    a->id = pos[1];
     if (!a->sub) {
         fprintf(stderr, "visionbatch dlq: which command? list or replay\n");
         return -1;

@@ -13,11 +13,9 @@
  * run, state forbids retry), 2 usage or configuration error.
  */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "visionbatch/config.h"
@@ -50,22 +48,10 @@ static void help(void)
     vb_config_print_help(stdout, VB_PROG_ADMIN);
 }
 
-/* "2026-11-28T12:00:00.123Z" or "-" for 0. */
+/* "2026-11-28T12:00:00.123Z", or "-" for 0 (never set). */
 static void fmt_time(long long ms, char *out, size_t outlen)
 {
-    if (ms <= 0) {
-        snprintf(out, outlen, "-");
-        return;
-    }
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
+    vb_cli_fmt_time(ms > 0 ? ms : -1, out, outlen);
 }
 
 static const char *dash(const char *s)
@@ -228,42 +214,27 @@ static int parse_args(int n, char **rest, runs_args *a)
 {
     memset(a, 0, sizeof *a);
     a->limit = LIST_DEFAULT;
-    for (int i = 0; i < n; i++) {
-        const char *x = rest[i];
-        const char *val = NULL;
-        if (strcmp(x, "--json") == 0) {
-            a->json = 1;
-        } else if (strncmp(x, "--state", 7) == 0 && (x[7] == '\0' || x[7] == '=')) {
-            val = x[7] == '=' ? x + 8 : (i + 1 < n ? rest[++i] : NULL);
-            int st = val ? vb_run_status_parse(val) : -1;
-            if (st <= 0) {
-                fprintf(stderr, "visionbatch runs: --state needs queued, processing, uploading, "
-                                "uploaded, failed or dead\n");
-                return -1;
-            }
-            a->filter = (vb_run_status)st;
-        } else if (strncmp(x, "--limit", 7) == 0 && (x[7] == '\0' || x[7] == '=')) {
-            val = x[7] == '=' ? x + 8 : (i + 1 < n ? rest[++i] : NULL);
-            char *end = NULL;
-            errno = 0;
-            long v = val ? strtol(val, &end, 10) : 0;
-            if (!val || !*val || errno || *end || v < 1 || v > LIST_MAX) {
-                fprintf(stderr, "visionbatch runs: --limit needs a number 1-%d\n", LIST_MAX);
-                return -1;
-            }
-            a->limit = v;
-        } else if (x[0] == '-' && x[1] != '\0') {
-            fprintf(stderr, "visionbatch runs: unknown option '%s'\n", x);
-            return -1;
-        } else if (!a->sub) {
-            a->sub = x;
-        } else if (!a->id) {
-            a->id = x;
-        } else {
-            fprintf(stderr, "visionbatch runs: unexpected argument '%s'\n", x);
+    const char *state = NULL, *limit = NULL, *pos[2];
+    int state_given = 0, limit_given = 0;
+    const vb_cli_opt opts[] = {{"--json", &a->json, NULL},
+                               {"--state", &state_given, &state},
+                               {"--limit", &limit_given, &limit},
+                               {NULL, NULL, NULL}};
+    if (vb_cli_parse_args("runs", n, rest, opts, pos, 2) != 0)
+        return -1;
+    if (state_given) {
+        int st = state ? vb_run_status_parse(state) : -1;
+        if (st <= 0) {
+            fprintf(stderr, "visionbatch runs: --state needs queued, processing, uploading, "
+                            "uploaded, failed or dead\n");
             return -1;
         }
+        a->filter = (vb_run_status)st;
     }
+    if (limit_given && vb_cli_parse_limit("runs", limit, LIST_MAX, &a->limit) != 0)
+        return -1;
+    a->sub = pos[0];
+    a->id = pos[1];
     if (!a->sub) {
         fprintf(stderr, "visionbatch runs: which command? list, show or retry\n");
         return -1;

@@ -158,26 +158,17 @@ int vb_cli_topics(int argc, char **argv)
         return 2;
     vb_error err;
     vb_error_clear(&err);
-    int json = 0, all = 0, bad = 0;
-    for (int i = 0; i < nrest; i++) {
-        if (strcmp(rest[i], "--json") == 0)
-            json = 1;
-        else if (strcmp(rest[i], "--all") == 0)
-            all = 1;
-        else {
-            fprintf(stderr, "visionbatch topics: unexpected argument '%s'\n", rest[i]);
-            bad = 1;
-        }
-    }
-    if (bad) {
+    int json = 0, all = 0;
+    const vb_cli_opt opts[] = {{"--json", &json, NULL}, {"--all", &all, NULL}, {NULL, NULL, NULL}};
+    if (vb_cli_parse_args("topics", nrest, rest, opts, NULL, 0) != 0) {
         usage(stderr);
         vb_config_free(&cfg);
         return 2;
     }
     vb_kafka_topic_list l;
     int rc = 0;
-    if (vb_kafka_topics_describe(cfg.kafka_brokers, cfg.group_id, NULL, KAFKA_TIMEOUT_MS, &l,
-                                 &err) != VB_OK) {
+    if (vb_kafka_topics_describe(cfg.kafka_brokers, cfg.kafka_properties, cfg.group_id, NULL,
+                                 KAFKA_TIMEOUT_MS, &l, &err) != VB_OK) {
         fprintf(stderr, "visionbatch topics: %s\n", err.msg);
         rc = 1;
     } else if (json) {

@@ -11,10 +11,16 @@
  * in one error message, one per line. A program therefore never starts
  * half-configured, and an error names the setting and the source to fix.
  *
- * Secrets (external_api_key, api_token, secret_key) are registered with the
- * redactor as soon as they are read, and their values never appear in error
- * messages. The config file may hold the external API key: if it is readable
- * by group or others, a warning suggests chmod 600.
+ * Kafka properties are not rows of the table: any librdkafka property may be
+ * passed through (the "kafka" object of the file, VISIONBATCH_KAFKA_PROPERTY_
+ * variables, repeatable --kafka-property NAME=VALUE), merged per property
+ * with the same precedence, and each judged by librdkafka at load time.
+ *
+ * Secrets (external_api_key, api_token, secret_key, secret Kafka properties)
+ * are registered with the redactor as soon as they are read, and their
+ * values never appear in error messages. The config file may hold the
+ * external API key: if it is readable by group or others, a warning suggests
+ * chmod 600.
  *
  * Threading: loading uses getenv() and must run before threads start; the
  * resulting vb_config is read-only and may be shared. It owns its strings.
@@ -39,6 +45,7 @@
 #include "config_internal.h"
 #include "redis/redis.h"
 #include "visionbatch/buf.h"
+#include "visionbatch/kafka.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
 
@@ -48,6 +55,13 @@ const char *vb__config_default_path = "/etc/batch_processor/config.json";
 #define SECRET_FILE_MAX 4096           /* bytes read from a token/key file */
 #define STRING_VALUE_MAX 8192          /* longest accepted string setting */
 #define CONFIG_ENV "VISIONBATCH_CONFIG"
+#define KAFKA_KEY "kafka"                          /* JSON object of properties */
+#define KAFKA_FLAG "kafka-property"                /* --kafka-property NAME=VALUE */
+#define KAFKA_ENV_PREFIX "VISIONBATCH_KAFKA_PROPERTY_" /* + the encoded name */
+#define KAFKA_NAME_MAX 128                         /* longest property name */
+#define KAFKA_PROPS_MAX 256                        /* properties in all */
+
+extern char **environ;
 
 typedef enum ctype { CT_STR, CT_LONG, CT_LLONG, CT_BOOL, CT_ENUM } ctype;
 
@@ -183,6 +197,12 @@ static const setting settings[] = {
     {"cron_fire_threads", "cron-fire-threads", "VISIONBATCH_CRON_FIRE_THREADS", CT_LONG,
      OFF(cron_fire_threads), "4", 1, 64, P_PROD, 0, 0, NULL,
      "threads firing due cron jobs in parallel"},
+    {"webhook_allowed_hosts", "webhook-allowed-hosts", "VISIONBATCH_WEBHOOK_ALLOWED_HOSTS", CT_STR,
+     OFF(webhook_allowed_hosts), NULL, 0, 0, P_PROD, 0, 0, NULL,
+     "hosts cron-job webhooks may call: name,IP,*.domain (empty: none)"},
+    {"webhook_max_attempts", "webhook-max-attempts", "VISIONBATCH_WEBHOOK_MAX_ATTEMPTS", CT_LONG,
+     OFF(webhook_max_attempts), "6", 1, 20, P_PROD, 0, 0, NULL,
+     "attempts per webhook delivery before it is given up"},
     {"api_token_file", "api-token-file", "VISIONBATCH_API_TOKEN_FILE", CT_STR, OFF(api_token_file),
      NULL, 0, 0, P_PROD, 0, 0, NULL, "file holding the REST API token"},
     {"api_token", NULL, "VISIONBATCH_API_TOKEN", CT_STR, OFF(api_token), NULL, 0, 0, P_PROD, 0,
@@ -231,6 +251,13 @@ static const setting settings[] = {
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
+/* One pass-through Kafka property and where it came from. */
+typedef struct kprop {
+    char *name;
+    char *value;
+    source src;
+} kprop;
+
 /* State of one load. */
 typedef struct loader {
     vb_config *cfg;
@@ -240,6 +267,10 @@ typedef struct loader {
     vb_buf errs;                    /* "  problem\n" lines */
     vb_buf missing;                 /* "  --flag / ENV / key\n" lines */
     int file_has_secret;            /* the config file holds a secret */
+    kprop kprops[KAFKA_PROPS_MAX];  /* Kafka properties, in first-seen order */
+    size_t nkprops;
+    const char *kflags[KAFKA_PROPS_MAX]; /* --kafka-property values, borrowed */
+    size_t nkflags;
 } loader;
 
 static char **str_field(vb_config *cfg, const setting *s)
@@ -543,6 +574,240 @@ static void set_from_json(loader *ld, size_t i, const cJSON *item)
     }
 }
 
+/* ---- Kafka properties ---- */
+
+int vb__config_kafka_env_encode(const char *name, char *out, size_t outlen)
+{
+    size_t w = 0;
+    for (const char *p = name; *p; p++) {
+        const char *code;
+        char one[2] = {0, 0};
+        if (*p == '.')
+            code = "_";
+        else if (*p == '_')
+            code = "__";
+        else if (*p == '-')
+            code = "___";
+        else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')) {
+            one[0] = (char)toupper((unsigned char)*p);
+            code = one;
+        } else
+            return -1;
+        size_t n = strlen(code);
+        if (w + n >= outlen)
+            return -1;
+        memcpy(out + w, code, n);
+        w += n;
+    }
+    if (w >= outlen)
+        return -1;
+    out[w] = '\0';
+    return 0;
+}
+
+int vb__config_kafka_env_decode(const char *code, char *out, size_t outlen)
+{
+    static const char runs[] = {'.', '_', '-'};
+    size_t w = 0;
+    for (const char *p = code; *p;) {
+        char c;
+        if (*p == '_') {
+            size_t k = strspn(p, "_");
+            if (k > 3)
+                return -1;
+            c = runs[k - 1];
+            p += k;
+        } else if ((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) {
+            c = (char)tolower((unsigned char)*p);
+            p++;
+        } else {
+            return -1;
+        }
+        if (w + 1 >= outlen)
+            return -1;
+        out[w++] = c;
+    }
+    if (w == 0 || w >= outlen)
+        return -1;
+    out[w] = '\0';
+    return 0;
+}
+
+/* "option --kafka-property", "environment variable VISIONBATCH_KAFKA_PROPERTY_X", … */
+static void describe_kprop(const loader *ld, const kprop *k, char *out, size_t n)
+{
+    char code[KAFKA_NAME_MAX * 3 + 1];
+    switch (k->src) {
+    case SRC_FLAG:
+        snprintf(out, n, "option --" KAFKA_FLAG);
+        break;
+    case SRC_ENV:
+        if (vb__config_kafka_env_encode(k->name, code, sizeof code) != 0)
+            snprintf(code, sizeof code, "?");
+        snprintf(out, n, "environment variable " KAFKA_ENV_PREFIX "%.200s", code);
+        break;
+    default:
+        snprintf(out, n, "config file %s, object \"" KAFKA_KEY "\"",
+                 ld->cfg->config_path ? ld->cfg->config_path : "?");
+        break;
+    }
+}
+
+/* Records property name = value from src; a later (higher) source replaces
+ * the value of the same name. The value is never quoted in a message. */
+static void kprop_set(loader *ld, const char *name, size_t nlen, const char *value, source src)
+{
+    if (nlen == 0 || nlen > KAFKA_NAME_MAX) {
+        add_line(&ld->errs, "kafka property: a name of 1 to %d characters is needed (%s)",
+                 KAFKA_NAME_MAX,
+                 src == SRC_FLAG ? "option --" KAFKA_FLAG
+                 : src == SRC_ENV ? "environment" : "config file");
+        return;
+    }
+    char *n = strndup(name, nlen);
+    char *v = n ? strdup(value) : NULL;
+    if (!v) {
+        free(n);
+        add_line(&ld->errs, "kafka property: out of memory");
+        return;
+    }
+    if (vb_kafka_property_is_secret(n)) {
+        vb_redact_add_secret(v);
+        if (src == SRC_FILE)
+            ld->file_has_secret = 1;
+    }
+    if (strlen(v) > STRING_VALUE_MAX) {
+        add_line(&ld->errs, "kafka property %s: the value is too long", n);
+        wipe_free(v);
+        free(n);
+        return;
+    }
+    for (size_t i = 0; i < ld->nkprops; i++) {
+        kprop *k = &ld->kprops[i];
+        if (strcmp(k->name, n) == 0) {
+            free(n);
+            wipe_free(k->value);
+            k->value = v;
+            k->src = src;
+            return;
+        }
+    }
+    if (ld->nkprops == KAFKA_PROPS_MAX) {
+        add_line(&ld->errs, "kafka properties: more than %d", KAFKA_PROPS_MAX);
+        wipe_free(v);
+        free(n);
+        return;
+    }
+    ld->kprops[ld->nkprops++] = (kprop){.name = n, .value = v, .src = src};
+}
+
+/* The config file's "kafka" object: strings, numbers and booleans. */
+static void kprops_from_json(loader *ld, const cJSON *obj)
+{
+    if (cJSON_IsNull(obj))
+        return;
+    if (!cJSON_IsObject(obj)) {
+        add_line(&ld->errs, "config file %s, key \"" KAFKA_KEY "\": must be a JSON object of "
+                 "librdkafka properties", ld->cfg->config_path ? ld->cfg->config_path : "?");
+        return;
+    }
+    for (const cJSON *item = obj->child; item; item = item->next) {
+        const char *name = item->string ? item->string : "";
+        char text[64];
+        const char *v = NULL;
+        if (cJSON_IsString(item) && item->valuestring) {
+            v = item->valuestring;
+        } else if (cJSON_IsBool(item)) {
+            v = cJSON_IsTrue(item) ? "true" : "false";
+        } else if (cJSON_IsNumber(item) && isfinite(item->valuedouble)) {
+            double d = item->valuedouble;
+            if (d == floor(d) && fabs(d) < 1e15)
+                snprintf(text, sizeof text, "%.0f", d);
+            else
+                snprintf(text, sizeof text, "%.17g", d);
+            v = text;
+        } else {
+            add_line(&ld->errs, "config file %s, \"" KAFKA_KEY "\" property %.100s: must be a "
+                     "string, a number or a boolean",
+                     ld->cfg->config_path ? ld->cfg->config_path : "?", name);
+            continue;
+        }
+        kprop_set(ld, name, strlen(name), v, SRC_FILE);
+    }
+}
+
+/* Every VISIONBATCH_KAFKA_PROPERTY_<CODE> variable. */
+static void kprops_from_env(loader *ld)
+{
+    size_t plen = strlen(KAFKA_ENV_PREFIX);
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, KAFKA_ENV_PREFIX, plen) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char code[KAFKA_NAME_MAX * 3 + 1], name[KAFKA_NAME_MAX + 1];
+        size_t clen = (size_t)(eq - *e) - plen;
+        if (clen >= sizeof code ||
+            (memcpy(code, *e + plen, clen), code[clen] = '\0',
+             vb__config_kafka_env_decode(code, name, sizeof name) != 0)) {
+            add_line(&ld->errs, "environment variable %.*s: not a Kafka property name (after "
+                     KAFKA_ENV_PREFIX ": upper case, \"_\" for \".\", \"__\" for \"_\")",
+                     (int)((size_t)(eq - *e) > 160 ? 160 : (size_t)(eq - *e)), *e);
+            continue;
+        }
+        kprop_set(ld, name, strlen(name), eq + 1, SRC_ENV);
+    }
+}
+
+/* Every --kafka-property NAME=VALUE, in order (a repeated name: the last). */
+static void kprops_from_flags(loader *ld)
+{
+    for (size_t i = 0; i < ld->nkflags; i++) {
+        const char *eq = strchr(ld->kflags[i], '=');
+        if (!eq) {
+            add_line(&ld->errs, "option --" KAFKA_FLAG " needs NAME=VALUE");
+            continue;
+        }
+        kprop_set(ld, ld->kflags[i], (size_t)(eq - ld->kflags[i]), eq + 1, SRC_FLAG);
+    }
+}
+
+/* librdkafka judges each property; the accepted ones move to cfg. */
+static void kprops_finish(loader *ld)
+{
+    for (size_t i = 0; i < ld->nkprops; i++) {
+        vb_error e = {0};
+        if (vb_kafka_property_check(ld->kprops[i].name, ld->kprops[i].value, &e) != VB_OK) {
+            char where[300];
+            describe_kprop(ld, &ld->kprops[i], where, sizeof where);
+            add_line(&ld->errs, "%s (%s)", e.msg, where);
+        }
+    }
+    if (ld->errs.len || ld->nkprops == 0)
+        return;
+    char **arr = calloc(2 * ld->nkprops + 1, sizeof *arr);
+    if (!arr) {
+        add_line(&ld->errs, "kafka properties: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ld->nkprops; i++) {
+        arr[2 * i] = ld->kprops[i].name;
+        arr[2 * i + 1] = ld->kprops[i].value;
+    }
+    ld->nkprops = 0; /* owned by cfg now */
+    ld->cfg->kafka_properties = (const char *const *)arr;
+}
+
+static void kprops_free(loader *ld)
+{
+    for (size_t i = 0; i < ld->nkprops; i++) {
+        free(ld->kprops[i].name);
+        wipe_free(ld->kprops[i].value);
+    }
+    ld->nkprops = 0;
+}
+
 /* Reads at most `cap` bytes of a regular file into a NUL-terminated heap
  * string. Fails with VB_ERR_CONFIG naming `what` and the path. */
 static vb_err read_capped(const char *path, const char *what, size_t cap, char **out,
@@ -632,6 +897,11 @@ static vb_err load_file(loader *ld, const char *path, vb_error *err)
     for (const cJSON *item = root->child; item; item = item->next) {
         size_t i;
         const char *key = item->string ? item->string : "";
+        if (strcmp(key, KAFKA_KEY) == 0) {
+            if (ld->prog & P_SVC)
+                kprops_from_json(ld, item);
+            continue;
+        }
         if (!find_by_key(key, &i)) {
             char shown[80];
             snprintf(shown, sizeof shown, "%s", key);
@@ -644,8 +914,8 @@ static vb_err load_file(loader *ld, const char *path, vb_error *err)
         set_from_json(ld, i, item);
     }
     if (ld->file_has_secret && (st.st_mode & 077)) {
-        VB_WARN("config file %s holds a secret (external_api_key) and is readable by group or "
-                "others (mode %03o); restrict it with: chmod 600 %s",
+        VB_WARN("config file %s holds a secret (external_api_key or a secret Kafka property) "
+                "and is readable by group or others (mode %03o); restrict it with: chmod 600 %s",
                 path, (unsigned)(st.st_mode & 0777), path);
     }
     rc = VB_OK;
@@ -762,14 +1032,15 @@ static void scan_args(loader *ld, int argc, char **argv, const char *const *pass
         const setting *s = NULL;
         size_t idx = 0;
         int is_config = nlen == 6 && strncmp(name, "config", 6) == 0;
-        for (size_t k = 0; !is_config && k < NSETTINGS; k++) {
+        int is_kprop = nlen == strlen(KAFKA_FLAG) && strncmp(name, KAFKA_FLAG, nlen) == 0;
+        for (size_t k = 0; !is_config && !is_kprop && k < NSETTINGS; k++) {
             if (settings[k].flag && strlen(settings[k].flag) == nlen &&
                 strncmp(settings[k].flag, name, nlen) == 0) {
                 s = &settings[k];
                 idx = k;
             }
         }
-        if (!is_config && !s) {
+        if (!is_config && !is_kprop && !s) {
             add_line(&ld->errs, "unknown option --%.*s", (int)(nlen > 64 ? 64 : nlen), name);
             continue;
         }
@@ -788,6 +1059,15 @@ static void scan_args(loader *ld, int argc, char **argv, const char *const *pass
         }
         if (is_config) {
             *config_flag = val;
+            continue;
+        }
+        if (is_kprop) {
+            if (!(ld->prog & P_SVC))
+                add_line(&ld->errs, "option --" KAFKA_FLAG " is not used by this program");
+            else if (ld->nkflags == KAFKA_PROPS_MAX)
+                add_line(&ld->errs, "option --" KAFKA_FLAG ": more than %d", KAFKA_PROPS_MAX);
+            else
+                ld->kflags[ld->nkflags++] = val;
             continue;
         }
         if (!(s->progs & ld->prog)) {
@@ -875,6 +1155,11 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
         if (ld.flagval[i])
             set_from_text(&ld, i, ld.flagval[i], SRC_FLAG);
     }
+    if (ld.prog & P_SVC) {
+        kprops_from_env(&ld);
+        kprops_from_flags(&ld);
+        kprops_finish(&ld);
+    }
 
     load_secret_file(&ld, index_of("api_token_file"), index_of("api_token"));
     load_secret_file(&ld, index_of("secret_key_file"), index_of("secret_key"));
@@ -907,6 +1192,7 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
 fail:
     if (rc == VB_OK)
         rc = VB_ERR_CONFIG;
+    kprops_free(&ld);
     vb_buf_free(&ld.errs);
     vb_buf_free(&ld.missing);
     vb_config_free(cfg);
@@ -1001,6 +1287,17 @@ void vb_config_print_help(FILE *out, unsigned prog)
     }
     if (wd < (int)strlen(vb__config_default_path ? vb__config_default_path : ""))
         wd = (int)strlen(vb__config_default_path ? vb__config_default_path : "");
+    static const char kflag[] = "--" KAFKA_FLAG " NAME=VALUE";
+    static const char kenv[] = KAFKA_ENV_PREFIX "<NAME>";
+    static const char kkey[] = KAFKA_KEY " {NAME: VALUE}";
+    if (prog & P_SVC) {
+        if ((int)strlen(kflag) > wf)
+            wf = (int)strlen(kflag);
+        if ((int)strlen(kenv) > we)
+            we = (int)strlen(kenv);
+        if ((int)strlen(kkey) > wk)
+            wk = (int)strlen(kkey);
+    }
     fprintf(out, "Settings (precedence: option > environment > config file > default):\n");
     fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, "OPTION", we, "ENVIRONMENT", wk,
             "JSON KEY", wd, "DEFAULT", "MEANING");
@@ -1015,12 +1312,24 @@ void vb_config_print_help(FILE *out, unsigned prog)
         fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, flag, we, s->env ? s->env : "-", wk,
                 s->key, wd, def, s->help);
     }
+    if (prog & P_SVC) {
+        fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, kflag, we, kenv, wk, kkey, wd, "-",
+                "any librdkafka property (repeatable; per property: option > environment > "
+                "file)");
+        fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, "", we, "", wk, "", wd, "",
+                "<NAME>: the property upper-cased, \".\" as \"_\", \"_\" as \"__\", \"-\" as "
+                "\"___\" (sasl.password: " KAFKA_ENV_PREFIX "SASL_PASSWORD)");
+        fprintf(out, "  %-*s  %-*s  %-*s  %-*s  %s\n", wf, "", we, "", wk, "", wd, "",
+                "values of *password*, *secret*, ssl.key.pem are secrets; the properties "
+                "visionbatch sets for correctness are refused");
+    }
 }
 
 vb_err vb_config_copy(vb_config *dst, const vb_config *src)
 {
     memcpy(dst, src, sizeof *dst);
     dst->config_path = NULL;
+    dst->kafka_properties = NULL;
     for (size_t i = 0; i < NSETTINGS; i++) {
         if (settings[i].type == CT_STR)
             *str_field(dst, &settings[i]) = NULL;
@@ -1033,6 +1342,19 @@ vb_err vb_config_copy(vb_config *dst, const vb_config *src)
         const char *v = *cstr_field(src, &settings[i]);
         if (v && !(*str_field(dst, &settings[i]) = strdup(v)))
             goto fail;
+    }
+    if (src->kafka_properties) {
+        size_t n = 0;
+        while (src->kafka_properties[n])
+            n++;
+        char **arr = calloc(n + 1, sizeof *arr);
+        if (!arr)
+            goto fail;
+        dst->kafka_properties = (const char *const *)arr;
+        for (size_t i = 0; i < n; i++) {
+            if (!(arr[i] = strdup(src->kafka_properties[i])))
+                goto fail;
+        }
     }
     return VB_OK;
 fail:
@@ -1054,5 +1376,15 @@ void vb_config_free(vb_config *cfg)
             free(*f);
     }
     free(cfg->config_path);
+    if (cfg->kafka_properties) {
+        char **arr = (char **)(void *)(uintptr_t)cfg->kafka_properties;
+        for (size_t i = 0; arr[i]; i++) {
+            if (i % 2)
+                wipe_free(arr[i]); /* values: some are secrets */
+            else
+                free(arr[i]);
+        }
+        free(arr);
+    }
     memset(cfg, 0, sizeof *cfg);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util.h"
 #include "visionbatch/message.h"
 #include "visionbatch/run.h"
 
@@ -70,12 +71,12 @@ vb_dlq_entry *vb_dlq_at(vb_dlq *d, size_t i)
     return &d->items[(d->start + i) % d->cap];
 }
 
-vb_err vb_dlq_read(const char *brokers, const char *dlq_topic, size_t keep, int timeout_ms,
-                   vb_dlq *d, vb_error *err)
+vb_err vb_dlq_read(const char *brokers, const char *const *props, const char *dlq_topic,
+                   size_t keep, int timeout_ms, vb_dlq *d, vb_error *err)
 {
     memset(d, 0, sizeof *d);
     vb_kafka_reader *r = NULL;
-    vb_err rc = vb_kafka_reader_new(brokers, dlq_topic, timeout_ms, &r, err);
+    vb_err rc = vb_kafka_reader_new(brokers, props, dlq_topic, timeout_ms, &r, err);
     if (rc != VB_OK)
         return rc;
     long long expected = vb_kafka_reader_expected(r);
@@ -124,20 +125,6 @@ const vb_dlq_entry *vb_dlq_best_for(vb_dlq *d, const char *id)
     return best;
 }
 
-/* "2026-11-28T12:00:00.123Z". */
-static void fmt_time(long long ms, char *out, size_t outlen)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, outlen, "%lld", ms);
-        return;
-    }
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, (int)(ms % 1000));
-}
-
 static void add_str_or_null(cJSON *o, const char *name, const char *s)
 {
     if (s)
@@ -155,7 +142,7 @@ cJSON *vb_dlq_entry_json(const vb_dlq_entry *e)
     cJSON_AddNumberToObject(o, "partition", e->rec->partition);
     cJSON_AddNumberToObject(o, "offset", (double)e->rec->offset);
     if (e->rec->timestamp_ms >= 0)
-        fmt_time(e->rec->timestamp_ms, ts, sizeof ts);
+        vb__format_ms_utc(e->rec->timestamp_ms, ts, sizeof ts);
     add_str_or_null(o, "timestamp", e->rec->timestamp_ms >= 0 ? ts : NULL);
     add_str_or_null(o, "key", e->rec->key);
     add_str_or_null(o, "run_id", e->run_id[0] ? e->run_id : NULL);

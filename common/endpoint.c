@@ -281,13 +281,7 @@ static void *reaper_main(void *arg)
     long long limit_ms = (long long)ep->lim.header_timeout_s * 1000;
     pthread_mutex_lock(&ep->mu);
     while (!ep->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += REAP_EVERY_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = vb__realtime_after(REAP_EVERY_MS);
         pthread_cond_timedwait(&ep->cv, &ep->mu, &until);
         long long now = vb__mono_ms();
         for (size_t i = 0; i < ep->nslots; i++) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
 #include "visionbatch/redact.h"
 
 /* Redaction runs on a window larger than the excerpt so a secret that starts
@@ -34,13 +35,7 @@ char *vb__excerpt(const char *text, size_t len, size_t max_chars, char *out, siz
             copy[i] = ' ';
     }
     vb_redact_text(copy);
-    size_t n = strlen(copy);
-    if (n > keep) {
-        n = keep;
-        /* Do not cut a UTF-8 sequence in half. */
-        while (n > 0 && ((unsigned char)copy[n] & 0xC0) == 0x80)
-            n--;
-    }
+    size_t n = vb__utf8_cut(copy, strlen(copy), keep); /* never half a character */
     memcpy(out, copy, n);
     out[n] = '\0';
     free(copy);

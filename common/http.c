@@ -70,6 +70,7 @@ typedef struct http_limits {
     int retry_on_5xx;
     const atomic_int *cancel;
     int same_origin;
+    int no_redirects;
 } http_limits;
 
 /* What the header callback learns about the latest answer (redirects and
@@ -110,6 +111,7 @@ static http_limits limits_of(const vb_http_policy *pol)
     l.retry_on_5xx = pol->retry_on_5xx;
     l.cancel = pol->cancel;
     l.same_origin = pol->same_origin;
+    l.no_redirects = pol->no_redirects;
     return l;
 }
 
@@ -336,7 +338,8 @@ static CURLcode easy_common(CURL *e, const http_limits *l, hdr_state *hs, char *
     CURLcode cc;
     if ((cc = curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, VB_HTTP_PROTOCOLS)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, VB_HTTP_PROTOCOLS)) != CURLE_OK ||
-        (cc = curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L)) != CURLE_OK ||
+        (cc = curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, l->no_redirects ? 0L : 1L)) !=
+            CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_MAXREDIRS, VB_HTTP_MAX_REDIRECTS)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, l->connect_ms)) != CURLE_OK ||
         (cc = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, l->timeout_ms)) != CURLE_OK ||
@@ -515,6 +518,16 @@ static vb_err build_headers(const vb_http_request *req, struct curl_slist **out)
         }
         snprintf(line, sizeof line, "Content-Type: %s", ct);
         if (!(tmp = curl_slist_append(list, line)))
+            goto fail;
+        list = tmp;
+    }
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (!req->headers[i] || !token_ok(req->headers[i], sizeof line - 1) ||
+            !strchr(req->headers[i], ':')) {
+            rc = VB_ERR_INVALID;
+            goto fail;
+        }
+        if (!(tmp = curl_slist_append(list, req->headers[i])))
             goto fail;
         list = tmp;
     }

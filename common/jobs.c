@@ -24,8 +24,11 @@
 
 #include "jobs_internal.h"
 #include "redis/redis.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/cron.h"
+#include "visionbatch/notify.h"
+#include "visionbatch/redact.h"
 #include "visionbatch/tz.h"
 
 #define PREFIX "visionbatch:"
@@ -41,6 +44,7 @@ struct vb_jobs {
     unsigned char key[VB_CRYPTO_KEY_SIZE];
     int has_key;
     size_t exec_cap;
+    char *allowed_hosts; /* webhook_allowed_hosts; NULL = none */
 };
 
 /* ------------------------------------------------------------------ */
@@ -61,6 +65,9 @@ static const struct {
     {"organization_id", VB_JOB_F_ORG_ID, 1},
     {"enabled", VB_JOB_F_ENABLED, 0},
     {"overlap", VB_JOB_F_OVERLAP, 0},
+    {"notify", VB_JOB_F_NOTIFY, 0},
+    {"notify_secret", VB_JOB_F_NOTIFY_SECRET, 0},
+    {"pause_on_failure", VB_JOB_F_PAUSE, 0},
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
@@ -188,6 +195,8 @@ void vb_job_input_free(vb_job_input *in)
     vb_crypto_free_secret(in->external_api_key);
     free(in->backend_api_url);
     free(in->organization_id);
+    free(in->notify);
+    vb_crypto_free_secret(in->notify_secret);
     memset(in, 0, sizeof *in);
 }
 
@@ -202,6 +211,7 @@ static char **input_slot(vb_job_input *in, unsigned bit)
     case VB_JOB_F_API_KEY: return &in->external_api_key;
     case VB_JOB_F_BACKEND_URL: return &in->backend_api_url;
     case VB_JOB_F_ORG_ID: return &in->organization_id;
+    case VB_JOB_F_NOTIFY_SECRET: return &in->notify_secret;
     default: return NULL;
     }
 }
@@ -224,10 +234,27 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
         in->overlap_allow = strcmp(item->valuestring, "allow") == 0;
         return VB_OK;
     }
+    if (bit == VB_JOB_F_PAUSE) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != (double)(long)item->valuedouble ||
+            item->valuedouble < 0 || item->valuedouble > VB_NOTIFY_PAUSE_MAX)
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "pause_on_failure must be an integer from 0 (off) to %d",
+                                VB_NOTIFY_PAUSE_MAX);
+        in->pause_on_failure = (long)item->valuedouble;
+        return VB_OK;
+    }
+    if (bit == VB_JOB_F_NOTIFY) {
+        if (cJSON_IsNull(item) || (cJSON_IsArray(item) && !item->child)) {
+            in->notify = strdup("");
+            return in->notify ? VB_OK : vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        }
+        return vb_notify_validate(item, &in->notify, err);
+    }
     size_t max = bit == VB_JOB_F_API_KEY  ? VB_JOBS_KEY_MAX
                  : bit == VB_JOB_F_ORG_ID ? VB_JOBS_ORG_MAX
                  : bit == VB_JOB_F_SCHEDULE ? VB_CRON_EXPR_MAX
                  : bit == VB_JOB_F_TIMEZONE ? VB_TZ_NAME_MAX
+                 : bit == VB_JOB_F_NOTIFY_SECRET ? VB_NOTIFY_SECRET_MAX
                                             : VB_JOBS_URL_MAX * 2;
     if ((rc = check_string(name, item, max, bit == VB_JOB_F_SCHEDULE, err)) != VB_OK)
         return rc;
@@ -249,6 +276,11 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
             return vb_error_set(err, VB_ERR_INVALID, "schedule: the expression never fires");
         break;
     }
+    case VB_JOB_F_NOTIFY_SECRET:
+        if (strlen(v) < VB_NOTIFY_SECRET_MIN)
+            return vb_error_set(err, VB_ERR_INVALID, "notify_secret must be at least %d bytes",
+                                VB_NOTIFY_SECRET_MIN);
+        break;
     case VB_JOB_F_TIMEZONE:
         if (!vb_tz_valid(v))
             return vb_error_set(err, VB_ERR_INVALID,
@@ -378,9 +410,12 @@ vb_err vb_job_input_parse(const char *body, size_t len, int partial, vb_job_inpu
 fail:
     if (root) {
         /* wipe the API key from cJSON's copy before freeing it */
-        cJSON *k = cJSON_GetObjectItemCaseSensitive(root, "external_api_key");
-        if (cJSON_IsString(k) && k->valuestring)
-            vb_crypto_wipe(k->valuestring, strlen(k->valuestring));
+        static const char *const secrets[] = {"external_api_key", "notify_secret"};
+        for (size_t i = 0; i < 2; i++) {
+            cJSON *k = cJSON_GetObjectItemCaseSensitive(root, secrets[i]);
+            if (cJSON_IsString(k) && k->valuestring)
+                vb_crypto_wipe(k->valuestring, strlen(k->valuestring));
+        }
         cJSON_Delete(root);
     }
     vb_job_input_free(out);
@@ -402,6 +437,9 @@ void vb_job_free(vb_job *job)
     free(job->external_api_key_enc);
     free(job->backend_api_url);
     free(job->organization_id);
+    free(job->notify);
+    free(job->notify_secret_enc);
+    free(job->paused_reason);
     memset(job, 0, sizeof *job);
 }
 
@@ -422,6 +460,7 @@ void vb_exec_free(vb_exec *e)
     free(e->output);
     free(e->batch_id);
     free(e->skip_reason);
+    free(e->notifications);
     memset(e, 0, sizeof *e);
 }
 
@@ -468,6 +507,11 @@ vb_err vb_jobs_new(const vb_jobs_opts *opts, vb_jobs **out, vb_error *err)
     }
     const char *url = opts && opts->redis_url ? opts->redis_url : "redis://127.0.0.1:6379/0";
     j->exec_cap = opts && opts->exec_cap ? opts->exec_cap : VB_JOBS_EXEC_CAP_DEFAULT;
+    if (opts && opts->webhook_allowed_hosts && opts->webhook_allowed_hosts[0] &&
+        !(j->allowed_hosts = strdup(opts->webhook_allowed_hosts))) {
+        free(j);
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    }
     if (opts && opts->secret_key) {
         memcpy(j->key, opts->secret_key, VB_CRYPTO_KEY_SIZE);
         j->has_key = 1;
@@ -490,6 +534,7 @@ void vb_jobs_free(vb_jobs *j)
     vb__redis_free(j->r);
     vb_crypto_wipe(j->key, sizeof j->key);
     pthread_mutex_destroy(&j->mu);
+    free(j->allowed_hosts);
     free(j);
 }
 
@@ -642,6 +687,16 @@ static vb_err job_from_hash(const char *id, const redisReply *h, vb_job *out, vb
             out->created_at = to_ll(v->str);
         else if (strcmp(k->str, "updated_at") == 0)
             out->updated_at = to_ll(v->str);
+        else if (strcmp(k->str, "notify") == 0)
+            slot = &out->notify;
+        else if (strcmp(k->str, "notify_secret_enc") == 0)
+            slot = &out->notify_secret_enc;
+        else if (strcmp(k->str, "paused_reason") == 0)
+            slot = &out->paused_reason;
+        else if (strcmp(k->str, "pause_on_failure") == 0)
+            out->pause_on_failure = (long)to_ll(v->str);
+        else if (strcmp(k->str, "fail_streak") == 0)
+            out->fail_streak = (long)to_ll(v->str);
         if (slot && !*slot && !(*slot = reply_dup(v)))
             goto nomem;
     }
@@ -652,7 +707,10 @@ static vb_err job_from_hash(const char *id, const redisReply *h, vb_job *out, vb
                     &out->external_api_post_url,
                     &out->external_api_key_enc,
                     &out->backend_api_url,
-                    &out->organization_id};
+                    &out->organization_id,
+                    &out->notify,
+                    &out->notify_secret_enc,
+                    &out->paused_reason};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!*all[i] && !(*all[i] = strdup("")))
             goto nomem;
@@ -707,6 +765,50 @@ static vb_err seal_key(vb_jobs *j, const vb_job_input *in, char **sealed, vb_err
     return vb_crypto_seal(j->key, in->external_api_key, sealed, err);
 }
 
+/* Seals the webhook secret when present, after checking the notify targets
+ * against the allow-list; `stored_secret`: the job already has one. */
+static vb_err seal_notify(vb_jobs *j, const vb_job_input *in, int stored_secret, char **sealed,
+                          vb_error *err)
+{
+    *sealed = NULL;
+    if ((in->present & VB_JOB_F_NOTIFY) && in->notify[0]) {
+        if (!(in->present & VB_JOB_F_NOTIFY_SECRET) && !stored_secret)
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "notify needs a notify_secret (16-256 bytes) to sign deliveries");
+        cJSON *t = cJSON_Parse(in->notify);
+        int i = 0;
+        for (const cJSON *x = t ? t->child : NULL; x; x = x->next, i++) {
+            const cJSON *u = cJSON_GetObjectItemCaseSensitive(x, "url");
+            if (!vb_notify_host_allowed(cJSON_GetStringValue(u), j->allowed_hosts)) {
+                cJSON_Delete(t);
+                return vb_error_set(err, VB_ERR_INVALID,
+                                    "notify[%d].url: host is not in webhook_allowed_hosts", i);
+            }
+        }
+        cJSON_Delete(t);
+    }
+    if (!(in->present & VB_JOB_F_NOTIFY_SECRET))
+        return VB_OK;
+    if (!j->has_key)
+        return vb_error_set(err, VB_ERR_CONFIG,
+                            "notify_secret cannot be stored: no secret-encryption key is "
+                            "configured (set VISIONBATCH_SECRET_KEY or --secret-key-file)");
+    return vb_crypto_seal(j->key, in->notify_secret, sealed, err);
+}
+
+/* Appends the webhook fields present in `in`. */
+static void add_notify_fields(args *a, const vb_job_input *in, const char *sealed)
+{
+    if (in->present & VB_JOB_F_NOTIFY)
+        add_pair(a, "notify", in->notify);
+    if (sealed)
+        add_pair(a, "notify_secret_enc", sealed);
+    if (in->present & VB_JOB_F_PAUSE) {
+        add(a, "pause_on_failure");
+        add_ll(a, in->pause_on_failure);
+    }
+}
+
 /* Appends field/value pairs for every present field of `in`. */
 static void add_input_fields(args *a, const vb_job_input *in, const char *sealed)
 {
@@ -743,8 +845,11 @@ vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error 
                           VB_JOB_F_POST_URL | VB_JOB_F_API_KEY | VB_JOB_F_ORG_ID;
     if ((in->present & need) != need)
         return vb_error_set(err, VB_ERR_INVALID, "job is missing required fields");
+    char *nsealed = NULL;
     if ((rc = seal_key(j, in, &sealed, err)) != VB_OK)
         return rc;
+    if ((rc = seal_notify(j, in, 0, &nsealed, err)) != VB_OK)
+        goto done;
     if ((rc = vb_crypto_uuid4(id, err)) != VB_OK)
         goto done;
     job_key(key, id);
@@ -767,6 +872,7 @@ vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error 
     if (!(in->present & VB_JOB_F_OVERLAP))
         add_pair(a, "overlap", "skip");
     add_input_fields(a, in, sealed);
+    add_notify_fields(a, in, nsealed);
     add(a, "created_at");
     add_ll(a, now);
     add(a, "updated_at");
@@ -781,6 +887,7 @@ vb_err vb_jobs_create(vb_jobs *j, const vb_job_input *in, vb_job *out, vb_error 
     free(a);
 done:
     free(sealed);
+    free(nsealed);
     return rc;
 }
 
@@ -1018,18 +1125,39 @@ vb_err vb_jobs_update(vb_jobs *j, const char *job_id, const vb_job_input *in, vb
         memset(out, 0, sizeof *out);
     if (!vb_jobs_id_valid(job_id))
         return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
-    if ((rc = seal_key(j, in, &sealed, err)) != VB_OK)
+    char *nsealed = NULL;
+    int stored = 0;
+    if ((in->present & VB_JOB_F_NOTIFY) && in->notify[0] &&
+        !(in->present & VB_JOB_F_NOTIFY_SECRET)) {
+        vb_job cur;
+        if ((rc = vb_jobs_get(j, job_id, &cur, err)) != VB_OK)
+            return rc;
+        stored = cur.notify_secret_enc[0] != '\0';
+        vb_job_free(&cur);
+    }
+    if ((rc = seal_notify(j, in, stored, &nsealed, err)) != VB_OK)
         return rc;
+    if ((rc = seal_key(j, in, &sealed, err)) != VB_OK) {
+        free(nsealed);
+        return rc;
+    }
     args *a = calloc(1, sizeof *a);
     if (!a) {
         free(sealed);
+        free(nsealed);
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     }
     update_header(a, key, job_id);
     add_input_fields(a, in, sealed);
+    add_notify_fields(a, in, nsealed);
+    if ((in->present & VB_JOB_F_ENABLED) && in->enabled) {
+        add_pair(a, "paused_reason", "");
+        add_pair(a, "fail_streak", "0");
+    }
     rc = run_update(j, job_id, a, out, err);
     free(a);
     free(sealed);
+    free(nsealed);
     return rc;
 }
 
@@ -1043,6 +1171,10 @@ vb_err vb_jobs_set_enabled(vb_jobs *j, const char *job_id, int enabled, vb_error
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     update_header(a, key, job_id);
     add_pair(a, "enabled", enabled ? "1" : "0");
+    if (enabled) {
+        add_pair(a, "paused_reason", "");
+        add_pair(a, "fail_streak", "0");
+    }
     vb_err rc = run_update(j, job_id, a, NULL, err);
     free(a);
     return rc;
@@ -1101,6 +1233,65 @@ vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err
         return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s has no external_api_key",
                             job->job_id);
     return vb_crypto_open(j->key, job->external_api_key_enc, key, err);
+}
+
+static vb_err set_copy(char **field, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (!copy)
+        return VB_ERR_NOMEM;
+    free(*field);
+    *field = copy;
+    return VB_OK;
+}
+
+vb_err vb_jobs_platform_config(vb_jobs *j, const vb_job *job, const vb_config *base,
+                               vb_config *out, vb_error *err)
+{
+    char *key = NULL;
+    vb_err rc = vb_config_copy(out, base);
+    if (rc != VB_OK)
+        return vb_error_set(err, rc, "out of memory");
+    if ((rc = vb_jobs_open_key(j, job, &key, err)) != VB_OK)
+        goto fail;
+    vb_redact_add_secret(key);
+    if (set_copy(&out->external_api_get_url, job->external_api_get_url) != VB_OK ||
+        set_copy(&out->external_api_post_url, job->external_api_post_url) != VB_OK ||
+        set_copy(&out->external_api_key, key) != VB_OK ||
+        set_copy(&out->backend_api_url, job->backend_api_url) != VB_OK ||
+        set_copy(&out->organization_id, job->organization_id) != VB_OK) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    vb_crypto_free_secret(key);
+    return VB_OK;
+fail:
+    vb_crypto_free_secret(key);
+    vb_config_free(out);
+    return rc;
+}
+
+vb_err vb_jobs_open_notify_secret(vb_jobs *j, const char *job_id, char **secret, vb_error *err)
+{
+    char key[80];
+    *secret = NULL;
+    if (!vb_jobs_id_valid(job_id))
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "cron job not found");
+    if (!j->has_key)
+        return vb_error_set(err, VB_ERR_CONFIG, "cannot decrypt notify_secret: no "
+                            "secret-encryption key is configured");
+    job_key(key, job_id);
+    const char *argv[3] = {"HGET", key, "notify_secret_enc"};
+    redisReply *r = vb__jobs_command(j, 3, argv, NULL, err);
+    if (!r)
+        return VB_ERR_REDIS;
+    vb_err rc;
+    if (r->type != REDIS_REPLY_STRING || r->len == 0)
+        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "cron job %s has no notify_secret", job_id);
+    else
+        rc = vb_crypto_open(j->key, r->str, secret, err);
+    freeReplyObject(r);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1192,8 +1383,29 @@ vb_err vb_jobs_exec_update(vb_jobs *j, const vb_exec *e, vb_error *err)
     return exec_write(j, &copy, 0, err);
 }
 
+/* Appends one recorded delivery (a JSON object written by the scripts of
+ * notify.c) to *arr, created on first use; a malformed record is skipped. */
+static vb_err add_notification(cJSON **arr, const char *json)
+{
+    cJSON *o = cJSON_Parse(json);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return VB_OK;
+    }
+    if (!*arr && !(*arr = cJSON_CreateArray())) {
+        cJSON_Delete(o);
+        return VB_ERR_NOMEM;
+    }
+    if (!cJSON_AddItemToArray(*arr, o)) {
+        cJSON_Delete(o);
+        return VB_ERR_NOMEM;
+    }
+    return VB_OK;
+}
+
 static vb_err exec_from_hash(const redisReply *h, vb_exec *out, vb_error *err)
 {
+    cJSON *ntf = NULL;
     memset(out, 0, sizeof *out);
     if (h->type != REDIS_REPLY_ARRAY || h->elements == 0)
         return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
@@ -1233,12 +1445,19 @@ static vb_err exec_from_hash(const redisReply *h, vb_exec *out, vb_error *err)
             slot = &out->batch_id;
         else if (strcmp(n, "skip_reason") == 0)
             slot = &out->skip_reason;
-        if (slot && !*slot && !(*slot = reply_dup(v))) {
-            vb_exec_free(out);
-            return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        }
+        else if (strncmp(n, "ntf:", 4) == 0 && add_notification(&ntf, v->str) != VB_OK)
+            goto nomem;
+        if (slot && !*slot && !(*slot = reply_dup(v)))
+            goto nomem;
     }
+    if (ntf && !(out->notifications = cJSON_PrintUnformatted(ntf)))
+        goto nomem;
+    cJSON_Delete(ntf);
     return VB_OK;
+nomem:
+    cJSON_Delete(ntf);
+    vb_exec_free(out);
+    return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
 }
 
 static vb_err exec_get_locked(vb_jobs *j, const char *id, vb_exec *out, vb_error *err)

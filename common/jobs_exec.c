@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "jobs_internal.h"
+#include "notify_internal.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/crypto.h"
 #include "visionbatch/run.h"
@@ -32,6 +34,7 @@
  * firing is done and all its published runs have finished. Returns the
  * status after the call. */
 #define COMPLETE                                                                                   \
+    VB__NOTIFY_LUA                                                                                 \
     "local function complete(k, z, id, now) "                                                      \
     "  local h = redis.call('HMGET', k, 'status', 'fired', 'runs_published', 'runs_succeeded', "  \
     "    'runs_failed', 'output') "                                                                \
@@ -49,6 +52,7 @@
     "  end "                                                                                       \
     "  redis.call('HSET', k, 'status', st, 'completed_at', now, 'output', out) "                   \
     "  redis.call('ZREM', z, id) "                                                                 \
+    "  final(k, id, st, now) "                                                                     \
     "  return st "                                                                                 \
     "end "
 
@@ -177,6 +181,7 @@ static const char *const script_fire_done =
     "    return redis.call('HGET', KEYS[1], 'status') end "
     "  redis.call('HSET', KEYS[1], 'status', 'error', 'completed_at', ARGV[7]) "
     "  redis.call('ZREM', KEYS[2], ARGV[1]) "
+    "  final(KEYS[1], ARGV[1], 'error', tonumber(ARGV[7])) "
     "  return 'error' "
     "end "
     "return complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[7]))";
@@ -197,6 +202,7 @@ static const char *const script_run_done =
     "else "
     "  redis.call('HSET', KEYS[1], f, ARGV[3] .. '!') "
     "end "
+    "if ARGV[3] == 'failed' then run_dead(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[5])) end "
     "if ARGV[4] ~= '' then "
     "  local b = redis.call('HGET', KEYS[1], 'batch_id') or '' "
     "  if b == '' then b = ARGV[4] else b = b .. ',' .. ARGV[4] end "
@@ -207,6 +213,7 @@ static const char *const script_run_done =
 /* KEYS: running set. ARGV: 1 now, 2 timeout ms, 3 fire timeout ms, 4 prefix.
  * Returns how many executions changed. */
 static const char *const script_expire =
+    VB__NOTIFY_LUA
     "local now, to, fto = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) "
     "local lim = math.min(to, fto) "
     "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lim, 'LIMIT', 0, 1000) "
@@ -221,12 +228,12 @@ static const char *const script_expire =
     "    if h[3] ~= '1' and age >= fto then "
     "      redis.call('HSET', k, 'status', 'error', 'completed_at', now, 'output', "
     "        string.sub(out .. 'the producer stopped before it finished publishing runs', 1, 4096)) "
-    "      redis.call('ZREM', KEYS[1], id) n = n + 1 "
+    "      redis.call('ZREM', KEYS[1], id) n = n + 1 final(k, id, 'error', now) "
     "    elseif age >= to then "
     "      redis.call('HSET', k, 'status', 'timeout', 'completed_at', now, 'output', "
     "        string.sub(out .. 'runs still unfinished after ' .. math.floor(to / 1000) .. ' s', "
     "        1, 4096)) "
-    "      redis.call('ZREM', KEYS[1], id) n = n + 1 "
+    "      redis.call('ZREM', KEYS[1], id) n = n + 1 final(k, id, 'timeout', now) "
     "    end "
     "  end "
     "end "

@@ -14,6 +14,10 @@
  * across rebalances), and commits stored offsets before partitions are
  * revoked. The eager protocol (if the group falls back to it) is handled too.
  *
+ * The operator's pass-through properties (security, tuning) are applied after
+ * these settings, once a probe has shown the login is accepted; the ones
+ * above that correctness rests on are refused by kafka_conf.c.
+ *
  * Threading: the handle is used by one thread (the poll loop); the rebalance
  * callback runs inside vb_kafka_consumer_poll on that same thread.
  * Ownership: messages returned are copies owned by the caller.
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_internal.h"
 #include "visionbatch/log.h"
 
 struct vb_kafka_consumer {
@@ -104,13 +109,16 @@ static vb_err set_conf(rd_kafka_conf_t *conf, const char *name, const char *valu
     return VB_OK;
 }
 
-vb_err vb_kafka_consumer_new(const char *brokers, const char *group_id, const char *client_id,
-                             const char *topic, vb_kafka_consumer **out, vb_error *err)
+vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
+                             const char *group_id, const char *client_id, const char *topic,
+                             vb_kafka_consumer **out, vb_error *err)
 {
     *out = NULL;
     if (!brokers || !*brokers || !group_id || !*group_id || !topic || !*topic)
         return vb_error_set(err, VB_ERR_INVALID, "kafka consumer needs brokers, group and topic");
-    vb_err rc;
+    vb_err rc = vb__kafka_probe(brokers, props, VB__KAFKA_PROBE_MS, err);
+    if (rc != VB_OK)
+        return rc;
     char errstr[512];
     rd_kafka_topic_partition_list_t *subs = NULL;
     vb_kafka_consumer *c = calloc(1, sizeof *c);
@@ -140,6 +148,8 @@ vb_err vb_kafka_consumer_new(const char *brokers, const char *group_id, const ch
         if ((rc = set_conf(conf, settings[i][0], settings[i][1], err)) != VB_OK)
             goto fail;
     }
+    if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK)
+        goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);

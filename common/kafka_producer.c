@@ -6,6 +6,9 @@
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
  * delivery report within that time, success or failure. Keys are placed by
  * their murmur2 hash (partitioner=murmur2_random, the Java clients' choice).
+ * The operator's pass-through properties come after these (kafka_conf.c
+ * refuses the ones the guarantees rest on), once a probe has shown the
+ * login is accepted.
  *
  * Delivery reports. A dedicated thread polls the handle; librdkafka calls
  * dr_msg_cb() on that thread for each message. Every vb_kafka_produce_sync()
@@ -33,7 +36,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka_internal.h"
 #include "visionbatch/log.h"
+#include "util.h"
 
 /* A produce_sync call waiting for its delivery report. */
 typedef struct vb__kafka_dr {
@@ -113,8 +118,8 @@ static vb_err conf_set(rd_kafka_conf_t *conf, const char *name, const char *valu
     return VB_OK;
 }
 
-vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
-                             vb_kafka_producer **out, vb_error *err)
+vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
+                             const char *client_id, vb_kafka_producer **out, vb_error *err)
 {
     vb_kafka_producer *p = NULL;
     rd_kafka_conf_t *conf = NULL;
@@ -127,6 +132,8 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
         *out = NULL;
     if (!out || !brokers || !*brokers)
         return vb_error_set(err, VB_ERR_INVALID, "kafka producer: no brokers given");
+    if ((rc = vb__kafka_probe(brokers, props, VB__KAFKA_PROBE_MS, err)) != VB_OK)
+        return rc;
     if (!(p = calloc(1, sizeof *p)))
         return vb_error_set(err, VB_ERR_NOMEM, "kafka producer: out of memory");
     atomic_init(&p->stop, 0);
@@ -155,6 +162,8 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
         rc = VB_ERR_KAFKA;
         goto fail;
     }
+    if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK)
+        goto fail;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -215,27 +224,6 @@ void vb_kafka_producer_free(vb_kafka_producer *p, int timeout_ms)
     free(p);
 }
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Absolute CLOCK_REALTIME deadline for pthread_cond_timedwait. */
-static struct timespec realtime_after(long long ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 static int header_name_ok(const char *s)
 {
     return s && *s && strlen(s) <= 255;
@@ -252,7 +240,7 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
         return vb_error_set(err, VB_ERR_INVALID, "kafka produce: bad arguments");
     if (timeout_ms <= 0)
         timeout_ms = VB_KAFKA_DELIVERY_TIMEOUT_MS + 5000;
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = vb__mono_ms() + timeout_ms;
 
     if (nheaders) {
         if (!(hdrs = rd_kafka_headers_new(nheaders)))
@@ -282,7 +270,7 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
                                  RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
                                  RD_KAFKA_V_VALUE((void *)value, len),
                                  RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
-        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL || mono_ms() >= deadline)
+        if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL || vb__mono_ms() >= deadline)
             break;
         struct timespec pause = {0, 10 * 1000000L}; /* the poll thread drains the queue */
         nanosleep(&pause, NULL);
@@ -299,10 +287,10 @@ vb_err vb_kafka_produce_sync(vb_kafka_producer *p, const char *topic, const char
 
     pthread_mutex_lock(&p->mu);
     while (!dr->done) {
-        long long left = deadline - mono_ms();
+        long long left = deadline - vb__mono_ms();
         if (left <= 0)
             break;
-        struct timespec until = realtime_after(left);
+        struct timespec until = vb__realtime_after(left);
         int rc = pthread_cond_timedwait(&p->cv, &p->mu, &until);
         if (rc != 0 && rc != ETIMEDOUT && rc != EINTR)
             break;

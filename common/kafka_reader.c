@@ -25,6 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kafka_internal.h"
+#include "util.h"
+
 #define MAX_PARTITIONS 100000
 
 struct vb_kafka_reader {
@@ -62,23 +65,16 @@ const char *vb_kafka_record_header(const vb_kafka_record *r, const char *name)
     return NULL;
 }
 
-static char *dup_bytes(const void *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    if (n)
-        memcpy(s, p, n);
-    s[n] = '\0';
-    return s;
-}
-
-/* A client of the given type with our common settings; group may be NULL. */
-static vb_err new_client(rd_kafka_type_t type, const char *brokers, const char *group,
-                         rd_kafka_t **out, vb_error *err)
+/* A client of the given type with our common settings and the operator's
+ * properties, after a probe bounded by timeout_ms; group may be NULL. */
+static vb_err new_client(rd_kafka_type_t type, const char *brokers, const char *const *props,
+                         const char *group, int timeout_ms, rd_kafka_t **out, vb_error *err)
 {
     *out = NULL;
     char errstr[512];
+    vb_err rc = vb__kafka_probe(brokers, props, timeout_ms, err);
+    if (rc != VB_OK)
+        return rc;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
@@ -109,6 +105,10 @@ static vb_err new_client(rd_kafka_type_t type, const char *brokers, const char *
             rd_kafka_conf_destroy(conf);
             return vb_error_set(err, VB_ERR_KAFKA, "kafka setting %s: %s", settings[i][0], errstr);
         }
+    }
+    if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
     }
     rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof errstr);
     if (!rk) {
@@ -150,8 +150,8 @@ long long vb_kafka_reader_expected(const vb_kafka_reader *r)
     return r ? r->expected : 0;
 }
 
-vb_err vb_kafka_reader_new(const char *brokers, const char *topic, int timeout_ms,
-                           vb_kafka_reader **out, vb_error *err)
+vb_err vb_kafka_reader_new(const char *brokers, const char *const *props, const char *topic,
+                           int timeout_ms, vb_kafka_reader **out, vb_error *err)
 {
     *out = NULL;
     if (!brokers || !*brokers || !topic || !*topic)
@@ -165,7 +165,8 @@ vb_err vb_kafka_reader_new(const char *brokers, const char *topic, int timeout_m
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, NULL, &r->rk, err)) != VB_OK)
+    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, props, NULL, timeout_ms, &r->rk, err)) !=
+        VB_OK)
         goto fail;
     rkt = rd_kafka_topic_new(r->rk, topic, NULL);
     if (!rkt) {
@@ -266,11 +267,11 @@ static vb_err copy_record(const rd_kafka_message_t *m, vb_kafka_record **out, vb
     int64_t ts = rd_kafka_message_timestamp(m, &tt);
     rec->timestamp_ms = tt == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts;
     if (m->key) {
-        if (!(rec->key = dup_bytes(m->key, m->key_len)))
+        if (!(rec->key = vb__dup_bytes(m->key, m->key_len)))
             goto nomem;
         rec->key_len = m->key_len;
     }
-    if (!(rec->value = dup_bytes(m->payload, m->payload ? m->len : 0)))
+    if (!(rec->value = vb__dup_bytes(m->payload, m->payload ? m->len : 0)))
         goto nomem;
     rec->len = m->payload ? m->len : 0;
     rd_kafka_headers_t *hdrs = NULL;
@@ -287,7 +288,7 @@ static vb_err copy_record(const rd_kafka_message_t *m, vb_kafka_record **out, vb
             vb_kafka_header *h = &rec->headers[rec->nheaders++];
             if (!(h->name = strdup(name)))
                 goto nomem;
-            if (val && !(h->value = dup_bytes(val, vlen)))
+            if (val && !(h->value = vb__dup_bytes(val, vlen)))
                 goto nomem;
         }
     }
@@ -302,11 +303,9 @@ vb_err vb_kafka_reader_next(vb_kafka_reader *r, int timeout_ms, vb_kafka_record 
                             vb_error *err)
 {
     *out = NULL;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long t0 = vb__mono_ms();
     while (r->remaining > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long elapsed = (long)((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+        long elapsed = (long)(vb__mono_ms() - t0);
         if (elapsed >= timeout_ms)
             return vb_error_set(err, VB_ERR_TIMEOUT,
                                 "kafka topic %s: no message for %d ms (%d partition(s) unread)",
@@ -371,8 +370,9 @@ static int cmp_part(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const char *only,
-                                int timeout_ms, vb_kafka_topic_list *out, vb_error *err)
+vb_err vb_kafka_topics_describe(const char *brokers, const char *const *props, const char *group,
+                                const char *only, int timeout_ms, vb_kafka_topic_list *out,
+                                vb_error *err)
 {
     memset(out, 0, sizeof *out);
     if (!brokers || !*brokers)
@@ -382,7 +382,8 @@ vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const ch
     rd_kafka_topic_t *rkt = NULL;
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_partition_list_t *tp = NULL;
-    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, group && *group ? group : NULL, &rk, err)) !=
+    if ((rc = new_client(RD_KAFKA_CONSUMER, brokers, props, group && *group ? group : NULL,
+                         timeout_ms, &rk, err)) !=
         VB_OK)
         goto fail;
     if (only && !(rkt = rd_kafka_topic_new(rk, only, NULL))) {
@@ -566,8 +567,9 @@ static void assigned_partitions(const void *data, size_t len, const char *topic,
     }
 }
 
-vb_err vb_kafka_group_describe(const char *brokers, const char *group, const char *topic,
-                               int timeout_ms, vb_kafka_group *out, vb_error *err)
+vb_err vb_kafka_group_describe(const char *brokers, const char *const *props, const char *group,
+                               const char *topic, int timeout_ms, vb_kafka_group *out,
+                               vb_error *err)
 {
     memset(out, 0, sizeof *out);
     if (!brokers || !*brokers || !group || !*group)
@@ -575,7 +577,7 @@ vb_err vb_kafka_group_describe(const char *brokers, const char *group, const cha
     vb_err rc;
     rd_kafka_t *rk = NULL;
     const struct rd_kafka_group_list *gl = NULL;
-    if ((rc = new_client(RD_KAFKA_PRODUCER, brokers, NULL, &rk, err)) != VB_OK)
+    if ((rc = new_client(RD_KAFKA_PRODUCER, brokers, props, NULL, timeout_ms, &rk, err)) != VB_OK)
         goto fail;
     rd_kafka_resp_err_t e = rd_kafka_list_groups(rk, group, &gl, timeout_ms);
     if (e) {

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "visionbatch/backend.h"
 #include "visionbatch/documents.h"
 #include "visionbatch/log.h"
@@ -38,13 +39,6 @@ const char *vb_stage_name(vb_stage s)
     case VB_STAGE_UPLOADED: return "uploaded";
     }
     return "unknown";
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static vb_err stage(const vb_pipeline_hooks *hooks, vb_stage s, const char *batch_ids,
@@ -81,7 +75,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const vb_pipeline_hooks *hooks, const atomic_int *cancel,
                            vb_run_result *res, vb_error *err)
 {
-    double t0 = now_s();
+    long long t0 = vb__mono_ms();
     memset(res, 0, sizeof *res);
     vb_run_inputs in;
     memset(&in, 0, sizeof in);
@@ -250,6 +244,6 @@ done:
     free(descs);
     free(parts);
     vb_run_inputs_free(&in); /* removes the run's temp directory */
-    res->seconds = now_s() - t0;
+    res->seconds = (double)(vb__mono_ms() - t0) / 1000.0;
     return rc;
 }

@@ -26,6 +26,7 @@
 #include <strings.h>
 
 #include "redis/redis.h"
+#include "utf8.h"
 #include "util.h"
 #include "visionbatch/crypto.h"
 
@@ -502,6 +503,27 @@ static vb_err bad_reply(vb_store *s, const char *what, vb_error *err)
     return vb__redis_unexpected(s->r, what, err);
 }
 
+/* The answer of a lock holder's script ("ok", "lost" or "conflict"), taken
+ * over and freed: VB_OK; VB_ERR_CANCELLED "<what> of run <id> refused: lock
+ * lost"; VB_ERR_CONFLICT "…: <conflict>" (conflict NULL: the script never
+ * answers so, and the answer is unexpected). `label` names the script in an
+ * unexpected-answer error. */
+static vb_err holder_reply(vb_store *s, redisReply *r, const char *label, const char *what,
+                           const char *id, const char *conflict, vb_error *err)
+{
+    vb_err rc = VB_OK;
+    if (r->type != REDIS_REPLY_STRING)
+        rc = bad_reply(s, label, err);
+    else if (strcmp(r->str, "lost") == 0)
+        rc = vb_error_set(err, VB_ERR_CANCELLED, "%s of run %s refused: lock lost", what, id);
+    else if (conflict && strcmp(r->str, "conflict") == 0)
+        rc = vb_error_set(err, VB_ERR_CONFLICT, "%s of run %s refused: %s", what, id, conflict);
+    else if (strcmp(r->str, "ok") != 0)
+        rc = bad_reply(s, label, err);
+    freeReplyObject(r);
+    return rc;
+}
+
 /* ---- run state ---- */
 
 static const char *const vb_run_status_names[] = {
@@ -610,16 +632,6 @@ static long long parse_ll(const char *s)
     return v;
 }
 
-static char *dup_bytes(const char *p, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d) {
-        memcpy(d, p, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 /* Fills *st from an HGETALL array reply; *st must be zeroed. */
 static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h, vb_run_state *st,
                               vb_error *err)
@@ -637,7 +649,7 @@ static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h,
             void *slot = base + vb_run_fields[f].off;
             switch (vb_run_fields[f].kind) {
             case F_STR: {
-                char *d = dup_bytes(v->str, v->len);
+                char *d = vb__dup_bytes(v->str, v->len);
                 if (!d)
                     return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
                 free(*(char **)slot);
@@ -661,14 +673,14 @@ static vb_err state_from_hash(const char *id, size_t idlen, const redisReply *h,
             break;
         }
     }
-    st->id = dup_bytes(id, idlen);
+    st->id = vb__dup_bytes(id, idlen);
     if (!st->id)
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     for (size_t f = 0; f < N_FIELDS; f++) {
         if (vb_run_fields[f].kind != F_STR)
             continue;
         char **slot = (char **)(base + vb_run_fields[f].off);
-        if (!*slot && !(*slot = dup_bytes("", 0)))
+        if (!*slot && !(*slot = vb__dup_bytes("", 0)))
             return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     }
     return VB_OK;
@@ -1103,17 +1115,7 @@ vb_err vb_store_upload_gate(vb_store *s, const char *run_id, const char *token, 
     redisReply *r = store_eval(s, SCRIPT_UPLOAD_GATE, 3, keys, 5, args, NULL, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "upload gate", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "upload of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "upload of run %s refused: run is already uploaded", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "upload gate", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "upload gate", "upload", id, "run is already uploaded", err);
 }
 
 vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb_run_status state,
@@ -1146,19 +1148,9 @@ vb_err vb_store_set_state(vb_store *s, const char *run_id, const char *token, vb
     redisReply *r = store_eval(s, SCRIPT_SET_STATE, 3, keys, 8, args, lens, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "set state", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "state %s of run %s refused: lock lost",
-                          vb_run_status_name(state), id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "state %s of run %s refused: run is already uploaded",
-                          vb_run_status_name(state), id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "set state", err);
-    freeReplyObject(r);
-    return rc;
+    char what[32];
+    snprintf(what, sizeof what, "state %s", vb_run_status_name(state));
+    return holder_reply(s, r, "set state", what, id, "run is already uploaded", err);
 }
 
 /* ---- operator ---- */
@@ -1223,14 +1215,7 @@ vb_err vb_store_set_origin(vb_store *s, const char *run_id, const char *token,
     redisReply *r = store_eval(s, SCRIPT_SET_ORIGIN, 2, keys, 5, args, NULL, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "set origin", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "origin of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "set origin", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "set origin", "origin", id, NULL, err);
 }
 
 vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, vb_error *err)
@@ -1260,7 +1245,7 @@ vb_err vb_store_get_origin(vb_store *s, const char *run_id, vb_run_origin *out, 
             v = "config";
             n = 6;
         }
-        if (!(*slots[i] = dup_bytes(v, n))) {
+        if (!(*slots[i] = vb__dup_bytes(v, n))) {
             freeReplyObject(r);
             vb_run_origin_free(out);
             return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
@@ -1290,15 +1275,5 @@ vb_err vb_store_hand_back(vb_store *s, const char *run_id, const char *token, co
     redisReply *r = store_eval(s, SCRIPT_HAND_BACK, 3, keys, 4, args, lens, err);
     if (!r)
         return failed(err);
-    if (r->type != REDIS_REPLY_STRING)
-        rc = bad_reply(s, "hand back", err);
-    else if (strcmp(r->str, "lost") == 0)
-        rc = vb_error_set(err, VB_ERR_CANCELLED, "hand back of run %s refused: lock lost", id);
-    else if (strcmp(r->str, "conflict") == 0)
-        rc = vb_error_set(err, VB_ERR_CONFLICT,
-                          "hand back of run %s refused: run is not being processed", id);
-    else if (strcmp(r->str, "ok") != 0)
-        rc = bad_reply(s, "hand back", err);
-    freeReplyObject(r);
-    return rc;
+    return holder_reply(s, r, "hand back", "hand back", id, "run is not being processed", err);
 }

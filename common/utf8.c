@@ -1,5 +1,5 @@
 /*
- * utf8.c — UTF-8 validation and repair (see utf8.h). Stateless and
+ * utf8.c — UTF-8 validation, repair and cutting (see utf8.h). Stateless and
  * thread-safe; the repaired copy belongs to the caller.
  */
 #include "utf8.h"
@@ -68,4 +68,14 @@ char *vb__utf8_repair(const char *s, size_t len, size_t *replaced)
     }
     out[o] = '\0';
     return out;
+}
+
+size_t vb__utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    return cut;
 }

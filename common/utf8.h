@@ -1,5 +1,5 @@
 /*
- * utf8.h — UTF-8 validation and repair of untrusted text.
+ * utf8.h — UTF-8 validation, repair and cutting of untrusted text.
  *
  * Text from the platform (a run's user_query, a descriptions file) ends up in
  * JSON sent to the backend and on Kafka, so it must be valid UTF-8 there. The
@@ -23,5 +23,9 @@ size_t vb__utf8_seq_len(const unsigned char *s, size_t avail);
  * part of a valid sequence is replaced by U+FFFD; *replaced (may be NULL)
  * receives how many were. NULL when out of memory. */
 char *vb__utf8_repair(const char *s, size_t len, size_t *replaced);
+
+/* Length of the longest prefix of s[0..len), at most max bytes, that does
+ * not end inside a UTF-8 sequence (a cut never splits a character). */
+size_t vb__utf8_cut(const char *s, size_t len, size_t max);
 
 #endif

@@ -1,12 +1,15 @@
 /*
- * util.h — small helpers that several library modules need: clocks, UTF-8
- * cutting and hex digits. Internal to libvisionbatch; every function is
- * stateless and thread-safe.
+ * util.h — small helpers that several modules need: clocks, condition-wait
+ * deadlines, UTC timestamps, hex digits and copies of byte ranges (UTF-8
+ * helpers are in utf8.h). Internal to
+ * libvisionbatch and the programs built on it; every function is stateless
+ * and thread-safe.
  */
 #ifndef VISIONBATCH_UTIL_H
 #define VISIONBATCH_UTIL_H
 
 #include <stddef.h>
+#include <time.h>
 
 /* Wall-clock time in unix milliseconds (CLOCK_REALTIME). */
 long long vb__now_ms(void);
@@ -14,11 +17,19 @@ long long vb__now_ms(void);
 /* Milliseconds of CLOCK_MONOTONIC: for intervals and deadlines. */
 long long vb__mono_ms(void);
 
-/* Length of the longest prefix of s[0..len), at most max bytes, that does
- * not end inside a UTF-8 sequence (a cut never splits a character). */
-size_t vb__utf8_cut(const char *s, size_t len, size_t max);
+/* The CLOCK_REALTIME instant `ms` milliseconds (>= 0) from now, as the
+ * absolute deadline pthread_cond_timedwait takes. */
+struct timespec vb__realtime_after(long long ms);
 
 /* Value of the hex digit c (either case), or -1. */
 int vb__hexval(int c);
+
+/* Writes unix milliseconds ms (>= 0) as "2026-11-28T12:00:00.123Z" (UTC)
+ * into out, NUL-terminated and cut to outlen. */
+void vb__format_ms_utc(long long ms, char *out, size_t outlen);
+
+/* A malloc'd NUL-terminated copy of the n bytes at p (which may hold NUL
+ * bytes; p may be NULL when n is 0), or NULL when out of memory. */
+char *vb__dup_bytes(const void *p, size_t n);
 
 #endif

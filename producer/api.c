@@ -168,6 +168,24 @@ static void add_str_or_null(cJSON *o, const char *name, const char *s)
         cJSON_AddNullToObject(o, name);
 }
 
+/* The webhook fields of a job: notify (targets), notify_secret ("***" or
+ * null, never the secret), pause_on_failure and paused_reason. */
+static void add_notify_json(cJSON *o, const vb_job *job)
+{
+    cJSON *targets = job->notify[0] ? cJSON_Parse(job->notify) : NULL;
+    if (!cJSON_IsArray(targets)) {
+        cJSON_Delete(targets);
+        targets = cJSON_CreateArray();
+    }
+    cJSON_AddItemToObject(o, "notify", targets);
+    if (job->notify_secret_enc[0])
+        cJSON_AddStringToObject(o, "notify_secret", "***");
+    else
+        cJSON_AddNullToObject(o, "notify_secret");
+    cJSON_AddNumberToObject(o, "pause_on_failure", (double)job->pause_on_failure);
+    add_str_or_null(o, "paused_reason", job->paused_reason);
+}
+
 static cJSON *job_json(const vb_job *job)
 {
     cJSON *o = cJSON_CreateObject();
@@ -201,6 +219,7 @@ static cJSON *job_json(const vb_job *job)
     add_time(o, "updated_at", job->updated_at);
     cJSON_AddStringToObject(o, "timezone", job->timezone);
     cJSON_AddStringToObject(o, "overlap", job->overlap_allow ? "allow" : "skip");
+    add_notify_json(o, job);
     return o;
 }
 
@@ -224,6 +243,10 @@ static cJSON *exec_json(const vb_exec *e)
     cJSON_AddNumberToObject(o, "runs_succeeded", (double)e->runs_succeeded);
     cJSON_AddNumberToObject(o, "runs_failed", (double)e->runs_failed);
     add_str_or_null(o, "skip_reason", e->skip_reason);
+    cJSON *ntf = e->notifications ? cJSON_Parse(e->notifications) : NULL;
+    cJSON_AddItemToObject(o, "notifications", cJSON_IsArray(ntf) ? ntf : cJSON_CreateArray());
+    if (ntf && !cJSON_IsArray(ntf))
+        cJSON_Delete(ntf);
     return o;
 }
 
@@ -1080,6 +1103,7 @@ vb_api *vb_api_start(const vb_api_opts *opts, vb_error *err)
         .redis_url = opts ? opts->redis_url : NULL,
         .secret_key = has_key ? key : NULL,
         .exec_cap = opts ? opts->exec_cap : 0,
+        .webhook_allowed_hosts = opts ? opts->webhook_allowed_hosts : NULL,
     };
     if (vb_jobs_pool_new(&jo, opts && opts->redis_connections ? opts->redis_connections
                                                                : VB_API_REDIS_CONNECTIONS,

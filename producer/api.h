@@ -76,6 +76,7 @@ typedef struct vb_api_opts {
     const char *secret_key;        /* base64 of 32 bytes, NULL = none (jobs cannot be created) */
     size_t max_body;               /* request body cap, 0 = 64 KiB */
     size_t exec_cap;               /* executions kept per job, 0 = 100 */
+    const char *webhook_allowed_hosts; /* hosts a job's notify URLs may name; NULL = none */
     vb_endpoint_limits limits;     /* connection limits; zeros = defaults (endpoint.h) */
     size_t redis_connections;      /* pooled Redis connections, 0 = VB_API_REDIS_CONNECTIONS */
     vb_api_callbacks cb;

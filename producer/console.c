@@ -44,6 +44,7 @@ const char *const vb_console_headers[] = {
 
 struct vb_console {
     char *redis_url, *brokers, *group, *topic;
+    const char *const *kprops; /* borrowed: the pass-through Kafka properties */
     const vb_config *cfg; /* borrowed: DLQ topic and replay settings; may be NULL */
     int dlq_busy;         /* a DLQ read or replay is running */
     pthread_mutex_t mu; /* guards store and the workers' cache */
@@ -73,6 +74,7 @@ vb_console *vb_console_new(const vb_console_opts *opts)
         return NULL;
     pthread_mutex_init(&c->mu, NULL);
     c->cfg = opts ? opts->cfg : NULL;
+    c->kprops = opts ? opts->kafka_properties : NULL;
     c->redis_url = dup_or_null(opts ? opts->redis_url : NULL);
     c->brokers = dup_or_null(opts ? opts->kafka_brokers : NULL);
     c->group = strdup(opts && opts->group_id ? opts->group_id : "visionbatch-workers");
@@ -338,11 +340,11 @@ static unsigned workers_compute(vb_console *c, char **body)
     cJSON *activity = cJSON_CreateObject();
     cJSON *o = cJSON_CreateObject();
     unsigned status = 200;
-    vb_err rc = vb_kafka_group_describe(c->brokers, c->group, c->topic, KAFKA_TIMEOUT_MS, &g,
-                                        &err);
+    vb_err rc = vb_kafka_group_describe(c->brokers, c->kprops, c->group, c->topic,
+                                        KAFKA_TIMEOUT_MS, &g, &err);
     if (rc == VB_OK)
-        rc = vb_kafka_topics_describe(c->brokers, c->group, c->topic, KAFKA_TIMEOUT_MS, &tl,
-                                      &err);
+        rc = vb_kafka_topics_describe(c->brokers, c->kprops, c->group, c->topic, KAFKA_TIMEOUT_MS,
+                                      &tl, &err);
     if (rc == VB_ERR_NOT_FOUND) /* no runs topic yet: no lag */
         rc = VB_OK;
     if (rc != VB_OK) {
@@ -479,8 +481,8 @@ unsigned vb_console_dlq(vb_console *c, long limit, char **body)
     vb_error err;
     vb_error_clear(&err);
     unsigned status;
-    if (vb_dlq_read(c->brokers, c->cfg->dlq_topic, (size_t)limit, KAFKA_TIMEOUT_MS, &d, &err) !=
-        VB_OK) {
+    if (vb_dlq_read(c->brokers, c->kprops, c->cfg->dlq_topic, (size_t)limit, KAFKA_TIMEOUT_MS,
+                    &d, &err) != VB_OK) {
         status = detail(503, "Kafka is unreachable", NULL, body);
     } else {
         cJSON *o = cJSON_CreateObject();
@@ -513,7 +515,7 @@ unsigned vb_console_dlq_replay(vb_console *c, const char *run_id, char **body)
     vb_run_status was = VB_RUN_NONE;
     unsigned status;
     const vb_dlq_entry *e = NULL;
-    vb_err rc = vb_dlq_read(c->brokers, c->cfg->dlq_topic, 0, KAFKA_TIMEOUT_MS, &d, &err);
+    vb_err rc = vb_dlq_read(c->brokers, c->kprops, c->cfg->dlq_topic, 0, KAFKA_TIMEOUT_MS, &d, &err);
     if (rc != VB_OK) {
         status = detail(503, "Kafka is unreachable", NULL, body);
         goto done;
@@ -523,7 +525,7 @@ unsigned vb_console_dlq_replay(vb_console *c, const char *run_id, char **body)
                         body);
         goto done;
     }
-    if (vb_kafka_producer_new(c->brokers, "visionbatch-console", &p, &err) != VB_OK) {
+    if (vb_kafka_producer_new(c->brokers, c->kprops, "visionbatch-console", &p, &err) != VB_OK) {
         status = detail(503, "Kafka is unreachable", NULL, body);
         goto done;
     }

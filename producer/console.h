@@ -33,6 +33,7 @@ typedef struct vb_console vb_console;
 typedef struct vb_console_opts {
     const char *redis_url;     /* NULL = redis://127.0.0.1:6379/0 */
     const char *kafka_brokers; /* NULL or "": GET /workers answers 503 */
+    const char *const *kafka_properties; /* pass-through (kafka.h); borrowed like cfg */
     const char *group_id;      /* the workers' consumer group */
     const char *topic;         /* the runs topic */
     const vb_config *cfg;      /* dlq_topic and the replay settings (dlq.h); borrowed,

@@ -122,8 +122,8 @@ static vb_err ctx_new(const vb_config *svc, const atomic_int *cancel,
     if (kafka) {
         c->kafka = kafka;
         c->kafka_borrowed = 1;
-    } else if ((rc = vb_kafka_producer_new(svc->kafka_brokers, "visionbatch-producer",
-                                           &c->kafka, err)) != VB_OK) {
+    } else if ((rc = vb_kafka_producer_new(svc->kafka_brokers, svc->kafka_properties,
+                                           "visionbatch-producer", &c->kafka, err)) != VB_OK) {
         goto fail;
     }
     *out = c;

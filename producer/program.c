@@ -29,6 +29,7 @@
 
 #include "api.h"
 #include "console.h"
+#include "notifier.h"
 #include "poller.h"
 #include "program.h"
 #include "scheduler.h"
@@ -268,16 +269,6 @@ static void on_published(void *p, const char *run_id)
                 run_id, err.msg);
 }
 
-static vb_err replace(char **field, const char *value)
-{
-    char *copy = strdup(value ? value : "");
-    if (!copy)
-        return VB_ERR_NOMEM;
-    free(*field);
-    *field = copy;
-    return VB_OK;
-}
-
 /* The producer context of a firing slot: its own (created on first use),
  * or the shared one when that cannot be created. */
 static vb_producer_ctx *slot_ctx(service *sv, int slot)
@@ -306,21 +297,9 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
         return vb_error_set(err, VB_ERR_KAFKA, "not connected to Kafka and Redis yet");
     vb_producer_ctx *pctx = slot_ctx(sv, out->slot);
     vb_config jc;
-    char *key = NULL;
-    vb_err rc = vb_config_copy(&jc, sv->cfg);
+    vb_err rc = vb_jobs_platform_config(out->jobs, job, sv->cfg, &jc, err);
     if (rc != VB_OK)
-        return vb_error_set(err, rc, "out of memory");
-    if ((rc = vb_jobs_open_key(out->jobs, job, &key, err)) != VB_OK)
-        goto done;
-    vb_redact_add_secret(key);
-    if (replace(&jc.external_api_get_url, job->external_api_get_url) != VB_OK ||
-        replace(&jc.external_api_post_url, job->external_api_post_url) != VB_OK ||
-        replace(&jc.external_api_key, key) != VB_OK ||
-        replace(&jc.backend_api_url, job->backend_api_url) != VB_OK ||
-        replace(&jc.organization_id, job->organization_id) != VB_OK) {
-        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+        return rc;
     published_ctx pc = {.jobs = out->jobs, .execution_id = execution_id};
     vb_poll_stats st;
     memset(&st, 0, sizeof st);
@@ -331,8 +310,6 @@ static vb_err fire_job(void *ctx, const vb_job *job, const char *execution_id,
     out->published = (long)st.published;
     out->skipped_in_progress = (long)st.skipped_in_progress;
     out->skipped_other_org = (long)st.other_org;
-done:
-    vb_crypto_free_secret(key);
     vb_config_free(&jc);
     return rc;
 }
@@ -343,6 +320,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     vb_error_clear(&err);
     vb_console_opts co = {.redis_url = cfg->redis_url,
                           .kafka_brokers = cfg->kafka_brokers,
+                          .kafka_properties = cfg->kafka_properties,
                           .group_id = cfg->group_id,
                           .topic = cfg->topic,
                           .cfg = cfg};
@@ -356,6 +334,7 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
         .redis_url = cfg->redis_url,
         .secret_key = cfg->secret_key,
         .exec_cap = (size_t)cfg->executions_cap,
+        .webhook_allowed_hosts = cfg->webhook_allowed_hosts,
         .limits = vb_endpoint_limits_of(cfg),
         .cb = {.ctx = sv,
                .ready = api_ready,
@@ -370,6 +349,24 @@ static vb_api *start_api(const vb_config *cfg, service *sv)
     else
         VB_INFO("REST API listening on %s (port %d)", cfg->listen, vb_api_port(api));
     return api;
+}
+
+static vb_notifier *start_notifier(const vb_config *cfg, vb_metrics *metrics)
+{
+    vb_error err;
+    vb_error_clear(&err);
+    vb_notifier_opts no = {
+        .redis_url = cfg->redis_url,
+        .secret_key = cfg->secret_key,
+        .allowed_hosts = cfg->webhook_allowed_hosts,
+        .producer_id = cfg->worker_id,
+        .max_attempts = (int)cfg->webhook_max_attempts,
+        .metrics = metrics,
+    };
+    vb_notifier *n = vb_notifier_start(&no, &err);
+    if (!n)
+        VB_ERROR("cannot start the webhook sender: %s", err.msg);
+    return n;
 }
 
 static vb_scheduler *start_scheduler(const vb_config *cfg, service *sv)
@@ -446,6 +443,7 @@ static int serve(const vb_config *cfg, const opts *o)
                                            "poll went on)", "source");
     }
     vb_api *api = NULL;
+    vb_notifier *notifier = NULL;
     vb_error err;
     long interval = o->interval_s > 0 ? o->interval_s : cfg->poll_interval_s;
     int poll_platform = o->once || vb_config_require_platform(cfg, NULL) == VB_OK;
@@ -472,6 +470,10 @@ static int serve(const vb_config *cfg, const opts *o)
             goto out;
         }
     }
+    if (!o->once && !(notifier = start_notifier(cfg, sv.metrics))) {
+        status = 1;
+        goto out;
+    }
     if (poll_platform && !o->once)
         VB_INFO("polling organization %s every %ld s", cfg->organization_id, interval);
     while (!g_cancel) {
@@ -493,6 +495,7 @@ static int serve(const vb_config *cfg, const opts *o)
     }
 out:
     vb_api_stop(api); /* first: its threads use the scheduler */
+    vb_notifier_stop(notifier);
     vb_scheduler_stop(sv.sched);
     vb_console_free(sv.console);
     for (size_t i = 0; i < VB_SCHED_FIRE_THREADS_MAX; i++)

@@ -42,6 +42,7 @@
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
+#include "util.h"
 
 #define MISSED_COUNT_CAP 10000 /* old ticks counted one by one, at most */
 #define CLAIM_ATTEMPTS 5
@@ -111,9 +112,7 @@ struct vb_scheduler {
 static long long real_clock_ms(void *ctx)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vb__now_ms();
 }
 
 static long long now_ms(vb_scheduler *s)
@@ -546,15 +545,7 @@ static void *loop(void *arg)
             vb_log(VB_LOG_INFO, "scheduler: recovered");
         failing = rc != VB_OK;
 
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ms = wait_ms(s);
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = vb__realtime_after(wait_ms(s));
         pthread_mutex_lock(&s->mu);
         while (!s->stop && s->qn == 0) {
             if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)

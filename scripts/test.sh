@@ -67,7 +67,10 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -x deploy/local/services.sh ]; then
-  deploy/local/services.sh start >"$services_log" 2>&1 &
+  # With the secured listeners (SASL, TLS) that tests/system/test_kafka_security.py
+  # uses; services.sh remembers them for the restarts some tests make.
+  KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-9094} KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-9095} \
+    deploy/local/services.sh start >"$services_log" 2>&1 &
   services_pid=$!
 fi
 join_bg() { # pid, log file, what: waits for a background job; on failure shows its log, stops

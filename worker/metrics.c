@@ -7,7 +7,6 @@
  * every outcome before the first run ends.
  */
 #include <string.h>
-#include <time.h>
 
 #include "worker.h"
 
@@ -22,13 +21,6 @@ static const char *const outcome_names[VB_OUT__COUNT] = {
 const char *vb_outcome_name(vb_outcome o)
 {
     return (unsigned)o < VB_OUT__COUNT ? outcome_names[o] : "unknown";
-}
-
-long long vb_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)

@@ -60,8 +60,13 @@
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
  *      document paths without their SAS query strings, so fresh URLs are
- *      needed anyway; a run no longer listed is already processed there:
- *      state uploaded, last_error "already processed on the platform";
+ *      needed anyway. The list pages by offset and can shift under a scan,
+ *      so the run counts as absent only after three consecutive scans miss
+ *      it (platform.c). An absent run is already processed there only if
+ *      visionbatch began uploading its report before (upload_started_at set:
+ *      a crash after the upload landed): state uploaded, last_error
+ *      "already processed on the platform"; otherwise the attempt fails
+ *      with VB_ERR_NOT_FOUND and is retried like any transient error (3.);
  *   2. runs vb_pipeline_process; on_stage(UPLOADING) records the upload
  *      start (vb_store_mark_upload_started). If an earlier attempt had
  *      started an upload, before_upload first waits until that upload can no
@@ -126,6 +131,7 @@
 #include "visionbatch/rundir.h"
 #include "visionbatch/store.h"
 #include "decide.h"
+#include "util.h"
 #include "worker.h"
 
 #define POLL_MS 50 /* also how soon a freed slot is noticed */
@@ -432,7 +438,7 @@ static void *reaper_main(void *p)
     if (every > 10000)
         every = 10000;
     /* Spread the sweeps of workers started together. */
-    nap((long)(vb_mono_ms() % every), &w->bg_stop);
+    nap((long)(vb__mono_ms() % every), &w->bg_stop);
     while (!w->bg_stop) {
         if (!st && vb_store_new(cfg->redis_url, NULL, &st, &err) != VB_OK) {
             VB_WARN("reaper: %s", err.msg);
@@ -479,7 +485,7 @@ static int redis_retry(slot *s, vb_err rc, long long t0)
 {
     if (rc != VB_ERR_REDIS || s->cancel)
         return 0;
-    if (vb_mono_ms() - t0 > 2LL * s->w->cfg->lease_ms)
+    if (vb__mono_ms() - t0 > 2LL * s->w->cfg->lease_ms)
         return 0;
     sleep_ms(500);
     return 1;
@@ -495,7 +501,7 @@ static vb_err hook_stage(void *ctx, vb_stage stage, const char *batch_ids, vb_er
             s->batch_ids);
     if (stage != VB_STAGE_UPLOADING)
         return VB_OK;
-    long long prev = 0, t0 = vb_mono_ms();
+    long long prev = 0, t0 = vb__mono_ms();
     vb_err rc;
     vb_error e;
     do {
@@ -532,7 +538,7 @@ static vb_err wait_earlier_upload(slot *s, vb_error *err)
     vb_run_state st;
     memset(&st, 0, sizeof st);
     vb_error e;
-    long long t0 = vb_mono_ms();
+    long long t0 = vb__mono_ms();
     vb_err rc;
     do {
         vb_error_clear(&e);
@@ -589,7 +595,7 @@ static vb_err hook_before_send(void *ctx, vb_error *err)
         return vb_error_set(err, VB_ERR_CANCELLED, s->shutdown ? "worker shutting down"
                                                                 : "lock lost");
     long long until = vb_store_now_ms() + s->cfg->upload_timeout_s * 1000LL + UPLOAD_SKEW_MS;
-    long long t0 = vb_mono_ms();
+    long long t0 = vb__mono_ms();
     vb_err rc;
     vb_error e;
     do {
@@ -607,7 +613,7 @@ static vb_err hook_before_send(void *ctx, vb_error *err)
 /* Final state under the lock, retried while Redis is away. */
 static vb_err finish_state(slot *s, vb_run_status st, const char *last_error)
 {
-    long long t0 = vb_mono_ms();
+    long long t0 = vb__mono_ms();
     vb_err rc;
     vb_error e;
     do {
@@ -752,7 +758,7 @@ static void *slot_main(void *p)
         if (!j)
             break;
         vb_log_set_run(j->msg.run_id);
-        long long t0 = vb_mono_ms();
+        long long t0 = vb__mono_ms();
         vb_metric_add(w->m.inflight, NULL, 1);
         if (j->attempt > 1)
             vb_metric_inc(w->m.retries, NULL);
@@ -768,7 +774,7 @@ static void *slot_main(void *p)
             if (rc != VB_OK && rc != VB_ERR_CANCELLED)
                 VB_WARN("releasing the lock failed (it expires by itself): %s", e.msg);
         }
-        double secs = (double)(vb_mono_ms() - t0) / 1000.0;
+        double secs = (double)(vb__mono_ms() - t0) / 1000.0;
         vb_worker_metrics_observe_run(&w->m, o, secs);
         vb_metric_add(w->m.inflight, NULL, -1);
         VB_INFO("run finished: outcome=%s %.1f s", vb_outcome_name(o), secs);
@@ -821,16 +827,6 @@ static void commit_message(vb_worker *w, const vb_kafka_message *km)
         VB_WARN("%s (offsets stay stored for the next commit)", err.msg);
 }
 
-static vb_err replace_str(char **field, const char *value)
-{
-    char *copy = strdup(value ? value : "");
-    if (!copy)
-        return VB_ERR_NOMEM;
-    free(*field);
-    *field = copy;
-    return VB_OK;
-}
-
 /* The platform settings of a cron job's run: the worker's settings with the
  * job's URLs, organization and (decrypted) API key. */
 static void resolve_job_credentials(vb_worker *w, job *j)
@@ -838,13 +834,11 @@ static void resolve_job_credentials(vb_worker *w, job *j)
     const vb_run_msg *m = &j->msg;
     vb_job jb;
     memset(&jb, 0, sizeof jb);
-    char *key = NULL;
     vb_error e;
     vb_error_clear(&e);
     vb_config *c = calloc(1, sizeof *c);
-    if (!c || vb_config_copy(c, w->cfg) != VB_OK) {
+    if (!c) {
         snprintf(j->reason, sizeof j->reason, "credentials unavailable: out of memory");
-        free(c);
         return;
     }
     if (vb_jobs_get(w->jobs, m->job_id, &jb, &e) != VB_OK) {
@@ -852,35 +846,28 @@ static void resolve_job_credentials(vb_worker *w, job *j)
                  m->job_id, e.msg);
         goto done;
     }
-    if (vb_jobs_open_key(w->jobs, &jb, &key, &e) != VB_OK) {
+    vb_err rc = vb_jobs_platform_config(w->jobs, &jb, w->cfg, c, &e);
+    if (rc == VB_ERR_NOMEM) {
+        snprintf(j->reason, sizeof j->reason, "credentials unavailable: out of memory");
+        goto done;
+    }
+    if (rc != VB_OK) {
         snprintf(j->reason, sizeof j->reason,
                  "credentials unavailable: the API key of cron job %.128s: %.600s", m->job_id,
                  e.msg);
         goto done;
     }
-    vb_redact_add_secret(key);
     if (m->organization_id && !vb_id_equal(m->organization_id, jb.organization_id)) {
         snprintf(j->reason, sizeof j->reason,
                  "credentials unavailable: run of organization %.128s, cron job %.128s serves "
                  "%.128s", m->organization_id, m->job_id, jb.organization_id);
-        goto done;
-    }
-    if (replace_str(&c->external_api_get_url, jb.external_api_get_url) != VB_OK ||
-        replace_str(&c->external_api_post_url, jb.external_api_post_url) != VB_OK ||
-        replace_str(&c->external_api_key, key) != VB_OK ||
-        replace_str(&c->backend_api_url, jb.backend_api_url) != VB_OK ||
-        replace_str(&c->organization_id, jb.organization_id) != VB_OK) {
-        snprintf(j->reason, sizeof j->reason, "credentials unavailable: out of memory");
+        vb_config_free(c);
         goto done;
     }
     j->run_cfg = c;
     c = NULL;
 done:
-    if (c) {
-        vb_config_free(c);
-        free(c);
-    }
-    vb_crypto_free_secret(key);
+    free(c);
     vb_job_free(&jb);
 }
 
@@ -1032,7 +1019,7 @@ static void drop_queue(vb_worker *w)
 /* Works the queue head while slots are free. */
 static void work_queue(vb_worker *w)
 {
-    while (w->head && vb_mono_ms() >= w->retry_at) {
+    while (w->head && vb__mono_ms() >= w->retry_at) {
         pthread_mutex_lock(&w->mu);
         int have_slot = free_slot(w) != NULL;
         pthread_mutex_unlock(&w->mu);
@@ -1041,7 +1028,7 @@ static void work_queue(vb_worker *w)
         job *j = w->head;
         step st = handle(w, j);
         if (st == STEP_RETRY) {
-            w->retry_at = vb_mono_ms() + RETRY_MS;
+            w->retry_at = vb__mono_ms() + RETRY_MS;
             return;
         }
         w->head = j->next;
@@ -1076,10 +1063,10 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
     VB_INFO("worker %s: consuming %s as group %s, %d slot(s), lease %ld ms", cfg->worker_id,
             cfg->topic, cfg->group_id, w->nslots, cfg->lease_ms);
     for (;;) {
-        atomic_store(&w->poll_alive_ms, vb_mono_ms());
+        atomic_store(&w->poll_alive_ms, vb__mono_ms());
         if (*stop && !stopping) {
             stopping = 1;
-            stop_at = vb_mono_ms();
+            stop_at = vb__mono_ms();
             int busy = busy_slots(w);
             VB_INFO("stopping: intake closed; waiting up to %ld s for %d run(s) in flight",
                     cfg->shutdown_grace_s, busy);
@@ -1090,7 +1077,7 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
             int busy = busy_slots(w);
             if (busy == 0)
                 break;
-            long long now = vb_mono_ms();
+            long long now = vb__mono_ms();
             if (!cancelled && now - stop_at >= cfg->shutdown_grace_s * 1000) {
                 VB_WARN("grace period over: handing back %d run(s) in flight", busy);
                 cancel_all(w);
@@ -1142,7 +1129,7 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
 static int poll_loop_alive(void *ctx, char *why, size_t whylen)
 {
     vb_worker *w = ctx;
-    if (vb_mono_ms() - atomic_load(&w->poll_alive_ms) <= w->stale_ms)
+    if (vb__mono_ms() - atomic_load(&w->poll_alive_ms) <= w->stale_ms)
         return 1;
     snprintf(why, whylen, "poll loop stalled");
     return 0;
@@ -1158,7 +1145,7 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     w->cfg = cfg;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    atomic_store(&w->poll_alive_ms, vb_mono_ms());
+    atomic_store(&w->poll_alive_ms, vb__mono_ms());
     if ((rc = vb_worker_metrics_init(&w->m, err)) != VB_OK)
         goto fail;
     vb_error perr;
@@ -1210,10 +1197,11 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
         if ((rc = vb_store_new(cfg->redis_url, NULL, &s->store, err)) != VB_OK)
             goto fail;
     }
-    if ((rc = vb_kafka_producer_new(cfg->kafka_brokers, cfg->worker_id, &w->kp, err)) != VB_OK)
+    if ((rc = vb_kafka_producer_new(cfg->kafka_brokers, cfg->kafka_properties, cfg->worker_id,
+                                     &w->kp, err)) != VB_OK)
         goto fail;
-    if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->group_id, cfg->worker_id,
-                                    cfg->topic, &w->kc, err)) != VB_OK)
+    if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->kafka_properties, cfg->group_id,
+                                    cfg->worker_id, cfg->topic, &w->kc, err)) != VB_OK)
         goto fail;
     w->stale_ms = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
     vb_endpoint_opts eo = {.listen = cfg->metrics_listen, .name = "metrics and health",

@@ -47,9 +47,6 @@ void vb_worker_metrics_free(vb_worker_metrics *m);
 /* Counts one finished run attempt and its wall time. */
 void vb_worker_metrics_observe_run(vb_worker_metrics *m, vb_outcome o, double seconds);
 
-/* Monotonic milliseconds. */
-long long vb_mono_ms(void);
-
 /* ---- the worker (worker.c) ---- */
 
 typedef struct vb_worker vb_worker;

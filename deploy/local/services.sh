@@ -18,6 +18,16 @@
 # VB_RUNS_PARTITIONS (6), VB_SERVICES_DIR (state; default deploy/local/var),
 # KAFKA_VERSION (from kafka/pom.xml), KAFKA_HEAP_OPTS (-Xms256m -Xmx512m),
 # VB_SERVICES_TIMEOUT (seconds to wait for a service, 90), JAVA_HOME.
+# Secured listeners (off unless their port is set; the PLAINTEXT one stays):
+# KAFKA_SASL_PORT: a SASL_PLAINTEXT listener (SCRAM-SHA-512, user made with
+# kafka-storage/kafka-configs; also PLAIN, for librdkafka < 2.6.1 whose SCRAM
+# Kafka 4 refuses) for user KAFKA_SASL_USER (visionbatch) with password
+# KAFKA_SASL_PASSWORD (default: generated once into
+# <state>/kafka/sasl-password); KAFKA_SSL_PORT: an SSL
+# listener whose certificate is signed by a throwaway CA made with openssl
+# (clients trust <state>/kafka/tls/ca.pem). Both ports are remembered in the
+# state directory, so a later start or restart without them keeps the
+# listeners; set them empty (KAFKA_SASL_PORT=) to drop one.
 # The Kafka jars are fetched once with Maven into
 # ${XDG_CACHE_HOME:-~/.cache}/visionbatch/kafka-<version>/libs.
 set -euo pipefail
@@ -34,6 +44,17 @@ REDIS_BIND=${REDIS_BIND:-127.0.0.1}
 VB_RUNS_PARTITIONS=${VB_RUNS_PARTITIONS:-6}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 timeout_s=${VB_SERVICES_TIMEOUT:-90}
+# The secured listeners' ports: from the environment when set there (also
+# empty), else as remembered by the last start under this state directory.
+secured_ports=$var/kafka/secured-ports
+for p in KAFKA_SASL_PORT KAFKA_SSL_PORT; do
+  if [ -z "${!p+set}" ] && [ -f "$secured_ports" ]; then
+    printf -v "$p" '%s' "$(sed -n "s/^$p=\([0-9]*\)$/\1/p" "$secured_ports")"
+  fi
+done
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-}
+KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-visionbatch}
 KAFKA_VERSION=${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom" | head -n1)}
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/visionbatch
 kafka_home=$cache_root/kafka-$KAFKA_VERSION
@@ -46,7 +67,7 @@ die() {
   printf 'services: error: %s\n' "$*" >&2
   exit 1
 }
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 java_bin() {
   if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
@@ -137,19 +158,86 @@ kafka_fetch() {
   say "fetched Kafka $KAFKA_VERSION in $(($(date +%s) - t0))s"
 }
 
+# kafka_sasl_password: the SCRAM user's password (KAFKA_SASL_PASSWORD, else
+# one generated at the first start and kept in the state directory).
+kafka_sasl_password() {
+  local f=$var/kafka/sasl-password
+  if [ -n "${KAFKA_SASL_PASSWORD:-}" ]; then
+    printf '%s' "$KAFKA_SASL_PASSWORD"
+    return 0
+  fi
+  if [ ! -s "$f" ]; then
+    mkdir -p "$var/kafka"
+    (umask 077 && openssl rand -hex 16 | tr -d '\n' >"$f") || die "cannot write $f"
+  fi
+  cat "$f"
+}
+
+# kafka_tls: a throwaway CA and a broker certificate for $KAFKA_HOST (and
+# localhost/127.0.0.1), made once per state directory and host; the broker
+# reads its key and chain from one PEM file, clients trust tls/ca.pem.
+kafka_tls() {
+  local t=$var/kafka/tls san
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for KAFKA_SSL_PORT)"
+  if [ -s "$t/keystore.pem" ] && [ "$(cat "$t/host" 2>/dev/null)" = "$KAFKA_HOST" ]; then
+    return 0
+  fi
+  rm -rf "$t"
+  mkdir -p "$t"
+  chmod 700 "$t"
+  san="IP:127.0.0.1,DNS:localhost"
+  if [[ $KAFKA_HOST =~ ^[0-9.]+$ ]]; then
+    [ "$KAFKA_HOST" = 127.0.0.1 ] || san="$san,IP:$KAFKA_HOST"
+  elif [ "$KAFKA_HOST" != localhost ]; then
+    san="$san,DNS:$KAFKA_HOST"
+  fi
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=visionbatch local test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$t/ca.key" -out "$t/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$KAFKA_HOST" \
+        -keyout "$t/broker.key" -out "$t/broker.csr" &&
+      openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 365 -out "$t/broker.pem" -extfile <(printf '%s\n' "subjectAltName=$san" \
+          "basicConstraints=CA:FALSE" "extendedKeyUsage=serverAuth" \
+          "keyUsage=digitalSignature,keyEncipherment")
+  } >"$t/openssl.log" 2>&1 || {
+    log_tail "$t/openssl.log"
+    die "could not make the test CA and broker certificate"
+  }
+  cat "$t/broker.key" "$t/broker.pem" "$t/ca.pem" >"$t/keystore.pem"
+  chmod 600 "$t"/*.key "$t/keystore.pem"
+  echo "$KAFKA_HOST" >"$t/host"
+  say "made a throwaway CA ($t/ca.pem) and a broker certificate for $san"
+}
+
 kafka_write_config() {
-  local d=$var/kafka
+  local d=$var/kafka listeners advertised map
   mkdir -p "$d/data"
+  printf 'KAFKA_SASL_PORT=%s\nKAFKA_SSL_PORT=%s\n' "$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT" >"$secured_ports"
+  listeners="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+  advertised="PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT"
+  map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [ -n "$KAFKA_SASL_PORT" ]; then
+    listeners="$listeners,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT"
+    advertised="$advertised,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT"
+    map="$map,SASL_PLAINTEXT:SASL_PLAINTEXT"
+  fi
+  if [ -n "$KAFKA_SSL_PORT" ]; then
+    listeners="$listeners,SSL://$KAFKA_HOST:$KAFKA_SSL_PORT"
+    advertised="$advertised,SSL://$KAFKA_HOST:$KAFKA_SSL_PORT"
+    map="$map,SSL:SSL"
+  fi
   cat >"$d/server.properties" <<EOF
 # Generated by deploy/local/services.sh; rewritten at every start.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$map
 log.dirs=$d/data
 num.partitions=1
 default.replication.factor=1
@@ -165,6 +253,22 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=168
 EOF
+  if [ -n "$KAFKA_SASL_PORT" ]; then
+    cat >>"$d/server.properties" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$(kafka_sasl_password)";
+EOF
+    chmod 600 "$d/server.properties"
+  fi
+  if [ -n "$KAFKA_SSL_PORT" ]; then
+    kafka_tls
+    cat >>"$d/server.properties" <<EOF
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$d/tls/keystore.pem
+listener.name.ssl.ssl.client.auth=none
+EOF
+  fi
   cat >"$d/log4j2.properties" <<'EOF'
 # Broker logging: everything to stdout, which services.sh sends to var/kafka.log.
 status = warn
@@ -200,15 +304,20 @@ kafka_tool() { # class args…
     -cp "$libs/*" "$@"
 }
 
+# kafka_format: formats new storage (with the SCRAM user when KAFKA_SASL_PORT
+# is set, noted in kafka/scram-user); existing storage is left as it is.
 kafka_format() {
-  local d=$var/kafka cid
+  local d=$var/kafka cid scram=()
   [ -f "$d/data/meta.properties" ] && return 0
   cid=$(kafka_tool kafka.tools.StorageTool random-uuid) || die "kafka-storage random-uuid failed"
-  kafka_tool kafka.tools.StorageTool format -t "$cid" -c "$d/server.properties" >>"$var/kafka.log" 2>&1 ||
+  [ -n "$KAFKA_SASL_PORT" ] &&
+    scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(kafka_sasl_password)]")
+  kafka_tool kafka.tools.StorageTool format -t "$cid" -c "$d/server.properties" "${scram[@]}" >>"$var/kafka.log" 2>&1 ||
     {
       log_tail "$var/kafka.log"
       die "kafka-storage format failed"
     }
+  if [ -n "$KAFKA_SASL_PORT" ]; then scram_stamp >"$d/scram-user"; else rm -f "$d/scram-user"; fi
   say "formatted Kafka storage in $d/data (cluster id $cid)"
 }
 
@@ -217,6 +326,12 @@ kafka_start() {
   if pid=$(pid_of kafka kafka.Kafka); then
     kafka_wait "$pid"
     say "kafka already running (pid $pid, $KAFKA_HOST:$KAFKA_PORT)"
+    local p
+    for p in ${KAFKA_SASL_PORT:+SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT} \
+      ${KAFKA_SSL_PORT:+SSL://$KAFKA_HOST:$KAFKA_SSL_PORT}; do
+      grep -q "^listeners=.*$p" "$var/kafka/server.properties" 2>/dev/null ||
+        say "warning: the running broker has no listener $p; 'restart kafka' adds it"
+    done
     return 0
   fi
   if port_in_use "$KAFKA_PORT"; then
@@ -228,6 +343,12 @@ kafka_start() {
   fi
   port_in_use "$KAFKA_CONTROLLER_PORT" &&
     die "port $KAFKA_CONTROLLER_PORT is taken by $(port_owner "$KAFKA_CONTROLLER_PORT"); stop it or set KAFKA_CONTROLLER_PORT"
+  local p
+  for p in KAFKA_SASL_PORT KAFKA_SSL_PORT; do
+    if [ -n "${!p}" ] && port_in_use "${!p}"; then
+      die "port ${!p} is taken by $(port_owner "${!p}"); stop it or set $p"
+    fi
+  done
   kafka_fetch
   mkdir -p "$var"
   kafka_write_config
@@ -253,6 +374,35 @@ kafka_start() {
   }
   kafka_wait "$pid"
   say "kafka up (pid $pid, $KAFKA_HOST:$KAFKA_PORT) in $((($(date +%s%N) - t0) / 1000000)) ms; log: $var/kafka.log"
+  # Storage formatted before SASL was wanted (or with another user or
+  # password): the user is (re)created with Kafka's own tool.
+  if [ -n "$KAFKA_SASL_PORT" ] && [ "$(cat "$var/kafka/scram-user" 2>/dev/null)" != "$(scram_stamp)" ]; then
+    kafka_scram_user
+  fi
+  kafka_secured_say
+}
+
+# scram_stamp: which SCRAM user and password the cluster holds (a hash, no secret).
+scram_stamp() { printf '%s:%s' "$KAFKA_SASL_USER" "$(kafka_sasl_password)" | sha256sum | cut -d' ' -f1; }
+
+kafka_scram_user() {
+  kafka_tool kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --alter \
+    --entity-type users --entity-name "$KAFKA_SASL_USER" \
+    --add-config "SCRAM-SHA-512=[password=$(kafka_sasl_password)]" >>"$var/kafka.log" 2>&1 ||
+    die "could not create the SCRAM user $KAFKA_SASL_USER (log: $var/kafka.log)"
+  scram_stamp >"$var/kafka/scram-user"
+}
+
+kafka_secured_say() {
+  local from="password in $var/kafka/sasl-password"
+  [ -n "${KAFKA_SASL_PASSWORD:-}" ] && from="password from KAFKA_SASL_PASSWORD"
+  if [ -n "$KAFKA_SASL_PORT" ]; then
+    say "kafka SASL_PLAINTEXT on $KAFKA_HOST:$KAFKA_SASL_PORT: SCRAM-SHA-512 or PLAIN, user $KAFKA_SASL_USER, $from"
+  fi
+  if [ -n "$KAFKA_SSL_PORT" ]; then
+    say "kafka SSL on $KAFKA_HOST:$KAFKA_SSL_PORT: CA file $var/kafka/tls/ca.pem"
+  fi
+  return 0
 }
 
 kafka_wait() { # pid

@@ -66,11 +66,20 @@ typedef struct vb_config {
 
     /* Services (SPEC.md §6). */
     char *kafka_brokers;   /* default 127.0.0.1:9092 */
+    /* librdkafka properties passed through to every Kafka client: name,
+     * value, name, value, …, NULL; NULL when none. From the config file's
+     * "kafka" object, VISIONBATCH_KAFKA_PROPERTY_<NAME> variables and
+     * --kafka-property NAME=VALUE (per property: option > environment >
+     * file), each accepted by librdkafka and not reserved (kafka.h). Values
+     * of secret properties are registered with the redactor. */
+    const char *const *kafka_properties;
     char *redis_url;       /* default redis://127.0.0.1:6379/0 */
     char *listen;          /* producer REST API, default 127.0.0.1:8000 */
     long catch_up_window_s; /* producer: missed cron tick still fired, default 600 */
     long executions_cap;    /* producer: executions kept per job, default 100 */
     long cron_fire_threads; /* producer: threads firing due cron jobs, default 4 */
+    char *webhook_allowed_hosts; /* producer: hosts webhooks may call, NULL = none */
+    long webhook_max_attempts;   /* producer: attempts per webhook delivery, default 6 */
     char *api_token_file;  /* producer REST API token file */
     char *api_token;       /* VISIONBATCH_API_TOKEN or read from the file; secret */
     char *secret_key_file; /* base64 32-byte key file */

@@ -51,11 +51,11 @@ typedef struct vb_dlq {
 /* "run", "dead-notice" or "poison". */
 const char *vb_dlq_kind_name(vb_dlq_kind k);
 
-/* Reads the whole topic `dlq_topic` and keeps the newest `keep` messages
- * (0 = all). *d is zeroed first and must be freed with vb_dlq_free in every
+/* Reads the whole topic `dlq_topic` (with the pass-through Kafka properties
+ * `props`, kafka.h) and keeps the newest `keep` messages (0 = all). *d is zeroed first and must be freed with vb_dlq_free in every
  * case. VB_ERR_KAFKA / VB_ERR_TIMEOUT when the cluster does not answer. */
-vb_err vb_dlq_read(const char *brokers, const char *dlq_topic, size_t keep, int timeout_ms,
-                   vb_dlq *d, vb_error *err);
+vb_err vb_dlq_read(const char *brokers, const char *const *props, const char *dlq_topic,
+                   size_t keep, int timeout_ms, vb_dlq *d, vb_error *err);
 void vb_dlq_free(vb_dlq *d);
 /* The i-th kept message, oldest first (i < d->n). */
 vb_dlq_entry *vb_dlq_at(vb_dlq *d, size_t i);

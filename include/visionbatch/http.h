@@ -33,6 +33,8 @@ typedef struct vb_http_policy {
     int same_origin;         /* follow redirects only to the request's own scheme, host
                                 and port; another origin fails the transfer
                                 (VB_ERR_INVALID, not retried) before it is asked */
+    int no_redirects;        /* 1: never follow a redirect; a 3xx answer is returned
+                                as is (VB_ERR_HTTP) */
 } vb_http_policy;
 
 /* One multipart/form-data part: either a value or a file. */
@@ -72,6 +74,8 @@ typedef struct vb_http_request {
     size_t nparts;
     vb_http_prereq_fn prereq;  /* optional: checked before each attempt is sent */
     void *prereq_ctx;
+    const char *const *headers; /* extra "Name: value" lines (no CR/LF), or NULL */
+    size_t nheaders;
 } vb_http_request;
 
 typedef struct vb_http_response {

@@ -8,7 +8,14 @@
  *                                   crypto.h — never the plaintext key),
  *                                   backend_api_url, organization_id,
  *                                   enabled ("1"/"0"), overlap ("skip"/"allow"),
- *                                   created_at, updated_at (unix ms)
+ *                                   created_at, updated_at (unix ms),
+ *                                   notify (canonical JSON of the webhook
+ *                                   targets, see notify.h; "" = none),
+ *                                   notify_secret_enc (sealed like the key),
+ *                                   pause_on_failure (N, 0 = off),
+ *                                   fail_streak (consecutive failed
+ *                                   executions), paused_reason (why the job
+ *                                   deactivated itself; cleared on enable)
  *   visionbatch:jobs                set of job ids
  *   visionbatch:jobs:version        counter, INCR'd by every change to any job
  *                                   (producers poll it and reload schedules)
@@ -41,6 +48,7 @@
 
 #include <stddef.h>
 
+#include "visionbatch/config.h"
 #include "visionbatch/crypto.h"
 #include "visionbatch/error.h"
 
@@ -67,6 +75,9 @@ enum {
     VB_JOB_F_ORG_ID = 1u << 7,
     VB_JOB_F_ENABLED = 1u << 8,
     VB_JOB_F_OVERLAP = 1u << 9,
+    VB_JOB_F_NOTIFY = 1u << 10,
+    VB_JOB_F_NOTIFY_SECRET = 1u << 11,
+    VB_JOB_F_PAUSE = 1u << 12,
 };
 
 /* A validated request body. Strings are owned (NULL when the field was
@@ -78,6 +89,9 @@ typedef struct vb_job_input {
     char *backend_api_url, *organization_id;
     int enabled;       /* valid when VB_JOB_F_ENABLED */
     int overlap_allow; /* valid when VB_JOB_F_OVERLAP */
+    char *notify;        /* canonical JSON of the targets; "" when null or [] */
+    char *notify_secret; /* signing secret (wiped on free) */
+    long pause_on_failure; /* valid when VB_JOB_F_PAUSE; 0 = off */
 } vb_job_input;
 
 /* Parses and validates a JSON body of `len` bytes (need not be
@@ -89,7 +103,9 @@ typedef struct vb_job_input {
  * string, key or value, may hold the escape \u0000); name ≤ 200 characters; URLs are
  * http:// or https:// with a host, ≤ 2048 bytes; schedule parses
  * (vb_cron_parse) and fires at least once; timezone is a known IANA zone;
- * enabled is a boolean; overlap is "skip" or "allow". On failure returns
+ * enabled is a boolean; overlap is "skip" or "allow"; notify is null or an
+ * array of webhook targets (vb_notify_validate); notify_secret is a string of
+ * 16–256 bytes; pause_on_failure an integer 0–1000. On failure returns
  * VB_ERR_INVALID (or VB_ERR_PARSE for malformed JSON) with a message naming
  * the field(s), *out zeroed. On VB_OK free *out with vb_job_input_free.
  * Thread-safe. */
@@ -112,6 +128,11 @@ typedef struct vb_job {
     int enabled;
     int overlap_allow;
     long long created_at, updated_at; /* unix ms */
+    char *notify;            /* canonical JSON of the webhook targets; "" = none */
+    char *notify_secret_enc; /* sealed; "" when none */
+    long pause_on_failure;   /* 0 = off */
+    long fail_streak;        /* consecutive failed executions */
+    char *paused_reason;     /* "" unless the job deactivated itself */
 } vb_job;
 
 typedef struct vb_job_list {
@@ -134,6 +155,8 @@ typedef struct vb_exec {
     char *skip_reason; /* NULL = "" */
     long runs_found, runs_published, runs_skipped_in_progress, runs_skipped_other_org;
     long runs_succeeded, runs_failed; /* outcomes of published runs (read only) */
+    char *notifications; /* JSON array of {url, event, status, attempts,
+                            http_status}; NULL = "[]" */
 } vb_exec;
 
 typedef struct vb_exec_list {
@@ -156,6 +179,9 @@ typedef struct vb_jobs_opts {
     size_t exec_cap;          /* executions kept per job; 0 = 100 */
     long connect_timeout_ms;  /* 0 = 5000 */
     long command_timeout_ms;  /* 0 = 10000 */
+    const char *webhook_allowed_hosts; /* hosts a job's notify URLs may name
+                                          (vb_notify_host_allowed); NULL/"" =
+                                          none: jobs with notify are refused */
 } vb_jobs_opts;
 
 /* Opens the handle and connects. VB_ERR_CONFIG for a bad URL (the message
@@ -204,7 +230,8 @@ vb_err vb_jobs_list_page(vb_jobs *j, const char *after, size_t limit, int enable
 vb_err vb_jobs_update(vb_jobs *j, const char *job_id, const vb_job_input *in, vb_job *out,
                       vb_error *err);
 
-/* Sets enabled (and updated_at). VB_ERR_NOT_FOUND when absent. */
+/* Sets enabled (and updated_at); enabling also clears paused_reason and
+ * fail_streak. VB_ERR_NOT_FOUND when absent. */
 vb_err vb_jobs_set_enabled(vb_jobs *j, const char *job_id, int enabled, vb_error *err);
 
 /* Deletes the job, its execution list and execution records.
@@ -219,6 +246,22 @@ vb_err vb_jobs_version(vb_jobs *j, long long *version, vb_error *err);
  * VB_ERR_NOT_FOUND when the job has no key, VB_ERR_CRYPTO when it does not
  * open under the configured key. */
 vb_err vb_jobs_open_key(vb_jobs *j, const vb_job *job, char **key, vb_error *err);
+
+/* The platform settings a cron job's runs are fetched and reported with: a
+ * deep copy of base (vb_config_copy) whose external_api_get_url,
+ * external_api_post_url, backend_api_url and organization_id are the job's
+ * and whose external_api_key is the job's decrypted key (registered with
+ * vb_redact_add_secret, so logs never show it). On VB_OK the caller frees
+ * *out with vb_config_free; on failure *out is zeroed. Errors: those of
+ * vb_jobs_open_key, VB_ERR_NOMEM ("out of memory"). */
+vb_err vb_jobs_platform_config(vb_jobs *j, const vb_job *job, const vb_config *base,
+                               vb_config *out, vb_error *err);
+
+/* Opens the webhook signing secret of job `job_id`. On VB_OK *secret is a new
+ * string (vb_crypto_free_secret). VB_ERR_NOT_FOUND when the job or its
+ * secret is absent, VB_ERR_CONFIG without a secret key, VB_ERR_CRYPTO when
+ * it does not open, VB_ERR_REDIS. */
+vb_err vb_jobs_open_notify_secret(vb_jobs *j, const char *job_id, char **secret, vb_error *err);
 
 /* Records a new execution of e->job_id: when e->execution_id is "" a fresh
  * UUID is generated and written back into *e. Pushes it on the job's list and

@@ -35,6 +35,11 @@
  * unfinished after the execution timeout; `skipped` (skip_reason `overlap`,
  * `missed` or `paused`) for ticks that did not fire.
  *
+ * Consequences of a final status, in the same script that decides it
+ * (notify_internal.h): the job's fail_streak and pause_on_failure, and the
+ * webhook deliveries of notify.h (execution.*, job.paused); a run reported
+ * VB_EXEC_RUN_FAILED (the worker reports only dead runs so) queues run.dead.
+ *
  * Threading: every function is thread-safe (they go through the vb_jobs
  * handle, see jobs.h); every change is one Lua script, atomic with respect
  * to every other client.

@@ -13,6 +13,13 @@
  * busy (pausing the assigned partitions), so it stays in the group during
  * runs of up to an hour.
  *
+ * Every function that connects takes `props`: the operator's librdkafka
+ * properties (name, value, name, value, …, NULL; NULL = none), applied after
+ * visionbatch's own settings (common/kafka_conf.c). Creating a client first
+ * probes the cluster with them (up to 10 s): a refused SASL login or a failed
+ * TLS handshake fails the creation with librdkafka's reason instead of
+ * reconnecting for ever; an unreachable cluster does not.
+ *
  * Third-party types stay inside; handles are opaque. A producer handle is
  * thread-safe; a consumer handle is used by one thread (the poll loop).
  */
@@ -22,6 +29,24 @@
 #include <stddef.h>
 
 #include "visionbatch/error.h"
+
+/* ---- pass-through properties ---- (common/kafka_conf.c) */
+
+/* NULL, or why visionbatch sets property `name` itself and refuses another
+ * value (enable.idempotence, acks, message.timeout.ms, transactional.id,
+ * enable.auto.commit, enable.auto.offset.store, auto.offset.reset,
+ * partition.assignment.strategy, enable.partition.eof, bootstrap.servers,
+ * group.id, their aliases, also with the "topic." prefix). */
+const char *vb_kafka_property_reserved(const char *name);
+
+/* 1 when the value of property `name` is a secret (a name containing
+ * "password" or "secret", ssl.key.pem, sasl.oauthbearer.config). */
+int vb_kafka_property_is_secret(const char *name);
+
+/* VB_OK when librdkafka accepts `name` = `value` and it is not reserved;
+ * else VB_ERR_CONFIG with librdkafka's own message (the value is never
+ * quoted). Thread-safe. */
+vb_err vb_kafka_property_check(const char *name, const char *value, vb_error *err);
 
 typedef struct vb_kafka_header {
     const char *name;
@@ -37,10 +62,12 @@ typedef struct vb_kafka_producer vb_kafka_producer;
  * this long (or <= 0: this plus 5 s) never leaves a message undecided. */
 #define VB_KAFKA_DELIVERY_TIMEOUT_MS 30000
 
-/* Connects to `brokers` (comma-separated host:port). `client_id` is shown in
- * broker logs. VB_ERR_KAFKA with a message on failure. */
-vb_err vb_kafka_producer_new(const char *brokers, const char *client_id,
-                             vb_kafka_producer **out, vb_error *err);
+/* Connects to `brokers` (comma-separated host:port) with the pass-through
+ * `props`. `client_id` is shown in broker logs. VB_ERR_CONFIG for a property
+ * librdkafka refuses, VB_ERR_KAFKA with a message on other failures
+ * (including a refused login or TLS handshake). */
+vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
+                             const char *client_id, vb_kafka_producer **out, vb_error *err);
 /* Flushes outstanding messages (up to timeout_ms) and frees. NULL is accepted. */
 void vb_kafka_producer_free(vb_kafka_producer *p, int timeout_ms);
 
@@ -85,10 +112,12 @@ void vb_kafka_message_free(vb_kafka_message *m);
  * does not stop the others' partitions), session.timeout.ms=10000 (a member
  * killed without leaving loses its partitions within 10 s). Partitions
  * assigned while the consumer is paused are paused too; stored offsets of
- * revoked partitions are committed before they go. VB_ERR_KAFKA on a bad
- * configuration. */
-vb_err vb_kafka_consumer_new(const char *brokers, const char *group_id, const char *client_id,
-                             const char *topic, vb_kafka_consumer **out, vb_error *err);
+ * revoked partitions are committed before they go. `props` as for the
+ * producer. VB_ERR_CONFIG / VB_ERR_KAFKA on a bad configuration, a refused
+ * login or TLS handshake. */
+vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
+                             const char *group_id, const char *client_id, const char *topic,
+                             vb_kafka_consumer **out, vb_error *err);
 
 /* Waits up to timeout_ms for a message. VB_OK with *out = NULL when none
  * came (timeout, end of partition, or a transient broker error, which is
@@ -156,8 +185,8 @@ const char *vb_kafka_record_header(const vb_kafka_record *r, const char *name);
  * offset up to its high watermark at this moment). VB_ERR_NOT_FOUND when the
  * topic does not exist, VB_ERR_KAFKA / VB_ERR_TIMEOUT when the cluster does
  * not answer within timeout_ms. */
-vb_err vb_kafka_reader_new(const char *brokers, const char *topic, int timeout_ms,
-                           vb_kafka_reader **out, vb_error *err);
+vb_err vb_kafka_reader_new(const char *brokers, const char *const *props, const char *topic,
+                           int timeout_ms, vb_kafka_reader **out, vb_error *err);
 
 /* Next message, in partition order per partition (partitions interleave).
  * VB_OK with *out owned by the caller; VB_OK with *out = NULL once every
@@ -199,8 +228,9 @@ void vb_kafka_topic_list_free(vb_kafka_topic_list *l);
  * and must be freed with vb_kafka_topic_list_free in every case.
  * VB_ERR_NOT_FOUND when `only` does not exist; VB_ERR_KAFKA /
  * VB_ERR_TIMEOUT when the cluster does not answer within timeout_ms. */
-vb_err vb_kafka_topics_describe(const char *brokers, const char *group, const char *only,
-                                int timeout_ms, vb_kafka_topic_list *out, vb_error *err);
+vb_err vb_kafka_topics_describe(const char *brokers, const char *const *props, const char *group,
+                                const char *only, int timeout_ms, vb_kafka_topic_list *out,
+                                vb_error *err);
 
 /* A partition's consumer lag: high − committed; with nothing committed (or
  * a committed offset older than retention) everything retained counts, as
@@ -228,7 +258,8 @@ void vb_kafka_group_free(vb_kafka_group *g);
  * group that does not exist is an empty group in state "Dead". *out is zeroed
  * first and must be freed with vb_kafka_group_free in every case.
  * VB_ERR_KAFKA / VB_ERR_TIMEOUT when the cluster does not answer. */
-vb_err vb_kafka_group_describe(const char *brokers, const char *group, const char *topic,
-                               int timeout_ms, vb_kafka_group *out, vb_error *err);
+vb_err vb_kafka_group_describe(const char *brokers, const char *const *props, const char *group,
+                               const char *topic, int timeout_ms, vb_kafka_group *out,
+                               vb_error *err);
 
 #endif

@@ -1,5 +1,6 @@
 /* Unit tests of config.c: sources and precedence, the config file, required
- * and invalid settings, secrets, positional arguments, help, copy/free.
+ * and invalid settings, secrets, positional arguments, help, copy/free, and
+ * the Kafka property pass-through (with kafka_conf.c's checks and probe).
  * Every test starts from an environment without visionbatch variables and a
  * default config path that does not exist, so /etc never matters. */
 #include <setjmp.h>
@@ -7,18 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config_internal.h"
+#include "kafka_internal.h"
+#include "test_util.h"
 #include "visionbatch/config.h"
+#include "visionbatch/kafka.h"
 #include "visionbatch/log.h"
 #include "visionbatch/redact.h"
-
-extern char **environ;
 
 static char dir[64];
 static char logpath[128];
@@ -33,20 +37,7 @@ static void clear_env(void)
 {
     for (size_t i = 0; i < sizeof guide_env / sizeof guide_env[0]; i++)
         unsetenv(guide_env[i]);
-    /* Unsetting changes environ: restart the scan after each removal. */
-    for (int again = 1; again;) {
-        again = 0;
-        for (char **e = environ; e && *e; e++) {
-            if (strncmp(*e, "VISIONBATCH_", 12) == 0) {
-                char name[128];
-                size_t n = strcspn(*e, "=");
-                snprintf(name, sizeof name, "%.*s", (int)n, *e);
-                unsetenv(name);
-                again = 1;
-                break;
-            }
-        }
-    }
+    tu_unset_env_prefix("VISIONBATCH_");
 }
 
 static int setup(void **state)
@@ -725,6 +716,264 @@ static void redis_url_is_checked_with_the_connection_grammar(void **state)
     assert_null(strstr(line, "Zr9-redis-secret"));
 }
 
+/* ---- Kafka properties: the three sources merged per property, the
+ * environment convention, librdkafka's verdict, reserved names, secrets, and
+ * the start-up probe where no broker is needed. ---- */
+
+/* The value of property `name` in cfg, or NULL. */
+static const char *prop(const vb_config *cfg, const char *name)
+{
+    for (size_t i = 0; cfg->kafka_properties && cfg->kafka_properties[i]; i += 2)
+        if (strcmp(cfg->kafka_properties[i], name) == 0)
+            return cfg->kafka_properties[i + 1];
+    return NULL;
+}
+
+static void env_names_map_one_to_one(void **state)
+{
+    char code[256], name[128];
+    assert_int_equal(vb__config_kafka_env_encode("sasl.password", code, sizeof code), 0);
+    assert_string_equal(code, "SASL_PASSWORD");
+    assert_int_equal(vb__config_kafka_env_encode("log_level", code, sizeof code), 0);
+    assert_string_equal(code, "LOG__LEVEL");
+    assert_int_equal(vb__config_kafka_env_encode("a-b.c", code, sizeof code), 0);
+    assert_string_equal(code, "A___B_C");
+    assert_int_equal(vb__config_kafka_env_decode("SSL_CA_LOCATION", name, sizeof name), 0);
+    assert_string_equal(name, "ssl.ca.location");
+    assert_int_equal(vb__config_kafka_env_encode("Bad", code, sizeof code), -1);
+    assert_int_equal(vb__config_kafka_env_decode("SASL____X", name, sizeof name), -1);
+    assert_int_equal(vb__config_kafka_env_decode("sasl_password", name, sizeof name), -1);
+    assert_int_equal(vb__config_kafka_env_decode("", name, sizeof name), -1);
+
+    /* Every property of the linked librdkafka (global and topic level)
+     * survives the round trip, so every one can be set from the environment. */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_conf_t *tconf = rd_kafka_topic_conf_new();
+    size_t n = 0, tn = 0;
+    const char **dump = rd_kafka_conf_dump(conf, &n);
+    const char **tdump = rd_kafka_topic_conf_dump(tconf, &tn);
+    assert_true(n > 40 && tn > 5);
+    size_t checked = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const char **d = pass ? tdump : dump;
+        size_t cnt = pass ? tn : n;
+        for (size_t i = 0; i < cnt; i += 2) {
+            assert_int_equal(vb__config_kafka_env_encode(d[i], code, sizeof code), 0);
+            assert_int_equal(vb__config_kafka_env_decode(code, name, sizeof name), 0);
+            assert_string_equal(name, d[i]);
+            checked++;
+        }
+    }
+    assert_true(checked > 50);
+    rd_kafka_conf_dump_free(dump, n);
+    rd_kafka_conf_dump_free(tdump, tn);
+    rd_kafka_conf_destroy(conf);
+    rd_kafka_topic_conf_destroy(tconf);
+}
+
+static void sources_merge_per_property_with_precedence(void **state)
+{
+    const char *file =
+        write_file("k.json",
+                   "{\"kafka\": {\"linger.ms\": 10, \"client.id\": \"from-file\","
+                   " \"sasl.username\": \"u-file\","
+                   " \"enable.ssl.certificate.verification\": false}}",
+                   0600);
+    setenv("VISIONBATCH_KAFKA_PROPERTY_CLIENT_ID", "from-env", 1);
+    setenv("VISIONBATCH_KAFKA_PROPERTY_SASL_USERNAME", "u-env", 1);
+    setenv("VISIONBATCH_KAFKA_PROPERTY_LOG__LEVEL", "6", 1);
+    vb_config cfg;
+    vb_error err;
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err,
+                          ARGS("--config", file, "--kafka-property", "client.id=first",
+                               "--kafka-property=client.id=from-flag",
+                               "--kafka-property", "sasl.mechanisms=SCRAM-SHA-512")),
+                     VB_OK);
+    assert_string_equal(prop(&cfg, "client.id"), "from-flag");
+    assert_string_equal(prop(&cfg, "sasl.username"), "u-env");
+    assert_string_equal(prop(&cfg, "linger.ms"), "10");
+    assert_string_equal(prop(&cfg, "enable.ssl.certificate.verification"), "false");
+    assert_string_equal(prop(&cfg, "log_level"), "6");
+    assert_string_equal(prop(&cfg, "sasl.mechanisms"), "SCRAM-SHA-512");
+    size_t n = 0;
+    while (cfg.kafka_properties[n])
+        n++;
+    assert_int_equal(n, 2 * 6);
+
+    vb_config dup;
+    assert_int_equal(vb_config_copy(&dup, &cfg), VB_OK);
+    assert_ptr_not_equal(dup.kafka_properties, cfg.kafka_properties);
+    vb_config_free(&cfg);
+    assert_string_equal(prop(&dup, "client.id"), "from-flag");
+    vb_config_free(&dup);
+    assert_null(dup.kafka_properties);
+
+    /* No property anywhere: NULL. */
+    clear_env();
+    assert_int_equal(load_args(&cfg, VB_PROG_ADMIN, &err, NULL), VB_OK);
+    assert_null(cfg.kafka_properties);
+    vb_config_free(&cfg);
+}
+
+static void librdkafka_judges_names_and_values(void **state)
+{
+    setenv("VISIONBATCH_KAFKA_PROPERTY_SECURITY_PROTOCOL", "carrier-pigeon", 1);
+    setenv("VISIONBATCH_KAFKA_PROPERTY_sasl_x", "1", 1);
+    const char *file = write_file("k.json", "{\"kafka\": {\"socket.timeout.ms\": \"soon\","
+                                  " \"debug\": [\"all\"]}}", 0600);
+    vb_config cfg;
+    vb_error err;
+    assert_int_equal(load_args(&cfg, VB_PROG_PRODUCER, &err,
+                          ARGS("--config", file, "--kafka-property", "sasl.pasword=x",
+                               "--kafka-property", "no-equals-sign")),
+                     VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "No such configuration property: \"sasl.pasword\" (option "
+                                    "--kafka-property)"));
+    assert_non_null(strstr(err.msg, "kafka property security.protocol: Invalid value "
+                                    "\"carrier-pigeon\""));
+    assert_non_null(
+        strstr(err.msg, "environment variable VISIONBATCH_KAFKA_PROPERTY_SECURITY_PROTOCOL"));
+    assert_non_null(strstr(err.msg, "environment variable VISIONBATCH_KAFKA_PROPERTY_sasl_x: not "
+                                    "a Kafka property name"));
+    assert_non_null(strstr(err.msg, "kafka property socket.timeout.ms: Invalid value"));
+    assert_non_null(strstr(err.msg, "\"kafka\" property debug: must be a string, a number or a "
+                                    "boolean"));
+    assert_non_null(strstr(err.msg, "option --kafka-property needs NAME=VALUE"));
+    assert_null(strstr(err.msg, "no-equals-sign"));
+
+    /* Programs without Kafka refuse the option and ignore the file's object. */
+    clear_env();
+    assert_int_equal(load_args(&cfg, VB_PROG_RUN_ONCE, &err, ARGS("--kafka-property", "a=b")),
+                     VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "option --kafka-property is not used by this program"));
+    file = write_file("k.json",
+                      "{\"external_api_get_url\":\"https://h/g\",\"external_api_post_url\":"
+                      "\"https://h/p\",\"external_api_key\":\"k-123456\",\"organization_id\":"
+                      "\"o\",\"kafka\":{\"no.such\":1}}",
+                      0600);
+    assert_int_equal(load_args(&cfg, VB_PROG_RUN_ONCE, &err, ARGS("--config", file)), VB_OK);
+    vb_config_free(&cfg);
+    assert_null(strstr(read_log(), "unknown key"));
+}
+
+static void reserved_properties_are_refused_under_every_name(void **state)
+{
+    static const char *const refused[] = {"enable.idempotence=false",
+                                          "acks=1",
+                                          "request.required.acks=1",
+                                          "topic.acks=0",
+                                          "delivery.timeout.ms=1000",
+                                          "message.timeout.ms=1000",
+                                          "enable.auto.commit=true",
+                                          "auto.commit.enable=true",
+                                          "enable.auto.offset.store=true",
+                                          "auto.offset.reset=latest",
+                                          "partition.assignment.strategy=range",
+                                          "enable.partition.eof=false",
+                                          "bootstrap.servers=h:1",
+                                          "metadata.broker.list=h:1",
+                                          "group.id=g",
+                                          "transactional.id=t"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        vb_config cfg;
+        vb_error err;
+        assert_int_equal(
+            load_args(&cfg, VB_PROG_WORKER, &err, ARGS("--kafka-property", refused[i])),
+            VB_ERR_CONFIG);
+        assert_non_null(strstr(err.msg, "is set by visionbatch itself and cannot be overridden"));
+    }
+    /* Tunables the programs set are the operator's to change. */
+    vb_config cfg;
+    vb_error err;
+    assert_int_equal(load_args(&cfg, VB_PROG_WORKER, &err,
+                          ARGS("--kafka-property", "session.timeout.ms=45000", "--kafka-property",
+                               "linger.ms=20", "--kafka-property", "client.id=me")),
+                     VB_OK);
+    vb_config_free(&cfg);
+    assert_null(vb_kafka_property_reserved("sasl.password"));
+    assert_non_null(vb_kafka_property_reserved("topic.auto.offset.reset"));
+}
+
+static void secret_values_are_redacted_and_never_quoted(void **state)
+{
+    assert_true(vb_kafka_property_is_secret("sasl.password"));
+    assert_true(vb_kafka_property_is_secret("ssl.key.password"));
+    assert_true(vb_kafka_property_is_secret("ssl.keystore.password"));
+    assert_true(vb_kafka_property_is_secret("sasl.oauthbearer.client.secret"));
+    assert_true(vb_kafka_property_is_secret("ssl.key.pem"));
+    assert_false(vb_kafka_property_is_secret("sasl.username"));
+    assert_false(vb_kafka_property_is_secret("ssl.certificate.pem"));
+
+    /* A world-readable file with a Kafka password warns like one with the key. */
+    const char *file =
+        write_file("k.json", "{\"kafka\": {\"sasl.password\": \"Kf-file-pw-4455\"}}", 0644);
+    setenv("VISIONBATCH_KAFKA_PROPERTY_SSL_KEY_PASSWORD", "Kf-env-pw-6677", 1);
+    vb_config cfg;
+    vb_error err;
+    assert_int_equal(load_args(&cfg, VB_PROG_ADMIN, &err,
+                          ARGS("--config", file, "--kafka-property",
+                               "ssl.keystore.password=Kf-flag-secret-8899",
+                               "--kafka-property", "security.protocol=Kf-flag-secret-8899")),
+                     VB_ERR_CONFIG);
+    /* librdkafka quotes a refused value: a secret one is masked even so. */
+    assert_non_null(strstr(err.msg, "Invalid value \"***\" for configuration property "
+                                    "\"security.protocol\""));
+    assert_null(strstr(err.msg, "Kf-flag-secret-8899"));
+    char line[] = "pw Kf-file-pw-4455 / Kf-env-pw-6677 / Kf-flag-secret-8899";
+    vb_redact_text(line);
+    assert_string_equal(line, "pw *** / *** / ***");
+    const char *log = read_log();
+    assert_non_null(strstr(log, "chmod 600"));
+    assert_null(strstr(log, "Kf-"));
+}
+
+static void help_lists_the_pass_through_for_kafka_programs_only(void **state)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    vb_config_print_help(f, VB_PROG_WORKER);
+    fclose(f);
+    assert_non_null(strstr(text, "--kafka-property NAME=VALUE"));
+    assert_non_null(strstr(text, "VISIONBATCH_KAFKA_PROPERTY_<NAME>"));
+    assert_non_null(strstr(text, "VISIONBATCH_KAFKA_PROPERTY_SASL_PASSWORD"));
+    free(text);
+    f = open_memstream(&text, &len);
+    vb_config_print_help(f, VB_PROG_RUN_ONCE);
+    fclose(f);
+    assert_null(strstr(text, "--kafka-property"));
+    free(text);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The probe stops a refused login; an unreachable cluster is not its
+ * business (the clients ride it out), nor does it wait the whole time. */
+static void probe_lets_unreachable_pass_and_reports_bad_files(void **state)
+{
+    vb_error err = {0};
+    long long t0 = now_ms();
+    assert_int_equal(vb__kafka_probe("127.0.0.1:1", NULL, 8000, &err), VB_OK);
+    assert_true(now_ms() - t0 < 5000);
+
+    const char *const missing_ca[] = {"security.protocol", "SSL", "ssl.ca.location",
+                                      "/nonexistent/ca.pem", NULL};
+    assert_int_equal(vb__kafka_probe("127.0.0.1:1", missing_ca, 8000, &err), VB_ERR_KAFKA);
+    assert_non_null(strstr(err.msg, "ssl.ca.location"));
+
+    const char *const reserved[] = {"acks", "1", NULL};
+    assert_int_equal(vb__kafka_probe("127.0.0.1:1", reserved, 8000, &err), VB_ERR_CONFIG);
+    vb_kafka_producer *p = NULL;
+    assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", reserved, "t", &p, &err),
+                     VB_ERR_CONFIG);
+    assert_null(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -755,6 +1004,13 @@ int main(void)
         T(help_lists_the_program_settings),
         T(copy_is_deep_and_free_clears),
         T(wants_help_detects_help_flags),
+        T(env_names_map_one_to_one),
+        T(sources_merge_per_property_with_precedence),
+        T(librdkafka_judges_names_and_values),
+        T(reserved_properties_are_refused_under_every_name),
+        T(secret_values_are_redacted_and_never_quoted),
+        T(help_lists_the_pass_through_for_kafka_programs_only),
+        T(probe_lets_unreachable_pass_and_reports_bad_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

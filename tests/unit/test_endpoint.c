@@ -23,14 +23,8 @@
 #include <microhttpd.h>
 
 #include "visionbatch/endpoint.h"
+#include "util.h"
 #include "visionbatch/http.h"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A connection to the endpoint from the loopback address 127.0.0.<from>. */
 static int connect_from(int port, int from)
@@ -55,10 +49,10 @@ static int connect_to(int port)
 static ssize_t read_all(int fd, char *buf, size_t cap, int ms)
 {
     size_t n = 0;
-    long long end = now_ms() + ms;
-    while (n + 1 < cap && now_ms() < end) {
+    long long end = vb__mono_ms() + ms;
+    while (n + 1 < cap && vb__mono_ms() < end) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, (int)(end - now_ms())) <= 0)
+        if (poll(&p, 1, (int)(end - vb__mono_ms())) <= 0)
             break;
         ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
         if (r < 0)
@@ -215,17 +209,17 @@ static void endpoint_cuts_off_headers_trickling_past_the_deadline(void **state)
     start(&f, &o);
     const char *hdr = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
     int fd = connect_to(f.port);
-    long long t0 = now_ms(), closed_at = 0;
+    long long t0 = vb__mono_ms(), closed_at = 0;
     /* one byte every 100 ms: never idle, never done */
     for (size_t i = 0; i < strlen(hdr) && !closed_at; i++) {
         if (send(fd, hdr + i, 1, MSG_NOSIGNAL) != 1) {
-            closed_at = now_ms();
+            closed_at = vb__mono_ms();
             break;
         }
         char c;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) > 0 && recv(fd, &c, 1, 0) <= 0)
-            closed_at = now_ms();
+            closed_at = vb__mono_ms();
     }
     close(fd);
     assert_true(closed_at > 0);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "http_test_server.h"
+#include "util.h"
 #include "visionbatch/http.h"
 
 static ts_server server;
@@ -48,13 +49,6 @@ static int group_teardown(void **state)
 static void url_of(char *out, size_t outlen, const char *path)
 {
     snprintf(out, outlen, "http://127.0.0.1:%d%s", server.port, path);
-}
-
-static long long ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Performs a GET of `path` under `pol`; returns the code, fills resp/err. */
@@ -348,9 +342,9 @@ static void perform_waits_for_retry_after_on_429(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/4/1", &pol, &resp, &err), VB_OK);
-    long long took = ms_now() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_int_equal(resp.attempts, 2);
     assert_true(took >= 950);
     assert_true(took < 4000);
@@ -363,9 +357,9 @@ static void perform_caps_retry_after_by_retry_max(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/5/100", &pol, &resp, &err), VB_OK);
-    long long took = ms_now() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_int_equal(resp.attempts, 2);
     assert_true(took >= 190);
     assert_true(took < 3000);
@@ -472,6 +466,44 @@ static void perform_same_origin_policy_refuses_other_origins(void **state)
     vb_http_response_free(&resp);
 }
 
+/* no_redirects (webhooks): a 3xx answer is returned as such, never followed. */
+static void perform_no_redirects_policy_returns_the_redirect(void **state)
+{
+    vb_http_policy pol = {.no_redirects = 1, .retries = 2, .retry_on_5xx = 1};
+    vb_http_response resp;
+    vb_error err;
+    assert_int_equal(get("/redir-self", &pol, &resp, &err), VB_ERR_HTTP);
+    assert_int_equal(resp.status, 307);
+    assert_int_equal(resp.attempts, 1);
+    vb_http_response_free(&resp);
+}
+
+/* Extra headers are sent as given; one holding CR/LF or no colon is refused. */
+static void perform_sends_extra_headers_and_refuses_bad_ones(void **state)
+{
+    char url[256];
+    url_of(url, sizeof url, "/echo");
+    vb_http *h = vb_http_new();
+    const char *hdrs[] = {"X-Visionbatch-Signature: t=1,v1=ab", "X-Visionbatch-Event: run.dead"};
+    vb_http_request req = {.method = "POST", .url = url, .body = "{}", .body_len = 2,
+                           .headers = hdrs, .nheaders = 2};
+    vb_http_response resp;
+    vb_error err;
+    vb_error_clear(&err);
+    assert_int_equal(vb_http_perform(h, &req, NULL, &resp, &err), VB_OK);
+    assert_non_null(strstr(resp.body.data, "\r\nX-Visionbatch-Signature: t=1,v1=ab\r\n"));
+    assert_non_null(strstr(resp.body.data, "\r\nX-Visionbatch-Event: run.dead\r\n"));
+    vb_http_response_free(&resp);
+    static const char *const bad[] = {"X-A: 1\r\nX-Evil: 2", "no colon"};
+    for (size_t i = 0; i < 2; i++) {
+        req.headers = &bad[i];
+        req.nheaders = 1;
+        assert_int_equal(vb_http_perform(h, &req, NULL, &resp, &err), VB_ERR_INVALID);
+        vb_http_response_free(&resp);
+    }
+    vb_http_free(h);
+}
+
 static void perform_refuses_non_http_urls(void **state)
 {
     vb_http *h = vb_http_new();
@@ -490,9 +522,9 @@ static void perform_times_out_on_slow_answer(void **state)
     vb_http_policy pol = {.timeout_ms = 300};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/slow/3000", &pol, &resp, &err), VB_ERR_TIMEOUT);
-    assert_true(ms_now() - t0 < 2000);
+    assert_true(vb__mono_ms() - t0 < 2000);
     assert_true(vb_error_is_transient(&err));
     vb_http_response_free(&resp);
 }
@@ -504,9 +536,9 @@ static void perform_cancel_aborts_running_transfer(void **state)
     vb_http_policy pol = {.cancel = &c.flag, .retries = 3};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/trickle/200", &pol, &resp, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2500);
+    assert_true(vb__mono_ms() - t0 < 2500);
     assert_int_equal(resp.attempts, 1);
     pthread_join(c.thread, NULL);
     vb_http_response_free(&resp);
@@ -520,9 +552,9 @@ static void perform_cancel_interrupts_backoff(void **state)
                           .retry_on_5xx = 1};
     vb_http_response resp;
     vb_error err;
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(get("/retry-after/6/30", &pol, &resp, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2000);
+    assert_true(vb__mono_ms() - t0 < 2000);
     pthread_join(c.thread, NULL);
     vb_http_response_free(&resp);
 }
@@ -747,9 +779,9 @@ static void download_cancel_aborts_all_and_removes_partial_files(void **state)
     vb_http_policy pol = {.cancel = &c.flag};
     vb_error err;
     vb_error_clear(&err);
-    long long t0 = ms_now();
+    long long t0 = vb__mono_ms();
     assert_int_equal(vb_http_download_all(NULL, items, 3, 2, &pol, &err), VB_ERR_CANCELLED);
-    assert_true(ms_now() - t0 < 2500);
+    assert_true(vb__mono_ms() - t0 < 2500);
     pthread_join(c.thread, NULL);
     /* A document finished before the cancel is kept; the others are gone. */
     assert_int_equal(items[0].result, VB_OK);
@@ -960,6 +992,8 @@ int main(void)
         cmocka_unit_test(perform_connection_refused_is_retried_network_error),
         cmocka_unit_test(perform_error_message_redacts_url_secrets),
         cmocka_unit_test(perform_rejects_header_injection),
+        cmocka_unit_test(perform_no_redirects_policy_returns_the_redirect),
+        cmocka_unit_test(perform_sends_extra_headers_and_refuses_bad_ones),
         cmocka_unit_test(download_runs_items_concurrently_within_limit),
         cmocka_unit_test(download_failed_item_leaves_no_file),
         cmocka_unit_test(download_redirects_follow_the_policy),

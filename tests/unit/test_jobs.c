@@ -14,6 +14,7 @@
 #include "redis_test_url.h"
 #include "visionbatch/jobs.h"
 #include "visionbatch/jobs_pool.h"
+#include "visionbatch/redact.h"
 
 #define DB 14
 #define GUIDE_BODY                                                                                 \
@@ -285,6 +286,48 @@ static void jobs_refuse_a_key_without_secret(void **state)
     vb_jobs_free(nokey);
 }
 
+/* A cron job's runs use the settings of the program with the job's URLs,
+ * organization and opened key on top; the key is then redacted in logs. */
+static void jobs_platform_config_overlays_the_job(void **state)
+{
+    JOBS();
+    vb_job job;
+    create_guide_job(j, &job);
+    vb_config base;
+    memset(&base, 0, sizeof base);
+    base.external_api_get_url = "https://base.example/get";
+    base.external_api_key = "base-key";
+    base.organization_id = "base-org";
+    base.topic = "base.topic";
+    vb_config c;
+    vb_error err = {0};
+    assert_int_equal(vb_jobs_platform_config(j, &job, &base, &c, &err), VB_OK);
+    assert_string_equal(c.external_api_get_url,
+                        "https://api.example.com/api/v1/documents/vision_analysis");
+    assert_string_equal(c.external_api_post_url,
+                        "https://api.example.com/api/v1/documents/vision_analysis/upload");
+    assert_string_equal(c.external_api_key, "your_jwt_token");
+    assert_string_equal(c.backend_api_url, "http://localhost:8000");
+    assert_string_equal(c.organization_id, "your_org_id");
+    assert_string_equal(c.topic, "base.topic");
+    assert_string_equal(base.external_api_key, "base-key");
+    char line[] = "sent your_jwt_token along";
+    vb_redact_text(line);
+    assert_null(strstr(line, "your_jwt_token"));
+    vb_config_free(&c);
+
+    vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB)};
+    vb_jobs *nokey = NULL;
+    assert_int_equal(vb_jobs_new(&o, &nokey, &err), VB_OK);
+    memset(&c, 0xff, sizeof c);
+    assert_int_equal(vb_jobs_platform_config(nokey, &job, &base, &c, &err), VB_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "secret"));
+    assert_null(c.topic);
+    assert_null(c.external_api_key);
+    vb_jobs_free(nokey);
+    vb_job_free(&job);
+}
+
 static void jobs_update_enable_list_and_delete(void **state)
 {
     JOBS();
@@ -541,6 +584,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(jobs_create_stores_sealed_key_and_defaults, setup_redis,
                                         teardown_redis),
         cmocka_unit_test_setup_teardown(jobs_refuse_a_key_without_secret, setup_redis,
+                                        teardown_redis),
+        cmocka_unit_test_setup_teardown(jobs_platform_config_overlays_the_job, setup_redis,
                                         teardown_redis),
         cmocka_unit_test_setup_teardown(jobs_update_enable_list_and_delete, setup_redis,
                                         teardown_redis),

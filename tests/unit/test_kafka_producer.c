@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "visionbatch/kafka.h"
 
 #define TEST_PARTITIONS 3
@@ -43,13 +44,6 @@ static const char *topic(void)
 {
     const char *t = getenv("VB_TEST_KAFKA_TOPIC");
     return t && *t ? t : "visionbatch.test.producer";
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- test-side Kafka helpers (plain librdkafka) ---- */
@@ -176,9 +170,9 @@ static int read_back(const offsets *from, const char *prefix, int want, seen *fi
 
     memset(first, 0, sizeof *first);
     int got = 0;
-    long long deadline = now_ms() + 20000;
+    long long deadline = vb__mono_ms() + 20000;
     size_t plen = strlen(prefix);
-    while (got < want && now_ms() < deadline) {
+    while (got < want && vb__mono_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
@@ -214,7 +208,7 @@ static int read_back(const offsets *from, const char *prefix, int want, seen *fi
 
 static int group_setup(void **state)
 {
-    snprintf(uniq, sizeof uniq, "%ld-%lld", (long)getpid(), now_ms());
+    snprintf(uniq, sizeof uniq, "%ld-%lld", (long)getpid(), vb__mono_ms());
     if (ensure_topic() > 0) {
         kafka_available = 1;
         return 0;
@@ -236,7 +230,7 @@ static int setup(void **state)
         skip();
     vb_kafka_producer *p = NULL;
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new(brokers(), "vb-test", &p, &err), VB_OK);
+    assert_int_equal(vb_kafka_producer_new(brokers(), NULL, "vb-test", &p, &err), VB_OK);
     *state = p;
     return 0;
 }
@@ -354,8 +348,8 @@ static int count_by_partition(const offsets *from, const char *tag, int want, in
     assert_int_equal(rd_kafka_assign(rk, parts), RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_topic_partition_list_destroy(parts);
     int got = 0;
-    long long deadline = now_ms() + 20000;
-    while (got < want && now_ms() < deadline) {
+    long long deadline = vb__mono_ms() + 20000;
+    while (got < want && vb__mono_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
@@ -441,7 +435,7 @@ static void producer_new_requires_brokers(void **state)
 {
     vb_kafka_producer *p = (vb_kafka_producer *)&p; /* must be reset to NULL */
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new("", "x", &p, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_kafka_producer_new("", NULL, "x", &p, &err), VB_ERR_INVALID);
     assert_null(p);
     vb_kafka_producer_free(NULL, 0);
 }
@@ -453,13 +447,13 @@ static void producer_times_out_when_no_broker_answers(void **state)
 {
     vb_kafka_producer *p = NULL;
     vb_error err = {0};
-    assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", "vb-test-offline", &p, &err), VB_OK);
+    assert_int_equal(vb_kafka_producer_new("127.0.0.1:1", NULL, "vb-test-offline", &p, &err), VB_OK);
     assert_false(vb_kafka_producer_reachable(p, 300));
-    long long t0 = now_ms();
+    long long t0 = vb__mono_ms();
     assert_int_equal(vb_kafka_produce_sync(p, "visionbatch.nowhere", "k", "v", 1, NULL, 0, 400,
                                            &err),
                      VB_ERR_TIMEOUT);
-    long long took = now_ms() - t0;
+    long long took = vb__mono_ms() - t0;
     assert_true(took >= 350 && took < 5000);
     assert_non_null(strstr(err.msg, "visionbatch.nowhere"));
     vb_kafka_producer_free(p, 0);

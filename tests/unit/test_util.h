@@ -62,4 +62,24 @@ static inline char *tu_slurp(const char *path)
     return s;
 }
 
+/* Unsets every environment variable whose name starts with `prefix`
+ * (unsetting changes environ: the scan restarts after each removal). */
+static inline void tu_unset_env_prefix(const char *prefix)
+{
+    extern char **environ;
+    size_t plen = strlen(prefix);
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; e && *e; e++) {
+            if (strncmp(*e, prefix, plen) == 0) {
+                char name[256];
+                snprintf(name, sizeof name, "%.*s", (int)strcspn(*e, "="), *e);
+                unsetenv(name);
+                again = 1;
+                break;
+            }
+        }
+    }
+}
+
 #endif
