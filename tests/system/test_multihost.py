@@ -139,6 +139,7 @@ class Topology:
         self.created_links.append(self.bridge)
         _sh(["ip", "addr", "add", "%s/24" % self.root_addr, "dev", self.bridge])
         _sh(["ip", "link", "set", self.bridge, "up"])
+        self._allow_forwarding()
         for name, (ns, addr, host_if, ns_if) in self.hosts.items():
             _sh(["ip", "netns", "add", ns])
             self.created_ns.append(ns)
@@ -150,6 +151,21 @@ class Topology:
             _sh(["ip", "link", "set", host_if, "up"])
             _sh(["ip", "-n", ns, "addr", "add", "%s/24" % addr, "dev", ns_if])
             _sh(["ip", "-n", ns, "link", "set", ns_if, "up"])
+
+    def _forward_rule(self, op):
+        return ["iptables", op, "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+
+    def _allow_forwarding(self):
+        """Lets frames cross our bridge when bridge netfilter is on and the
+        FORWARD policy drops (a container engine on the machine sets both):
+        one ACCEPT rule for this bridge only, removed by destroy()."""
+        self.forward_rule = False
+        if shutil.which("iptables") is None:
+            return
+        if _sh(["iptables", "-S", "FORWARD"], check=False).returncode != 0:
+            return
+        r = _sh(self._forward_rule("-I"), check=False)
+        self.forward_rule = r.returncode == 0
 
     def set_link(self, name, up):
         _sh(["ip", "link", "set", self.veth(name), "up" if up else "down"])
@@ -170,6 +186,9 @@ class Topology:
                     break
                 time.sleep(0.1)
             _sh(["ip", "netns", "del", ns], check=False)
+        if getattr(self, "forward_rule", False):
+            _sh(self._forward_rule("-D"), check=False)
+            self.forward_rule = False
         for link in reversed(self.created_links):
             if _sh(["ip", "link", "show", link], check=False).returncode == 0:
                 _sh(["ip", "link", "del", link], check=False)
