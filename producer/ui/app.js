@@ -4,18 +4,22 @@
 "use strict";
 
 const POLL_MS = 2000;
-const JOBS_PAGE = 50;
 const LAST_EXEC_EVERY_MS = 10000;
-const JOBS_EVERY_MS = 10000;  // the job list is the one big answer: read it less often
+// Jobs per page: 50, or ?jobs_page=N (1..1000) in the console's address.
+const JOBS_PAGE = (() => {
+  const n = Number(new URLSearchParams(location.search).get("jobs_page"));
+  return Number.isInteger(n) && n >= 1 && n <= 1000 ? n : 50;
+})();
 const BROWSER_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 
 const state = {
   tab: "jobs",
-  jobs: [],
-  jobsShown: JOBS_PAGE,
+  jobs: [],              // the page shown, in job-id order
+  jobsCursor: "",        // cursor of the page shown ("" = the first)
+  jobsBack: [],          // cursors of the pages before it, for "Previous"
+  jobsNext: null,        // next_cursor of the page shown
   lastExec: new Map(),   // job_id -> execution
   lastExecAt: 0,
-  jobsAt: 0,
   editing: null,         // job being edited, null = new job
   execJob: null,         // job whose executions are shown
   runsCursor: null,
@@ -157,22 +161,34 @@ function showTab(tab) {
 
 // ---- jobs -------------------------------------------------------------------
 
-async function loadJobs(force) {
-  if (force || Date.now() - state.jobsAt > JOBS_EVERY_MS) {
-    const data = await api("GET", "/cron-jobs");
-    state.jobsAt = Date.now();
-    state.jobs = (data.cron_jobs || []).sort((a, b) => a.name.localeCompare(b.name));
+// One page of jobs (keyset paging by job id); the page is re-read on every
+// poll, the last execution of its jobs every 10 s and when a job first shows.
+let jobsSeq = 0;
+async function loadJobs() {
+  const seq = ++jobsSeq;  // a later read (another page) wins over this one
+  let data = null;
+  for (;;) {
+    const c = state.jobsCursor;
+    data = await api("GET", "/cron-jobs?limit=" + JOBS_PAGE + (c ? "&cursor=" + encodeURIComponent(c) : ""));
+    if (seq !== jobsSeq) return;
+    // A page emptied by deletions: step back to the one before it.
+    if ((data.cron_jobs || []).length || !state.jobsBack.length) break;
+    state.jobsCursor = state.jobsBack.pop();
   }
-  const shown = state.jobs.slice(0, state.jobsShown);
-  if (Date.now() - state.lastExecAt > LAST_EXEC_EVERY_MS) {
-    state.lastExecAt = Date.now();
-    await Promise.all(shown.map(async (j) => {
+  state.jobs = data.cron_jobs || [];
+  state.jobsNext = data.next_cursor || null;
+  const stale = Date.now() - state.lastExecAt > LAST_EXEC_EVERY_MS;
+  if (stale) state.lastExecAt = Date.now();
+  const need = stale ? state.jobs : state.jobs.filter((j) => !state.lastExec.has(j.job_id));
+  if (need.length) {
+    await Promise.all(need.map(async (j) => {
       try {
         const e = await api("GET", "/cron-jobs/" + encodeURIComponent(j.job_id) + "/executions?limit=1");
         state.lastExec.set(j.job_id, (e.executions || [])[0] || null);
       } catch (err) { if (err.status === 401) throw err; }
     }));
   }
+  if (seq !== jobsSeq) return;
   renderJobs();
   if (state.execJob) await loadExecutions();
 }
@@ -181,11 +197,24 @@ function jobAction(label, fn, cls) {
   return el("button", { type: "button", class: cls || "", text: label, onclick: fn });
 }
 
+function jobsPage(dir) {
+  if (dir > 0 && state.jobsNext) {
+    state.jobsBack.push(state.jobsCursor);
+    state.jobsCursor = state.jobsNext;
+  } else if (dir < 0 && state.jobsBack.length) {
+    state.jobsCursor = state.jobsBack.pop();
+  } else return;
+  loadJobs().catch((e) => { if (e.status !== 401) toast(e.message, true); });
+}
+
 function renderJobs() {
   const tb = $("jobs-table").tBodies[0];
   clear(tb);
   $("jobs-empty").hidden = state.jobs.length > 0;
-  for (const j of state.jobs.slice(0, state.jobsShown)) {
+  $("jobs-prev").disabled = !state.jobsBack.length;
+  $("jobs-next").disabled = !state.jobsNext;
+  $("jobs-page").textContent = "Page " + (state.jobsBack.length + 1) + " · " + JOBS_PAGE + " jobs a page, by job id";
+  for (const j of state.jobs) {
     const last = state.lastExec.get(j.job_id);
     const id = j.job_id;
     const tr = el("tr", { "data-job": id },
@@ -205,17 +234,13 @@ function renderJobs() {
         jobAction("Delete", () => del(j), "danger"))));
     tb.append(tr);
   }
-  if (state.jobs.length > state.jobsShown) {
-    tb.append(el("tr", null, el("td", { colspan: "6" },
-      jobAction("Show " + JOBS_PAGE + " more of " + state.jobs.length, () => { state.jobsShown += JOBS_PAGE; renderJobs(); }))));
-  }
 }
 
 async function act(j, verb) {
   try {
     await api("POST", "/cron-jobs/" + encodeURIComponent(j.job_id) + "/" + verb);
     toast(j.name + ": " + verb + "d");
-    await loadJobs(true);
+    await loadJobs();
   } catch (e) { if (e.status !== 401) toast(e.message, true); }
 }
 
@@ -234,7 +259,7 @@ async function del(j) {
     await api("DELETE", "/cron-jobs/" + encodeURIComponent(j.job_id));
     toast(j.name + " deleted");
     if (state.execJob && state.execJob.job_id === j.job_id) closeExecutions();
-    await loadJobs(true);
+    await loadJobs();
   } catch (e) { if (e.status !== 401) toast(e.message, true); }
 }
 
@@ -333,7 +358,7 @@ async function saveJob(ev) {
     toast((state.editing ? "Saved " : "Created ") + body.name);
     closeForm();
     state.lastExecAt = 0;
-    await loadJobs(true);
+    await loadJobs();
   } catch (e) {
     if (e.status === 401) return;
     const m = /^(schedule|timezone):/.exec(e.message);
@@ -518,7 +543,7 @@ async function refresh() {
   if (state.needToken || state.polling) return;
   state.polling = true;
   try {
-    if (state.tab === "jobs") await loadJobs(false);
+    if (state.tab === "jobs") await loadJobs();
     else if (state.tab === "runs") { if (!state.runsExtra) await loadRuns(false); }
     else await loadWorkers();
     $("live").textContent = "live · updated " + new Date().toLocaleTimeString("en-GB");
@@ -542,6 +567,8 @@ function start() {
     refresh();
   });
   $("new-job").addEventListener("click", () => openForm(null));
+  $("jobs-prev").addEventListener("click", () => jobsPage(-1));
+  $("jobs-next").addEventListener("click", () => jobsPage(1));
   $("job-cancel").addEventListener("click", closeForm);
   $("job-form").addEventListener("submit", saveJob);
   formInput("schedule").addEventListener("input", previewSoon);

@@ -14,7 +14,9 @@ the console makes, sequentially over one keep-alive connection:
                                       scan budget (5000 entries) bounds it
   GET /workers (cache hit)            the Workers view (every 2 s)
   GET /workers (computed)             after the 1.5 s cache period
-  GET /cron-jobs                      the Jobs view: every job
+  GET /cron-jobs?limit=50             the Jobs view: its first page (every 2 s)
+  GET /cron-jobs?limit=50&cursor=     a page in the middle of the job ids
+  GET /cron-jobs                      every job (the unpaged answer)
   GET /cron-jobs/{id}/executions?limit=1   one of the 50 a Jobs page asks
                                       every 10 s
   GET /cron/preview                   the form's live validation
@@ -25,6 +27,7 @@ Redis server's time (commandstats) per call for the run and worker reads.
   scripts/bench.sh console            10,000 jobs, 100,000 runs
   scripts/bench.sh console --quick    1,000 jobs, 10,000 runs, fewer calls
   VB_BIN_DIR=build python3 tests/bench/bench_console.py --jobs 10000 --runs 100000
+  ... --only cron-jobs                only the calls whose name holds the text
 """
 
 import argparse
@@ -115,6 +118,7 @@ def main():
     ap.add_argument("--runs", type=int, default=100000)
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="1,000 jobs, 10,000 runs, 10 calls")
+    ap.add_argument("--only", default="", help="time only the calls whose name holds this")
     a = ap.parse_args()
     if a.quick:
         a.jobs, a.runs, a.calls = 1000, 10000, 10
@@ -146,6 +150,9 @@ def main():
             ("GET /runs?limit=100&state=queued (no match)", "/runs?limit=100&state=queued", 0, True),
             ("GET /workers (cache hit)", "/workers", 0, False),
             ("GET /workers (computed)", "/workers", 1.6, True),
+            ("GET /cron-jobs?limit=50 (first page)", "/cron-jobs?limit=50", 0, False),
+            ("GET /cron-jobs?limit=50&cursor= (middle)",
+             "/cron-jobs?limit=50&cursor=%s" % sorted(ids)[len(ids) // 2], 0, False),
             ("GET /cron-jobs (all %d)" % a.jobs, "/cron-jobs", 0, False),
             ("GET /cron-jobs/{id}/executions?limit=1", "/cron-jobs/%s/executions?limit=1" % ids[0],
              0, False),
@@ -155,6 +162,8 @@ def main():
         print("%-48s %8s %8s %8s %10s %12s" % ("call", "p50 ms", "p99 ms", "max ms", "bytes",
                                                 "redis ms"))
         for name, path, pause, with_redis in cases:
+            if a.only not in name:
+                continue
             n = a.calls if not pause else max(3, a.calls // 10)
             timed(conn, path, 1)  # warm (and fills the workers' cache)
             lat, size, rms = timed(conn, path, n, pause, redis if with_redis else None)

@@ -6,7 +6,8 @@ the token prompt, a bad expression showing the field's error, the live
 next-runs preview with its daylight-saving marker, creating a job through the
 form, its next runs in both zones, run now, the execution reaching success and
 its runs reaching `uploaded`, retrying a dead run, deactivating and deleting
-the job, the workers' view, and the layout at 390 px. No page error and no
+the job, the workers' view, the layout at 390 px, and the job list's pages
+(next, previous, a page emptied elsewhere). No page error and no
 Content-Security-Policy violation may occur. Screenshots go to
 <build>/console-screenshots/.
 
@@ -306,10 +307,60 @@ class ConsoleBrowserTest(harness.SystemTestCase):
                 "external_api_get_url": self.platform.get_url,
                 "external_api_post_url": self.platform.post_url,
                 "external_api_key": "k", "organization_id": harness.GUIDE_ORG_ID})
-            # (the job list is re-read every 10 s)
             expect(page.locator("#jobs-table tbody tr", has_text="Created by curl")).to_contain_text(
-                "every 5 minutes, UTC", timeout=20000)
+                "every 5 minutes, UTC")
+            self.paging(page)
             ctx.close()
+
+    def paging(self, page):
+        """Pages of two jobs (?jobs_page=2): next and previous walk the job-id
+        order of GET /cron-jobs pages, a page emptied elsewhere steps back."""
+        for i in range(4):
+            self.api("POST", "/cron-jobs", {
+                "name": "Paged job %d" % i, "schedule": "0 %d * * *" % i, "enabled": False,
+                "external_api_get_url": self.platform.get_url,
+                "external_api_post_url": self.platform.post_url,
+                "external_api_key": "k", "organization_id": harness.GUIDE_ORG_ID})
+        jobs = sorted(self.api("GET", "/cron-jobs")["cron_jobs"], key=lambda j: j["job_id"])
+        self.assertEqual(len(jobs), 5)
+        pages = [jobs[0:2], jobs[2:4], jobs[4:5]]
+        page.goto(self.base + "/ui/?jobs_page=2#jobs")  # the token stays in sessionStorage
+        rows = page.locator("#jobs-table tbody tr")
+        prev = page.get_by_role("button", name="Previous")
+        nxt = page.get_by_role("button", name="Next")
+
+        def shows(n):
+            expect(page.locator("#jobs-page")).to_contain_text("Page %d" % (n + 1))
+            expect(rows).to_have_count(len(pages[n]))
+            for i, j in enumerate(pages[n]):
+                expect(rows.nth(i)).to_have_attribute("data-job", j["job_id"])
+            if n == 0:
+                expect(prev).to_be_disabled()
+            else:
+                expect(prev).to_be_enabled()
+            if n == len(pages) - 1:
+                expect(nxt).to_be_disabled()
+            else:
+                expect(nxt).to_be_enabled()
+
+        shows(0)
+        nxt.click()
+        shows(1)
+        nxt.click()
+        shows(2)
+        self.shot(page, "10-jobs-paged")
+        prev.click()
+        shows(1)
+        prev.click()
+        shows(0)
+        # The last page's only job is deleted by someone else while it is shown:
+        # the next poll (2 s) finds it empty and shows the page before it.
+        nxt.click()
+        nxt.click()
+        shows(2)
+        self.api("DELETE", "/cron-jobs/" + pages[2][0]["job_id"])
+        pages.pop()
+        shows(1)
 
     def api(self, method, path, body=None):
         r = harness.http_request(method, self.base + path,
