@@ -22,7 +22,7 @@ the console makes, sequentially over one keep-alive connection:
   GET /cron/preview                   the form's live validation
 
 and prints p50 / p99 / max latency in ms and the answer's size, plus the
-Redis server's time (commandstats) per call for the run and worker reads.
+Redis server's time (commandstats) per call for the run, worker and job-page reads.
 
   scripts/bench.sh console            10,000 jobs, 100,000 runs
   scripts/bench.sh console --quick    1,000 jobs, 10,000 runs, fewer calls
@@ -150,9 +150,9 @@ def main():
             ("GET /runs?limit=100&state=queued (no match)", "/runs?limit=100&state=queued", 0, True),
             ("GET /workers (cache hit)", "/workers", 0, False),
             ("GET /workers (computed)", "/workers", 1.6, True),
-            ("GET /cron-jobs?limit=50 (first page)", "/cron-jobs?limit=50", 0, False),
+            ("GET /cron-jobs?limit=50 (first page)", "/cron-jobs?limit=50", 0, True),
             ("GET /cron-jobs?limit=50&cursor= (middle)",
-             "/cron-jobs?limit=50&cursor=%s" % sorted(ids)[len(ids) // 2], 0, False),
+             "/cron-jobs?limit=50&cursor=%s" % sorted(ids)[len(ids) // 2], 0, True),
             ("GET /cron-jobs (all %d)" % a.jobs, "/cron-jobs", 0, False),
             ("GET /cron-jobs/{id}/executions?limit=1", "/cron-jobs/%s/executions?limit=1" % ids[0],
              0, False),
