@@ -26,6 +26,7 @@ failure or SIGTERM. Prints "compose: N passed, N failed".
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -88,6 +89,18 @@ def wait_for(what, fn, timeout, every=1.0):
     raise Failed("timed out after %ds waiting for %s (%s)" % (timeout, what, last))
 
 
+def compose_env(src):
+    """This process's environment less every variable the compose files
+    interpolate: the shell's values beat docker/.env, and a caller that
+    exported e.g. REDIS_URL=redis://127.0.0.1:6379 for its own tests would
+    point the containers at themselves. The stack gets docker/.env only."""
+    names = set()
+    for rel in (("docker", "compose.yaml"), ("tests", "compose", "compose.test.yaml")):
+        with open(os.path.join(src, *rel), encoding="utf-8") as f:
+            names.update(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", f.read()))
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
 class Stack:
     def __init__(self, src):
         self.src = src
@@ -96,7 +109,8 @@ class Stack:
         self.api_port = free_port()
         self.kafka_port = free_port()
         self.platform_port = free_port()
-        self.env = dict(os.environ, VBT_PLATFORM_PORT=str(self.platform_port))
+        self.env = compose_env(src)
+        self.env["VBT_PLATFORM_PORT"] = str(self.platform_port)
 
     # -- setup ---------------------------------------------------------------
 
