@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "visionbatch/http.h"
+
 #define TS_HEAD_MAX 65536
 #define TS_BODY_MAX (1024 * 1024)
 
@@ -321,4 +323,19 @@ void ts_stop(ts_server *s)
         munmap(s->shared, sizeof *s->shared);
         s->shared = NULL;
     }
+}
+
+int ts_fixture_start(ts_server *s, char *tmpdir, size_t tmpdirlen, const char *prefix)
+{
+    if (vb_http_global_init() != VB_OK || ts_start(s) != 0)
+        return -1;
+    snprintf(tmpdir, tmpdirlen, "/tmp/%sXXXXXX", prefix);
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+void ts_fixture_stop(ts_server *s, const char *tmpdir)
+{
+    ts_stop(s);
+    vb_http_global_cleanup();
+    rmdir(tmpdir);
 }

@@ -54,6 +54,12 @@ typedef struct ts_server {
 int ts_start(ts_server *s);
 /* Stops the server and unmaps the counters. */
 void ts_stop(ts_server *s);
+/* The fixture of the HTTP client tests: libcurl's global state, a started
+ * server and a fresh temporary directory ("/tmp/<prefix>XXXXXX", written to
+ * tmpdir, at most tmpdirlen bytes). 0 on success. */
+int ts_fixture_start(ts_server *s, char *tmpdir, size_t tmpdirlen, const char *prefix);
+/* Undoes ts_fixture_start (the directory must be empty). */
+void ts_fixture_stop(ts_server *s, const char *tmpdir);
 /* Expected byte at offset i of a patterned body. */
 char ts_pattern(long long i);
 

@@ -32,17 +32,12 @@ static char tmpdir[64];
 
 static int group_setup(void **state)
 {
-    if (vb_http_global_init() != VB_OK || ts_start(&server) != 0)
-        return -1;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/vb_http_test_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return ts_fixture_start(&server, tmpdir, sizeof tmpdir, "vb_http_test_");
 }
 
 static int group_teardown(void **state)
 {
-    ts_stop(&server);
-    vb_http_global_cleanup();
-    rmdir(tmpdir);
+    ts_fixture_stop(&server, tmpdir);
     return 0;
 }
 
