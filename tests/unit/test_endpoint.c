@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,36 @@ static double metric(fixture *f, const char *name, const char *label)
     vb_metric *m = vb_metrics_counter(f->reg, name, NULL, label ? "reason" : NULL);
     const char *v[] = {label};
     return vb_metric_value(m, label ? v : NULL);
+}
+
+/* Waits until the endpoint counts `n` open connections (its reaper updates
+ * the gauge every 200 ms): the positive signal that a connection was
+ * accepted, so the order of acceptance is the order of connecting. */
+static void wait_open(fixture *f, int n)
+{
+    vb_metric *m = vb_metrics_gauge(f->reg, "visionbatch_http_connections", NULL, NULL);
+    long long end = vb__mono_ms() + 10000;
+    while ((int)vb_metric_value(m, NULL) != n && vb__mono_ms() < end)
+        usleep(20 * 1000);
+    assert_int_equal((int)vb_metric_value(m, NULL), n);
+}
+
+/* 1 when the peer ends the connection (EOF or reset) within `ms`. */
+static int ended_within(int fd, int ms)
+{
+    char buf[256];
+    long long end = vb__mono_ms() + ms;
+    while (vb__mono_ms() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)(end - vb__mono_ms())) <= 0)
+            return 0;
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return 1;
+        if (r < 0)
+            return 0;
+    }
+    return 0;
 }
 
 static void endpoint_serves_health_ready_and_metrics(void **state)
@@ -236,16 +267,18 @@ static void endpoint_per_ip_limit_evicts_the_oldest_unfinished_request(void **st
     fixture f = {0};
     vb_endpoint_opts o = {.limits = {.max_connections_per_ip = 2}};
     start(&f, &o);
-    int a = connect_to(f.port), b = connect_to(f.port);
+    int a = connect_to(f.port);
     assert_int_equal(send(a, "GET /", 5, 0), 5);
-    usleep(50 * 1000);
+    wait_open(&f, 1);
+    usleep(5 * 1000); /* a later millisecond for b */
+    int b = connect_to(f.port);
     assert_int_equal(send(b, "GET /", 5, 0), 5);
-    usleep(50 * 1000);
-    char body[1024], buf[64];
+    wait_open(&f, 2);
+    char body[1024];
     /* a third connection from the same address is served... */
     assert_int_equal(request(f.port, "GET", "/healthz", NULL, body, sizeof body), 200);
     /* ...at the expense of the oldest unfinished one */
-    assert_true(read_all(a, buf, sizeof buf, 2000) <= 0);
+    assert_true(ended_within(a, 3000));
     assert_int_equal((int)metric(&f, "visionbatch_http_connections_closed_total",
                                  "per_ip_limit"), 1);
     const char *rest = "healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -267,17 +300,21 @@ static void endpoint_global_limit_evicts_the_oldest_unfinished_request_of_anyone
     for (int i = 0; i < 3; i++) { /* three addresses, one connection each */
         c[i] = connect_from(f.port, 2 + i);
         assert_int_equal(send(c[i], "GET /", 5, 0), 5);
-        usleep(50 * 1000);
+        wait_open(&f, i + 1);
+        usleep(5 * 1000); /* a later millisecond for the next */
     }
-    char body[1024], buf[64];
+    char body[1024];
     assert_int_equal(request(f.port, "GET", "/healthz", NULL, body, sizeof body), 200);
-    assert_true(read_all(c[0], buf, sizeof buf, 2000) <= 0);
+    assert_true(ended_within(c[0], 3000));
     assert_int_equal((int)metric(&f, "visionbatch_http_connections_closed_total",
                                  "global_limit"), 1);
     for (int i = 0; i < 3; i++)
         close(c[i]);
     finish(&f);
 }
+
+/* Requests app_upload has seen the headers of. */
+static atomic_int uploads_started;
 
 /* Takes any upload and answers once it is complete. */
 static int app_upload(void *cls, struct MHD_Connection *con, const char *url, const char *method,
@@ -287,6 +324,7 @@ static int app_upload(void *cls, struct MHD_Connection *con, const char *url, co
     static int started;
     if (!*req_cls) {
         *req_cls = &started;
+        atomic_fetch_add(&uploads_started, 1);
         return MHD_YES;
     }
     if (*upload_size) {
@@ -311,7 +349,9 @@ static void endpoint_refuses_a_newcomer_when_nothing_can_be_evicted(void **state
     int a = connect_to(f.port), b = connect_to(f.port);
     assert_int_equal(send(a, post, strlen(post), 0), (ssize_t)strlen(post));
     assert_int_equal(send(b, post, strlen(post), 0), (ssize_t)strlen(post));
-    usleep(200 * 1000);
+    for (int i = 0; i < 500 && atomic_load(&uploads_started) < 2; i++)
+        usleep(20 * 1000);
+    assert_int_equal(atomic_load(&uploads_started), 2);
     char body[1024];
     assert_int_equal(request(f.port, "GET", "/healthz", NULL, body, sizeof body), 0);
     assert_int_equal((int)metric(&f, "visionbatch_http_connections_refused_total",
