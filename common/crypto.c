@@ -121,8 +121,10 @@ vb_err vb_crypto_key_parse(const char *b64, unsigned char key[VB_CRYPTO_KEY_SIZE
     return VB_OK;
 }
 
-vb_err vb_crypto_seal(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *plaintext,
-                      char **out_b64, vb_error *err)
+/* Seals plaintext (at most `max` bytes) with "v1:" ‖ context as additional
+ * data; context "" for the values of vb_crypto_seal. */
+static vb_err seal_with(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                        size_t max, const char *plaintext, char **out_b64, vb_error *err)
 {
     vb_err rc = VB_ERR_CRYPTO;
     EVP_CIPHER_CTX *ctx = NULL;
@@ -135,9 +137,8 @@ vb_err vb_crypto_seal(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *p
         *out_b64 = NULL;
     if (!key || !plaintext || !out_b64)
         return vb_error_set(err, VB_ERR_INVALID, "seal: missing argument");
-    if (plen > VB_CRYPTO_PLAIN_MAX)
-        return vb_error_set(err, VB_ERR_INVALID, "seal: secret longer than %d bytes",
-                            VB_CRYPTO_PLAIN_MAX);
+    if (plen > max)
+        return vb_error_set(err, VB_ERR_INVALID, "seal: secret longer than %zu bytes", max);
     rawlen = NONCE_LEN + plen + TAG_LEN;
     raw = malloc(rawlen);
     out = malloc(PREFIX_LEN + (rawlen + 2) / 3 * 4 + 1);
@@ -152,6 +153,8 @@ vb_err vb_crypto_seal(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *p
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) != 1 ||
         EVP_EncryptInit_ex(ctx, NULL, NULL, key, raw) != 1 ||
         EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)PREFIX, PREFIX_LEN) != 1 ||
+        (*context && EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)context,
+                                       (int)strlen(context)) != 1) ||
         EVP_EncryptUpdate(ctx, raw + NONCE_LEN, &n, (const unsigned char *)plaintext,
                           (int)plen) != 1 ||
         EVP_EncryptFinal_ex(ctx, raw + NONCE_LEN + n, &fin) != 1 ||
@@ -174,8 +177,15 @@ fail:
     return rc;
 }
 
-vb_err vb_crypto_open(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *sealed, char **plain,
-                      vb_error *err)
+vb_err vb_crypto_seal(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *plaintext,
+                      char **out_b64, vb_error *err)
+{
+    return seal_with(key, "", VB_CRYPTO_PLAIN_MAX, plaintext, out_b64, err);
+}
+
+/* Opens a value of seal_with under the same context and maximum. */
+static vb_err open_with(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                        size_t max, const char *sealed, char **plain, vb_error *err)
 {
     vb_err rc = VB_ERR_CRYPTO;
     EVP_CIPHER_CTX *ctx = NULL;
@@ -192,7 +202,7 @@ vb_err vb_crypto_open(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *s
     size_t slen = strlen(sealed);
     if (slen < PREFIX_LEN || memcmp(sealed, PREFIX, PREFIX_LEN) != 0)
         return vb_error_set(err, VB_ERR_CRYPTO, "sealed secret has an unknown format");
-    if (slen - PREFIX_LEN > (VB_CRYPTO_PLAIN_MAX + NONCE_LEN + TAG_LEN + 2) / 3 * 4)
+    if (slen - PREFIX_LEN > (max + NONCE_LEN + TAG_LEN + 2) / 3 * 4)
         return vb_error_set(err, VB_ERR_CRYPTO, "sealed secret is too long");
     rawcap = (slen - PREFIX_LEN) / 4 * 3 + 3;
     raw = malloc(rawcap);
@@ -216,6 +226,8 @@ vb_err vb_crypto_open(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *s
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) != 1 ||
         EVP_DecryptInit_ex(ctx, NULL, NULL, key, raw) != 1 ||
         EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)PREFIX, PREFIX_LEN) != 1 ||
+        (*context && EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)context,
+                                       (int)strlen(context)) != 1) ||
         EVP_DecryptUpdate(ctx, (unsigned char *)out, &n, raw + NONCE_LEN, (int)clen) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, raw + NONCE_LEN + clen) != 1 ||
         EVP_DecryptFinal_ex(ctx, (unsigned char *)out + n, &fin) != 1 ||
@@ -241,6 +253,39 @@ fail:
         OPENSSL_cleanse(out, clen + 1);
     free(out);
     return rc;
+}
+
+vb_err vb_crypto_open(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *sealed, char **plain,
+                      vb_error *err)
+{
+    return open_with(key, "", VB_CRYPTO_PLAIN_MAX, sealed, plain, err);
+}
+
+/* VB_OK when `context` is a usable context of a bound value. */
+static vb_err check_context(const char *context, const char *what, vb_error *err)
+{
+    if (!context || !*context || strlen(context) > VB_CRYPTO_CONTEXT_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "%s: a context of 1 to %d bytes is required",
+                            what, VB_CRYPTO_CONTEXT_MAX);
+    return VB_OK;
+}
+
+vb_err vb_crypto_seal_bound(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                            const char *plaintext, char **out_b64, vb_error *err)
+{
+    if (out_b64)
+        *out_b64 = NULL;
+    vb_err rc = check_context(context, "seal", err);
+    return rc != VB_OK ? rc : seal_with(key, context, VB_CRYPTO_BOUND_MAX, plaintext, out_b64, err);
+}
+
+vb_err vb_crypto_open_bound(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                            const char *sealed, char **plain, vb_error *err)
+{
+    if (plain)
+        *plain = NULL;
+    vb_err rc = check_context(context, "open", err);
+    return rc != VB_OK ? rc : open_with(key, context, VB_CRYPTO_BOUND_MAX, sealed, plain, err);
 }
 
 int vb_crypto_equal(const void *a, size_t alen, const void *b, size_t blen)

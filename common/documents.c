@@ -267,6 +267,12 @@ vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const atomic_int *cancel, vb_run_inputs *in,
                            vb_error *err)
 {
+    return vb_run_inputs_fetch_ex(h, cfg, run, 0, cancel, in, err);
+}
+
+vb_err vb_run_inputs_fetch_ex(vb_http *h, const vb_config *cfg, const vb_run *run, unsigned flags,
+                              const atomic_int *cancel, vb_run_inputs *in, vb_error *err)
+{
     memset(in, 0, sizeof *in);
     fetch_item *items = NULL;
     vb_download *dl = NULL;
@@ -333,11 +339,14 @@ vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
         goto fail;
     }
     size_t failed = 0;
+    long denied = 0; /* 403 or 404 of a document: its URL may have expired */
     vb_buf reasons = {.limit = 400};
     for (size_t i = 0; i < nitems; i++) {
         const char *why = NULL;
         char whybuf[300];
         if (dl[i].result != VB_OK) {
+            if (dl[i].http_status == 403 || dl[i].http_status == 404)
+                denied = dl[i].http_status;
             snprintf(whybuf, sizeof whybuf, "%s", dl[i].error[0] ? dl[i].error
                                                                  : vb_strerror(dl[i].result));
             vb_redact_text(whybuf);
@@ -384,10 +393,13 @@ vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
         in->descriptions += count;
     }
     in->failed = failed;
-    if (failed && (!cfg->allow_partial || in->nimages == 0)) {
+    if (failed && (!cfg->allow_partial || in->nimages == 0 ||
+                   (denied && (flags & VB_INPUTS_DENIED_FAILS)))) {
         rc = vb_error_set(err, dl_err.code != VB_OK ? dl_err.code : VB_ERR_CONTENT,
                           "%zu of %zu documents could not be had (%s)", failed, nitems,
                           reasons.data ? reasons.data : "");
+        if (err)
+            err->http_status = denied ? denied : dl_err.http_status;
         vb_buf_free(&reasons);
         goto fail;
     }

@@ -25,6 +25,13 @@ void vb_url_strip_query(const char *url, char *out, size_t outlen)
 vb_err vb_run_msg_encode(const vb_run *run, const char *job_id, const char *execution_id,
                          const char *trace_id, int attempt, char **json, vb_error *err)
 {
+    return vb_run_msg_encode_ex(run, job_id, execution_id, trace_id, attempt, NULL, json, err);
+}
+
+vb_err vb_run_msg_encode_ex(const vb_run *run, const char *job_id, const char *execution_id,
+                            const char *trace_id, int attempt, const char *sealed, char **json,
+                            vb_error *err)
+{
     *json = NULL;
     vb_run safe;
     memset(&safe, 0, sizeof safe);
@@ -61,6 +68,8 @@ vb_err vb_run_msg_encode(const vb_run *run, const char *job_id, const char *exec
                                                          run->organization_id))
         goto fail;
     if (run->run_code && !cJSON_AddStringToObject(root, "run_code", run->run_code))
+        goto fail;
+    if (sealed && !cJSON_AddStringToObject(root, "sealed", sealed))
         goto fail;
     cJSON_AddItemToObject(root, "run", run_obj);
     run_obj = NULL;
@@ -135,6 +144,19 @@ vb_err vb_run_msg_decode(const char *json, size_t len, vb_run_msg *msg, vb_error
                               "{\"source\":\"job\",\"job_id\":…}");
         goto fail;
     }
+    /* A sealed value that cannot be one is ignored: the worker then asks
+     * the platform, as for a message without it. */
+    const cJSON *sealed = cJSON_GetObjectItemCaseSensitive(root, "sealed");
+    if (sealed && !cJSON_IsNull(sealed)) {
+        if (cJSON_IsString(sealed) && strlen(sealed->valuestring) <= VB_MSG_SEALED_MAX) {
+            if (!(msg->sealed = strdup(sealed->valuestring))) {
+                rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory decoding a message");
+                goto fail;
+            }
+        } else {
+            msg->sealed_invalid = 1;
+        }
+    }
     const cJSON *attempt = cJSON_GetObjectItemCaseSensitive(root, "attempt");
     msg->attempt = cJSON_IsNumber(attempt) && attempt->valuedouble >= 1 &&
                            attempt->valuedouble < 1e6
@@ -179,6 +201,7 @@ void vb_run_msg_free(vb_run_msg *msg)
     free(msg->job_id);
     free(msg->execution_id);
     free(msg->trace_id);
+    free(msg->sealed);
     if (msg->has_run)
         vb_run_free(&msg->run);
     memset(msg, 0, sizeof *msg);

@@ -92,8 +92,12 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
 
     if ((rc = stage(hooks, VB_STAGE_DOWNLOADING, "", err)) != VB_OK)
         goto done;
-    if ((rc = vb_run_inputs_fetch(h, cfg, run, cancel, &in, err)) != VB_OK)
+    unsigned fetch_flags = hooks && hooks->urls_may_expire ? VB_INPUTS_DENIED_FAILS : 0;
+    if ((rc = vb_run_inputs_fetch_ex(h, cfg, run, fetch_flags, cancel, &in, err)) != VB_OK) {
+        res->documents_denied = fetch_flags && err && (err->http_status == 403 ||
+                                                       err->http_status == 404);
         goto done;
+    }
     res->images = in.nimages;
     res->images_failed = in.failed;
     res->descriptions = in.descriptions;

@@ -35,12 +35,14 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "visionbatch/crypto.h"
 #include "visionbatch/http.h"
 #include "visionbatch/kafka.h"
 #include "visionbatch/log.h"
 #include "visionbatch/message.h"
 #include "visionbatch/platform.h"
 #include "visionbatch/run.h"
+#include "visionbatch/seal.h"
 #include "visionbatch/store.h"
 #include "visionbatch/store_requeue.h"
 
@@ -59,6 +61,8 @@ struct vb_producer_ctx {
     long max_attempts;
     long queue_lease_ms;
     const atomic_int *cancel;
+    unsigned char seal_key[VB_CRYPTO_KEY_SIZE]; /* secret_key: seals each run into its message */
+    int have_seal_key;
     /* Set for the duration of one vb_producer_poll_ex call (under mu). */
     vb_published_fn published;
     void *published_ctx;
@@ -116,6 +120,11 @@ static vb_err ctx_new(const vb_config *svc, const atomic_int *cancel,
         rc = vb_error_set(err, VB_ERR_NOMEM, "producer: out of memory");
         goto fail;
     }
+    if (svc->secret_key && *svc->secret_key) {
+        if ((rc = vb_crypto_key_parse(svc->secret_key, c->seal_key, err)) != VB_OK)
+            goto fail;
+        c->have_seal_key = 1;
+    }
     vb_store_opts so = {.client_name = "visionbatch-producer"};
     if ((rc = vb_store_new(svc->redis_url, &so, &c->store, err)) != VB_OK)
         goto fail;
@@ -159,6 +168,7 @@ void vb_producer_ctx_free(vb_producer_ctx *ctx)
     free(ctx->topic);
     free(ctx->dlq_topic);
     free(ctx->holder_id);
+    vb_crypto_wipe(ctx->seal_key, sizeof ctx->seal_key);
     pthread_mutex_destroy(&ctx->mu);
     free(ctx);
 }
@@ -194,15 +204,34 @@ static void make_trace_id(char out[33])
     out[32] = '\0';
 }
 
-/* Encodes and publishes one message; VB_OK once Kafka acknowledged it. */
+/* The run sealed for its message (seal.h), or NULL without a secret key or
+ * when it cannot be sealed (the worker then asks the platform: logged, not
+ * an error). */
+static char *seal_for_message(vb_producer_ctx *ctx, const vb_run *run)
+{
+    char *sealed = NULL;
+    vb_error e;
+    vb_error_clear(&e);
+    if (ctx->have_seal_key && vb_seal_run(ctx->seal_key, run, &sealed, &e) != VB_OK)
+        VB_WARN("run not sealed into its message (workers will look it up): %s", e.msg);
+    return sealed;
+}
+
+/* Encodes and publishes one message; VB_OK once Kafka acknowledged it. A
+ * run message (no `reason`) carries the run sealed when the context has a
+ * key; if Kafka refuses it as too large, it goes again without. */
 static vb_err publish(vb_producer_ctx *ctx, const char *topic, const vb_run *run,
                       const char *job_id, const char *execution_id, const char *trace_id,
                       int attempt, const char *reason, vb_error *err)
 {
     char *json = NULL;
-    vb_err rc = vb_run_msg_encode(run, job_id, execution_id, trace_id, attempt, &json, err);
-    if (rc != VB_OK)
+    char *sealed = reason ? NULL : seal_for_message(ctx, run);
+    vb_err rc = vb_run_msg_encode_ex(run, job_id, execution_id, trace_id, attempt, sealed, &json,
+                                     err);
+    if (rc != VB_OK) {
+        free(sealed);
         return rc;
+    }
     char attempt_s[16];
     snprintf(attempt_s, sizeof attempt_s, "%d", attempt);
     vb_kafka_header h[5] = {
@@ -214,7 +243,19 @@ static vb_err publish(vb_producer_ctx *ctx, const char *topic, const vb_run *run
     };
     rc = vb_kafka_produce_sync(ctx->kafka, topic, run->id, json, strlen(json), h,
                                reason ? 5 : 4, 0, err);
+    if (rc == VB_ERR_TOO_LARGE && sealed) {
+        VB_WARN("message with the sealed run too large for Kafka: sending it without (workers "
+                "will look the run up)");
+        free(json);
+        json = NULL;
+        vb_error_clear(err);
+        if ((rc = vb_run_msg_encode(run, job_id, execution_id, trace_id, attempt, &json, err)) ==
+            VB_OK)
+            rc = vb_kafka_produce_sync(ctx->kafka, topic, run->id, json, strlen(json), h, 4, 0,
+                                       err);
+    }
     free(json);
+    free(sealed);
     return rc;
 }
 

@@ -58,9 +58,18 @@
  * message to dlq_topic with its reason before its offset is committed.
  *
  * A slot, for one run
- *   1. asks the platform for the run (vb_platform_find_run) — messages carry
- *      document paths without their SAS query strings, so fresh URLs are
- *      needed anyway. The list pages by offset and can shift under a scan,
+ *   1. takes the run from the message's sealed copy (seal.h, opened with
+ *      the shared secret key: no platform request) unless it is missing or
+ *      does not open, the run is of another organization, or an earlier
+ *      attempt recorded an upload start — then asks the platform for the run
+ *      (vb_platform_find_run; messages carry document paths without their
+ *      SAS query strings, so fresh URLs are needed). A document URL of the
+ *      sealed copy refused with 403/404 (expired) stops the pipeline before
+ *      the backend; the run is looked up once and run again, same attempt.
+ *      Without a lookup, exactly-once rests on the run record as it does
+ *      anyway: begin_attempt refuses uploaded runs, and an upload start is
+ *      always checked with the platform (docs/worker.md, "The sealed run").
+ *      The list pages by offset and can shift under a scan,
  *      so the run counts as absent only after three consecutive scans miss
  *      it (platform.c). An absent run is already processed there only if
  *      visionbatch began uploading its report before (upload_started_at set:
@@ -129,6 +138,7 @@
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/rundir.h"
+#include "visionbatch/seal.h"
 #include "visionbatch/store.h"
 #include "decide.h"
 #include "util.h"
@@ -192,6 +202,8 @@ struct vb_worker {
     pthread_t renewer, reaper, sweeper;
     int renewer_started, reaper_started, sweeper_started;
     vb_jobs *jobs;     /* cron jobs (credentials) and executions; thread-safe */
+    unsigned char seal_key[VB_CRYPTO_KEY_SIZE]; /* secret_key: opens sealed runs */
+    int have_seal_key;
     int platform_ok;   /* the worker's own platform settings are complete */
     char platform_why[1024];
     job *head, *tail;  /* messages waiting for a slot or a retry */
@@ -626,6 +638,84 @@ static vb_err finish_state(slot *s, vb_run_status st, const char *last_error)
     return rc;
 }
 
+/* The run from the message's sealed copy (seal.h) into s->run, without a
+ * platform request. 0 — s->run empty, reason logged without a secret — when
+ * the platform must be asked instead: no sealed copy (an older producer, a
+ * producer without the key, a republished run), no key here, a copy that
+ * does not open (another key, altered, another run's), a run of another
+ * organization, or an earlier attempt that started an upload (whether it
+ * landed is the platform's to say). */
+static int open_sealed_run(slot *s, const job *j, const vb_config *cfg)
+{
+    const vb_run_msg *m = &j->msg;
+    const char *why = NULL;
+    vb_error e;
+    vb_error_clear(&e);
+    if (!m->sealed)
+        why = m->sealed_invalid ? "the message's sealed field is malformed"
+                                : "the message carries no sealed run";
+    else if (!s->w->have_seal_key)
+        why = "this worker has no secret key to open the sealed run";
+    else if (vb_seal_open_run(s->w->seal_key, m->run_id, m->sealed, &s->run, &e) != VB_OK)
+        why = e.msg;
+    else if (!vb_id_equal(s->run.organization_id, cfg->organization_id) ||
+             s->run.is_processed)
+        why = "the sealed run is of another organization or marked processed";
+    if (!why) {
+        vb_run_state st;
+        memset(&st, 0, sizeof st);
+        vb_error se;
+        vb_error_clear(&se);
+        if (vb_store_get(s->store, m->run_id, &st, &se) != VB_OK)
+            why = "its run record could not be read";
+        else if (st.upload_started_at > 0)
+            why = "an earlier attempt started an upload";
+        vb_run_state_free(&st);
+    }
+    if (!why) {
+        VB_DEBUG("run opened from the message (%zu documents)", s->run.ndocs);
+        return 1;
+    }
+    vb_run_free(&s->run);
+    memset(&s->run, 0, sizeof s->run);
+    VB_INFO("looking the run up on the platform: %s", why);
+    return 0;
+}
+
+/* Looks the run up on the platform into s->run (fresh document URLs). When
+ * it is not listed as unprocessed: *done = 1 if that proves an earlier
+ * attempt's upload landed (recorded as uploaded), else VB_ERR_NOT_FOUND. */
+static vb_err lookup_run(slot *s, job *j, const vb_config *cfg, int *done, vb_error *err)
+{
+    int found = 0;
+    *done = 0;
+    vb_err rc = vb_platform_find_run(s->http, cfg, j->msg.run_id, &s->cancel, &s->run, &found,
+                                     err);
+    if (rc != VB_OK || found)
+        return rc;
+    /* Absent from the unprocessed list. That proves "processed" only if
+     * visionbatch itself began uploading this run's report before (a crash
+     * after the upload landed); otherwise it is a failure to look at again
+     * later, never a silent success that would lose the run. */
+    vb_run_state st;
+    memset(&st, 0, sizeof st);
+    vb_error se;
+    vb_error_clear(&se);
+    int uploaded_before = vb_store_get(s->store, j->msg.run_id, &st, &se) == VB_OK &&
+                          st.upload_started_at > 0;
+    vb_run_state_free(&st);
+    if (uploaded_before) {
+        VB_INFO("run is no longer listed as unprocessed: an earlier attempt's upload "
+                "reached the platform");
+        finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
+        *done = 1;
+        return VB_OK;
+    }
+    return vb_error_set(err, VB_ERR_NOT_FOUND,
+                        "the platform does not list the run as unprocessed, and visionbatch "
+                        "never uploaded its report");
+}
+
 static vb_outcome process_run(slot *s, job *j)
 {
     vb_worker *w = s->w;
@@ -638,31 +728,12 @@ static vb_outcome process_run(slot *s, job *j)
     s->prev_upload_at = 0;
     memset(&s->run, 0, sizeof s->run);
 
-    int found = 0;
-    vb_err rc = vb_platform_find_run(s->http, cfg, j->msg.run_id, &s->cancel, &s->run, &found,
-                                     &err);
-    if (rc == VB_OK && !found) {
-        /* Absent from the unprocessed list. That proves "processed" only if
-         * visionbatch itself began uploading this run's report before (a
-         * crash after the upload landed); otherwise it is a failure to look
-         * at again later, never a silent success that would lose the run. */
-        vb_run_state st;
-        memset(&st, 0, sizeof st);
-        vb_error se;
-        vb_error_clear(&se);
-        int uploaded_before = vb_store_get(s->store, j->msg.run_id, &st, &se) == VB_OK &&
-                              st.upload_started_at > 0;
-        vb_run_state_free(&st);
-        if (uploaded_before) {
-            VB_INFO("run is no longer listed as unprocessed: an earlier attempt's upload "
-                    "reached the platform");
-            finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
-            return VB_OUT_SKIPPED;
-        }
-        rc = vb_error_set(&err, VB_ERR_NOT_FOUND,
-                          "the platform does not list the run as unprocessed, and visionbatch "
-                          "never uploaded its report");
-    }
+    /* The message's sealed run costs no platform request; the lookup pages
+     * the platform's list. */
+    int sealed = open_sealed_run(s, j, cfg), done = 0;
+    vb_err rc = sealed ? VB_OK : lookup_run(s, j, cfg, &done, &err);
+    if (done)
+        return VB_OUT_SKIPPED;
     vb_run_result res;
     memset(&res, 0, sizeof res);
     if (rc == VB_OK) {
@@ -670,8 +741,24 @@ static vb_outcome process_run(slot *s, job *j)
                                    .on_stage = hook_stage,
                                    .heartbeat = hook_heartbeat,
                                    .before_upload = hook_before_upload,
-                                   .before_send = hook_before_send};
+                                   .before_send = hook_before_send,
+                                   .urls_may_expire = sealed};
         rc = vb_pipeline_process(s->http, cfg, &s->run, &hooks, &s->cancel, &res, &err);
+        if (rc != VB_OK && res.documents_denied && !s->cancel) {
+            /* The sealed URLs have expired (or the blob moved): fresh ones
+             * from the platform, and the run once more. */
+            VB_INFO("a document URL of the sealed run was refused (HTTP %ld): looking the run "
+                    "up on the platform", err.http_status);
+            vb_run_free(&s->run);
+            memset(&s->run, 0, sizeof s->run);
+            vb_error_clear(&err);
+            rc = lookup_run(s, j, cfg, &done, &err);
+            if (done)
+                return VB_OUT_SKIPPED;
+            hooks.urls_may_expire = 0;
+            if (rc == VB_OK)
+                rc = vb_pipeline_process(s->http, cfg, &s->run, &hooks, &s->cancel, &res, &err);
+        }
         if (res.batch_ids[0])
             snprintf(s->batch_ids, sizeof s->batch_ids, "%s", res.batch_ids);
     }
@@ -1178,6 +1265,10 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
         if (have_key && (rc = vb_crypto_key_parse(cfg->secret_key, key, err)) != VB_OK)
             goto fail;
         vb_jobs_opts jo = {.redis_url = cfg->redis_url, .secret_key = have_key ? key : NULL};
+        if (have_key) { /* the same key opens the runs sealed into messages */
+            memcpy(w->seal_key, key, sizeof w->seal_key);
+            w->have_seal_key = 1;
+        }
         rc = vb_jobs_new(&jo, &w->jobs, err);
         vb_crypto_wipe(key, sizeof key);
         if (rc != VB_OK)
@@ -1275,5 +1366,6 @@ void vb_worker_free(vb_worker *w)
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     vb_worker_metrics_free(&w->m);
+    vb_crypto_wipe(w->seal_key, sizeof w->seal_key);
     free(w);
 }

@@ -6,7 +6,11 @@
  * GCM tag ). The "v1:" prefix is bound into the tag as additional data, so a
  * sealed value cannot be relabelled. A fresh nonce is drawn from OpenSSL's
  * RAND_bytes for every seal, so sealing the same text twice gives different
- * strings. Keys are 32 raw bytes, configured as base64 (VISIONBATCH_SECRET_KEY);
+ * strings. A bound value (vb_crypto_seal_bound) has the same format and also
+ * authenticates a context string that is not stored in it ("v1:" ‖ context
+ * is the additional data): it opens only under the same context, so a value
+ * sealed for one purpose or one record cannot be passed off for another, and
+ * a bound value and a plain one never open as each other. Keys are 32 raw bytes, configured as base64 (VISIONBATCH_SECRET_KEY);
  * callers wipe them with vb_crypto_wipe() when done.
  *
  * Threading: every function is thread-safe (OpenSSL 3 needs no locking set-up).
@@ -21,6 +25,8 @@
 
 #define VB_CRYPTO_KEY_SIZE 32
 #define VB_CRYPTO_PLAIN_MAX (64 * 1024) /* longest secret sealed or opened */
+#define VB_CRYPTO_BOUND_MAX (1024 * 1024) /* longest text sealed or opened bound */
+#define VB_CRYPTO_CONTEXT_MAX 1024       /* longest context of a bound value */
 #define VB_UUID_SIZE 37                 /* 36 characters + NUL */
 
 /* Decodes `b64` (standard base64 with padding; surrounding blanks and a
@@ -42,6 +48,18 @@ vb_err vb_crypto_seal(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *p
  * or was altered (GCM authentication failure); *plain is then NULL. */
 vb_err vb_crypto_open(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *sealed, char **plain,
                       vb_error *err);
+
+/* vb_crypto_seal bound to `context` (1..VB_CRYPTO_CONTEXT_MAX bytes,
+ * NUL-terminated; authenticated, not stored), for texts of up to
+ * VB_CRYPTO_BOUND_MAX bytes. VB_ERR_INVALID for a missing or empty context,
+ * otherwise as vb_crypto_seal. */
+vb_err vb_crypto_seal_bound(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                            const char *plaintext, char **out_b64, vb_error *err);
+
+/* Opens a value of vb_crypto_seal_bound under the same `context`: as
+ * vb_crypto_open, and VB_ERR_CRYPTO also when the context differs. */
+vb_err vb_crypto_open_bound(const unsigned char key[VB_CRYPTO_KEY_SIZE], const char *context,
+                            const char *sealed, char **plain, vb_error *err);
 
 /* 1 when a[0..alen) equals b[0..blen), else 0, in time independent of the
  * contents (both sides are hashed with SHA-256 and the digests compared with

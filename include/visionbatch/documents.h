@@ -88,6 +88,17 @@ vb_err vb_run_inputs_fetch(vb_http *h, const vb_config *cfg, const vb_run *run,
                            const atomic_int *cancel, vb_run_inputs *in,
                            vb_error *err);
 
+/* vb_run_inputs_fetch's flags: a document the server refused with 403 or 404
+ * fails the fetch even under allow_partial (the URLs may have expired: the
+ * caller fetches fresh ones and tries again). */
+#define VB_INPUTS_DENIED_FAILS 1u
+
+/* vb_run_inputs_fetch with flags (VB_INPUTS_*). On failure err->http_status
+ * is 403 or 404 when a document was refused so, else the first failed
+ * download's status (0 when none answered). */
+vb_err vb_run_inputs_fetch_ex(vb_http *h, const vb_config *cfg, const vb_run *run, unsigned flags,
+                              const atomic_int *cancel, vb_run_inputs *in, vb_error *err);
+
 /* Removes the run's directory and everything in it (releasing its lock),
  * then frees *in. */
 void vb_run_inputs_free(vb_run_inputs *in);

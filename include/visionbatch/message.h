@@ -6,13 +6,17 @@
  *   {"schema":1, "run_id":"…", "organization_id":"…", "run_code":"…",
  *    "credentials":{"source":"config"} | {"source":"job","job_id":"…"},
  *    "execution_id":"…"|null, "trace_id":"…", "attempt":N,
- *    "published_at":"RFC 3339", "run":{…the run as the platform listed it…}}
- * Secrets never travel: the message names where the worker finds the
- * platform credentials ("config": the worker's own settings; "job": the cron
- * job stored, encrypted, in Redis), and every document_path in "run" has its
- * query string (where SAS signatures live) removed. The worker therefore
- * fetches fresh document URLs from the platform before processing — which
- * also tells it whether the run is still unprocessed.
+ *    "published_at":"RFC 3339", "run":{…the run as the platform listed it…},
+ *    "sealed":"v1:…" (optional)}
+ * Secrets never travel readable: the message names where the worker finds
+ * the platform credentials ("config": the worker's own settings; "job": the
+ * cron job stored, encrypted, in Redis), and every document_path in "run" has
+ * its query string (where SAS signatures live) removed. "sealed", when the
+ * producer has the shared secret key, is the whole run with its document URLs
+ * sealed with AES-256-GCM under that key and bound to run_id (seal.h): a
+ * worker with the same key processes the run from it without asking the
+ * platform. Without it (an older producer, no key, a republished run), or when
+ * it does not open, the worker fetches the run from the platform.
  * Headers: vb-schema ("1"), vb-attempt, vb-trace-id, vb-source
  * ("poll" | "cron" | "retry"), added by the Kafka wrapper.
  *
@@ -27,6 +31,8 @@
 
 #define VB_MSG_SCHEMA 1
 #define VB_MSG_MAX_BYTES (4 * 1024 * 1024)
+/* Longest "sealed" value accepted: base64 of a VB_CRYPTO_BOUND_MAX text. */
+#define VB_MSG_SEALED_MAX (1400 * 1024)
 
 typedef struct vb_run_msg {
     int schema;
@@ -39,6 +45,9 @@ typedef struct vb_run_msg {
     int attempt;           /* ≥ 1 */
     vb_run run;            /* the run, document paths without query strings */
     int has_run;           /* 0 when the message carried no "run" object */
+    char *sealed;          /* the "sealed" value as sent (opaque), or NULL */
+    int sealed_invalid;    /* "sealed" was there but not a string of at most
+                              VB_MSG_SEALED_MAX bytes (then sealed is NULL) */
 } vb_run_msg;
 
 /* Encodes a message for `run` (document paths are stripped of their query
@@ -46,6 +55,12 @@ typedef struct vb_run_msg {
  * *json is malloc'd; the caller frees it. */
 vb_err vb_run_msg_encode(const vb_run *run, const char *job_id, const char *execution_id,
                          const char *trace_id, int attempt, char **json, vb_error *err);
+
+/* vb_run_msg_encode with a "sealed" value (vb_seal_run of the same run;
+ * NULL = none), carried as it is. */
+vb_err vb_run_msg_encode_ex(const vb_run *run, const char *job_id, const char *execution_id,
+                            const char *trace_id, int attempt, const char *sealed, char **json,
+                            vb_error *err);
 
 /* Decodes a message value into *msg (zeroed first; free with
  * vb_run_msg_free). VB_ERR_PARSE with a reason for anything malformed,

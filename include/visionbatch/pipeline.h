@@ -48,6 +48,11 @@ typedef struct vb_pipeline_hooks {
      * moment to refuse (e.g. lock lost). Non-VB_OK stops the run with that
      * error, nothing sent. May be NULL. */
     vb_err (*before_send)(void *ctx, vb_error *err);
+    /* Not a hook: 1 when the run's document URLs may have expired (they
+     * were sealed into a message earlier). A document answered 403 or 404
+     * then stops the run before the backend, even under allow_partial, with
+     * res->documents_denied set, so the caller can fetch fresh URLs. */
+    int urls_may_expire;
 } vb_pipeline_hooks;
 
 typedef struct vb_run_result {
@@ -59,6 +64,7 @@ typedef struct vb_run_result {
     long long report_bytes; /* size of the uploaded report */
     int upload_skipped;     /* before_upload vetoed the upload */
     double seconds;         /* wall time */
+    int documents_denied;   /* stopped: a document answered 403/404 (urls_may_expire) */
 } vb_run_result;
 
 /* Processes `run`. Returns VB_OK when the report was uploaded (or the upload

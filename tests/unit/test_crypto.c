@@ -132,6 +132,54 @@ static void equal_compares_contents_and_lengths(void **state)
     assert_false(vb_crypto_equal(NULL, 0, "a", 1));
 }
 
+static void bound_values_open_only_under_their_context(void **state)
+{
+    unsigned char k[VB_CRYPTO_KEY_SIZE];
+    vb_error err = {0};
+    char *s = NULL, *plain = NULL, *p = NULL;
+    assert_int_equal(vb_crypto_key_parse(KEY_B64, k, &err), VB_OK);
+    assert_int_equal(vb_crypto_seal_bound(k, "ctx-A", "payload", &s, &err), VB_OK);
+    assert_true(strncmp(s, "v1:", 3) == 0);
+    assert_null(strstr(s, "ctx-A"));
+    assert_int_equal(vb_crypto_open_bound(k, "ctx-A", s, &plain, &err), VB_OK);
+    assert_string_equal(plain, "payload");
+    vb_crypto_free_secret(plain);
+    plain = NULL;
+    /* another context, or no context at all, does not open it */
+    assert_int_equal(vb_crypto_open_bound(k, "ctx-B", s, &plain, &err), VB_ERR_CRYPTO);
+    assert_null(plain);
+    assert_int_equal(vb_crypto_open(k, s, &plain, &err), VB_ERR_CRYPTO);
+    assert_null(plain);
+    free(s);
+    /* and a plain value does not open as a bound one */
+    assert_int_equal(vb_crypto_seal(k, "payload", &p, &err), VB_OK);
+    assert_int_equal(vb_crypto_open_bound(k, "ctx-A", p, &plain, &err), VB_ERR_CRYPTO);
+    free(p);
+    /* a context is required */
+    assert_int_equal(vb_crypto_seal_bound(k, "", "x", &s, &err), VB_ERR_INVALID);
+    assert_null(s);
+    assert_int_equal(vb_crypto_open_bound(k, NULL, "v1:AAAA", &plain, &err), VB_ERR_INVALID);
+}
+
+static void bound_values_take_texts_beyond_the_secret_limit(void **state)
+{
+    unsigned char k[VB_CRYPTO_KEY_SIZE];
+    vb_error err = {0};
+    size_t n = VB_CRYPTO_PLAIN_MAX * 4;
+    char *big = malloc(n + 1), *s = NULL, *plain = NULL;
+    assert_non_null(big);
+    memset(big, 'u', n);
+    big[n] = '\0';
+    assert_int_equal(vb_crypto_key_parse(KEY_B64, k, &err), VB_OK);
+    assert_int_equal(vb_crypto_seal(k, big, &s, &err), VB_ERR_INVALID);
+    assert_int_equal(vb_crypto_seal_bound(k, "ctx", big, &s, &err), VB_OK);
+    assert_int_equal(vb_crypto_open_bound(k, "ctx", s, &plain, &err), VB_OK);
+    assert_int_equal(strlen(plain), n);
+    vb_crypto_free_secret(plain);
+    free(s);
+    free(big);
+}
+
 static void uuid4_has_version_and_variant(void **state)
 {
     char a[VB_UUID_SIZE], b[VB_UUID_SIZE];
@@ -154,6 +202,8 @@ int main(void)
         cmocka_unit_test(open_detects_tampering),
         cmocka_unit_test(open_with_wrong_key_fails_without_leaking),
         cmocka_unit_test(equal_compares_contents_and_lengths),
+        cmocka_unit_test(bound_values_open_only_under_their_context),
+        cmocka_unit_test(bound_values_take_texts_beyond_the_secret_limit),
         cmocka_unit_test(uuid4_has_version_and_variant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Benchmark: what one run costs as the queue grows (platform requests, wall time).
+
+For each queue size N (default 200, 1000, 3000) the platform stand-in holds N
+fresh runs of one small image each and the backend stand-in answers at once
+(batch delay 0), so the time left is visionbatch's own. W visionbatch-worker
+processes (--concurrency C each) join a fresh consumer group, then
+`visionbatch-producer --once` publishes the whole queue; the wall time runs
+from the producer's start to the last upload the platform received.
+Producer and workers share one secret key (VISIONBATCH_SECRET_KEY), as a
+deployment does.
+
+Reported per queue size, and as the spread across sizes (largest / smallest
+per-run value; the goal is within 10 %):
+
+  list GETs/run     every list GET the platform answered / N
+  worker GETs/run   the same without the producer's own listing (its
+                    "fetched P page(s)" line): the workers' run lookups
+  wall ms/run       wall time / N
+
+  python3 tests/bench/bench_queue_depth.py                    # 200, 1000, 3000 runs, 2x4
+  python3 tests/bench/bench_queue_depth.py --quick            # 30 and 90 runs, 1x2 (CI)
+  python3 tests/bench/bench_queue_depth.py --sizes 200,1000 --configs 1x4
+
+Needs a built tree (VB_BIN_DIR, default ./build), Kafka at $KAFKA_BROKERS
+(127.0.0.1:9092) with deploy/local/services.sh, and redis-server on PATH.
+Uses the helpers of bench_distributed.py.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_distributed as bd  # noqa: E402
+
+harness = bd.harness
+SECRET_KEY = base64.b64encode(b"queue-depth-bench-key-32-bytes!!").decode()
+
+
+def one_size(args, runs, workers, concurrency):
+    """Processes a queue of `runs` runs; returns the measurements."""
+    case_args = argparse.Namespace(runs=runs, images=1, bytes=args.bytes, batch_delay=0.0,
+                                   poll_ms=args.poll_ms, download_concurrency=4)
+    tmp = tempfile.mkdtemp(prefix="vb-bench-depth-")
+    tag = uuid.uuid4().hex[:8]
+    topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
+    case = bd.Case(case_args, tmp)
+    redis = harness.RedisServer()
+    env = {"VISIONBATCH_SECRET_KEY": SECRET_KEY}
+    procs = []
+    bd.services("create-topic", topic, str(args.partitions))
+    bd.services("create-topic", dlq, "1")
+    try:
+        svc = dict(case.base, redis_url=redis.url, kafka_brokers=bd.BROKERS, topic=topic,
+                   dlq_topic=dlq, group_id="vb-bench-%s" % tag)
+        for i in range(workers):
+            cfg = dict(svc, temp_dir=os.path.join(tmp, "w%d" % i))
+            path = harness.write_config(os.path.join(tmp, "worker%d.json" % i), cfg)
+            port = bd.free_port()
+            p = harness.start_binary("visionbatch-worker", [
+                "--config", path, "--concurrency", str(concurrency), "--worker-id",
+                "bench-%s-%d" % (tag, i), "--metrics-listen", "127.0.0.1:%d" % port],
+                env=env, log_dir=os.path.join(tmp, "logs"))
+            p.port = port
+            procs.append(p)
+        for p in procs:
+            harness.wait_until(lambda: bd.healthy(p), timeout=30, message="worker healthy")
+        time.sleep(args.settle)  # let the group form (broker's initial rebalance delay: 3 s)
+        ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
+        t0 = time.time()
+        res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
+                                 env=env, timeout=args.timeout)
+        if res.returncode != 0:
+            raise SystemExit("producer failed: %r" % res)
+        pages = sum(int(n) for n in re.findall(r"fetched (\d+) page\(s\)", res.stderr))
+        last, n = case.wait_done(args.timeout, procs)
+        gets, _ = case.requests()
+        dup = [r for r in case.platform.records()["runs"] if r["uploads"] > 1]
+        if n != runs or dup:
+            raise SystemExit("%d uploads for %d runs, %d runs uploaded twice" % (n, runs,
+                                                                                len(dup)))
+        return {"runs": runs, "wall_s": round(last - t0, 2),
+                "wall_ms_per_run": round((last - t0) * 1000 / runs, 1),
+                "list_gets_per_run": round(gets / runs, 3),
+                "worker_gets_per_run": round((gets - pages) / runs, 3),
+                "producer_pages": pages}
+    finally:
+        for p in procs:
+            p.stop(grace=10)
+        redis.stop()
+        case.stop()
+        bd.services("delete-topic", topic)
+        bd.services("delete-topic", dlq)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def spread(rows, key):
+    vals = [r[key] for r in rows]
+    lo, hi = min(vals), max(vals)
+    if hi == 0:
+        return 1.0
+    return hi / lo if lo > 0 else float("inf")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="200,1000,3000", help="queue sizes (runs)")
+    ap.add_argument("--configs", default="2x4", help="WORKERSxCONCURRENCY")
+    ap.add_argument("--bytes", type=int, default=2048, help="bytes per image")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=8.0,
+                    help="seconds between worker start and producer start")
+    ap.add_argument("--poll-ms", type=int, default=0,
+                    help="fix the status poll interval (min = max) instead of the defaults")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run for CI: queues of 30 and 90 runs, config 1x2")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.configs, args.settle = "30,90", "1x2", 4.0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    (workers, concurrency), = bd.parse_configs(args.configs)
+
+    print("queues of %s runs x 1 image (%d bytes), instant backend, %d worker(s) x %d, "
+          "%d partitions" % (args.sizes, args.bytes, workers, concurrency, args.partitions))
+    print("%8s %8s %12s %14s %16s %15s" % ("runs", "wall s", "wall ms/run", "list GETs/run",
+                                            "worker GETs/run", "producer pages"))
+    rows = []
+    for n in sizes:
+        r = one_size(args, n, workers, concurrency)
+        rows.append(r)
+        print("%8d %8.2f %12.1f %14.3f %16.3f %15d" % (
+            n, r["wall_s"], r["wall_ms_per_run"], r["list_gets_per_run"],
+            r["worker_gets_per_run"], r["producer_pages"]), flush=True)
+    out = {"sizes": sizes, "workers": workers, "concurrency": concurrency,
+           "spread_list_gets_per_run": round(spread(rows, "list_gets_per_run"), 3),
+           "spread_wall_ms_per_run": round(spread(rows, "wall_ms_per_run"), 3),
+           "results": rows}
+    print("spread (largest / smallest per run): list GETs %.2fx, wall %.2fx"
+          % (out["spread_list_gets_per_run"], out["spread_wall_ms_per_run"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
