@@ -4,6 +4,8 @@
 #
 #   scripts/bench.sh              run-once: memory flatness and throughput
 #   scripts/bench.sh distributed  producer + workers vs run-once (needs Kafka/Redis)
+#   scripts/bench.sh queue-depth [--sizes 200,1000,3000] [--quick]
+#                                 platform requests and wall time per run as the queue grows
 #   scripts/bench.sh reports [--quick]
 #                                 peak RSS with 200 MB reports: worker x4, run-once
 #   scripts/bench.sh cron [--jobs N] [--quick] [--fire-threads N]
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
@@ -28,6 +30,10 @@ case "${1:-run-once}" in
   distributed)
     deploy/local/services.sh start
     python3 tests/bench/bench_distributed.py "${@:2}"
+    ;;
+  queue-depth)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_queue_depth.py "${@:2}"
     ;;
   cron)
     deploy/local/services.sh start

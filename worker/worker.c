@@ -138,9 +138,9 @@
 #include "visionbatch/platform.h"
 #include "visionbatch/redact.h"
 #include "visionbatch/rundir.h"
-#include "visionbatch/seal.h"
 #include "visionbatch/store.h"
 #include "decide.h"
+#include "run_source.h"
 #include "util.h"
 #include "worker.h"
 
@@ -638,82 +638,31 @@ static vb_err finish_state(slot *s, vb_run_status st, const char *last_error)
     return rc;
 }
 
-/* The run from the message's sealed copy (seal.h) into s->run, without a
- * platform request. 0 — s->run empty, reason logged without a secret — when
- * the platform must be asked instead: no sealed copy (an older producer, a
- * producer without the key, a republished run), no key here, a copy that
- * does not open (another key, altered, another run's), a run of another
- * organization, or an earlier attempt that started an upload (whether it
- * landed is the platform's to say). */
+/* The run from the message's sealed copy into s->run (1), or 0 — s->run
+ * empty, why logged — when the platform must be asked (run_source.h). */
 static int open_sealed_run(slot *s, const job *j, const vb_config *cfg)
 {
-    const vb_run_msg *m = &j->msg;
-    const char *why = NULL;
     vb_error e;
     vb_error_clear(&e);
-    if (!m->sealed)
-        why = m->sealed_invalid ? "the message's sealed field is malformed"
-                                : "the message carries no sealed run";
-    else if (!s->w->have_seal_key)
-        why = "this worker has no secret key to open the sealed run";
-    else if (vb_seal_open_run(s->w->seal_key, m->run_id, m->sealed, &s->run, &e) != VB_OK)
-        why = e.msg;
-    else if (!vb_id_equal(s->run.organization_id, cfg->organization_id) ||
-             s->run.is_processed)
-        why = "the sealed run is of another organization or marked processed";
-    if (!why) {
-        vb_run_state st;
-        memset(&st, 0, sizeof st);
-        vb_error se;
-        vb_error_clear(&se);
-        if (vb_store_get(s->store, m->run_id, &st, &se) != VB_OK)
-            why = "its run record could not be read";
-        else if (st.upload_started_at > 0)
-            why = "an earlier attempt started an upload";
-        vb_run_state_free(&st);
-    }
-    if (!why) {
-        VB_DEBUG("run opened from the message (%zu documents)", s->run.ndocs);
-        return 1;
-    }
-    vb_run_free(&s->run);
-    memset(&s->run, 0, sizeof s->run);
-    VB_INFO("looking the run up on the platform: %s", why);
-    return 0;
+    const char *why = vb_worker_run_from_message(s->w->have_seal_key ? s->w->seal_key : NULL,
+                                                 &j->msg, cfg, s->store, &s->run, &e);
+    if (why)
+        VB_INFO("looking the run up on the platform: %s", why);
+    return why == NULL;
 }
 
-/* Looks the run up on the platform into s->run (fresh document URLs). When
- * it is not listed as unprocessed: *done = 1 if that proves an earlier
- * attempt's upload landed (recorded as uploaded), else VB_ERR_NOT_FOUND. */
+/* The platform lookup into s->run; *done = 1 when the run is not listed and
+ * an earlier attempt's upload evidently landed (recorded as uploaded). */
 static vb_err lookup_run(slot *s, job *j, const vb_config *cfg, int *done, vb_error *err)
 {
-    int found = 0;
-    *done = 0;
-    vb_err rc = vb_platform_find_run(s->http, cfg, j->msg.run_id, &s->cancel, &s->run, &found,
-                                     err);
-    if (rc != VB_OK || found)
-        return rc;
-    /* Absent from the unprocessed list. That proves "processed" only if
-     * visionbatch itself began uploading this run's report before (a crash
-     * after the upload landed); otherwise it is a failure to look at again
-     * later, never a silent success that would lose the run. */
-    vb_run_state st;
-    memset(&st, 0, sizeof st);
-    vb_error se;
-    vb_error_clear(&se);
-    int uploaded_before = vb_store_get(s->store, j->msg.run_id, &st, &se) == VB_OK &&
-                          st.upload_started_at > 0;
-    vb_run_state_free(&st);
-    if (uploaded_before) {
+    vb_err rc = vb_worker_run_lookup(s->http, s->store, cfg, j->msg.run_id, &s->cancel, &s->run,
+                                     done, err);
+    if (rc == VB_OK && *done) {
         VB_INFO("run is no longer listed as unprocessed: an earlier attempt's upload "
                 "reached the platform");
         finish_state(s, VB_RUN_UPLOADED, "already processed on the platform");
-        *done = 1;
-        return VB_OK;
     }
-    return vb_error_set(err, VB_ERR_NOT_FOUND,
-                        "the platform does not list the run as unprocessed, and visionbatch "
-                        "never uploaded its report");
+    return rc;
 }
 
 static vb_outcome process_run(slot *s, job *j)

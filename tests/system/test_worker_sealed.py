@@ -50,9 +50,9 @@ class SealedRunTest(WorkerCase):
         self.assertNoSecrets(res.output, secrets=(key or "-",), msg="producer output")
         return len(platform.gets())
 
-    def worker(self, platform, backend, name, key=KEY, page_size=2):
+    def worker(self, platform, backend, name, key=KEY, page_size=2, extra=()):
         # A small page makes every lookup page deep into the queue.
-        extra = ("--page-size", str(page_size))
+        extra = ("--page-size", str(page_size)) + tuple(extra)
         if key:
             extra += ("--secret-key-file", self.key_file(key, name + ".key"))
         return self.start_worker(platform, backend, name, extra=extra)
@@ -109,9 +109,11 @@ class SealedRunTest(WorkerCase):
         rid = scen["runs"][0]["vision_analysis_id"]
         name = scen["runs"][0]["documents"][0]["document_name"]
         before = self.produce(platform)
-        # The blob store refuses the URL from the message once (its SAS expired).
+        # The blob store refuses the URL from the message once (its SAS
+        # expired): even with allow_partial the run must not go on without
+        # that image.
         platform.faults(files={name: [{"status": 403}]})
-        w = self.worker(platform, backend, "e1")
+        w = self.worker(platform, backend, "e1", extra=("--allow-partial",))
         worker_gets = self.finish(platform, [rid], w, before, timeout=60)
         self.assertGreaterEqual(worker_gets, 1, "fresh URLs come from the platform")
         self.assertEqual(platform.pending_faults().get("files", {}).get(name, []), [])
@@ -120,6 +122,7 @@ class SealedRunTest(WorkerCase):
         self.assertIn("a document URL of the sealed run was refused (HTTP 403)", w.stderr())
         st = self.redis.run(rid)
         self.assertEqual((st.get("state"), st.get("attempts")), ("uploaded", "1"))
+        self.assertEqual(len(backend.uploads()), 2, "both images reached the backend")
         self.assertNoSecrets(w.stderr(), secrets=(KEY,), msg="worker log")
 
     def test_sealed_run_that_does_not_open_falls_back_to_the_lookup(self):

@@ -1,6 +1,7 @@
 /* Unit tests of one producer pass (producer/poller.c): a run that fails by
  * itself — its Redis key holds another type, or Kafka refuses its message as
- * too large — is counted and the pass goes on with the other runs. The
+ * too large — is counted and the pass goes on with the other runs; a run
+ * whose sealed copy makes its message too large goes without it. The
  * platform is a libmicrohttpd server in this process serving one page of
  * runs; Redis is database 11 of the test server (redis_test_url.h); Kafka is
  * $KAFKA_BROKERS (else 127.0.0.1:9092) with the default topic. Without Redis
@@ -54,6 +55,11 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *con, const char *
     return rc;
 }
 
+/* Length of the query string (a SAS signature) of the documents of a run
+ * listed by listing_sas(); 0 for listing(). */
+static size_t sas_len;
+static size_t big_path = BIG_PATH; /* path length of the big run's documents */
+
 static cJSON *document(const char *run_id, int i, size_t path_len)
 {
     char name[32], id[64];
@@ -65,6 +71,15 @@ static cJSON *document(const char *run_id, int i, size_t path_len)
     while ((size_t)n < path_len)
         path[n++] = 'p';
     snprintf(path + n, path_len + 64 - (size_t)n, "/%s", name); /* the real room left */
+    if (sas_len) {
+        size_t len = strlen(path);
+        char *q = realloc(path, len + sas_len + 8);
+        assert_non_null(q);
+        path = q;
+        memcpy(path + len, "?sig=", 5);
+        memset(path + len + 5, 's', sas_len);
+        path[len + 5 + sas_len] = '\0';
+    }
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "vision_analysis_documents_id", id);
     cJSON_AddStringToObject(d, "vision_analysis_id", run_id);
@@ -103,7 +118,7 @@ static char *listing(fx *x, int big)
         cJSON *docs = cJSON_AddArrayToObject(r, "documents");
         int ndocs = i == big ? BIG_DOCS : 1;
         for (int k = 0; k < ndocs; k++)
-            cJSON_AddItemToArray(docs, document(x->ids[i], k, i == big ? BIG_PATH : 10));
+            cJSON_AddItemToArray(docs, document(x->ids[i], k, i == big ? big_path : 10));
         cJSON_AddItemToArray(runs, r);
     }
     char *s = cJSON_PrintUnformatted(root);
@@ -151,6 +166,15 @@ static int setup(void **state)
         fail_msg("Kafka unreachable at %s: start deploy/local/services.sh", brokers());
     *state = x;
     return 0;
+}
+
+/* setup() with a secret key: the producer seals each run into its message. */
+static int setup_sealed(void **state)
+{
+    setenv("VISIONBATCH_SECRET_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", 1);
+    int rc = setup(state);
+    unsetenv("VISIONBATCH_SECRET_KEY");
+    return rc;
 }
 
 static int teardown(void **state)
@@ -221,6 +245,26 @@ static void a_run_whose_message_kafka_refuses_does_not_stop_the_others(void **st
         assert_int_equal(state_of(x->ids[i]), VB_RUN_QUEUED);
 }
 
+static void a_run_too_large_to_send_sealed_is_sent_without(void **state)
+{
+    fx *x = *state;
+    /* 300 documents with 2.6 KB SAS query strings: about 1.2 MB sealed,
+     * but the readable copy (queries stripped) is small. */
+    sas_len = 2600;
+    big_path = 100;
+    x->page1 = listing(x, 0);
+    sas_len = 0;
+    big_path = BIG_PATH;
+    vb_poll_stats st;
+    vb_error err = {0};
+    int rc = vb_producer_poll(x->ctx, &x->cfg, NULL, NULL, &st, &err);
+    assert_int_equal(rc, VB_OK);
+    assert_int_equal(st.published, NRUNS);
+    assert_int_equal(st.failed_publish, 0);
+    for (int i = 0; i < NRUNS; i++)
+        assert_int_equal(state_of(x->ids[i]), VB_RUN_QUEUED);
+}
+
 int main(void)
 {
     vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_WARN);
@@ -231,6 +275,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             a_run_whose_message_kafka_refuses_does_not_stop_the_others, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_run_too_large_to_send_sealed_is_sent_without,
+                                        setup_sealed, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     vb_http_global_cleanup();
