@@ -222,6 +222,8 @@ class CronApiTest(harness.SystemTestCase):
         batch_ids = {b["batch_id"] for b in backend.batches()}
         self.assertEqual(set(e["batch_id"].split(",")), batch_ids)
         self.assertNoSecrets(worker.stderr(), secrets=(platform.api_key,))
+        # Producer and worker share the key: each run came sealed in its message.
+        self.assertNotIn("looking the run up on the platform", worker.stderr())
 
     def test_parallel_firings_share_one_kafka_producer(self):
         """Four jobs due in one pass fire on four slots at once, through the one
