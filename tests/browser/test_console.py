@@ -226,10 +226,8 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             # A dead run (its error holds markup, shown as text) is retried.
             now = int(time.time() * 1000)
             dead = "DEAD-CONSOLE-" + uuid.uuid4().hex[:6].upper()
-            self.redis.cli("HSET", "visionbatch:run:" + dead, "state", "dead", "attempts", "5",
-                           "version", "7", "updated_at", now, "last_error",
-                           "<img src=x onerror=alert(1)> backend said no")
-            self.redis.cli("ZADD", "visionbatch:runs", now, dead)
+            self.redis.put_run(dead, now, state="dead", attempts="5", version="7", last_error=
+                               "<img src=x onerror=alert(1)> backend said no")
             page.locator("#runs-exec").fill("")
             page.get_by_label("State", exact=True).select_option("dead")
             drow = page.locator("#runs-table tbody tr", has_text=dead)
@@ -249,11 +247,10 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             self.platform.add_scenario(extra)
             rid = extra["runs"][0]["vision_analysis_id"].upper()
             jid = self.api("GET", "/cron-jobs")["cron_jobs"][0]["job_id"]
-            self.redis.cli("HSET", "visionbatch:run:" + rid, "state", "dead", "attempts", "5",
-                           "version", "3", "updated_at", now - 1000, "cred_source", "job",
-                           "job_id", jid, "organization_id", harness.GUIDE_ORG_ID,
-                           "last_error", "lease expired 5 times")
-            self.redis.cli("ZADD", "visionbatch:runs", now - 1000, rid)
+            self.redis.put_run(rid, now - 1000, state="dead", attempts="5", version="3",
+                               cred_source="job", job_id=jid,
+                               organization_id=harness.GUIDE_ORG_ID,
+                               last_error="lease expired 5 times")
             subprocess.run(["kcat", "-b", BROKERS, "-t", self.dlq_topic, "-P", "-k", rid,
                             "-H", "vb-reason=lease expired 5 times"],
                            input=json.dumps({"schema": 1, "run_id": rid, "state": "dead"}).encode(),

@@ -565,6 +565,11 @@ class RedisServer:
     def state(self, run_id):
         return self.cli("HGET", "visionbatch:run:" + run_id, "state")
 
+    def put_run(self, run_id, updated_at, **fields):
+        """Writes a run record as a transition of store.c would: the hash, the
+        index and the per-state indexes (fields must hold ``state``)."""
+        reindex_run(self.cli, run_id, updated_at=updated_at, **fields)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -579,6 +584,30 @@ class RedisServer:
 # --------------------------------------------------------------------------
 # Config and scenarios
 # --------------------------------------------------------------------------
+
+
+RUN_STATES = ("queued", "processing", "uploading", "uploaded", "failed", "dead")
+
+
+def reindex_run(cli, run_id, state, updated_at=None, **fields):
+    """Sets a run record's fields (``state`` among them) through ``cli`` (a
+    redis-cli wrapper) and keeps the index ``visionbatch:runs`` (score
+    updated_at; None keeps the run's score) and the per-state indexes
+    ``visionbatch:runs:state:<state>`` as store.c does."""
+    fields["state"] = state
+    if updated_at is not None:
+        fields["updated_at"] = updated_at
+    args = []
+    for k, v in fields.items():
+        args += [k, str(v)]
+    cli("HSET", "visionbatch:run:" + run_id, *args)
+    if updated_at is not None:
+        cli("ZADD", "visionbatch:runs", updated_at, run_id)
+    score = cli("ZSCORE", "visionbatch:runs", run_id)
+    for st in RUN_STATES:
+        if st != state:
+            cli("ZREM", "visionbatch:runs:state:" + st, run_id)
+    cli("ZADD", "visionbatch:runs:state:" + state, score, run_id)
 
 
 def write_config(path, values):
