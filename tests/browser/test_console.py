@@ -271,6 +271,7 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             page.get_by_role("button", name="Workers").click()
             wrow = page.locator("#workers-table tbody tr", has_text="console-worker-1")
             expect(wrow).to_have_count(1, timeout=30000)
+            expect(wrow.locator("td.heartbeat")).to_contain_text("live")  # its heartbeat
             expect(page.locator("#parts-table tbody tr")).to_have_count(2)
             expect(page.locator("#workers-summary")).to_contain_text("total lag 0")
             self.shot(page, "07-workers")
@@ -284,11 +285,7 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             expect(row).to_contain_text("enabled")
             self.shot(page, "08-jobs")
 
-            # 390 px wide: nothing wider than the screen but the tables' scrollers.
-            page.set_viewport_size({"width": 390, "height": 844})
-            self.assertLessEqual(page.evaluate("document.documentElement.scrollWidth"), 390)
-            self.shot(page, "09-narrow")
-            page.set_viewport_size({"width": 1280, "height": 900})
+            self.layouts(page, row)
 
             page.once("dialog", lambda d: d.dismiss())
             row.get_by_role("button", name="Delete").click()
@@ -308,6 +305,39 @@ class ConsoleBrowserTest(harness.SystemTestCase):
                 "every 5 minutes, UTC")
             self.paging(page)
             ctx.close()
+
+    def layouts(self, page, row):
+        """At 390 px the tables are labelled cards: nothing is wider than the
+        screen, every control of a row is on it and works from the keyboard;
+        at 1280 px they are tables again."""
+        fits = """(w) => document.documentElement.scrollWidth <= w &&
+            [...document.querySelectorAll('main button, main input, main select')]
+              .filter((c) => c.offsetParent).every((c) => {
+                const r = c.getBoundingClientRect(); return r.left >= 0 && r.right <= w; })"""
+        label = """(sel) => { const td = document.querySelector(sel);
+            return [getComputedStyle(td).display, getComputedStyle(td, '::before').content]; }"""
+        page.set_viewport_size({"width": 390, "height": 844})
+        for tab, cell in (("jobs", "#jobs-table tbody td:nth-child(2)"),
+                          ("runs", "#runs-table tbody td:nth-child(2)"),
+                          ("workers", "#workers-table tbody td:nth-child(6)")):
+            page.locator(".tab[data-tab=%s]" % tab).click()
+            expect(page.locator("#%s-table tbody tr" % tab).first).to_be_visible()
+            self.assertTrue(page.evaluate(fits, 390), "%s is wider than 390 px" % tab)
+            heading = page.locator("#%s-table thead th" % tab).nth(
+                int(cell.split("(")[1].rstrip(")")) - 1).inner_text()
+            self.assertEqual(page.evaluate(label, cell), ["block", '"%s"' % heading])
+            self.shot(page, "09-narrow-" + tab)
+        page.locator(".tab[data-tab=jobs]").click()
+        row.get_by_role("button", name="Deactivate").focus()
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("disabled")
+        row.get_by_role("button", name="Activate").focus()
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("enabled")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        self.assertTrue(page.evaluate(fits, 1280))
+        self.assertEqual(page.evaluate(label, "#jobs-table tbody td:nth-child(2)")[0],
+                         "table-cell")
 
     def paging(self, page):
         """Pages of two jobs (?jobs_page=2): next and previous walk the job-id
