@@ -610,6 +610,38 @@ def reindex_run(cli, run_id, state, updated_at=None, **fields):
     cli("ZADD", "visionbatch:runs:state:" + state, score, run_id)
 
 
+# Read-only, atomic: every run of the index is in the per-state index of its
+# state (same score) and in no other; every per-state entry is in the index.
+STATE_INDEX_CHECK = """
+local states = {'queued', 'processing', 'uploading', 'uploaded', 'failed', 'dead'}
+local bad = {}
+local ids = redis.call('ZRANGE', 'visionbatch:runs', 0, -1, 'WITHSCORES')
+for i = 1, #ids, 2 do
+  local id, score, key = ids[i], ids[i + 1], 'visionbatch:run:' .. ids[i]
+  local st = redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HGET', key, 'state')
+  for _, s in ipairs(states) do
+    local sc = redis.call('ZSCORE', 'visionbatch:runs:state:' .. s, id)
+    if s == st and sc ~= score then bad[#bad + 1] = id .. ' (' .. s .. ') not in its index'
+    elseif s ~= st and sc then bad[#bad + 1] = id .. ' (' .. tostring(st) .. ') in ' .. s end
+  end
+end
+for _, s in ipairs(states) do
+  for _, id in ipairs(redis.call('ZRANGE', 'visionbatch:runs:state:' .. s, 0, -1)) do
+    if not redis.call('ZSCORE', 'visionbatch:runs', id) then
+      bad[#bad + 1] = id .. ' in ' .. s .. ' but not in the index'
+    end
+  end
+end
+return bad
+"""
+
+
+def state_index_problems(cmd):
+    """The runs whose per-state index entries disagree with their records
+    (STATE_INDEX_CHECK); ``cmd`` runs a Redis command and returns its reply."""
+    return cmd("EVAL", STATE_INDEX_CHECK, 0) or []
+
+
 def write_config(path, values):
     """Writes ``values`` as JSON to ``path`` with mode 0600; returns path."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -155,10 +155,20 @@ class WorkerCase(harness.SystemTestCase):
         harness.require_binary("visionbatch-worker")
         self.redis = Redis(self.redis_port, self.redis_db)
         self.addCleanup(self.redis.close)
+        self.addCleanup(self.check_state_index)  # after the programs have stopped
         self.seed = uuid.uuid4().hex[:8]
         self.topic, self.dlq = harness.private_topics(self, ("vb-worker", 4), ("vb-worker-dlq", 1),
                                                       brokers=self.kafka)
         self.group = harness.unique_name("vb-workers")
+
+    def check_state_index(self):
+        """Every run the test's workers and producers moved is in the per-state
+        index of its state only (read in one script, so exact)."""
+        try:
+            problems = harness.state_index_problems(self.redis.cmd)
+        except (OSError, ConnectionError):
+            return  # Redis is down at the end of a restart test: nothing to read
+        self.assertEqual(problems, [], "per-state run indexes disagree with the records")
 
     def publish(self, pairs):
         """Publishes (key, value) pairs to this test's runs topic."""
