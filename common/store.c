@@ -762,22 +762,6 @@ fail:
     return rc;
 }
 
-/* Index size, for the lists' total_runs. */
-static vb_err index_size(vb_store *s, size_t *n, vb_error *err)
-{
-    const char *zc[2] = {"ZCARD", INDEX_KEY};
-    redisReply *r = store_cmd(s, 2, zc, NULL, err);
-    if (!r)
-        return failed(err);
-    vb_err rc = VB_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        rc = bad_reply(s, "ZCARD", err);
-    else
-        *n = r->integer > 0 ? (size_t)r->integer : 0;
-    freeReplyObject(r);
-    return rc;
-}
-
 /* Fills out->items from the {id, {field, value, …}} elements of an array
  * reply, starting at element `first`. */
 static vb_err states_from_reply(vb_store *s, const redisReply *r, size_t first,
@@ -835,15 +819,41 @@ static vb_err state_index_ready(vb_store *s, vb_error *err)
 
 /* The index a filtered read walks: the per-state index of `filter`, or the
  * index itself for VB_RUN_NONE. */
-static vb_err walked_index(vb_store *s, vb_run_status filter, char key[STATE_INDEX_KEY_MAX],
-                           vb_error *err)
+static void walked_index_key(vb_run_status filter, char key[STATE_INDEX_KEY_MAX])
 {
-    if (filter == VB_RUN_NONE) {
+    if (filter == VB_RUN_NONE)
         snprintf(key, STATE_INDEX_KEY_MAX, "%s", INDEX_KEY);
-        return VB_OK;
+    else
+        snprintf(key, STATE_INDEX_KEY_MAX, "%s%s", STATE_INDEX_PREFIX, vb_run_status_name(filter));
+}
+
+/* The lists' total_runs and in_state: the sizes of the index and of the
+ * per-state indexes (built first if needed), in one round trip. */
+static vb_err index_sizes(vb_store *s, vb_run_state_list *out, vb_error *err)
+{
+    vb_err rc = state_index_ready(s, err);
+    if (rc != VB_OK)
+        return rc;
+    char keys[N_STATUS][STATE_INDEX_KEY_MAX];
+    const char *argv[2 * N_STATUS];
+    redisReply *replies[N_STATUS];
+    for (int i = 0; i < N_STATUS; i++) {
+        walked_index_key((vb_run_status)i, keys[i]);
+        argv[2 * i] = "ZCARD";
+        argv[2 * i + 1] = keys[i];
     }
-    snprintf(key, STATE_INDEX_KEY_MAX, "%s%s", STATE_INDEX_PREFIX, vb_run_status_name(filter));
-    return state_index_ready(s, err);
+    if ((rc = vb__redis_pipeline(s->r, N_STATUS, 2, argv, replies, err)) != VB_OK)
+        return rc;
+    for (int i = 0; i < N_STATUS; i++) {
+        if (replies[i]->type != REDIS_REPLY_INTEGER)
+            rc = bad_reply(s, "ZCARD", err);
+        else if (i == VB_RUN_NONE)
+            out->total_runs = replies[i]->integer > 0 ? (size_t)replies[i]->integer : 0;
+        else
+            out->in_state[i] = replies[i]->integer > 0 ? (size_t)replies[i]->integer : 0;
+        freeReplyObject(replies[i]);
+    }
+    return rc;
 }
 
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
@@ -860,8 +870,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
     vb_err rc;
     redisReply *r = NULL;
     char walk[STATE_INDEX_KEY_MAX];
-    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK ||
-        (rc = walked_index(s, filter, walk, err)) != VB_OK)
+    walked_index_key(filter, walk);
+    if ((rc = index_sizes(s, out, err)) != VB_OK)
         return rc;
 
     char off[24], cnt[24], scan[24];
@@ -926,8 +936,8 @@ vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_statu
     if (execution_id && strlen(execution_id) > 64)
         return vb_error_set(err, VB_ERR_INVALID, "execution id longer than 64 characters");
     char walk[STATE_INDEX_KEY_MAX];
-    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK ||
-        (rc = walked_index(s, filter, walk, err)) != VB_OK)
+    walked_index_key(filter, walk);
+    if ((rc = index_sizes(s, out, err)) != VB_OK)
         return rc;
     fmt_ll(cnt, (long long)count);
     fmt_ll(scan, (long long)scan_max);

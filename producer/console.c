@@ -254,6 +254,10 @@ unsigned vb_console_runs(vb_console *c, const char *state, const char *execution
         else
             cJSON_AddNullToObject(o, "next_cursor");
         cJSON_AddNumberToObject(o, "total_runs", (double)l.total_runs);
+        cJSON *counts = cJSON_AddObjectToObject(o, "state_counts");
+        for (int st = VB_RUN_QUEUED; counts && st <= VB_RUN_DEAD; st++)
+            cJSON_AddNumberToObject(counts, vb_run_status_name((vb_run_status)st),
+                                    (double)l.in_state[st]);
     }
     vb_run_state_list_free(&l);
     return answer(o, 200, body);

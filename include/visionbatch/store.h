@@ -42,7 +42,7 @@
  *                          exactly one of them (filtered reads cost
  *                          O(page), whatever the number of runs).
  *   visionbatch:runs:state-index  "1" once the per-state indexes hold every
- *                          run (the first filtered read builds them for runs
+ *                          run (the first listing builds them for runs
  *                          recorded before they existed, 5,000 a script).
  *   visionbatch:lock:<ID>  "<token> <worker_id>", PX = lock TTL.
  * Every transition is one Lua script (EVALSHA, falling back to EVAL after a
@@ -167,6 +167,8 @@ typedef struct vb_run_state_list {
     vb_run_state *items; /* owned */
     size_t n;
     size_t total_runs; /* all runs in the index, whatever the filter */
+    size_t in_state[VB_RUN_DEAD + 1]; /* runs in each state ([VB_RUN_NONE]: 0), from
+                                         the per-state indexes */
 } vb_run_state_list;
 
 void vb_run_state_list_free(vb_run_state_list *l);
@@ -198,7 +200,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
  * between two calls moves to the head of the index and is not seen again by
  * that walk. VB_ERR_INVALID for a malformed cursor. *out is zeroed first and
  * must be freed with vb_run_state_list_free in every case (total_runs is the
- * index size). */
+ * index size, in_state the per-state sizes). Both lists build the per-state
+ * indexes first when the store's marker says they are not built yet. */
 vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
                      const char *execution_id, size_t scan_max, vb_run_state_list *out,
                      char next[VB_STORE_CURSOR_MAX], vb_error *err);

@@ -448,7 +448,10 @@ async function loadRuns(more) {
   state.runsRows = more ? state.runsRows.concat(data.runs) : data.runs;
   state.runsCursor = data.next_cursor;
   $("runs-more").hidden = !data.next_cursor;
-  $("runs-total").textContent = data.total_runs + " runs recorded; showing the most recently updated first.";
+  const counts = data.state_counts || {};
+  $("runs-total").textContent = data.total_runs + " runs recorded (" +
+    Object.entries(counts).map(([k, n]) => k + " " + n).join(" · ") +
+    "); showing the most recently updated first.";
   renderRuns();
 }
 

@@ -7,7 +7,7 @@ POST /cron-jobs (disabled: nothing fires) and writes M run records straight
 into Redis (the layout of store.h: 90 % uploaded, 5 % failed, 3 % dead, 2 %
 processing by four workers, updated over the last day) as a version without
 per-state indexes left them, one finished execution per job and the four
-workers' heartbeats, times the first filtered read (which builds
+workers' heartbeats, times the first run listing (which builds
 the per-state indexes, once), then times each call the console makes,
 sequentially over one keep-alive connection:
 
@@ -173,7 +173,7 @@ def main():
         print("wrote %d run records in %.1f s" % (a.runs, time.monotonic() - t0))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         lat, _, rms = timed(conn, "/runs?limit=100&state=failed", 1, redis=redis)
-        print("first filtered read (builds the per-state indexes): %.0f ms, redis %.0f ms" % (
+        print("first run listing (builds the per-state indexes): %.0f ms, redis %.0f ms" % (
             lat[0], rms))
         cases = [
             ("GET /runs?limit=100", "/runs?limit=100", 0, True),

@@ -232,6 +232,7 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             page.get_by_label("State", exact=True).select_option("dead")
             drow = page.locator("#runs-table tbody tr", has_text=dead)
             expect(drow).to_contain_text("<img src=x onerror=alert(1)> backend said no")
+            expect(page.locator("#runs-total")).to_contain_text("dead 1")  # counts per state
             self.assertEqual(page.locator("#runs-table img").count(), 0)
             drow.get_by_role("button", name="Retry").click()
             expect(page.locator("#toast")).to_contain_text("failed with 0 attempts")

@@ -935,6 +935,9 @@ static void api_console_assets_and_read_endpoints(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(cJSON_GetObjectItem(r.json, "runs"));
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    const cJSON *counts = cJSON_GetObjectItem(r.json, "state_counts");
+    assert_int_equal(cJSON_GetArraySize(counts), 6);
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(counts, "dead")));
     done(&r);
     static const char *const bad_runs[] = {"/runs?limit=0", "/runs?limit=501",
                                            "/runs?state=asleep", "/runs?cursor=nope",

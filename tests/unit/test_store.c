@@ -1309,6 +1309,9 @@ static void filtered_page_costs_the_page_not_the_index(void **state)
     assert_int_equal(vb_store_page(s, NULL, 3, VB_RUN_DEAD, NULL, 3, &l, next, &err), VB_OK);
     assert_int_equal(l.n, 3);
     assert_int_equal(l.total_runs, 2003);
+    assert_int_equal(l.in_state[VB_RUN_DEAD], 3);
+    assert_int_equal(l.in_state[VB_RUN_UPLOADED], 2000);
+    assert_int_equal(l.in_state[VB_RUN_QUEUED], 0);
     assert_string_equal(l.items[0].id, "U1750"); /* most recently updated first */
     assert_string_equal(l.items[1].id, "U1050");
     assert_string_equal(l.items[2].id, "U0350");
@@ -1328,7 +1331,7 @@ static void filtered_page_costs_the_page_not_the_index(void **state)
 }
 
 /* Runs recorded before the per-state indexes existed are indexed by the
- * first filtered read (in steps), and an entry left in the wrong per-state
+ * first listing (in steps), and an entry left in the wrong per-state
  * index is moved by the read that meets it. */
 static void state_index_is_built_for_older_records_and_repaired(void **state)
 {
@@ -1347,6 +1350,8 @@ static void state_index_is_built_for_older_records_and_repaired(void **state)
     assert_string_equal(l.items[0].id, "OLD11000");
     assert_string_equal(l.items[11].id, "OLD00000");
     assert_string_equal(next, "");
+    assert_int_equal(l.in_state[VB_RUN_DEAD], 12);
+    assert_int_equal(l.in_state[VB_RUN_UPLOADED], 11988);
     vb_run_state_list_free(&l);
     redisReply *r = rawcmd("GET visionbatch:runs:state-index");
     assert_int_equal(r->type, REDIS_REPLY_STRING);
