@@ -467,7 +467,8 @@ static unsigned workers_compute(vb_console *c, char **body)
         cJSON_AddItemToArray(members, mo);
     }
     /* Every heartbeat, members or not: a worker that stopped beating (stale)
-     * has usually left the group already. */
+     * may have left the group already, and one that beats may not have
+     * joined it yet. */
     cJSON *hbs = cJSON_AddArrayToObject(o, "heartbeats");
     for (size_t i = 0; hbs && i < nbeats; i++) {
         const vb_beat *b = &beats[i];
