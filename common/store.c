@@ -304,8 +304,10 @@ static const char LUA_PAGE[] =
  * of the index a call (newest first: a run updated meanwhile moves to the
  * head, so entries are at worst seen twice, never skipped; its transition
  * has indexed it anyway). Returns the next rank, or -1 once the walk is done
- * and the marker is set. */
+ * and the marker is set (by this walk or by another client's: several
+ * programs starting together may walk at once, and stop when one is done). */
 static const char LUA_STATE_BACKFILL[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
     "local first, count = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local b = redis.call('ZREVRANGE', KEYS[1], first, first + count - 1, 'WITHSCORES')\n"
     "for i = 1, #b, 2 do\n"
