@@ -62,17 +62,19 @@
  * (processing + lease) is durable. If the worker dies after that, the lease
  * expires and a reaper republishes the run; if it dies before — or before
  * the batch's commit — the message is delivered again (and skipped if its
- * attempt has already begun).
+ * attempt has already begun). Redis or Kafka failures on this path keep the
+ * message at the head of the queue (which fills up, and then the partitions
+ * are paused) and retry it every second: nothing is skipped because a
+ * service blinked, and a message logged as "retrying" is never committed;
+ * any other refusal (refuse()) copies the message to dlq_topic with its
+ * reason before its offset is committed.
  *
  * Rebalances: when partitions are revoked (or lost), the consumer calls
- * on_revoke inside the poll, before it commits the stored offsets
- * synchronously and gives the partitions up: queued messages of those
- * partitions are dropped, unclaimed and uncommitted, so they go to the new
- * owner (and should both take one, the run lock lets only one process it). Redis or Kafka failures on this path keep the message
- * at the head of a small queue (partitions paused) and retry it every
- * second: nothing is skipped because a service blinked, and a message logged
- * as "retrying" is never committed; any other refusal (refuse()) copies the
- * message to dlq_topic with its reason before its offset is committed.
+ * on_revoke (drop_partition) inside the poll, before it commits the stored
+ * offsets synchronously and gives the partitions up: queued messages of
+ * those partitions are dropped, unclaimed and uncommitted, so they go to the
+ * new owner (should two workers still take one, the run lock lets only one
+ * process it).
  *
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
