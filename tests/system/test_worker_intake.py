@@ -1,7 +1,8 @@
 """System tests of the worker's intake: prefetched messages feed freed slots
 without another fetch, offsets are committed only for runs recorded in Redis
-(a kill -9 loses nothing), and a rebalance moves queued messages to the new
-owner of their partition.
+(a kill -9 loses nothing), a rebalance moves queued messages to the new
+owner of their partition, and a worker whose slots and queue are full stays
+in its group well past max.poll.interval.ms.
 
 Same services and conventions as test_worker.py (tw.WorkerCase: the Kafka of
 deploy/local/services.sh with topics and a consumer group of each test's own,
@@ -18,6 +19,7 @@ worker skipped what.
 import json
 import os
 import signal
+import time
 import unittest
 
 import harness
@@ -150,6 +152,29 @@ class WorkerIntakeTest(tw.WorkerCase):
             self.assertNotIn("is locked by another worker", log)
         self.assertEqual({self.redis.run(i).get("worker") for i in ids},
                          {a.worker_id, b.worker_id})
+
+    def test_full_queue_keeps_the_worker_in_the_group_past_max_poll_interval(self):
+        scen, platform, backend = self.gated_stubs(6)
+        ids = [r["vision_analysis_id"] for r in scen["runs"]]
+        # librdkafka's smallest allowed bound (= session.timeout.ms): a poll
+        # loop that stopped while the slot and the queue are full would be
+        # put out of the group after 10 s, its partitions revoked.
+        w = self.start_worker(platform, backend, "m1", concurrency=1,
+                              extra=("--kafka-property", "max.poll.interval.ms=10000"))
+        self.publish([(i, tw.message(r)) for i, r in zip(ids, scen["runs"])])
+        harness.wait_until(lambda: len(self.processing(ids)) == 1 and
+                           self.metric(w, "visionbatch_intake_queued_messages") == 2,
+                           timeout=60, interval=0.2, message="1 run in the slot, 2 queued")
+        time.sleep(25)  # two and a half times max.poll.interval.ms, everything busy
+        self.assertEqual(self.metric(w, "visionbatch_intake_queued_messages"), 2)
+        backend.config(polls_to_complete=1)
+        self.wait_uploaded(platform, ids, timeout=120, workers=(w,))
+        self.assert_once(platform, ids)
+        log = w.stderr()
+        self.assertEqual(log.count("partition(s) assigned"), 1, log[-3000:])
+        self.assertNotIn("partition(s) revoked", log)
+        self.assertNotIn("partition(s) lost", log)
+        self.assertNotIn("message skipped", log)
 
 
 if __name__ == "__main__":
