@@ -239,6 +239,11 @@ class WorkerTest(WorkerCase):
         scen, platform, backend = self.start_stubs(50)
         w1 = self.start_worker(platform, backend, "a1")
         w2 = self.start_worker(platform, backend, "a2")
+        # Both in the group before the runs arrive: otherwise w1, alone with
+        # every partition, may fetch and finish them all before w2 joins.
+        harness.wait_until(lambda: re.search(r"kafka: [1-9]\d* partition\(s\) assigned",
+                                             w2.stderr()),
+                           timeout=60, interval=0.2, message="w2 assigned partitions")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
         self.publish([(r["vision_analysis_id"], message(r)) for r in scen["runs"]])
         self.wait_uploaded(platform, ids, timeout=120, workers=(w1, w2))
