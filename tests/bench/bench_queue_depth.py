@@ -17,6 +17,10 @@ per-run value; the goal is within 10 %):
   worker GETs/run   the same without the producer's own listing (its
                     "fetched P page(s)" line): the workers' run lookups
   wall ms/run       wall time / N
+  list s            the producer's listing of the queue (until its "fetched"
+                    line): nothing is published before it ends
+  publish s         the producer's whole pass: listing, then claiming and
+                    publishing every run (the workers start meanwhile)
 
   python3 tests/bench/bench_queue_depth.py                    # 200, 1000, 3000 runs, 2x4
   python3 tests/bench/bench_queue_depth.py --quick            # 30 and 90 runs, 1x2 (CI)
@@ -29,6 +33,7 @@ Uses the helpers of bench_distributed.py.
 
 import argparse
 import base64
+import calendar
 import json
 import os
 import re
@@ -79,9 +84,11 @@ def one_size(args, runs, workers, concurrency):
         t0 = time.time()
         res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
                                  env=env, timeout=args.timeout)
+        published = time.time() - t0
         if res.returncode != 0:
             raise SystemExit("producer failed: %r" % res)
         pages = sum(int(n) for n in re.findall(r"fetched (\d+) page\(s\)", res.stderr))
+        listed = listing_done(res.stderr)
         wait_finished(procs, runs, args.timeout)
         last, n = case.wait_done(60, procs)
         gets, _ = case.requests()
@@ -89,7 +96,8 @@ def one_size(args, runs, workers, concurrency):
         if n != runs or dup:
             raise SystemExit("%d uploads for %d runs, %d runs uploaded twice" % (n, runs,
                                                                                 len(dup)))
-        return {"runs": runs, "wall_s": round(last - t0, 2),
+        return {"runs": runs, "wall_s": round(last - t0, 2), "publish_s": round(published, 2),
+                "list_s": round(listed - t0, 2) if listed else None,
                 "wall_ms_per_run": round((last - t0) * 1000 / runs, 1),
                 "list_gets_per_run": round(gets / runs, 3),
                 "worker_gets_per_run": round((gets - pages) / runs, 3),
@@ -102,6 +110,16 @@ def one_size(args, runs, workers, concurrency):
         bd.services("delete-topic", topic)
         bd.services("delete-topic", dlq)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def listing_done(log):
+    """Unix time of the producer's "fetched P page(s)" line (its listing
+    done, nothing published yet), or None."""
+    m = re.search(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z .*fetched \d+ page", log, re.M)
+    if not m:
+        return None
+    return calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) + float(
+        "0" + m.group(1)[19:])
 
 
 def finished_runs(p):
@@ -157,14 +175,16 @@ def main():
 
     print("queues of %s runs x 1 image (%d bytes), instant backend, %d worker(s) x %d, "
           "%d partitions" % (args.sizes, args.bytes, workers, concurrency, args.partitions))
-    print("%8s %8s %12s %14s %16s %15s" % ("runs", "wall s", "wall ms/run", "list GETs/run",
-                                            "worker GETs/run", "producer pages"))
+    print("%8s %8s %7s %10s %12s %14s %16s %15s" % (
+        "runs", "wall s", "list s", "publish s", "wall ms/run", "list GETs/run",
+        "worker GETs/run", "producer pages"))
     rows = []
     for n in sizes:
         r = one_size(args, n, workers, concurrency)
         rows.append(r)
-        print("%8d %8.2f %12.1f %14.3f %16.3f %15d" % (
-            n, r["wall_s"], r["wall_ms_per_run"], r["list_gets_per_run"],
+        print("%8d %8.2f %7s %10.2f %12.1f %14.3f %16.3f %15d" % (
+            n, r["wall_s"], "-" if r["list_s"] is None else "%.2f" % r["list_s"],
+            r["publish_s"], r["wall_ms_per_run"], r["list_gets_per_run"],
             r["worker_gets_per_run"], r["producer_pages"]), flush=True)
     out = {"sizes": sizes, "workers": workers, "concurrency": concurrency,
            "spread_list_gets_per_run": round(spread(rows, "list_gets_per_run"), 3),
