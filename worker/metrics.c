@@ -46,9 +46,19 @@ vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)
     m->queued = vb_metrics_gauge(m->reg, "visionbatch_intake_queued_messages",
                                  "Messages fetched from Kafka and waiting for a free slot "
                                  "(not yet claimed, not committed).", NULL);
+    m->sources = vb_metrics_counter(
+        m->reg, "visionbatch_run_sources_total",
+        "Where runs came from: sealed (the message's sealed copy, no platform request), lookup "
+        "(the platform's list), refetch (a sealed URL expired: looked up again).",
+        "source");
     if (!m->runs || !m->duration || !m->inflight || !m->lock_takeovers || !m->retries || !m->dlq ||
-        !m->queued)
+        !m->queued || !m->sources)
         goto fail;
+    static const char *const sources[] = {"sealed", "lookup", "refetch"};
+    for (size_t i = 0; i < sizeof sources / sizeof *sources; i++) {
+        const char *labels[] = {sources[i]};
+        vb_metric_add(m->sources, labels, 0);
+    }
     for (int o = 0; o < VB_OUT__COUNT; o++) {
         const char *labels[] = {outcome_names[o]};
         vb_metric_add(m->runs, labels, 0);

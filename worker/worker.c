@@ -706,6 +706,8 @@ static vb_outcome process_run(slot *s, job *j)
     /* The message's sealed run costs no platform request; the lookup pages
      * the platform's list. */
     int sealed = open_sealed_run(s, j, cfg), done = 0;
+    const char *source[] = {sealed ? "sealed" : "lookup"};
+    vb_metric_inc(w->m.sources, source);
     vb_err rc = sealed ? VB_OK : lookup_run(s, j, cfg, &done, &err);
     if (done)
         return VB_OUT_SKIPPED;
@@ -727,6 +729,8 @@ static vb_outcome process_run(slot *s, job *j)
             vb_run_free(&s->run);
             memset(&s->run, 0, sizeof s->run);
             vb_error_clear(&err);
+            const char *refetch[] = {"refetch"};
+            vb_metric_inc(w->m.sources, refetch);
             rc = lookup_run(s, j, cfg, &done, &err);
             if (done)
                 return VB_OUT_SKIPPED;

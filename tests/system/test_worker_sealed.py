@@ -57,6 +57,12 @@ class SealedRunTest(WorkerCase):
             extra += ("--secret-key-file", self.key_file(key, name + ".key"))
         return self.start_worker(platform, backend, name, extra=extra)
 
+    def sources(self, w):
+        """visionbatch_run_sources_total of worker w, by source."""
+        text = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % w.port).text()
+        return {k: int(float(v)) for k, v in re.findall(
+            r'^visionbatch_run_sources_total\{source="(\w+)"\} (\S+)$', text, re.M)}
+
     def messages(self, topic=None):
         return harness.read_topic(topic or self.topic, self.kafka)
 
@@ -81,6 +87,7 @@ class SealedRunTest(WorkerCase):
             worker_gets = self.finish(platform, ids, w, before)
             per_run[n] = worker_gets / n
             self.assertNotIn("looking the run up on the platform", w.stderr())
+            self.assertEqual(self.sources(w), {"sealed": n, "lookup": 0, "refetch": 0})
             w.stop()
         self.assertEqual(per_run, {4: 0.0, 16: 0.0}, "worker list GETs per run")
 
@@ -120,6 +127,7 @@ class SealedRunTest(WorkerCase):
         fetches = [f["status"] for f in platform.file_fetches() if f["name"] == name]
         self.assertEqual(fetches, [403, 200])
         self.assertIn("a document URL of the sealed run was refused (HTTP 403)", w.stderr())
+        self.assertEqual(self.sources(w), {"sealed": 1, "lookup": 0, "refetch": 1})
         st = self.redis.run(rid)
         self.assertEqual((st.get("state"), st.get("attempts")), ("uploaded", "1"))
         self.assertEqual(len(backend.uploads()), 2, "both images reached the backend")
@@ -169,6 +177,7 @@ class SealedRunTest(WorkerCase):
         self.assertIn("failed authentication", by_run[ids[2].upper()])
         self.assertIn("carries no sealed run", by_run[ids[3].upper()])
         self.assertNoSecrets(log, secrets=(KEY, OTHER_KEY), msg="worker log")
+        self.assertEqual(self.sources(w), {"sealed": 0, "lookup": 4, "refetch": 0})
 
     def test_worker_without_the_key_looks_runs_up(self):
         scen, platform, backend = self.start_stubs(2)
