@@ -11,10 +11,13 @@
 #   scripts/bench.sh console [--quick]
 #                                 the web console's polled endpoints with 10,000 jobs
 #                                 and 100,000 runs
+#   scripts/bench.sh rebalance [--repeat N] [--protocols classic,consumer]
+#                                 a worker joining and leaving during 200 runs, per
+#                                 Kafka group protocol (consumer: librdkafka >= 2.4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
@@ -40,6 +43,10 @@ case "${1:-run-once}" in
   console)
     deploy/local/services.sh start
     python3 tests/bench/bench_console.py "${@:2}"
+    ;;
+  rebalance)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_rebalance.py "${@:2}"
     ;;
   *) echo "bench.sh: unknown benchmark '$1' (try --help)" >&2; exit 2 ;;
 esac
