@@ -81,6 +81,7 @@
     "  if status == 'running' then redis.call('ZADD', zrun, now, id) end "                         \
     "end "                                                                                         \
     "local function trim(list, zrun, pre, cap) "                                                   \
+    "  if redis.call('LLEN', list) <= cap then return end "                                        \
     "  for _, e in ipairs(redis.call('LRANGE', list, cap, -1)) do "                                \
     "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) end "                             \
     "  redis.call('LTRIM', list, 0, cap - 1) "                                                     \
@@ -99,13 +100,16 @@ static const char *const script_ticks =
     "local zrun, now, cap, pre = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] "
     "local timeout, producer = tonumber(ARGV[4]), ARGV[5] "
     "local function tick(job, list, a, o) "
-    "  if redis.call('EXISTS', job) == 0 then return {3, 0, 0, 0, 0, 0} end "
-    "  local last = tonumber(redis.call('HGET', job, 'last_tick') or '0') or 0 "
+    "  local h = redis.call('HMGET', job, 'last_tick', 'enabled', 'paused_ticks', "
+    "    'paused_last', 'overlap', 'created_at') "
+    "  if not (h[1] or h[2] or h[3] or h[4] or h[5] or h[6]) then "
+    "    return {3, 0, 0, 0, 0, 0} end "
+    "  local last = tonumber(h[1] or '0') or 0 "
     "  if last ~= tonumber(a[o + 2]) then return {0, 0, 0, 0, 0, last} end "
     "  local nl = tonumber(a[o + 3]) "
     "  redis.call('HSET', job, 'last_tick', a[o + 3]) "
     "  local fire, missed, jit = tonumber(a[o + 4]), tonumber(a[o + 5]), tonumber(a[o + 11]) "
-    "  if redis.call('HGET', job, 'enabled') == '0' then "
+    "  if h[2] == '0' then "
     "    local n = missed if fire > 0 then n = n + 1 end "
     "    if n > 0 then "
     "      redis.call('HINCRBY', job, 'paused_ticks', n) "
@@ -115,9 +119,9 @@ static const char *const script_ticks =
     "    return {2, 0, 0, 0, 0, nl} "
     "  end "
     "  local res = {1, 0, 0, 0, 0, nl} "
-    "  local pn = tonumber(redis.call('HGET', job, 'paused_ticks') or '0') or 0 "
+    "  local pn = tonumber(h[3] or '0') or 0 "
     "  if pn > 0 then "
-    "    local pl = tonumber(redis.call('HGET', job, 'paused_last') or '0') or 0 "
+    "    local pl = tonumber(h[4] or '0') or 0 "
     "    rec(list, zrun, pre, a[o + 1], producer, a[o + 8], 'skipped', now, pl * 1000 + jit, "
     "      'paused', pn .. ' scheduled run(s) skipped while the job was deactivated') "
     "    redis.call('HDEL', job, 'paused_ticks', 'paused_last') "
@@ -130,8 +134,7 @@ static const char *const script_ticks =
     "  end "
     "  if fire > 0 then "
     "    local b = false "
-    "    if redis.call('HGET', job, 'overlap') ~= 'allow' then "
-    "      b = busy(list, pre, now, timeout) end "
+    "    if h[5] ~= 'allow' then b = busy(list, pre, now, timeout) end "
     "    if b then "
     "      rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'skipped', now, "
     "        fire * 1000 + jit, 'overlap', 'previous execution ' .. b .. ' is still running') "

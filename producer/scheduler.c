@@ -580,6 +580,9 @@ static size_t claim_round(vb_scheduler *s, size_t ntodo, long long now_ms_v)
             b += (size_t)plan_claim(s, s->todo[i], now_ms_v, &t[b], &c[b]);
         if (b == 0)
             continue;
+        long long claim_ms = now_ms(s); /* started_at: when the claim was made */
+        for (size_t k = 0; k < b; k++)
+            t[k].now_ms = claim_ms;
         vb_error err = {0};
         if (vb_jobs_exec_ticks(s->jobs, t, b, res, &err) != VB_OK) {
             vb_log(VB_LOG_WARN, "scheduler: claiming %zu ticks: %s", b, err.msg);
@@ -589,7 +592,7 @@ static size_t claim_round(vb_scheduler *s, size_t ntodo, long long now_ms_v)
         }
         /* todo[off..end) was copied into c: the retries may overwrite it */
         for (size_t k = 0; k < b; k++)
-            if (claimed(s, &c[k], &res[k], now_ms_v))
+            if (claimed(s, &c[k], &res[k], claim_ms))
                 s->todo[again++] = c[k].idx;
     }
     free(c);
