@@ -25,8 +25,8 @@
  *     (vb_jobs_exec_expire: `timeout`, or `error` when the firing producer
  *     died while publishing).
  *
- *   - Batches: a pass claims its due ticks 100 per Redis script (each tick
- *     its own compare-and-set) and records the ends of its firings 64 per
+ *   - Batches: a pass claims its due ticks 50 per Redis script (each tick
+ *     its own compare-and-set) and records the ends of its firings 32 per
  *     script, so its round trips do not grow one per job.
  *   - Jitter: a job with jitter_s > 0 fires each tick a fixed offset later
  *     (vb_job_jitter_ms, in [0, jitter_s] s, the same in every producer);
@@ -36,9 +36,11 @@
  * ticks are fired by opts.fire_threads firing slots in parallel while later
  * batches are still being claimed (the loop's thread is slot 0 and joins
  * once it has claimed everything, the others are pool threads, each slot
- * with its own Redis connection), so one slow firing holds up one slot, not
- * every tick. A pass ends when all its due jobs are fired and recorded. Manual runs fire on
- * slot 0. vb_scheduler_fire_now may be called from any thread. With
+ * with its own Redis connection, run 5 nicer than the process so that claims
+ * and the REST API come first when the CPU is short), so one slow firing
+ * holds up one slot, not every tick. A pass ends when all its due jobs are
+ * fired and recorded. Manual runs fire on slot 0. vb_scheduler_fire_now may
+ * be called from any thread. With
  * opts.no_thread the caller drives the loop with vb_scheduler_step instead
  * (tests); its thread is then slot 0.
  */

@@ -908,8 +908,8 @@ static long long make_batch(fx *x, char (*ids)[VB_UUID_SIZE])
     return created;
 }
 
-/* A tick of 250 due jobs costs one script per 100 claims and one per 64
- * firing records, and no command per job: 3 + 4 scripts and the version
+/* A tick of 250 due jobs costs one script per 50 claims and one per 32
+ * firing records, and no command per job: 5 + 8 scripts and the version
  * check, where one producer used to send 2 scripts per job. */
 static void a_pass_claims_and_records_in_batches(void **state)
 {
@@ -932,7 +932,7 @@ static void a_pass_claims_and_records_in_batches(void **state)
     for (int i = 0; i < m.others && i < 8; i++)
         fprintf(stderr, "other command: %s\n", m.other[i]);
     assert_int_equal(m.others, 1); /* GET visionbatch:jobs:version */
-    assert_int_equal(m.evals, 3 + 4);
+    assert_int_equal(m.evals, 5 + 8);
     vb_scheduler_stop(s);
     assert_one_success_per_tick(x, ids, BATCH_JOBS, start, 1);
 }
