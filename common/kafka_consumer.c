@@ -12,14 +12,22 @@
  * arrive while the consumer is paused (a busy worker must not be handed new
  * messages) and explicitly resumes the others (librdkafka keeps a pause flag
  * across rebalances), and commits stored offsets before partitions are
- * revoked. The eager protocol (if the group falls back to it) is handled too.
+ * revoked — after telling the caller (vb_kafka_consumer_on_revoke), so that
+ * messages it fetched from those partitions but has not handled yet are
+ * dropped, not handled by a member that no longer owns them. The eager
+ * protocol (if the group falls back to it) is handled too.
+ *
+ * Commits: vb_kafka_consumer_commit_async sends the stored offsets without
+ * waiting; its result arrives in a later poll (offset_commit_cb), where a
+ * failure is logged — the offsets stay stored and go with the next commit.
  *
  * The operator's pass-through properties (security, tuning) are applied after
  * these settings, once a probe has shown the login is accepted; the ones
  * above that correctness rests on are refused by kafka_conf.c.
  *
  * Threading: the handle is used by one thread (the poll loop); the rebalance
- * callback runs inside vb_kafka_consumer_poll on that same thread.
+ * and commit callbacks run inside vb_kafka_consumer_poll on that same thread.
+ * vb_kafka_consumer_wake alone may be called from any thread.
  * Ownership: messages returned are copies owned by the caller.
  */
 #include "visionbatch/kafka.h"
@@ -33,7 +41,10 @@
 
 struct vb_kafka_consumer {
     rd_kafka_t *rk;
+    rd_kafka_queue_t *q; /* the consumer queue, for vb_kafka_consumer_wake */
     int paused;
+    vb_kafka_revoke_fn on_revoke;
+    void *revoke_ctx;
 };
 
 void vb_kafka_message_free(vb_kafka_message *m)
@@ -77,6 +88,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         VB_INFO("kafka: %d partition(s) %s", parts->cnt,
                 rd_kafka_assignment_lost(rk) ? "lost" : "revoked");
         rd_kafka_resume_partitions(rk, parts); /* leave no pause flag behind */
+        for (int i = 0; c->on_revoke && i < parts->cnt; i++)
+            c->on_revoke(c->revoke_ctx, parts->elems[i].topic, parts->elems[i].partition);
         /* Stored offsets of the leaving partitions go now, or their next
          * owner would see the handled messages again. */
         rd_kafka_resp_err_t ce = rd_kafka_commit(rk, NULL, 0);
@@ -98,6 +111,26 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
     else
         rd_kafka_assign(rk, NULL);
+}
+
+/* The outcome of an asynchronous commit (and of the synchronous ones, which
+ * report it themselves too). */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        VB_WARN("kafka: commit failed (offsets stay stored for the next commit): %s",
+                rd_kafka_err2str(err));
+        return;
+    }
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        if (offsets->elems[i].err)
+            VB_WARN("kafka: commit of %s[%d]@%lld failed: %s", offsets->elems[i].topic,
+                    (int)offsets->elems[i].partition, (long long)offsets->elems[i].offset,
+                    rd_kafka_err2str(offsets->elems[i].err));
+    }
 }
 
 static vb_err set_conf(rd_kafka_conf_t *conf, const char *name, const char *value,
@@ -151,6 +184,7 @@ vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
     if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
     rd_kafka_conf_set_opaque(conf, c);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!c->rk) {
@@ -159,6 +193,10 @@ vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
     }
     conf = NULL; /* owned by rk now */
     rd_kafka_poll_set_consumer(c->rk);
+    if (!(c->q = rd_kafka_queue_get_consumer(c->rk))) {
+        rc = vb_error_set(err, VB_ERR_KAFKA, "kafka: no consumer queue");
+        goto fail;
+    }
     subs = rd_kafka_topic_partition_list_new(1);
     if (!subs) {
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
@@ -179,6 +217,8 @@ fail:
         rd_kafka_topic_partition_list_destroy(subs);
     if (conf)
         rd_kafka_conf_destroy(conf);
+    if (c && c->q)
+        rd_kafka_queue_destroy(c->q);
     if (c && c->rk)
         rd_kafka_destroy(c->rk);
     free(c);
@@ -302,6 +342,25 @@ vb_err vb_kafka_consumer_commit(vb_kafka_consumer *c, vb_error *err)
     return VB_OK;
 }
 
+vb_err vb_kafka_consumer_commit_async(vb_kafka_consumer *c, vb_error *err)
+{
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 1);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return vb_error_set(err, VB_ERR_KAFKA, "kafka: commit failed: %s", rd_kafka_err2str(e));
+    return VB_OK;
+}
+
+void vb_kafka_consumer_on_revoke(vb_kafka_consumer *c, vb_kafka_revoke_fn fn, void *ctx)
+{
+    c->on_revoke = fn;
+    c->revoke_ctx = ctx;
+}
+
+void vb_kafka_consumer_wake(vb_kafka_consumer *c)
+{
+    rd_kafka_queue_yield(c->q);
+}
+
 void vb_kafka_consumer_close(vb_kafka_consumer *c)
 {
     if (!c)
@@ -312,6 +371,7 @@ void vb_kafka_consumer_close(vb_kafka_consumer *c)
     e = rd_kafka_consumer_close(c->rk);
     if (e)
         VB_WARN("kafka: leaving the group failed: %s", rd_kafka_err2str(e));
+    rd_kafka_queue_destroy(c->q);
     rd_kafka_destroy(c->rk);
     free(c);
 }

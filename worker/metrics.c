@@ -43,7 +43,11 @@ vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)
         "Retry attempts started here plus failed runs republished.", NULL);
     m->dlq = vb_metrics_counter(m->reg, "visionbatch_dlq_total",
                                 "Messages copied to the dead-letter topic.", NULL);
-    if (!m->runs || !m->duration || !m->inflight || !m->lock_takeovers || !m->retries || !m->dlq)
+    m->queued = vb_metrics_gauge(m->reg, "visionbatch_intake_queued_messages",
+                                 "Messages fetched from Kafka and waiting for a free slot "
+                                 "(not yet claimed, not committed).", NULL);
+    if (!m->runs || !m->duration || !m->inflight || !m->lock_takeovers || !m->retries || !m->dlq ||
+        !m->queued)
         goto fail;
     for (int o = 0; o < VB_OUT__COUNT; o++) {
         const char *labels[] = {outcome_names[o]};
@@ -54,6 +58,7 @@ vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)
     vb_metric_add(m->lock_takeovers, NULL, 0);
     vb_metric_add(m->retries, NULL, 0);
     vb_metric_add(m->dlq, NULL, 0);
+    vb_metric_add(m->queued, NULL, 0);
     return VB_OK;
 fail:
     vb_worker_metrics_free(m);

@@ -4,11 +4,17 @@
  * deciding who processes what.
  *
  * Threads
- *   poll     the only user of the Kafka consumer. Takes a message, decodes
- *            it, claims the run in Redis and hands it to a free slot. While
- *            every slot is busy (or a message waits for a retry) it pauses
- *            all assigned partitions but keeps polling, so the worker stays
- *            in the consumer group during runs of an hour.
+ *   poll     the only user of the Kafka consumer. Keeps a small queue of
+ *            fetched messages (up to 2 × slots, "prefetched"); the moment a
+ *            slot is free (a slot that finishes wakes the poll at once) it
+ *            takes the queue head, decodes it, claims the run in Redis and
+ *            hands it to the slot. Only when the queue is full — every slot
+ *            busy, or the head waiting for a retry — are all assigned
+ *            partitions paused, and they are resumed once the queue is down
+ *            to one message per slot, so librdkafka's refetch after a resume
+ *            overlaps the runs of the messages still queued. Polling goes on
+ *            while paused, so the worker stays in the consumer group during
+ *            runs of an hour.
  *   slot×N   each runs one run at a time with its own HTTP handle and Redis
  *            connection.
  *   renewer  renews the lock (and lease) of every busy slot every
@@ -46,16 +52,29 @@
  *   origin            the message's credential source, job id, organization
  *                     and run code go into the run record, so the reaper can
  *                     publish the run again the way it first came;
- *   commit            store the offset and commit synchronously, then hand
- *                     the run to the slot.
- * An offset is therefore committed only once the run's Redis state
+ *   commit            store the offset, then hand the run to the slot.
+ * Messages are taken from the queue in the order they were fetched, so the
+ * stored offset of a partition is always its highest handled offset + 1
+ * with every message below it handled. The poll loop sends stored offsets
+ * with an asynchronous commit every COMMIT_MS (a batch of whatever was
+ * stored meanwhile); a failed commit is logged and the offsets go with the
+ * next. An offset is therefore committed only once the run's Redis state
  * (processing + lease) is durable. If the worker dies after that, the lease
- * expires and a reaper republishes the run; if it dies before, the message
- * is delivered again. Redis or Kafka failures on this path keep the message
- * at the head of a small queue (partitions paused) and retry it every
- * second: nothing is skipped because a service blinked, and a message logged
- * as "retrying" is never committed; any other refusal (refuse()) copies the
- * message to dlq_topic with its reason before its offset is committed.
+ * expires and a reaper republishes the run; if it dies before — or before
+ * the batch's commit — the message is delivered again (and skipped if its
+ * attempt has already begun). Redis or Kafka failures on this path keep the
+ * message at the head of the queue (which fills up, and then the partitions
+ * are paused) and retry it every second: nothing is skipped because a
+ * service blinked, and a message logged as "retrying" is never committed;
+ * any other refusal (refuse()) copies the message to dlq_topic with its
+ * reason before its offset is committed.
+ *
+ * Rebalances: when partitions are revoked (or lost), the consumer calls
+ * on_revoke (drop_partition) inside the poll, before it commits the stored
+ * offsets synchronously and gives the partitions up: queued messages of
+ * those partitions are dropped, unclaimed and uncommitted, so they go to the
+ * new owner (should two workers still take one, the run lock lets only one
+ * process it).
  *
  * A slot, for one run
  *   1. asks the platform for the run (vb_platform_find_run) — messages carry
@@ -134,7 +153,8 @@
 #include "util.h"
 #include "worker.h"
 
-#define POLL_MS 50 /* also how soon a freed slot is noticed */
+#define POLL_MS 50 /* a slot that frees wakes the poll earlier */
+#define COMMIT_MS 1000           /* stored offsets are committed in batches this often */
 #define RETRY_MS 1000            /* a message waiting for Redis/Kafka */
 #define PRODUCE_TIMEOUT_MS 15000
 #define REAP_PAGE 200
@@ -195,7 +215,9 @@ struct vb_worker {
     int platform_ok;   /* the worker's own platform settings are complete */
     char platform_why[1024];
     job *head, *tail;  /* messages waiting for a slot or a retry */
+    int queued;        /* messages in that queue */
     long long retry_at;
+    long long commit_at; /* monotonic ms of the next commit; 0 = nothing stored */
 };
 
 /* ---- small helpers ---- */
@@ -786,6 +808,7 @@ static void *slot_main(void *p)
         s->cancel = 0;
         s->shutdown = 0;
         pthread_mutex_unlock(&w->mu);
+        vb_kafka_consumer_wake(w->kc); /* the next message is handed over now */
         job_free(j);
     }
     return NULL;
@@ -813,7 +836,8 @@ static int busy_slots(vb_worker *w)
     return n;
 }
 
-/* Stores the message's offset and commits; failures only delay the commit. */
+/* Stores the message's offset for the next batch commit (within COMMIT_MS);
+ * a failure only means the message is delivered again. */
 static void commit_message(vb_worker *w, const vb_kafka_message *km)
 {
     vb_error err;
@@ -822,8 +846,19 @@ static void commit_message(vb_worker *w, const vb_kafka_message *km)
         VB_WARN("%s", err.msg);
         return;
     }
+    if (!w->commit_at)
+        w->commit_at = vb__mono_ms() + COMMIT_MS;
+}
+
+/* Sends the offsets stored since the last commit when their batch is due. */
+static void commit_due(vb_worker *w)
+{
+    if (!w->commit_at || vb__mono_ms() < w->commit_at)
+        return;
+    w->commit_at = 0;
+    vb_error err;
     vb_error_clear(&err);
-    if (vb_kafka_consumer_commit(w->kc, &err) != VB_OK)
+    if (vb_kafka_consumer_commit_async(w->kc, &err) != VB_OK)
         VB_WARN("%s (offsets stay stored for the next commit)", err.msg);
 }
 
@@ -1004,6 +1039,7 @@ static void enqueue(vb_worker *w, vb_kafka_message *km)
     else
         w->head = j;
     w->tail = j;
+    w->queued++;
 }
 
 static void drop_queue(vb_worker *w)
@@ -1014,6 +1050,34 @@ static void drop_queue(vb_worker *w)
         job_free(j);
     }
     w->tail = NULL;
+    w->queued = 0;
+}
+
+/* on_revoke (inside the poll): queued messages of a partition that goes are
+ * dropped unhandled — uncommitted, they are delivered to its next owner. */
+static void drop_partition(void *ctx, const char *topic, int partition)
+{
+    vb_worker *w = ctx;
+    int dropped = 0;
+    job **pp = &w->head;
+    w->tail = NULL;
+    while (*pp) {
+        job *j = *pp;
+        if (j->km->partition == partition && strcmp(j->km->topic, topic) == 0) {
+            if (j == w->head)
+                w->retry_at = 0;
+            *pp = j->next;
+            job_free(j);
+            dropped++;
+        } else {
+            w->tail = j;
+            pp = &j->next;
+        }
+    }
+    w->queued -= dropped;
+    if (dropped)
+        VB_INFO("%d queued message(s) of %s[%d] dropped: the partition went to another worker",
+                dropped, topic, partition);
 }
 
 /* Works the queue head while slots are free. */
@@ -1035,6 +1099,7 @@ static void work_queue(vb_worker *w)
         if (!w->head)
             w->tail = NULL;
         j->next = NULL;
+        w->queued--;
         if (st == STEP_DONE) {
             commit_message(w, j->km);
             job_free(j);
@@ -1088,13 +1153,15 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
                 VB_ERROR("%d run(s) did not stop; leaving them to lease expiry", busy);
                 break;
             }
-        } else {
-            /* Keep exactly one message in hand: fetch while none waits (even
-             * with every slot busy, so the next run starts the moment a slot
-             * frees), pause while one does (waiting for a slot, or for
-             * Redis/Kafka to come back). The waiting message is uncommitted:
-             * if this worker dies it is delivered again elsewhere. */
-            set_paused(w, w->head != NULL);
+        } else if (w->queued >= 2 * w->nslots) {
+            /* Messages for a second round of every slot are in hand (or the
+             * head waits for Redis/Kafka to come back): stop fetching. The
+             * queued messages are uncommitted: if this worker dies they are
+             * delivered again elsewhere. */
+            set_paused(w, 1);
+        } else if (w->queued <= w->nslots) {
+            /* One message per slot left: fetch again, while they run. */
+            set_paused(w, 0);
         }
         vb_kafka_message *km = NULL;
         vb_error_clear(err);
@@ -1111,6 +1178,8 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
         }
         if (!stopping)
             work_queue(w);
+        vb_metric_set(w->m.queued, NULL, w->queued);
+        commit_due(w);
     }
     drop_queue(w);
     if (rc != VB_OK) {
@@ -1203,6 +1272,7 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     if ((rc = vb_kafka_consumer_new(cfg->kafka_brokers, cfg->kafka_properties, cfg->group_id,
                                     cfg->worker_id, cfg->topic, &w->kc, err)) != VB_OK)
         goto fail;
+    vb_kafka_consumer_on_revoke(w->kc, drop_partition, w);
     w->stale_ms = cfg->lease_ms > 10000 ? cfg->lease_ms : 10000;
     vb_endpoint_opts eo = {.listen = cfg->metrics_listen, .name = "metrics and health",
                            .metrics = w->m.reg, .live = poll_loop_alive, .check_ctx = w,

@@ -37,6 +37,7 @@ typedef struct vb_worker_metrics {
     vb_metric *lock_takeovers; /* expired leases this worker's reaper reclaimed */
     vb_metric *retries;        /* attempts > 1 started here + failed runs republished */
     vb_metric *dlq;            /* messages copied to the dead-letter topic */
+    vb_metric *queued;         /* messages fetched, waiting for a slot (visionbatch_intake_queued_messages) */
 } vb_worker_metrics;
 
 /* Creates the registry and registers every family (each series at 0).

@@ -8,10 +8,11 @@
  *
  * Consumer (common/kafka_consumer.c): member of a consumer group with
  * automatic commits off; the caller stores the offset of a message once the
- * message is safely handled (see worker/), and commits. Rebalances are
- * handled inside; the caller keeps polling, also while all its slots are
- * busy (pausing the assigned partitions), so it stays in the group during
- * runs of up to an hour.
+ * message is safely handled (see worker/), and commits — in the worker
+ * asynchronously, in batches. Rebalances are handled inside (the caller is
+ * told which partitions go); the caller keeps polling, also while all its
+ * slots are busy and its few prefetched messages wait (pausing the assigned
+ * partitions meanwhile), so it stays in the group during runs of an hour.
  *
  * Every function that connects takes `props`: the operator's librdkafka
  * properties (name, value, name, value, …, NULL; NULL = none), applied after
@@ -21,7 +22,8 @@
  * reconnecting for ever; an unreachable cluster does not.
  *
  * Third-party types stay inside; handles are opaque. A producer handle is
- * thread-safe; a consumer handle is used by one thread (the poll loop).
+ * thread-safe; a consumer handle is used by one thread (the poll loop), except
+ * for vb_kafka_consumer_wake.
  */
 #ifndef VISIONBATCH_KAFKA_H
 #define VISIONBATCH_KAFKA_H
@@ -145,6 +147,24 @@ vb_err vb_kafka_consumer_store(vb_kafka_consumer *c, const vb_kafka_message *m, 
  * stored since the last commit. On failure the offsets stay stored and go
  * with the next commit. */
 vb_err vb_kafka_consumer_commit(vb_kafka_consumer *c, vb_error *err);
+
+/* Sends the stored offsets to the group without waiting. VB_OK also when
+ * nothing was stored since the last commit. A failure reported later (in a
+ * poll) is logged; the offsets stay stored and go with the next commit. */
+vb_err vb_kafka_consumer_commit_async(vb_kafka_consumer *c, vb_error *err);
+
+/* Called inside vb_kafka_consumer_poll for each partition being revoked (or
+ * lost), before the stored offsets are committed synchronously and the
+ * partition is given up: the caller drops what it fetched from it and has
+ * not handled (it is delivered again to the partition's next owner) and must
+ * store no offset of it from then on. */
+typedef void (*vb_kafka_revoke_fn)(void *ctx, const char *topic, int partition);
+void vb_kafka_consumer_on_revoke(vb_kafka_consumer *c, vb_kafka_revoke_fn fn, void *ctx);
+
+/* Makes a vb_kafka_consumer_poll blocked in another thread (or the next one)
+ * return at once, without a message. The one call that is safe from any
+ * thread. */
+void vb_kafka_consumer_wake(vb_kafka_consumer *c);
 
 /* Commits stored offsets, leaves the group (rd_kafka_consumer_close) and
  * frees. NULL is accepted. */

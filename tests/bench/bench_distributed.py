@@ -25,7 +25,9 @@ worker's platform lookup, downloads, status polling granularity, report
 upload, and idle slots at the end (the last wave is not full).
 
 Also reported: wall / ideal, where ideal = runs x delay / slots (the wall
-time if slots never waited for anything but the backend), and per run the
+time if slots never waited for anything but the backend); slot busy % =
+the time slots held a run (the workers' visionbatch_run_duration_seconds_sum,
+read from /metrics once every run is uploaded) / (wall x slots); and per run the
 platform's list GETs (the producer's listing plus the workers' lookups) and
 the backend status polls. Status polling follows the programs' defaults
 (docs/configuration.md) unless --poll-ms fixes the interval.
@@ -170,7 +172,7 @@ def distributed(args, workers, concurrency):
             raise SystemExit("producer failed: %r" % res)
         last, n = case.wait_done(args.timeout, procs)
         return {"wall": last - t0, "uploads": n, "publish": published,
-                "requests": case.requests()}
+                "requests": case.requests(), "busy_s": sum(run_seconds(p) for p in procs)}
     finally:
         for p in procs:
             p.stop(grace=10)
@@ -189,6 +191,15 @@ def healthy(p):
                                     timeout=2).status == 200
     except OSError:
         return False
+
+
+def run_seconds(p):
+    """Seconds the worker's slots held runs: its run-duration histogram's sum."""
+    body = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % p.port, timeout=5).text()
+    for line in body.splitlines():
+        if line.startswith("visionbatch_run_duration_seconds_sum"):
+            return float(line.split()[-1])
+    raise SystemExit("no visionbatch_run_duration_seconds_sum in the worker's metrics")
 
 
 def parse_configs(text):
@@ -229,9 +240,9 @@ def main():
     print("%d runs x %d images (%d bytes), backend delay %.2f s per batch, "
           "%d partitions; backend time %.1f s" % (args.runs, args.images, args.bytes,
                                                   args.batch_delay, args.partitions, backend_s))
-    head = "%-14s %6s %8s %10s %9s %8s %12s %8s %9s %9s" % (
+    head = "%-14s %6s %8s %10s %9s %8s %12s %8s %7s %9s %9s" % (
         "mode", "slots", "wall s", "publish s", "runs/s", "speedup", "overhead s", "x ideal",
-        "GETs/run", "polls/run")
+        "busy %", "GETs/run", "polls/run")
     print(head)
     results = []
     base_wall = None
@@ -250,13 +261,16 @@ def main():
                "publish_s": None if r["publish"] is None else round(r["publish"], 2),
                "runs_per_s": round(args.runs / wall, 2),
                "speedup": round(base_wall / wall, 2) if base_wall else None,
-               "overhead_s": round(over, 3)}
+               "overhead_s": round(over, 3),
+               "slot_busy_pct": (None if r.get("busy_s") is None
+                                 else round(100.0 * r["busy_s"] / (wall * slots), 1))}
         results.append(row)
-        print("%-14s %6d %8.2f %10s %9.2f %8s %12.3f %7.2fx %9.2f %9.2f" % (
+        print("%-14s %6d %8.2f %10s %9.2f %8s %12.3f %7.2fx %7s %9.2f %9.2f" % (
             name, slots, wall, "-" if r["publish"] is None else "%.2f" % r["publish"],
             row["runs_per_s"], "-" if row["speedup"] is None else "%.2fx" % row["speedup"],
-            over, row["x_ideal"], row["list_gets_per_run"], row["status_polls_per_run"]),
-            flush=True)
+            over, row["x_ideal"],
+            "-" if row["slot_busy_pct"] is None else "%.1f" % row["slot_busy_pct"],
+            row["list_gets_per_run"], row["status_polls_per_run"]), flush=True)
 
     if not args.no_baseline:
         report("run-once", 1, run_once(args))

@@ -770,18 +770,27 @@ def delete_topics(names, brokers=None):
         _topics_tool("delete", list(names), brokers)
 
 
-def kcat_publish(topic, pairs, brokers=None):
-    """Publishes (key, value) pairs to ``topic`` with kcat (values without newlines)."""
+def truncate_topic(name, partitions, brokers=None):
+    """Deletes every record of ``name`` (partitions 0..partitions-1) up to its
+    end: no consumer can fetch them any more."""
+    _topics_tool("truncate", ["%s:%d" % (name, partitions)], brokers)
+
+
+def kcat_publish(topic, pairs, brokers=None, partition=None):
+    """Publishes (key, value) pairs to ``topic`` with kcat (values without newlines), to
+    ``partition`` when given, else by key."""
     data = "".join("%s\t%s\n" % (k, v) for k, v in pairs).encode("utf-8")
-    r = subprocess.run(["kcat", "-P", "-b", brokers or kafka_brokers(), "-t", topic, "-K", "\t"],
-                       input=data, capture_output=True, timeout=60)
+    where = [] if partition is None else ["-p", str(partition)]
+    r = subprocess.run(["kcat", "-P", "-b", brokers or kafka_brokers(), "-t", topic, "-K", "\t"]
+                       + where, input=data, capture_output=True, timeout=60)
     if r.returncode != 0:
         raise AssertionError("kcat -P to %s failed: %s"
                              % (topic, r.stderr.decode(errors="replace")))
 
 
 def read_topic(topic, brokers=None):
-    """Every message of ``topic``: dicts with key, headers (dict), value (str), partition."""
+    """Every message of ``topic``: dicts with key, headers (dict), value (str), partition,
+    offset."""
     r = subprocess.run(["kcat", "-C", "-b", brokers or kafka_brokers(), "-t", topic, "-o",
                         "beginning", "-e", "-q", "-J"], capture_output=True, timeout=60, check=True)
     out = []
@@ -790,7 +799,8 @@ def read_topic(topic, brokers=None):
             m = json.loads(line)
             h = m.get("headers") or []
             out.append({"key": m.get("key"), "headers": dict(zip(h[0::2], h[1::2])),
-                        "value": m.get("payload") or "", "partition": m.get("partition")})
+                        "value": m.get("payload") or "", "partition": m.get("partition"),
+                        "offset": m.get("offset")})
     return out
 
 

@@ -94,6 +94,20 @@ class CronApiTest(harness.SystemTestCase):
                            message="producer ready")
         return proc, base
 
+    def start_cron_worker(self, topic, **settings):
+        """A worker on `topic` with no platform settings of its own (cron-job
+        runs carry theirs); `settings` add to or override its config."""
+        cfg = {
+            "redis_url": self.redis_url, "kafka_brokers": BROKERS, "topic": topic,
+            "group_id": "visionbatch-cron-" + uuid.uuid4().hex[:8], "log_file": "",
+            "temp_dir": os.path.join(self.tmp, "work"), "status_poll_min_ms": 50,
+            "metrics_listen": "127.0.0.1:%d" % free_port(),
+        }
+        cfg.update(settings)
+        return self.start_program("visionbatch-worker", "--config",
+                                  self.write_config(cfg, "worker.json"),
+                                  env={"VISIONBATCH_SECRET_KEY": SECRET_KEY})
+
     def _ready(self, base, proc, token):
         """/readyz answers 200: connected, and the scheduler takes "run now"."""
         if not proc.alive():
@@ -193,14 +207,7 @@ class CronApiTest(harness.SystemTestCase):
         platform = self.start_platform(scenario=scen)
         backend = self.start_backend(polls_to_complete=1)
         _, base = self.start_producer("--topic", topic)
-        wcfg = self.write_config({
-            "redis_url": self.redis_url, "kafka_brokers": BROKERS, "topic": topic,
-            "group_id": "visionbatch-cron-e2e-" + uuid.uuid4().hex[:8], "log_file": "",
-            "temp_dir": os.path.join(self.tmp, "work"), "status_poll_min_ms": 50,
-            "metrics_listen": "127.0.0.1:%d" % free_port(), "concurrency": 2,
-        }, "worker.json")
-        worker = self.start_program("visionbatch-worker", "--config", wcfg,
-                                    env={"VISIONBATCH_SECRET_KEY": SECRET_KEY})
+        worker = self.start_cron_worker(topic, concurrency=2)
         body = dict(GUIDE_JOB, schedule="0 0 1 1 *", external_api_get_url=platform.get_url,
                     external_api_post_url=platform.post_url, external_api_key=platform.api_key,
                     backend_api_url=backend.url, organization_id=harness.GUIDE_ORG_ID,

@@ -186,6 +186,52 @@ class WebhookTest(CronApiTest):
         stored = self.redis_cli("HGETALL", "visionbatch:job:" + ok_job)
         self.assertNotIn(NOTIFY_SECRET, stored)
 
+    def test_a_dead_run_notifies_run_dead_once(self):
+        """A cron-job run that ends dead (the backend fails its batch, one
+        attempt allowed) is announced once as run.dead, signed, naming the run
+        and the execution that published it."""
+        rx = Receiver(NOTIFY_SECRET)
+        self.addCleanup(rx.stop)
+        topic = harness.private_topics(self, ("vb-cron-dead", 1))[0]
+        scen = harness.make_scenario(1, 1, seed=uuid.uuid4().hex[:10])
+        rid = scen["runs"][0]["vision_analysis_id"]
+        platform = self.start_platform(scenario=scen)
+        backend = self.start_backend(polls_to_complete=1, outcome="failed")
+        _, base = self.start_producer("--topic", topic)
+        worker = self.start_cron_worker(topic, max_attempts=1)
+        jid = self.call("POST", base + "/cron-jobs", dict(
+            GUIDE_JOB, schedule="0 0 1 1 *", external_api_get_url=platform.get_url,
+            external_api_post_url=platform.post_url, external_api_key=platform.api_key,
+            backend_api_url=backend.url, organization_id=harness.GUIDE_ORG_ID, enabled=True,
+            notify_secret=NOTIFY_SECRET,
+            notify=[{"url": rx.url, "events": ["run.dead"]}])).json()["job_id"]
+        r = self.call("POST", base + "/cron-jobs/%s/run" % jid)
+        self.assertEqual(r.status, 202, r.text())
+        eid = r.json()["execution_id"]
+
+        def delivered():
+            for e in self.call("GET", base + "/cron-jobs/%s/executions" % jid).json()[
+                    "executions"]:
+                if e["execution_id"] == eid and e["status"] != "running" and \
+                        [n["status"] for n in e.get("notifications", [])] == ["delivered"]:
+                    return e
+            return None
+        e = harness.wait_until(delivered, timeout=90, interval=0.5,
+                               message="run.dead delivered")
+        self.assertEqual(e["status"], "failed", e)
+        self.assertEqual(e["notifications"][0]["event"], "run.dead")
+        self.assertEqual(self.redis_cli("HGET", "visionbatch:run:" + rid, "state").strip(), "dead")
+        acc = rx.accepted()
+        self.assertEqual([a[1] for a in acc], ["run.dead"])
+        body = json.loads(acc[0][4])
+        self.assertEqual((body["event"], body["run"]["id"], body["execution"]["id"],
+                          body["job"]["id"]), ("run.dead", rid, eid, jid))
+        with rx.lock:
+            reqs = list(rx.requests)
+        self.assertEqual(len(reqs), FAILS_PER_DELIVERY + 1)
+        self.assertTrue(all(q[3] for q in reqs), "a request had a bad signature")
+        self.assertNotIn(platform.api_key, acc[0][4].decode())
+        self.assertNoSecrets(worker.stderr(), secrets=(platform.api_key,))
 
 # Only WebhookTest's own test is collected here.
 for _name in [n for n in dir(CronApiTest) if n.startswith("test_")]:
