@@ -624,7 +624,7 @@ static const char *const script_delete =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     "local ids = redis.call('LRANGE', KEYS[4], 0, -1) "
     "for _, e in ipairs(ids) do redis.call('DEL', ARGV[2] .. e) end "
-    "redis.call('DEL', KEYS[1], KEYS[4]) "
+    "redis.call('DEL', KEYS[1], KEYS[4], KEYS[1] .. ':running') "
     "redis.call('SREM', KEYS[2], ARGV[1]) "
     "redis.call('INCR', KEYS[3]) return 1";
 

@@ -56,19 +56,37 @@
     "  return st "                                                                                 \
     "end "
 
-/* Shared Lua: is one of the job's executions (list KEYS[2]) still running
- * and younger than the timeout? Returns its id or false. */
+/* Shared Lua: is one of the job's executions (list `list`, the job's
+ * ...:execs key) still running and younger than the timeout? Returns its id
+ * or false. The job's running index (...:running, a sorted set: the
+ * job's executions recorded `running`, score started_at) answers without
+ * walking the whole execution list: members too old to block are dropped,
+ * the others are checked one by one and dropped once they no longer run.
+ * A job whose hash lacks running_idx (executions recorded before the index
+ * existed) is indexed from its list once. The index holds at most the
+ * executions cap (trim removes what it removes from the list). */
 #define BUSY                                                                                       \
+    "local function ridx(list) return string.sub(list, 1, -6) .. 'running' end "                  \
     "local function busy(list, pre, now, timeout) "                                                \
-    "  for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                  \
-    "    local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                         \
-    "    if h[1] == 'running' and (tonumber(h[2] or '0') or 0) >= now - timeout then "             \
-    "      return e end "                                                                          \
+    "  local rk, job = ridx(list), string.sub(list, 1, -7) "                                       \
+    "  if redis.call('HGET', job, 'running_idx') ~= '1' then "                                     \
+    "    for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                \
+    "      local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                       \
+    "      if h[1] == 'running' then "                                                             \
+    "        redis.call('ZADD', rk, tonumber(h[2] or '0') or 0, e) end "                           \
+    "    end "                                                                                     \
+    "    redis.call('HSET', job, 'running_idx', '1') "                                             \
+    "  end "                                                                                       \
+    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', '(' .. (now - timeout)) "                        \
+    "  for _, e in ipairs(redis.call('ZRANGE', rk, 0, -1)) do "                                    \
+    "    if redis.call('HGET', pre .. e, 'status') == 'running' then return e end "                \
+    "    redis.call('ZREM', rk, e) "                                                               \
     "  end "                                                                                       \
     "  return false "                                                                              \
     "end "
 
-/* Shared Lua: records a new execution and pushes it on the job's list. */
+/* Shared Lua: records a new execution and pushes it on the job's list (and
+ * a running one on the running set and the job's running index). */
 #define RECORD                                                                                     \
     "local function rec(list, zrun, pre, job_id, producer, id, status, now, sched, reason, out) " \
     "  local done = 0 if status ~= 'running' then done = now end "                                 \
@@ -78,12 +96,14 @@
     "    'runs_skipped_in_progress', 0, 'runs_skipped_other_org', 0, 'runs_succeeded', 0, "        \
     "    'runs_failed', 0, 'fired', 0, 'producer', producer) "                                     \
     "  redis.call('LPUSH', list, id) "                                                             \
-    "  if status == 'running' then redis.call('ZADD', zrun, now, id) end "                         \
+    "  if status == 'running' then "                                                               \
+    "    redis.call('ZADD', zrun, now, id) redis.call('ZADD', ridx(list), now, id) end "           \
     "end "                                                                                         \
     "local function trim(list, zrun, pre, cap) "                                                   \
     "  if redis.call('LLEN', list) <= cap then return end "                                        \
+    "  local rk = ridx(list) "                                                                     \
     "  for _, e in ipairs(redis.call('LRANGE', list, cap, -1)) do "                                \
-    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) end "                             \
+    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) redis.call('ZREM', rk, e) end "   \
     "  redis.call('LTRIM', list, 0, cap - 1) "                                                     \
     "end "
 

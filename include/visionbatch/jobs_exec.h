@@ -20,6 +20,10 @@
  *                      trimming or deleting the execution removes them.
  *   visionbatch:execs:running  sorted set: running execution ids, score =
  *                      started_at; the index vb_jobs_exec_expire() scans.
+ *   visionbatch:job:<job_id>:running  sorted set: the job's executions
+ *                      recorded `running` (score started_at), pruned lazily
+ *                      when the overlap rule reads it; the job hash's field
+ *                      running_idx = "1" once it covers every execution.
  *
  * Exactly once: a tick is claimed by a compare-and-set of the job's
  * last_tick inside one Lua script that also records the execution(s), so of

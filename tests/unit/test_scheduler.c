@@ -820,6 +820,7 @@ typedef struct monitor {
     pthread_t thread;
     char marker[64];
     int evals, others; /* commands of database DB from clients (not scripts) */
+    int lua_reads;     /* HMGET / HGET / LRANGE run by scripts in database DB */
     char other[8][32];  /* the first few other command names */
     int done;
 } monitor;
@@ -841,6 +842,9 @@ static void *monitor_thread(void *arg)
             m->done = 1;
             break;
         }
+        if (p && strncmp(p + strlen(db), "lua]", 4) == 0 &&
+            (strstr(p, "] \"HMGET\"") || strstr(p, "] \"HGET\"") || strstr(p, "] \"LRANGE\"")))
+            m->lua_reads++;
         if (p && strncmp(p + strlen(db), "lua]", 4) != 0) {
             const char *cmd = strchr(p, ']');
             cmd = cmd ? strchr(cmd, '"') : NULL;
@@ -935,6 +939,61 @@ static void a_pass_claims_and_records_in_batches(void **state)
     assert_int_equal(m.evals, 5 + 8);
     vb_scheduler_stop(s);
     assert_one_success_per_tick(x, ids, BATCH_JOBS, start, 1);
+}
+
+/* The overlap rule reads the job's running index, not its execution list:
+ * with 60 executions on the list, a tick of an overlap-"skip" job costs a
+ * handful of reads in Redis, where walking the list cost 61. */
+static void overlap_check_does_not_walk_the_execution_list(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    vb_scheduler *s = sched(x, "producer-a");
+    for (int m = 0; m < 60; m++) {
+        clk = (start + 60 * m) * 1000 + 200;
+        step_ok(s);
+    }
+    assert_int_equal(atomic_load(&x->f.calls), 60);
+    monitor mon;
+    monitor_start(&mon);
+    clk = (start + 60 * 60) * 1000 + 200;
+    step_ok(s);
+    monitor_stop(&mon);
+    assert_int_equal(atomic_load(&x->f.calls), 61);
+    fprintf(stderr, "reads inside scripts for one tick: %d\n", mon.lua_reads);
+    assert_true(mon.lua_reads <= 8);
+    vb_scheduler_stop(s);
+}
+
+/* An execution recorded running before the job had a running index (its
+ * index and marker removed here) still blocks an overlap-"skip" tick: the
+ * first check indexes the job's list. */
+static void running_execution_without_index_still_blocks(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], key[80], idx[96];
+    long long start = next_boundary(make_job(x, "* * * * *", "skip", id), 60);
+    x->f.publish = 1; /* the execution stays running until its run is done */
+    vb_scheduler *s = sched(x, "producer-a");
+    clk = start * 1000 + 200;
+    step_ok(s);
+    snprintf(key, sizeof key, "visionbatch:job:%s", id);
+    snprintf(idx, sizeof idx, "%s:running", key);
+    vb_error err = {0};
+    const char *del[] = {"DEL", idx};
+    freeReplyObject(vb__jobs_command(x->jobs, 2, del, NULL, &err));
+    const char *hdel[] = {"HDEL", key, "running_idx"};
+    freeReplyObject(vb__jobs_command(x->jobs, 3, hdel, NULL, &err));
+    clk = (start + 60) * 1000 + 200;
+    step_ok(s);
+    assert_int_equal(atomic_load(&x->f.calls), 1);
+    vb_exec_list l = execs(x, id);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(count_status(&l, "skipped", "overlap"), 1);
+    assert_int_equal(count_status(&l, "running", NULL), 1);
+    vb_exec_list_free(&l);
+    vb_scheduler_stop(s);
 }
 
 /* Two producers with four firing slots each race over the same 250 due
@@ -1259,6 +1318,8 @@ int main(void)
         T(start_refuses_bad_fire_threads),
         T(a_pass_claims_and_records_in_batches),
         T(two_producers_split_a_batch_and_fire_each_tick_once),
+        T(overlap_check_does_not_walk_the_execution_list),
+        T(running_execution_without_index_still_blocks),
         T(jitter_delays_each_job_by_its_own_offset_within_bounds),
         T(two_ok_one_failed_is_partial_and_duplicates_count_once),
         T(all_ok_is_success_all_failed_is_failed),
