@@ -1550,6 +1550,44 @@ vb_err vb_jobs_exec_list(vb_jobs *j, const char *job_id, size_t limit, vb_exec_l
     return rc;
 }
 
+/* KEYS: the execution lists of the jobs. ARGV: execution-key prefix.
+ * Read-only. Returns, per job, the HGETALL of its newest execution ({} when
+ * it has none). */
+static const char *const script_latest_execs =
+    "local out = {} "
+    "for i, k in ipairs(KEYS) do "
+    "  local id = redis.call('LINDEX', k, 0) "
+    "  if id then out[i] = redis.call('HGETALL', ARGV[1] .. id) else out[i] = {} end "
+    "end "
+    "return out";
+
+vb_err vb_jobs_exec_latest(vb_jobs *j, const char *const *job_ids, size_t n, vb_exec *out,
+                           vb_error *err)
+{
+    vb_err rc = VB_OK;
+    memset(out, 0, n * sizeof *out);
+    if (n == 0)
+        return VB_OK;
+    redisReply *r = vb__jobs_eval_per_job(j, script_latest_execs, job_ids, n, ":execs",
+                                          PREFIX "exec:", err);
+    if (!r)
+        return err && err->code != VB_OK ? err->code : VB_ERR_REDIS;
+    for (size_t i = 0; i < n; i++) {
+        vb_error tmp = {0};
+        vb_err e = exec_from_hash(r->element[i], &out[i], &tmp);
+        if (e == VB_ERR_NOT_FOUND) /* none, or trimmed meanwhile */
+            continue;
+        if (e != VB_OK) {
+            rc = vb_error_set(err, e, "%s", tmp.msg);
+            for (size_t k = 0; k <= i; k++)
+                vb_exec_free(&out[k]);
+            break;
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ */
 /* internal access (jobs_internal.h)                                   */
 
@@ -1568,6 +1606,44 @@ redisReply *vb__jobs_eval(vb_jobs *j, const char *script, int argc, const char *
     pthread_mutex_lock(&j->mu);
     redisReply *r = vb__redis_eval(j->r, script, argc, argv, NULL, err);
     pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+redisReply *vb__jobs_eval_per_job(vb_jobs *j, const char *script, const char *const *job_ids,
+                                  size_t n, const char *suffix, const char *arg, vb_error *err)
+{
+    if (n == 0 || n > VB_JOBS_PAGE_MAX) {
+        vb_error_set(err, VB_ERR_INVALID, "1-%d jobs in one batch", VB_JOBS_PAGE_MAX);
+        return NULL;
+    }
+    char numkeys[24];
+    char(*keys)[96] = calloc(n, sizeof *keys);
+    const char **argv = calloc(n + 2, sizeof *argv);
+    redisReply *r = NULL;
+    if (!keys || !argv) {
+        vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%zu", n);
+    argv[0] = numkeys;
+    for (size_t i = 0; i < n; i++) {
+        if (!vb_jobs_id_valid(job_ids[i])) {
+            vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
+            goto done;
+        }
+        snprintf(keys[i], sizeof keys[i], PREFIX "job:%s%s", job_ids[i], suffix);
+        argv[1 + i] = keys[i];
+    }
+    argv[n + 1] = arg;
+    r = vb__jobs_eval(j, script, (int)(n + 1 + (arg != NULL)), argv, err);
+    if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) {
+        freeReplyObject(r);
+        r = NULL;
+        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
+    }
+done:
+    free(argv);
+    free(keys);
     return r;
 }
 

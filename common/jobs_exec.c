@@ -370,47 +370,17 @@ static const char *const script_last_ticks =
 vb_err vb_jobs_exec_last_ticks(vb_jobs *j, const char *const *job_ids, size_t n,
                                long long *lasts, vb_error *err)
 {
-    vb_err rc = VB_OK;
     if (n == 0)
         return VB_OK;
     if (n > VB_JOBS_EXEC_TICKS_BATCH)
         return vb_error_set(err, VB_ERR_INVALID, "too many jobs in one batch");
-    char numkeys[24];
-    char(*keys)[80] = calloc(n, sizeof *keys);
-    const char **argv = calloc(n + 3, sizeof *argv);
-    redisReply *r = NULL;
-    if (!keys || !argv) {
-        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    snprintf(numkeys, sizeof numkeys, "%zu", n);
-    argv[0] = "EVAL";
-    argv[1] = script_last_ticks;
-    argv[2] = numkeys;
-    for (size_t i = 0; i < n; i++) {
-        if (!vb_jobs_id_valid(job_ids[i])) {
-            rc = vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
-            goto done;
-        }
-        snprintf(keys[i], sizeof keys[i], PREFIX "job:%s", job_ids[i]);
-        argv[3 + i] = keys[i];
-    }
-    if (!(r = vb__jobs_command(j, (int)(n + 3), argv, NULL, err))) {
-        rc = VB_ERR_REDIS;
-        goto done;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
-        rc = vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected reply");
-        goto done;
-    }
+    redisReply *r = vb__jobs_eval_per_job(j, script_last_ticks, job_ids, n, "", NULL, err);
+    if (!r)
+        return err && err->code != VB_OK ? err->code : VB_ERR_REDIS;
     for (size_t i = 0; i < n; i++)
         lasts[i] = reply_ll(r->element[i]);
-done:
-    if (r)
-        freeReplyObject(r);
-    free(argv);
-    free(keys);
-    return rc;
+    freeReplyObject(r);
+    return VB_OK;
 }
 
 /* The strings of one tick's keys and arguments. */

@@ -31,6 +31,14 @@ redisReply *vb__jobs_command(vb_jobs *j, int argc, const char **argv, const size
 redisReply *vb__jobs_eval(vb_jobs *j, const char *script, int argc, const char **argv,
                           vb_error *err);
 
+/* Runs `script` (a string constant) once for n (1..VB_JOBS_PAGE_MAX) jobs:
+ * KEYS are "visionbatch:job:<id><suffix>" for each of job_ids, ARGV is {arg}
+ * (NULL: none). Returns an array reply of exactly n elements (the caller
+ * frees it), or NULL with err set: VB_ERR_INVALID for a bad id or n,
+ * VB_ERR_NOMEM, VB_ERR_REDIS (also for a reply of another shape). */
+redisReply *vb__jobs_eval_per_job(vb_jobs *j, const char *script, const char *const *job_ids,
+                                  size_t n, const char *suffix, const char *arg, vb_error *err);
+
 /* Executions kept per job (the handle's exec_cap). */
 size_t vb__jobs_exec_cap(const vb_jobs *j);
 

@@ -36,6 +36,10 @@
 #define RUN_PREFIX KEY_PREFIX "run:"
 #define LOCK_PREFIX KEY_PREFIX "lock:"
 #define INDEX_KEY KEY_PREFIX "runs"
+#define STATE_INDEX_PREFIX INDEX_KEY ":state:" /* + state name: per-state index */
+#define STATE_INDEX_MARKER INDEX_KEY ":state-index" /* "1": per-state indexes built */
+#define STATE_INDEX_KEY_MAX (sizeof(STATE_INDEX_PREFIX) + 16)
+#define BACKFILL_STEP 5000
 #define KEY_MAX (sizeof(RUN_PREFIX) + VB_STORE_ID_MAX + 8)
 #define WORKER_MAX 255
 #define LIST_MAX 1000
@@ -57,10 +61,21 @@
     "  return v and string.sub(v, 1, #t + 1) == t .. ' '\n"                                        \
     "end\n"
 
+/* Every transition moves the run in the index (score = updated_at) and from
+ * the per-state index of its old state to that of its new one, in the same
+ * script, so the per-state indexes never disagree with the records they
+ * name (STATE_INDEX below). */
+#define LUA_REINDEX                                                                                \
+    "local function reindex(idx, id, old, new, now)\n"                                            \
+    "  redis.call('ZADD', idx, now, id)\n"                                                        \
+    "  if old and old ~= new then redis.call('ZREM', idx .. ':state:' .. old, id) end\n"          \
+    "  redis.call('ZADD', idx .. ':state:' .. new, now, id)\n"                                    \
+    "end\n"
+
 /* KEYS run, index. ARGV id, max_attempts, now, lease_until, trace_id,
  * execution_id. Returns {decision, version}. A failed run is published only
  * once its retry_at (set when it failed, see LUA_SET_STATE) has passed. */
-static const char LUA_CLAIM[] =
+static const char LUA_CLAIM[] = LUA_REINDEX
     "local key, idx, id, now = KEYS[1], KEYS[2], ARGV[1], ARGV[3]\n"
     "local st = redis.call('HGET', key, 'state')\n"
     "local function publish(fresh, why)\n"
@@ -73,7 +88,7 @@ static const char LUA_CLAIM[] =
     "  if ARGV[6] ~= '' then f[#f + 1] = 'execution_id'; f[#f + 1] = ARGV[6] end\n"
     "  redis.call('HSET', key, unpack(f))\n"
     "  local v = redis.call('HINCRBY', key, 'version', 1)\n"
-    "  redis.call('ZADD', idx, now, id)\n"
+    "  reindex(idx, id, st, 'queued', now)\n"
     "  return {'publish', v}\n"
     "end\n"
     "if not st then return publish(true, nil) end\n"
@@ -98,7 +113,7 @@ static const char LUA_CLAIM[] =
     "  if why then f[#f + 1] = 'last_error'; f[#f + 1] = why end\n"
     "  redis.call('HSET', key, unpack(f))\n"
     "  v = redis.call('HINCRBY', key, 'version', 1)\n"
-    "  redis.call('ZADD', idx, now, id)\n"
+    "  reindex(idx, id, st, 'dead', now)\n"
     "  return {'dead', v}\n"
     "end\n"
     "return publish(false, why)\n";
@@ -107,7 +122,7 @@ static const char LUA_CLAIM[] =
  * message attempt (0 = unknown). Returns {'ok', attempt} | {'lost', 0} |
  * {'conflict', state} | {'stale', attempts}: the message carries an attempt
  * that has already begun (a redelivery), so it must not count again. */
-static const char LUA_BEGIN[] = LUA_HELD
+static const char LUA_BEGIN[] = LUA_HELD LUA_REINDEX
     "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' or st == 'dead' then return {'conflict', st} end\n"
@@ -120,12 +135,12 @@ static const char LUA_BEGIN[] = LUA_HELD
     "           'lease_until', ARGV[5], 'lease_ms', ARGV[6], 'finished_at', '0',\n"
     "           'updated_at', ARGV[4])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "reindex(KEYS[3], ARGV[1], st, 'processing', ARGV[4])\n"
     "return {'ok', a}\n";
 
 /* KEYS run, lock, index. ARGV id, token, now.
  * Returns {'ok', previous upload_started_at} | {'lost', 0} | {'conflict', 0}. */
-static const char LUA_MARK_UPLOAD[] = LUA_HELD
+static const char LUA_MARK_UPLOAD[] = LUA_HELD LUA_REINDEX
     "if not held(KEYS[2], ARGV[2]) then return {'lost', 0} end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' then return {'conflict', 0} end\n"
@@ -134,7 +149,7 @@ static const char LUA_MARK_UPLOAD[] = LUA_HELD
     "redis.call('HSET', KEYS[1], 'state', 'uploading', 'upload_started_at', ARGV[3],\n"
     "           'updated_at', ARGV[3])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "reindex(KEYS[3], ARGV[1], st, 'uploading', ARGV[3])\n"
     "return {'ok', prev}\n";
 
 /* The retry backoff of a failed run, the one rule every path that publishes
@@ -153,7 +168,7 @@ static const char LUA_MARK_UPLOAD[] = LUA_HELD
 /* KEYS run, lock, index. ARGV id, token, state, now, has_error, error,
  * has_batches, batches. Returns 'ok' | 'lost' | 'conflict'. A failed run
  * gets retry_at = now + its backoff. */
-static const char LUA_SET_STATE[] = LUA_HELD LUA_BACKOFF
+static const char LUA_SET_STATE[] = LUA_HELD LUA_BACKOFF LUA_REINDEX
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' then return 'conflict' end\n"
@@ -169,7 +184,7 @@ static const char LUA_SET_STATE[] = LUA_HELD LUA_BACKOFF
     "if ARGV[7] == '1' then f[#f + 1] = 'batch_ids'; f[#f + 1] = ARGV[8] end\n"
     "redis.call('HSET', KEYS[1], unpack(f))\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "reindex(KEYS[3], ARGV[1], st, ARGV[3], ARGV[4])\n"
     "return 'ok'\n";
 
 /* KEYS lock, run. ARGV token, ttl_ms, lease_until. Returns 1 | 0 (lost). */
@@ -189,18 +204,19 @@ static const char LUA_RELEASE[] = LUA_HELD
     "return 1\n";
 
 /* KEYS run, index. ARGV id, now. Returns 'ok' | 'notfound' | current state. */
-static const char LUA_RETRY[] =
+static const char LUA_RETRY[] = LUA_REINDEX
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if not st then return 'notfound' end\n"
     "if st ~= 'dead' and st ~= 'failed' then return st end\n"
     "redis.call('HSET', KEYS[1], 'state', 'failed', 'attempts', '0', 'lease_until', '0',\n"
     "           'retry_at', '0', 'updated_at', ARGV[2])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
+    "reindex(KEYS[2], ARGV[1], st, 'failed', ARGV[2])\n"
     "return 'ok'\n";
 
-/* KEYS index. ARGV run-key prefix, offset, count, state filter ('' = any),
- * max entries scanned. Read-only. Returns {{id, {field, value, …}}, …}. */
+/* KEYS index (with a state filter: that state's per-state index). ARGV
+ * run-key prefix, offset, count, state filter ('' = any), max entries
+ * scanned. Read-only. Returns {{id, {field, value, …}}, …}. */
 static const char LUA_LIST[] =
     "local idx, prefix, filter = KEYS[1], ARGV[1], ARGV[4]\n"
     "local skip, want, maxscan = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])\n"
@@ -224,14 +240,18 @@ static const char LUA_LIST[] =
     "end\n"
     "return out\n";
 
-/* KEYS index. ARGV run-key prefix, start score ('+inf' = newest), start id
- * ('' = none: every entry at the start score counts), count, state filter
- * ('' = any), most entries scanned, execution id ('' = any). Read-only. Walks the index newest first
- * from (score, id) exclusive — equal scores come in descending id order —
- * and returns {next score, next id, {id, {field, value, …}}, …}; next score
- * '' when the index is exhausted. The start is found by score (skipping only
- * ties), then the walk goes by rank, so a call costs O(log N + budget)
- * whatever the depth of the cursor. */
+/* KEYS walked index (the index, or with a state filter that state's
+ * per-state index), the index. ARGV run-key prefix, start score ('+inf' =
+ * newest), start id ('' = none: every entry at the start score counts),
+ * count, state filter ('' = any), most entries scanned, execution id ('' =
+ * any). Walks the index newest first from (score, id) exclusive — equal
+ * scores come in descending id order — and returns {next score, next id,
+ * {id, {field, value, …}}, …}; next score '' when the index is exhausted.
+ * The start is found by score (skipping only ties), then the walk goes by
+ * rank, so a call costs O(log N + budget) whatever the depth of the cursor;
+ * with a state filter nearly every entry matches, so O(log N + count). An
+ * entry of a per-state index whose run is in another state (written by a
+ * program that kept no per-state index) is moved where it belongs. */
 static const char LUA_PAGE[] =
     "local idx, prefix, maxs, after, filter = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]\n"
     "local want, budget, exec = tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7]\n"
@@ -262,8 +282,14 @@ static const char LUA_PAGE[] =
     "    local id, key = b[i], prefix .. b[i]\n"
     "    scanned = scanned + 1\n"
     "    local st = redis.call('HGET', key, 'state')\n"
-    "    if st and (filter == '' or st == filter) and\n"
-    "       (exec == '' or redis.call('HGET', key, 'execution_id') == exec) then\n"
+    "    if filter ~= '' and st ~= filter then\n"
+    "      redis.call('ZREM', idx, id)\n"
+    "      pos = pos - 1\n"
+    "      if st then\n"
+    "        redis.call('ZADD', KEYS[2] .. ':state:' .. st,\n"
+    "                   redis.call('ZSCORE', KEYS[2], id) or b[i + 1], id)\n"
+    "      end\n"
+    "    elseif st and (exec == '' or redis.call('HGET', key, 'execution_id') == exec) then\n"
     "      out[#out + 1] = {id, redis.call('HGETALL', key)}\n"
     "    end\n"
     "    if #out - 2 >= want or scanned >= budget then\n"
@@ -272,6 +298,24 @@ static const char LUA_PAGE[] =
     "    end\n"
     "  end\n"
     "end\n";
+
+/* KEYS index, marker. ARGV run-key prefix, first rank, count. Builds the
+ * per-state indexes of a store written before they existed, `count` entries
+ * of the index a call (newest first: a run updated meanwhile moves to the
+ * head, so entries are at worst seen twice, never skipped; its transition
+ * has indexed it anyway). Returns the next rank, or -1 once the walk is done
+ * and the marker is set (by this walk or by another client's: several
+ * programs starting together may walk at once, and stop when one is done). */
+static const char LUA_STATE_BACKFILL[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
+    "local first, count = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local b = redis.call('ZREVRANGE', KEYS[1], first, first + count - 1, 'WITHSCORES')\n"
+    "for i = 1, #b, 2 do\n"
+    "  local st = redis.call('HGET', ARGV[1] .. b[i], 'state')\n"
+    "  if st then redis.call('ZADD', KEYS[1] .. ':state:' .. st, b[i + 1], b[i]) end\n"
+    "end\n"
+    "if #b < 2 * count then redis.call('SET', KEYS[2], '1') return -1 end\n"
+    "return first + count\n";
 
 /* KEYS run, lock. ARGV token, cred_source, job_id, organization_id, run_code.
  * Returns 'ok' | 'lost'. Fields set only while the lock is held. */
@@ -283,7 +327,7 @@ static const char LUA_SET_ORIGIN[] = LUA_HELD
 
 /* KEYS run, lock, index. ARGV id, token, now, reason.
  * Returns 'ok' | 'lost' | 'conflict'. Not a failure: no backoff (retry_at = now). */
-static const char LUA_HAND_BACK[] = LUA_HELD
+static const char LUA_HAND_BACK[] = LUA_HELD LUA_REINDEX
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st ~= 'processing' and st ~= 'uploading' then return 'conflict' end\n"
@@ -293,7 +337,7 @@ static const char LUA_HAND_BACK[] = LUA_HELD
     "           'finished_at', ARGV[3], 'updated_at', ARGV[3], 'last_error', ARGV[4],\n"
     "           'retry_at', ARGV[3])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "reindex(KEYS[3], ARGV[1], st, 'failed', ARGV[3])\n"
     "redis.call('DEL', KEYS[2])\n"
     "return 'ok'\n";
 
@@ -302,7 +346,7 @@ static const char LUA_HAND_BACK[] = LUA_HELD
  * report upload goes on the wire: the lock is ours, its lease is extended to
  * a full lease_ms from now, and the attempt's start and the time by which it
  * can no longer be in flight are recorded, all at once. */
-static const char LUA_UPLOAD_GATE[] = LUA_HELD
+static const char LUA_UPLOAD_GATE[] = LUA_HELD LUA_REINDEX
     "if not held(KEYS[2], ARGV[2]) then return 'lost' end\n"
     "local st = redis.call('HGET', KEYS[1], 'state')\n"
     "if st == 'uploaded' then return 'conflict' end\n"
@@ -312,12 +356,12 @@ static const char LUA_UPLOAD_GATE[] = LUA_HELD
     "           'upload_until', ARGV[5], 'lease_until', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])),\n"
     "           'updated_at', ARGV[3])\n"
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])\n"
+    "reindex(KEYS[3], ARGV[1], st, 'uploading', ARGV[3])\n"
     "return 'ok'\n";
 
 enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_MARK_UPLOAD, SCRIPT_SET_STATE, SCRIPT_RENEW,
        SCRIPT_RELEASE, SCRIPT_RETRY, SCRIPT_LIST, SCRIPT_SET_ORIGIN, SCRIPT_HAND_BACK,
-       SCRIPT_PAGE, SCRIPT_UPLOAD_GATE, SCRIPT__COUNT };
+       SCRIPT_PAGE, SCRIPT_UPLOAD_GATE, SCRIPT_STATE_BACKFILL, SCRIPT__COUNT };
 
 static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_CLAIM] = LUA_CLAIM,
@@ -332,10 +376,12 @@ static const char *const vb_store_scripts[SCRIPT__COUNT] = {
     [SCRIPT_HAND_BACK] = LUA_HAND_BACK,
     [SCRIPT_PAGE] = LUA_PAGE,
     [SCRIPT_UPLOAD_GATE] = LUA_UPLOAD_GATE,
+    [SCRIPT_STATE_BACKFILL] = LUA_STATE_BACKFILL,
 };
 
 struct vb_store {
     vb__redis *r;
+    int state_index; /* the per-state indexes are known to be complete */
 };
 
 /* ---- small helpers ---- */
@@ -718,22 +764,6 @@ fail:
     return rc;
 }
 
-/* Index size, for the lists' total_runs. */
-static vb_err index_size(vb_store *s, size_t *n, vb_error *err)
-{
-    const char *zc[2] = {"ZCARD", INDEX_KEY};
-    redisReply *r = store_cmd(s, 2, zc, NULL, err);
-    if (!r)
-        return failed(err);
-    vb_err rc = VB_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        rc = bad_reply(s, "ZCARD", err);
-    else
-        *n = r->integer > 0 ? (size_t)r->integer : 0;
-    freeReplyObject(r);
-    return rc;
-}
-
 /* Fills out->items from the {id, {field, value, …}} elements of an array
  * reply, starting at element `first`. */
 static vb_err states_from_reply(vb_store *s, const redisReply *r, size_t first,
@@ -756,6 +786,78 @@ static vb_err states_from_reply(vb_store *s, const redisReply *r, size_t first,
     return VB_OK;
 }
 
+/* Makes sure the per-state indexes cover every run: once per store, the
+ * marker is read; when it is absent (runs recorded by a version without
+ * them) they are built, BACKFILL_STEP index entries per script so Redis is
+ * never blocked for long. Every later transition keeps them current. */
+static vb_err state_index_ready(vb_store *s, vb_error *err)
+{
+    if (s->state_index)
+        return VB_OK;
+    const char *get[2] = {"GET", STATE_INDEX_MARKER};
+    redisReply *r = store_cmd(s, 2, get, NULL, err);
+    if (!r)
+        return failed(err);
+    int built = r->type == REDIS_REPLY_STRING && strcmp(r->str, "1") == 0;
+    freeReplyObject(r);
+    char first[24] = "0", step[24];
+    fmt_ll(step, BACKFILL_STEP);
+    while (!built) {
+        const char *keys[2] = {INDEX_KEY, STATE_INDEX_MARKER};
+        const char *args[3] = {RUN_PREFIX, first, step};
+        if (!(r = store_eval(s, SCRIPT_STATE_BACKFILL, 2, keys, 3, args, NULL, err)))
+            return failed(err);
+        vb_err rc = r->type == REDIS_REPLY_INTEGER ? VB_OK : bad_reply(s, "state backfill", err);
+        built = rc == VB_OK && r->integer < 0;
+        if (rc == VB_OK)
+            fmt_ll(first, r->integer);
+        freeReplyObject(r);
+        if (rc != VB_OK)
+            return rc;
+    }
+    s->state_index = 1;
+    return VB_OK;
+}
+
+/* The index a filtered read walks: the per-state index of `filter`, or the
+ * index itself for VB_RUN_NONE. */
+static void walked_index_key(vb_run_status filter, char key[STATE_INDEX_KEY_MAX])
+{
+    if (filter == VB_RUN_NONE)
+        snprintf(key, STATE_INDEX_KEY_MAX, "%s", INDEX_KEY);
+    else
+        snprintf(key, STATE_INDEX_KEY_MAX, "%s%s", STATE_INDEX_PREFIX, vb_run_status_name(filter));
+}
+
+/* The lists' total_runs and in_state: the sizes of the index and of the
+ * per-state indexes (built first if needed), in one round trip. */
+static vb_err index_sizes(vb_store *s, vb_run_state_list *out, vb_error *err)
+{
+    vb_err rc = state_index_ready(s, err);
+    if (rc != VB_OK)
+        return rc;
+    char keys[N_STATUS][STATE_INDEX_KEY_MAX];
+    const char *argv[2 * N_STATUS];
+    redisReply *replies[N_STATUS];
+    for (int i = 0; i < N_STATUS; i++) {
+        walked_index_key((vb_run_status)i, keys[i]);
+        argv[2 * i] = "ZCARD";
+        argv[2 * i + 1] = keys[i];
+    }
+    if ((rc = vb__redis_pipeline(s->r, N_STATUS, 2, argv, replies, err)) != VB_OK)
+        return rc;
+    for (int i = 0; i < N_STATUS; i++) {
+        if (replies[i]->type != REDIS_REPLY_INTEGER)
+            rc = bad_reply(s, "ZCARD", err);
+        else if (i == VB_RUN_NONE)
+            out->total_runs = replies[i]->integer > 0 ? (size_t)replies[i]->integer : 0;
+        else
+            out->in_state[i] = replies[i]->integer > 0 ? (size_t)replies[i]->integer : 0;
+        freeReplyObject(replies[i]);
+    }
+    return rc;
+}
+
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
                      vb_run_state_list *out, vb_error *err)
 {
@@ -769,14 +871,16 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
         return vb_error_set(err, VB_ERR_INVALID, "list offset too large");
     vb_err rc;
     redisReply *r = NULL;
-    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK)
+    char walk[STATE_INDEX_KEY_MAX];
+    walked_index_key(filter, walk);
+    if ((rc = index_sizes(s, out, err)) != VB_OK)
         return rc;
 
     char off[24], cnt[24], scan[24];
     fmt_ll(off, (long long)offset);
     fmt_ll(cnt, (long long)count);
     fmt_ll(scan, LIST_SCAN_MAX);
-    const char *keys[1] = {INDEX_KEY};
+    const char *keys[1] = {walk};
     const char *args[5] = {RUN_PREFIX, off, cnt, filter == VB_RUN_NONE ? "" :
                            vb_run_status_name(filter), scan};
     r = store_eval(s, SCRIPT_LIST, 1, keys, 5, args, NULL, err);
@@ -833,15 +937,17 @@ vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_statu
         return rc;
     if (execution_id && strlen(execution_id) > 64)
         return vb_error_set(err, VB_ERR_INVALID, "execution id longer than 64 characters");
-    if ((rc = index_size(s, &out->total_runs, err)) != VB_OK)
+    char walk[STATE_INDEX_KEY_MAX];
+    walked_index_key(filter, walk);
+    if ((rc = index_sizes(s, out, err)) != VB_OK)
         return rc;
     fmt_ll(cnt, (long long)count);
     fmt_ll(scan, (long long)scan_max);
-    const char *keys[1] = {INDEX_KEY};
+    const char *keys[2] = {walk, INDEX_KEY};
     const char *args[7] = {RUN_PREFIX, score, id, cnt,
                            filter == VB_RUN_NONE ? "" : vb_run_status_name(filter), scan,
                            execution_id ? execution_id : ""};
-    redisReply *r = store_eval(s, SCRIPT_PAGE, 1, keys, 7, args, NULL, err);
+    redisReply *r = store_eval(s, SCRIPT_PAGE, 2, keys, 7, args, NULL, err);
     if (!r)
         return failed(err);
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements > count + 2 ||

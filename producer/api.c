@@ -378,13 +378,49 @@ static vb_err list_all(vb_jobs *jobs, int enabled_only, vb_job_list *all, vb_err
 
 /* GET /cron-jobs: without limit and cursor every job, oldest first (the
  * original contract); with either, one page in job-id order. */
+/* ?include=last_execution: each job of `l` (whose JSON objects are the
+ * items of arr, in order) gets "last_execution", its newest execution or
+ * null — read when asked, so it is as current as the list. One round trip
+ * per VB_JOBS_PAGE_MAX jobs. */
+static vb_err add_last_executions(vb_jobs *jobs, const vb_job_list *l, cJSON *arr,
+                                  vb_error *err)
+{
+    const char *ids[VB_JOBS_PAGE_MAX];
+    vb_exec *ex = calloc(VB_JOBS_PAGE_MAX, sizeof *ex);
+    if (!ex)
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    vb_err rc = VB_OK;
+    cJSON *item = arr->child;
+    for (size_t at = 0; rc == VB_OK && at < l->n; at += VB_JOBS_PAGE_MAX) {
+        size_t n = l->n - at < VB_JOBS_PAGE_MAX ? l->n - at : VB_JOBS_PAGE_MAX;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = l->items[at + i].job_id;
+        if ((rc = vb_jobs_exec_latest(jobs, ids, n, ex, err)) != VB_OK)
+            break;
+        for (size_t i = 0; i < n; i++, item = item ? item->next : NULL) {
+            if (item && ex[i].execution_id[0])
+                cJSON_AddItemToObject(item, "last_execution", exec_json(&ex[i]));
+            else if (item)
+                cJSON_AddNullToObject(item, "last_execution");
+            vb_exec_free(&ex[i]);
+        }
+    }
+    free(ex);
+    return rc;
+}
+
 static void h_list(vb_api *api, req *r, resp *out)
 {
     const char *eo = query(r, "enabled_only");
     const char *ls = query(r, "limit");
     const char *cursor = query(r, "cursor");
+    const char *include = query(r, "include");
     int enabled_only = 0;
     long limit = VB_API_JOBS_PAGE_DEFAULT;
+    if (include && strcmp(include, "last_execution") != 0) {
+        set_detail(out, 400, "include must be last_execution");
+        return;
+    }
     if (eo) {
         if (strcasecmp(eo, "true") == 0 || strcmp(eo, "1") == 0)
             enabled_only = 1;
@@ -419,8 +455,24 @@ static void h_list(vb_api *api, req *r, resp *out)
     cJSON *arr = cJSON_AddArrayToObject(o, "cron_jobs");
     for (size_t i = 0; arr && i < l.n; i++) {
         cJSON *j = job_json(&l.items[i]);
-        if (j)
-            cJSON_AddItemToArray(arr, j);
+        if (!j) { /* out of memory: a short list would misplace last executions */
+            cJSON_Delete(o);
+            o = NULL;
+            break;
+        }
+        cJSON_AddItemToArray(arr, j);
+    }
+    if (!o || !arr) {
+        vb_job_list_free(&l);
+        cJSON_Delete(o);
+        set_detail(out, 500, "out of memory");
+        return;
+    }
+    if (include && (rc = add_last_executions(r->jobs, &l, arr, &err)) != VB_OK) {
+        vb_job_list_free(&l);
+        cJSON_Delete(o);
+        set_error(out, rc, &err);
+        return;
     }
     vb_job_list_free(&l);
     if (next[0])

@@ -5,9 +5,12 @@
  * Cost. The console polls GET /runs and GET /workers every 2 s, so neither
  * may grow with the number of jobs or runs: GET /runs reads at most
  * VB_CONSOLE_RUNS_SCAN index entries per call (vb_store_page, one Lua
- * script), and GET /workers is computed at most once per
+ * script; a state filter walks that state's per-state index, so it reads
+ * about one page), and GET /workers is computed at most once per
  * VB_CONSOLE_WORKERS_CACHE_MS for all callers (one Kafka group description,
- * one watermark/committed-offset query, two bounded run pages). The numbers
+ * one watermark/committed-offset query, one script listing the workers'
+ * heartbeats and, only for members without a heartbeat, two bounded run
+ * pages of the in-flight states). The numbers
  * are in docs/benchmarks.md (tests/bench/bench_console.py).
  *
  * Nothing returned holds a secret: run records have none and their
@@ -26,6 +29,7 @@
 
 #include "visionbatch/cron.h"
 #include "visionbatch/dlq.h"
+#include "visionbatch/heartbeat.h"
 #include "visionbatch/kafka.h"
 #include "visionbatch/store.h"
 #include "visionbatch/tz.h"
@@ -47,8 +51,9 @@ struct vb_console {
     const char *const *kprops; /* borrowed: the pass-through Kafka properties */
     const vb_config *cfg; /* borrowed: DLQ topic and replay settings; may be NULL */
     int dlq_busy;         /* a DLQ read or replay is running */
-    pthread_mutex_t mu; /* guards store and the workers' cache */
+    pthread_mutex_t mu; /* guards store, beats and the workers' cache */
     vb_store *store;
+    vb_heartbeat *beats; /* the workers' heartbeats, connected on first use */
     char *workers_json;
     unsigned workers_status;
     long long workers_at_ms; /* monotonic */
@@ -92,6 +97,7 @@ void vb_console_free(vb_console *c)
     if (!c)
         return;
     vb_store_free(c->store);
+    vb_heartbeat_free(c->beats);
     free(c->redis_url);
     free(c->brokers);
     free(c->group);
@@ -248,6 +254,10 @@ unsigned vb_console_runs(vb_console *c, const char *state, const char *execution
         else
             cJSON_AddNullToObject(o, "next_cursor");
         cJSON_AddNumberToObject(o, "total_runs", (double)l.total_runs);
+        cJSON *counts = cJSON_AddObjectToObject(o, "state_counts");
+        for (int st = VB_RUN_QUEUED; counts && st <= VB_RUN_DEAD; st++)
+            cJSON_AddNumberToObject(counts, vb_run_status_name((vb_run_status)st),
+                                    (double)l.in_state[st]);
     }
     vb_run_state_list_free(&l);
     return answer(o, 200, body);
@@ -319,6 +329,45 @@ static vb_err active_runs(vb_console *c, cJSON *workers, vb_error *err)
     return s ? rc : VB_ERR_REDIS;
 }
 
+/* The workers' heartbeats, newest beat first, into a malloc'd array (*n of
+ * them; free() it). */
+static vb_err read_beats(vb_console *c, vb_beat **out, size_t *n, vb_error *err)
+{
+    *n = 0;
+    if (!(*out = calloc(VB_BEAT_LIST_MAX, sizeof **out)))
+        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+    pthread_mutex_lock(&c->mu);
+    vb_err rc = c->beats ? VB_OK
+                         : vb_heartbeat_new(c->redis_url ? c->redis_url
+                                                         : "redis://127.0.0.1:6379/0",
+                                            &c->beats, err);
+    if (rc == VB_OK)
+        rc = vb_heartbeat_list(c->beats, *out, VB_BEAT_LIST_MAX, n, err);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static const vb_beat *beat_of(const vb_beat *beats, size_t n, const char *worker)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(beats[i].worker, worker) == 0)
+            return &beats[i];
+    return NULL;
+}
+
+/* A heartbeat's fields: last_heartbeat, heartbeat (live | stale | none) and,
+ * when it has one, slots and the in-flight runs it reported. */
+static void add_beat(cJSON *o, const vb_beat *b, long long now)
+{
+    add_time(o, "last_heartbeat", b ? b->beat_at : 0);
+    cJSON_AddStringToObject(o, "heartbeat", !b ? "none" : vb_beat_stale(b, now) ? "stale"
+                                                                               : "live");
+    if (b)
+        cJSON_AddNumberToObject(o, "slots", (double)b->slots);
+    else
+        cJSON_AddNullToObject(o, "slots");
+}
+
 static long long partition_lag_of(const vb_kafka_topic_list *tl, int partition)
 {
     for (size_t i = 0; i < tl->n; i++)
@@ -340,6 +389,9 @@ static unsigned workers_compute(vb_console *c, char **body)
     cJSON *activity = cJSON_CreateObject();
     cJSON *o = cJSON_CreateObject();
     unsigned status = 200;
+    vb_beat *beats = NULL;
+    size_t nbeats = 0;
+    long long now = vb_store_now_ms();
     vb_err rc = vb_kafka_group_describe(c->brokers, c->kprops, c->group, c->topic,
                                         KAFKA_TIMEOUT_MS, &g, &err);
     if (rc == VB_OK)
@@ -351,8 +403,18 @@ static unsigned workers_compute(vb_console *c, char **body)
         status = detail(503, "Kafka is unreachable", NULL, body);
         goto done;
     }
-    if (!o || !activity || active_runs(c, activity, &err) != VB_OK) {
+    if (!o || !activity || read_beats(c, &beats, &nbeats, &err) != VB_OK) {
         status = detail(500, o && activity ? "storage unavailable" : "out of memory", NULL, body);
+        goto done;
+    }
+    /* A member's runs in flight come from its heartbeat; only members
+     * without one (a worker of an older version) are counted from the runs
+     * in flight, which costs a page of each in-flight state. */
+    int unbeaten = 0;
+    for (size_t i = 0; i < g.n; i++)
+        unbeaten += !beat_of(beats, nbeats, g.members[i].client_id);
+    if (unbeaten && active_runs(c, activity, &err) != VB_OK) {
+        status = detail(500, "storage unavailable", NULL, body);
         goto done;
     }
     cJSON_AddStringToObject(o, "group", c->group);
@@ -394,15 +456,42 @@ static unsigned workers_compute(vb_console *c, char **body)
         }
         cJSON_AddNumberToObject(mo, "lag", (double)lag);
         cJSON *act = cJSON_GetObjectItemCaseSensitive(activity, m->client_id);
+        const vb_beat *mb = beat_of(beats, nbeats, m->client_id);
         cJSON_AddNumberToObject(mo, "in_flight",
-                                act ? cJSON_GetObjectItem(act, "in_flight")->valuedouble : 0);
+                                mb    ? (double)mb->in_flight
+                                : act ? cJSON_GetObjectItem(act, "in_flight")->valuedouble
+                                      : 0);
         add_time(mo, "last_activity",
                  act ? (long long)cJSON_GetObjectItem(act, "last_ms")->valuedouble : 0);
+        add_beat(mo, mb, now);
         cJSON_AddItemToArray(members, mo);
+    }
+    /* Every heartbeat, members or not: a worker that stopped beating (stale)
+     * may have left the group already, and one that beats may not have
+     * joined it yet. */
+    cJSON *hbs = cJSON_AddArrayToObject(o, "heartbeats");
+    for (size_t i = 0; hbs && i < nbeats; i++) {
+        const vb_beat *b = &beats[i];
+        cJSON *ho = cJSON_CreateObject();
+        if (!ho)
+            break;
+        int member = 0;
+        for (size_t k = 0; k < g.n && !member; k++)
+            member = strcmp(g.members[k].client_id, b->worker) == 0;
+        cJSON_AddStringToObject(ho, "worker", b->worker);
+        cJSON_AddStringToObject(ho, "host", b->host);
+        cJSON_AddStringToObject(ho, "version", b->version);
+        cJSON_AddNumberToObject(ho, "in_flight", (double)b->in_flight);
+        add_time(ho, "started_at", b->started_at);
+        cJSON_AddNumberToObject(ho, "interval_ms", (double)b->interval_ms);
+        cJSON_AddBoolToObject(ho, "member", member);
+        add_beat(ho, b, now);
+        cJSON_AddItemToArray(hbs, ho);
     }
     status = answer(o, 200, body);
     o = NULL;
 done:
+    free(beats);
     cJSON_Delete(o);
     cJSON_Delete(activity);
     vb_kafka_group_free(&g);

@@ -34,6 +34,8 @@
  *            temp_dir whose lock is free — left by a process that died
  *            (kill -9, OOM) — and only those (rundir.h). The first sweep
  *            runs in vb_worker_new, which also refuses an unsafe temp_dir.
+ *   heartbeat every 1–5 s writes the worker's heartbeat (heartbeat.c) for
+ *            the console; removed when the worker stops.
  *
  * The poll path for one message
  *   decode            malformed → copy to dlq_topic (header vb-reason), store
@@ -150,6 +152,7 @@
 #include "visionbatch/rundir.h"
 #include "visionbatch/store.h"
 #include "decide.h"
+#include "heartbeat.h"
 #include "util.h"
 #include "worker.h"
 
@@ -211,6 +214,7 @@ struct vb_worker {
     atomic_int bg_stop;             /* renewer and reaper exit */
     pthread_t renewer, reaper, sweeper;
     int renewer_started, reaper_started, sweeper_started;
+    vb_worker_beats *beats; /* heartbeat thread (heartbeat.c) */
     vb_jobs *jobs;     /* cron jobs (credentials) and executions; thread-safe */
     int platform_ok;   /* the worker's own platform settings are complete */
     char platform_why[1024];
@@ -1194,6 +1198,12 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
 
 /* ---- lifecycle ---- */
 
+/* The heartbeat's runs in flight: the busy slots. */
+static int beat_in_flight(void *ctx)
+{
+    return busy_slots(ctx);
+}
+
 /* /healthz: the poll loop turned within stale_ms. */
 static int poll_loop_alive(void *ctx, char *why, size_t whylen)
 {
@@ -1303,6 +1313,8 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
         }
         w->sweeper_started = 1;
     }
+    if ((rc = vb_worker_beats_start(cfg, beat_in_flight, w, &w->beats, err)) != VB_OK)
+        goto fail;
     *out = w;
     return VB_OK;
 fail:
@@ -1314,8 +1326,10 @@ void vb_worker_free(vb_worker *w)
 {
     if (!w)
         return;
-    /* Slots first (they may still be handing runs back), then background
-     * threads, then the consumer leaves the group. */
+    /* The heartbeat goes first (a stopping worker takes no new runs), then
+     * slots (they may still be handing runs back), then background threads,
+     * then the consumer leaves the group. */
+    vb_worker_beats_stop(w->beats);
     pthread_mutex_lock(&w->mu);
     w->quit = 1;
     pthread_cond_broadcast(&w->cv);

@@ -293,4 +293,11 @@ vb_err vb_jobs_exec_get(vb_jobs *j, const char *execution_id, vb_exec *out, vb_e
 vb_err vb_jobs_exec_list(vb_jobs *j, const char *job_id, size_t limit, vb_exec_list *out,
                          vb_error *err);
 
+/* The newest execution of each of n (≤ VB_JOBS_PAGE_MAX) jobs in one round
+ * trip (a read-only script): out[i] for job_ids[i], zeroed (execution_id
+ * "") when the job has none. The caller frees each with vb_exec_free (also
+ * on failure, when every out[i] is zeroed). VB_ERR_INVALID for a bad id. */
+vb_err vb_jobs_exec_latest(vb_jobs *j, const char *const *job_ids, size_t n, vb_exec *out,
+                           vb_error *err);
+
 #endif

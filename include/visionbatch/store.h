@@ -37,12 +37,25 @@
  *                          (≤ 1 KiB, redacted by the caller), trace_id,
  *                          execution_id (the cron execution that queued it).
  *   visionbatch:runs       sorted set of run ids, score = updated_at.
+ *   visionbatch:runs:state:<state>  the per-state index: the ids of the runs
+ *                          in that state, score = updated_at; a run is in
+ *                          exactly one of them (filtered reads cost
+ *                          O(page), whatever the number of runs).
+ *   visionbatch:runs:state-index  "1" once the per-state indexes hold every
+ *                          run (the first listing builds them for runs
+ *                          recorded before they existed, 5,000 a script).
  *   visionbatch:lock:<ID>  "<token> <worker_id>", PX = lock TTL.
  * Every transition is one Lua script (EVALSHA, falling back to EVAL after a
  * script-cache flush), so it is atomic with respect to every other client:
  * two producers claiming the same run in the same state never both get
  * VB_CLAIM_PUBLISH, and a worker whose lock expired can no longer change the
- * run. Each transition bumps `version` and the run's index score.
+ * run. Each transition bumps `version` and the run's index score and moves
+ * the run between per-state indexes in the same script: code that changes a
+ * run's state (or deletes a run) must do the same. Runs written by an older
+ * version while a newer one runs are not in the per-state indexes until a
+ * transition of this version touches them: upgrade all programs together. A
+ * per-state entry whose run is in another state is moved by the read that
+ * meets it.
  *
  * Lifecycle of a run:
  *   (none|failed with attempts left and retry_at passed|expired lease)
@@ -154,6 +167,8 @@ typedef struct vb_run_state_list {
     vb_run_state *items; /* owned */
     size_t n;
     size_t total_runs; /* all runs in the index, whatever the filter */
+    size_t in_state[VB_RUN_DEAD + 1]; /* runs in each state ([VB_RUN_NONE]: 0), from
+                                         the per-state indexes */
 } vb_run_state_list;
 
 void vb_run_state_list_free(vb_run_state_list *l);
@@ -164,8 +179,9 @@ vb_err vb_store_get(vb_store *s, const char *run_id, vb_run_state *out, vb_error
 
 /* Lists runs, most recently updated first, skipping `offset` matches and
  * returning at most `count` (≤ 1000). `filter` VB_RUN_NONE = every state.
- * Filtering scans the index (at most 100 000 entries). *out is zeroed first
- * and must be freed with vb_run_state_list_free in every case. */
+ * A filter reads that state's per-state index (at most 100 000 entries).
+ * *out is zeroed first and must be freed with vb_run_state_list_free in
+ * every case. */
 vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status filter,
                      vb_run_state_list *out, vb_error *err);
 
@@ -173,7 +189,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
 
 /* One page of runs, most recently updated first, for a console that polls:
  * the cost of a call is bounded by `scan_max` index entries (count ≤ scan_max
- * ≤ 100 000), whatever the filter. Starts after `cursor` (NULL or "" = the
+ * ≤ 100 000), whatever the filter; a state filter walks that state's
+ * per-state index, so its page costs O(count). Starts after `cursor` (NULL or "" = the
  * newest run; else a `next` of an earlier call: "<updated_at>:<id>") and
  * returns at most `count` (≤ 1000) runs in state `filter` (VB_RUN_NONE =
  * any) and, when `execution_id` is non-NULL and non-empty (≤ 64 bytes), queued
@@ -183,7 +200,8 @@ vb_err vb_store_list(vb_store *s, size_t offset, size_t count, vb_run_status fil
  * between two calls moves to the head of the index and is not seen again by
  * that walk. VB_ERR_INVALID for a malformed cursor. *out is zeroed first and
  * must be freed with vb_run_state_list_free in every case (total_runs is the
- * index size). */
+ * index size, in_state the per-state sizes). Both lists build the per-state
+ * indexes first when the store's marker says they are not built yet. */
 vb_err vb_store_page(vb_store *s, const char *cursor, size_t count, vb_run_status filter,
                      const char *execution_id, size_t scan_max, vb_run_state_list *out,
                      char next[VB_STORE_CURSOR_MAX], vb_error *err);

@@ -4,7 +4,6 @@
 "use strict";
 
 const POLL_MS = 2000;
-const LAST_EXEC_EVERY_MS = 10000;
 // Jobs per page: 50, or ?jobs_page=N (1..1000) in the console's address.
 const JOBS_PAGE = (() => {
   const n = Number(new URLSearchParams(location.search).get("jobs_page"));
@@ -18,8 +17,6 @@ const state = {
   jobsCursor: "",        // cursor of the page shown ("" = the first)
   jobsBack: [],          // cursors of the pages before it, for "Previous"
   jobsNext: null,        // next_cursor of the page shown
-  lastExec: new Map(),   // job_id -> execution
-  lastExecAt: 0,
   editing: null,         // job being edited, null = new job
   execJob: null,         // job whose executions are shown
   runsCursor: null,
@@ -60,6 +57,15 @@ function toast(msg, bad) {
 }
 
 function badge(s) { return el("span", { class: "state state-" + s, text: s }); }
+
+// Each cell gets its column's heading as data-label: narrow screens show the
+// rows as cards, each value under its label (app.css).
+function labelCells(table) {
+  const heads = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const tr of table.tBodies[0].rows) {
+    [...tr.cells].forEach((td, i) => td.setAttribute("data-label", heads[i] || ""));
+  }
+}
 
 // ---- API ------------------------------------------------------------------
 
@@ -161,15 +167,16 @@ function showTab(tab) {
 
 // ---- jobs -------------------------------------------------------------------
 
-// One page of jobs (keyset paging by job id); the page is re-read on every
-// poll, the last execution of its jobs every 10 s and when a job first shows.
+// One page of jobs (keyset paging by job id) with each job's newest
+// execution, re-read on every poll (one request, one Redis round trip).
 let jobsSeq = 0;
 async function loadJobs() {
   const seq = ++jobsSeq;  // a later read (another page) wins over this one
   let data = null;
   for (;;) {
     const c = state.jobsCursor;
-    data = await api("GET", "/cron-jobs?limit=" + JOBS_PAGE + (c ? "&cursor=" + encodeURIComponent(c) : ""));
+    data = await api("GET", "/cron-jobs?include=last_execution&limit=" + JOBS_PAGE +
+      (c ? "&cursor=" + encodeURIComponent(c) : ""));
     if (seq !== jobsSeq) return;
     // A page emptied by deletions: step back to the one before it.
     if ((data.cron_jobs || []).length || !state.jobsBack.length) break;
@@ -177,18 +184,6 @@ async function loadJobs() {
   }
   state.jobs = data.cron_jobs || [];
   state.jobsNext = data.next_cursor || null;
-  const stale = Date.now() - state.lastExecAt > LAST_EXEC_EVERY_MS;
-  if (stale) state.lastExecAt = Date.now();
-  const need = stale ? state.jobs : state.jobs.filter((j) => !state.lastExec.has(j.job_id));
-  if (need.length) {
-    await Promise.all(need.map(async (j) => {
-      try {
-        const e = await api("GET", "/cron-jobs/" + encodeURIComponent(j.job_id) + "/executions?limit=1");
-        state.lastExec.set(j.job_id, (e.executions || [])[0] || null);
-      } catch (err) { if (err.status === 401) throw err; }
-    }));
-  }
-  if (seq !== jobsSeq) return;
   renderJobs();
   if (state.execJob) await loadExecutions();
 }
@@ -215,7 +210,7 @@ function renderJobs() {
   $("jobs-next").disabled = !state.jobsNext;
   $("jobs-page").textContent = "Page " + (state.jobsBack.length + 1) + " · " + JOBS_PAGE + " jobs a page, by job id";
   for (const j of state.jobs) {
-    const last = state.lastExec.get(j.job_id);
+    const last = j.last_execution;
     const id = j.job_id;
     const tr = el("tr", { "data-job": id },
       el("td", null, el("strong", { text: j.name }), el("span", { class: "sub", text: id })),
@@ -234,6 +229,7 @@ function renderJobs() {
         jobAction("Delete", () => del(j), "danger"))));
     tb.append(tr);
   }
+  labelCells($("jobs-table"));
 }
 
 async function act(j, verb) {
@@ -248,7 +244,6 @@ async function runNow(j) {
   try {
     const r = await api("POST", "/cron-jobs/" + encodeURIComponent(j.job_id) + "/run");
     toast(j.name + ": execution " + r.execution_id + " started");
-    state.lastExecAt = 0;
     await openExecutions(j);
   } catch (e) { if (e.status !== 401) toast(e.message, true); }
 }
@@ -357,7 +352,6 @@ async function saveJob(ev) {
     else await api("POST", "/cron-jobs", body);
     toast((state.editing ? "Saved " : "Created ") + body.name);
     closeForm();
-    state.lastExecAt = 0;
     await loadJobs();
   } catch (e) {
     if (e.status === 401) return;
@@ -404,6 +398,7 @@ async function loadExecutions() {
       el("td", { text: e.skip_reason || "" }),
       el("td", null, e.runs_published ? jobAction("Runs", () => showRunsOf(e.execution_id)) : null)));
   }
+  labelCells($("exec-table"));
   drawChart(execs);
 }
 
@@ -453,7 +448,10 @@ async function loadRuns(more) {
   state.runsRows = more ? state.runsRows.concat(data.runs) : data.runs;
   state.runsCursor = data.next_cursor;
   $("runs-more").hidden = !data.next_cursor;
-  $("runs-total").textContent = data.total_runs + " runs recorded; showing the most recently updated first.";
+  const counts = data.state_counts || {};
+  $("runs-total").textContent = data.total_runs + " runs recorded (" +
+    Object.entries(counts).map(([k, n]) => k + " " + n).join(" · ") +
+    "); showing the most recently updated first.";
   renderRuns();
 }
 
@@ -472,6 +470,7 @@ function renderRuns() {
       el("td", { text: r.execution_id || "–" }),
       el("td", null, retry ? jobAction("Retry", () => retryRun(r)) : null)));
   }
+  labelCells($("runs-table"));
 }
 
 async function retryRun(r) {
@@ -499,6 +498,7 @@ async function loadDlq() {
       el("td", { text: m.partition + ":" + m.offset }),
       el("td", null, m.replayable ? jobAction("Replay", () => replayDlq(m.run_id)) : null)));
   }
+  labelCells($("dlq-table"));
 }
 
 async function replayDlq(runId) {
@@ -523,11 +523,24 @@ async function loadWorkers() {
   $("lag-spark").querySelector("polyline").setAttribute("points", pts);
   const tb = $("workers-table").tBodies[0];
   clear(tb);
-  for (const m of w.members) {
-    tb.append(el("tr", null, el("td", { text: m.worker }), el("td", { text: m.host }),
-      el("td", { text: m.partitions.join(", ") || "–" }), el("td", { text: String(m.lag) }),
-      el("td", { text: String(m.in_flight) }), el("td", { text: shortTime(m.last_activity) })));
+  // The group's members, then workers that beat but are not (or no longer)
+  // members: a worker that stopped beating shows as stale until its
+  // heartbeat expires.
+  const beats = w.heartbeats || [];
+  const rows = w.members.map((m) => ({ ...m, beat: beats.find((b) => b.worker === m.worker) }))
+    .concat(beats.filter((b) => !b.member).map((b) => ({
+      worker: b.worker, host: b.host, partitions: [], lag: null, in_flight: b.in_flight,
+      slots: b.slots, last_heartbeat: b.last_heartbeat, heartbeat: b.heartbeat, beat: b })));
+  for (const m of rows) {
+    tb.append(el("tr", { "data-worker": m.worker, class: "beat-" + m.heartbeat },
+      el("td", { text: m.worker }), el("td", { text: m.host }),
+      el("td", { text: m.partitions.join(", ") || (m.beat && !m.beat.member ? "not in the group" : "–") }),
+      el("td", { text: m.lag === null ? "–" : String(m.lag) }),
+      el("td", { text: String(m.in_flight) + (m.slots ? " of " + m.slots : "") }),
+      el("td", { class: "heartbeat" }, badge(m.heartbeat === "none" ? "no heartbeat" : m.heartbeat),
+        el("span", { class: "sub", text: m.last_heartbeat ? shortTime(m.last_heartbeat) : "" }))));
   }
+  labelCells($("workers-table"));
   const pb = $("parts-table").tBodies[0];
   clear(pb);
   for (const p of w.partitions) {

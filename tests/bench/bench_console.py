@@ -5,20 +5,25 @@ Starts a private redis-server and visionbatch-producer (Kafka from
 deploy/local/services.sh, for GET /workers), creates N jobs through
 POST /cron-jobs (disabled: nothing fires) and writes M run records straight
 into Redis (the layout of store.h: 90 % uploaded, 5 % failed, 3 % dead, 2 %
-processing by four workers, updated over the last day), then times each call
-the console makes, sequentially over one keep-alive connection:
+processing by four workers, updated over the last day) as a version without
+per-state indexes left them, one finished execution per job and the four
+workers' heartbeats, times the first run listing (which builds
+the per-state indexes, once), then times each call the console makes,
+sequentially over one keep-alive connection:
 
   GET /runs?limit=100                 the Runs view, no filter (every 2 s)
   GET /runs?limit=100&state=dead      a filter that matches 3 % of the runs
-  GET /runs?limit=100&state=queued    a filter that matches nothing: the
-                                      scan budget (5000 entries) bounds it
+  GET /runs?limit=100&state=processing  one that matches 2 %
+  GET /runs?limit=100&state=queued    a filter that matches nothing
   GET /workers (cache hit)            the Workers view (every 2 s)
   GET /workers (computed)             after the 1.5 s cache period
-  GET /cron-jobs?limit=50             the Jobs view: its first page (every 2 s)
+  GET /cron-jobs?limit=50             a page of jobs
+  GET /cron-jobs?limit=50&include=last_execution
+                                      the Jobs view: its first page with each
+                                      job's newest execution (every 2 s)
   GET /cron-jobs?limit=50&cursor=     a page in the middle of the job ids
   GET /cron-jobs                      every job (the unpaged answer)
-  GET /cron-jobs/{id}/executions?limit=1   one of the 50 a Jobs page asks
-                                      every 10 s
+  GET /cron-jobs/{id}/executions?limit=1   one job's newest execution
   GET /cron/preview                   the form's live validation
 
 and prints p50 / p99 / max latency in ms and the answer's size, plus the
@@ -82,6 +87,28 @@ def write_runs(port, n):
                               "batch_ids", "b%d" % i, "execution_id", "",
                               "last_error", "backend said no" if state in ("dead", "failed") else ""))
         lines.append(resp_cmd("ZADD", "visionbatch:runs", updated, rid))
+    for w in range(4):  # the four workers' heartbeats (heartbeat.h)
+        wid = "bench-worker-%d" % w
+        lines.append(resp_cmd("HSET", "visionbatch:worker:" + wid, "worker", wid,
+                              "host", "bench-host", "version", "0", "slots", 4, "in_flight", 2,
+                              "beat_at", now, "started_at", now - 3600000, "interval_ms", 5000))
+        lines.append(resp_cmd("PEXPIRE", "visionbatch:worker:" + wid, 3600000))
+        lines.append(resp_cmd("ZADD", "visionbatch:workers", now, wid))
+    subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input="".join(lines).encode(),
+                   check=True, capture_output=True, timeout=600)
+
+
+def write_executions(port, job_ids):
+    """One finished execution per job (the layout of jobs.h)."""
+    now = int(time.time() * 1000)
+    lines = []
+    for i, jid in enumerate(job_ids):
+        eid = "00000000-0000-4000-8000-%012d" % i
+        lines.append(resp_cmd("HSET", "visionbatch:exec:" + eid, "execution_id", eid,
+                              "job_id", jid, "status", "success", "started_at", now - 60000,
+                              "completed_at", now - 30000, "scheduled_for", now - 60000,
+                              "runs_found", 2, "runs_published", 2))
+        lines.append(resp_cmd("LPUSH", "visionbatch:job:%s:execs" % jid, eid))
     subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input="".join(lines).encode(),
                    check=True, capture_output=True, timeout=600)
 
@@ -142,15 +169,23 @@ def main():
         print("created %d jobs in %.1f s" % (len(ids), took))
         t0 = time.monotonic()
         write_runs(redis.port, a.runs)
+        write_executions(redis.port, ids)
         print("wrote %d run records in %.1f s" % (a.runs, time.monotonic() - t0))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        lat, _, rms = timed(conn, "/runs?limit=100&state=failed", 1, redis=redis)
+        print("first run listing (builds the per-state indexes): %.0f ms, redis %.0f ms" % (
+            lat[0], rms))
         cases = [
             ("GET /runs?limit=100", "/runs?limit=100", 0, True),
             ("GET /runs?limit=100&state=dead", "/runs?limit=100&state=dead", 0, True),
+            ("GET /runs?limit=100&state=processing", "/runs?limit=100&state=processing", 0,
+             True),
             ("GET /runs?limit=100&state=queued (no match)", "/runs?limit=100&state=queued", 0, True),
             ("GET /workers (cache hit)", "/workers", 0, False),
             ("GET /workers (computed)", "/workers", 1.6, True),
             ("GET /cron-jobs?limit=50 (first page)", "/cron-jobs?limit=50", 0, True),
+            ("GET /cron-jobs?limit=50&include=last_execution",
+             "/cron-jobs?limit=50&include=last_execution", 0, True),
             ("GET /cron-jobs?limit=50&cursor= (middle)",
              "/cron-jobs?limit=50&cursor=%s" % sorted(ids)[len(ids) // 2], 0, True),
             ("GET /cron-jobs (all %d)" % a.jobs, "/cron-jobs", 0, False),

@@ -226,14 +226,13 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             # A dead run (its error holds markup, shown as text) is retried.
             now = int(time.time() * 1000)
             dead = "DEAD-CONSOLE-" + uuid.uuid4().hex[:6].upper()
-            self.redis.cli("HSET", "visionbatch:run:" + dead, "state", "dead", "attempts", "5",
-                           "version", "7", "updated_at", now, "last_error",
-                           "<img src=x onerror=alert(1)> backend said no")
-            self.redis.cli("ZADD", "visionbatch:runs", now, dead)
+            self.redis.put_run(dead, now, state="dead", attempts="5", version="7", last_error=
+                               "<img src=x onerror=alert(1)> backend said no")
             page.locator("#runs-exec").fill("")
             page.get_by_label("State", exact=True).select_option("dead")
             drow = page.locator("#runs-table tbody tr", has_text=dead)
             expect(drow).to_contain_text("<img src=x onerror=alert(1)> backend said no")
+            expect(page.locator("#runs-total")).to_contain_text("dead 1")  # counts per state
             self.assertEqual(page.locator("#runs-table img").count(), 0)
             drow.get_by_role("button", name="Retry").click()
             expect(page.locator("#toast")).to_contain_text("failed with 0 attempts")
@@ -249,11 +248,10 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             self.platform.add_scenario(extra)
             rid = extra["runs"][0]["vision_analysis_id"].upper()
             jid = self.api("GET", "/cron-jobs")["cron_jobs"][0]["job_id"]
-            self.redis.cli("HSET", "visionbatch:run:" + rid, "state", "dead", "attempts", "5",
-                           "version", "3", "updated_at", now - 1000, "cred_source", "job",
-                           "job_id", jid, "organization_id", harness.GUIDE_ORG_ID,
-                           "last_error", "lease expired 5 times")
-            self.redis.cli("ZADD", "visionbatch:runs", now - 1000, rid)
+            self.redis.put_run(rid, now - 1000, state="dead", attempts="5", version="3",
+                               cred_source="job", job_id=jid,
+                               organization_id=harness.GUIDE_ORG_ID,
+                               last_error="lease expired 5 times")
             subprocess.run(["kcat", "-b", BROKERS, "-t", self.dlq_topic, "-P", "-k", rid,
                             "-H", "vb-reason=lease expired 5 times"],
                            input=json.dumps({"schema": 1, "run_id": rid, "state": "dead"}).encode(),
@@ -274,6 +272,7 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             page.get_by_role("button", name="Workers").click()
             wrow = page.locator("#workers-table tbody tr", has_text="console-worker-1")
             expect(wrow).to_have_count(1, timeout=30000)
+            expect(wrow.locator("td.heartbeat")).to_contain_text("live")  # its heartbeat
             expect(page.locator("#parts-table tbody tr")).to_have_count(2)
             expect(page.locator("#workers-summary")).to_contain_text("total lag 0")
             self.shot(page, "07-workers")
@@ -287,11 +286,7 @@ class ConsoleBrowserTest(harness.SystemTestCase):
             expect(row).to_contain_text("enabled")
             self.shot(page, "08-jobs")
 
-            # 390 px wide: nothing wider than the screen but the tables' scrollers.
-            page.set_viewport_size({"width": 390, "height": 844})
-            self.assertLessEqual(page.evaluate("document.documentElement.scrollWidth"), 390)
-            self.shot(page, "09-narrow")
-            page.set_viewport_size({"width": 1280, "height": 900})
+            self.layouts(page, row)
 
             page.once("dialog", lambda d: d.dismiss())
             row.get_by_role("button", name="Delete").click()
@@ -311,6 +306,39 @@ class ConsoleBrowserTest(harness.SystemTestCase):
                 "every 5 minutes, UTC")
             self.paging(page)
             ctx.close()
+
+    def layouts(self, page, row):
+        """At 390 px the tables are labelled cards: nothing is wider than the
+        screen, every control of a row is on it and works from the keyboard;
+        at 1280 px they are tables again."""
+        fits = """(w) => document.documentElement.scrollWidth <= w &&
+            [...document.querySelectorAll('main button, main input, main select')]
+              .filter((c) => c.offsetParent).every((c) => {
+                const r = c.getBoundingClientRect(); return r.left >= 0 && r.right <= w; })"""
+        label = """(sel) => { const td = document.querySelector(sel);
+            return [getComputedStyle(td).display, getComputedStyle(td, '::before').content]; }"""
+        page.set_viewport_size({"width": 390, "height": 844})
+        for tab, cell in (("jobs", "#jobs-table tbody td:nth-child(2)"),
+                          ("runs", "#runs-table tbody td:nth-child(2)"),
+                          ("workers", "#workers-table tbody td:nth-child(6)")):
+            page.locator(".tab[data-tab=%s]" % tab).click()
+            expect(page.locator("#%s-table tbody tr" % tab).first).to_be_visible()
+            self.assertTrue(page.evaluate(fits, 390), "%s is wider than 390 px" % tab)
+            heading = page.locator("#%s-table thead th" % tab).nth(
+                int(cell.split("(")[1].rstrip(")")) - 1).inner_text()
+            self.assertEqual(page.evaluate(label, cell), ["block", '"%s"' % heading])
+            self.shot(page, "09-narrow-" + tab)
+        page.locator(".tab[data-tab=jobs]").click()
+        row.get_by_role("button", name="Deactivate").focus()
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("disabled")
+        row.get_by_role("button", name="Activate").focus()
+        page.keyboard.press("Enter")
+        expect(row).to_contain_text("enabled")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        self.assertTrue(page.evaluate(fits, 1280))
+        self.assertEqual(page.evaluate(label, "#jobs-table tbody td:nth-child(2)")[0],
+                         "table-cell")
 
     def paging(self, page):
         """Pages of two jobs (?jobs_page=2): next and previous walk the job-id

@@ -565,6 +565,11 @@ class RedisServer:
     def state(self, run_id):
         return self.cli("HGET", "visionbatch:run:" + run_id, "state")
 
+    def put_run(self, run_id, updated_at, **fields):
+        """Writes a run record as a transition of store.c would: the hash, the
+        index and the per-state indexes (fields must hold ``state``)."""
+        reindex_run(self.cli, run_id, updated_at=updated_at, **fields)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -579,6 +584,62 @@ class RedisServer:
 # --------------------------------------------------------------------------
 # Config and scenarios
 # --------------------------------------------------------------------------
+
+
+RUN_STATES = ("queued", "processing", "uploading", "uploaded", "failed", "dead")
+
+
+def reindex_run(cli, run_id, state, updated_at=None, **fields):
+    """Sets a run record's fields (``state`` among them) through ``cli`` (a
+    redis-cli wrapper) and keeps the index ``visionbatch:runs`` (score
+    updated_at; None keeps the run's score) and the per-state indexes
+    ``visionbatch:runs:state:<state>`` as store.c does."""
+    fields["state"] = state
+    if updated_at is not None:
+        fields["updated_at"] = updated_at
+    args = []
+    for k, v in fields.items():
+        args += [k, str(v)]
+    cli("HSET", "visionbatch:run:" + run_id, *args)
+    if updated_at is not None:
+        cli("ZADD", "visionbatch:runs", updated_at, run_id)
+    score = cli("ZSCORE", "visionbatch:runs", run_id)
+    for st in RUN_STATES:
+        if st != state:
+            cli("ZREM", "visionbatch:runs:state:" + st, run_id)
+    cli("ZADD", "visionbatch:runs:state:" + state, score, run_id)
+
+
+# Read-only, atomic: every run of the index is in the per-state index of its
+# state (same score) and in no other; every per-state entry is in the index.
+STATE_INDEX_CHECK = """
+local states = {'queued', 'processing', 'uploading', 'uploaded', 'failed', 'dead'}
+local bad = {}
+local ids = redis.call('ZRANGE', 'visionbatch:runs', 0, -1, 'WITHSCORES')
+for i = 1, #ids, 2 do
+  local id, score, key = ids[i], ids[i + 1], 'visionbatch:run:' .. ids[i]
+  local st = redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HGET', key, 'state')
+  for _, s in ipairs(states) do
+    local sc = redis.call('ZSCORE', 'visionbatch:runs:state:' .. s, id)
+    if s == st and sc ~= score then bad[#bad + 1] = id .. ' (' .. s .. ') not in its index'
+    elseif s ~= st and sc then bad[#bad + 1] = id .. ' (' .. tostring(st) .. ') in ' .. s end
+  end
+end
+for _, s in ipairs(states) do
+  for _, id in ipairs(redis.call('ZRANGE', 'visionbatch:runs:state:' .. s, 0, -1)) do
+    if not redis.call('ZSCORE', 'visionbatch:runs', id) then
+      bad[#bad + 1] = id .. ' in ' .. s .. ' but not in the index'
+    end
+  end
+end
+return bad
+"""
+
+
+def state_index_problems(cmd):
+    """The runs whose per-state index entries disagree with their records
+    (STATE_INDEX_CHECK); ``cmd`` runs a Redis command and returns its reply."""
+    return cmd("EVAL", STATE_INDEX_CHECK, 0) or []
 
 
 def write_config(path, values):

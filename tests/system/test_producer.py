@@ -140,14 +140,13 @@ class ProducerTest(harness.SystemTestCase):
         return dict(zip(lines[0::2], lines[1::2]))
 
     def set_state(self, run_id, **fields):
-        args = []
-        for k, v in fields.items():
-            args += [k, v]
-        self.redis_cli("HSET", "visionbatch:run:" + run_id.upper(), *args)
+        harness.reindex_run(self.redis_cli, run_id.upper(), **fields)
 
     def forget(self, run_id):
         self.redis_cli("DEL", "visionbatch:run:" + run_id.upper(), "visionbatch:lock:" + run_id.upper())
-        self.redis_cli("ZREM", "visionbatch:runs", run_id.upper())
+        for key in ["visionbatch:runs"] + ["visionbatch:runs:state:" + st
+                                           for st in harness.RUN_STATES]:
+            self.redis_cli("ZREM", key, run_id.upper())
 
     def scenario(self, n=2, org=harness.GUIDE_ORG_ID):
         """Runs with ids unique to this test."""

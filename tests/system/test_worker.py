@@ -155,10 +155,20 @@ class WorkerCase(harness.SystemTestCase):
         harness.require_binary("visionbatch-worker")
         self.redis = Redis(self.redis_port, self.redis_db)
         self.addCleanup(self.redis.close)
+        self.addCleanup(self.check_state_index)  # after the programs have stopped
         self.seed = uuid.uuid4().hex[:8]
         self.topic, self.dlq = harness.private_topics(self, ("vb-worker", 4), ("vb-worker-dlq", 1),
                                                       brokers=self.kafka)
         self.group = harness.unique_name("vb-workers")
+
+    def check_state_index(self):
+        """Every run the test's workers and producers moved is in the per-state
+        index of its state only (read in one script, so exact)."""
+        try:
+            problems = harness.state_index_problems(self.redis.cmd)
+        except (OSError, ConnectionError):
+            return  # Redis is down at the end of a restart test: nothing to read
+        self.assertEqual(problems, [], "per-state run indexes disagree with the records")
 
     def publish(self, pairs):
         """Publishes (key, value) pairs to this test's runs topic."""
@@ -229,6 +239,11 @@ class WorkerTest(WorkerCase):
         scen, platform, backend = self.start_stubs(50)
         w1 = self.start_worker(platform, backend, "a1")
         w2 = self.start_worker(platform, backend, "a2")
+        # Both in the group before the runs arrive: otherwise w1, alone with
+        # every partition, may fetch and finish them all before w2 joins.
+        harness.wait_until(lambda: re.search(r"kafka: [1-9]\d* partition\(s\) assigned",
+                                             w2.stderr()),
+                           timeout=60, interval=0.2, message="w2 assigned partitions")
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
         self.publish([(r["vision_analysis_id"], message(r)) for r in scen["runs"]])
         self.wait_uploaded(platform, ids, timeout=120, workers=(w1, w2))

@@ -935,6 +935,9 @@ static void api_console_assets_and_read_endpoints(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(cJSON_GetObjectItem(r.json, "runs"));
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    const cJSON *counts = cJSON_GetObjectItem(r.json, "state_counts");
+    assert_int_equal(cJSON_GetArraySize(counts), 6);
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(counts, "dead")));
     done(&r);
     static const char *const bad_runs[] = {"/runs?limit=0", "/runs?limit=501",
                                            "/runs?state=asleep", "/runs?cursor=nope",
@@ -1043,6 +1046,50 @@ static void api_lists_jobs_in_pages(void **state)
     done(&r);
 }
 
+/* ?include=last_execution: each job carries its newest execution, read with
+ * the list, so a new execution shows at the next read. */
+static void api_lists_jobs_with_their_last_execution(void **state)
+{
+    FIX();
+    char a[VB_UUID_SIZE], b[VB_UUID_SIZE];
+    create_guide_job(f, a);
+    create_guide_job(f, b);
+    vb_exec e = {0};
+    snprintf(e.job_id, sizeof e.job_id, "%s", a);
+    snprintf(e.status, sizeof e.status, "running");
+    e.started_at = 1700000000000LL;
+    assert_int_equal(vb_jobs_exec_record(f->jobs, &e, NULL), VB_OK);
+    for (int round = 0; round < 2; round++) {
+        http_result r = get(f, round == 0 ? "/cron-jobs?limit=10&include=last_execution"
+                                          : "/cron-jobs?include=last_execution");
+        assert_int_equal(r.status, 200);
+        const cJSON *arr = cJSON_GetObjectItem(r.json, "cron_jobs");
+        assert_int_equal(cJSON_GetArraySize(arr), 2);
+        for (int i = 0; i < 2; i++) {
+            const cJSON *j = cJSON_GetArrayItem(arr, i);
+            const cJSON *last = cJSON_GetObjectItem(j, "last_execution");
+            if (strcmp(jstr(j, "job_id"), a) == 0) {
+                assert_string_equal(jstr(last, "execution_id"), e.execution_id);
+                assert_string_equal(jstr(last, "status"), round == 0 ? "running" : "success");
+            } else {
+                assert_true(cJSON_IsNull(last));
+            }
+        }
+        done(&r);
+        /* the execution finishes: the next read shows it */
+        snprintf(e.status, sizeof e.status, "success");
+        e.completed_at = 1700000060000LL;
+        assert_int_equal(vb_jobs_exec_update(f->jobs, &e, NULL), VB_OK);
+    }
+    http_result r = get(f, "/cron-jobs?limit=10");
+    assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "cron_jobs"),
+                                                       0), "last_execution"));
+    done(&r);
+    r = get(f, "/cron-jobs?include=everything");
+    assert_detail_contains(&r, 400, "include");
+    done(&r);
+}
+
 typedef struct in_flight {
     fixture *f;
     char path[128];
@@ -1095,6 +1142,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(api_guide_flow, setup, teardown),
         cmocka_unit_test_setup_teardown(api_lists_jobs_in_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(api_lists_jobs_with_their_last_execution, setup, teardown),
         cmocka_unit_test_setup_teardown(api_serves_reads_while_a_connection_is_busy, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(api_rejects_invalid_bodies_with_named_fields, setup,

@@ -32,6 +32,7 @@
 #include "redis_test_server.h"
 #include "redis_test_url.h"
 #include "visionbatch/store.h"
+#include "visionbatch/store_requeue.h"
 
 #define SECRET "s3cr3tPW"
 
@@ -1132,8 +1133,12 @@ static void page_walks_every_run_once_with_a_bounded_scan(void **state)
         char id[16];
         snprintf(id, sizeof id, "G%03d", i);
         assert_int_equal(claim(s, id, 3, i >= 100 && i < 120 ? 5000 : 1000 + i), VB_CLAIM_PUBLISH);
-        if (i % 10 == 3)
+        if (i % 10 == 3) { /* dead, index and per-state indexes kept as a transition would */
             rawcmd_ok("HSET visionbatch:run:%s state dead", id);
+            rawcmd_ok("ZREM visionbatch:runs:state:queued %s", id);
+            rawcmd_ok("ZADD visionbatch:runs:state:dead %d %s", i >= 100 && i < 120 ? 5000 : 1000 + i,
+                      id);
+        }
         if (i % 50 == 7)
             rawcmd_ok("HSET visionbatch:run:%s execution_id E-1", id);
     }
@@ -1177,6 +1182,194 @@ static void page_walks_every_run_once_with_a_bounded_scan(void **state)
     vb_run_state_list_free(&l);
 }
 
+/* ---- the per-state indexes ---- */
+
+static const vb_run_status all_states[] = {VB_RUN_QUEUED,   VB_RUN_PROCESSING, VB_RUN_UPLOADING,
+                                           VB_RUN_UPLOADED, VB_RUN_FAILED,     VB_RUN_DEAD};
+
+/* Asserts that `id` is in the per-state index of `want` only, with the
+ * run's index score, and that its record is in that state. */
+static void assert_indexed(vb_store *s, const char *id, vb_run_status want)
+{
+    redisReply *main = rawcmd("ZSCORE visionbatch:runs %s", id);
+    assert_int_equal(main->type, REDIS_REPLY_STRING);
+    for (size_t k = 0; k < sizeof all_states / sizeof all_states[0]; k++) {
+        redisReply *r = rawcmd("ZSCORE visionbatch:runs:state:%s %s",
+                               vb_run_status_name(all_states[k]), id);
+        if (all_states[k] == want) {
+            if (r->type != REDIS_REPLY_STRING)
+                fail_msg("%s is not in the %s index", id, vb_run_status_name(want));
+            assert_string_equal(r->str, main->str);
+        } else if (r->type != REDIS_REPLY_NIL) {
+            fail_msg("%s is in the %s index, but %s", id, vb_run_status_name(all_states[k]),
+                     vb_run_status_name(want));
+        }
+        freeReplyObject(r);
+    }
+    freeReplyObject(main);
+    vb_run_state st = get(s, id);
+    assert_int_equal(st.state, want);
+    vb_run_state_free(&st);
+}
+
+static void state_index_follows_every_transition(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    long long now = vb_store_now_ms(), v = 0;
+    vb_claim_decision d = 0;
+    /* queued → processing → uploading (mark, gate) → uploaded */
+    assert_int_equal(claim(s, "A", 3, now), VB_CLAIM_PUBLISH);
+    assert_indexed(s, "A", VB_RUN_QUEUED);
+    start_attempt(s, "A", 60000, tok);
+    assert_indexed(s, "A", VB_RUN_PROCESSING);
+    assert_int_equal(vb_store_mark_upload_started(s, "A", tok, NULL, &err), VB_OK);
+    assert_indexed(s, "A", VB_RUN_UPLOADING);
+    assert_int_equal(vb_store_upload_gate(s, "A", tok, 60000, vb_store_now_ms() + 5000, &err),
+                     VB_OK);
+    assert_indexed(s, "A", VB_RUN_UPLOADING);
+    assert_int_equal(vb_store_set_state(s, "A", tok, VB_RUN_UPLOADED, NULL, "b1", &err), VB_OK);
+    assert_indexed(s, "A", VB_RUN_UPLOADED);
+    /* processing → failed → (backoff over) queued → processing → dead → retry:
+     * failed → queued */
+    assert_int_equal(claim(s, "B", 3, now), VB_CLAIM_PUBLISH);
+    start_attempt(s, "B", 1000, tok);
+    assert_int_equal(vb_store_set_state(s, "B", tok, VB_RUN_FAILED, "HTTP 503", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "B", tok, &err), VB_OK);
+    assert_indexed(s, "B", VB_RUN_FAILED);
+    assert_int_equal(claim(s, "B", 3, now + 60000), VB_CLAIM_PUBLISH);
+    assert_indexed(s, "B", VB_RUN_QUEUED);
+    start_attempt(s, "B", 1000, tok);
+    assert_int_equal(vb_store_set_state(s, "B", tok, VB_RUN_DEAD, "HTTP 400", NULL, &err), VB_OK);
+    assert_int_equal(vb_store_lock_release(s, "B", tok, &err), VB_OK);
+    assert_indexed(s, "B", VB_RUN_DEAD);
+    assert_int_equal(vb_store_retry(s, "B", &err), VB_OK);
+    assert_indexed(s, "B", VB_RUN_FAILED);
+    assert_int_equal(claim(s, "B", 3, now + 60000), VB_CLAIM_PUBLISH);
+    assert_indexed(s, "B", VB_RUN_QUEUED);
+    /* expiry: a lease that ran out while processing → queued again; at the
+     * last attempt → dead */
+    assert_int_equal(claim(s, "C", 2, now), VB_CLAIM_PUBLISH);
+    start_attempt(s, "C", 1000, tok);
+    assert_int_equal(claim(s, "C", 2, now + 3600000), VB_CLAIM_PUBLISH);
+    assert_indexed(s, "C", VB_RUN_QUEUED);
+    assert_int_equal(vb_store_lock_release(s, "C", tok, &err), VB_OK);
+    start_attempt(s, "C", 1000, tok);
+    assert_int_equal(vb_store_lock_release(s, "C", tok, &err), VB_OK);
+    assert_int_equal(claim(s, "C", 2, now + 7200000), VB_CLAIM_DEAD);
+    assert_indexed(s, "C", VB_RUN_DEAD);
+    /* a shutdown hands a run back: processing → failed; a claim the
+     * producer could not publish is released: queued → failed */
+    assert_int_equal(claim(s, "D", 3, now), VB_CLAIM_PUBLISH);
+    start_attempt(s, "D", 60000, tok);
+    assert_int_equal(vb_store_hand_back(s, "D", tok, "shutting down", &err), VB_OK);
+    assert_indexed(s, "D", VB_RUN_FAILED);
+    assert_int_equal(vb_store_claim_for_queue_ex(s, "D", 3, 60000, vb_store_now_ms(), NULL, NULL,
+                                                 &d, &v, &err), VB_OK);
+    assert_int_equal(d, VB_CLAIM_PUBLISH);
+    assert_indexed(s, "D", VB_RUN_QUEUED);
+    int released = 0;
+    assert_int_equal(vb_store_release_claim(s, "D", v, "producer-test", "not published", &released,
+                                            &err), VB_OK);
+    assert_int_equal(released, 1);
+    assert_indexed(s, "D", VB_RUN_FAILED);
+    /* Refused transitions leave the indexes alone. */
+    assert_int_equal(claim(s, "A", 3, now + 60000), VB_CLAIM_SKIP_DONE);
+    assert_int_equal(vb_store_retry(s, "A", &err), VB_ERR_CONFLICT);
+    assert_indexed(s, "A", VB_RUN_UPLOADED);
+    /* Each per-state index holds exactly its runs. */
+    static const struct { vb_run_status st; long long n; } sizes[] = {
+        {VB_RUN_QUEUED, 1}, {VB_RUN_PROCESSING, 0}, {VB_RUN_UPLOADING, 0},
+        {VB_RUN_UPLOADED, 1}, {VB_RUN_FAILED, 1}, {VB_RUN_DEAD, 1}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        redisReply *r = rawcmd("ZCARD visionbatch:runs:state:%s", vb_run_status_name(sizes[k].st));
+        assert_int_equal(r->integer, sizes[k].n);
+        freeReplyObject(r);
+    }
+}
+
+/* A state filter reads only the runs in that state: three dead runs among
+ * 2,000 uploaded ones come in one call whose budget is the page size. */
+static void filtered_page_costs_the_page_not_the_index(void **state)
+{
+    STORE();
+    char tok[VB_STORE_TOKEN_SIZE];
+    for (int i = 0; i < 2003; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "U%04d", i);
+        assert_int_equal(claim(s, id, 3, 1000 + i), VB_CLAIM_PUBLISH);
+        start_attempt(s, id, 60000, tok);
+        assert_int_equal(vb_store_set_state(s, id, tok, i % 700 == 350 ? VB_RUN_DEAD
+                                                                       : VB_RUN_UPLOADED,
+                                            NULL, NULL, &err), VB_OK);
+        assert_int_equal(vb_store_lock_release(s, id, tok, &err), VB_OK);
+    }
+    vb_run_state_list l;
+    char next[VB_STORE_CURSOR_MAX];
+    assert_int_equal(vb_store_page(s, NULL, 3, VB_RUN_DEAD, NULL, 3, &l, next, &err), VB_OK);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.total_runs, 2003);
+    assert_int_equal(l.in_state[VB_RUN_DEAD], 3);
+    assert_int_equal(l.in_state[VB_RUN_UPLOADED], 2000);
+    assert_int_equal(l.in_state[VB_RUN_QUEUED], 0);
+    assert_string_equal(l.items[0].id, "U1750"); /* most recently updated first */
+    assert_string_equal(l.items[1].id, "U1050");
+    assert_string_equal(l.items[2].id, "U0350");
+    vb_run_state_list_free(&l);
+    /* the cursor of a full page leads to an empty last page */
+    char cursor[VB_STORE_CURSOR_MAX];
+    snprintf(cursor, sizeof cursor, "%s", next);
+    assert_int_equal(vb_store_page(s, cursor, 3, VB_RUN_DEAD, NULL, 3, &l, next, &err), VB_OK);
+    assert_int_equal(l.n, 0);
+    assert_string_equal(next, "");
+    vb_run_state_list_free(&l);
+    /* the offset list reads the same index */
+    assert_int_equal(vb_store_list(s, 1, 5, VB_RUN_DEAD, &l, &err), VB_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].id, "U1050");
+    vb_run_state_list_free(&l);
+}
+
+/* Runs recorded before the per-state indexes existed are indexed by the
+ * first listing (in steps), and an entry left in the wrong per-state
+ * index is moved by the read that meets it. */
+static void state_index_is_built_for_older_records_and_repaired(void **state)
+{
+    STORE();
+    for (int i = 0; i < 12000; i++) {
+        if (i % 1000 == 0)
+            rawcmd_ok("HSET visionbatch:run:OLD%05d state dead attempts 5", i);
+        else
+            rawcmd_ok("HSET visionbatch:run:OLD%05d state uploaded attempts 1", i);
+        rawcmd_ok("ZADD visionbatch:runs %d OLD%05d", 1000 + i, i);
+    }
+    vb_run_state_list l;
+    char next[VB_STORE_CURSOR_MAX];
+    assert_int_equal(vb_store_page(s, NULL, 20, VB_RUN_DEAD, NULL, 20, &l, next, &err), VB_OK);
+    assert_int_equal(l.n, 12);
+    assert_string_equal(l.items[0].id, "OLD11000");
+    assert_string_equal(l.items[11].id, "OLD00000");
+    assert_string_equal(next, "");
+    assert_int_equal(l.in_state[VB_RUN_DEAD], 12);
+    assert_int_equal(l.in_state[VB_RUN_UPLOADED], 11988);
+    vb_run_state_list_free(&l);
+    redisReply *r = rawcmd("GET visionbatch:runs:state-index");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    r = rawcmd("ZCARD visionbatch:runs:state:uploaded");
+    assert_int_equal(r->integer, 11988);
+    freeReplyObject(r);
+    /* A record changed behind the store's back: the dead read skips it and
+     * moves it to the per-state index of its state. */
+    rawcmd_ok("HSET visionbatch:run:OLD05000 state failed");
+    assert_int_equal(vb_store_page(s, NULL, 20, VB_RUN_DEAD, NULL, 20, &l, next, &err), VB_OK);
+    assert_int_equal(l.n, 11);
+    for (size_t i = 0; i < l.n; i++)
+        assert_string_not_equal(l.items[i].id, "OLD05000");
+    vb_run_state_list_free(&l);
+    assert_indexed(s, "OLD05000", VB_RUN_FAILED);
+}
+
 int main(void)
 {
     const struct CMUnitTest offline[] = {
@@ -1187,6 +1380,9 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest live[] = {
         T(store_connects_pings_and_describes_without_credentials),
+        T(state_index_follows_every_transition),
+        T(filtered_page_costs_the_page_not_the_index),
+        T(state_index_is_built_for_older_records_and_repaired),
         T(store_unreachable_server_fails_with_redis_error),
         T(store_wrong_password_is_refused_without_leaking_it),
         T(store_reconnects_on_the_call_after_a_killed_connection),
