@@ -168,9 +168,10 @@ def producer_up(port, proc):
         return False
 
 
-def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
+def create_jobs(port, n, platform, concurrency=8, headers=None, distinct_keys=False, **fields):
     """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds).
-    `fields` replace those of the job body; `headers` are added to each request."""
+    `fields` replace those of the job body; `headers` are added to each request;
+    `distinct_keys` gives each job an external_api_key of its own."""
     body = {
         "name": "bench",
         "schedule": "* * * * *",
@@ -193,7 +194,10 @@ def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
                 i = next(counter, None)
             if i is None:
                 break
-            data = json.dumps(dict(body, name="bench-%d" % i))
+            job = dict(body, name="bench-%d" % i)
+            if distinct_keys:
+                job["external_api_key"] = "%s-%d" % (platform.api_key, i)
+            data = json.dumps(job)
             try:
                 conn.request("POST", "/cron-jobs", data,
                              dict(headers or {}, **{"Content-Type": "application/json"}))
@@ -386,6 +390,9 @@ def main():
     ap.add_argument("--get-seconds", type=int, default=None,
                     help="how long that load lasts from 2 s before each tick (default 12, "
                          "quick 4)")
+    ap.add_argument("--distinct-keys", action="store_true",
+                    help="an external_api_key per job (nginx ignores it; the default is one "
+                         "key for all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args()
     n = args.jobs or (300 if args.quick else 10000)
@@ -440,7 +447,7 @@ def main():
                  args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
                  os.cpu_count()))
 
-        ids, took = create_jobs(port, n, platform)
+        ids, took = create_jobs(port, n, platform, distinct_keys=args.distinct_keys)
         print("created %d jobs in %.1f s: %.0f jobs/s" % (len(ids), took, len(ids) / took))
         time.sleep(2)  # the scheduler's reload of the new version
         measure_listing(port, ids, failures)
