@@ -34,10 +34,10 @@
  * everything), slots 1.. are pool threads, each with its own handle (a
  * vb_jobs handle serialises its calls, so sharing one would serialise the
  * firings again) and FIRE_NICE nicer than the process (the claims and the
- * REST API's threads go first when the CPU is short). `pmu` guards the pass's queue (`fq`, `nq`, `next`),
- * `claiming` and `busy`; the loop waits until every firing is done and
- * recorded (`busy` == 0) before it touches the job array again, so a queued
- * firing's job stays valid. The claims stay in Redis, so the pool changes
+ * REST API's threads go first when the CPU is short). `pmu` guards the
+ * pass's queue (`fq`, `nq`, `next`), `claiming` and `busy`; the loop waits
+ * until every firing is done and recorded (`busy` == 0) before it touches
+ * the job array again, so a queued firing's job stays valid. The claims stay in Redis, so the pool changes
  * nothing about exactly-once.
  */
 #include "scheduler.h"
