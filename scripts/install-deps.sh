@@ -32,8 +32,10 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  "$JAVA_PKG" maven wrk python3-venv chromium clang
+  "$JAVA_PKG" maven wrk python3-venv chromium clang nginx
 )
+# nginx: the fast platform stand-in of tests/bench/bench_cron.py, run by the
+# benchmark under its own configuration (never as a system service).
 # PyPI packages of the tests, installed into .venv/ of the checkout (never
 # into the system's Python): the OpenAPI validator of tests/system/test_openapi.py
 # and Playwright, which drives Debian's chromium (above) in
