@@ -16,8 +16,12 @@
  * variables, repeatable --kafka-property NAME=VALUE), merged per property
  * with the same precedence, and each judged by librdkafka at load time.
  *
- * Secrets (external_api_key, api_token, secret_key, secret Kafka properties)
- * are registered with the redactor as soon as they are read, and their
+ * A rediss:// redis_url makes the load set up Redis TLS for the process
+ * (redis/redis.h: vb__redis_tls_configure) from the redis_tls_* settings, so
+ * an unreadable CA, certificate or key fails here, naming the setting.
+ *
+ * Secrets (external_api_key, api_token, secret_key, redis_tls_key_password,
+ * secret Kafka properties) are registered with the redactor as soon as they are read, and their
  * values never appear in error messages. The config file may hold the
  * external API key: if it is readable by group or others, a warning suggests
  * chmod 600.
@@ -185,7 +189,19 @@ static const setting settings[] = {
     {"kafka_brokers", "kafka-brokers", "KAFKA_BROKERS", CT_STR, OFF(kafka_brokers),
      "127.0.0.1:9092", 0, 0, P_SVC, 0, 0, NULL, "Kafka bootstrap servers"},
     {"redis_url", "redis-url", "REDIS_URL", CT_STR, OFF(redis_url), "redis://127.0.0.1:6379/0", 0,
-     0, P_SVC, 0, CF_REDIS, NULL, "Redis: redis://[[user:]password@]host[:port][/db] or unix:///path[?db=N]"},
+     0, P_SVC, 0, CF_REDIS, NULL, "Redis: redis[s]://[[user:]password@]host[:port][/db] or unix:///path[?db=N]"},
+    {"redis_tls_ca_file", "redis-tls-ca-file", "VISIONBATCH_REDIS_TLS_CA_FILE", CT_STR,
+     OFF(redis_tls_ca_file), NULL, 0, 0, P_SVC, 0, 0, NULL,
+     "rediss://: CA bundle (PEM) of the server's certificate (default: the system's)"},
+    {"redis_tls_cert_file", "redis-tls-cert-file", "VISIONBATCH_REDIS_TLS_CERT_FILE", CT_STR,
+     OFF(redis_tls_cert_file), NULL, 0, 0, P_SVC, 0, 0, NULL,
+     "rediss://: client certificate (PEM), with redis_tls_key_file"},
+    {"redis_tls_key_file", "redis-tls-key-file", "VISIONBATCH_REDIS_TLS_KEY_FILE", CT_STR,
+     OFF(redis_tls_key_file), NULL, 0, 0, P_SVC, 0, 0, NULL,
+     "rediss://: private key (PEM) of the client certificate"},
+    {"redis_tls_key_password", NULL, "VISIONBATCH_REDIS_TLS_KEY_PASSWORD", CT_STR,
+     OFF(redis_tls_key_password), NULL, 0, 0, P_SVC, 0, CF_SECRET, NULL,
+     "rediss://: password of an encrypted redis_tls_key_file (secret)"},
     {"listen", "listen", "VISIONBATCH_LISTEN", CT_STR, OFF(listen), "127.0.0.1:8000", 0, 0, P_PROD,
      0, CF_ADDR, NULL, "cron-jobs REST API address"},
     {"catch_up_window_s", "catch-up-window-s", "VISIONBATCH_CATCH_UP_WINDOW_S", CT_LONG,
@@ -990,6 +1006,30 @@ static void check_cross(loader *ld)
                  c->status_poll_min_ms, c->status_poll_max_ms);
 }
 
+/* rediss://: loads the CA bundle, client certificate and key now, so a bad
+ * file stops the program at start; TLS files with any other URL are a
+ * mistake (the connection would silently be plain). */
+static void check_redis_tls(loader *ld)
+{
+    const vb_config *c = ld->cfg;
+    if (!(ld->prog & P_SVC) || !c->redis_url)
+        return;
+    int tls = strncasecmp(c->redis_url, "rediss://", 9) == 0;
+    if (!tls) {
+        if (c->redis_tls_ca_file || c->redis_tls_cert_file || c->redis_tls_key_file)
+            add_line(&ld->errs, "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file "
+                                "apply to rediss:// only, and redis_url is not one");
+        return;
+    }
+    vb__redis_tls_opts o = {.ca_file = c->redis_tls_ca_file,
+                            .cert_file = c->redis_tls_cert_file,
+                            .key_file = c->redis_tls_key_file,
+                            .key_password = c->redis_tls_key_password};
+    vb_error e = {0};
+    if (vb__redis_tls_configure(&o, &e) != VB_OK)
+        add_line(&ld->errs, "%s", e.msg);
+}
+
 static void describe_missing(vb_buf *b, const setting *s)
 {
     add_line(b, "%s%s%s%s / JSON key \"%s\"", s->flag ? "--" : "", s->flag ? s->flag : "",
@@ -1165,6 +1205,8 @@ vb_err vb_config_load_ex(vb_config *cfg, unsigned prog, int argc, char **argv,
     load_secret_file(&ld, index_of("secret_key_file"), index_of("secret_key"));
     default_worker_id(&ld);
     check_cross(&ld);
+    if (!ld.errs.len)
+        check_redis_tls(&ld);
 
     for (size_t i = 0; i < NSETTINGS; i++) {
         const setting *s = &settings[i];

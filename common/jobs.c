@@ -68,6 +68,7 @@ static const struct {
     {"notify", VB_JOB_F_NOTIFY, 0},
     {"notify_secret", VB_JOB_F_NOTIFY_SECRET, 0},
     {"pause_on_failure", VB_JOB_F_PAUSE, 0},
+    {"jitter_s", VB_JOB_F_JITTER, 0},
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
@@ -241,6 +242,15 @@ static vb_err check_field(vb_job_input *in, size_t fi, const cJSON *item, vb_err
                                 "pause_on_failure must be an integer from 0 (off) to %d",
                                 VB_NOTIFY_PAUSE_MAX);
         in->pause_on_failure = (long)item->valuedouble;
+        return VB_OK;
+    }
+    if (bit == VB_JOB_F_JITTER) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != (double)(long)item->valuedouble ||
+            item->valuedouble < 0 || item->valuedouble > VB_JOBS_JITTER_MAX)
+            return vb_error_set(err, VB_ERR_INVALID,
+                                "jitter_s must be an integer from 0 (off) to %d",
+                                VB_JOBS_JITTER_MAX);
+        in->jitter_s = (long)item->valuedouble;
         return VB_OK;
     }
     if (bit == VB_JOB_F_NOTIFY) {
@@ -614,7 +624,7 @@ static const char *const script_delete =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     "local ids = redis.call('LRANGE', KEYS[4], 0, -1) "
     "for _, e in ipairs(ids) do redis.call('DEL', ARGV[2] .. e) end "
-    "redis.call('DEL', KEYS[1], KEYS[4]) "
+    "redis.call('DEL', KEYS[1], KEYS[4], KEYS[1] .. ':running') "
     "redis.call('SREM', KEYS[2], ARGV[1]) "
     "redis.call('INCR', KEYS[3]) return 1";
 
@@ -697,6 +707,8 @@ static vb_err job_from_hash(const char *id, const redisReply *h, vb_job *out, vb
             out->pause_on_failure = (long)to_ll(v->str);
         else if (strcmp(k->str, "fail_streak") == 0)
             out->fail_streak = (long)to_ll(v->str);
+        else if (strcmp(k->str, "jitter_s") == 0)
+            out->jitter_s = (long)to_ll(v->str);
         if (slot && !*slot && !(*slot = reply_dup(v)))
             goto nomem;
     }
@@ -723,6 +735,19 @@ static vb_err job_from_hash(const char *id, const redisReply *h, vb_job *out, vb
 nomem:
     vb_job_free(out);
     return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+}
+
+long vb_job_jitter_ms(const vb_job *job)
+{
+    if (!job || job->jitter_s <= 0)
+        return 0;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = job->job_id; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    long span = (job->jitter_s > VB_JOBS_JITTER_MAX ? VB_JOBS_JITTER_MAX : job->jitter_s) * 1000;
+    return (long)(h % (uint64_t)(span + 1));
 }
 
 /* HGETALL one job; caller holds the mutex. */
@@ -806,6 +831,10 @@ static void add_notify_fields(args *a, const vb_job_input *in, const char *seale
     if (in->present & VB_JOB_F_PAUSE) {
         add(a, "pause_on_failure");
         add_ll(a, in->pause_on_failure);
+    }
+    if (in->present & VB_JOB_F_JITTER) {
+        add(a, "jitter_s");
+        add_ll(a, in->jitter_s);
     }
 }
 

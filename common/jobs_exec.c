@@ -56,19 +56,37 @@
     "  return st "                                                                                 \
     "end "
 
-/* Shared Lua: is one of the job's executions (list KEYS[2]) still running
- * and younger than the timeout? Returns its id or false. */
+/* Shared Lua: is one of the job's executions (list `list`, the job's
+ * ...:execs key) still running and younger than the timeout? Returns its id
+ * or false. The job's running index (...:running, a sorted set: the
+ * job's executions recorded `running`, score started_at) answers without
+ * walking the whole execution list: members too old to block are dropped,
+ * the others are checked one by one and dropped once they no longer run.
+ * A job whose hash lacks running_idx (executions recorded before the index
+ * existed) is indexed from its list once. The index holds at most the
+ * executions cap (trim removes what it removes from the list). */
 #define BUSY                                                                                       \
+    "local function ridx(list) return string.sub(list, 1, -6) .. 'running' end "                  \
     "local function busy(list, pre, now, timeout) "                                                \
-    "  for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                  \
-    "    local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                         \
-    "    if h[1] == 'running' and (tonumber(h[2] or '0') or 0) >= now - timeout then "             \
-    "      return e end "                                                                          \
+    "  local rk, job = ridx(list), string.sub(list, 1, -7) "                                       \
+    "  if redis.call('HGET', job, 'running_idx') ~= '1' then "                                     \
+    "    for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                \
+    "      local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                       \
+    "      if h[1] == 'running' then "                                                             \
+    "        redis.call('ZADD', rk, tonumber(h[2] or '0') or 0, e) end "                           \
+    "    end "                                                                                     \
+    "    redis.call('HSET', job, 'running_idx', '1') "                                             \
+    "  end "                                                                                       \
+    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', '(' .. (now - timeout)) "                        \
+    "  for _, e in ipairs(redis.call('ZRANGE', rk, 0, -1)) do "                                    \
+    "    if redis.call('HGET', pre .. e, 'status') == 'running' then return e end "                \
+    "    redis.call('ZREM', rk, e) "                                                               \
     "  end "                                                                                       \
     "  return false "                                                                              \
     "end "
 
-/* Shared Lua: records a new execution and pushes it on the job's list. */
+/* Shared Lua: records a new execution and pushes it on the job's list (and
+ * a running one on the running set and the job's running index). */
 #define RECORD                                                                                     \
     "local function rec(list, zrun, pre, job_id, producer, id, status, now, sched, reason, out) " \
     "  local done = 0 if status ~= 'running' then done = now end "                                 \
@@ -78,65 +96,84 @@
     "    'runs_skipped_in_progress', 0, 'runs_skipped_other_org', 0, 'runs_succeeded', 0, "        \
     "    'runs_failed', 0, 'fired', 0, 'producer', producer) "                                     \
     "  redis.call('LPUSH', list, id) "                                                             \
-    "  if status == 'running' then redis.call('ZADD', zrun, now, id) end "                         \
+    "  if status == 'running' then "                                                               \
+    "    redis.call('ZADD', zrun, now, id) redis.call('ZADD', ridx(list), now, id) end "           \
     "end "                                                                                         \
     "local function trim(list, zrun, pre, cap) "                                                   \
+    "  if redis.call('LLEN', list) <= cap then return end "                                        \
+    "  local rk = ridx(list) "                                                                     \
     "  for _, e in ipairs(redis.call('LRANGE', list, cap, -1)) do "                                \
-    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) end "                             \
+    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) redis.call('ZREM', rk, e) end "   \
     "  redis.call('LTRIM', list, 0, cap - 1) "                                                     \
     "end "
 
-/* KEYS: job hash, execs list, running set. ARGV: 1 expected last, 2 new last,
- * 3 fire tick, 4 missed count, 5 missed last, 6 missed output, 7 now ms,
- * 8 cap, 9 exec prefix, 10 id paused, 11 id missed, 12 id fire, 13 timeout ms,
- * 14 job id, 15 producer id. Returns {code, fired, overlap, missed, paused}. */
-static const char *const script_tick =
+/* KEYS: running set, then per tick the job hash and its execs list. ARGV:
+ * 1 now ms, 2 cap, 3 exec prefix, 4 timeout ms, 5 producer id, then per
+ * tick TICK_ARGS values: job id, expected last, new last, fire tick, missed
+ * count, missed last, missed output, id paused, id missed, id fire, jitter
+ * ms. Each tick is its own compare-and-set; returns per tick {code, fired,
+ * overlap, missed, paused, last_tick} (last_tick: the job's value after the
+ * call, the current one on a conflict). */
+#define TICK_ARGS 11
+static const char *const script_ticks =
     BUSY RECORD
-    "local job, list, zrun = KEYS[1], KEYS[2], KEYS[3] "
-    "if redis.call('EXISTS', job) == 0 then return {3, 0, 0, 0, 0} end "
-    "local last = tonumber(redis.call('HGET', job, 'last_tick') or '0') or 0 "
-    "if last ~= tonumber(ARGV[1]) then return {0, 0, 0, 0, 0} end "
-    "redis.call('HSET', job, 'last_tick', ARGV[2]) "
-    "local fire, missed = tonumber(ARGV[3]), tonumber(ARGV[4]) "
-    "local now, cap, pre = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] "
-    "if redis.call('HGET', job, 'enabled') == '0' then "
-    "  local n = missed if fire > 0 then n = n + 1 end "
-    "  if n > 0 then "
-    "    redis.call('HINCRBY', job, 'paused_ticks', n) "
-    "    local pl = ARGV[5] if fire > 0 then pl = ARGV[3] end "
-    "    redis.call('HSET', job, 'paused_last', pl) "
+    "local zrun, now, cap, pre = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] "
+    "local timeout, producer = tonumber(ARGV[4]), ARGV[5] "
+    "local function tick(job, list, a, o) "
+    "  local h = redis.call('HMGET', job, 'last_tick', 'enabled', 'paused_ticks', "
+    "    'paused_last', 'overlap', 'created_at') "
+    "  if not (h[1] or h[2] or h[3] or h[4] or h[5] or h[6]) then "
+    "    return {3, 0, 0, 0, 0, 0} end "
+    "  local last = tonumber(h[1] or '0') or 0 "
+    "  if last ~= tonumber(a[o + 2]) then return {0, 0, 0, 0, 0, last} end "
+    "  local nl = tonumber(a[o + 3]) "
+    "  redis.call('HSET', job, 'last_tick', a[o + 3]) "
+    "  local fire, missed, jit = tonumber(a[o + 4]), tonumber(a[o + 5]), tonumber(a[o + 11]) "
+    "  if h[2] == '0' then "
+    "    local n = missed if fire > 0 then n = n + 1 end "
+    "    if n > 0 then "
+    "      redis.call('HINCRBY', job, 'paused_ticks', n) "
+    "      local pl = a[o + 6] if fire > 0 then pl = a[o + 4] end "
+    "      redis.call('HSET', job, 'paused_last', pl) "
+    "    end "
+    "    return {2, 0, 0, 0, 0, nl} "
     "  end "
-    "  return {2, 0, 0, 0, 0} "
-    "end "
-    "local res = {1, 0, 0, 0, 0} "
-    "local pn = tonumber(redis.call('HGET', job, 'paused_ticks') or '0') or 0 "
-    "if pn > 0 then "
-    "  local pl = tonumber(redis.call('HGET', job, 'paused_last') or '0') or 0 "
-    "  rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[10], 'skipped', now, pl * 1000, 'paused', "
-    "    pn .. ' scheduled run(s) skipped while the job was deactivated') "
-    "  redis.call('HDEL', job, 'paused_ticks', 'paused_last') "
-    "  res[5] = pn "
-    "end "
-    "if missed > 0 then "
-    "  rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[11], 'skipped', now, "
-    "    tonumber(ARGV[5]) * 1000, 'missed', ARGV[6]) "
-    "  res[4] = 1 "
-    "end "
-    "if fire > 0 then "
-    "  local b = false "
-    "  if redis.call('HGET', job, 'overlap') ~= 'allow' then "
-    "    b = busy(list, pre, now, tonumber(ARGV[13])) end "
-    "  if b then "
-    "    rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[12], 'skipped', now, fire * 1000, "
-    "      'overlap', 'previous execution ' .. b .. ' is still running') "
-    "    res[3] = 1 "
-    "  else "
-    "    rec(list, zrun, pre, ARGV[14], ARGV[15], ARGV[12], 'running', now, fire * 1000, '', '') "
-    "    res[2] = 1 "
+    "  local res = {1, 0, 0, 0, 0, nl} "
+    "  local pn = tonumber(h[3] or '0') or 0 "
+    "  if pn > 0 then "
+    "    local pl = tonumber(h[4] or '0') or 0 "
+    "    rec(list, zrun, pre, a[o + 1], producer, a[o + 8], 'skipped', now, pl * 1000 + jit, "
+    "      'paused', pn .. ' scheduled run(s) skipped while the job was deactivated') "
+    "    redis.call('HDEL', job, 'paused_ticks', 'paused_last') "
+    "    res[5] = pn "
     "  end "
+    "  if missed > 0 then "
+    "    rec(list, zrun, pre, a[o + 1], producer, a[o + 9], 'skipped', now, "
+    "      tonumber(a[o + 6]) * 1000 + jit, 'missed', a[o + 7]) "
+    "    res[4] = 1 "
+    "  end "
+    "  if fire > 0 then "
+    "    local b = false "
+    "    if h[5] ~= 'allow' then b = busy(list, pre, now, timeout) end "
+    "    if b then "
+    "      rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'skipped', now, "
+    "        fire * 1000 + jit, 'overlap', 'previous execution ' .. b .. ' is still running') "
+    "      res[3] = 1 "
+    "    else "
+    "      rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'running', now, "
+    "        fire * 1000 + jit, '', '') "
+    "      res[2] = 1 "
+    "    end "
+    "  end "
+    "  trim(list, zrun, pre, cap) "
+    "  return res "
     "end "
-    "trim(list, zrun, pre, cap) "
-    "return res";
+    "local out = {} "
+    "for i = 0, (#KEYS - 1) / 2 - 1 do "
+    "  for _, v in ipairs(tick(KEYS[2 + 2 * i], KEYS[3 + 2 * i], ARGV, 5 + 11 * i)) do "
+    "    out[#out + 1] = v end "
+    "end "
+    "return out";
 
 /* KEYS: job hash, execs list, running set. ARGV: 1 id, 2 now, 3 cap, 4 prefix,
  * 5 timeout ms, 6 job id, 7 producer. Returns 1 recorded, 0 no job, 2 busy. */
@@ -167,24 +204,31 @@ static const char *const script_add_published =
     "end "
     "return 1";
 
-/* KEYS: exec hash, running set. ARGV: 1 id, 2 found, 3 in progress, 4 other
- * org, 5 output, 6 failed, 7 now. Returns the status ("" when gone). */
+/* KEYS: running set, then one execution hash per firing. ARGV per firing
+ * (DONE_ARGS values): id, found, in progress, other org, output, failed,
+ * now. Returns per firing its status after the call ("" when gone). */
+#define DONE_ARGS 7
 static const char *const script_fire_done =
     COMPLETE
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return '' end "
-    "redis.call('HSET', KEYS[1], 'fired', 1, 'runs_found', ARGV[2], "
-    "  'runs_skipped_in_progress', ARGV[3], 'runs_skipped_other_org', ARGV[4], "
-    "  'output', ARGV[5]) "
-    "local p = tonumber(redis.call('HGET', KEYS[1], 'runs_published') or '0') or 0 "
-    "if ARGV[6] == '1' and p == 0 then "
-    "  if redis.call('HGET', KEYS[1], 'status') ~= 'running' then "
-    "    return redis.call('HGET', KEYS[1], 'status') end "
-    "  redis.call('HSET', KEYS[1], 'status', 'error', 'completed_at', ARGV[7]) "
-    "  redis.call('ZREM', KEYS[2], ARGV[1]) "
-    "  final(KEYS[1], ARGV[1], 'error', tonumber(ARGV[7])) "
-    "  return 'error' "
+    "local function done(k, z, a, o) "
+    "  if redis.call('EXISTS', k) == 0 then return '' end "
+    "  redis.call('HSET', k, 'fired', 1, 'runs_found', a[o + 2], "
+    "    'runs_skipped_in_progress', a[o + 3], 'runs_skipped_other_org', a[o + 4], "
+    "    'output', a[o + 5]) "
+    "  local p = tonumber(redis.call('HGET', k, 'runs_published') or '0') or 0 "
+    "  if a[o + 6] == '1' and p == 0 then "
+    "    if redis.call('HGET', k, 'status') ~= 'running' then "
+    "      return redis.call('HGET', k, 'status') end "
+    "    redis.call('HSET', k, 'status', 'error', 'completed_at', a[o + 7]) "
+    "    redis.call('ZREM', z, a[o + 1]) "
+    "    final(k, a[o + 1], 'error', tonumber(a[o + 7])) "
+    "    return 'error' "
+    "  end "
+    "  return complete(k, z, a[o + 1], tonumber(a[o + 7])) "
     "end "
-    "return complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[7]))";
+    "local out = {} "
+    "for i = 2, #KEYS do out[i - 1] = done(KEYS[i], KEYS[1], ARGV, 7 * (i - 2)) end "
+    "return out";
 
 /* KEYS: exec hash, running set. ARGV: 1 id, 2 run id, 3 outcome (ok|failed),
  * 4 batch ids, 5 now, 6 batch ids cap. Returns {code, status}: code 0 gone,
@@ -339,59 +383,114 @@ vb_err vb_jobs_exec_last_ticks(vb_jobs *j, const char *const *job_ids, size_t n,
     return VB_OK;
 }
 
+/* The strings of one tick's keys and arguments. */
+typedef struct tick_strs {
+    char jk[80], list[96], ids[3][VB_UUID_SIZE], nums[6][24];
+} tick_strs;
+
+/* Runs one script over a batch: argv = {numkeys, keys, shared args, per-item
+ * args} assembled by the callers below. Checks for an array of `want`
+ * elements. */
+static redisReply *run_batch(vb_jobs *j, const char *script, int argc, const char **argv,
+                             size_t want, vb_error *err)
+{
+    redisReply *r = vb__jobs_eval(j, script, argc, argv, err);
+    if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != want)) {
+        freeReplyObject(r);
+        vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
+        return NULL;
+    }
+    return r;
+}
+
+vb_err vb_jobs_exec_ticks(vb_jobs *j, const vb_exec_tick *t, size_t n, vb_exec_tick_result *res,
+                          vb_error *err)
+{
+    vb_err rc = VB_OK;
+    if (n == 0)
+        return VB_OK;
+    if (!t || n > VB_JOBS_EXEC_CLAIM_BATCH_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "too many ticks in one batch");
+    memset(res, 0, n * sizeof *res);
+    for (size_t i = 0; i < n; i++)
+        if (!vb_jobs_id_valid(t[i].job_id))
+            return vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
+    /* numkeys, running set, 2 keys per tick, 5 shared args, TICK_ARGS per tick */
+    size_t argc = 7 + n * (2 + TICK_ARGS);
+    tick_strs *ts = calloc(n, sizeof *ts);
+    const char **argv = calloc(argc, sizeof *argv);
+    char numkeys[24], now[24], cap[24], tmo[24];
+    redisReply *r = NULL;
+    if (!ts || !argv) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    snprintf(numkeys, sizeof numkeys, "%zu", 1 + 2 * n);
+    snprintf(now, sizeof now, "%lld", t[0].now_ms);
+    snprintf(cap, sizeof cap, "%zu", vb__jobs_exec_cap(j));
+    snprintf(tmo, sizeof tmo, "%ld", timeout_ms(t[0].timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
+    size_t k = 0, a = 2 + 2 * n; /* keys from argv[1], args after them */
+    argv[k++] = numkeys;
+    argv[k++] = RUNNING_SET;
+    argv[a++] = now;
+    argv[a++] = cap;
+    argv[a++] = EXEC_PREFIX;
+    argv[a++] = tmo;
+    argv[a++] = t[0].producer_id ? t[0].producer_id : "";
+    for (size_t i = 0; i < n; i++) {
+        tick_strs *s = &ts[i];
+        for (int u = 0; u < 3; u++)
+            if ((rc = vb_crypto_uuid4(s->ids[u], err)) != VB_OK)
+                goto done;
+        snprintf(s->jk, sizeof s->jk, PREFIX "job:%s", t[i].job_id);
+        snprintf(s->list, sizeof s->list, "%s:execs", s->jk);
+        argv[k++] = s->jk;
+        argv[k++] = s->list;
+        const long long v[6] = {t[i].expected_last, t[i].new_last,  t[i].fire_tick,
+                                t[i].missed,        t[i].missed_last, t[i].jitter_ms};
+        for (int u = 0; u < 6; u++)
+            snprintf(s->nums[u], sizeof s->nums[u], "%lld", v[u]);
+        argv[a++] = t[i].job_id;
+        for (int u = 0; u < 5; u++)
+            argv[a++] = s->nums[u];
+        argv[a++] = t[i].missed_output ? t[i].missed_output : "";
+        argv[a++] = s->ids[0];
+        argv[a++] = s->ids[1];
+        argv[a++] = s->ids[2];
+        argv[a++] = s->nums[5];
+    }
+    if (!(r = run_batch(j, script_ticks, (int)argc, argv, 6 * n, err))) {
+        rc = VB_ERR_REDIS;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply **e = r->element + 6 * i;
+        long long code = reply_ll(e[0]);
+        res[i].code = code == 1   ? VB_EXEC_TICK_DONE
+                      : code == 2 ? VB_EXEC_TICK_PAUSED
+                      : code == 3 ? VB_EXEC_TICK_GONE
+                                  : VB_EXEC_TICK_CONFLICT;
+        res[i].fired = reply_ll(e[1]) == 1;
+        res[i].overlap = reply_ll(e[2]) == 1;
+        res[i].missed_recorded = reply_ll(e[3]) == 1;
+        res[i].paused_reported = (long)reply_ll(e[4]);
+        res[i].last_tick = reply_ll(e[5]);
+        if (res[i].fired || res[i].overlap)
+            memcpy(res[i].execution_id, ts[i].ids[2], VB_UUID_SIZE);
+    }
+done:
+    if (r)
+        freeReplyObject(r);
+    free(argv);
+    free(ts);
+    return rc;
+}
+
 vb_err vb_jobs_exec_tick(vb_jobs *j, const vb_exec_tick *t, vb_exec_tick_result *res,
                          vb_error *err)
 {
-    char jk[80], list[96], ids[3][VB_UUID_SIZE];
-    vb_err rc;
     memset(res, 0, sizeof *res);
-    if (!t || !vb_jobs_id_valid(t->job_id))
-        return vb_error_set(err, VB_ERR_INVALID, "job id is not a UUID");
-    for (int i = 0; i < 3; i++)
-        if ((rc = vb_crypto_uuid4(ids[i], err)) != VB_OK)
-            return rc;
-    snprintf(jk, sizeof jk, PREFIX "job:%s", t->job_id);
-    snprintf(list, sizeof list, "%s:execs", jk);
-    args a = {0};
-    add(&a, "3");
-    add(&a, jk);
-    add(&a, list);
-    add(&a, RUNNING_SET);
-    add_ll(&a, t->expected_last);
-    add_ll(&a, t->new_last);
-    add_ll(&a, t->fire_tick);
-    add_ll(&a, t->missed);
-    add_ll(&a, t->missed_last);
-    add(&a, t->missed_output);
-    add_ll(&a, t->now_ms);
-    add_ll(&a, (long long)vb__jobs_exec_cap(j));
-    add(&a, EXEC_PREFIX);
-    add(&a, ids[0]);
-    add(&a, ids[1]);
-    add(&a, ids[2]);
-    add_ll(&a, timeout_ms(t->timeout_s, VB_EXEC_TIMEOUT_DEFAULT_S));
-    add(&a, t->job_id);
-    add(&a, t->producer_id);
-    redisReply *r = run(j, script_tick, &a, err);
-    if (!r)
-        return VB_ERR_REDIS;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
-        freeReplyObject(r);
-        return vb_error_set(err, VB_ERR_REDIS, "storage unavailable: unexpected script reply");
-    }
-    long long code = reply_ll(r->element[0]);
-    res->code = code == 1   ? VB_EXEC_TICK_DONE
-                : code == 2 ? VB_EXEC_TICK_PAUSED
-                : code == 3 ? VB_EXEC_TICK_GONE
-                            : VB_EXEC_TICK_CONFLICT;
-    res->fired = reply_ll(r->element[1]) == 1;
-    res->overlap = reply_ll(r->element[2]) == 1;
-    res->missed_recorded = reply_ll(r->element[3]) == 1;
-    res->paused_reported = (long)reply_ll(r->element[4]);
-    if (res->fired || res->overlap)
-        memcpy(res->execution_id, ids[2], VB_UUID_SIZE);
-    freeReplyObject(r);
-    return VB_OK;
+    return vb_jobs_exec_ticks(j, t, 1, res, err);
 }
 
 vb_err vb_jobs_exec_start_manual(vb_jobs *j, const char *job_id, const char *producer_id,
@@ -460,43 +559,111 @@ vb_err vb_jobs_exec_add_published(vb_jobs *j, const char *execution_id, const ch
     return VB_OK;
 }
 
+/* The strings of one firing's keys and arguments. */
+typedef struct done_strs {
+    char key[96], nums[4][24];
+    char *cut; /* output cut to VB_JOBS_OUTPUT_MAX */
+} done_strs;
+
+vb_err vb_jobs_exec_fire_done_batch(vb_jobs *j, vb_exec_fire_done *d, size_t n, vb_error *err)
+{
+    vb_err rc = VB_OK;
+    if (n == 0)
+        return VB_OK;
+    if (!d || n > VB_JOBS_EXEC_CLAIM_BATCH_MAX)
+        return vb_error_set(err, VB_ERR_INVALID, "too many firings in one batch");
+    for (size_t i = 0; i < n; i++) {
+        d[i].status[0] = '\0';
+        d[i].rc = VB_ERR_NOT_FOUND;
+    }
+    size_t argc = 2 + n * (1 + DONE_ARGS), k = 0, a = 2 + n, valid = 0;
+    done_strs *ds = calloc(n, sizeof *ds);
+    const char **argv = calloc(argc, sizeof *argv);
+    size_t *idx = calloc(n, sizeof *idx); /* reply element -> d index */
+    char numkeys[24];
+    redisReply *r = NULL;
+    if (!ds || !argv || !idx) {
+        rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    argv[k++] = numkeys;
+    argv[k++] = RUNNING_SET;
+    for (size_t i = 0; i < n; i++) {
+        if (!vb_jobs_id_valid(d[i].execution_id))
+            continue; /* stays VB_ERR_NOT_FOUND */
+        done_strs *s = &ds[i];
+        const char *o = d[i].output ? d[i].output : "";
+        if (!(s->cut = strndup(o, vb__utf8_cut(o, strlen(o), VB_JOBS_OUTPUT_MAX)))) {
+            rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        snprintf(s->key, sizeof s->key, EXEC_PREFIX "%s", d[i].execution_id);
+        const long long v[4] = {d[i].found, d[i].skipped_in_progress, d[i].skipped_other_org,
+                                d[i].now_ms};
+        for (int u = 0; u < 4; u++)
+            snprintf(s->nums[u], sizeof s->nums[u], "%lld", v[u]);
+        argv[k++] = s->key;
+        argv[a++] = d[i].execution_id;
+        argv[a++] = s->nums[0];
+        argv[a++] = s->nums[1];
+        argv[a++] = s->nums[2];
+        argv[a++] = s->cut;
+        argv[a++] = d[i].failed ? "1" : "0";
+        argv[a++] = s->nums[3];
+        idx[valid++] = i;
+    }
+    if (valid == 0)
+        goto done;
+    /* keys were packed without gaps; move the args down behind them */
+    memmove(argv + k, argv + 2 + n, (a - (2 + n)) * sizeof *argv);
+    argc = k + (a - (2 + n));
+    snprintf(numkeys, sizeof numkeys, "%zu", 1 + valid);
+    if (!(r = run_batch(j, script_fire_done, (int)argc, argv, valid, err))) {
+        rc = VB_ERR_REDIS;
+        goto done;
+    }
+    for (size_t e = 0; e < valid; e++) {
+        const redisReply *x = r->element[e];
+        vb_exec_fire_done *f = &d[idx[e]];
+        if (x->type == REDIS_REPLY_STRING && x->len > 0) {
+            snprintf(f->status, sizeof f->status, "%s", x->str);
+            f->rc = VB_OK;
+        }
+    }
+done:
+    if (r)
+        freeReplyObject(r);
+    for (size_t i = 0; ds && i < n; i++)
+        free(ds[i].cut);
+    free(idx);
+    free(argv);
+    free(ds);
+    return rc;
+}
+
 vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
                               long skipped_in_progress, long skipped_other_org,
                               const char *output, int failed, long long now, char status[16],
                               vb_error *err)
 {
-    char key[96];
     if (status)
         status[0] = '\0';
-    if (!vb_jobs_id_valid(execution_id))
-        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution not found");
-    const char *o = output ? output : "";
-    char *cut = strndup(o, vb__utf8_cut(o, strlen(o), VB_JOBS_OUTPUT_MAX));
-    if (!cut)
-        return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
-    snprintf(key, sizeof key, EXEC_PREFIX "%s", execution_id);
-    args a = {0};
-    add(&a, "2");
-    add(&a, key);
-    add(&a, RUNNING_SET);
-    add(&a, execution_id);
-    add_ll(&a, found);
-    add_ll(&a, skipped_in_progress);
-    add_ll(&a, skipped_other_org);
-    add(&a, cut);
-    add(&a, failed ? "1" : "0");
-    add_ll(&a, now);
-    redisReply *r = run(j, script_fire_done, &a, err);
-    free(cut);
-    if (!r)
-        return VB_ERR_REDIS;
-    vb_err rc = VB_OK;
-    if (r->type != REDIS_REPLY_STRING || r->len == 0)
-        rc = vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found", execution_id);
-    else if (status)
-        snprintf(status, 16, "%s", r->str);
-    freeReplyObject(r);
-    return rc;
+    vb_exec_fire_done d = {.execution_id = execution_id,
+                           .found = found,
+                           .skipped_in_progress = skipped_in_progress,
+                           .skipped_other_org = skipped_other_org,
+                           .output = output,
+                           .failed = failed,
+                           .now_ms = now};
+    vb_err rc = vb_jobs_exec_fire_done_batch(j, &d, 1, err);
+    if (rc != VB_OK)
+        return rc;
+    if (d.rc != VB_OK)
+        return vb_error_set(err, VB_ERR_NOT_FOUND, "execution %s not found",
+                            execution_id ? execution_id : "");
+    if (status)
+        snprintf(status, 16, "%s", d.status);
+    return VB_OK;
 }
 
 vb_err vb_jobs_exec_run_done_at(vb_jobs *j, const char *execution_id, const char *run_id,

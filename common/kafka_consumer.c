@@ -16,6 +16,11 @@
  * messages it fetched from those partitions but has not handled yet are
  * dropped, not handled by a member that no longer owns them. The eager
  * protocol (if the group falls back to it) is handled too.
+ * With the pass-through property group.protocol=consumer (KIP-848, librdkafka
+ * >= 2.4 and Kafka >= 4.0) the broker assigns partitions and times sessions
+ * and heartbeats, so the classic protocol's three settings below are left out
+ * (librdkafka refuses them then); assignments still arrive incrementally
+ * through the same callback.
  *
  * Commits: vb_kafka_consumer_commit_async sends the stored offsets without
  * waiting; its result arrives in a later poll (offset_commit_cb), where a
@@ -35,6 +40,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kafka_internal.h"
 #include "visionbatch/log.h"
@@ -113,6 +119,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_assign(rk, NULL);
 }
 
+/* 1 when the pass-through properties choose the KIP-848 group protocol. */
+static int consumer_protocol(const char *const *props)
+{
+    for (; props && props[0] && props[1]; props += 2) {
+        if (strcmp(props[0], "group.protocol") == 0 && strcasecmp(props[1], "consumer") == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* The outcome of an asynchronous commit (and of the synchronous ones, which
  * report it themselves too). */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -160,6 +176,7 @@ vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    /* The last `classic_only` rows hold for the classic group protocol only. */
     const char *settings[][2] = {
         {"bootstrap.servers", brokers},
         {"group.id", group_id},
@@ -167,17 +184,21 @@ vb_err vb_kafka_consumer_new(const char *brokers, const char *const *props,
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", "earliest"},
-        {"partition.assignment.strategy", "cooperative-sticky"},
-        {"session.timeout.ms", "10000"},
-        {"heartbeat.interval.ms", "2000"},
         /* The poll loop keeps polling while runs go on; a generous bound
          * still catches a stuck loop. */
         {"max.poll.interval.ms", "600000"},
         {"enable.partition.eof", "false"},
         {"socket.keepalive.enable", "true"},
         {"reconnect.backoff.max.ms", "2000"},
+        {"partition.assignment.strategy", "cooperative-sticky"},
+        {"session.timeout.ms", "10000"},
+        {"heartbeat.interval.ms", "2000"},
     };
-    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+    const size_t classic_only = 3;
+    size_t nsettings = sizeof settings / sizeof settings[0];
+    if (consumer_protocol(props))
+        nsettings -= classic_only;
+    for (size_t i = 0; i < nsettings; i++) {
         if ((rc = set_conf(conf, settings[i][0], settings[i][1], err)) != VB_OK)
             goto fail;
     }

@@ -60,14 +60,19 @@
     "  local jid = redis.call('HGET', k, 'job_id') "                                               \
     "  if not jid then return end "                                                                \
     "  local jk = 'visionbatch:job:' .. jid "                                                      \
-    "  if redis.call('EXISTS', jk) == 0 then return end "                                          \
-    "  local j = redis.call('HMGET', jk, 'name', 'pause_on_failure', 'enabled') "                  \
+    "  local j = redis.call('HMGET', jk, 'name', 'pause_on_failure', 'enabled', 'notify', "        \
+    "    'fail_streak', 'created_at') "                                                            \
+    "  if not (j[1] or j[3] or j[6]) then return end "                                             \
     "  local evs = {success = 'execution.succeeded', partial = 'execution.partial', "              \
     "    failed = 'execution.failed', error = 'execution.failed', timeout = 'execution.failed'} "  \
     "  local ev = evs[st] "                                                                        \
     "  if not ev then return end "                                                                 \
-    "  ntf_enqueue(k, id, jid, ev, '', ntf_body(k, id, jid, j[1], ev, now, nil), now) "                \
-    "  if ev ~= 'execution.failed' then redis.call('HSET', jk, 'fail_streak', 0) return end "      \
+    "  if j[4] and j[4] ~= '' then "                                                               \
+    "    ntf_enqueue(k, id, jid, ev, '', ntf_body(k, id, jid, j[1], ev, now, nil), now) end "      \
+    "  if ev ~= 'execution.failed' then "                                                          \
+    "    if (tonumber(j[5] or '0') or 0) ~= 0 then redis.call('HSET', jk, 'fail_streak', 0) end "  \
+    "    return "                                                                                  \
+    "  end "                                                                                       \
     "  local n = redis.call('HINCRBY', jk, 'fail_streak', 1) "                                     \
     "  local lim = tonumber(j[2] or '0') or 0 "                                                    \
     "  if lim > 0 and n >= lim and j[3] == '1' then "                                              \

@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,10 +31,31 @@
 
 #define REDACT_MIN_SECRET 4
 
+/* A registered secret with its length and the hash of its first
+ * REDACT_MIN_SECRET bytes (head_bit), so that a scan can skip the secrets
+ * that cannot occur in a text without searching for each of them. */
+typedef struct secret_entry {
+    char *s;
+    size_t len;
+    unsigned head;  /* head_bit of its first bytes */
+    int has_star;   /* its first bytes hold '*', which masking creates */
+} secret_entry;
+
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **registry;     /* sorted by length, longest first */
-static size_t registry_len; /* entries in use */
-static size_t registry_cap; /* entries allocated */
+static secret_entry *registry; /* sorted by length, longest first */
+static size_t registry_len;    /* entries in use */
+static size_t registry_cap;    /* entries allocated */
+
+#define HEAD_BITS 16 /* a scan's window set: 2^16 bits (8 KiB) */
+#define HEAD_SCAN_FROM 8 /* registries smaller than this are searched directly */
+
+/* Index in the window set of the REDACT_MIN_SECRET bytes at p. */
+static unsigned head_bit(const char *p)
+{
+    uint32_t v = (uint32_t)(unsigned char)p[0] | (uint32_t)(unsigned char)p[1] << 8 |
+                 (uint32_t)(unsigned char)p[2] << 16 | (uint32_t)(unsigned char)p[3] << 24;
+    return (unsigned)((v * 2654435761u) >> (32 - HEAD_BITS));
+}
 
 /* Query/fragment parameter names whose values are secrets (compared
  * case-insensitively, after percent-decoding the name). Azure SAS fields other
@@ -75,14 +97,15 @@ void vb_redact_add_secret(const char *secret)
     size_t n = strlen(secret);
     if (n < REDACT_MIN_SECRET)
         return;
+    unsigned head = head_bit(secret);
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_len; i++) {
-        if (strcmp(registry[i], secret) == 0)
+        if (registry[i].len == n && registry[i].head == head && strcmp(registry[i].s, secret) == 0)
             goto done;
     }
     if (registry_len == registry_cap) {
         size_t cap = registry_cap ? registry_cap * 2 : 8;
-        char **grown = realloc(registry, cap * sizeof *grown);
+        secret_entry *grown = realloc(registry, cap * sizeof *grown);
         if (!grown)
             goto done; /* out of memory: the other layers still apply */
         registry = grown;
@@ -93,10 +116,13 @@ void vb_redact_add_secret(const char *secret)
         goto done;
     /* Longest first, so a secret that contains another is replaced whole. */
     size_t pos = 0;
-    while (pos < registry_len && strlen(registry[pos]) >= n)
+    while (pos < registry_len && registry[pos].len >= n)
         pos++;
     memmove(registry + pos + 1, registry + pos, (registry_len - pos) * sizeof *registry);
-    registry[pos] = copy;
+    registry[pos] = (secret_entry){.s = copy,
+                                   .len = n,
+                                   .head = head,
+                                   .has_star = memchr(secret, '*', REDACT_MIN_SECRET) != NULL};
     registry_len++;
 done:
     pthread_mutex_unlock(&registry_lock);
@@ -106,8 +132,8 @@ void vb_redact_clear_secrets(void)
 {
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_len; i++) {
-        explicit_bzero(registry[i], strlen(registry[i]));
-        free(registry[i]);
+        explicit_bzero(registry[i].s, registry[i].len);
+        free(registry[i].s);
     }
     free(registry);
     registry = NULL;
@@ -135,12 +161,28 @@ static int is_masked(const char *s, size_t len)
     return 1;
 }
 
+/* With many secrets registered, only those whose first bytes occur in the
+ * text are searched for: the set of the text's REDACT_MIN_SECRET-byte windows
+ * is taken before any masking, and masking only shifts windows or makes
+ * new ones that hold '*' (a secret starting with one is always searched). */
 static void scrub_registered(char *text, size_t *total)
 {
+    uint64_t seen[(1u << HEAD_BITS) / 64];
+    int filter = registry_len >= HEAD_SCAN_FROM && *total >= REDACT_MIN_SECRET;
     pthread_mutex_lock(&registry_lock);
+    if (filter) {
+        memset(seen, 0, sizeof seen);
+        for (size_t i = 0; i + REDACT_MIN_SECRET <= *total; i++) {
+            unsigned b = head_bit(text + i);
+            seen[b / 64] |= (uint64_t)1 << (b % 64);
+        }
+    }
     for (size_t i = 0; i < registry_len; i++) {
-        const char *secret = registry[i];
-        size_t n = strlen(secret);
+        const secret_entry *e = &registry[i];
+        if (filter && !e->has_star && !(seen[e->head / 64] & ((uint64_t)1 << (e->head % 64))))
+            continue; /* its first bytes are nowhere in the text */
+        const char *secret = e->s;
+        size_t n = e->len;
         size_t from = 0;
         char *hit;
         while (from < *total && (hit = memmem(text + from, *total - from, secret, n))) {

@@ -169,7 +169,7 @@ static void add_str_or_null(cJSON *o, const char *name, const char *s)
 }
 
 /* The webhook fields of a job: notify (targets), notify_secret ("***" or
- * null, never the secret), pause_on_failure and paused_reason. */
+ * null, never the secret), pause_on_failure and paused_reason; and jitter_s. */
 static void add_notify_json(cJSON *o, const vb_job *job)
 {
     cJSON *targets = job->notify[0] ? cJSON_Parse(job->notify) : NULL;
@@ -184,6 +184,7 @@ static void add_notify_json(cJSON *o, const vb_job *job)
         cJSON_AddNullToObject(o, "notify_secret");
     cJSON_AddNumberToObject(o, "pause_on_failure", (double)job->pause_on_failure);
     add_str_or_null(o, "paused_reason", job->paused_reason);
+    cJSON_AddNumberToObject(o, "jitter_s", (double)job->jitter_s);
 }
 
 static cJSON *job_json(const vb_job *job)

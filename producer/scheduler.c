@@ -2,29 +2,42 @@
  * scheduler.c — the producer's cron loop (behaviour in scheduler.h).
  *
  * State: an in-memory copy of every job (enabled or not: ticks of a
- * deactivated job are counted as "paused") with its parsed schedule and the
- * earliest time it may have a due tick (`next_due`). The truth lives in
- * Redis: the job's last_tick. For a job whose next_due has come, one pass
- * reads last_tick (for all the pass's due jobs in one round trip per
- * VB_JOBS_EXEC_TICKS_BATCH), works out the due ticks (the newest within the catch-up
- * window fires, the rest are "missed"), and claims them with one
- * compare-and-set script (vb_jobs_exec_tick); when another producer got
- * there first the script says so and the pass re-reads and finds nothing
- * left. The winner then calls `fire` with the job as last reloaded (every
- * change bumps the jobs' version, checked at the start of each step) and
- * reports the counts (vb_jobs_exec_fire_done).
+ * deactivated job are counted as "paused") with its parsed schedule, its
+ * jitter offset, the earliest time it may have a due tick (`next_due_ms`)
+ * and its last_tick as last seen (`known_last`). The truth lives in Redis:
+ * the job's last_tick.
+ *
+ * A pass, in round trips rather than per-job steps:
+ *   1. due jobs whose last_tick is not known (after a reload) are read,
+ *      VB_JOBS_EXEC_TICKS_BATCH per script;
+ *   2. the due ticks are worked out in memory (the newest within the
+ *      catch-up window fires, the rest are "missed") and claimed CLAIM_BATCH
+ *      at a time with one script (vb_jobs_exec_ticks), each tick its own
+ *      compare-and-set. A producer starts its claims at a random place in
+ *      the due list, so two producers mostly claim different jobs; where they
+ *      meet, the loser of a tick gets the current last_tick back, recomputes
+ *      and finds nothing left (or claims what is left in a later round);
+ *   3. the claimed firings go onto a queue as each batch is claimed, and the
+ *      firing slots take them from there, so the platform polls start while
+ *      later batches are still being claimed and run `nslots` at a time;
+ *   4. each slot keeps the ends of its firings and writes them DONE_BATCH at
+ *      a time (vb_jobs_exec_fire_done_batch), at once when it runs out of
+ *      work, and otherwise at least every DONE_FLUSH_MS.
+ * A tick is fired with the job as last reloaded (every change bumps the
+ * jobs' version, checked at the start of each step).
  *
  * Threading: the loop runs in one thread (or in the caller's, no_thread).
  * `mu` guards `stop` and the manual-run queue, which vb_scheduler_fire_now
- * fills from other threads; everything else belongs to the loop. A pass
- * over the due jobs is spread over `nslots` firing slots: slot 0 is the
- * loop's own thread with the scheduler's vb_jobs handle, slots 1.. are pool
- * threads, each with its own handle (a vb_jobs handle serialises its calls,
- * so sharing one would serialise the firings again). The loop hands out the
- * due jobs' indices under `pmu` (`due`, `next`) and waits until every one
- * is done (`busy` == 0) before it touches the job array again: a job is
- * processed by exactly one slot per pass, and its next_due is read by the
- * loop only after the pass. The claims stay in Redis, so the pool changes
+ * fills from other threads; everything else belongs to the loop. Firings are
+ * spread over `nslots` firing slots: slot 0 is the loop's own thread with the
+ * scheduler's vb_jobs handle (it joins the firing once it has claimed
+ * everything), slots 1.. are pool threads, each with its own handle (a
+ * vb_jobs handle serialises its calls, so sharing one would serialise the
+ * firings again) and FIRE_NICE nicer than the process (the claims and the
+ * REST API's threads go first when the CPU is short). `pmu` guards the
+ * pass's queue (`fq`, `nq`, `next`), `claiming` and `busy`; the loop waits
+ * until every firing is done and recorded (`busy` == 0) before it touches
+ * the job array again, so a queued firing's job stays valid. The claims stay in Redis, so the pool changes
  * nothing about exactly-once.
  */
 #include "scheduler.h"
@@ -35,6 +48,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +61,11 @@
 
 #define MISSED_COUNT_CAP 10000 /* old ticks counted one by one, at most */
 #define CLAIM_ATTEMPTS 5
+#define CLAIM_BATCH 50     /* ticks per claim script: bounds how long Redis is busy */
+#define DONE_BATCH 32      /* firing ends per record script */
+#define FIRE_NICE 5        /* pool slots run this much nicer than the process */
+#define DONE_FLUSH_MS 100  /* a busy slot writes its waiting ends at least this often */
+#define OUT_MAX 1200
 #define EXPIRE_EVERY_MS 60000
 #define NEVER LLONG_MAX
 
@@ -53,10 +73,18 @@ typedef struct sjob {
     vb_job job;
     vb_cron cron;
     int cron_ok;
-    long long next_due; /* unix s; 0 = look now; NEVER = nothing left */
-    long long known_last; /* last_tick read for this pass by the batch read */
-    int has_known_last;   /* known_last is fresh: the first claim attempt uses it */
+    long jitter_ms;       /* vb_job_jitter_ms: ticks are due this much later */
+    long long next_due_ms; /* unix ms; 0 = look now; NEVER = nothing left */
+    long long known_last; /* last_tick as last read or claimed (may be stale:
+                             the claim is a compare-and-set) */
+    int has_known_last;
 } sjob;
+
+/* A claimed tick waiting for a firing slot. */
+typedef struct firing {
+    const sjob *j;
+    char exec_id[VB_UUID_SIZE];
+} firing;
 
 typedef struct slot {
     struct vb_scheduler *s;
@@ -64,6 +92,14 @@ typedef struct slot {
     vb_jobs *jobs; /* own connection; slot 0 borrows the scheduler's */
     pthread_t thread;
     int started;
+    /* ends of firings not yet written (flush_done) */
+    vb_exec_fire_done done[DONE_BATCH];
+    char job_ids[DONE_BATCH][VB_UUID_SIZE];
+    char exec_ids[DONE_BATCH][VB_UUID_SIZE];
+    char outs[DONE_BATCH][OUT_MAX];
+    int failed[DONE_BATCH];
+    size_t ndone;
+    long long first_done_ms;
 } slot;
 
 typedef struct manual {
@@ -95,14 +131,17 @@ struct vb_scheduler {
     size_t nslots;
     pthread_mutex_t pmu;
     pthread_cond_t pwork, pdone;
-    size_t *due; /* indices into sj of this pass's due jobs */
-    size_t ndue, next, busy;
+    firing *fq; /* this pass's claimed firings */
+    size_t nq, next, busy;
+    int claiming; /* the loop may still add to fq */
     unsigned long gen; /* bumped per pass */
     int pool_stop;
     vb_error pass_err; /* the pass's first failure (code VB_OK: none) */
+    unsigned long long rng; /* where a pass starts claiming */
 
     /* loop-owned */
     sjob *sj;
+    size_t *due, *todo; /* indices into sj: this pass's due jobs, those left to claim */
     size_t n;
     long long version;
     int loaded;
@@ -128,6 +167,10 @@ static void free_jobs(vb_scheduler *s)
     s->sj = NULL;
     free(s->due);
     s->due = NULL;
+    free(s->todo);
+    s->todo = NULL;
+    free(s->fq);
+    s->fq = NULL;
     s->n = 0;
 }
 
@@ -140,14 +183,19 @@ static vb_err reload(vb_scheduler *s, long long version, vb_error *err)
         return rc;
     sjob *sj = l.n ? calloc(l.n, sizeof *sj) : NULL;
     size_t *due = l.n ? calloc(l.n, sizeof *due) : NULL;
-    if (l.n && (!sj || !due)) {
+    size_t *todo = l.n ? calloc(l.n, sizeof *todo) : NULL;
+    firing *fq = l.n ? calloc(l.n, sizeof *fq) : NULL;
+    if (l.n && (!sj || !due || !todo || !fq)) {
         free(sj);
         free(due);
+        free(todo);
+        free(fq);
         vb_job_list_free(&l);
         return vb_error_set(err, VB_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < l.n; i++) {
         sj[i].job = l.items[i]; /* moved */
+        sj[i].jitter_ms = vb_job_jitter_ms(&sj[i].job);
         char why[256] = "";
         sj[i].cron_ok = vb_cron_parse(sj[i].job.schedule, &sj[i].cron, why, sizeof why) == VB_OK;
         if (!sj[i].cron_ok)
@@ -158,6 +206,8 @@ static vb_err reload(vb_scheduler *s, long long version, vb_error *err)
     free_jobs(s);
     s->sj = sj;
     s->due = due;
+    s->todo = todo;
+    s->fq = fq;
     s->n = l.n;
     s->version = version;
     s->loaded = 1;
@@ -228,18 +278,45 @@ static void count_skip(vb_scheduler *s, const char *reason, double n)
     vb_metric_add(s->m_skips, v, n);
 }
 
-/* Calls `fire` for a claimed execution and reports the counts (on the
- * slot's thread, with its Redis handle). `known` is the job as the
- * scheduler read it at its last reload (a tick's firing: any change since
- * bumped the version, which the step checked before this pass); NULL reads
- * the job first (a manual run). */
+/* Writes the slot's waiting firing ends in one script, then logs and counts
+ * each firing (its status is known only now). */
+static void flush_done(vb_scheduler *s, slot *sl)
+{
+    if (sl->ndone == 0)
+        return;
+    vb_error err = {0};
+    vb_err rc = vb_jobs_exec_fire_done_batch(sl->jobs, sl->done, sl->ndone, &err);
+    for (size_t i = 0; i < sl->ndone; i++) {
+        const vb_exec_fire_done *d = &sl->done[i];
+        const char *v[1] = {sl->job_ids[i]};
+        vb_metric_inc(s->m_fires, v);
+        if (rc != VB_OK || d->rc != VB_OK)
+            vb_log(VB_LOG_WARN, "scheduler: job=%s execution=%s cannot record the firing: %s",
+                   sl->job_ids[i], d->execution_id,
+                   rc != VB_OK ? err.msg : "the execution no longer exists");
+        else
+            vb_log(sl->failed[i] ? VB_LOG_ERROR : VB_LOG_INFO,
+                   "scheduler: job=%s execution=%s fired status=%s %s", sl->job_ids[i],
+                   d->execution_id, d->status, d->output);
+    }
+    sl->ndone = 0;
+}
+
+/* Calls `fire` for a claimed execution (on the slot's thread, with its
+ * Redis handle) and queues its end for flush_done. `known` is the job as
+ * the scheduler read it at its last reload (a tick's firing: any change
+ * since bumped the version, which the step checked before this pass); NULL
+ * reads the job first (a manual run). */
 static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job *known,
                     const char *exec_id)
 {
+    if (sl->ndone && now_ms(s) - sl->first_done_ms >= DONE_FLUSH_MS)
+        flush_done(s, sl); /* the firing below may take long */
     vb_job job;
-    vb_error err = {0}, derr = {0};
+    vb_error err = {0};
     vb_fire_result r = {.jobs = sl->jobs, .slot = sl->index};
-    char out[1200];
+    size_t k = sl->ndone;
+    char *out = sl->outs[k];
     vb_err rc = VB_OK;
     if (known) {
         rc = s->fire(s->fire_ctx, known, exec_id, &r, &err);
@@ -248,136 +325,88 @@ static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job 
         vb_job_free(&job);
     }
     if (rc != VB_OK)
-        snprintf(out, sizeof out, "firing failed: %s (found %ld, published %ld)", err.msg,
-                 r.found, r.published);
+        snprintf(out, OUT_MAX, "firing failed: %s (found %ld, published %ld)", err.msg, r.found,
+                 r.published);
     else if (r.found == 0)
-        snprintf(out, sizeof out, "no unprocessed runs");
+        snprintf(out, OUT_MAX, "no unprocessed runs");
     else
-        snprintf(out, sizeof out,
+        snprintf(out, OUT_MAX,
                  "found %ld runs: %ld published, %ld skipped as already in progress, %ld "
                  "skipped as another organization's",
                  r.found, r.published, r.skipped_in_progress, r.skipped_other_org);
     vb_redact_text(out); /* the callback's message should hold no secret; be sure */
-    char status[16] = "";
-    vb_err drc = vb_jobs_exec_fire_done(sl->jobs, exec_id, r.found, r.skipped_in_progress,
-                                        r.skipped_other_org, out, rc != VB_OK, now_ms(s), status,
-                                        &derr);
-    const char *v[1] = {job_id};
-    vb_metric_inc(s->m_fires, v);
-    if (drc != VB_OK)
-        vb_log(VB_LOG_WARN, "scheduler: job=%s execution=%s cannot record the firing: %s", job_id,
-               exec_id, derr.msg);
-    else
-        vb_log(rc == VB_OK ? VB_LOG_INFO : VB_LOG_ERROR,
-               "scheduler: job=%s execution=%s fired status=%s %s", job_id, exec_id, status, out);
+    snprintf(sl->job_ids[k], sizeof sl->job_ids[k], "%s", job_id);
+    snprintf(sl->exec_ids[k], sizeof sl->exec_ids[k], "%s", exec_id);
+    long long t = now_ms(s);
+    sl->done[k] = (vb_exec_fire_done){.execution_id = sl->exec_ids[k],
+                                      .found = r.found,
+                                      .skipped_in_progress = r.skipped_in_progress,
+                                      .skipped_other_org = r.skipped_other_org,
+                                      .output = out,
+                                      .failed = rc != VB_OK,
+                                      .now_ms = t};
+    sl->failed[k] = rc != VB_OK;
+    if (sl->ndone++ == 0)
+        sl->first_done_ms = t;
+    if (sl->ndone == DONE_BATCH || t - sl->first_done_ms >= DONE_FLUSH_MS)
+        flush_done(s, sl);
 }
 
-static int is_due(const sjob *j, long long now)
+static int is_due(const sjob *j, long long now_ms_v)
 {
-    return j->cron_ok && j->next_due != NEVER && !(j->next_due && now < j->next_due);
+    return j->cron_ok && j->next_due_ms != NEVER &&
+           !(j->next_due_ms && now_ms_v < j->next_due_ms);
 }
 
-/* Handles every due tick of one job, on slot `sl`. */
-static vb_err process_job(vb_scheduler *s, slot *sl, sjob *j, long long now_ms_v, vb_error *err)
+/* When the job's next tick after `after` (unix s) is due, in unix ms. */
+static long long due_ms_after(const sjob *j, long long after)
 {
-    long long now = now_ms_v / 1000;
-    if (!is_due(j, now))
-        return VB_OK;
-    for (int attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-        long long last = 0;
-        vb_err rc = VB_OK;
-        if (j->has_known_last) { /* read with the pass's other due jobs */
-            last = j->known_last;
-            j->has_known_last = 0;
-        } else {
-            rc = vb_jobs_exec_last_tick(sl->jobs, j->job.job_id, &last, err);
+    long long t = next_after(j, after);
+    return t == NEVER ? NEVER : t * 1000 + j->jitter_ms;
+}
+
+/* The job's clock in whole seconds: ticks up to this one are due (a tick
+ * is due jitter_ms after it). */
+static long long job_now_s(const sjob *j, long long now_ms_v)
+{
+    long long v = now_ms_v - j->jitter_ms;
+    return v >= 0 ? v / 1000 : -((-v + 999) / 1000);
+}
+
+/* Takes the next queued firing of the pass into *f: 1, or 0 once the queue
+ * is empty and the loop has claimed everything. A slot that finds nothing
+ * to do yet writes its waiting ends before it waits. */
+static int take(vb_scheduler *s, slot *sl, firing *f)
+{
+    pthread_mutex_lock(&s->pmu);
+    for (;;) {
+        if (s->next < s->nq) {
+            *f = s->fq[s->next++];
+            pthread_mutex_unlock(&s->pmu);
+            return 1;
         }
-        if (rc != VB_OK)
-            return rc;
-        long long base = last ? last : j->job.created_at / 1000;
-        plan p;
-        make_plan(j, base, now, s->window_s, &p);
-        if (!p.new_last) {
-            j->next_due = next_after(j, base > now ? base : now);
-            return VB_OK;
+        if (!s->claiming) {
+            pthread_mutex_unlock(&s->pmu);
+            return 0;
         }
-        char first[VB_TIME_STR_MAX], lastt[VB_TIME_STR_MAX], missed_out[400] = "";
-        if (p.missed) {
-            fmt_time(p.missed_first, first);
-            fmt_time(p.missed_last, lastt);
-            snprintf(missed_out, sizeof missed_out,
-                     "%s%ld scheduled run(s) from %s to %s were missed (no producer was "
-                     "running); only ticks at most %ld s old are caught up",
-                     p.capped ? "more than " : "", p.missed, first, lastt, s->window_s);
+        if (sl->ndone) {
+            pthread_mutex_unlock(&s->pmu);
+            flush_done(s, sl);
+            pthread_mutex_lock(&s->pmu);
+            continue;
         }
-        vb_exec_tick t = {
-            .job_id = j->job.job_id,
-            .producer_id = s->producer_id,
-            .expected_last = last,
-            .new_last = p.new_last,
-            .fire_tick = p.fire,
-            .missed = p.missed,
-            .missed_last = p.missed_last,
-            .missed_output = missed_out,
-            .now_ms = now_ms_v,
-            .timeout_s = s->exec_timeout_s,
-        };
-        vb_exec_tick_result res;
-        if ((rc = vb_jobs_exec_tick(sl->jobs, &t, &res, err)) != VB_OK)
-            return rc;
-        if (res.code == VB_EXEC_TICK_CONFLICT)
-            continue; /* another producer claimed meanwhile: re-read */
-        if (res.code == VB_EXEC_TICK_GONE) {
-            j->next_due = NEVER; /* the version bump will drop it */
-            return VB_OK;
-        }
-        j->next_due = next_after(j, p.new_last);
-        if (res.code == VB_EXEC_TICK_PAUSED) {
-            count_skip(s, "paused", (double)p.missed + (p.fire ? 1 : 0));
-            return VB_OK;
-        }
-        if (res.missed_recorded) {
-            count_skip(s, "missed", (double)p.missed);
-            vb_log(VB_LOG_WARN, "scheduler: job=%s %s", j->job.job_id, missed_out);
-        }
-        if (res.overlap) {
-            count_skip(s, "overlap", 1);
-            vb_log(VB_LOG_INFO,
-                   "scheduler: job=%s tick skipped: the previous execution is still running",
-                   j->job.job_id);
-        }
-        if (res.fired) {
-            vb_metric_observe(s->m_lag, NULL, (double)now_ms_v / 1000.0 - (double)p.fire);
-            do_fire(s, sl, j->job.job_id, &j->job, res.execution_id);
-        }
-        return VB_OK;
+        pthread_cond_wait(&s->pwork, &s->pmu);
     }
-    return vb_error_set(err, VB_ERR_CONFLICT, "job %s: tick claim kept conflicting",
-                        j->job.job_id);
 }
 
-/* Takes due jobs of the current pass until none is left; the first
- * failure is kept in pass_err. Called by every slot, the loop's included. */
+/* Fires queued firings until the pass has none left, then writes this
+ * slot's waiting ends. Called by every slot, the loop's included. */
 static void work(vb_scheduler *s, slot *sl)
 {
-    for (;;) {
-        pthread_mutex_lock(&s->pmu);
-        if (s->next >= s->ndue) {
-            pthread_mutex_unlock(&s->pmu);
-            return;
-        }
-        sjob *j = &s->sj[s->due[s->next++]];
-        pthread_mutex_unlock(&s->pmu);
-        vb_error jerr = {0};
-        vb_err rc = process_job(s, sl, j, now_ms(s), &jerr);
-        if (rc != VB_OK) {
-            vb_log(VB_LOG_WARN, "scheduler: job=%s: %s", j->job.job_id, jerr.msg);
-            pthread_mutex_lock(&s->pmu);
-            if (s->pass_err.code == VB_OK)
-                vb_error_set(&s->pass_err, rc, "%s", jerr.msg);
-            pthread_mutex_unlock(&s->pmu);
-        }
-    }
+    firing f;
+    while (take(s, sl, &f))
+        do_fire(s, sl, f.j->job.job_id, &f.j->job, f.exec_id);
+    flush_done(s, sl);
 }
 
 /* A pool thread: joins each pass. */
@@ -386,6 +415,15 @@ static void *slot_loop(void *arg)
     slot *sl = arg;
     vb_scheduler *s = sl->s;
     unsigned long seen = 0; /* passes start at gen 1, so a late start misses none */
+    /* Platform polls yield the CPU to the claims (the loop's thread) and to
+     * the REST API's threads when the machine is busy; Linux applies a
+     * nice value per thread. Failing to change it changes nothing else. */
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)tid, nice_now + FIRE_NICE) != 0)
+        vb_log(VB_LOG_DEBUG, "scheduler: slot %d keeps its priority: %s", sl->index,
+               strerror(errno));
     pthread_mutex_lock(&s->pmu);
     while (!s->pool_stop) {
         if (s->gen == seen) {
@@ -404,60 +442,226 @@ static void *slot_loop(void *arg)
     return NULL;
 }
 
-/* Reads the last_tick of every due job, VB_JOBS_EXEC_TICKS_BATCH per round
- * trip, instead of one round trip per job in process_job. A value read here
- * may be overtaken by another producer's claim before it is used; the claim
- * is a compare-and-set, so that only costs a re-read. On a failure the jobs
- * left read their own. */
+static void pass_fail(vb_scheduler *s, vb_err rc, const char *msg)
+{
+    pthread_mutex_lock(&s->pmu);
+    if (s->pass_err.code == VB_OK)
+        vb_error_set(&s->pass_err, rc, "%s", msg);
+    pthread_mutex_unlock(&s->pmu);
+}
+
+/* Reads the last_tick of the due jobs whose value is not known (after a
+ * reload), VB_JOBS_EXEC_TICKS_BATCH per round trip. On a failure the jobs
+ * left stay unknown and are not claimed in this pass. */
 static void read_last_ticks(vb_scheduler *s, size_t ndue)
 {
     const char *ids[VB_JOBS_EXEC_TICKS_BATCH];
+    sjob *js[VB_JOBS_EXEC_TICKS_BATCH];
     long long lasts[VB_JOBS_EXEC_TICKS_BATCH];
-    for (size_t off = 0; off < ndue; off += VB_JOBS_EXEC_TICKS_BATCH) {
-        size_t n = ndue - off < VB_JOBS_EXEC_TICKS_BATCH ? ndue - off : VB_JOBS_EXEC_TICKS_BATCH;
-        for (size_t i = 0; i < n; i++)
-            ids[i] = s->sj[s->due[off + i]].job.job_id;
+    size_t n = 0;
+    for (size_t i = 0; i <= ndue; i++) {
+        if (i < ndue && !s->sj[s->due[i]].has_known_last) {
+            js[n] = &s->sj[s->due[i]];
+            ids[n] = js[n]->job.job_id;
+            n++;
+        }
+        if (n == 0 || (n < VB_JOBS_EXEC_TICKS_BATCH && i < ndue))
+            continue;
         vb_error err = {0};
         if (vb_jobs_exec_last_ticks(s->jobs, ids, n, lasts, &err) != VB_OK) {
             vb_log(VB_LOG_WARN, "scheduler: reading last ticks: %s", err.msg);
+            pass_fail(s, err.code, err.msg);
             return;
         }
-        for (size_t i = 0; i < n; i++) {
-            sjob *j = &s->sj[s->due[off + i]];
-            j->known_last = lasts[i];
-            j->has_known_last = 1;
+        for (size_t k = 0; k < n; k++) {
+            js[k]->known_last = lasts[k];
+            js[k]->has_known_last = 1;
         }
+        n = 0;
     }
 }
 
-/* Processes every due job, spread over the slots; returns when all are done. */
+/* What the claim of one job's due ticks says; the missed text lives here
+ * until the batch's script has run. */
+typedef struct claim {
+    size_t idx; /* into sj */
+    plan p;
+    char missed_out[400];
+} claim;
+
+/* Works out job `idx`'s due ticks from its known last_tick. Returns 1 with
+ * *t and *c filled when there is something to claim; else sets the job's
+ * next_due_ms and returns 0. */
+static int plan_claim(vb_scheduler *s, size_t idx, long long now_ms_v, vb_exec_tick *t,
+                      claim *c)
+{
+    sjob *j = &s->sj[idx];
+    long long now = job_now_s(j, now_ms_v);
+    long long last = j->known_last;
+    long long base = last ? last : j->job.created_at / 1000;
+    c->idx = idx;
+    make_plan(j, base, now, s->window_s, &c->p);
+    if (!c->p.new_last) {
+        j->next_due_ms = due_ms_after(j, base > now ? base : now);
+        return 0;
+    }
+    c->missed_out[0] = '\0';
+    if (c->p.missed) {
+        char first[VB_TIME_STR_MAX], lastt[VB_TIME_STR_MAX];
+        fmt_time(c->p.missed_first, first);
+        fmt_time(c->p.missed_last, lastt);
+        snprintf(c->missed_out, sizeof c->missed_out,
+                 "%s%ld scheduled run(s) from %s to %s were missed (no producer was "
+                 "running); only ticks at most %ld s old are caught up",
+                 c->p.capped ? "more than " : "", c->p.missed, first, lastt, s->window_s);
+    }
+    *t = (vb_exec_tick){
+        .job_id = j->job.job_id,
+        .producer_id = s->producer_id,
+        .expected_last = last,
+        .new_last = c->p.new_last,
+        .fire_tick = c->p.fire,
+        .missed = c->p.missed,
+        .missed_last = c->p.missed_last,
+        .missed_output = c->missed_out,
+        .now_ms = now_ms_v,
+        .timeout_s = s->exec_timeout_s,
+        .jitter_ms = j->jitter_ms,
+    };
+    return 1;
+}
+
+/* Acts on one claim's result: counts, logs, queues the firing. Returns 1
+ * when the claim conflicted (the job goes round again). */
+static int claimed(vb_scheduler *s, const claim *c, const vb_exec_tick_result *res,
+                   long long now_ms_v)
+{
+    sjob *j = &s->sj[c->idx];
+    const plan *p = &c->p;
+    j->known_last = res->last_tick;
+    j->has_known_last = 1;
+    if (res->code == VB_EXEC_TICK_CONFLICT)
+        return 1; /* another producer claimed meanwhile: recompute from its value */
+    if (res->code == VB_EXEC_TICK_GONE) {
+        j->next_due_ms = NEVER; /* the version bump will drop it */
+        return 0;
+    }
+    j->next_due_ms = due_ms_after(j, p->new_last);
+    if (res->code == VB_EXEC_TICK_PAUSED) {
+        count_skip(s, "paused", (double)p->missed + (p->fire ? 1 : 0));
+        return 0;
+    }
+    if (res->missed_recorded) {
+        count_skip(s, "missed", (double)p->missed);
+        vb_log(VB_LOG_WARN, "scheduler: job=%s %s", j->job.job_id, c->missed_out);
+    }
+    if (res->overlap) {
+        count_skip(s, "overlap", 1);
+        vb_log(VB_LOG_INFO,
+               "scheduler: job=%s tick skipped: the previous execution is still running",
+               j->job.job_id);
+    }
+    if (res->fired) {
+        vb_metric_observe(s->m_lag, NULL,
+                          (double)(now_ms_v - (p->fire * 1000 + j->jitter_ms)) / 1000.0);
+        pthread_mutex_lock(&s->pmu);
+        firing *f = &s->fq[s->nq++];
+        f->j = j;
+        memcpy(f->exec_id, res->execution_id, VB_UUID_SIZE);
+        pthread_cond_broadcast(&s->pwork);
+        pthread_mutex_unlock(&s->pmu);
+    }
+    return 0;
+}
+
+/* Claims the due ticks of todo[0..ntodo) CLAIM_BATCH per script; leaves the
+ * jobs whose claim conflicted in todo[0..return value). 0 on a Redis
+ * failure too (kept in pass_err; those jobs are looked at next pass). */
+static size_t claim_round(vb_scheduler *s, size_t ntodo, long long now_ms_v)
+{
+    vb_exec_tick t[CLAIM_BATCH];
+    vb_exec_tick_result res[CLAIM_BATCH];
+    claim *c = calloc(CLAIM_BATCH, sizeof *c);
+    if (!c) {
+        pass_fail(s, VB_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    size_t again = 0;
+    for (size_t off = 0; off < ntodo; off += CLAIM_BATCH) {
+        size_t end = ntodo - off < CLAIM_BATCH ? ntodo : off + CLAIM_BATCH, b = 0;
+        for (size_t i = off; i < end; i++)
+            b += (size_t)plan_claim(s, s->todo[i], now_ms_v, &t[b], &c[b]);
+        if (b == 0)
+            continue;
+        long long claim_ms = now_ms(s); /* started_at: when the claim was made */
+        for (size_t k = 0; k < b; k++)
+            t[k].now_ms = claim_ms;
+        vb_error err = {0};
+        if (vb_jobs_exec_ticks(s->jobs, t, b, res, &err) != VB_OK) {
+            vb_log(VB_LOG_WARN, "scheduler: claiming %zu ticks: %s", b, err.msg);
+            pass_fail(s, err.code, err.msg);
+            again = 0;
+            break;
+        }
+        /* todo[off..end) was copied into c: the retries may overwrite it */
+        for (size_t k = 0; k < b; k++)
+            if (claimed(s, &c[k], &res[k], claim_ms))
+                s->todo[again++] = c[k].idx;
+    }
+    free(c);
+    return again;
+}
+
+/* Claims every due tick in batches while the slots fire what is claimed;
+ * returns when all are fired and recorded. */
 static vb_err pass(vb_scheduler *s, vb_error *err)
 {
-    long long now = now_ms(s) / 1000;
+    long long now = now_ms(s);
     size_t ndue = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        s->sj[i].has_known_last = 0;
+    for (size_t i = 0; i < s->n; i++)
         if (is_due(&s->sj[i], now))
             s->due[ndue++] = i;
-    }
-    read_last_ticks(s, ndue);
     pthread_mutex_lock(&s->pmu);
-    s->ndue = ndue;
-    s->next = 0;
+    s->nq = s->next = 0;
+    s->claiming = 1;
     vb_error_clear(&s->pass_err);
-    int helpers = s->nslots > 1 && ndue > 1;
-    if (helpers) {
+    if (s->nslots > 1 && ndue > 1) {
         s->gen++;
         pthread_cond_broadcast(&s->pwork);
     }
     s->busy++; /* the loop's own slot */
     pthread_mutex_unlock(&s->pmu);
+
+    read_last_ticks(s, ndue);
+    /* A random start, so that producers sharing the jobs claim different
+     * ones first; the jobs whose last_tick could not be read wait. */
+    s->rng = s->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    size_t start = ndue ? (size_t)((s->rng >> 33) % ndue) : 0, ntodo = 0;
+    for (size_t i = 0; i < ndue; i++) {
+        size_t idx = s->due[(start + i) % ndue];
+        if (s->sj[idx].has_known_last)
+            s->todo[ntodo++] = idx;
+    }
+    for (int attempt = 0; attempt < CLAIM_ATTEMPTS && ntodo; attempt++)
+        ntodo = claim_round(s, ntodo, now);
+    if (ntodo) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "job %s: tick claim kept conflicting",
+                 s->sj[s->todo[0]].job.job_id);
+        vb_log(VB_LOG_WARN, "scheduler: %s", msg);
+        pass_fail(s, VB_ERR_CONFLICT, msg);
+    }
+
+    pthread_mutex_lock(&s->pmu);
+    s->claiming = 0;
+    pthread_cond_broadcast(&s->pwork);
+    pthread_mutex_unlock(&s->pmu);
     work(s, &s->slots[0]);
     pthread_mutex_lock(&s->pmu);
     s->busy--;
-    while (s->busy > 0 || s->next < s->ndue)
+    while (s->busy > 0 || s->next < s->nq)
         pthread_cond_wait(&s->pdone, &s->pmu);
-    s->ndue = s->next = 0;
+    s->nq = s->next = 0;
     vb_err rc = s->pass_err.code;
     if (rc != VB_OK)
         vb_error_set(err, rc, "%s", s->pass_err.msg);
@@ -484,6 +688,7 @@ static vb_err step(vb_scheduler *s, vb_error *err)
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < qn; i++)
         do_fire(s, &s->slots[0], q[i].job_id, NULL, q[i].exec_id);
+    flush_done(s, &s->slots[0]);
 
     vb_error perr = {0};
     if (pass(s, &perr) != VB_OK && first == VB_OK)
@@ -517,10 +722,10 @@ static long wait_ms(vb_scheduler *s)
 {
     long long now = now_ms(s), best = 1000;
     for (size_t i = 0; i < s->n; i++) {
-        long long d = s->sj[i].next_due;
+        long long d = s->sj[i].next_due_ms;
         if (!s->sj[i].cron_ok || d == NEVER || d == 0) /* 0: a failed pass; retry in 1 s */
             continue;
-        long long ms = d * 1000 - now;
+        long long ms = d - now;
         if (ms < best)
             best = ms;
     }
@@ -608,6 +813,7 @@ vb_scheduler *vb_scheduler_start(const vb_scheduler_opts *opts, vb_error *err)
     s->clock_ms = opts->clock_ms ? opts->clock_ms : real_clock_ms;
     s->clock_ctx = opts->clock_ctx;
     s->no_thread = opts->no_thread;
+    s->rng = (unsigned long long)vb__now_ms() ^ ((unsigned long long)getpid() << 32);
     if (opts->metrics) {
         static const double lag_buckets[] = {0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600};
         s->m_fires = vb_metrics_counter(opts->metrics, "visionbatch_scheduler_fires_total",

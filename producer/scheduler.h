@@ -25,12 +25,22 @@
  *     (vb_jobs_exec_expire: `timeout`, or `error` when the firing producer
  *     died while publishing).
  *
- * Threading: one scheduler thread runs the loop; the jobs due in one pass
- * are claimed and fired by opts.fire_threads firing slots in parallel (the
- * loop's thread is slot 0, the others are pool threads, each slot with its
- * own Redis connection), so one slow firing holds up one slot, not every
- * tick. A pass ends when all its due jobs are done. Manual runs fire on
- * slot 0. vb_scheduler_fire_now may be called from any thread. With
+ *   - Batches: a pass claims its due ticks 50 per Redis script (each tick
+ *     its own compare-and-set) and records the ends of its firings 32 per
+ *     script, so its round trips do not grow one per job.
+ *   - Jitter: a job with jitter_s > 0 fires each tick a fixed offset later
+ *     (vb_job_jitter_ms, in [0, jitter_s] s, the same in every producer);
+ *     its executions' scheduled_for and the lag metric include the offset.
+ *
+ * Threading: one scheduler thread runs the loop and claims; the claimed
+ * ticks are fired by opts.fire_threads firing slots in parallel while later
+ * batches are still being claimed (the loop's thread is slot 0 and joins
+ * once it has claimed everything, the others are pool threads, each slot
+ * with its own Redis connection, run 5 nicer than the process so that claims
+ * and the REST API come first when the CPU is short), so one slow firing
+ * holds up one slot, not every tick. A pass ends when all its due jobs are
+ * fired and recorded. Manual runs fire on slot 0. vb_scheduler_fire_now may
+ * be called from any thread. With
  * opts.no_thread the caller drives the loop with vb_scheduler_step instead
  * (tests); its thread is then slot 0.
  */

@@ -15,10 +15,13 @@
 #                                 and 100,000 runs
 #   scripts/bench.sh cron-next [--quick]
 #                                 the cost of one next-fire-time search
+#   scripts/bench.sh rebalance [--repeat N] [--protocols classic,consumer]
+#                                 a worker joining and leaving during 200 runs, per
+#                                 Kafka group protocol (consumer: librdkafka >= 2.4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
 if [[ ${1:-} == cron-next ]]; then # a C benchmark, built with the tests
@@ -53,6 +56,10 @@ case "${1:-run-once}" in
   console)
     deploy/local/services.sh start
     python3 tests/bench/bench_console.py "${@:2}"
+    ;;
+  rebalance)
+    deploy/local/services.sh start
+    python3 tests/bench/bench_rebalance.py "${@:2}"
     ;;
   *) echo "bench.sh: unknown benchmark '$1' (try --help)" >&2; exit 2 ;;
 esac

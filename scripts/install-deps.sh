@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs every build and test dependency of visionbatch on Debian bookworm.
+# Installs every build and test dependency of visionbatch on Debian 12
+# (bookworm, the machines) or 13 (trixie, the container images): the package
+# names of the shared libraries and of Java differ between the two.
 # Idempotent: packages already present are left alone. Used by the README's
 # commands, .ci/run and docker/Dockerfile, so all three install the same set.
 #
@@ -11,6 +13,18 @@
 #                                      (docker.io, docker-compose, debootstrap)
 set -euo pipefail
 
+codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+case "$codename" in
+  bookworm)
+    JAVA_PKG=openjdk-17-jre-headless
+    LIB_PKGS=(libcurl4 librdkafka1 libhiredis0.14 libmicrohttpd12 libssl3)
+    ;;
+  *) # trixie and later: 64-bit time_t names, hiredis with TLS
+    JAVA_PKG=openjdk-21-jre-headless
+    LIB_PKGS=(libcurl4t64 librdkafka1 libhiredis1.1.0 libmicrohttpd12t64 libssl3t64)
+    ;;
+esac
+
 BUILD_PKGS=(
   build-essential cmake pkg-config ca-certificates
   libcurl4-openssl-dev libcjson-dev librdkafka-dev libhiredis-dev
@@ -18,19 +32,18 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
   redis-server redis-tools python3 python3-yaml kcat iproute2 tzdata procps libjpeg-turbo-progs
-  openjdk-17-jre-headless maven wrk python3-venv chromium clang
+  "$JAVA_PKG" maven wrk python3-venv chromium clang nginx
 )
+# nginx: the fast platform stand-in of tests/bench/bench_cron.py, run by the
+# benchmark under its own configuration (never as a system service).
 # PyPI packages of the tests, installed into .venv/ of the checkout (never
 # into the system's Python): the OpenAPI validator of tests/system/test_openapi.py
 # and Playwright, which drives Debian's chromium (above) in
 # tests/browser/test_console.py (its own browser downloads are never used).
 PY_TEST_PKGS=(openapi-spec-validator==0.9.0 playwright==1.65.2)
 # The engine of tests/compose/run.sh and of docs/deploy.md's air-gapped path.
-COMPOSE_PKGS=(docker.io docker-compose debootstrap iptables kcat curl python3)
-RUNTIME_PKGS=(
-  ca-certificates libcurl4 libcjson1 librdkafka1 libhiredis0.14
-  libmicrohttpd12 libssl3 tzdata
-)
+COMPOSE_PKGS=(docker.io docker-compose debootstrap iptables kcat curl python3 openssl)
+RUNTIME_PKGS=(ca-certificates libcjson1 "${LIB_PKGS[@]}" tzdata)
 
 mode=${1:-all}
 case "$mode" in
@@ -39,7 +52,7 @@ case "$mode" in
   --compose) pkgs=("${COMPOSE_PKGS[@]}") ;;
   all | --all) pkgs=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
   -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *)
@@ -57,7 +70,7 @@ if [ "$mode" != --runtime ] && [ "$mode" != --compose ]; then
   filtered=()
   for p in "${missing[@]}"; do
     case "$p" in
-      openjdk-17-jre-headless) command -v java >/dev/null 2>&1 && continue ;;
+      openjdk-*-jre-headless) command -v java >/dev/null 2>&1 && continue ;;
       maven) command -v mvn >/dev/null 2>&1 && continue ;;
     esac
     filtered+=("$p")

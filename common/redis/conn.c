@@ -171,6 +171,17 @@ static vb_err connect_now(vb__redis *c, vb_error *err)
         rc = fail(c, VB_ERR_REDIS, "cannot set socket options", c->ctx->errstr, err);
         goto fail;
     }
+    if (c->url.tls) { /* after the timeout: a stalled handshake times out too */
+        char why[300];
+        pipe_guard g;
+        guard_begin(&g);
+        rc = vb__redis_tls_handshake(c->ctx, c->url.host, why, sizeof why);
+        guard_end(&g);
+        if (rc != VB_OK) {
+            fail(c, rc, "connect failed", why, err);
+            goto fail;
+        }
+    }
     if (c->url.password[0]) {
         const char *argv[3] = {"AUTH", c->url.user, c->url.password};
         int argc = 3;

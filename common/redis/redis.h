@@ -10,6 +10,7 @@
  * URL grammar (scheme case-insensitive, as RFC 3986 says; the userinfo rule
  * is redis-cli's):
  *     redis://[userinfo@]host[:port][/db]      port 6379, db 0 by default
+ *     rediss://[userinfo@]host[:port][/db]     the same over TLS
  *     unix://[userinfo@]/absolute/path[?db=N]  db 0 by default
  *   userinfo is `user:password` (ACL user), `:password` or `password` — with
  *   no ':' the whole userinfo is the password of the default user, as in
@@ -20,9 +21,17 @@
  *   bracketed IPv6 literal; db is 0–99999 (the server decides how many exist).
  * Refused: empty credentials (`@host`, `:@host`), a user without a password,
  * query strings and fragments (unix:// takes only ?db=N), spaces and control
- * characters, URLs over 2048 bytes, and `rediss://` — the hiredis this is
- * built against (0.14 on Debian 12) has no TLS, so TLS is refused when the URL
- * is read, not when the first command fails.
+ * characters, URLs over 2048 bytes, and `rediss://` in a build without TLS
+ * (hiredis < 1.0 or without hiredis_ssl, as on Debian 12: VB_HAVE_REDIS_TLS
+ * unset), so TLS is refused when the URL is read, not when the first command
+ * fails.
+ *
+ * TLS (tls.c). A rediss:// connection verifies the server's certificate
+ * against the process's CA bundle (the system's unless configured) and its
+ * name (or IP address) against the URL's host; TLS 1.2 at least. The CA file,
+ * an optional client certificate and key (and the key's password) are set
+ * once per process with vb__redis_tls_configure(), which config.c calls when
+ * it reads a rediss:// redis_url, so a bad file fails at start.
  *
  * Connection. vb__redis_new() parses, connects with a connect timeout, sends
  * AUTH (user + password, or password only), SELECT and CLIENT SETNAME, and
@@ -66,6 +75,7 @@
  * vb__redis_url_clear() when done. */
 typedef struct vb__redis_url {
     int is_unix;        /* 1: unix socket at `path` */
+    int tls;            /* 1: rediss:// */
     char host[256];     /* TCP host (brackets of an IPv6 literal removed) */
     int port;           /* TCP port, 1–65535 */
     char path[108];     /* unix socket path */
@@ -82,9 +92,45 @@ vb_err vb__redis_url_parse(const char *url, vb__redis_url *out, vb_error *err);
 /* Wipes the password (and everything else) from *u. NULL is accepted. */
 void vb__redis_url_clear(vb__redis_url *u);
 
-/* Writes "host:port/db", "[v6]:port/db" or "unix:/path/db" into out (always
- * NUL-terminated): the printable form, without credentials. Returns out. */
+/* Writes "host:port/db", "[v6]:port/db", "unix:/path/db", or with TLS
+ * "tls:host:port/db", into out (always NUL-terminated): the printable form,
+ * without credentials. Returns out. */
 char *vb__redis_url_describe(const vb__redis_url *u, char *out, size_t outlen);
+
+/* ---- TLS (rediss://) ---- */
+
+/* Why rediss:// is refused by a build without TLS. */
+#define VB__REDIS_NO_TLS                                                                    \
+    "rediss:// (Redis over TLS) is not supported by this build: it needs hiredis >= 1.0 "  \
+    "with hiredis_ssl (Debian 13's libhiredis-dev); use redis:// or a TLS-enabled build"
+
+/* TLS client settings of the process. Paths of PEM files; NULL or "" = not
+ * set. The key password is a secret: used while the key loads, never kept. */
+typedef struct vb__redis_tls_opts {
+    const char *ca_file;      /* CA bundle of the server's certificate; unset = the system's */
+    const char *cert_file;    /* client certificate (chain); with key_file */
+    const char *key_file;     /* its private key */
+    const char *key_password; /* of an encrypted key_file */
+} vb__redis_tls_opts;
+
+/* 1 when this build speaks TLS to Redis, else 0. */
+int vb__redis_tls_available(void);
+
+/* Loads the CA bundle, certificate and key of `o` (NULL = the system's CAs,
+ * no client certificate) now, and makes them the settings of every rediss://
+ * connection made afterwards. VB_ERR_CONFIG naming the setting and the file
+ * when one cannot be loaded (or the key does not match the certificate, or
+ * this build has no TLS); the settings in place are then kept. Call before
+ * the threads that connect start. */
+vb_err vb__redis_tls_configure(const vb__redis_tls_opts *o, vb_error *err);
+
+/* Drops the configured settings (tests). */
+void vb__redis_tls_reset(void);
+
+/* Runs the TLS handshake on a connected context (conn.c): VB_OK, or
+ * VB_ERR_REDIS with the reason in why (an untrusted or misnamed certificate
+ * says so). */
+vb_err vb__redis_tls_handshake(redisContext *ctx, const char *host, char *why, size_t whylen);
 
 /* ---- connection ---- */
 

@@ -153,7 +153,7 @@ static vb_err parse_hostport(const char *s, size_t n, vb__redis_url *u, vb_error
     return VB_OK;
 }
 
-/* redis://[userinfo@]host[:port][/db] — `rest` follows "redis://". */
+/* redis://[userinfo@]host[:port][/db] — `rest` follows "redis://" (or "rediss://"). */
 static vb_err parse_tcp(const char *rest, vb__redis_url *u, vb_error *err)
 {
     if (strpbrk(rest, "?#"))
@@ -216,11 +216,14 @@ vb_err vb__redis_url_parse(const char *url, vb__redis_url *out, vb_error *err)
         rc = parse_tcp(url + 8, out, err);
     else if (strncasecmp(url, "unix://", 7) == 0)
         rc = parse_unix(url + 7, out, err);
-    else if (strncasecmp(url, "rediss://", 9) == 0)
+    else if (strncasecmp(url, "rediss://", 9) == 0 && !vb__redis_tls_available())
+        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL: %s", VB__REDIS_NO_TLS);
+    else if (strncasecmp(url, "rediss://", 9) == 0) {
+        out->tls = 1;
+        rc = parse_tcp(url + 9, out, err);
+    } else
         rc = vb_error_set(err, VB_ERR_CONFIG,
-                          "Redis URL: rediss:// needs a build with hiredis >= 1.0 and TLS");
-    else
-        rc = vb_error_set(err, VB_ERR_CONFIG, "Redis URL must start with redis:// or unix://");
+                          "Redis URL must start with redis://, rediss:// or unix://");
     if (rc != VB_OK)
         vb__redis_url_clear(out);
     return rc;
@@ -237,8 +240,8 @@ char *vb__redis_url_describe(const vb__redis_url *u, char *out, size_t outlen)
     if (u->is_unix)
         snprintf(out, outlen, "unix:%s/%d", u->path, u->db);
     else if (strchr(u->host, ':'))
-        snprintf(out, outlen, "[%s]:%d/%d", u->host, u->port, u->db);
+        snprintf(out, outlen, "%s[%s]:%d/%d", u->tls ? "tls:" : "", u->host, u->port, u->db);
     else
-        snprintf(out, outlen, "%s:%d/%d", u->host, u->port, u->db);
+        snprintf(out, outlen, "%s%s:%d/%d", u->tls ? "tls:" : "", u->host, u->port, u->db);
     return out;
 }

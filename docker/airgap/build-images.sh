@@ -3,10 +3,10 @@
 # for hosts that reach no image registry (the air-gapped path of
 # docs/deploy.md):
 #
-#   debian:bookworm, debian:bookworm-slim   debootstrap --variant=minbase bookworm
+#   debian:trixie, debian:trixie-slim       debootstrap --variant=minbase trixie
 #   apache/kafka:<version>                  Debian's JRE + the Kafka jars of
 #                                           deploy/local/kafka/pom.xml (Maven)
-#   redis:7-bookworm                        Debian's redis-server
+#   redis:8-trixie                          Debian's redis-server
 #
 #   docker/airgap/build-images.sh [--engine docker|podman] [--pull] [debian|kafka|redis…]
 #
@@ -45,7 +45,7 @@ say() { printf 'build-images: %s\n' "$*"; }
 die() { printf 'build-images: %s\n' "$*" >&2; exit 1; }
 
 # Hash of the files an image is made from (plus extra words).
-# Images built FROM debian:bookworm-slim include its id, so a new base rebuilds them.
+# Images built FROM debian:trixie-slim include its id, so a new base rebuilds them.
 inputs_hash() {
   (cat "$@"; echo "$mirror $kafka_version ${base_id:-}") | sha256sum | cut -c1-16
 }
@@ -63,36 +63,37 @@ try_pull() {
 }
 
 # What the Debian base is made of; change it to force a new base.
-debian_recipe="debootstrap --variant=minbase bookworm $mirror; sources: bookworm bookworm-updates bookworm-security"
+suite=trixie
+debian_recipe="debootstrap --variant=minbase $suite $mirror; sources: $suite $suite-updates $suite-security"
 
 build_debian() {
   local hash tree
   hash=$(echo "$debian_recipe" | sha256sum | cut -c1-16)
-  if up_to_date debian:bookworm "$hash" && up_to_date debian:bookworm-slim "$hash"; then
+  if up_to_date "debian:$suite" "$hash" && up_to_date "debian:$suite-slim" "$hash"; then
     return 0
   fi
-  try_pull debian:bookworm && try_pull debian:bookworm-slim && return 0
+  try_pull "debian:$suite" && try_pull "debian:$suite-slim" && return 0
   command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
-  tree=$cache/bookworm-minbase-$hash
+  tree=$cache/$suite-minbase-$hash
   if [ ! -f "$tree/.complete" ]; then
-    say "debootstrap --variant=minbase bookworm (once; cached in $cache)"
-    rm -rf "$cache"/bookworm-minbase-* && mkdir -p "$cache"
-    debootstrap --variant=minbase bookworm "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
+    say "debootstrap --variant=minbase $suite (once; cached in $cache)"
+    rm -rf "$cache"/*-minbase-* && mkdir -p "$cache"
+    debootstrap --variant=minbase "$suite" "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
       { tail -n 20 "$cache/debootstrap.log" >&2; rm -rf "$tree"; die "debootstrap failed"; }
     cat >"$tree/etc/apt/sources.list" <<EOF
-deb $mirror bookworm main
-deb $mirror bookworm-updates main
-deb ${mirror%/debian}/debian-security bookworm-security main
+deb $mirror $suite main
+deb $mirror $suite-updates main
+deb ${mirror%/debian}/debian-security $suite-security main
 EOF
     rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*
     touch "$tree/.complete"
   fi
-  say "importing debian:bookworm and debian:bookworm-slim"
+  say "importing debian:$suite and debian:$suite-slim"
   tar -C "$tree" --exclude=./.complete -c . |
     "$engine" import --change "LABEL $label=$hash" --change 'CMD ["bash"]' \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      - debian:bookworm >/dev/null
-  "$engine" tag debian:bookworm debian:bookworm-slim
+      - "debian:$suite" >/dev/null
+  "$engine" tag "debian:$suite" "debian:$suite-slim"
 }
 
 build_from() { # tag dockerfile context-dir hash
@@ -118,7 +119,7 @@ build_kafka() {
 }
 
 build_redis() {
-  local tag=redis:7-bookworm hash
+  local tag=redis:8-$suite hash
   hash=$(inputs_hash "$here/Dockerfile.redis" "$here/redis-entrypoint.sh")
   up_to_date "$tag" "$hash" && return 0
   try_pull "$tag" && return 0
@@ -128,8 +129,8 @@ build_redis() {
 [ ${#only[@]} -gt 0 ] || only=(debian kafka redis)
 t0=$(date +%s)
 for what in "${only[@]}"; do
-  [ "$what" = debian ] || base_id=$("$engine" image inspect -f '{{.Id}}' debian:bookworm-slim 2>/dev/null) ||
-    die "debian:bookworm-slim missing: build debian first"
+  [ "$what" = debian ] || base_id=$("$engine" image inspect -f '{{.Id}}' "debian:$suite-slim" 2>/dev/null) ||
+    die "debian:$suite-slim missing: build debian first"
   "build_$what"
 done
 say "${only[*]} ready in $(($(date +%s) - t0))s"

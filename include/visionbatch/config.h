@@ -74,6 +74,13 @@ typedef struct vb_config {
      * of secret properties are registered with the redactor. */
     const char *const *kafka_properties;
     char *redis_url;       /* default redis://127.0.0.1:6379/0 */
+    /* rediss:// only (PEM paths; NULL = unset): the CA bundle of the server's
+     * certificate (default: the system's), a client certificate and its key,
+     * and the key's password (secret). Loaded while the settings are read. */
+    char *redis_tls_ca_file;
+    char *redis_tls_cert_file;
+    char *redis_tls_key_file;
+    char *redis_tls_key_password;
     char *listen;          /* producer REST API, default 127.0.0.1:8000 */
     long catch_up_window_s; /* producer: missed cron tick still fired, default 600 */
     long executions_cap;    /* producer: executions kept per job, default 100 */

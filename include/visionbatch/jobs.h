@@ -78,7 +78,10 @@ enum {
     VB_JOB_F_NOTIFY = 1u << 10,
     VB_JOB_F_NOTIFY_SECRET = 1u << 11,
     VB_JOB_F_PAUSE = 1u << 12,
+    VB_JOB_F_JITTER = 1u << 13,
 };
+
+#define VB_JOBS_JITTER_MAX 3600 /* largest jitter_s */
 
 /* A validated request body. Strings are owned (NULL when the field was
  * absent); `present` has one VB_JOB_F_* bit per field given. */
@@ -92,6 +95,7 @@ typedef struct vb_job_input {
     char *notify;        /* canonical JSON of the targets; "" when null or [] */
     char *notify_secret; /* signing secret (wiped on free) */
     long pause_on_failure; /* valid when VB_JOB_F_PAUSE; 0 = off */
+    long jitter_s;         /* valid when VB_JOB_F_JITTER; 0 = off */
 } vb_job_input;
 
 /* Parses and validates a JSON body of `len` bytes (need not be
@@ -105,7 +109,8 @@ typedef struct vb_job_input {
  * (vb_cron_parse) and fires at least once; timezone is a known IANA zone;
  * enabled is a boolean; overlap is "skip" or "allow"; notify is null or an
  * array of webhook targets (vb_notify_validate); notify_secret is a string of
- * 16–256 bytes; pause_on_failure an integer 0–1000. On failure returns
+ * 16–256 bytes; pause_on_failure an integer 0–1000; jitter_s an integer
+ * 0–VB_JOBS_JITTER_MAX. On failure returns
  * VB_ERR_INVALID (or VB_ERR_PARSE for malformed JSON) with a message naming
  * the field(s), *out zeroed. On VB_OK free *out with vb_job_input_free.
  * Thread-safe. */
@@ -133,12 +138,19 @@ typedef struct vb_job {
     long pause_on_failure;   /* 0 = off */
     long fail_streak;        /* consecutive failed executions */
     char *paused_reason;     /* "" unless the job deactivated itself */
+    long jitter_s;           /* ticks fire up to this late (0 = on the tick);
+                                see vb_job_jitter_ms */
 } vb_job;
 
 typedef struct vb_job_list {
     vb_job *items; /* oldest created first */
     size_t n;
 } vb_job_list;
+
+/* The job's fixed firing offset in ms, in [0, jitter_s × 1000]: a hash of
+ * the job id, so every producer computes the same one and a job's ticks
+ * stay evenly spaced. 0 when jitter_s is 0. Thread-safe. */
+long vb_job_jitter_ms(const vb_job *job);
 
 /* Strings are never NULL in a record read from Redis. Free with the
  * functions below (NULL ok). */

@@ -20,6 +20,10 @@
  *                      trimming or deleting the execution removes them.
  *   visionbatch:execs:running  sorted set: running execution ids, score =
  *                      started_at; the index vb_jobs_exec_expire() scans.
+ *   visionbatch:job:<job_id>:running  sorted set: the job's executions
+ *                      recorded `running` (score started_at), pruned lazily
+ *                      when the overlap rule reads it; the job hash's field
+ *                      running_idx = "1" once it covers every execution.
  *
  * Exactly once: a tick is claimed by a compare-and-set of the job's
  * last_tick inside one Lua script that also records the execution(s), so of
@@ -72,6 +76,8 @@ typedef struct vb_exec_tick {
     long long now_ms;         /* the caller's clock */
     long timeout_s;           /* a `running` execution older than this no longer
                                  blocks (overlap); 0 = VB_EXEC_TIMEOUT_DEFAULT_S */
+    long jitter_ms;           /* the job's jitter offset: added to the
+                                 scheduled_for of every record (ms) */
 } vb_exec_tick;
 
 typedef enum vb_exec_tick_code {
@@ -88,6 +94,9 @@ typedef struct vb_exec_tick_result {
     int missed_recorded; /* 1: one skipped "missed" execution was recorded */
     long paused_reported; /* ticks reported in a skipped "paused" execution */
     char execution_id[VB_UUID_SIZE]; /* the fired or overlap-skipped execution */
+    long long last_tick; /* the job's last_tick after the call: new_last when
+                            claimed, the current value on a conflict (so the
+                            caller recomputes without reading it again) */
 } vb_exec_tick_result;
 
 /* Reads the job's last_tick (0 when absent or the job does not exist). */
@@ -111,6 +120,19 @@ vb_err vb_jobs_exec_last_ticks(vb_jobs *j, const char *const *job_ids, size_t n,
  * nothing: its ticks are counted for a later "paused" record. */
 vb_err vb_jobs_exec_tick(vb_jobs *j, const vb_exec_tick *t, vb_exec_tick_result *res,
                          vb_error *err);
+
+#define VB_JOBS_EXEC_CLAIM_BATCH_MAX 1000 /* ticks or firings per batch call at most */
+
+/* The same for n (1..VB_JOBS_EXEC_CLAIM_BATCH_MAX) ticks of different jobs
+ * in one script call (one round trip): res[i] for t[i]. Each tick is its own
+ * compare-and-set, so of producers claiming overlapping batches each tick
+ * goes to exactly one (the others get VB_EXEC_TICK_CONFLICT for it, with the
+ * current last_tick). producer_id, now_ms and timeout_s are taken from t[0]
+ * for the whole batch. Redis runs the script without interleaving other
+ * clients, so the batch size bounds how long others wait for it.
+ * VB_ERR_INVALID for a bad job id or n; VB_ERR_REDIS (nothing claimed). */
+vb_err vb_jobs_exec_ticks(vb_jobs *j, const vb_exec_tick *t, size_t n, vb_exec_tick_result *res,
+                          vb_error *err);
 
 /* Records a manual run (POST /cron-jobs/{id}/run) as a `running` execution
  * without touching the schedule. VB_ERR_CONFLICT (nothing recorded) when the
@@ -138,6 +160,23 @@ vb_err vb_jobs_exec_fire_done(vb_jobs *j, const char *execution_id, long found,
                               long skipped_in_progress, long skipped_other_org,
                               const char *output, int failed, long long now_ms, char status[16],
                               vb_error *err);
+
+/* One firing's end, for vb_jobs_exec_fire_done_batch. */
+typedef struct vb_exec_fire_done {
+    const char *execution_id;
+    long found, skipped_in_progress, skipped_other_org;
+    const char *output; /* NULL = "" (cut to 4 KiB) */
+    int failed;
+    long long now_ms;   /* completed_at when the execution settles now */
+    char status[16];    /* out: status after the call, "" when gone */
+    vb_err rc;          /* out: VB_OK, or VB_ERR_NOT_FOUND (execution gone) */
+} vb_exec_fire_done;
+
+/* vb_jobs_exec_fire_done for n (1..VB_JOBS_EXEC_CLAIM_BATCH_MAX) firings in
+ * one script call. Returns VB_OK when the script ran (each d[i].rc says
+ * whether its execution still existed), else VB_ERR_REDIS / VB_ERR_INVALID /
+ * VB_ERR_NOMEM with nothing recorded. */
+vb_err vb_jobs_exec_fire_done_batch(vb_jobs *j, vb_exec_fire_done *d, size_t n, vb_error *err);
 
 /* A worker finished run `run_id` of the execution: outcome VB_EXEC_RUN_OK
  * (uploaded) or VB_EXEC_RUN_FAILED (failed for good or dead). Counted once

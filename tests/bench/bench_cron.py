@@ -1,32 +1,42 @@
 #!/usr/bin/env python3
 """Benchmark of visionbatch-producer with many active cron jobs.
 
-Starts a private redis-server, the platform stand-in (serving no runs, so a
-firing costs one platform GET plus the Redis scripts) and the producer
-(`--listen` on a free port, Kafka from deploy/local/services.sh), then:
+Starts a private redis-server, a platform stand-in serving no runs (so a
+firing costs one platform GET plus the Redis scripts): nginx answering every
+GET with one fixed JSON page (`--platform nginx`, the default; Debian's
+nginx, scripts/install-deps.sh) or the Python stand-in tests/stubs/
+platform_server.py (`--platform stub`) -- and `--producers` producers (default
+2) sharing that Redis (`--listen` on free ports, Kafka from
+deploy/local/services.sh), then:
 
   1. creates N jobs `* * * * *` through POST /cron-jobs (creation throughput);
-  2. waits for `--ticks` minute boundaries after the last creation, then reads
-     every execution's scheduled_for / started_at / completed_at from Redis:
-     schedule lag (claim time - tick) and firing lag (firing finished - tick),
-     p50/p99/max per tick;
-  3. runs wrk on GET /cron-jobs/{id} (random ids among the jobs) for
-     `--wrk-seconds` at a few connection counts, p50/p99 and requests/s;
-  4. reads the producer's VmRSS / VmHWM (/proc/<pid>/status) after creation,
-     after the ticks and after the wrk runs;
-  5. (after creation) times GET /cron-jobs whole and in pages of 100, and
+  2. from 2 s before each of `--ticks` minute boundaries after the last
+     creation, sends GET /cron-jobs/{id} (random ids) to the first producer at
+     a fixed ~1,000 requests/s (`--get-rate`; wrk, 10 connections, each
+     request waiting its turn) for `--get-seconds`: latency p50/p99 while the
+     jobs fire;
+  3. reads every execution's scheduled_for / started_at / completed_at /
+     producer from Redis: schedule lag (claim time - tick) and firing lag
+     (firing finished - tick), p50/p99/max per tick, executions per producer,
+     and checks every job fired exactly once per tick;
+  4. runs wrk on GET /cron-jobs/{id} for `--wrk-seconds` at a few connection
+     counts (closed loop: as fast as it goes), p50/p99 and requests/s;
+  5. reads the first producer's VmRSS / VmHWM (/proc/<pid>/status) after
+     creation, after the ticks and after the wrk runs;
+  6. (after creation) times GET /cron-jobs whole and in pages of 100, and
      GET /cron-jobs/{id} latencies while whole listings run.
 
-  scripts/bench.sh cron                       10,000 jobs, 2 ticks, wrk 15 s
-  scripts/bench.sh cron --quick               300 jobs, 1 tick, wrk 2 s at 4 connections
+  scripts/bench.sh cron                       10,000 jobs, 2 producers, 2 ticks, wrk 15 s
+  scripts/bench.sh cron --quick               300 jobs, 2 producers, 1 tick, 2 s runs
                                               (CI: about a minute, most of it waiting
                                               for the minute boundary)
-  VB_BIN_DIR=build python3 tests/bench/bench_cron.py --jobs 5000 --fire-threads 1
+  VB_BIN_DIR=build python3 tests/bench/bench_cron.py --jobs 5000 --producers 1
 
---fire-threads sets VISIONBATCH_CRON_FIRE_THREADS for the producer (omit it
+--fire-threads sets VISIONBATCH_CRON_FIRE_THREADS for the producers (omit it
 to use the producer's default). Needs Kafka (deploy/local/services.sh start),
-redis-server and wrk. Exits non-zero when a measured tick did not fire every
-job exactly once with status success, or when an API request failed.
+redis-server, wrk and nginx (or --platform stub). Exits non-zero when a
+measured tick did not fire every job exactly once with status success, or
+when an API request failed.
 """
 
 import argparse
@@ -51,15 +61,72 @@ from test_producer import BROKERS, kafka_ok  # noqa: E402
 
 SECRET_KEY = base64.b64encode(b"b" * 32).decode()
 
-# Every execution as "scheduled_for started_at completed_at status", one per line.
+# Every execution as "scheduled_for started_at completed_at status producer job",
+# one per line.
 READ_EXECS = (
     "local out = {} "
     "for _, k in ipairs(redis.call('KEYS', 'visionbatch:exec:*')) do "
-    "  local h = redis.call('HMGET', k, 'scheduled_for', 'started_at', 'completed_at', 'status') "
+    "  local h = redis.call('HMGET', k, 'scheduled_for', 'started_at', 'completed_at', 'status', "
+    "    'producer', 'job_id') "
     "  out[#out + 1] = (h[1] or '0') .. ' ' .. (h[2] or '0') .. ' ' .. (h[3] or '0') .. ' ' "
-    "    .. (h[4] or '') "
+    "    .. (h[4] or '') .. ' ' .. (h[5] or '-') .. ' ' .. (h[6] or '-') "
     "end "
     "return out")
+
+# What the platform answers to every GET: a page with no unprocessed runs.
+EMPTY_PAGE = json.dumps({"code": 200, "status": "success",
+                         "data": {"total": 0, "page": 1, "page_size": 100,
+                                  "vision_analysis": []}})
+
+
+class NginxPlatform:
+    """nginx answering every request with EMPTY_PAGE (no files, no logs)."""
+
+    api_key = "bench-key"
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "nginx")
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("daemon off;\nworker_processes 1;\npid %s/nginx.pid;\n"
+                    "error_log %s/error.log warn;\nevents { worker_connections 1024; }\n"
+                    "http {\n  access_log off;\n"
+                    "  client_body_temp_path %s/body;\n  proxy_temp_path %s/proxy;\n"
+                    "  fastcgi_temp_path %s/fastcgi;\n  uwsgi_temp_path %s/uwsgi;\n"
+                    "  scgi_temp_path %s/scgi;\n  keepalive_requests 1000000;\n"
+                    "  server {\n    listen 127.0.0.1:%d;\n"
+                    "    location / { default_type application/json; return 200 '%s'; }\n"
+                    "  }\n}\n" % ((self.dir,) * 7 + (self.port, EMPTY_PAGE)))
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf, "-e", "stderr"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        harness.wait_until(self._up, timeout=10, message="nginx up")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise SystemExit("nginx exited (see %s)" % self.dir)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    @property
+    def get_url(self):
+        return "http://127.0.0.1:%d/api/v1/documents/vision_analysis" % self.port
+
+    @property
+    def post_url(self):
+        return "http://127.0.0.1:%d/api/v1/documents/vision_analysis/upload" % self.port
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def free_port():
@@ -101,9 +168,10 @@ def producer_up(port, proc):
         return False
 
 
-def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
+def create_jobs(port, n, platform, concurrency=8, headers=None, distinct_keys=False, **fields):
     """POSTs n jobs over `concurrency` keep-alive connections; returns (ids, seconds).
-    `fields` replace those of the job body; `headers` are added to each request."""
+    `fields` replace those of the job body; `headers` are added to each request;
+    `distinct_keys` gives each job an external_api_key of its own."""
     body = {
         "name": "bench",
         "schedule": "* * * * *",
@@ -126,7 +194,10 @@ def create_jobs(port, n, platform, concurrency=8, headers=None, **fields):
                 i = next(counter, None)
             if i is None:
                 break
-            data = json.dumps(dict(body, name="bench-%d" % i))
+            job = dict(body, name="bench-%d" % i)
+            if distinct_keys:
+                job["external_api_key"] = "%s-%d" % (platform.api_key, i)
+            data = json.dumps(job)
             try:
                 conn.request("POST", "/cron-jobs", data,
                              dict(headers or {}, **{"Content-Type": "application/json"}))
@@ -216,14 +287,33 @@ def read_execs(redis_port):
     rows = []
     for line in r.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4:
-            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3]))
+        if len(parts) == 6:
+            rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3], parts[4],
+                         parts[5]))
     return rows
 
 
 def redis_cmd(port, *args):
     return subprocess.run(["redis-cli", "-p", str(port)] + list(args), capture_output=True,
                           text=True, timeout=30, check=True).stdout.strip()
+
+
+def redis_cpu(port):
+    """used_cpu_sys + used_cpu_user of the server, in seconds."""
+    info = redis_cmd(port, "INFO", "cpu")
+    return sum(float(line.split(":")[1]) for line in info.splitlines()
+               if line.startswith(("used_cpu_sys:", "used_cpu_user:")))
+
+
+def script_stats(info):
+    """Calls and µs per call of the commands sent by clients (scripts and
+    plain commands), from INFO commandstats."""
+    out = []
+    for line in info.splitlines():
+        m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)", line)
+        if m and m.group(1) in ("evalsha", "eval", "get", "hgetall", "hget"):
+            out.append("%s %s calls, %s µs each" % (m.group(1).upper(), m.group(2), m.group(4)))
+    return "; ".join(out) or "no scripts"
 
 
 def lag_table(rows, ticks_ms):
@@ -243,8 +333,11 @@ def lag_table(rows, ticks_ms):
     return out
 
 
-def run_wrk(port, ids, connections, seconds, tmp):
-    script = os.path.join(tmp, "get_job.lua")
+def run_wrk(port, ids, connections, seconds, tmp, rate=0):
+    """wrk on GET /cron-jobs/{id}; with `rate` (requests/s) each connection
+    waits connections/rate s before each request (wrk's delay()), so the
+    load is about `rate` however fast the answers come."""
+    script = os.path.join(tmp, "get_job_%d_%d.lua" % (connections, rate))
     sample = random.Random(7).sample(ids, min(len(ids), 2000))
     with open(script, "w") as f:
         f.write("local ids = {%s}\n" % ",".join('"%s"' % i for i in sample))
@@ -252,6 +345,8 @@ def run_wrk(port, ids, connections, seconds, tmp):
         f.write("request = function()\n"
                 "  return wrk.format('GET', '/cron-jobs/' .. ids[math.random(#ids)])\n"
                 "end\n")
+        if rate:
+            f.write("delay = function() return %d end\n" % max(1, 1000 * connections // rate))
     threads = min(2, connections)
     r = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", "%ds" % seconds,
                         "--latency", "-s", script, "http://127.0.0.1:%d" % port],
@@ -285,17 +380,31 @@ def main():
     ap.add_argument("--wrk-seconds", type=int, default=None)
     ap.add_argument("--connections", default="2,16,64", help="wrk connection counts")
     ap.add_argument("--fire-threads", type=int, default=None,
-                    help="VISIONBATCH_CRON_FIRE_THREADS for the producer")
+                    help="VISIONBATCH_CRON_FIRE_THREADS for the producers")
+    ap.add_argument("--producers", type=int, default=2,
+                    help="producers sharing the jobs (default 2)")
+    ap.add_argument("--platform", choices=("nginx", "stub"), default="nginx",
+                    help="platform stand-in: nginx (default) or the Python stub")
+    ap.add_argument("--get-rate", type=int, default=1000,
+                    help="GET /cron-jobs/{id} requests/s while the jobs fire (0: none)")
+    ap.add_argument("--get-seconds", type=int, default=None,
+                    help="how long that load lasts from 2 s before each tick (default 12, "
+                         "quick 4)")
+    ap.add_argument("--distinct-keys", action="store_true",
+                    help="an external_api_key per job (nginx ignores it; the default is one "
+                         "key for all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args()
     n = args.jobs or (300 if args.quick else 10000)
     ticks = args.ticks or (1 if args.quick else 2)
     wrk_s = args.wrk_seconds or (2 if args.quick else 15)
+    get_s = args.get_seconds or (4 if args.quick else 12)
     if args.quick and args.connections == ap.get_default("connections"):
         args.connections = "4"
     conns = [int(c) for c in args.connections.split(",") if c]
     failures = []
-    for tool in ("redis-server", "redis-cli", "wrk"):
+    for tool in ("redis-server", "redis-cli", "wrk") + (("nginx",) if args.platform == "nginx"
+                                                        else ()):
         if not shutil.which(tool):
             raise SystemExit("bench_cron: %s not found (scripts/install-deps.sh)" % tool)
     if not kafka_ok():
@@ -305,28 +414,40 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="vb-bench-cron-")
     redis = harness.RedisServer()
-    platform = harness.PlatformStub(log_path=os.path.join(tmp, "platform.log"))
-    platform.start()
-    proc = None
+    if args.platform == "nginx":
+        platform = NginxPlatform(tmp)
+    else:
+        platform = harness.PlatformStub(log_path=os.path.join(tmp, "platform.log"))
+        platform.start()
+    procs = []
     try:
-        port = free_port()
-        env = {"VISIONBATCH_SECRET_KEY": SECRET_KEY,
-               "REDIS_URL": "redis://127.0.0.1:%d/0" % redis.port,
-               "KAFKA_BROKERS": BROKERS,
-               "VISIONBATCH_LOG_FILE": os.path.join(tmp, "producer.log"),
-               "VISIONBATCH_CONFIG": harness.write_config(os.path.join(tmp, "empty.json"), {})}
-        if args.fire_threads is not None:
-            env["VISIONBATCH_CRON_FIRE_THREADS"] = str(args.fire_threads)
-        proc = harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port], env=env,
-                                    log_dir=tmp)
+        ports = []
+        for i in range(max(1, args.producers)):
+            port = free_port()
+            env = {"VISIONBATCH_SECRET_KEY": SECRET_KEY,
+                   "REDIS_URL": "redis://127.0.0.1:%d/0" % redis.port,
+                   "KAFKA_BROKERS": BROKERS,
+                   "VISIONBATCH_WORKER_ID": "producer-%d" % (i + 1),
+                   "VISIONBATCH_LOG_FILE": os.path.join(tmp, "producer-%d.log" % (i + 1)),
+                   "VISIONBATCH_CONFIG": harness.write_config(os.path.join(tmp, "empty.json"),
+                                                              {})}
+            if args.fire_threads is not None:
+                env["VISIONBATCH_CRON_FIRE_THREADS"] = str(args.fire_threads)
+            pdir = os.path.join(tmp, "producer-%d" % (i + 1))
+            os.makedirs(pdir)
+            procs.append(harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port],
+                                              env=env, log_dir=pdir))
+            ports.append(port)
+        port, proc = ports[0], procs[0]
+        for p, pr in zip(ports, procs):
+            harness.wait_until(lambda: producer_up(p, pr), timeout=30,
+                               message="producer API up")
+        print("jobs %d, producers %d, platform %s, fire threads %s, ticks %d, wrk %d s, cores %d"
+              % (n, len(procs), args.platform,
+                 args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
+                 os.cpu_count()))
 
-        harness.wait_until(lambda: producer_up(port, proc), timeout=30,
-                           message="producer API up")
-        print("jobs %d, fire threads %s, ticks %d, wrk %d s, cores %d" % (
-            n, args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
-            os.cpu_count()))
-
-        ids, took = create_jobs(port, n, platform)
+        ids, took = create_jobs(port, n, platform, distinct_keys=args.distinct_keys)
         print("created %d jobs in %.1f s: %.0f jobs/s" % (len(ids), took, len(ids) / took))
         time.sleep(2)  # the scheduler's reload of the new version
         measure_listing(port, ids, failures)
@@ -335,10 +456,37 @@ def main():
 
         # Measure the ticks strictly after the last creation (every job is due).
         first = (int(time.time()) // 60 + 1) * 60
+        # The same GET load with nothing firing, when it fits before the
+        # first tick: the reference for the latency while the jobs fire.
+        idle_s = min(get_s, 5)
+        if args.get_rate > 0 and first - 3 - time.time() > idle_s + 1:
+            w = run_wrk(port, ids, 10, idle_s, tmp, rate=args.get_rate)
+            print("GET /cron-jobs/{id} at %d/s with nothing firing: p50 %.2f ms, p99 %.2f ms, "
+                  "%.0f requests/s" % (args.get_rate, w["p50"], w["p99"], w["rps"]))
+            if w["non2xx"] or w["errors"] or w["rps"] <= 0:
+                failures.append("GET with nothing firing: %d non-2xx, %s"
+                                % (w["non2xx"], w["errors"] or "no requests"))
+        else:
+            print("GET /cron-jobs/{id} with nothing firing: no time left before the tick")
         tick_list = [first + 60 * i for i in range(ticks)]
         last = tick_list[-1]
         print("waiting for ticks %s" % ", ".join(time.strftime("%H:%M:%S", time.gmtime(t))
                                                  for t in tick_list))
+        # Redis's own account of the ticks: CPU seconds and script calls.
+        redis_cmd(redis.port, "CONFIG", "RESETSTAT")
+        cpu0 = redis_cpu(redis.port)
+        # GET /cron-jobs/{id} at a fixed rate from 2 s before each tick.
+        get_results = []
+
+        def timed_gets():
+            for t in tick_list:
+                wait = t - 2 - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                get_results.append((t, run_wrk(port, ids, 10, get_s, tmp, rate=args.get_rate)))
+        getter = threading.Thread(target=timed_gets) if args.get_rate > 0 else None
+        if getter:
+            getter.start()
         # Until the firings after the last tick are over (nothing running and
         # no new key for 3 s: O(1) commands only, so the wait does not load
         # Redis), or 58 s past it.
@@ -352,6 +500,10 @@ def main():
             if size == prev and running == "0":
                 break
             prev = size
+        if getter:
+            getter.join()
+        redis_busy = redis_cpu(redis.port) - cpu0
+        stats = redis_cmd(redis.port, "INFO", "commandstats")
         rows = read_execs(redis.port)
         mem_ticks = proc_mem(proc.pid)
         print()
@@ -366,13 +518,34 @@ def main():
             if count != n or fired != n:
                 failures.append("tick %d: %d executions, %d fired, want %d each"
                                 % (tick // 1000, count, fired, n))
-        statuses = {}
+        statuses, by_producer, per_job = {}, {}, {}
         for r in rows:
             if r[0] in [t * 1000 for t in tick_list]:
                 statuses[r[3]] = statuses.get(r[3], 0) + 1
+                by_producer[r[4]] = by_producer.get(r[4], 0) + 1
+                per_job[(r[5], r[0])] = per_job.get((r[5], r[0]), 0) + 1
         print("statuses of those executions: %s" % statuses)
+        print("Redis during the ticks: %.1f CPU s; %s" % (redis_busy, script_stats(stats)))
+        print("executions by producer: %s" % dict(sorted(by_producer.items())))
+        twice = sum(1 for v in per_job.values() if v > 1)
+        print("jobs x ticks: %d, fired more than once: %d" % (len(per_job), twice))
         if set(statuses) != {"success"}:
             failures.append("executions not all successful: %s" % statuses)
+        if twice or len(per_job) != n * len(tick_list):
+            failures.append("%d of %d job ticks fired more than once, %d expected"
+                            % (twice, len(per_job), n * len(tick_list)))
+        if get_results:
+            print()
+            print("| tick | GET /cron-jobs/{id} during firing: p50 ms | p99 ms | requests/s "
+                  "| non-2xx |")
+            print("|---|---|---|---|---|")
+            for t, w in get_results:
+                print("| %s | %.2f | %.2f | %.0f | %d |%s" % (
+                    time.strftime("%H:%M", time.gmtime(t)), w["p50"], w["p99"], w["rps"],
+                    w["non2xx"], " " + w["errors"] if w["errors"] else ""))
+                if w["non2xx"] or w["errors"] or w["rps"] <= 0:
+                    failures.append("GET during firing: %d non-2xx, %s"
+                                    % (w["non2xx"], w["errors"] or "no requests"))
         print("after the ticks: %s" % fmt_mem(mem_ticks))
 
         print()
@@ -388,8 +561,8 @@ def main():
                                 % (c, w["non2xx"], w["errors"] or "no requests"))
         print("after wrk: %s" % fmt_mem(proc_mem(proc.pid)))
     finally:
-        if proc:
-            proc.stop()
+        for pr in procs:
+            pr.stop()
         platform.stop()
         redis.stop()
         if args.keep:

@@ -15,7 +15,10 @@ and checks, in order: every container healthy and topic-init exited 0; the
 probes and the scrape answer without a token, the rest only with it; the
 guide's curl flow with the token (create, list, get with the key as "***",
 activate, run now, executions); the run goes end to end with exactly one
-upload; both workers are members of the consumer group; kcat reads the
+upload; both workers are members of the consumer group, which they reach
+through the SASL (SCRAM-SHA-512) listener only; the workers' Redis
+connections are TLS ones of ACL user vbworker (the certificates and
+passwords are made here, see compose.test.yaml); kcat reads the
 message (key = run id, headers, no secret); no secret in any container's
 log; a worker stopped with SIGTERM exits 0; the cron job and the run's state
 survive `down` and `up`; `down -v` leaves no container, network or volume.
@@ -25,6 +28,7 @@ failure or SIGTERM. Prints "compose: N passed, N failed".
 
 import base64
 import json
+import shutil
 import os
 import re
 import secrets
@@ -111,6 +115,13 @@ class Stack:
         self.platform_port = free_port()
         self.env = compose_env(src)
         self.env["VBT_PLATFORM_PORT"] = str(self.platform_port)
+        # The workers' credentials: SCRAM user, Redis ACL user, client key.
+        self.scram_password = secrets.token_hex(16)
+        self.redis_password = secrets.token_hex(16)
+        self.key_password = secrets.token_hex(16)
+        self.env.update(VBT_SCRAM_PASSWORD=self.scram_password,
+                        VBT_REDIS_PASSWORD=self.redis_password,
+                        VBT_KEY_PASSWORD=self.key_password)
 
     # -- setup ---------------------------------------------------------------
 
@@ -142,6 +153,34 @@ class Stack:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(out)
         os.chmod(path, 0o600)
+
+    def make_certificates(self):
+        """A throwaway CA, Redis's certificate (DNS:redis) and the workers'
+        client certificate with an encrypted key, in tests/compose/tls/ of
+        the copy (mounted read-only at /tls; readable by the containers'
+        users, which differ from this one)."""
+        d = os.path.join(self.src, "tests", "compose", "tls")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        with open(os.path.join(d, "san.cnf"), "w", encoding="utf-8") as f:
+            f.write("subjectAltName=DNS:redis\n")
+        steps = [
+            ["req", "-x509"] + ec + ["-nodes", "-days", "2", "-subj", "/CN=vb-compose-ca",
+                                     "-keyout", "ca.key", "-out", "ca.pem"],
+            ["req"] + ec + ["-nodes", "-subj", "/CN=redis", "-keyout", "server.key", "-out", "server.csr"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.cnf", "-out", "server.pem"],
+            ["req"] + ec + ["-subj", "/CN=vbworker", "-passout", "pass:" + self.key_password,
+                            "-keyout", "client.key", "-out", "client.csr"],
+            ["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-out", "client.pem"],
+        ]
+        for step in steps:
+            run(["openssl"] + step, cwd=d, timeout=30)
+        os.chmod(d, 0o755)
+        for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key"):
+            os.chmod(os.path.join(d, name), 0o644)
 
     def compose(self, *args, check=True, timeout=300):
         cmd = ["docker-compose", "-p", PROJECT, "-f", "docker/compose.yaml",
@@ -213,7 +252,8 @@ class Stack:
         return self.compose("exec", "-T", "kafka", *args, timeout=120).stdout
 
     def secrets(self):
-        return [DEFAULT_API_KEY, self.token, self.secret_key, SAS_SIG, SECRET_MARKER]
+        return [DEFAULT_API_KEY, self.token, self.secret_key, SAS_SIG, SECRET_MARKER,
+                self.scram_password, self.redis_password, self.key_password]
 
 
 def check(name):
@@ -304,7 +344,7 @@ class Checks:
         expect(len(ups) == 1, "uploads of the run: %d" % len(ups))
         expect(ups[0]["status"] == 200, "upload answered %s" % ups[0]["status"])
 
-    @check("both workers are members of the consumer group")
+    @check("both workers are members of the consumer group (through the SASL SCRAM-SHA-512 listener)")
     def group(self):
         def members():
             out = self.st.kafka_tool("/opt/kafka/bin/kafka-consumer-groups.sh", "--bootstrap-server",
@@ -312,6 +352,17 @@ class Checks:
             rows = [ln for ln in out.splitlines() if ln.startswith(GROUP)]
             return len(rows) == 2 and rows
         wait_for("two members in %s" % GROUP, members, 60, every=3)
+
+    @check("the workers' Redis connections are TLS (port 6380) as ACL user vbworker")
+    def redis_tls(self):
+        out = self.st.compose("exec", "-T", "redis", "redis-cli", "CLIENT", "LIST", timeout=60).stdout
+        mine = [ln for ln in out.splitlines() if " user=vbworker " in ln]
+        expect(len(mine) >= 2, "connections of user vbworker: %d\n%s" % (len(mine), out[-1500:]))
+        for ln in mine:
+            expect(re.search(r" laddr=\S+:6380 ", ln), "not on the TLS port: " + ln)
+        plain = [ln for ln in out.splitlines()
+                 if re.search(r" laddr=\S+:6379 ", ln) and "cmd=client|list" not in ln]
+        expect(plain, "no plain connection (the producer's):\n" + out[-1500:])
 
     @check("kcat reads the message: key = run id, headers, no secret")
     def kcat(self):
@@ -369,6 +420,7 @@ def main():
     c = Checks(st)
     try:
         st.write_env()
+        st.make_certificates()
         log("project %s, API on 127.0.0.1:%d, Kafka host listener 127.0.0.1:%d"
             % (PROJECT, st.api_port, st.kafka_port))
         # A stack of an earlier, killed run of this test goes first.
@@ -377,6 +429,7 @@ def main():
             c.endpoints()
             if c.guide_flow():
                 c.group()
+                c.redis_tls()
                 c.kcat()
             c.logs()
             c.sigterm()

@@ -321,6 +321,24 @@ class CronApiTest(harness.SystemTestCase):
                                           dict(GUIDE_JOB, schedule="61 * * * *")).json()["detail"])
         self.assertEqual(self.call("PATCH", base + "/cron-jobs").status, 405)
 
+    def test_jitter_is_stored_shown_and_validated(self):
+        _, base = self.start_producer()
+        self.assertEqual(self.call("GET", base + "/cron-jobs/%s" % self.create(base)).json()
+                         ["jitter_s"], 0)
+        jid = self.create(base, jitter_s=45)
+        self.assertEqual(self.call("GET", base + "/cron-jobs/" + jid).json()["jitter_s"], 45)
+        r = self.call("PUT", base + "/cron-jobs/" + jid, {"jitter_s": 3600})
+        self.assertEqual((r.status, r.json()["jitter_s"]), (200, 3600), r.text())
+        for bad in (-1, 3601, 2.5, "10"):
+            r = self.call("POST", base + "/cron-jobs", dict(GUIDE_JOB, jitter_s=bad))
+            self.assertEqual(r.status, 400, bad)
+            self.assertIn("jitter_s must be an integer from 0 (off) to 3600", r.json()["detail"])
+
+    def create(self, base, **fields):
+        r = self.call("POST", base + "/cron-jobs", dict(GUIDE_JOB, **fields))
+        self.assertEqual(r.status, 201, r.text())
+        return r.json()["job_id"]
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -231,17 +231,17 @@ class Dockerfile(unittest.TestCase):
         for t in ("build", "producer", "worker"):
             self.assertIn(t, self.stages)
 
-    def test_base_images_are_bookworm(self):
+    def test_base_images_are_trixie(self):
         for name in self.order:
             base = self.stages[name]["from"]
             if base in self.stages:
                 continue
-            self.assertRegex(base, r"^(docker\.io/(library/)?)?debian:bookworm(-slim)?(@sha256:[0-9a-f]+)?$",
+            self.assertRegex(base, r"^(docker\.io/(library/)?)?debian:trixie(-slim)?(@sha256:[0-9a-f]+)?$",
                              "stage %s" % name)
-        self.assertEqual(self.stages[stage_chain(self.stages, "build")[0]]["from"], "debian:bookworm")
+        self.assertEqual(self.stages[stage_chain(self.stages, "build")[0]]["from"], "debian:trixie")
         for t in ("producer", "worker"):
             root = stage_chain(self.stages, t)[0]
-            self.assertEqual(self.stages[root]["from"], "debian:bookworm-slim", t)
+            self.assertEqual(self.stages[root]["from"], "debian:trixie-slim", t)
 
     def test_copy_sources_exist_and_are_not_dockerignored(self):
         patterns = dockerignore_patterns()
@@ -377,7 +377,7 @@ class Compose(unittest.TestCase):
 
     def test_redis_appendonly_with_volume_and_healthcheck(self):
         r = self.services["redis"]
-        self.assertEqual(r["image"], "redis:7-bookworm")
+        self.assertEqual(r["image"], "redis:8-trixie")
         cmd = command_text(r)
         self.assertRegex(cmd, r"--appendonly\s+yes")
         self.assertIn("redis-cli", " ".join(r["healthcheck"]["test"]))

@@ -92,6 +92,26 @@ static void input_rejects_wrong_types(void **state)
     assert_non_null(strstr(msg, "JSON object"));
 }
 
+static void input_jitter_is_an_integer_within_bounds(void **state)
+{
+    char msg[1024];
+    const char *bad[] = {"-1", "3601", "1.5", "\"5\"", "null", "true"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"jitter_s\":%s}", bad[i]);
+        assert_int_equal(parse(body, 1, msg), VB_ERR_INVALID);
+        assert_string_equal(msg, "jitter_s must be an integer from 0 (off) to 3600");
+    }
+    vb_job_input in;
+    vb_error err = {0};
+    const char *ok = "{\"jitter_s\":3600}";
+    assert_int_equal(vb_job_input_parse(ok, strlen(ok), 1, &in, &err), VB_OK);
+    assert_true(in.present & VB_JOB_F_JITTER);
+    assert_int_equal(in.jitter_s, 3600);
+    vb_job_input_free(&in);
+    assert_int_equal(parse("{\"jitter_s\":0}", 1, msg), VB_OK);
+}
+
 static void input_bad_cron_names_the_field(void **state)
 {
     char msg[1024];
@@ -573,6 +593,7 @@ int main(void)
         cmocka_unit_test(input_names_every_missing_field),
         cmocka_unit_test(input_rejects_unknown_and_duplicate_fields),
         cmocka_unit_test(input_rejects_wrong_types),
+        cmocka_unit_test(input_jitter_is_an_integer_within_bounds),
         cmocka_unit_test(input_bad_cron_names_the_field),
         cmocka_unit_test(input_rejects_bad_urls),
         cmocka_unit_test(input_checks_strings),

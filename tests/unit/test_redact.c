@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,27 @@ static void longer_secret_containing_shorter_is_masked_whole(void **state)
     expect_text("[xxabcdyy] [abcd]", "[***] [***]");
 }
 
+/* Many registered secrets (a cron job's key each): the scan skips those
+ * whose first bytes are nowhere in the text, yet masks exactly what the
+ * secret-by-secret search masked, including a secret that only appears
+ * once a longer one is masked ("***f" after "abcde" became "***"). */
+static void many_secrets_mask_the_same_as_one_by_one(void **state)
+{
+    char s[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(s, sizeof s, "filler-secret-%03d", i);
+        vb_redact_add_secret(s);
+        vb_redact_add_secret(s); /* a repeat is not stored twice */
+    }
+    vb_redact_add_secret("abcde");
+    vb_redact_add_secret("***f");
+    expect_text("id abcdefgh and filler-secret-117, filler-secret-199 end",
+                "id ***gh and ***, *** end");
+    expect_text("filler-secret-000filler-secret-001", "******");
+    expect_text("nothing secret here", "nothing secret here");
+    expect_text("fill", "fill");
+}
+
 static void text_with_several_urls_masks_each(void **state)
 {
     expect_text("download https://a.blob/x.jpg?sp=r&sig=AAAA failed; retry "
@@ -217,6 +239,7 @@ int main(void)
         cmocka_unit_test_setup(text_masks_registered_secret_anywhere, reset),
         cmocka_unit_test_setup(short_secrets_are_not_registered, reset),
         cmocka_unit_test_setup(longer_secret_containing_shorter_is_masked_whole, reset),
+        cmocka_unit_test_setup(many_secrets_mask_the_same_as_one_by_one, reset),
         cmocka_unit_test_setup(text_with_several_urls_masks_each, reset),
         cmocka_unit_test_setup(text_url_value_stops_at_quote, reset),
         cmocka_unit_test_setup(short_values_are_masked_per_byte, reset),
