@@ -65,6 +65,15 @@ static vb_err heartbeat(void *ctx, vb_error *err)
     return hooks && hooks->heartbeat ? hooks->heartbeat(hooks->ctx, err) : VB_OK;
 }
 
+/* Seconds since *mark; *mark becomes now. */
+static double lap(long long *mark)
+{
+    long long now = vb__mono_ms();
+    double s = (double)(now - *mark) / 1000.0;
+    *mark = now;
+    return s;
+}
+
 static void append_batch_id(vb_run_result *res, const char *id)
 {
     size_t len = strlen(res->batch_ids);
@@ -93,11 +102,13 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     if ((rc = stage(hooks, VB_STAGE_DOWNLOADING, "", err)) != VB_OK)
         goto done;
     unsigned fetch_flags = hooks && hooks->urls_may_expire ? VB_INPUTS_DENIED_FAILS : 0;
+    long long mark = vb__mono_ms();
     if ((rc = vb_run_inputs_fetch_ex(h, cfg, run, fetch_flags, cancel, &in, err)) != VB_OK) {
         res->documents_denied = fetch_flags && err && (err->http_status == 403 ||
                                                        err->http_status == 404);
         goto done;
     }
+    res->phases.download = lap(&mark);
     res->images = in.nimages;
     res->images_failed = in.failed;
     res->descriptions = in.descriptions;
@@ -169,8 +180,10 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
         append_batch_id(res, part->batch_id);
         res->batches++;
     }
+    res->phases.submit = lap(&mark);
     if ((rc = stage(hooks, VB_STAGE_ANALYZING, res->batch_ids, err)) != VB_OK)
         goto done;
+    mark = vb__mono_ms();
 
     /* Wait for each batch, then fetch its report to disk. */
     for (size_t b = 0; b < nparts; b++) {
@@ -180,6 +193,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
             vb_error_set(err, rc, "batch %s", part->batch_id);
             goto done;
         }
+        res->phases.wait += lap(&mark);
         char p[64];
         snprintf(p, sizeof p, ".part-%zu.html", b + 1);
         if (!(part_paths[b] = strdup(p))) {
@@ -199,6 +213,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
             vb_error_set(err, rc, "fetching the report of batch %s", part->batch_id);
             goto done;
         }
+        res->phases.report += lap(&mark);
     }
 
     /* One run, one report: a single batch's report is the run's as it is. */
@@ -207,6 +222,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     else if ((rc = vb_report_combine_at(run, parts, nparts, in.dir->fd, report_name, err)) !=
              VB_OK)
         goto done;
+    res->phases.report += lap(&mark);
     if ((report_fd = vb_rundir_open(in.dir, report_name, O_RDONLY)) < 0) {
         rc = vb_error_set(err, VB_ERR_IO, "cannot open the report: %s", strerror(errno));
         goto done;
@@ -215,6 +231,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
     res->report_bytes = fstat(report_fd, &st) == 0 ? (long long)st.st_size : -1;
     if ((rc = stage(hooks, VB_STAGE_UPLOADING, res->batch_ids, err)) != VB_OK)
         goto done;
+    mark = vb__mono_ms();
     if ((rc = cancelled(cancel, err)) != VB_OK)
         goto done;
     int skip = 0;
@@ -229,6 +246,7 @@ vb_err vb_pipeline_process(vb_http *h, const vb_config *cfg, const vb_run *run,
                                                hooks ? hooks->ctx : NULL, err)) != VB_OK) {
         goto done;
     }
+    res->phases.upload = lap(&mark);
     rc = stage(hooks, VB_STAGE_UPLOADED, res->batch_ids, err);
 
 done:

@@ -12,6 +12,11 @@
 
 static const double duration_bounds[] = {1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200};
 
+static const double phase_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+static const char *const phase_names[] = {"claim",  "open",   "download", "submit",
+                                          "wait",   "report", "upload",   "record"};
+
 static const char *const outcome_names[VB_OUT__COUNT] = {
     [VB_OUT_UPLOADED] = "uploaded",     [VB_OUT_SKIPPED] = "skipped",
     [VB_OUT_FAILED] = "failed",         [VB_OUT_DEAD] = "dead",
@@ -51,9 +56,20 @@ vb_err vb_worker_metrics_init(vb_worker_metrics *m, vb_error *err)
         "Where runs came from: sealed (the message's sealed copy, no platform request), lookup "
         "(the platform's list), refetch (a sealed URL expired: looked up again).",
         "source");
+    m->phases = vb_metrics_histogram(
+        m->reg, "visionbatch_run_phase_seconds",
+        "Where uploaded runs' time went: claim (Redis lock and attempt, before a slot), open "
+        "(sealed run or platform lookup), download, submit (images to the backend, batches "
+        "started), wait (status polls), report (batch reports fetched), upload, record (final "
+        "state and lock release).",
+        "phase", phase_bounds, sizeof phase_bounds / sizeof phase_bounds[0]);
     if (!m->runs || !m->duration || !m->inflight || !m->lock_takeovers || !m->retries || !m->dlq ||
-        !m->queued || !m->sources)
+        !m->queued || !m->sources || !m->phases)
         goto fail;
+    for (size_t i = 0; i < sizeof phase_names / sizeof *phase_names; i++) {
+        const char *labels[] = {phase_names[i]};
+        vb_metric_add(m->phases, labels, 0);
+    }
     static const char *const sources[] = {"sealed", "lookup", "refetch"};
     for (size_t i = 0; i < sizeof sources / sizeof *sources; i++) {
         const char *labels[] = {sources[i]};
@@ -88,4 +104,15 @@ void vb_worker_metrics_observe_run(vb_worker_metrics *m, vb_outcome o, double se
     const char *labels[] = {outcome_names[o]};
     vb_metric_inc(m->runs, labels);
     vb_metric_observe(m->duration, NULL, seconds);
+}
+
+void vb_worker_metrics_observe_phases(vb_worker_metrics *m, const vb_worker_run_phases *p)
+{
+    const double v[] = {p->claim,           p->open,          p->pipeline.download,
+                        p->pipeline.submit, p->pipeline.wait, p->pipeline.report,
+                        p->pipeline.upload, p->record};
+    for (size_t i = 0; i < sizeof phase_names / sizeof *phase_names; i++) {
+        const char *labels[] = {phase_names[i]};
+        vb_metric_observe(m->phases, labels, v[i]);
+    }
 }

@@ -184,6 +184,7 @@ typedef struct job {
     vb_config *run_cfg;   /* "job" credentials: the job's platform settings (owned) */
     char token[VB_STORE_TOKEN_SIZE];
     long attempt;
+    double claim_s; /* seconds the claim took (handle) */
     struct job *next;
 } job;
 
@@ -205,6 +206,7 @@ typedef struct slot {
     long long prev_upload_at; /* that attempt's recorded upload start (unix ms) */
     vb_run run;         /* as the platform lists it now */
     const vb_config *cfg; /* platform settings of the current run */
+    vb_worker_run_phases phases; /* of the current run, complete when uploaded */
 } slot;
 
 struct vb_worker {
@@ -702,6 +704,9 @@ static vb_outcome process_run(slot *s, job *j)
     s->check_platform = 0;
     s->prev_upload_at = 0;
     memset(&s->run, 0, sizeof s->run);
+    memset(&s->phases, 0, sizeof s->phases);
+    s->phases.claim = j->claim_s;
+    long long t_open = vb__mono_ms();
 
     /* The message's sealed run costs no platform request; the lookup pages
      * the platform's list. */
@@ -709,6 +714,7 @@ static vb_outcome process_run(slot *s, job *j)
     const char *source[] = {sealed ? "sealed" : "lookup"};
     vb_metric_inc(w->m.sources, source);
     vb_err rc = sealed ? VB_OK : lookup_run(s, j, cfg, &done, &err);
+    s->phases.open = (double)(vb__mono_ms() - t_open) / 1000.0;
     if (done)
         return VB_OUT_SKIPPED;
     vb_run_result res;
@@ -740,13 +746,16 @@ static vb_outcome process_run(slot *s, job *j)
         }
         if (res.batch_ids[0])
             snprintf(s->batch_ids, sizeof s->batch_ids, "%s", res.batch_ids);
+        s->phases.pipeline = res.phases;
     }
     vb_run_free(&s->run);
 
     if (rc == VB_OK) {
         const char *note = res.upload_skipped ? "upload skipped: already processed on the "
                                                 "platform" : "";
+        long long t_state = vb__mono_ms();
         finish_state(s, VB_RUN_UPLOADED, note);
+        s->phases.record = (double)(vb__mono_ms() - t_state) / 1000.0;
         VB_INFO("run uploaded: %zu images, %zu batches (%s), report %lld bytes, %.1f s",
                 res.images, res.batches, res.batch_ids, res.report_bytes, res.seconds);
         return res.upload_skipped ? VB_OUT_SKIPPED : VB_OUT_UPLOADED;
@@ -831,6 +840,7 @@ static void *slot_main(void *p)
         VB_INFO("run started: attempt %ld, slot %d, from %s[%d]@%lld", j->attempt, s->idx,
                 j->km->topic, j->km->partition, j->km->offset);
         vb_outcome o = process_run(s, j);
+        long long t_record = vb__mono_ms();
         if (o == VB_OUT_UPLOADED || o == VB_OUT_SKIPPED || o == VB_OUT_DEAD)
             report_to_execution(w, j, o != VB_OUT_DEAD, s->batch_ids);
         if (j->token[0]) {
@@ -840,8 +850,14 @@ static void *slot_main(void *p)
             if (rc != VB_OK && rc != VB_ERR_CANCELLED)
                 VB_WARN("releasing the lock failed (it expires by itself): %s", e.msg);
         }
-        double secs = (double)(vb__mono_ms() - t0) / 1000.0;
+        long long t_end = vb__mono_ms();
+        double secs = (double)(t_end - t0) / 1000.0;
         vb_worker_metrics_observe_run(&w->m, o, secs);
+        if (o == VB_OUT_UPLOADED) {
+            /* record: from the pipeline's end (final state included) to here */
+            s->phases.record += (double)(t_end - t_record) / 1000.0;
+            vb_worker_metrics_observe_phases(&w->m, &s->phases);
+        }
         vb_metric_add(w->m.inflight, NULL, -1);
         VB_INFO("run finished: outcome=%s %.1f s", vb_outcome_name(o), secs);
         vb_log_set_run(NULL);
@@ -1011,6 +1027,7 @@ static step handle(vb_worker *w, job *j)
         return STEP_DONE;
     }
     const char *id = j->msg.run_id;
+    long long t_claim = vb__mono_ms();
     vb_err rc = vb_store_lock_acquire(w->store, id, cfg->worker_id, cfg->lease_ms, j->token,
                                       &err);
     if (rc == VB_ERR_CONFLICT) {
@@ -1040,6 +1057,7 @@ static step handle(vb_worker *w, job *j)
                             j->msg.has_run ? j->msg.run.run_code : NULL, &err) != VB_OK)
         VB_WARN("run %s: origin not recorded (a republished message will use defaults): %s", id,
                 err.msg);
+    j->claim_s = (double)(vb__mono_ms() - t_claim) / 1000.0;
     /* The run's state is durable: the message may be forgotten. */
     commit_message(w, km);
     pthread_mutex_lock(&w->mu);

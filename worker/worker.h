@@ -11,6 +11,7 @@
 #include "visionbatch/config.h"
 #include "visionbatch/error.h"
 #include "visionbatch/metrics.h"
+#include "visionbatch/pipeline.h"
 #include "visionbatch/version.h"
 
 /* How a run attempt ended, for visionbatch_runs_total{outcome=…}. */
@@ -39,6 +40,7 @@ typedef struct vb_worker_metrics {
     vb_metric *dlq;            /* messages copied to the dead-letter topic */
     vb_metric *queued;         /* messages fetched, waiting for a slot (visionbatch_intake_queued_messages) */
     vb_metric *sources;        /* visionbatch_run_sources_total{source}: where runs came from */
+    vb_metric *phases;         /* visionbatch_run_phase_seconds{phase}: where uploaded runs' time went */
 } vb_worker_metrics;
 
 /* Creates the registry and registers every family (each series at 0).
@@ -48,6 +50,18 @@ void vb_worker_metrics_free(vb_worker_metrics *m);
 
 /* Counts one finished run attempt and its wall time. */
 void vb_worker_metrics_observe_run(vb_worker_metrics *m, vb_outcome o, double seconds);
+
+/* Where one uploaded run's time went: claim (lock, attempt and origin in
+ * Redis, before a slot takes the run), open (sealed run or platform lookup),
+ * the pipeline's phases, and record (final state, execution outcome, lock
+ * release). */
+typedef struct vb_worker_run_phases {
+    double claim, open, record;
+    vb_run_phases pipeline;
+} vb_worker_run_phases;
+
+/* Observes each phase of one uploaded run in visionbatch_run_phase_seconds. */
+void vb_worker_metrics_observe_phases(vb_worker_metrics *m, const vb_worker_run_phases *p);
 
 /* ---- the worker (worker.c) ---- */
 

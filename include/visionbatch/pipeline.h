@@ -55,6 +55,16 @@ typedef struct vb_pipeline_hooks {
     int urls_may_expire;
 } vb_pipeline_hooks;
 
+/* Seconds a run spent in each phase of vb_pipeline_process (0 for a phase
+ * it did not reach). */
+typedef struct vb_run_phases {
+    double download; /* documents to the temp directory */
+    double submit;   /* images uploaded to the backend, batches started */
+    double wait;     /* status polls until every batch was done */
+    double report;   /* batch reports fetched (and combined) */
+    double upload;   /* report upload to the platform, hooks included */
+} vb_run_phases;
+
 typedef struct vb_run_result {
     size_t images;          /* images sent to the backend */
     size_t images_failed;   /* images that could not be had (allow_partial) */
@@ -65,6 +75,7 @@ typedef struct vb_run_result {
     int upload_skipped;     /* before_upload vetoed the upload */
     double seconds;         /* wall time */
     int documents_denied;   /* stopped: a document answered 403/404 (urls_may_expire) */
+    vb_run_phases phases;   /* where the wall time went */
 } vb_run_result;
 
 /* Processes `run`. Returns VB_OK when the report was uploaded (or the upload

@@ -12,6 +12,10 @@ own share of the time is known exactly: runs x delay (one batch per run).
                publishes every run; the wall time runs from the producer's
                start to the last upload the platform stand-in received.
 
+Producer and workers share one secret key (VISIONBATCH_SECRET_KEY), as a
+deployment does, so runs travel sealed in their messages and workers start
+them without a platform request (--no-seal: every run looked up).
+
 Every configuration gets a fresh platform stand-in with fresh run ids, a
 fresh Kafka topic (--partitions, default 8, created and deleted through
 deploy/local/services.sh), a fresh consumer group and dead-letter topic name,
@@ -27,7 +31,11 @@ upload, and idle slots at the end (the last wave is not full).
 Also reported: wall / ideal, where ideal = runs x delay / slots (the wall
 time if slots never waited for anything but the backend); slot busy % =
 the time slots held a run (the workers' visionbatch_run_duration_seconds_sum,
-read from /metrics once every run is uploaded) / (wall x slots); and per run the
+read from /metrics once every run is uploaded) / (wall x slots); the mean
+seconds per uploaded run of each phase (the workers'
+visionbatch_run_phase_seconds{phase}: claim, open, download, submit, wait,
+report, upload, record); the CPU seconds the platform and backend stand-ins
+and the workers used (the "ideal" counts none of it); and per run the
 platform's list GETs (the producer's listing plus the workers' lookups) and
 the backend status polls. Status polling follows the programs' defaults
 (docs/configuration.md) unless --poll-ms fixes the interval.
@@ -42,6 +50,7 @@ redis-server on PATH.
 """
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -57,6 +66,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "system"))
 import harness  # noqa: E402
 
 BROKERS = os.environ.get("KAFKA_BROKERS") or "127.0.0.1:9092"
+SECRET_KEY = base64.b64encode(b"distributed-bench-key-32-bytes!!").decode()
 SERVICES = os.path.join(harness.SOURCE_DIR, "deploy", "local", "services.sh")
 
 
@@ -144,6 +154,7 @@ def distributed(args, workers, concurrency):
     topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
     case = Case(args, tmp)
     redis = harness.RedisServer()
+    env = {} if args.no_seal else {"VISIONBATCH_SECRET_KEY": SECRET_KEY}
     procs = []
     services("create-topic", topic, str(args.partitions))
     services("create-topic", dlq, "1")
@@ -157,7 +168,7 @@ def distributed(args, workers, concurrency):
             p = harness.start_binary("visionbatch-worker", [
                 "--config", path, "--concurrency", concurrency, "--worker-id",
                 "bench-%s-%d" % (tag, i), "--metrics-listen", "127.0.0.1:%d" % port],
-                log_dir=os.path.join(tmp, "logs"))
+                env=env, log_dir=os.path.join(tmp, "logs"))
             p.port = port
             procs.append(p)
         for p in procs:
@@ -166,13 +177,18 @@ def distributed(args, workers, concurrency):
         ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
         t0 = time.time()
         res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
-                                 timeout=args.timeout)
+                                 env=env, timeout=args.timeout)
         published = time.time() - t0
         if res.returncode != 0:
             raise SystemExit("producer failed: %r" % res)
-        last, n = case.wait_done(args.timeout, procs)
+        wait_uploaded(procs, args.runs, args.timeout)
+        last, n = case.wait_done(60, procs)
         return {"wall": last - t0, "uploads": n, "publish": published,
-                "requests": case.requests(), "busy_s": sum(run_seconds(p) for p in procs)}
+                "requests": case.requests(), "busy_s": sum(run_seconds(p) for p in procs),
+                "phases": phase_means([metrics_text(p) for p in procs]),
+                "cpu": {"platform": cpu_seconds(case.platform.proc.pid),
+                        "backend": cpu_seconds(case.backend.proc.pid),
+                        "workers": sum(cpu_seconds(p.proc.pid) for p in procs)}}
     finally:
         for p in procs:
             p.stop(grace=10)
@@ -193,9 +209,57 @@ def healthy(p):
         return False
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used so far (/proc)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metrics_text(p):
+    return harness.http_request("GET", "http://127.0.0.1:%d/metrics" % p.port, timeout=5).text()
+
+
+PHASES = ("claim", "open", "download", "submit", "wait", "report", "upload", "record")
+
+
+def phase_means(bodies):
+    """Mean seconds per uploaded run of each phase, over every worker's
+    visionbatch_run_phase_seconds histogram: {phase: mean} ({} when absent)."""
+    sums, counts = {}, {}
+    for body in bodies:
+        for line in body.splitlines():
+            for suffix, into in (("_sum{", sums), ("_count{", counts)):
+                head = "visionbatch_run_phase_seconds" + suffix
+                if line.startswith(head):
+                    phase = line[len(head):].split('"')[1]
+                    into[phase] = into.get(phase, 0.0) + float(line.split()[-1])
+    return {ph: sums[ph] / counts[ph] for ph in PHASES if counts.get(ph)}
+
+
+def wait_uploaded(procs, runs, timeout):
+    """Waits until the workers' metrics count `runs` uploaded runs. Reading
+    the workers' metrics, not the platform stand-in's growing records, keeps
+    the benchmark's own requests off the stand-in's CPU while runs go on."""
+    deadline = time.monotonic() + timeout
+    head = 'visionbatch_runs_total{outcome="uploaded"} '
+    while True:
+        n = 0
+        for p in procs:
+            if not p.alive():
+                raise SystemExit("%s exited:\n%s" % (p.cmd[0], p.stderr()[-3000:]))
+            n += sum(float(line[len(head):]) for line in metrics_text(p).splitlines()
+                     if line.startswith(head))
+        if n >= runs:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out: %d of %d runs uploaded" % (n, runs))
+        time.sleep(0.5)
+
+
 def run_seconds(p):
     """Seconds the worker's slots held runs: its run-duration histogram's sum."""
-    body = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % p.port, timeout=5).text()
+    body = metrics_text(p)
     for line in body.splitlines():
         if line.startswith("visionbatch_run_duration_seconds_sum"):
             return float(line.split()[-1])
@@ -227,6 +291,8 @@ def main():
     ap.add_argument("--no-baseline", action="store_true", help="skip the run-once baseline")
     ap.add_argument("--poll-ms", type=int, default=0,
                     help="fix the status poll interval (min = max) instead of the defaults")
+    ap.add_argument("--no-seal", action="store_true",
+                    help="no shared secret key: workers look every run up on the platform")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--quick", action="store_true",
                     help="smoke run for CI: 16 runs, 0.2 s batches, config 2x2")
@@ -271,6 +337,15 @@ def main():
             over, row["x_ideal"],
             "-" if row["slot_busy_pct"] is None else "%.1f" % row["slot_busy_pct"],
             row["list_gets_per_run"], row["status_polls_per_run"]), flush=True)
+        if r.get("phases"):
+            row["phase_mean_s"] = {k: round(v, 4) for k, v in r["phases"].items()}
+            print("  mean s per uploaded run: " + ", ".join(
+                "%s %.3f" % (k, v) for k, v in r["phases"].items()) +
+                  " (sum %.3f)" % sum(r["phases"].values()), flush=True)
+        if r.get("cpu"):
+            row["cpu_s"] = {k: round(v, 2) for k, v in r["cpu"].items()}
+            print("  CPU s: " + ", ".join("%s %.2f (%.0f%% of a core)" % (k, v, 100 * v / wall)
+                                          for k, v in r["cpu"].items()), flush=True)
 
     if not args.no_baseline:
         report("run-once", 1, run_once(args))

@@ -254,6 +254,17 @@ class WorkerTest(WorkerCase):
         metrics = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % w1.port).text()
         self.assertIn('visionbatch_runs_total{outcome="uploaded"}', metrics)
         self.assertIn("visionbatch_run_duration_seconds_bucket", metrics)
+        # Every uploaded run is counted once in each phase of the breakdown.
+        uploaded = int(float(re.search(r'^visionbatch_runs_total\{outcome="uploaded"\} (\S+)$',
+                                       metrics, re.M).group(1)))
+        self.assertGreater(uploaded, 0)
+        phases = {k: int(float(v)) for k, v in re.findall(
+            r'^visionbatch_run_phase_seconds_count\{phase="(\w+)"\} (\S+)$', metrics, re.M)}
+        self.assertEqual(phases, {p: uploaded for p in ("claim", "open", "download", "submit",
+                                                        "wait", "report", "upload", "record")})
+        wait_s = float(re.search(r'^visionbatch_run_phase_seconds_sum\{phase="wait"\} (\S+)$',
+                                 metrics, re.M).group(1))
+        self.assertGreater(wait_s, 0.0)
 
     def test_kill_nine_mid_run_is_taken_over_without_duplicate_upload(self):
         scen, platform, backend = self.start_stubs(8, batch_delay=4)
