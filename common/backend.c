@@ -449,6 +449,10 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, s
     long interval = 0;
     long delay = vb__poll_first_ms(cfg->backend_api_url, nimages, cfg->status_poll_min_ms,
                                    cfg->status_poll_max_ms);
+    /* After a first poll timed by a learned duration, the batch should end
+     * within the next few short intervals: they stay at min (VB__POLL_NEAR
+     * of them) instead of doubling right away. */
+    int near = vb__poll_learned_ms(cfg->backend_api_url, nimages) > 0 ? VB__POLL_NEAR : 0;
     memset(st, 0, sizeof *st);
     for (;;) {
         long long left = deadline - vb__poll_now_ms();
@@ -497,8 +501,14 @@ vb_err vb_backend_wait(vb_http *h, const vb_config *cfg, const char *batch_id, s
                                 "%ld/%ld)",
                                 batch_id, timeout_s, vb_backend_state_name(st->state),
                                 st->processed, st->total);
-        interval = vb_backend_next_poll_ms(interval, cfg->status_poll_min_ms,
-                                           cfg->status_poll_max_ms);
+        if (near > 0) {
+            near--;
+            interval = vb_backend_next_poll_ms(0, cfg->status_poll_min_ms,
+                                               cfg->status_poll_max_ms);
+        } else {
+            interval = vb_backend_next_poll_ms(interval, cfg->status_poll_min_ms,
+                                               cfg->status_poll_max_ms);
+        }
         delay = interval;
     }
 }

@@ -6,7 +6,10 @@
  * interval after it is done holds the slot for nothing. So the wait sleeps
  * until 9/10 of the duration learned for batches of the same size on the same
  * backend before its first poll, then polls at short intervals that double
- * (status_poll_min_ms, 2×, 4× … up to status_poll_max_ms).
+ * (status_poll_min_ms, 2×, 4× … up to status_poll_max_ms). After such a
+ * learned first poll the batch is expected to end within moments, and a
+ * doubled interval there would cost the most: the first VB__POLL_NEAR
+ * intervals stay at status_poll_min_ms before the doubling starts.
  *
  * Learning: a wait ends knowing that the batch was unfinished at its last
  * pending poll and done at its final poll; the midpoint of the two is one

@@ -4,8 +4,9 @@
  * The schedule: the first poll comes once the batch can plausibly be done —
  * 9/10 of the duration learned for batches of that size on that backend, or
  * status_poll_min_ms when nothing is known yet — and then intervals start at
- * status_poll_min_ms and double up to status_poll_max_ms. What a wait saw
- * (the last poll that found the batch unfinished and the one that found it
+ * status_poll_min_ms and double up to status_poll_max_ms (after a learned
+ * first poll, the first VB__POLL_NEAR intervals stay at status_poll_min_ms).
+ * What a wait saw (the last poll that found the batch unfinished and the one that found it
  * done) updates the learned duration. The table is process-wide and
  * thread-safe. Not part of the public API; the hooks exist for unit tests.
  */
@@ -16,6 +17,10 @@
 #include <stddef.h>
 
 #include "visionbatch/backend.h"
+
+/* Intervals of status_poll_min_ms after a first poll timed by a learned
+ * duration, before the doubling starts: the batch is expected to end there. */
+#define VB__POLL_NEAR 3
 
 /* Delay before the first status poll of a batch of `nimages` images on
  * `backend` (a base URL; NULL is one more key): clamp(9/10 × learned,

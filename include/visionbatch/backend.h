@@ -108,7 +108,8 @@ long vb_backend_next_poll_ms(long prev_ms, long min_ms, long max_ms);
  * done: after 9/10 of the duration learned from earlier batches of the same
  * size on the same backend (capped at status_poll_max_ms), or after
  * status_poll_min_ms when none finished yet; then every status_poll_min_ms,
- * doubling up to status_poll_max_ms (docs/configuration.md, "Batch status
+ * doubling up to status_poll_max_ms (after a learned first poll, three
+ * intervals of status_poll_min_ms come first; docs/configuration.md, "Batch status
  * polling"). Transient status errors (network, 5xx) are logged and polling
  * goes on until the deadline. *last (optional) holds the last status seen.
  * `heartbeat` (may be NULL) is called before every status poll; a non-OK

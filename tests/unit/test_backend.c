@@ -309,17 +309,44 @@ static void wait_first_poll_comes_near_the_learned_duration(void **state)
     assert_int_equal(f.polls[0], 540);
     /* Done at once (no pending poll): sample 270, learned (600 + 270) / 2. */
     assert_int_equal(vb__poll_learned_ms("http://b", 5), 435);
-    /* First poll at 391 is early; 50 ms later the batch is done. */
-    assert_int_equal(wait_fake(&f, &cfg, 5, 500), 3);
+    /* First poll at 391 is early; then every 50 ms near the expected end
+     * (441, 491) until the batch is seen done at 541. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 500), 4);
     assert_int_equal(f.polls[0], 391);
     assert_int_equal(f.polls[1], 441);
-    assert_int_equal(f.polls[2], 541);
+    assert_int_equal(f.polls[2], 491);
+    assert_int_equal(f.polls[3], 541);
     /* Keyed by batch size and backend: others still start cold. */
     assert_int_equal(wait_fake(&f, &cfg, 20, 500), 5);
     assert_int_equal(f.polls[0], 50);
     cfg.backend_api_url = "http://other";
     assert_int_equal(wait_fake(&f, &cfg, 5, 40), 1);
     assert_int_equal(f.polls[0], 50);
+    vb__poll_forget();
+}
+
+static void wait_keeps_short_intervals_after_a_learned_first_poll(void **state)
+{
+    vb__poll_forget();
+    vb_config cfg = {.backend_api_url = "http://b", .batch_timeout_s = 3600,
+                     .status_poll_min_ms = 50, .status_poll_max_ms = 30000};
+    vb__poll_learn("http://b", 5, 500, 500); /* learned: 500 ms */
+    fake_batch f;
+    /* A batch slower than learned (done at 640): first poll at 450, then
+     * three intervals of 50 (500, 550, 600), then doubling (700): seen done
+     * at 700, where doubling at once (500, 600, 800) would see it at 800. */
+    assert_int_equal(wait_fake(&f, &cfg, 5, 640), 5);
+    const long long want[] = {450, 500, 550, 600, 700};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(f.polls[i], want[i]);
+    /* Far slower: after the three short intervals the doubling goes on as
+     * before (100, 200, 400 …), so a long batch costs few polls. */
+    vb__poll_forget();
+    vb__poll_learn("http://b", 5, 500, 500);
+    assert_int_equal(wait_fake(&f, &cfg, 5, 2000), 8);
+    const long long slow[] = {450, 500, 550, 600, 700, 900, 1300, 2100};
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(f.polls[i], slow[i]);
     vb__poll_forget();
 }
 
@@ -360,6 +387,7 @@ int main(void)
         cmocka_unit_test(wait_returns_cancelled_when_flag_is_set),
         cmocka_unit_test(wait_polls_short_then_doubling_when_nothing_is_learned),
         cmocka_unit_test(wait_first_poll_comes_near_the_learned_duration),
+        cmocka_unit_test(wait_keeps_short_intervals_after_a_learned_first_poll),
         cmocka_unit_test(wait_first_poll_is_capped_by_the_max_interval),
         cmocka_unit_test(wait_learns_from_many_sizes_without_losing_recent_ones),
     };
