@@ -34,7 +34,7 @@ the time slots held a run (the workers' visionbatch_run_duration_seconds_sum,
 read from /metrics once every run is uploaded) / (wall x slots); the mean
 seconds per uploaded run of each phase (the workers'
 visionbatch_run_phase_seconds{phase}: claim, open, download, submit, wait,
-report, upload, record); the CPU seconds the platform and backend stand-ins
+report, upload, record); the runs each worker uploaded; the CPU seconds the platform and backend stand-ins
 and the workers used (the "ideal" counts none of it); and per run the
 platform's list GETs (the producer's listing plus the workers' lookups) and
 the backend status polls. Status polling follows the programs' defaults
@@ -186,6 +186,7 @@ def distributed(args, workers, concurrency):
         return {"wall": last - t0, "uploads": n, "publish": published,
                 "requests": case.requests(), "busy_s": sum(run_seconds(p) for p in procs),
                 "phases": phase_means([metrics_text(p) for p in procs]),
+                "per_worker": [uploaded_runs(metrics_text(p)) for p in procs],
                 "cpu": {"platform": cpu_seconds(case.platform.proc.pid),
                         "backend": cpu_seconds(case.backend.proc.pid),
                         "workers": sum(cpu_seconds(p.proc.pid) for p in procs)}}
@@ -242,19 +243,24 @@ def wait_uploaded(procs, runs, timeout):
     the workers' metrics, not the platform stand-in's growing records, keeps
     the benchmark's own requests off the stand-in's CPU while runs go on."""
     deadline = time.monotonic() + timeout
-    head = 'visionbatch_runs_total{outcome="uploaded"} '
     while True:
         n = 0
         for p in procs:
             if not p.alive():
                 raise SystemExit("%s exited:\n%s" % (p.cmd[0], p.stderr()[-3000:]))
-            n += sum(float(line[len(head):]) for line in metrics_text(p).splitlines()
-                     if line.startswith(head))
+            n += uploaded_runs(metrics_text(p))
         if n >= runs:
             return
         if time.monotonic() > deadline:
             raise SystemExit("timed out: %d of %d runs uploaded" % (n, runs))
         time.sleep(0.5)
+
+
+def uploaded_runs(body):
+    """A worker's visionbatch_runs_total{outcome="uploaded"} from its /metrics text."""
+    head = 'visionbatch_runs_total{outcome="uploaded"} '
+    return int(sum(float(line[len(head):]) for line in body.splitlines()
+                   if line.startswith(head)))
 
 
 def run_seconds(p):
@@ -342,6 +348,9 @@ def main():
             print("  mean s per uploaded run: " + ", ".join(
                 "%s %.3f" % (k, v) for k, v in r["phases"].items()) +
                   " (sum %.3f)" % sum(r["phases"].values()), flush=True)
+        if r.get("per_worker"):
+            row["runs_per_worker"] = r["per_worker"]
+            print("  runs per worker: " + ", ".join(str(n) for n in r["per_worker"]), flush=True)
         if r.get("cpu"):
             row["cpu_s"] = {k: round(v, 2) for k, v in r["cpu"].items()}
             print("  CPU s: " + ", ".join("%s %.2f (%.0f%% of a core)" % (k, v, 100 * v / wall)
