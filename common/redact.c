@@ -168,8 +168,8 @@ static int is_masked(const char *s, size_t len)
 static void scrub_registered(char *text, size_t *total)
 {
     uint64_t seen[(1u << HEAD_BITS) / 64];
-    int filter = registry_len >= HEAD_SCAN_FROM && *total >= REDACT_MIN_SECRET;
     pthread_mutex_lock(&registry_lock);
+    int filter = registry_len >= HEAD_SCAN_FROM && *total >= REDACT_MIN_SECRET;
     if (filter) {
         memset(seen, 0, sizeof seen);
         for (size_t i = 0; i + REDACT_MIN_SECRET <= *total; i++) {
