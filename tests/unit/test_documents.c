@@ -17,7 +17,7 @@ static void sanitised(const char *in, const char *want)
     char out[VB_NAME_MAX + 1];
     vb_name_sanitise(in, out, sizeof out);
     if (strcmp(out, want) != 0)
-        fail_msg("sanitise(\"%s\") = \"%s\", want \"%s\"", in, out, want);
+        fail_msg("sanitise(\"%s\") = \"%s\", want \"%s\"", in ? in : "(null)", out, want);
 }
 
 static void name_keeps_ordinary_names(void **state)
