@@ -148,39 +148,77 @@ def run_once(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def distributed(args, workers, concurrency):
-    tmp = tempfile.mkdtemp(prefix="vb-bench-dist-")
-    tag = uuid.uuid4().hex[:8]
-    topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
-    case = Case(args, tmp)
-    redis = harness.RedisServer()
-    env = {} if args.no_seal else {"VISIONBATCH_SECRET_KEY": SECRET_KEY}
-    procs = []
-    services("create-topic", topic, str(args.partitions))
-    services("create-topic", dlq, "1")
-    try:
-        svc = dict(case.base, redis_url=redis.url, kafka_brokers=BROKERS, topic=topic,
-                   dlq_topic=dlq, group_id="vb-bench-%s" % tag)
-        for i in range(workers):
-            cfg = dict(svc, temp_dir=os.path.join(tmp, "w%d" % i))
-            path = harness.write_config(os.path.join(tmp, "worker%d.json" % i), cfg)
-            port = free_port()
-            p = harness.start_binary("visionbatch-worker", [
-                "--config", path, "--concurrency", concurrency, "--worker-id",
-                "bench-%s-%d" % (tag, i), "--metrics-listen", "127.0.0.1:%d" % port],
-                env=env, log_dir=os.path.join(tmp, "logs"))
-            p.port = port
-            procs.append(p)
-        for p in procs:
-            harness.wait_until(lambda: healthy(p), timeout=30, message="worker healthy")
-        time.sleep(args.settle)  # let the group form (broker's initial rebalance delay: 3 s)
-        ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
+class Stack:
+    """A distributed run's parts: the stand-ins (Case), a private Redis, a
+    private runs/dead-letter topic pair, and the workers started on them.
+    `svc` is the settings every program gets; stop() removes everything."""
+
+    def __init__(self, case_args, prefix, partitions, env=None, **settings):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.tag = uuid.uuid4().hex[:8]
+        self.topic, self.dlq = "vb-bench-%s" % self.tag, "vb-bench-%s.dlq" % self.tag
+        self.case = Case(case_args, self.tmp)
+        self.redis = harness.RedisServer()
+        self.env = env or {}
+        self.procs = []
+        services("create-topic", self.topic, str(partitions))
+        services("create-topic", self.dlq, "1")
+        self.svc = dict(self.case.base, redis_url=self.redis.url, kafka_brokers=BROKERS,
+                        topic=self.topic, dlq_topic=self.dlq, group_id="vb-bench-%s" % self.tag,
+                        **settings)
+
+    def start_worker(self, concurrency, extra=()):
+        """Starts one more worker (not waiting for it); returns its process."""
+        i = len(self.procs)
+        cfg = dict(self.svc, temp_dir=os.path.join(self.tmp, "w%d" % i))
+        path = harness.write_config(os.path.join(self.tmp, "worker%d.json" % i), cfg)
+        port = free_port()
+        p = harness.start_binary("visionbatch-worker", [
+            "--config", path, "--concurrency", str(concurrency), "--worker-id",
+            "bench-%s-%d" % (self.tag, i), "--metrics-listen", "127.0.0.1:%d" % port]
+            + list(extra), env=self.env, log_dir=os.path.join(self.tmp, "logs%d" % i))
+        p.port = port
+        self.procs.append(p)
+        return p
+
+    def start_group(self, workers, concurrency, settle, extra=(), timeout=30):
+        """Starts `workers` workers, waits until each is healthy, then
+        `settle` seconds for the group to form (the broker's initial
+        rebalance delay is 3 s)."""
+        for _ in range(workers):
+            self.start_worker(concurrency, extra)
+        for p in self.procs:
+            harness.wait_until(lambda: healthy(p), timeout=timeout, message="worker healthy")
+        time.sleep(settle)
+
+    def publish_once(self, timeout):
+        """Runs `visionbatch-producer --once`; returns (start time, seconds
+        it took, its result). Exits the benchmark when the producer fails."""
+        path = harness.write_config(os.path.join(self.tmp, "producer.json"), self.svc)
         t0 = time.time()
-        res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
-                                 env=env, timeout=args.timeout)
-        published = time.time() - t0
+        res = harness.run_binary("visionbatch-producer", ["--once", "--config", path],
+                                 env=self.env, timeout=timeout)
         if res.returncode != 0:
             raise SystemExit("producer failed: %r" % res)
+        return t0, time.time() - t0, res
+
+    def stop(self, grace):
+        for p in self.procs:
+            p.stop(grace=grace)
+        self.redis.stop()
+        self.case.stop()
+        services("delete-topic", self.topic)
+        services("delete-topic", self.dlq)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def distributed(args, workers, concurrency):
+    env = {} if args.no_seal else {"VISIONBATCH_SECRET_KEY": SECRET_KEY}
+    st = Stack(args, "vb-bench-dist-", args.partitions, env)
+    try:
+        st.start_group(workers, concurrency, args.settle)
+        t0, published, _ = st.publish_once(args.timeout)
+        procs, case = st.procs, st.case
         wait_uploaded(procs, args.runs, args.timeout)
         last, n = case.wait_done(60, procs)
         return {"wall": last - t0, "uploads": n, "publish": published,
@@ -191,13 +229,7 @@ def distributed(args, workers, concurrency):
                         "backend": cpu_seconds(case.backend.proc.pid),
                         "workers": sum(cpu_seconds(p.proc.pid) for p in procs)}}
     finally:
-        for p in procs:
-            p.stop(grace=10)
-        redis.stop()
-        case.stop()
-        services("delete-topic", topic)
-        services("delete-topic", dlq)
-        shutil.rmtree(tmp, ignore_errors=True)
+        st.stop(grace=10)
 
 
 def healthy(p):

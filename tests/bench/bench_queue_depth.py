@@ -37,11 +37,8 @@ import calendar
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -55,38 +52,12 @@ def one_size(args, runs, workers, concurrency):
     """Processes a queue of `runs` runs; returns the measurements."""
     case_args = argparse.Namespace(runs=runs, images=1, bytes=args.bytes, batch_delay=0.0,
                                    poll_ms=args.poll_ms, download_concurrency=4)
-    tmp = tempfile.mkdtemp(prefix="vb-bench-depth-")
-    tag = uuid.uuid4().hex[:8]
-    topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
-    case = bd.Case(case_args, tmp)
-    redis = harness.RedisServer()
-    env = {"VISIONBATCH_SECRET_KEY": SECRET_KEY}
-    procs = []
-    bd.services("create-topic", topic, str(args.partitions))
-    bd.services("create-topic", dlq, "1")
+    st = bd.Stack(case_args, "vb-bench-depth-", args.partitions,
+                  {"VISIONBATCH_SECRET_KEY": SECRET_KEY})
     try:
-        svc = dict(case.base, redis_url=redis.url, kafka_brokers=bd.BROKERS, topic=topic,
-                   dlq_topic=dlq, group_id="vb-bench-%s" % tag)
-        for i in range(workers):
-            cfg = dict(svc, temp_dir=os.path.join(tmp, "w%d" % i))
-            path = harness.write_config(os.path.join(tmp, "worker%d.json" % i), cfg)
-            port = bd.free_port()
-            p = harness.start_binary("visionbatch-worker", [
-                "--config", path, "--concurrency", str(concurrency), "--worker-id",
-                "bench-%s-%d" % (tag, i), "--metrics-listen", "127.0.0.1:%d" % port],
-                env=env, log_dir=os.path.join(tmp, "logs"))
-            p.port = port
-            procs.append(p)
-        for p in procs:
-            harness.wait_until(lambda: bd.healthy(p), timeout=30, message="worker healthy")
-        time.sleep(args.settle)  # let the group form (broker's initial rebalance delay: 3 s)
-        ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
-        t0 = time.time()
-        res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
-                                 env=env, timeout=args.timeout)
-        published = time.time() - t0
-        if res.returncode != 0:
-            raise SystemExit("producer failed: %r" % res)
+        st.start_group(workers, concurrency, args.settle)
+        t0, published, res = st.publish_once(args.timeout)
+        procs, case = st.procs, st.case
         pages = sum(int(n) for n in re.findall(r"fetched (\d+) page\(s\)", res.stderr))
         listed = listing_done(res.stderr)
         wait_finished(procs, runs, args.timeout)
@@ -103,13 +74,7 @@ def one_size(args, runs, workers, concurrency):
                 "worker_gets_per_run": round((gets - pages) / runs, 3),
                 "producer_pages": pages}
     finally:
-        for p in procs:
-            p.stop(grace=10)
-        redis.stop()
-        case.stop()
-        bd.services("delete-topic", topic)
-        bd.services("delete-topic", dlq)
-        shutil.rmtree(tmp, ignore_errors=True)
+        st.stop(grace=10)
 
 
 def listing_done(log):

@@ -32,13 +32,10 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -74,45 +71,15 @@ def wait_uploads(case, n, procs, timeout):
 
 
 def one(args, protocol):
-    tmp = tempfile.mkdtemp(prefix="vb-bench-rebal-")
-    tag = uuid.uuid4().hex[:8]
-    topic, dlq = "vb-bench-%s" % tag, "vb-bench-%s.dlq" % tag
-    case = bd.Case(args, tmp)
-    redis = harness.RedisServer()
-    procs = []
-    bd.services("create-topic", topic, str(args.partitions))
-    bd.services("create-topic", dlq, "1")
     extra = [] if protocol == "classic" else ["--kafka-property", "group.protocol=" + protocol]
+    st = bd.Stack(args, "vb-bench-rebal-", args.partitions, shutdown_grace_s=30)
     try:
-        svc = dict(case.base, redis_url=redis.url, kafka_brokers=bd.BROKERS, topic=topic,
-                   dlq_topic=dlq, group_id="vb-bench-%s" % tag, shutdown_grace_s=30)
-
-        def worker(i):
-            cfg = dict(svc, temp_dir=os.path.join(tmp, "w%d" % i))
-            path = harness.write_config(os.path.join(tmp, "worker%d.json" % i), cfg)
-            port = bd.free_port()
-            p = harness.start_binary("visionbatch-worker", [
-                "--config", path, "--concurrency", "2", "--worker-id", "bench-%s-%d" % (tag, i),
-                "--metrics-listen", "127.0.0.1:%d" % port] + extra,
-                log_dir=os.path.join(tmp, "logs%d" % i))
-            p.port = port
-            procs.append(p)
-            return p
-
-        for i in range(2):
-            worker(i)
-        for p in procs:
-            harness.wait_until(lambda: bd.healthy(p), timeout=60, message="worker healthy")
-        time.sleep(args.settle)
-        ppath = harness.write_config(os.path.join(tmp, "producer.json"), svc)
-        t0 = time.time()
-        res = harness.run_binary("visionbatch-producer", ["--once", "--config", ppath],
-                                 timeout=args.timeout)
-        if res.returncode != 0:
-            raise SystemExit("producer failed: %r" % res)
+        st.start_group(2, 2, args.settle, extra, timeout=60)
+        t0, _, _ = st.publish_once(args.timeout)
+        procs, case = st.procs, st.case
         wait_uploads(case, args.runs // 4, procs, args.timeout)
         t_join = time.time()
-        third = worker(2)
+        third = st.start_worker(2, extra)
         harness.wait_until(lambda: any(n > 0 for _, n in assignments(third.stderr())),
                            timeout=120, message="third worker assigned")
         wait_uploads(case, args.runs * 6 // 10, procs, args.timeout)
@@ -137,13 +104,7 @@ def one(args, protocol):
                 "leave": (max(takeover) - t_leave) if takeover else None,
                 "stall": max(gaps) if gaps else 0.0}
     finally:
-        for p in procs:
-            p.stop(grace=30)
-        redis.stop()
-        case.stop()
-        bd.services("delete-topic", topic)
-        bd.services("delete-topic", dlq)
-        shutil.rmtree(tmp, ignore_errors=True)
+        st.stop(grace=30)
 
 
 def fmt(v):
