@@ -702,14 +702,22 @@ static int no_console(vb_api *api, resp *out)
     return 1;
 }
 
+/* The `limit` query parameter of a console listing: `def` when absent, 0
+ * when not an integer in 1..max (the console refuses 0 with its message). */
+static long console_limit(req *r, long def, long max)
+{
+    long limit = def;
+    const char *ls = query(r, "limit");
+    if (ls && !parse_count(ls, 1, max, &limit))
+        limit = 0;
+    return limit;
+}
+
 static void h_runs(vb_api *api, req *r, resp *out)
 {
     if (no_console(api, out))
         return;
-    long limit = VB_CONSOLE_RUNS_LIMIT_DEFAULT;
-    const char *ls = query(r, "limit");
-    if (ls && !parse_count(ls, 1, VB_CONSOLE_RUNS_LIMIT_MAX, &limit))
-        limit = 0; /* refused by the console with its message */
+    long limit = console_limit(r, VB_CONSOLE_RUNS_LIMIT_DEFAULT, VB_CONSOLE_RUNS_LIMIT_MAX);
     out->ctype = "application/json";
     out->status = vb_console_runs(api->cb.console, query(r, "state"), query(r, "execution_id"),
                                   query(r, "cursor"), limit, &out->body);
@@ -746,10 +754,7 @@ static void h_dlq(vb_api *api, req *r, resp *out)
 {
     if (no_console(api, out))
         return;
-    long limit = VB_CONSOLE_DLQ_LIMIT_DEFAULT;
-    const char *ls = query(r, "limit");
-    if (ls && !parse_count(ls, 1, VB_CONSOLE_DLQ_LIMIT_MAX, &limit))
-        limit = 0; /* refused by the console with its message */
+    long limit = console_limit(r, VB_CONSOLE_DLQ_LIMIT_DEFAULT, VB_CONSOLE_DLQ_LIMIT_MAX);
     out->ctype = "application/json";
     out->status = vb_console_dlq(api->cb.console, limit, &out->body);
 }
