@@ -4,8 +4,8 @@
  *
  *   topics [--group-id G] [--all] [--json]
  *
- * For every topic (internal "__" topics left out): partitions and messages
- * retained (Σ high − low). Then, for the runs topic (setting `topic`), and
+ * For every topic (internal "__" topics, and topics being created or deleted
+ * meanwhile, left out): partitions and messages retained (Σ high − low). Then, for the runs topic (setting `topic`), and
  * with --all for every topic where the group has committed offsets, one line
  * per partition: the group's committed offset, the high watermark and the
  * lag (high − committed; with nothing committed, everything retained counts,

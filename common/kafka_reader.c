@@ -358,6 +358,15 @@ void vb_kafka_topic_list_free(vb_kafka_topic_list *l)
     l->n = 0;
 }
 
+/* A topic being created (no leader yet) or deleted since the metadata was
+ * read: a listing of all topics leaves it out instead of failing. */
+static int in_transition(rd_kafka_resp_err_t e)
+{
+    return e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+           e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE;
+}
+
 static int cmp_topic(const void *a, const void *b)
 {
     return strcmp(((const vb_kafka_topic_info *)a)->name, ((const vb_kafka_topic_info *)b)->name);
@@ -424,6 +433,7 @@ vb_err vb_kafka_topics_describe(const char *brokers, const char *const *props, c
         }
         out->n++;
         ti->npartitions = np;
+        e = RD_KAFKA_RESP_ERR_NO_ERROR;
         for (int j = 0; j < np; j++) {
             vb_kafka_partition_info *pi = &ti->partitions[j];
             int64_t lo = 0, hi = 0;
@@ -431,6 +441,8 @@ vb_err vb_kafka_topics_describe(const char *brokers, const char *const *props, c
             pi->committed = -1;
             e = rd_kafka_query_watermark_offsets(rk, mt->topic, pi->partition, &lo, &hi,
                                                  timeout_ms);
+            if (!only && in_transition(e))
+                break; /* created or deleted meanwhile: left out below */
             if (e) {
                 rc = vb_error_set(err, e == RD_KAFKA_RESP_ERR__TIMED_OUT ? VB_ERR_TIMEOUT
                                                                           : VB_ERR_KAFKA,
@@ -440,9 +452,16 @@ vb_err vb_kafka_topics_describe(const char *brokers, const char *const *props, c
             }
             pi->low = lo;
             pi->high = hi;
-            if (group && *group)
-                rd_kafka_topic_partition_list_add(tp, mt->topic, pi->partition);
         }
+        if (e) {
+            out->n--;
+            free(ti->name);
+            free(ti->partitions);
+            memset(ti, 0, sizeof *ti);
+            continue;
+        }
+        for (int j = 0; j < np && group && *group; j++)
+            rd_kafka_topic_partition_list_add(tp, mt->topic, ti->partitions[j].partition);
         qsort(ti->partitions, (size_t)np, sizeof *ti->partitions, cmp_part);
     }
     if (only && out->n == 0) {

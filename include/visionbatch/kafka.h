@@ -242,7 +242,8 @@ typedef struct vb_kafka_topic_list {
 void vb_kafka_topic_list_free(vb_kafka_topic_list *l);
 
 /* Lists the cluster's topics (`only` non-NULL: that topic alone; internal
- * topics starting with "__" are left out) with every partition's watermarks
+ * topics starting with "__" are left out, and so is a topic created or
+ * deleted while the list is read) with every partition's watermarks
  * and, when `group` is non-NULL, that consumer group's committed offsets
  * (rd_kafka_committed: the group is asked, not joined). *out is zeroed first
  * and must be freed with vb_kafka_topic_list_free in every case.

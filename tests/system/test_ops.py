@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import uuid
@@ -214,6 +215,42 @@ class OpsTest(harness.SystemTestCase):
         t = harness.wait_until(lambda: (lambda x: x if x["total_lag"] == 0 else None)(self.lag(cfg)),
                                timeout=30, interval=0.5, message="lag 0")
         self.assertEqual(sum(p["committed"] or 0 for p in t["lag"]), 6)
+
+    def test_topics_lists_while_other_topics_are_deleted(self):
+        # Other tenants of the cluster create and delete topics at any time. A topic deleted
+        # between the metadata read and its offsets is left out of the listing, not an error.
+        ids, platform, backend = self.stubs(1)
+        cfg = self.config(platform, backend)
+        stop, churned, errors = threading.Event(), [0], []
+
+        def churn():
+            while not stop.is_set():
+                name = harness.unique_name("vb-churn")
+                try:
+                    harness.create_topics([(name, 64)], BROKERS)
+                    harness.delete_topics([name], BROKERS)
+                    churned[0] += 1
+                except AssertionError as e:
+                    errors.append(str(e))
+                    return
+        t = threading.Thread(target=churn, daemon=True)
+        t.start()
+        try:
+            harness.wait_until(lambda: churned[0] >= 1 or errors, timeout=60,
+                               message="first topic churned")
+            listings = 0
+            while listings < 40 or churned[0] < 10:
+                res = self.cli(cfg, "topics", "--json", ok=False)
+                self.assertEqual(res.returncode, 0, res)
+                names = [x["name"] for x in json.loads(res.stdout)["topics"]]
+                self.assertIn(self.topic, names)
+                listings += 1
+                self.assertLess(listings, 400, "the churn thread stalled")
+        finally:
+            stop.set()
+            t.join(60)
+        self.assertEqual(errors, [])
+
 
 
 if __name__ == "__main__":
