@@ -230,6 +230,8 @@ static const setting settings[] = {
      CF_SECRET, NULL, "encryption key itself, base64 (secret)"},
     {"concurrency", "concurrency", "VISIONBATCH_CONCURRENCY", CT_LONG, OFF(concurrency), "4", 1,
      256, P_WORK, 0, 0, NULL, "runs processed in parallel"},
+    {"prefetch", "prefetch", "VISIONBATCH_PREFETCH", CT_LONG, OFF(prefetch), "32", 2, 256, P_WORK,
+     0, 0, NULL, "messages fetched ahead per slot"},
     {"metrics_listen", "metrics-listen", "VISIONBATCH_METRICS_LISTEN", CT_STR, OFF(metrics_listen),
      "127.0.0.1:9101", 0, 0, P_WORK, 0, CF_ADDR, NULL, "metrics/health address"},
     {"http_threads", "http-threads", "VISIONBATCH_HTTP_THREADS", CT_LONG, OFF(http_threads), "4",

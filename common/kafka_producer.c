@@ -4,8 +4,11 @@
  * One rd_kafka_t per vb_kafka_producer, configured idempotent (acks=all,
  * enable.idempotence=true), with a short linger and a bounded
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
- * delivery report within that time, success or failure. Keys are placed by
- * their murmur2 hash (partitioner=murmur2_random, the Java clients' choice).
+ * delivery report within that time, success or failure. Messages go to the
+ * topic's available partitions in turn (spread_partitioner), so a producer's
+ * runs split evenly whatever their ids hash to; an operator who wants
+ * placement by key sets the `partitioner` property (e.g. murmur2_random,
+ * the Java clients' choice) and librdkafka's own partitioner is used.
  * The operator's pass-through properties come after these (kafka_conf.c
  * refuses the ones the guarantees rest on), once a probe has shown the
  * login is accepted.
@@ -54,7 +57,43 @@ struct vb_kafka_producer {
     atomic_int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast on every delivery report */
+    atomic_uint next_partition; /* spread_partitioner's turn */
 };
+
+/* Round robin over the available partitions, starting at the producer's
+ * next turn. Runs hashed by id split unevenly at the scale of a worker's
+ * share (200 runs over 4 workers: the busiest got 61, the fair share is 50),
+ * and the busiest worker decides when a queue is done; in turn, they split
+ * exactly. Called by librdkafka with the topic's opaque: the producer. */
+static int32_t spread_partitioner(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                                  int32_t partition_cnt, void *rkt_opaque, void *msg_opaque)
+{
+    (void)msg_opaque;
+    vb_kafka_producer *p = rkt_opaque;
+    if (partition_cnt <= 0)
+        return RD_KAFKA_PARTITION_UA;
+    if (!p)
+        return rd_kafka_msg_partitioner_random(rkt, key, keylen, partition_cnt, NULL, NULL);
+    unsigned turn = atomic_fetch_add(&p->next_partition, 1);
+    for (int32_t i = 0; i < partition_cnt; i++) {
+        int32_t part = (int32_t)((turn + (unsigned)i) % (unsigned)partition_cnt);
+        if (rd_kafka_topic_partition_available(rkt, part))
+            return part;
+    }
+    /* None has a leader right now: queue for the turn's own, as librdkafka
+     * does for a keyed message, until the leader is back or the message
+     * times out. */
+    return (int32_t)(turn % (unsigned)partition_cnt);
+}
+
+/* Whether the operator's pass-through properties choose a partitioner. */
+static int props_set_partitioner(const char *const *props)
+{
+    for (size_t i = 0; props && props[i] && props[i + 1]; i += 2)
+        if (strcmp(props[i], "partitioner") == 0 || strcmp(props[i], "topic.partitioner") == 0)
+            return 1;
+    return 0;
+}
 
 /* Drops one reference; frees the record when it was the last. Caller holds p->mu. */
 static void dr_unref_locked(vb__kafka_dr *dr)
@@ -137,6 +176,7 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
     if (!(p = calloc(1, sizeof *p)))
         return vb_error_set(err, VB_ERR_NOMEM, "kafka producer: out of memory");
     atomic_init(&p->stop, 0);
+    atomic_init(&p->next_partition, 0);
     if (pthread_mutex_init(&p->mu, NULL) != 0)
         goto fail_nomem;
     mu_init = 1;
@@ -153,14 +193,19 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
         conf_set(conf, "enable.idempotence", "true", err) != VB_OK ||
         conf_set(conf, "acks", "all", err) != VB_OK ||
         conf_set(conf, "linger.ms", "5", err) != VB_OK ||
-        /* The key's murmur2 hash, as Java clients do: runs spread evenly
-         * over partitions, and every client puts a run id on the same one. */
-        conf_set(conf, "partitioner", "murmur2_random", err) != VB_OK ||
         conf_set(conf, "message.timeout.ms", timeout, err) != VB_OK ||
         conf_set(conf, "socket.keepalive.enable", "true", err) != VB_OK ||
         conf_set(conf, "reconnect.backoff.max.ms", "5000", err) != VB_OK) {
         rc = VB_ERR_KAFKA;
         goto fail;
+    }
+    if (!props_set_partitioner(props)) {
+        rd_kafka_topic_conf_t *tconf = rd_kafka_topic_conf_new();
+        if (!tconf)
+            goto fail_nomem;
+        rd_kafka_topic_conf_set_partitioner_cb(tconf, spread_partitioner);
+        rd_kafka_topic_conf_set_opaque(tconf, p);
+        rd_kafka_conf_set_default_topic_conf(conf, tconf); /* takes tconf */
     }
     if ((rc = vb__kafka_conf_apply(conf, props, err)) != VB_OK)
         goto fail;

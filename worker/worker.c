@@ -5,13 +5,13 @@
  *
  * Threads
  *   poll     the only user of the Kafka consumer. Keeps a small queue of
- *            fetched messages (up to 2 × slots, "prefetched"); the moment a
+ *            fetched messages (up to prefetch × slots); the moment a
  *            slot is free (a slot that finishes wakes the poll at once) it
  *            takes the queue head, decodes it, claims the run in Redis and
  *            hands it to the slot. Only when the queue is full — every slot
  *            busy, or the head waiting for a retry — are all assigned
  *            partitions paused, and they are resumed once the queue is down
- *            to one message per slot, so librdkafka's refetch after a resume
+ *            to half of that, so librdkafka's refetch after a resume
  *            overlaps the runs of the messages still queued. Polling goes on
  *            while paused, so the worker stays in the consumer group during
  *            runs of an hour.
@@ -167,6 +167,7 @@
 #include "worker.h"
 
 #define POLL_MS 50 /* a slot that frees wakes the poll earlier */
+#define QUEUE_MAX_BYTES (32u << 20) /* prefetched messages held at most */
 #define COMMIT_MS 1000           /* stored offsets are committed in batches this often */
 #define RETRY_MS 1000            /* a message waiting for Redis/Kafka */
 #define PRODUCE_TIMEOUT_MS 15000
@@ -222,6 +223,8 @@ struct vb_worker {
     pthread_cond_t cv; /* slots wait for a job or quit */
     slot *slots;
     int nslots;
+    int queue_max, queue_resume; /* pause at, resume at (queued messages) */
+    size_t queued_bytes;         /* keys and values of the queued messages */
     int quit;                       /* (mu) slots exit */
     atomic_int bg_stop;             /* renewer and reaper exit */
     pthread_t renewer, reaper, sweeper;
@@ -1086,6 +1089,12 @@ static void set_paused(vb_worker *w, int pause)
         VB_DEBUG("partitions %s", pause ? "paused" : "resumed");
 }
 
+/* What a queued message holds in memory, for the queue's byte bound. */
+static size_t msg_bytes(const vb_kafka_message *km)
+{
+    return km->len + km->key_len;
+}
+
 static void enqueue(vb_worker *w, vb_kafka_message *km)
 {
     job *j = calloc(1, sizeof *j);
@@ -1102,6 +1111,7 @@ static void enqueue(vb_worker *w, vb_kafka_message *km)
         w->head = j;
     w->tail = j;
     w->queued++;
+    w->queued_bytes += msg_bytes(km);
 }
 
 static void drop_queue(vb_worker *w)
@@ -1113,6 +1123,7 @@ static void drop_queue(vb_worker *w)
     }
     w->tail = NULL;
     w->queued = 0;
+    w->queued_bytes = 0;
 }
 
 /* on_revoke (inside the poll): queued messages of a partition that goes are
@@ -1129,6 +1140,7 @@ static void drop_partition(void *ctx, const char *topic, int partition)
             if (j == w->head)
                 w->retry_at = 0;
             *pp = j->next;
+            w->queued_bytes -= msg_bytes(j->km);
             job_free(j);
             dropped++;
         } else {
@@ -1162,6 +1174,7 @@ static void work_queue(vb_worker *w)
             w->tail = NULL;
         j->next = NULL;
         w->queued--;
+        w->queued_bytes -= msg_bytes(j->km);
         if (st == STEP_DONE) {
             commit_message(w, j->km);
             job_free(j);
@@ -1215,14 +1228,18 @@ vb_err vb_worker_run(vb_worker *w, const atomic_int *stop, vb_error *err)
                 VB_ERROR("%d run(s) did not stop; leaving them to lease expiry", busy);
                 break;
             }
-        } else if (w->queued >= 2 * w->nslots) {
-            /* Messages for a second round of every slot are in hand (or the
-             * head waits for Redis/Kafka to come back): stop fetching. The
-             * queued messages are uncommitted: if this worker dies they are
+        } else if (w->queued >= w->queue_max || w->queued_bytes >= QUEUE_MAX_BYTES) {
+            /* `prefetch` rounds of every slot are in hand (or QUEUE_MAX_BYTES
+             * of messages, or the head waits for Redis/Kafka to come back):
+             * stop fetching. The queued
+             * messages are uncommitted: if this worker dies they are
              * delivered again elsewhere. */
             set_paused(w, 1);
-        } else if (w->queued <= w->nslots) {
-            /* One message per slot left: fetch again, while they run. */
+        } else if (w->queued <= w->queue_resume && w->queued_bytes <= QUEUE_MAX_BYTES / 2) {
+            /* Half of that left: fetch again, while they run. A resume
+             * refetches from the last message handed over (librdkafka drops
+             * what it fetched while paused), which takes a round trip or
+             * more; half a queue keeps short runs fed meanwhile. */
             set_paused(w, 0);
         }
         vb_kafka_message *km = NULL;
@@ -1299,6 +1316,8 @@ vb_err vb_worker_new(const vb_config *cfg, vb_worker **out, vb_error *err)
     if ((rc = sweep_temp(cfg, err)) != VB_OK)
         goto fail;
     w->nslots = (int)cfg->concurrency;
+    w->queue_max = (int)cfg->prefetch * w->nslots;
+    w->queue_resume = (int)(cfg->prefetch / 2) * w->nslots;
     w->slots = calloc((size_t)w->nslots, sizeof *w->slots);
     if (!w->slots) {
         rc = vb_error_set(err, VB_ERR_NOMEM, "out of memory");

@@ -92,6 +92,7 @@ typedef struct vb_config {
     char *secret_key_file; /* base64 32-byte key file */
     char *secret_key;      /* VISIONBATCH_SECRET_KEY or from the file; secret */
     long concurrency;      /* worker slots, default 4 */
+    long prefetch;         /* worker: messages queued ahead per slot, default 32 */
     char *metrics_listen;  /* worker metrics/health, default 127.0.0.1:9101 */
     long http_threads;                /* HTTP listener event-loop threads, default 4 */
     long http_max_connections;        /* open HTTP connections, default 512 */

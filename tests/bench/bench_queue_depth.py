@@ -22,6 +22,10 @@ per-run value; the goal is within 10 %):
   publish s         the producer's whole pass: listing, then claiming and
                     publishing every run (the workers start meanwhile)
 
+and below each row the mean milliseconds of each phase of an uploaded run
+(the workers' visionbatch_run_phase_seconds) and the CPU milliseconds per run
+of the platform and backend stand-ins and of the workers.
+
   python3 tests/bench/bench_queue_depth.py                    # 200, 1000, 3000 runs, 2x4
   python3 tests/bench/bench_queue_depth.py --quick            # 30 and 90 runs, 1x2 (CI)
   python3 tests/bench/bench_queue_depth.py --sizes 200,1000 --configs 1x4
@@ -63,6 +67,10 @@ def one_size(args, runs, workers, concurrency):
         wait_finished(procs, runs, args.timeout)
         last, n = case.wait_done(60, procs)
         gets, _ = case.requests()
+        phases = bd.phase_means([bd.metrics_text(p) for p in procs])
+        cpu = {"platform": bd.cpu_seconds(case.platform.proc.pid),
+               "backend": bd.cpu_seconds(case.backend.proc.pid),
+               "workers": sum(bd.cpu_seconds(p.proc.pid) for p in procs)}
         dup = [r for r in case.platform.records()["runs"] if r["uploads"] > 1]
         if n != runs or dup:
             raise SystemExit("%d uploads for %d runs, %d runs uploaded twice" % (n, runs,
@@ -72,7 +80,9 @@ def one_size(args, runs, workers, concurrency):
                 "wall_ms_per_run": round((last - t0) * 1000 / runs, 1),
                 "list_gets_per_run": round(gets / runs, 3),
                 "worker_gets_per_run": round((gets - pages) / runs, 3),
-                "producer_pages": pages}
+                "producer_pages": pages,
+                "phase_ms_per_run": {k: round(v * 1000, 1) for k, v in phases.items()},
+                "cpu_ms_per_run": {k: round(v * 1000 / runs, 1) for k, v in cpu.items()}}
     finally:
         st.stop(grace=10)
 
@@ -151,6 +161,9 @@ def main():
             n, r["wall_s"], "-" if r["list_s"] is None else "%.2f" % r["list_s"],
             r["publish_s"], r["wall_ms_per_run"], r["list_gets_per_run"],
             r["worker_gets_per_run"], r["producer_pages"]), flush=True)
+        print("%8s ms per run: %s; CPU ms per run: %s" % (
+            "", ", ".join("%s %.1f" % kv for kv in r["phase_ms_per_run"].items()),
+            ", ".join("%s %.1f" % kv for kv in r["cpu_ms_per_run"].items())), flush=True)
     out = {"sizes": sizes, "workers": workers, "concurrency": concurrency,
            "spread_list_gets_per_run": round(spread(rows, "list_gets_per_run"), 3),
            "spread_worker_gets_per_run": round(spread(rows, "worker_gets_per_run"), 3),

@@ -68,23 +68,24 @@ class WorkerIntakeTest(tw.WorkerCase):
     def test_freed_slots_take_prefetched_messages_without_a_new_fetch(self):
         scen, platform, backend = self.gated_stubs(10)
         ids = [r["vision_analysis_id"] for r in scen["runs"]]
-        w = self.start_worker(platform, backend, "p1", concurrency=2)
+        w = self.start_worker(platform, backend, "p1", concurrency=2, extra=("--prefetch", "3"))
         self.publish([(i, tw.message(r)) for i, r in zip(ids, scen["runs"])])
-        # Both slots busy and a second round (2 x slots) queued: intake paused.
+        # Both slots busy and three more rounds (prefetch x slots) queued: intake paused,
+        # two runs left in Kafka.
         harness.wait_until(lambda: len(self.processing(ids)) == 2 and
-                           self.metric(w, "visionbatch_intake_queued_messages") == 4,
-                           timeout=60, interval=0.2, message="2 runs in slots, 4 queued")
+                           self.metric(w, "visionbatch_intake_queued_messages") == 6,
+                           timeout=60, interval=0.2, message="2 runs in slots, 6 queued")
         # Kafka can no longer deliver any of the runs: only what the worker
         # holds can still be processed.
         harness.truncate_topic(self.topic, 4, self.kafka)
         backend.config(polls_to_complete=1)
         counts = {}
 
-        def six_uploaded():
+        def eight_uploaded():
             counts.update(self.uploads_by_run(platform))
-            return sum(1 for i in ids if counts.get(i)) >= 6
-        harness.wait_until(six_uploaded, timeout=90, interval=0.5,
-                           message="the 2 running and the 4 queued runs uploaded")
+            return sum(1 for i in ids if counts.get(i)) >= 8
+        harness.wait_until(eight_uploaded, timeout=90, interval=0.5,
+                           message="the 2 running and the 6 queued runs uploaded")
         self.assertEqual(self.metric(w, "visionbatch_intake_queued_messages"), 0)
         self.assertTrue(all(counts.get(i, 0) <= 1 for i in ids), counts)
         self.assertTrue(w.alive())
@@ -130,11 +131,11 @@ class WorkerIntakeTest(tw.WorkerCase):
         for p in range(4):
             harness.kcat_publish(self.topic, [(i, tw.message(runs[i])) for i in ids[p::4]],
                                  self.kafka, partition=p)
-        a = self.start_worker(platform, backend, "r1", concurrency=4)
+        a = self.start_worker(platform, backend, "r1", concurrency=4, extra=("--prefetch", "2"))
         harness.wait_until(lambda: len(self.processing(ids)) == 4 and
                            self.metric(a, "visionbatch_intake_queued_messages") == 8,
                            timeout=60, interval=0.2, message="4 runs in slots, 8 queued")
-        b = self.start_worker(platform, backend, "r2", concurrency=4)
+        b = self.start_worker(platform, backend, "r2", concurrency=4, extra=("--prefetch", "2"))
         harness.wait_until(lambda: "dropped: the partition went to another worker" in a.stderr(),
                            timeout=60, interval=0.2, message="a dropping queued messages")
         harness.wait_until(lambda: self.processing(ids, b.worker_id), timeout=60, interval=0.2,
@@ -160,7 +161,8 @@ class WorkerIntakeTest(tw.WorkerCase):
         # loop that stopped while the slot and the queue are full would be
         # put out of the group after 10 s, its partitions revoked.
         w = self.start_worker(platform, backend, "m1", concurrency=1,
-                              extra=("--kafka-property", "max.poll.interval.ms=10000"))
+                              extra=("--kafka-property", "max.poll.interval.ms=10000",
+                                     "--prefetch", "2"))
         self.publish([(i, tw.message(r)) for i, r in zip(ids, scen["runs"])])
         harness.wait_until(lambda: len(self.processing(ids)) == 1 and
                            self.metric(w, "visionbatch_intake_queued_messages") == 2,

@@ -375,17 +375,15 @@ static int count_by_partition(const offsets *from, const char *tag, int want, in
 
 /* Produces SPREAD_RUNS run ids (sequential-looking or pseudo-random UUIDs,
  * the same on every run of the test, so the result is reproducible) as keys
- * through the producer under test and asserts that each went to the
- * partition a Java client would choose (murmur2, as with
- * partitioner=murmur2_random) and that every one of the 8 partitions got
- * between half and 1.5 times its fair share. */
-static void spread_runs(vb_kafka_producer *p, int sequential)
+ * through `p` and counts them per partition. *elsewhere counts those not on
+ * the partition a Java client would choose for their key (murmur2). */
+static void produce_spread(vb_kafka_producer *p, int sequential, int *counts, int *elsewhere)
 {
     assert_int_equal(ensure_topic_named(SPREAD_TOPIC, SPREAD_PARTITIONS), SPREAD_PARTITIONS);
     offsets from;
     end_offsets_of(SPREAD_TOPIC, &from);
     char tag[96];
-    snprintf(tag, sizeof tag, "%s-%d", uniq, sequential);
+    snprintf(tag, sizeof tag, "%s-%d-%p", uniq, sequential, (void *)p);
     vb_kafka_header h[] = {{"vb-test", tag}};
     uint64_t x = 0x9e3779b97f4a7c15ULL;
     for (int i = 0; i < SPREAD_RUNS; i++) {
@@ -403,20 +401,24 @@ static void spread_runs(vb_kafka_producer *p, int sequential)
         assert_int_equal(vb_kafka_produce_sync(p, SPREAD_TOPIC, key, "{}", 2, h, 1, 10000, &err),
                          VB_OK);
     }
-    int counts[SPREAD_PARTITIONS] = {0}, elsewhere = 0;
-    assert_int_equal(count_by_partition(&from, tag, SPREAD_RUNS, counts, &elsewhere),
+    assert_int_equal(count_by_partition(&from, tag, SPREAD_RUNS, counts, elsewhere),
                      SPREAD_RUNS);
-    assert_int_equal(elsewhere, 0);
-    const int fair = SPREAD_RUNS / SPREAD_PARTITIONS;
     fprintf(stderr, "%s ids over %d partitions:", sequential ? "sequential" : "random",
             SPREAD_PARTITIONS);
     for (int i = 0; i < SPREAD_PARTITIONS; i++)
         fprintf(stderr, " %d", counts[i]);
-    fprintf(stderr, "\n");
-    for (int i = 0; i < SPREAD_PARTITIONS; i++) {
-        assert_true(counts[i] >= fair / 2);
-        assert_true(counts[i] <= fair + fair / 2);
-    }
+    fprintf(stderr, " (%d not where murmur2 puts them)\n", *elsewhere);
+}
+
+/* By default the partitions take turns: every one of the 8 gets exactly its
+ * share of 400 runs, whatever the ids hash to (the keys stay the run ids). */
+static void spread_runs(vb_kafka_producer *p, int sequential)
+{
+    int counts[SPREAD_PARTITIONS] = {0}, elsewhere = 0;
+    produce_spread(p, sequential, counts, &elsewhere);
+    for (int i = 0; i < SPREAD_PARTITIONS; i++)
+        assert_int_equal(counts[i], SPREAD_RUNS / SPREAD_PARTITIONS);
+    assert_true(elsewhere > 0); /* not placed by key */
 }
 
 static void sequential_run_ids_spread_evenly_over_partitions(void **state)
@@ -427,6 +429,29 @@ static void sequential_run_ids_spread_evenly_over_partitions(void **state)
 static void random_run_ids_spread_evenly_over_partitions(void **state)
 {
     spread_runs(*state, 0);
+}
+
+/* The `partitioner` property replaces the turns with librdkafka's own
+ * partitioner: with murmur2_random every run id goes where a Java client
+ * puts it, and the 8 partitions get between half and 1.5 times their share. */
+static void partitioner_property_places_runs_by_key(void **state)
+{
+    (void)state;
+    const char *props[] = {"partitioner", "murmur2_random", NULL};
+    vb_kafka_producer *p = NULL;
+    vb_error err = {0};
+    assert_int_equal(vb_kafka_producer_new(brokers(), props, "vb-test-murmur2", &p, &err), VB_OK);
+    for (int sequential = 0; sequential <= 1; sequential++) {
+        int counts[SPREAD_PARTITIONS] = {0}, elsewhere = 0;
+        produce_spread(p, sequential, counts, &elsewhere);
+        assert_int_equal(elsewhere, 0);
+        const int fair = SPREAD_RUNS / SPREAD_PARTITIONS;
+        for (int i = 0; i < SPREAD_PARTITIONS; i++) {
+            assert_true(counts[i] >= fair / 2);
+            assert_true(counts[i] <= fair + fair / 2);
+        }
+    }
+    vb_kafka_producer_free(p, 5000);
 }
 
 /* ---- offline tests ---- */
@@ -473,6 +498,7 @@ int main(void)
         T(producer_rejects_bad_arguments),
         T(sequential_run_ids_spread_evenly_over_partitions),
         T(random_run_ids_spread_evenly_over_partitions),
+        T(partitioner_property_places_runs_by_key),
     };
     int failures = cmocka_run_group_tests_name("kafka_offline", offline, NULL, NULL);
     failures += cmocka_run_group_tests_name("kafka_live", live, group_setup, NULL);
