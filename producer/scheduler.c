@@ -21,8 +21,11 @@
  *      firing slots take them from there, so the platform polls start while
  *      later batches are still being claimed and run `nslots` at a time;
  *   4. each slot keeps the ends of its firings and writes them DONE_BATCH at
- *      a time (vb_jobs_exec_fire_done_batch), at once when it runs out of
- *      work, and otherwise at least every DONE_FLUSH_MS.
+ *      a time (vb_jobs_exec_fire_done_batch). While the pass still claims,
+ *      it holds them (up to DONE_HOLD_MAX, DONE_HOLD_MS long): Redis runs
+ *      one script at a time, and ends written then would delay the claims
+ *      still to come. Once the claims are done it writes them at once when
+ *      it runs out of work, and otherwise at least every DONE_FLUSH_MS.
  * A tick is fired with the job as last reloaded (every change bumps the
  * jobs' version, checked at the start of each step).
  *
@@ -65,6 +68,8 @@
 #define DONE_BATCH 32      /* firing ends per record script */
 #define FIRE_NICE 5        /* pool slots run this much nicer than the process */
 #define DONE_FLUSH_MS 100  /* a busy slot writes its waiting ends at least this often */
+#define DONE_HOLD_MAX 4096 /* ends a slot holds while the pass still claims */
+#define DONE_HOLD_MS 2000  /* ... and for how long at most */
 #define OUT_MAX 1200
 #define EXPIRE_EVERY_MS 60000
 #define NEVER LLONG_MAX
@@ -86,6 +91,16 @@ typedef struct firing {
     char exec_id[VB_UUID_SIZE];
 } firing;
 
+/* The end of a firing, held until flush_done writes it. */
+typedef struct held_end {
+    char job_id[VB_UUID_SIZE];
+    char exec_id[VB_UUID_SIZE];
+    char *out; /* owned */
+    long found, skipped_in_progress, skipped_other_org;
+    int failed;
+    long long now_ms;
+} held_end;
+
 typedef struct slot {
     struct vb_scheduler *s;
     int index;
@@ -93,12 +108,8 @@ typedef struct slot {
     pthread_t thread;
     int started;
     /* ends of firings not yet written (flush_done) */
-    vb_exec_fire_done done[DONE_BATCH];
-    char job_ids[DONE_BATCH][VB_UUID_SIZE];
-    char exec_ids[DONE_BATCH][VB_UUID_SIZE];
-    char outs[DONE_BATCH][OUT_MAX];
-    int failed[DONE_BATCH];
-    size_t ndone;
+    held_end *held;
+    size_t ndone, cap;
     long long first_done_ms;
 } slot;
 
@@ -278,45 +289,111 @@ static void count_skip(vb_scheduler *s, const char *reason, double n)
     vb_metric_add(s->m_skips, v, n);
 }
 
-/* Writes the slot's waiting firing ends in one script, then logs and counts
- * each firing (its status is known only now). */
+/* Writes ends[0..count), DONE_BATCH per script, then logs and counts each
+ * firing (its status is known only now) and frees its output. */
+static void write_ends(vb_scheduler *s, slot *sl, held_end *ends, size_t count)
+{
+    for (size_t off = 0; off < count; off += DONE_BATCH) {
+        size_t n = count - off < DONE_BATCH ? count - off : DONE_BATCH;
+        vb_exec_fire_done d[DONE_BATCH];
+        for (size_t i = 0; i < n; i++) {
+            const held_end *h = &ends[off + i];
+            d[i] = (vb_exec_fire_done){.execution_id = h->exec_id,
+                                       .found = h->found,
+                                       .skipped_in_progress = h->skipped_in_progress,
+                                       .skipped_other_org = h->skipped_other_org,
+                                       .output = h->out,
+                                       .failed = h->failed,
+                                       .now_ms = h->now_ms};
+        }
+        vb_error err = {0};
+        vb_err rc = vb_jobs_exec_fire_done_batch(sl->jobs, d, n, &err);
+        for (size_t i = 0; i < n; i++) {
+            held_end *h = &ends[off + i];
+            const char *v[1] = {h->job_id};
+            vb_metric_inc(s->m_fires, v);
+            if (rc != VB_OK || d[i].rc != VB_OK)
+                vb_log(VB_LOG_WARN,
+                       "scheduler: job=%s execution=%s cannot record the firing: %s", h->job_id,
+                       h->exec_id, rc != VB_OK ? err.msg : "the execution no longer exists");
+            else
+                vb_log(h->failed ? VB_LOG_ERROR : VB_LOG_INFO,
+                       "scheduler: job=%s execution=%s fired status=%s %s", h->job_id,
+                       h->exec_id, d[i].status, h->out ? h->out : "");
+            free(h->out);
+            h->out = NULL;
+        }
+    }
+}
+
+/* Writes the slot's held ends. */
 static void flush_done(vb_scheduler *s, slot *sl)
 {
-    if (sl->ndone == 0)
-        return;
-    vb_error err = {0};
-    vb_err rc = vb_jobs_exec_fire_done_batch(sl->jobs, sl->done, sl->ndone, &err);
-    for (size_t i = 0; i < sl->ndone; i++) {
-        const vb_exec_fire_done *d = &sl->done[i];
-        const char *v[1] = {sl->job_ids[i]};
-        vb_metric_inc(s->m_fires, v);
-        if (rc != VB_OK || d->rc != VB_OK)
-            vb_log(VB_LOG_WARN, "scheduler: job=%s execution=%s cannot record the firing: %s",
-                   sl->job_ids[i], d->execution_id,
-                   rc != VB_OK ? err.msg : "the execution no longer exists");
-        else
-            vb_log(sl->failed[i] ? VB_LOG_ERROR : VB_LOG_INFO,
-                   "scheduler: job=%s execution=%s fired status=%s %s", sl->job_ids[i],
-                   d->execution_id, d->status, d->output);
-    }
+    write_ends(s, sl, sl->held, sl->ndone);
     sl->ndone = 0;
 }
 
+/* Whether the pass is still claiming ticks. */
+static int claims_running(vb_scheduler *s)
+{
+    pthread_mutex_lock(&s->pmu);
+    int c = s->claiming;
+    pthread_mutex_unlock(&s->pmu);
+    return c;
+}
+
+/* Whether the slot writes its held ends now. While the pass still claims,
+ * they wait (up to DONE_HOLD_MAX of them, DONE_HOLD_MS long): Redis runs one
+ * script at a time, and a firing's end written then delays the claims of
+ * the jobs not claimed yet, which is what the schedule lag measures. */
+static int flush_due(vb_scheduler *s, const slot *sl, long long now)
+{
+    if (sl->ndone == 0)
+        return 0;
+    if (sl->ndone >= DONE_HOLD_MAX || now - sl->first_done_ms >= DONE_HOLD_MS)
+        return 1;
+    if (claims_running(s))
+        return 0;
+    return sl->ndone >= DONE_BATCH || now - sl->first_done_ms >= DONE_FLUSH_MS;
+}
+
+/* Keeps a firing's end for flush_done; writes at once when it cannot. */
+static void hold_end(vb_scheduler *s, slot *sl, const held_end *h)
+{
+    if (sl->ndone == sl->cap) {
+        size_t cap = sl->cap ? sl->cap * 2 : DONE_BATCH;
+        held_end *n = realloc(sl->held, cap * sizeof *n);
+        if (!n) {
+            flush_done(s, sl); /* makes room: ndone = 0 */
+            if (sl->cap == 0) { /* nothing to hold it in: record it alone */
+                held_end one = *h;
+                write_ends(s, sl, &one, 1);
+                return;
+            }
+        } else {
+            sl->held = n;
+            sl->cap = cap;
+        }
+    }
+    sl->held[sl->ndone] = *h;
+    if (sl->ndone++ == 0)
+        sl->first_done_ms = h->now_ms;
+}
+
 /* Calls `fire` for a claimed execution (on the slot's thread, with its
- * Redis handle) and queues its end for flush_done. `known` is the job as
+ * Redis handle) and holds its end for flush_done. `known` is the job as
  * the scheduler read it at its last reload (a tick's firing: any change
  * since bumped the version, which the step checked before this pass); NULL
  * reads the job first (a manual run). */
 static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job *known,
                     const char *exec_id)
 {
-    if (sl->ndone && now_ms(s) - sl->first_done_ms >= DONE_FLUSH_MS)
+    if (flush_due(s, sl, now_ms(s)))
         flush_done(s, sl); /* the firing below may take long */
     vb_job job;
     vb_error err = {0};
     vb_fire_result r = {.jobs = sl->jobs, .slot = sl->index};
-    size_t k = sl->ndone;
-    char *out = sl->outs[k];
+    char out[OUT_MAX];
     vb_err rc = VB_OK;
     if (known) {
         rc = s->fire(s->fire_ctx, known, exec_id, &r, &err);
@@ -335,20 +412,16 @@ static void do_fire(vb_scheduler *s, slot *sl, const char *job_id, const vb_job 
                  "skipped as another organization's",
                  r.found, r.published, r.skipped_in_progress, r.skipped_other_org);
     vb_redact_text(out); /* the callback's message should hold no secret; be sure */
-    snprintf(sl->job_ids[k], sizeof sl->job_ids[k], "%s", job_id);
-    snprintf(sl->exec_ids[k], sizeof sl->exec_ids[k], "%s", exec_id);
-    long long t = now_ms(s);
-    sl->done[k] = (vb_exec_fire_done){.execution_id = sl->exec_ids[k],
-                                      .found = r.found,
-                                      .skipped_in_progress = r.skipped_in_progress,
-                                      .skipped_other_org = r.skipped_other_org,
-                                      .output = out,
-                                      .failed = rc != VB_OK,
-                                      .now_ms = t};
-    sl->failed[k] = rc != VB_OK;
-    if (sl->ndone++ == 0)
-        sl->first_done_ms = t;
-    if (sl->ndone == DONE_BATCH || t - sl->first_done_ms >= DONE_FLUSH_MS)
+    held_end h = {.out = strdup(out), /* NULL (no memory): recorded as "" */
+                  .found = r.found,
+                  .skipped_in_progress = r.skipped_in_progress,
+                  .skipped_other_org = r.skipped_other_org,
+                  .failed = rc != VB_OK,
+                  .now_ms = now_ms(s)};
+    snprintf(h.job_id, sizeof h.job_id, "%s", job_id);
+    snprintf(h.exec_id, sizeof h.exec_id, "%s", exec_id);
+    hold_end(s, sl, &h);
+    if (flush_due(s, sl, h.now_ms))
         flush_done(s, sl);
 }
 
@@ -390,9 +463,16 @@ static int take(vb_scheduler *s, slot *sl, firing *f)
             return 0;
         }
         if (sl->ndone) {
-            pthread_mutex_unlock(&s->pmu);
-            flush_done(s, sl);
-            pthread_mutex_lock(&s->pmu);
+            /* Held ends wait for the claims to end, at most DONE_HOLD_MS. */
+            long long left = sl->first_done_ms + DONE_HOLD_MS - now_ms(s);
+            if (left <= 0) {
+                pthread_mutex_unlock(&s->pmu);
+                flush_done(s, sl);
+                pthread_mutex_lock(&s->pmu);
+                continue;
+            }
+            struct timespec ts = vb__realtime_after((long)left);
+            pthread_cond_timedwait(&s->pwork, &s->pmu, &ts);
             continue;
         }
         pthread_cond_wait(&s->pwork, &s->pmu);
@@ -889,6 +969,8 @@ void vb_scheduler_stop(vb_scheduler *s)
             pthread_join(s->slots[i].thread, NULL);
         vb_jobs_free(s->slots[i].jobs);
     }
+    for (size_t i = 0; s->slots && i < s->nslots; i++)
+        free(s->slots[i].held); /* every pass ends with its ends written */
     free(s->slots);
     free_jobs(s);
     vb_jobs_free(s->jobs);

@@ -27,7 +27,9 @@
  *
  *   - Batches: a pass claims its due ticks 50 per Redis script (each tick
  *     its own compare-and-set) and records the ends of its firings 32 per
- *     script, so its round trips do not grow one per job.
+ *     script, so its round trips do not grow one per job. The ends of
+ *     firings done while the pass still claims are held until the claims
+ *     are done (at most 2 s), so that they do not delay the claims.
  *   - Jitter: a job with jitter_s > 0 fires each tick a fixed offset later
  *     (vb_job_jitter_ms, in [0, jitter_s] s, the same in every producer);
  *     its executions' scheduled_for and the lag metric include the offset.

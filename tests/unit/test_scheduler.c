@@ -822,6 +822,10 @@ typedef struct monitor {
     int evals, others; /* commands of database DB from clients (not scripts) */
     int lua_reads;     /* HMGET / HGET / LRANGE run by scripts in database DB */
     char other[8][32];  /* the first few other command names */
+    /* order of commands in database DB (1, 2, …): the last tick claim (a
+     * script's HSET of last_tick), the first firing's end (a script's HSET
+     * of "fired"), the first client HGET of last_tick (probe_fire_cb) */
+    int seq, last_claim, first_end, first_probe;
     int done;
 } monitor;
 
@@ -842,9 +846,20 @@ static void *monitor_thread(void *arg)
             m->done = 1;
             break;
         }
-        if (p && strncmp(p + strlen(db), "lua]", 4) == 0 &&
+        if (p)
+            m->seq++;
+        int in_lua = p && strncmp(p + strlen(db), "lua]", 4) == 0;
+        if (in_lua &&
             (strstr(p, "] \"HMGET\"") || strstr(p, "] \"HGET\"") || strstr(p, "] \"LRANGE\"")))
             m->lua_reads++;
+        if (in_lua && strstr(p, "] \"HSET\"") && strstr(p, "\"last_tick\""))
+            m->last_claim = m->seq;
+        if (in_lua && strstr(p, "] \"HSET\"") && strstr(p, "\"fired\" \"1\" \"runs_found\"") &&
+            !m->first_end)
+            m->first_end = m->seq;
+        if (p && !in_lua && strstr(p, "] \"HGET\"") && strstr(p, "\"last_tick\"") &&
+            !m->first_probe)
+            m->first_probe = m->seq;
         if (p && strncmp(p + strlen(db), "lua]", 4) != 0) {
             const char *cmd = strchr(p, ']');
             cmd = cmd ? strchr(cmd, '"') : NULL;
@@ -939,6 +954,57 @@ static void a_pass_claims_and_records_in_batches(void **state)
     assert_int_equal(m.evals, 5 + 8);
     vb_scheduler_stop(s);
     assert_one_success_per_tick(x, ids, BATCH_JOBS, start, 1);
+}
+
+/* A firing that leaves a mark in Redis (an HGET of its job's last_tick over
+ * the slot's own connection), so MONITOR shows when firings happen. */
+static vb_err probe_fire_cb(void *ctx, const vb_job *job, const char *execution_id,
+                            vb_fire_result *out, vb_error *err)
+{
+    long long last = 0;
+    if (vb_jobs_exec_last_tick(out->jobs, job->job_id, &last, err) != VB_OK)
+        return VB_ERR_REDIS;
+    return pool_fire_cb(ctx, job, execution_id, out, err);
+}
+
+#define HOLD_JOBS 1000
+
+/* While a pass still claims ticks, the firing slots fire what is claimed
+ * but hold the firings' ends: Redis runs one script at a time, and an end
+ * written then would delay the claims of the jobs still waiting, which is
+ * the schedule lag. Seen by MONITOR: firings happen among the 20 claim
+ * scripts, every end is written after the last claim. */
+static void firing_ends_wait_until_the_pass_has_claimed_every_tick(void **state)
+{
+    fx *x = *state;
+    static char ids[HOLD_JOBS][VB_UUID_SIZE];
+    long long created = 0;
+    for (int i = 0; i < HOLD_JOBS; i++)
+        created = make_job(x, "* * * * *", "skip", ids[i]);
+    long long start = next_boundary(created, 60);
+    pool_firer f = {.nslots = 4};
+    vb_error err = {0};
+    vb_scheduler_opts o = {.redis_url = vb_test_redis_url(DB), .producer_id = "producer-a",
+                           .fire = probe_fire_cb, .fire_ctx = &f, .clock_ms = test_clock,
+                           .no_thread = 1, .fire_threads = 4};
+    vb_scheduler *s = vb_scheduler_start(&o, &err);
+    if (!s)
+        fail_msg("scheduler: %s", err.msg);
+    clk = (created > start - 50 ? created : start - 50) * 1000;
+    step_ok(s); /* loads the jobs and their last ticks */
+    monitor m;
+    monitor_start(&m);
+    clk = start * 1000 + 200;
+    step_ok(s);
+    monitor_stop(&m);
+    vb_scheduler_stop(s);
+    assert_int_equal(atomic_load(&f.calls), HOLD_JOBS);
+    fprintf(stderr, "commands: first firing #%d, last claim #%d, first end #%d of %d\n",
+            m.first_probe, m.last_claim, m.first_end, m.seq);
+    assert_true(m.first_probe > 0 && m.last_claim > 0 && m.first_end > 0);
+    assert_true(m.first_probe < m.last_claim); /* firings overlapped the claims */
+    assert_true(m.first_end > m.last_claim);   /* no end written before the last claim */
+    assert_one_success_per_tick(x, ids, HOLD_JOBS, start, 1);
 }
 
 /* The overlap rule reads the job's running index, not its execution list:
@@ -1316,6 +1382,7 @@ int main(void)
         T(threaded_pool_fires_every_job_of_a_tick),
         T(start_refuses_bad_fire_threads),
         T(a_pass_claims_and_records_in_batches),
+        T(firing_ends_wait_until_the_pass_has_claimed_every_tick),
         T(two_producers_split_a_batch_and_fire_each_tick_once),
         T(overlap_check_does_not_walk_the_execution_list),
         T(running_execution_without_index_still_blocks),
