@@ -19,6 +19,7 @@
 #include "scheduler.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/store.h"
+#include "visionbatch/log.h"
 
 #define DB 10
 #define KEY_B64 "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
@@ -1007,6 +1008,53 @@ static void firing_ends_wait_until_the_pass_has_claimed_every_tick(void **state)
     assert_one_success_per_tick(x, ids, HOLD_JOBS, start, 1);
 }
 
+/* Counts the lines of file `path` that contain `what`. */
+static int lines_with(const char *path, const char *what)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, what) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* At INFO a pass logs one summary line; a firing logs a line of its own
+ * only when it found runs (or failed): 10,000 jobs that find nothing do not
+ * write 10,000 lines a minute. */
+static void firings_that_find_nothing_log_only_the_pass_summary(void **state)
+{
+    fx *x = *state;
+    char dir[] = "/tmp/vb_test_sched_log_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/out.log", dir);
+    char ids[3][VB_UUID_SIZE];
+    long long created = 0;
+    for (int i = 0; i < 3; i++)
+        created = make_job(x, "* * * * *", "allow", ids[i]);
+    long long start = next_boundary(created, 60);
+    vb_log_open(path, VB_LOG_TEXT, VB_LOG_INFO);
+    vb_log_set_stderr(0);
+    vb_scheduler *s = sched(x, "producer-a");
+    x->f.publish = 0;
+    clk = start * 1000 + 100;
+    step_ok(s);
+    x->f.publish = 1;
+    clk = (start + 60) * 1000 + 100;
+    step_ok(s);
+    vb_scheduler_stop(s);
+    vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_INFO);
+    vb_log_set_stderr(1);
+    assert_int_equal(atomic_load(&x->f.calls), 6);
+    assert_int_equal(lines_with(path, "3 scheduled execution(s) fired in"), 2);
+    assert_int_equal(lines_with(path, "no unprocessed runs"), 0);
+    assert_int_equal(lines_with(path, "fired status=running found 1 runs"), 3);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* The overlap rule reads the job's running index, not its execution list:
  * with 60 executions on the list, a tick of an overlap-"skip" job costs a
  * handful of reads in Redis, where walking the list cost 61. */
@@ -1383,6 +1431,7 @@ int main(void)
         T(start_refuses_bad_fire_threads),
         T(a_pass_claims_and_records_in_batches),
         T(firing_ends_wait_until_the_pass_has_claimed_every_tick),
+        T(firings_that_find_nothing_log_only_the_pass_summary),
         T(two_producers_split_a_batch_and_fire_each_tick_once),
         T(overlap_check_does_not_walk_the_execution_list),
         T(running_execution_without_index_still_blocks),
