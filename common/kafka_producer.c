@@ -2,7 +2,10 @@
  * kafka_producer.c — the producer half of kafka.h over librdkafka.
  *
  * One rd_kafka_t per vb_kafka_producer, configured idempotent (acks=all,
- * enable.idempotence=true), with a short linger and a bounded
+ * enable.idempotence=true), with no linger (every publish waits for its own
+ * delivery report, so holding a message back to batch it only adds that
+ * wait to each run: with 5 ms a pass published ~140 runs/s, without ~500),
+ * and a bounded
  * message.timeout.ms (VB_KAFKA_DELIVERY_TIMEOUT_MS), so every message gets a
  * delivery report within that time, success or failure. Messages go to the
  * topic's available partitions in turn (spread_partitioner), so a producer's
@@ -192,7 +195,7 @@ vb_err vb_kafka_producer_new(const char *brokers, const char *const *props,
             VB_OK ||
         conf_set(conf, "enable.idempotence", "true", err) != VB_OK ||
         conf_set(conf, "acks", "all", err) != VB_OK ||
-        conf_set(conf, "linger.ms", "5", err) != VB_OK ||
+        conf_set(conf, "linger.ms", "0", err) != VB_OK ||
         conf_set(conf, "message.timeout.ms", timeout, err) != VB_OK ||
         conf_set(conf, "socket.keepalive.enable", "true", err) != VB_OK ||
         conf_set(conf, "reconnect.backoff.max.ms", "5000", err) != VB_OK) {
