@@ -64,8 +64,8 @@
 
 #define MISSED_COUNT_CAP 10000 /* old ticks counted one by one, at most */
 #define CLAIM_ATTEMPTS 5
-#define CLAIM_BATCH 50     /* ticks per claim script: bounds how long Redis is busy */
-#define DONE_BATCH 32      /* firing ends per record script */
+#define CLAIM_BATCH VB_SCHED_CLAIM_BATCH
+#define DONE_BATCH VB_SCHED_END_BATCH
 #define FIRE_NICE 5        /* pool slots run this much nicer than the process */
 #define DONE_FLUSH_MS 100  /* a busy slot writes its waiting ends at least this often */
 #define DONE_HOLD_MAX 4096 /* ends a slot holds while the pass still claims */

@@ -25,9 +25,12 @@
  *     (vb_jobs_exec_expire: `timeout`, or `error` when the firing producer
  *     died while publishing).
  *
- *   - Batches: a pass claims its due ticks 50 per Redis script (each tick
- *     its own compare-and-set) and records the ends of its firings 32 per
- *     script, so its round trips do not grow one per job. The ends of
+ *   - Batches: a pass claims its due ticks VB_SCHED_CLAIM_BATCH per Redis
+ *     script (each tick its own compare-and-set) and records the ends of its
+ *     firings VB_SCHED_END_BATCH per script, so its round trips do not grow
+ *     one per job. Redis runs one script at a time, so a REST API read
+ *     waits for the scripts queued before it: smaller batches shorten that
+ *     wait and lengthen the schedule lag (docs/benchmarks.md). The ends of
  *     firings done while the pass still claims are held until the claims
  *     are done (at most 2 s), so that they do not delay the claims.
  *   - Jitter: a job with jitter_s > 0 fires each tick a fixed offset later
@@ -60,6 +63,10 @@
 #define VB_SCHED_MANUAL_QUEUE 64 /* manual runs waiting to be fired */
 #define VB_SCHED_FIRE_THREADS_DEFAULT 4
 #define VB_SCHED_FIRE_THREADS_MAX 64
+/* Ticks per claim script and firing ends per record script: ~1.1 ms of
+ * Redis each (docs/benchmarks.md, "Smaller scripts"). */
+#define VB_SCHED_CLAIM_BATCH 50
+#define VB_SCHED_END_BATCH 32
 
 typedef struct vb_scheduler vb_scheduler;
 
