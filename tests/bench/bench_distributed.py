@@ -312,6 +312,19 @@ def parse_configs(text):
     return out
 
 
+def add_stack_args(ap, settle, timeout, quick_help,
+                   settle_help="seconds between worker start and producer start"):
+    """The options every benchmark built on Stack takes: --partitions, --settle,
+    --poll-ms, --timeout, --quick, --json."""
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--settle", type=float, default=settle, help=settle_help)
+    ap.add_argument("--poll-ms", type=int, default=0,
+                    help="fix the status poll interval (min = max) instead of the defaults")
+    ap.add_argument("--timeout", type=float, default=timeout)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--json", help="also write the results to this file")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -322,19 +335,11 @@ def main():
                     help="seconds the backend holds each batch")
     ap.add_argument("--configs", default="1x1,1x4,2x1,2x4,4x1,4x4",
                     help="WORKERSxCONCURRENCY list")
-    ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--download-concurrency", type=int, default=4)
-    ap.add_argument("--settle", type=float, default=8.0,
-                    help="seconds between worker start and producer start")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run-once baseline")
-    ap.add_argument("--poll-ms", type=int, default=0,
-                    help="fix the status poll interval (min = max) instead of the defaults")
     ap.add_argument("--no-seal", action="store_true",
                     help="no shared secret key: workers look every run up on the platform")
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run for CI: 16 runs, 0.2 s batches, config 2x2")
-    ap.add_argument("--json", help="also write the results to this file")
+    add_stack_args(ap, 8.0, 1800, "smoke run for CI: 16 runs, 0.2 s batches, config 2x2")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.batch_delay, args.configs, args.settle = 16, 0.2, "2x2", 5.0

@@ -133,15 +133,7 @@ def main():
     ap.add_argument("--sizes", default="200,1000,3000", help="queue sizes (runs)")
     ap.add_argument("--configs", default="2x4", help="WORKERSxCONCURRENCY")
     ap.add_argument("--bytes", type=int, default=2048, help="bytes per image")
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--settle", type=float, default=8.0,
-                    help="seconds between worker start and producer start")
-    ap.add_argument("--poll-ms", type=int, default=0,
-                    help="fix the status poll interval (min = max) instead of the defaults")
-    ap.add_argument("--timeout", type=float, default=3600)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run for CI: queues of 30 and 90 runs, config 1x2")
-    ap.add_argument("--json", help="also write the results to this file")
+    bd.add_stack_args(ap, 8.0, 3600, "smoke run for CI: queues of 30 and 90 runs, config 1x2")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.configs, args.settle = "30,90", "1x2", 4.0

@@ -117,15 +117,11 @@ def main():
     ap.add_argument("--images", type=int, default=5)
     ap.add_argument("--bytes", type=int, default=20_000, help="bytes per image")
     ap.add_argument("--batch-delay", type=float, default=0.5, help="backend seconds per batch")
-    ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--download-concurrency", type=int, default=4)
-    ap.add_argument("--settle", type=float, default=5.0, help="seconds for the first group to form")
-    ap.add_argument("--poll-ms", type=int, default=0)
     ap.add_argument("--protocols", default="classic,consumer")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--quick", action="store_true", help="24 runs, 0.2 s batches, classic only")
-    ap.add_argument("--json", help="also write the results to this file")
+    bd.add_stack_args(ap, 5.0, 600, "24 runs, 0.2 s batches, classic only",
+                      settle_help="seconds for the first group to form")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.batch_delay, args.protocols, args.settle = 24, 0.2, "classic", 3.0
