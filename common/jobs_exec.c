@@ -30,46 +30,64 @@
 #define RUNNING_SET PREFIX "execs:running"
 #define RUN_ID_MAX VB_RUN_MAX_ID
 
-/* Shared Lua: settles KEYS-independent execution `k` (id `id`) when its
+/* Shared Lua: how executions settle. verdict(): the final status once
+ * every published run has finished (nil while some are out); summary():
+ * the output with the runs' tally; settle(): writes a final status (and the
+ * fields in `extra`, a flat list) and takes the execution off the running
+ * set and its job's running index (jid may be nil: read from the hash);
+ * complete(): settles KEYS-independent execution `k` (id `id`) when its
  * firing is done and all its published runs have finished. Returns the
- * status after the call. */
+ * status after the call. `now` (unix ms) is passed as the string it came
+ * as: Lua would format a number with "%.14g" on every write. */
 #define COMPLETE                                                                                   \
     VB__NOTIFY_LUA                                                                                 \
+    "local function num(v) return tonumber(v or '0') or 0 end "                                    \
+    "local function verdict(p, s, f) "                                                             \
+    "  if s + f < p then return nil end "                                                          \
+    "  if p > 0 and f > 0 then if s == 0 then return 'failed' end return 'partial' end "          \
+    "  return 'success' "                                                                          \
+    "end "                                                                                         \
+    "local function summary(out, p, s, f) "                                                        \
+    "  if p == 0 then return out end "                                                             \
+    "  local sum = s .. ' succeeded, ' .. f .. ' failed' "                                         \
+    "  if out == '' then out = sum else out = out .. '; ' .. sum end "                             \
+    "  return string.sub(out, 1, 4096) "                                                           \
+    "end "                                                                                         \
+    "local function settle(k, z, id, now, st, out, jid, extra) "                                   \
+    "  jid = jid or redis.call('HGET', k, 'job_id') "                                              \
+    "  redis.call('HSET', k, 'status', st, 'completed_at', now, 'output', out, "                   \
+    "    unpack(extra or {})) "                                                                    \
+    "  redis.call('ZREM', z, id) "                                                                 \
+    "  if jid then redis.call('ZREM', 'visionbatch:job:' .. jid .. ':running', id) end "          \
+    "  final(k, id, st, now, jid) "                                                                \
+    "end "                                                                                         \
     "local function complete(k, z, id, now) "                                                      \
     "  local h = redis.call('HMGET', k, 'status', 'fired', 'runs_published', 'runs_succeeded', "  \
-    "    'runs_failed', 'output') "                                                                \
+    "    'runs_failed', 'output', 'job_id') "                                                      \
     "  if h[1] ~= 'running' or h[2] ~= '1' then return h[1] or '' end "                           \
-    "  local p, s, f = tonumber(h[3] or '0') or 0, tonumber(h[4] or '0') or 0, "                  \
-    "    tonumber(h[5] or '0') or 0 "                                                              \
-    "  if s + f < p then return 'running' end "                                                    \
-    "  local st = 'success' "                                                                      \
-    "  if p > 0 and f > 0 then if s == 0 then st = 'failed' else st = 'partial' end end "         \
-    "  local out = h[6] or '' "                                                                    \
-    "  if p > 0 then "                                                                             \
-    "    local sum = s .. ' succeeded, ' .. f .. ' failed' "                                       \
-    "    if out == '' then out = sum else out = out .. '; ' .. sum end "                           \
-    "    out = string.sub(out, 1, 4096) "                                                          \
-    "  end "                                                                                       \
-    "  redis.call('HSET', k, 'status', st, 'completed_at', now, 'output', out) "                   \
-    "  redis.call('ZREM', z, id) "                                                                 \
-    "  final(k, id, st, now) "                                                                     \
+    "  local p, s, f = num(h[3]), num(h[4]), num(h[5]) "                                           \
+    "  local st = verdict(p, s, f) "                                                               \
+    "  if not st then return 'running' end "                                                       \
+    "  settle(k, z, id, now, st, summary(h[6] or '', p, s, f), h[7] or false) "                    \
     "  return st "                                                                                 \
     "end "
 
 /* Shared Lua: is one of the job's executions (list `list`, the job's
  * ...:execs key) still running and younger than the timeout? Returns its id
  * or false. The job's running index (...:running, a sorted set: the
- * job's executions recorded `running`, score started_at) answers without
- * walking the whole execution list: members too old to block are dropped,
- * the others are checked one by one and dropped once they no longer run.
- * A job whose hash lacks running_idx (executions recorded before the index
- * existed) is indexed from its list once. The index holds at most the
- * executions cap (trim removes what it removes from the list). */
+ * job's executions recorded `running`, score started_at; settle() takes an
+ * execution off it) answers without walking the whole execution list, and
+ * is usually empty: members too old to block are dropped, the others are
+ * checked one by one and dropped once they no longer run. `idx` is the job
+ * hash's running_idx as the caller read it: a job without it (executions
+ * recorded before the index existed) is indexed from its list once. The
+ * index holds at most the executions cap (trim removes what it removes
+ * from the list). */
 #define BUSY                                                                                       \
     "local function ridx(list) return string.sub(list, 1, -6) .. 'running' end "                  \
-    "local function busy(list, pre, now, timeout) "                                                \
+    "local function busy(list, pre, now, timeout, idx) "                                           \
     "  local rk, job = ridx(list), string.sub(list, 1, -7) "                                       \
-    "  if redis.call('HGET', job, 'running_idx') ~= '1' then "                                     \
+    "  if idx ~= '1' then "                                                                        \
     "    for _, e in ipairs(redis.call('LRANGE', list, 0, -1)) do "                                \
     "      local h = redis.call('HMGET', pre .. e, 'status', 'started_at') "                       \
     "      if h[1] == 'running' then "                                                             \
@@ -77,34 +95,46 @@
     "    end "                                                                                     \
     "    redis.call('HSET', job, 'running_idx', '1') "                                             \
     "  end "                                                                                       \
-    "  redis.call('ZREMRANGEBYSCORE', rk, '-inf', '(' .. (now - timeout)) "                        \
-    "  for _, e in ipairs(redis.call('ZRANGE', rk, 0, -1)) do "                                    \
-    "    if redis.call('HGET', pre .. e, 'status') == 'running' then return e end "                \
+    "  local m = redis.call('ZRANGE', rk, 0, -1, 'WITHSCORES') "                                   \
+    "  for i = 1, #m, 2 do "                                                                       \
+    "    local e = m[i] "                                                                          \
+    "    if tonumber(m[i + 1]) >= now - timeout and "                                              \
+    "       redis.call('HGET', pre .. e, 'status') == 'running' then return e end "               \
     "    redis.call('ZREM', rk, e) "                                                               \
     "  end "                                                                                       \
     "  return false "                                                                              \
     "end "
 
 /* Shared Lua: records a new execution and pushes it on the job's list (and
- * a running one on the running set and the job's running index). */
+ * a running one on the running set and the job's running index); returns
+ * the list's length. Counts that start at zero and empty texts are left
+ * out of the hash (readers take a missing field as 0 or ""); `now` and
+ * `sched` are strings (unix ms), written as they are. trim() keeps the
+ * newest `cap` executions (`len`: the list's length when known). */
 #define RECORD                                                                                     \
     "local function rec(list, zrun, pre, job_id, producer, id, status, now, sched, reason, out) " \
-    "  local done = 0 if status ~= 'running' then done = now end "                                 \
-    "  redis.call('HSET', pre .. id, 'execution_id', id, 'job_id', job_id, 'status', status, "    \
-    "    'started_at', now, 'completed_at', done, 'scheduled_for', sched, 'output', out, "         \
-    "    'batch_id', '', 'skip_reason', reason, 'runs_found', 0, 'runs_published', 0, "            \
-    "    'runs_skipped_in_progress', 0, 'runs_skipped_other_org', 0, 'runs_succeeded', 0, "        \
-    "    'runs_failed', 0, 'fired', 0, 'producer', producer) "                                     \
-    "  redis.call('LPUSH', list, id) "                                                             \
+    "  if status == 'running' then "                                                               \
+    "    redis.call('HSET', pre .. id, 'execution_id', id, 'job_id', job_id, 'status', status, "  \
+    "      'started_at', now, 'scheduled_for', sched, 'producer', producer) "                      \
+    "  else "                                                                                      \
+    "    redis.call('HSET', pre .. id, 'execution_id', id, 'job_id', job_id, 'status', status, "  \
+    "      'started_at', now, 'completed_at', now, 'scheduled_for', sched, 'output', out, "        \
+    "      'skip_reason', reason, 'producer', producer) "                                          \
+    "  end "                                                                                       \
+    "  local len = redis.call('LPUSH', list, id) "                                                 \
     "  if status == 'running' then "                                                               \
     "    redis.call('ZADD', zrun, now, id) redis.call('ZADD', ridx(list), now, id) end "           \
+    "  return len "                                                                                \
     "end "                                                                                         \
-    "local function trim(list, zrun, pre, cap) "                                                   \
-    "  if redis.call('LLEN', list) <= cap then return end "                                        \
+    "local function trim(list, zrun, pre, cap, len) "                                              \
+    "  len = len or redis.call('LLEN', list) "                                                     \
+    "  if len <= cap then return end "                                                             \
     "  local rk = ridx(list) "                                                                     \
-    "  for _, e in ipairs(redis.call('LRANGE', list, cap, -1)) do "                                \
-    "    redis.call('DEL', pre .. e) redis.call('ZREM', zrun, e) redis.call('ZREM', rk, e) end "   \
-    "  redis.call('LTRIM', list, 0, cap - 1) "                                                     \
+    "  for _, e in ipairs(redis.call('RPOP', list, len - cap)) do "                                \
+    "    if redis.call('HGET', pre .. e, 'status') == 'running' then "                             \
+    "      redis.call('ZREM', zrun, e) redis.call('ZREM', rk, e) end "                             \
+    "    redis.call('DEL', pre .. e) "                                                             \
+    "  end "                                                                                       \
     "end "
 
 /* KEYS: running set, then per tick the job hash and its execs list. ARGV:
@@ -117,11 +147,13 @@
 #define TICK_ARGS 11
 static const char *const script_ticks =
     BUSY RECORD
-    "local zrun, now, cap, pre = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] "
+    "local zrun, now, nows, cap, pre = KEYS[1], tonumber(ARGV[1]), ARGV[1], tonumber(ARGV[2]), "
+    "  ARGV[3] "
+    "local function ms(x) return string.format('%d', x) end "
     "local timeout, producer = tonumber(ARGV[4]), ARGV[5] "
     "local function tick(job, list, a, o) "
     "  local h = redis.call('HMGET', job, 'last_tick', 'enabled', 'paused_ticks', "
-    "    'paused_last', 'overlap', 'created_at') "
+    "    'paused_last', 'overlap', 'created_at', 'running_idx') "
     "  if not (h[1] or h[2] or h[3] or h[4] or h[5] or h[6]) then "
     "    return {3, 0, 0, 0, 0, 0} end "
     "  local last = tonumber(h[1] or '0') or 0 "
@@ -138,34 +170,34 @@ static const char *const script_ticks =
     "    end "
     "    return {2, 0, 0, 0, 0, nl} "
     "  end "
-    "  local res = {1, 0, 0, 0, 0, nl} "
+    "  local res, len = {1, 0, 0, 0, 0, nl}, nil "
     "  local pn = tonumber(h[3] or '0') or 0 "
     "  if pn > 0 then "
     "    local pl = tonumber(h[4] or '0') or 0 "
-    "    rec(list, zrun, pre, a[o + 1], producer, a[o + 8], 'skipped', now, pl * 1000 + jit, "
-    "      'paused', pn .. ' scheduled run(s) skipped while the job was deactivated') "
+    "    len = rec(list, zrun, pre, a[o + 1], producer, a[o + 8], 'skipped', nows, "
+    "      ms(pl * 1000 + jit), 'paused', pn .. ' scheduled run(s) skipped while the job was deactivated') "
     "    redis.call('HDEL', job, 'paused_ticks', 'paused_last') "
     "    res[5] = pn "
     "  end "
     "  if missed > 0 then "
-    "    rec(list, zrun, pre, a[o + 1], producer, a[o + 9], 'skipped', now, "
-    "      tonumber(a[o + 6]) * 1000 + jit, 'missed', a[o + 7]) "
+    "    len = rec(list, zrun, pre, a[o + 1], producer, a[o + 9], 'skipped', nows, "
+    "      ms(tonumber(a[o + 6]) * 1000 + jit), 'missed', a[o + 7]) "
     "    res[4] = 1 "
     "  end "
     "  if fire > 0 then "
     "    local b = false "
-    "    if h[5] ~= 'allow' then b = busy(list, pre, now, timeout) end "
+    "    if h[5] ~= 'allow' then b = busy(list, pre, now, timeout, h[7]) end "
     "    if b then "
-    "      rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'skipped', now, "
-    "        fire * 1000 + jit, 'overlap', 'previous execution ' .. b .. ' is still running') "
+    "      len = rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'skipped', nows, "
+    "        ms(fire * 1000 + jit), 'overlap', 'previous execution ' .. b .. ' is still running') "
     "      res[3] = 1 "
     "    else "
-    "      rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'running', now, "
-    "        fire * 1000 + jit, '', '') "
+    "      len = rec(list, zrun, pre, a[o + 1], producer, a[o + 10], 'running', nows, "
+    "        ms(fire * 1000 + jit), '', '') "
     "      res[2] = 1 "
     "    end "
     "  end "
-    "  trim(list, zrun, pre, cap) "
+    "  trim(list, zrun, pre, cap, len) "
     "  return res "
     "end "
     "local out = {} "
@@ -179,12 +211,15 @@ static const char *const script_ticks =
  * 5 timeout ms, 6 job id, 7 producer. Returns 1 recorded, 0 no job, 2 busy. */
 static const char *const script_manual =
     BUSY RECORD
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local h = redis.call('HMGET', KEYS[1], 'overlap', 'running_idx', 'created_at', 'name') "
+    "if not (h[1] or h[2] or h[3] or h[4]) and redis.call('EXISTS', KEYS[1]) == 0 then "
+    "  return 0 end "
     "local now = tonumber(ARGV[2]) "
-    "if redis.call('HGET', KEYS[1], 'overlap') ~= 'allow' and "
-    "   busy(KEYS[2], ARGV[4], now, tonumber(ARGV[5])) then return 2 end "
-    "rec(KEYS[2], KEYS[3], ARGV[4], ARGV[6], ARGV[7], ARGV[1], 'running', now, 0, '', '') "
-    "trim(KEYS[2], KEYS[3], ARGV[4], tonumber(ARGV[3])) "
+    "if h[1] ~= 'allow' and busy(KEYS[2], ARGV[4], now, tonumber(ARGV[5]), h[2]) then "
+    "  return 2 end "
+    "local len = rec(KEYS[2], KEYS[3], ARGV[4], ARGV[6], ARGV[7], ARGV[1], 'running', ARGV[2], "
+    "  '0', '', '') "
+    "trim(KEYS[2], KEYS[3], ARGV[4], tonumber(ARGV[3]), len) "
     "return 1";
 
 /* KEYS: exec hash, running set. ARGV: 1 id, 2 run id. Returns 0 gone, 1 ok. */
@@ -200,31 +235,38 @@ static const char *const script_add_published =
     "  redis.call('HSET', KEYS[1], f, o) redis.call('HINCRBY', KEYS[1], 'runs_published', 1) "
     "  if o == 'ok' then redis.call('HINCRBY', KEYS[1], 'runs_succeeded', 1) "
     "  else redis.call('HINCRBY', KEYS[1], 'runs_failed', 1) end "
-    "  complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])) "
+    "  complete(KEYS[1], KEYS[2], ARGV[1], ARGV[3]) "
     "end "
     "return 1";
 
 /* KEYS: running set, then one execution hash per firing. ARGV per firing
  * (DONE_ARGS values): id, found, in progress, other org, output, failed,
- * now. Returns per firing its status after the call ("" when gone). */
+ * now. One read and one write per firing: the counts and the final status
+ * (when it settles now) go into the same HSET. Returns per firing its
+ * status after the call ("" when gone). */
 #define DONE_ARGS 7
 static const char *const script_fire_done =
     COMPLETE
     "local function done(k, z, a, o) "
-    "  if redis.call('EXISTS', k) == 0 then return '' end "
-    "  redis.call('HSET', k, 'fired', 1, 'runs_found', a[o + 2], "
-    "    'runs_skipped_in_progress', a[o + 3], 'runs_skipped_other_org', a[o + 4], "
-    "    'output', a[o + 5]) "
-    "  local p = tonumber(redis.call('HGET', k, 'runs_published') or '0') or 0 "
-    "  if a[o + 6] == '1' and p == 0 then "
-    "    if redis.call('HGET', k, 'status') ~= 'running' then "
-    "      return redis.call('HGET', k, 'status') end "
-    "    redis.call('HSET', k, 'status', 'error', 'completed_at', a[o + 7]) "
-    "    redis.call('ZREM', z, a[o + 1]) "
-    "    final(k, a[o + 1], 'error', tonumber(a[o + 7])) "
-    "    return 'error' "
+    "  local h = redis.call('HMGET', k, 'status', 'runs_published', 'runs_succeeded', "
+    "    'runs_failed', 'job_id') "
+    "  if not (h[1] or h[5]) and redis.call('EXISTS', k) == 0 then return '' end "
+    "  local out = a[o + 5] "
+    "  local f = {'fired', '1', 'runs_found', a[o + 2], 'runs_skipped_in_progress', a[o + 3], "
+    "    'runs_skipped_other_org', a[o + 4]} "
+    "  local p, s, n = num(h[2]), num(h[3]), num(h[4]) "
+    "  local st = nil "
+    "  if h[1] == 'running' then "
+    "    if a[o + 6] == '1' and p == 0 then st = 'error' "
+    "    else st = verdict(p, s, n) if st then out = summary(out, p, s, n) end end "
     "  end "
-    "  return complete(k, z, a[o + 1], tonumber(a[o + 7])) "
+    "  if st then "
+    "    settle(k, z, a[o + 1], a[o + 7], st, out, h[5] or false, f) "
+    "    return st "
+    "  end "
+    "  f[#f + 1] = 'output' f[#f + 1] = out "
+    "  redis.call('HSET', k, unpack(f)) "
+    "  return h[1] or '' "
     "end "
     "local out = {} "
     "for i = 2, #KEYS do out[i - 1] = done(KEYS[i], KEYS[1], ARGV, 7 * (i - 2)) end "
@@ -252,32 +294,31 @@ static const char *const script_run_done =
     "  if b == '' then b = ARGV[4] else b = b .. ',' .. ARGV[4] end "
     "  if string.len(b) <= tonumber(ARGV[6]) then redis.call('HSET', KEYS[1], 'batch_id', b) end "
     "end "
-    "return {1, complete(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[5]))}";
+    "return {1, complete(KEYS[1], KEYS[2], ARGV[1], ARGV[5])}";
 
 /* KEYS: running set. ARGV: 1 now, 2 timeout ms, 3 fire timeout ms, 4 prefix.
  * Returns how many executions changed. */
 static const char *const script_expire =
-    VB__NOTIFY_LUA
+    COMPLETE
     "local now, to, fto = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) "
     "local lim = math.min(to, fto) "
     "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - lim, 'LIMIT', 0, 1000) "
     "local n = 0 "
     "for _, id in ipairs(ids) do "
     "  local k = ARGV[4] .. id "
-    "  local h = redis.call('HMGET', k, 'status', 'started_at', 'fired', 'output') "
+    "  local h = redis.call('HMGET', k, 'status', 'started_at', 'fired', 'output', 'job_id') "
     "  if h[1] ~= 'running' then redis.call('ZREM', KEYS[1], id) "
     "  else "
     "    local age = now - (tonumber(h[2] or '0') or 0) "
     "    local out = h[4] or '' if out ~= '' then out = out .. '; ' end "
     "    if h[3] ~= '1' and age >= fto then "
-    "      redis.call('HSET', k, 'status', 'error', 'completed_at', now, 'output', "
-    "        string.sub(out .. 'the producer stopped before it finished publishing runs', 1, 4096)) "
-    "      redis.call('ZREM', KEYS[1], id) n = n + 1 final(k, id, 'error', now) "
+    "      settle(k, KEYS[1], id, ARGV[1], 'error', string.sub(out .. "
+    "        'the producer stopped before it finished publishing runs', 1, 4096), h[5]) "
+    "      n = n + 1 "
     "    elseif age >= to then "
-    "      redis.call('HSET', k, 'status', 'timeout', 'completed_at', now, 'output', "
-    "        string.sub(out .. 'runs still unfinished after ' .. math.floor(to / 1000) .. ' s', "
-    "        1, 4096)) "
-    "      redis.call('ZREM', KEYS[1], id) n = n + 1 final(k, id, 'timeout', now) "
+    "      settle(k, KEYS[1], id, ARGV[1], 'timeout', string.sub(out .. "
+    "        'runs still unfinished after ' .. math.floor(to / 1000) .. ' s', 1, 4096), h[5]) "
+    "      n = n + 1 "
     "    end "
     "  end "
     "end "

@@ -2,7 +2,9 @@
  * metrics.c — the Prometheus registry of metrics.h.
  *
  * Families live in a singly linked list in registration order; each family
- * keeps its series in a growable array. One mutex per registry guards all of
+ * keeps its series in a growable array, found through an open-addressing
+ * index on a hash of their label values (a family labelled by job can hold
+ * VB_METRICS_SERIES_MAX series, and every firing looks its own up). One mutex per registry guards all of
  * it: updates are rare enough (a few per request or per run) that a finer
  * scheme would buy nothing. Label values are escaped (\\, \", \n) on output.
  */
@@ -11,6 +13,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,7 @@ typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } metric_kind;
 
 typedef struct series {
     char **values; /* nlabels strings */
+    uint64_t hash; /* values_hash of values */
     double value;  /* counter/gauge */
     double sum;    /* histogram */
     unsigned long long count;
@@ -38,6 +42,9 @@ struct vb_metric {
     size_t nbuckets;
     series *series;
     size_t nseries, capseries;
+    uint32_t *slots; /* nslots (a power of two, 0 before the first series):
+                        series index + 1, 0 = empty */
+    size_t nslots;
     struct vb_metric *next;
 };
 
@@ -69,6 +76,7 @@ static void metric_free(vb_metric *m)
         free(m->series[i].bucket_counts);
     }
     free(m->series);
+    free(m->slots);
     for (size_t j = 0; j < m->nlabels; j++)
         free(m->label_names[j]);
     free(m->name);
@@ -194,17 +202,67 @@ vb_metric *vb_metrics_histogram(vb_metrics *r, const char *name, const char *hel
 
 /* Finds or creates the series; caller holds the lock. NULL when the values
  * are missing, the family is full or memory ran out. */
+/* FNV-1a over the label values, each followed by a 0xff separator. */
+static uint64_t values_hash(const vb_metric *m, const char *const *values)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t j = 0; j < m->nlabels; j++) {
+        for (const char *p = values[j] ? values[j] : ""; *p; p++) {
+            h ^= (unsigned char)*p;
+            h *= 1099511628211ULL;
+        }
+        h ^= 0xff;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int same_values(const vb_metric *m, const series *s, uint64_t hash,
+                       const char *const *values)
+{
+    if (s->hash != hash)
+        return 0;
+    for (size_t j = 0; j < m->nlabels; j++)
+        if (strcmp(s->values[j], values[j] ? values[j] : "") != 0)
+            return 0;
+    return 1;
+}
+
+/* Files series `i` in the index, doubling it first when it would be more
+ * than half full. 0 when out of memory (the series is then not kept). */
+static int index_series(vb_metric *m, size_t i)
+{
+    if ((m->nseries + 1) * 2 > m->nslots) {
+        size_t n = m->nslots ? m->nslots * 2 : 8;
+        uint32_t *slots = calloc(n, sizeof *slots);
+        if (!slots)
+            return 0;
+        for (size_t k = 0; k < m->nseries; k++) {
+            size_t at = (size_t)m->series[k].hash & (n - 1);
+            while (slots[at])
+                at = (at + 1) & (n - 1);
+            slots[at] = (uint32_t)k + 1;
+        }
+        free(m->slots);
+        m->slots = slots;
+        m->nslots = n;
+    }
+    size_t at = (size_t)m->series[i].hash & (m->nslots - 1);
+    while (m->slots[at])
+        at = (at + 1) & (m->nslots - 1);
+    m->slots[at] = (uint32_t)i + 1;
+    return 1;
+}
+
 static series *find_series(vb_metric *m, const char *const *values, int create)
 {
     if (m->nlabels && !values)
         return NULL;
-    for (size_t i = 0; i < m->nseries; i++) {
-        size_t j = 0;
-        while (j < m->nlabels && strcmp(m->series[i].values[j], values[j] ? values[j] : "") == 0)
-            j++;
-        if (j == m->nlabels)
-            return &m->series[i];
-    }
+    uint64_t hash = values_hash(m, values);
+    for (size_t at = (size_t)hash & (m->nslots - 1); m->nslots && m->slots[at];
+         at = (at + 1) & (m->nslots - 1))
+        if (same_values(m, &m->series[m->slots[at] - 1], hash, values))
+            return &m->series[m->slots[at] - 1];
     if (!create)
         return NULL;
     if (m->nseries == VB_METRICS_SERIES_MAX) {
@@ -231,7 +289,10 @@ static series *find_series(vb_metric *m, const char *const *values, int create)
     for (size_t j = 0; j < m->nlabels; j++)
         if (!(s.values[j] = strdup(values[j] ? values[j] : "")))
             goto fail;
+    s.hash = hash;
     m->series[m->nseries] = s;
+    if (!index_series(m, m->nseries))
+        goto fail;
     return &m->series[m->nseries++];
 fail:
     for (size_t j = 0; j < m->nlabels; j++)

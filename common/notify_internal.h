@@ -4,9 +4,10 @@
  * (pause_on_failure) and the webhook deliveries (notify.h). Shared text,
  * prepended to every jobs_exec.c script that can end an execution.
  *
- * final(k, id, st, now): k the execution hash, id its id, st the final
- * status, now unix ms. Reads the job's notify, pause_on_failure and
- * fail_streak; failed/error/timeout add one to fail_streak, success and
+ * final(k, id, st, now, jid): k the execution hash, id its id, st the final
+ * status, now unix ms (number or string), jid its job's id (nil: read from
+ * k). Reads the job's notify, pause_on_failure and fail_streak;
+ * failed/error/timeout add one to fail_streak, success and
  * partial reset it; at pause_on_failure the job is deactivated with a
  * paused_reason (and the jobs version bumped) and job.paused fires.
  * ntf_enqueue(k, eid, jid, ev, tag, body, now) queues one delivery per
@@ -56,17 +57,18 @@
     "  for kk, v in pairs(extra or {}) do b[kk] = v end "                                          \
     "  return cjson.encode(b) "                                                                    \
     "end "                                                                                         \
-    "local function final(k, id, st, now) "                                                        \
-    "  local jid = redis.call('HGET', k, 'job_id') "                                               \
+    "local final_events = {success = 'execution.succeeded', partial = 'execution.partial', "      \
+    "  failed = 'execution.failed', error = 'execution.failed', timeout = 'execution.failed'} "    \
+    "local function final(k, id, st, now, jid) "                                                   \
+    "  jid = jid or redis.call('HGET', k, 'job_id') "                                              \
     "  if not jid then return end "                                                                \
     "  local jk = 'visionbatch:job:' .. jid "                                                      \
     "  local j = redis.call('HMGET', jk, 'name', 'pause_on_failure', 'enabled', 'notify', "        \
     "    'fail_streak', 'created_at') "                                                            \
     "  if not (j[1] or j[3] or j[6]) then return end "                                             \
-    "  local evs = {success = 'execution.succeeded', partial = 'execution.partial', "              \
-    "    failed = 'execution.failed', error = 'execution.failed', timeout = 'execution.failed'} "  \
-    "  local ev = evs[st] "                                                                        \
+    "  local ev = final_events[st] "                                                               \
     "  if not ev then return end "                                                                 \
+    "  now = tonumber(now) "                                                                       \
     "  if j[4] and j[4] ~= '' then "                                                               \
     "    ntf_enqueue(k, id, jid, ev, '', ntf_body(k, id, jid, j[1], ev, now, nil), now) end "      \
     "  if ev ~= 'execution.failed' then "                                                          \

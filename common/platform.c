@@ -361,10 +361,13 @@ vb_err vb_platform_fetch_unprocessed(vb_http *h, const vb_config *cfg,
         vb_run_list_free(out);
         return rc;
     }
-    VB_INFO("fetched %zu page(s): %zu run(s) found, %zu to process, %zu of other "
-            "organizations, %zu already processed, %zu invalid (reported total %ld)",
-            stats->pages, stats->found, out->n, stats->other_org, stats->already_processed,
-            stats->invalid, stats->reported_total);
+    /* An empty queue is the common answer (every cron firing that finds
+     * nothing): the caller's summary says so at its own level. */
+    vb_log(stats->found ? VB_LOG_INFO : VB_LOG_DEBUG,
+           "fetched %zu page(s): %zu run(s) found, %zu to process, %zu of other "
+           "organizations, %zu already processed, %zu invalid (reported total %ld)",
+           stats->pages, stats->found, out->n, stats->other_org, stats->already_processed,
+           stats->invalid, stats->reported_total);
     return VB_OK;
 }
 

@@ -451,13 +451,16 @@ int vb_producer_poll_ex(vb_producer_ctx *ctx, const vb_config *platform_cfg, con
         rc = first.code;
 
 done:
-    VB_INFO("poll summary: %s=%s found=%zu published=%zu skipped_in_progress=%zu "
-            "skipped_backoff=%zu skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu "
-            "invalid=%zu run_errors=%zu errors=%zu not_attempted=%zu%s",
-            what, who ? who : "", st.found, st.published, st.skipped_in_progress,
-            st.skipped_backoff, st.skipped_done, st.dead, st.other_org, st.failed_publish,
-            st.invalid, st.run_errors, st.errors, st.not_attempted,
-            rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
+    /* A cron firing that found nothing is one of thousands a minute: the
+     * scheduler's pass summary counts it (DEBUG shows each one). */
+    vb_log(job_id && rc == VB_OK && st.found == 0 ? VB_LOG_DEBUG : VB_LOG_INFO,
+           "poll summary: %s=%s found=%zu published=%zu skipped_in_progress=%zu "
+           "skipped_backoff=%zu skipped_done=%zu dead=%zu other_org=%zu failed_publish=%zu "
+           "invalid=%zu run_errors=%zu errors=%zu not_attempted=%zu%s",
+           what, who ? who : "", st.found, st.published, st.skipped_in_progress,
+           st.skipped_backoff, st.skipped_done, st.dead, st.other_org, st.failed_publish,
+           st.invalid, st.run_errors, st.errors, st.not_attempted,
+           rc == VB_ERR_CANCELLED ? " (interrupted)" : "");
     vb_run_list_free(&runs);
     ctx->published = NULL;
     ctx->published_ctx = NULL;

@@ -13,6 +13,8 @@
 #   scripts/bench.sh console [--quick]
 #                                 the web console's polled endpoints with 10,000 jobs
 #                                 and 100,000 runs
+#   scripts/bench.sh tick-redis [--jobs N] [--ticks T] [--quick]
+#                                 Redis CPU per job of a cron tick's claims and ends
 #   scripts/bench.sh cron-next [--quick]
 #                                 the cost of one next-fire-time search
 #   scripts/bench.sh rebalance [--repeat N] [--protocols classic,consumer]
@@ -21,14 +23,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-run-once}" in
-  -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 scripts/install-deps.sh
-if [[ ${1:-} == cron-next ]]; then # a C benchmark, built with the tests
-  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build-bench -j "$(nproc)" --target bench_cron_next >/dev/null
-  exec build-bench/tests/bench_cron_next "${@:2}"
-fi
+case "${1:-}" in
+  cron-next | tick-redis) # C benchmarks, built with the tests
+    target=bench_${1//-/_}
+    cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build-bench -j "$(nproc)" --target "$target" >/dev/null
+    exec "build-bench/tests/$target" "${@:2}"
+    ;;
+esac
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DVB_TESTS=OFF >/dev/null
 # The cron benchmark needs the producer only.
 target=()

@@ -21,9 +21,13 @@
  *   visionbatch:execs:running  sorted set: running execution ids, score =
  *                      started_at; the index vb_jobs_exec_expire() scans.
  *   visionbatch:job:<job_id>:running  sorted set: the job's executions
- *                      recorded `running` (score started_at), pruned lazily
- *                      when the overlap rule reads it; the job hash's field
+ *                      recorded `running` (score started_at); an execution
+ *                      leaves it when it settles (or is trimmed), and what
+ *                      is left behind (older versions) is pruned when the
+ *                      overlap rule reads it; the job hash's field
  *                      running_idx = "1" once it covers every execution.
+ *   A new execution's hash holds only the fields it has: counts still 0
+ *   and empty texts are absent, and read as 0 / "" (jobs.h vb_exec).
  *
  * Exactly once: a tick is claimed by a compare-and-set of the job's
  * last_tick inside one Lua script that also records the execution(s), so of

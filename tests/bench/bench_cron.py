@@ -90,7 +90,7 @@ class NginxPlatform:
         self.port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write("daemon off;\nworker_processes 1;\npid %s/nginx.pid;\n"
+            f.write("daemon off;\nmaster_process off;\nworker_processes 1;\npid %s/nginx.pid;\n"
                     "error_log %s/error.log warn;\nevents { worker_connections 1024; }\n"
                     "http {\n  access_log off;\n"
                     "  client_body_temp_path %s/body;\n  proxy_temp_path %s/proxy;\n"
@@ -155,6 +155,13 @@ def proc_mem(pid):
 def fmt_mem(m):
     return "VmRSS %.1f MB, VmHWM %.1f MB, threads %d" % (m["VmRSS"] / 1024.0,
                                                          m["VmHWM"] / 1024.0, m["Threads"])
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def producer_up(port, proc):
@@ -316,6 +323,40 @@ def script_stats(info):
     return "; ".join(out) or "no scripts"
 
 
+def command_kind(argv):
+    """What a logged command was: the scheduler's claim, end or last-tick
+    script, another script, or the command's name."""
+    name = (argv[0] if argv else "?").upper()
+    if name not in ("EVALSHA", "EVAL") or len(argv) < 4:
+        return name
+    first, second = argv[3], argv[4] if len(argv) > 4 else ""
+    if first == "visionbatch:execs:running":
+        if second.startswith("visionbatch:job:"):
+            return "claim script"
+        if second.startswith("visionbatch:exec:"):
+            return "end script"
+    if first.startswith("visionbatch:job:") and argv[2] != "0" and all(
+            a.startswith("visionbatch:job:") for a in argv[3:3 + int(argv[2])][:28]):
+        return "last-tick script"
+    return "other script"
+
+
+def redis_profile(port):
+    """Per kind of command in the slow log (which the caller set to log
+    every command): [calls, total µs, max µs]."""
+    kinds = {}
+    client = harness.RespClient(port, timeout=120)
+    entries = client.cmd("SLOWLOG", "GET", "-1") or []
+    client.close()
+    for e in entries:
+        us, k = e[2], command_kind(e[3])
+        c = kinds.setdefault(k, [0, 0, 0])
+        c[0] += 1
+        c[1] += us
+        c[2] = max(c[2], us)
+    return kinds
+
+
 def lag_table(rows, ticks_ms):
     """Per tick: count, schedule lag p50/p99/max, firing lag p50/p99/max (seconds)."""
     out = []
@@ -331,6 +372,26 @@ def lag_table(rows, ticks_ms):
                     (min(start), pct(start, 50), pct(start, 99), max(start)),
                     (pct(done, 50), pct(done, 99), max(done)) if done else None))
     return out
+
+
+def get_histogram(port):
+    """The producer's own account of GET /cron-jobs/{id} handling time (from
+    reading the request to the answer, so without waiting for a thread):
+    {upper bound s: cumulative count} of visionbatch_api_request_seconds."""
+    text = harness.http_request("GET", "http://127.0.0.1:%d/metrics" % port, timeout=10).text()
+    out = {}
+    for m in re.finditer(r'^visionbatch_api_request_seconds_bucket\{route="/cron-jobs/\{\}",'
+                         r'le="([^"]+)"\} (\d+)', text, re.M):
+        out[float(m.group(1))] = int(m.group(2))
+    return out
+
+
+def handled_within(before, after, bound):
+    """Share of the requests counted between two get_histogram()s that were
+    handled within `bound` seconds."""
+    total = after.get(float("inf"), 0) - before.get(float("inf"), 0)
+    within = after.get(bound, 0) - before.get(bound, 0)
+    return within / total if total else float("nan")
 
 
 def run_wrk(port, ids, connections, seconds, tmp, rate=0):
@@ -474,7 +535,15 @@ def main():
                                                  for t in tick_list))
         # Redis's own account of the ticks: CPU seconds and script calls.
         redis_cmd(redis.port, "CONFIG", "RESETSTAT")
+        # Every command into the slow log, for the time per script kind.
+        redis_cmd(redis.port, "CONFIG", "SET", "slowlog-max-len", "1000000")
+        redis_cmd(redis.port, "CONFIG", "SET", "slowlog-log-slower-than", "0")
+        redis_cmd(redis.port, "SLOWLOG", "RESET")
         cpu0 = redis_cpu(redis.port)
+        watched = [("redis", redis.proc.pid)] + [
+            ("producer-%d" % (i + 1), pr.pid) for i, pr in enumerate(procs)] + (
+            [("nginx", platform.proc.pid)] if args.platform == "nginx" else [])
+        proc_cpu0 = {name: cpu_seconds(pid) for name, pid in watched}
         # GET /cron-jobs/{id} at a fixed rate from 2 s before each tick.
         get_results = []
 
@@ -483,7 +552,12 @@ def main():
                 wait = t - 2 - time.time()
                 if wait > 0:
                     time.sleep(wait)
-                get_results.append((t, run_wrk(port, ids, 10, get_s, tmp, rate=args.get_rate)))
+                h0 = get_histogram(port)
+                w = run_wrk(port, ids, 10, get_s, tmp, rate=args.get_rate)
+                h1 = get_histogram(port)
+                w["in_5ms"] = handled_within(h0, h1, 0.005)
+                w["in_10ms"] = handled_within(h0, h1, 0.01)
+                get_results.append((t, w))
         getter = threading.Thread(target=timed_gets) if args.get_rate > 0 else None
         if getter:
             getter.start()
@@ -503,7 +577,11 @@ def main():
         if getter:
             getter.join()
         redis_busy = redis_cpu(redis.port) - cpu0
+        proc_cpu = {name: cpu_seconds(pid) - proc_cpu0[name] for name, pid in watched}
         stats = redis_cmd(redis.port, "INFO", "commandstats")
+        redis_cmd(redis.port, "CONFIG", "SET", "slowlog-log-slower-than", "-1")
+        profile = redis_profile(redis.port)
+        redis_cmd(redis.port, "SLOWLOG", "RESET")
         rows = read_execs(redis.port)
         mem_ticks = proc_mem(proc.pid)
         print()
@@ -526,6 +604,11 @@ def main():
                 per_job[(r[5], r[0])] = per_job.get((r[5], r[0]), 0) + 1
         print("statuses of those executions: %s" % statuses)
         print("Redis during the ticks: %.1f CPU s; %s" % (redis_busy, script_stats(stats)))
+        print("Redis time by command during the ticks (calls, µs each, max µs): %s" % "; ".join(
+            "%s %d, %.0f, %d" % (k, c[0], c[1] / c[0], c[2])
+            for k, c in sorted(profile.items(), key=lambda kv: -kv[1][1])))
+        print("CPU seconds during the ticks (with the GET load): %s" % ", ".join(
+            "%s %.2f" % (name, proc_cpu[name]) for name, _ in watched))
         print("executions by producer: %s" % dict(sorted(by_producer.items())))
         twice = sum(1 for v in per_job.values() if v > 1)
         print("jobs x ticks: %d, fired more than once: %d" % (len(per_job), twice))
@@ -537,12 +620,13 @@ def main():
         if get_results:
             print()
             print("| tick | GET /cron-jobs/{id} during firing: p50 ms | p99 ms | requests/s "
-                  "| non-2xx |")
-            print("|---|---|---|---|---|")
+                  "| non-2xx | handled by the producer within 5 ms / 10 ms |")
+            print("|---|---|---|---|---|---|")
             for t, w in get_results:
-                print("| %s | %.2f | %.2f | %.0f | %d |%s" % (
+                print("| %s | %.2f | %.2f | %.0f | %d | %.2f %% / %.2f %% |%s" % (
                     time.strftime("%H:%M", time.gmtime(t)), w["p50"], w["p99"], w["rps"],
-                    w["non2xx"], " " + w["errors"] if w["errors"] else ""))
+                    w["non2xx"], 100 * w["in_5ms"], 100 * w["in_10ms"],
+                    " " + w["errors"] if w["errors"] else ""))
                 if w["non2xx"] or w["errors"] or w["rps"] <= 0:
                     failures.append("GET during firing: %d non-2xx, %s"
                                     % (w["non2xx"], w["errors"] or "no requests"))

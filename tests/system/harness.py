@@ -535,6 +535,74 @@ def start_binary(name, args=(), env=None, cwd=None, log_dir=None):
                              log_dir or tempfile.mkdtemp(prefix="vb-logs-"))
 
 
+class RespClient:
+    """A minimal Redis client (RESP2) for tests and benchmarks that read what
+    the programs wrote: cmd() sends one command and returns its reply
+    (str, int, None or a list of those). It connects on first use, selects
+    `db` when it is not 0, and reconnects `retries` times (0.5 s apart)
+    after a dropped connection."""
+
+    def __init__(self, port, db=0, host="127.0.0.1", timeout=5, retries=0):
+        self.host, self.port, self.db = host, port, db
+        self.timeout, self.retries = timeout, retries
+        self.sock = None
+
+    @property
+    def url(self):
+        return "redis://%s:%d/%d" % (self.host, self.port, self.db)
+
+    def _read(self):
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t in (b"+", b"-"):
+            return rest.decode()
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self.f.read(n + 2)[:-2].decode("utf-8", "replace")
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise ValueError("bad reply %r" % line)
+
+    def _send(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            b = str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(b), b)
+        self.sock.sendall(out)
+        return self._read()
+
+    def cmd(self, *args):
+        for attempt in range(self.retries + 1):
+            try:
+                if self.sock is None:
+                    self.sock = socket.create_connection((self.host, self.port),
+                                                         timeout=self.timeout)
+                    self.f = self.sock.makefile("rb")
+                    if self.db:
+                        self._send("SELECT", str(self.db))
+                return self._send(*args)
+            except (OSError, ConnectionError):
+                self.close()
+                if attempt == self.retries:
+                    raise
+                time.sleep(0.5)
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        self.sock = None
+
+    def run(self, run_id):
+        """The run record visionbatch:run:<id> as a dict ({} when absent)."""
+        flat = self.cmd("HGETALL", "visionbatch:run:" + run_id) or []
+        return dict(zip(flat[0::2], flat[1::2]))
+
+
 class RedisServer:
     """A private redis-server on a free port, without persistence, for tests
     that must not share state with the other suites."""

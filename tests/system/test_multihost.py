@@ -215,55 +215,6 @@ class NsBackend(harness.BackendStub):
         return self.prefix + super().command()
 
 
-class Redis:
-    """Minimal RESP client for reading run records."""
-
-    def __init__(self, host, port):
-        self.addr = (host, port)
-        self.sock = None
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise ConnectionError("redis closed the connection")
-        t, rest = line[:1], line[1:-2]
-        if t in (b"+", b"-"):
-            return rest.decode()
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2].decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise ValueError("bad reply %r" % line)
-
-    def cmd(self, *args):
-        if self.sock is None:
-            self.sock = socket.create_connection(self.addr, timeout=5)
-            self.f = self.sock.makefile("rb")
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            b = str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(b), b)
-        try:
-            self.sock.sendall(out)
-            return self._read()
-        except (OSError, ConnectionError):
-            self.close()
-            raise
-
-    def run(self, run_id):
-        flat = self.cmd("HGETALL", "visionbatch:run:" + run_id) or []
-        return dict(zip(flat[0::2], flat[1::2]))
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
-        self.sock = None
-
-
 class MultiHostTest(harness.SystemTestCase):
 
     def setUp(self):
@@ -289,7 +240,7 @@ class MultiHostTest(harness.SystemTestCase):
         self.platform = self._start_stub(NsPlatform(svc, self.topo.addr("svc")))
         self.backend = self._start_stub(NsBackend(svc, self.topo.addr("svc"), batch_delay=2,
                                                   polls_to_complete=1))
-        self.redis = Redis(self.topo.addr("svc"), REDIS_PORT)
+        self.redis = harness.RespClient(REDIS_PORT, host=self.topo.addr("svc"))
         self.addCleanup(self.redis.close)
         self.seq = 0
 

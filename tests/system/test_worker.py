@@ -32,73 +32,18 @@ def read_dlq(topic, brokers=KAFKA):
                              m["value"]) for m in harness.read_topic(topic, brokers)]
 
 
-class Redis:
-    """Minimal RESP client (reads only what the tests need)."""
+class Redis(harness.RespClient):
+    """The tests' Redis client: reconnects once, and a run read while Redis
+    is down reads as absent."""
 
     def __init__(self, port, db=0, host="127.0.0.1"):
-        self.host, self.port, self.db = host, port, db
-        self.sock = None
-
-    @property
-    def url(self):
-        return "redis://%s:%d/%d" % (self.host, self.port, self.db)
-
-    def _connect(self):
-        self.sock = socket.create_connection((self.host, self.port), timeout=5)
-        self.f = self.sock.makefile("rb")
-        self._send("SELECT", str(self.db))
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise ConnectionError("redis closed")
-        t, rest = line[:1], line[1:-2]
-        if t in (b"+", b"-"):
-            return rest.decode()
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)[:-2]
-            return data.decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise ValueError("bad reply %r" % line)
-
-    def _send(self, *args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            b = str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(b), b)
-        self.sock.sendall(out)
-        return self._read()
-
-    def cmd(self, *args):
-        for attempt in range(2):
-            try:
-                if self.sock is None:
-                    self._connect()
-                return self._send(*args)
-            except (OSError, ConnectionError):
-                self.close()
-                if attempt:
-                    raise
-                time.sleep(0.5)
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
-        self.sock = None
+        super().__init__(port, db=db, host=host, retries=1)
 
     def run(self, run_id):
         try:
-            flat = self.cmd("HGETALL", "visionbatch:run:" + run_id) or []
+            return super().run(run_id)
         except (OSError, ConnectionError):
             return {}
-        return dict(zip(flat[0::2], flat[1::2]))
 
 
 def services_up(brokers=KAFKA):

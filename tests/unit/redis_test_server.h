@@ -23,7 +23,7 @@
 
 #include <hiredis/hiredis.h>
 
-static void vb_test_sleep_ms(long ms)
+static inline void vb_test_sleep_ms(long ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -31,7 +31,7 @@ static void vb_test_sleep_ms(long ms)
 }
 
 /* A TCP port on the loopback interface that was free a moment ago. */
-static int vb_test_free_port(void)
+static inline int vb_test_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
@@ -46,7 +46,7 @@ static int vb_test_free_port(void)
 /* Starts redis-server on `port` (requirepass = password, and a unix socket
  * at `unixsocket`, unless NULL). Returns its pid once it accepts
  * connections, or -1 when it could not start. */
-static pid_t vb_test_start_redis(int port, const char *password, const char *unixsocket)
+static inline pid_t vb_test_start_redis(int port, const char *password, const char *unixsocket)
 {
     char p[16];
     snprintf(p, sizeof p, "%d", port);
@@ -90,7 +90,7 @@ static pid_t vb_test_start_redis(int port, const char *password, const char *uni
     return -1;
 }
 
-static void vb_test_stop_redis(pid_t pid)
+static inline void vb_test_stop_redis(pid_t pid)
 {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -98,7 +98,7 @@ static void vb_test_stop_redis(pid_t pid)
 
 /* CLIENT KILL of every connection named `name`, through `admin`; returns how
  * many were killed. */
-static int vb_test_kill_clients_named(redisContext *admin, const char *name)
+static inline int vb_test_kill_clients_named(redisContext *admin, const char *name)
 {
     redisReply *r = redisCommand(admin, "CLIENT LIST TYPE normal");
     assert_non_null(r);

@@ -106,6 +106,45 @@ static void metrics_series_are_capped(void **state)
     vb_metrics_free(r);
 }
 
+/* Series are found by their values through the index, whatever their
+ * number: each of VB_METRICS_SERIES_MAX series counts only its own
+ * increments, and values that concatenate alike stay apart. */
+static void metrics_every_series_keeps_its_own_count(void **state)
+{
+    (void)state;
+    vb_metrics *r = vb_metrics_new();
+    vb_metric *c = vb_metrics_counter(r, "vb_many_total", "", "id");
+    vb_metric *two = vb_metrics_counter(r, "vb_two_total", "", "a,b");
+    char v[32];
+    const char *l[] = {v};
+    for (int round = 1; round <= 3; round++)
+        for (int i = 0; i < VB_METRICS_SERIES_MAX; i++) {
+            snprintf(v, sizeof v, "job-%d", i);
+            if (i % 3 < round) /* series i ends with 1, 2 or 3 by i % 3 */
+                vb_metric_inc(c, l);
+        }
+    for (int i = 0; i < VB_METRICS_SERIES_MAX; i++) {
+        snprintf(v, sizeof v, "job-%d", i);
+        assert_true(vb_metric_value(c, l) == (double)(3 - i % 3));
+    }
+    snprintf(v, sizeof v, "job-%d", VB_METRICS_SERIES_MAX);
+    assert_true(vb_metric_value(c, l) == 0.0);
+    const char *ab[] = {"ab", ""}, *a_b[] = {"a", "b"}, *b_a[] = {"", "ab"};
+    vb_metric_inc(two, ab);
+    vb_metric_add(two, a_b, 2);
+    vb_metric_add(two, b_a, 4);
+    assert_true(vb_metric_value(two, ab) == 1.0);
+    assert_true(vb_metric_value(two, a_b) == 2.0);
+    assert_true(vb_metric_value(two, b_a) == 4.0);
+    char *text = NULL;
+    assert_int_equal(vb_metrics_render(r, &text, NULL), VB_OK);
+    assert_non_null(strstr(text, "vb_many_total{id=\"job-998\"} 1\n"));
+    assert_non_null(strstr(text, "vb_two_total{a=\"a\",b=\"b\"} 2\n"));
+    assert_non_null(strstr(text, "visionbatch_metrics_dropped_series_total 0\n"));
+    free(text);
+    vb_metrics_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -114,6 +153,7 @@ int main(void)
         cmocka_unit_test(metrics_add_on_a_histogram_creates_an_empty_series),
         cmocka_unit_test(metrics_registration_rules),
         cmocka_unit_test(metrics_series_are_capped),
+        cmocka_unit_test(metrics_every_series_keeps_its_own_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

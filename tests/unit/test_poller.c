@@ -21,6 +21,7 @@
 
 #include "poller.h"
 #include "redis_test_url.h"
+#include "test_util.h"
 #include "visionbatch/http.h"
 #include "visionbatch/log.h"
 #include "visionbatch/store.h"
@@ -265,6 +266,47 @@ static void a_run_too_large_to_send_sealed_is_sent_without(void **state)
         assert_int_equal(state_of(x->ids[i]), VB_RUN_QUEUED);
 }
 
+/* A cron firing (a job's poll) that finds nothing writes nothing at INFO:
+ * 10,000 every-minute jobs would write 20,000 lines a minute. The
+ * organization's periodic poll still says so, and a firing that finds runs
+ * too. */
+static void a_firing_that_finds_nothing_logs_only_at_debug(void **state)
+{
+    fx *x = *state;
+    x->page1 = strdup(x->empty);
+    char dir[] = "/tmp/vb_test_poller_log_XXXXXX", path[3][64];
+    assert_non_null(mkdtemp(dir));
+    for (int i = 0; i < 3; i++)
+        snprintf(path[i], sizeof path[i], "%s/%d.log", dir, i);
+    vb_poll_stats st[3];
+    vb_error err = {0};
+    const char *job = "0b6f3a52-0d8e-4a37-9a3c-6e0f1a2b3c4d";
+    vb_log_set_stderr(0);
+    /* each poll with its own log file, read once closed */
+    for (int i = 0; i < 3; i++) {
+        if (i == 2) {
+            free(x->page1);
+            x->page1 = listing(x, -1);
+            sas_len = 0;
+        }
+        vb_log_open(path[i], VB_LOG_TEXT, VB_LOG_INFO);
+        assert_int_equal(vb_producer_poll(x->ctx, &x->cfg, i == 1 ? NULL : job, NULL, &st[i],
+                                          &err),
+                         VB_OK);
+    }
+    vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_WARN);
+    vb_log_set_stderr(1);
+    assert_int_equal(st[0].found + st[1].found, 0);
+    assert_int_equal(st[2].found, NRUNS);
+    assert_int_equal(tu_lines_with(path[0], " INFO "), 0);
+    assert_int_equal(tu_lines_with(path[1], "poll summary: organization="), 1);
+    assert_int_equal(tu_lines_with(path[2], "poll summary: job="), 1);
+    assert_int_equal(tu_lines_with(path[2], "page(s): 3 run(s) found"), 1);
+    for (int i = 0; i < 3; i++)
+        unlink(path[i]);
+    rmdir(dir);
+}
+
 int main(void)
 {
     vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_WARN);
@@ -277,6 +319,8 @@ int main(void)
             a_run_whose_message_kafka_refuses_does_not_stop_the_others, setup, teardown),
         cmocka_unit_test_setup_teardown(a_run_too_large_to_send_sealed_is_sent_without,
                                         setup_sealed, teardown),
+        cmocka_unit_test_setup_teardown(a_firing_that_finds_nothing_logs_only_at_debug, setup,
+                                        teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     vb_http_global_cleanup();

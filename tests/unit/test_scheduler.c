@@ -16,6 +16,7 @@
 
 #include "jobs_internal.h"
 #include "redis_test_url.h"
+#include "test_util.h"
 #include "scheduler.h"
 #include "visionbatch/jobs_exec.h"
 #include "visionbatch/store.h"
@@ -1012,19 +1013,6 @@ static void firing_ends_wait_until_the_pass_has_claimed_every_tick(void **state)
     assert_one_success_per_tick(x, ids, HOLD_JOBS, start, 1);
 }
 
-/* Counts the lines of file `path` that contain `what`. */
-static int lines_with(const char *path, const char *what)
-{
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[2048];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, what) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* At INFO a pass logs one summary line; a firing logs a line of its own
  * only when it found runs (or failed): 10,000 jobs that find nothing do not
  * write 10,000 lines a minute. */
@@ -1052,9 +1040,9 @@ static void firings_that_find_nothing_log_only_the_pass_summary(void **state)
     vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_INFO);
     vb_log_set_stderr(1);
     assert_int_equal(atomic_load(&x->f.calls), 6);
-    assert_int_equal(lines_with(path, "3 scheduled execution(s) fired in"), 2);
-    assert_int_equal(lines_with(path, "no unprocessed runs"), 0);
-    assert_int_equal(lines_with(path, "fired status=running found 1 runs"), 3);
+    assert_int_equal(tu_lines_with(path, "3 scheduled execution(s) fired in"), 2);
+    assert_int_equal(tu_lines_with(path, "no unprocessed runs"), 0);
+    assert_int_equal(tu_lines_with(path, "fired status=running found 1 runs"), 3);
     unlink(path);
     rmdir(dir);
 }
@@ -1378,6 +1366,103 @@ static void expire_turns_stuck_executions_into_timeout_and_error(void **state)
     status_of(x, ex, "timeout");
 }
 
+static long long zcard(fx *x, const char *key)
+{
+    vb_error err = {0};
+    const char *argv[] = {"ZCARD", key};
+    redisReply *r = vb__jobs_command(x->jobs, 2, argv, NULL, &err);
+    assert_non_null(r);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Every way an execution settles takes it off the running set and off its
+ * job's running index, so the overlap rule usually finds the index empty.
+ * A running execution's record holds no zero counts: they read as 0. */
+static void settled_executions_leave_the_running_index(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[4][VB_UUID_SIZE], st[16], idx[96];
+    vb_error err = {0};
+    make_job(x, "0 0 1 1 *", "allow", id);
+    snprintf(idx, sizeof idx, "visionbatch:job:%s:running", id);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(vb_jobs_exec_start_manual(x->jobs, id, "p", 1000, 0, ex[i], &err),
+                         VB_OK);
+    assert_int_equal(zcard(x, idx), 4);
+    assert_int_equal(zcard(x, "visionbatch:execs:running"), 4);
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(x->jobs, ex[0], &e, &err), VB_OK);
+    assert_string_equal(e.status, "running");
+    assert_int_equal(e.started_at, 1000);
+    assert_int_equal(e.completed_at + e.runs_found + e.runs_published + e.runs_succeeded +
+                         e.runs_failed + e.runs_skipped_in_progress + e.runs_skipped_other_org,
+                     0);
+    assert_null(e.output);
+    vb_exec_free(&e);
+    char key[96];
+    snprintf(key, sizeof key, "visionbatch:exec:%s", ex[0]);
+    const char *hlen[] = {"HLEN", key};
+    redisReply *r = vb__jobs_command(x->jobs, 2, hlen, NULL, &err);
+    assert_non_null(r);
+    assert_int_equal(r->integer, 6); /* id, job, status, started, scheduled, producer */
+    freeReplyObject(r);
+
+    /* success: nothing published */
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex[0], 0, 0, 0, "", 0, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "success");
+    assert_int_equal(zcard(x, idx), 3);
+    /* error: the firing failed */
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex[1], 0, 0, 0, "boom", 1, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "error");
+    assert_int_equal(zcard(x, idx), 2);
+    /* failed: its one run was reported dead */
+    assert_int_equal(vb_jobs_exec_add_published(x->jobs, ex[2], "r0", &err), VB_OK);
+    assert_int_equal(vb_jobs_exec_fire_done(x->jobs, ex[2], 1, 0, 0, "", 0, 2000, st, &err),
+                     VB_OK);
+    assert_string_equal(st, "running");
+    assert_int_equal(zcard(x, idx), 2);
+    assert_int_equal(vb_jobs_exec_run_done_at(x->jobs, ex[2], "r0", VB_EXEC_RUN_FAILED, "", 3000,
+                                              st, &err),
+                     VB_OK);
+    assert_string_equal(st, "failed");
+    assert_int_equal(zcard(x, idx), 1);
+    /* timeout: the last one never finishes */
+    size_t n = 0;
+    assert_int_equal(vb_jobs_exec_expire(x->jobs, 1000 + 7200 * 1000, 0, 0, &n, &err), VB_OK);
+    assert_int_equal(n, 1);
+    status_of(x, ex[3], "error"); /* its firing never ended */
+    assert_int_equal(zcard(x, idx), 0);
+    assert_int_equal(zcard(x, "visionbatch:execs:running"), 0);
+}
+
+/* Trimming a job's oldest execution while it still runs takes it off the
+ * running set and the job's running index too. */
+static void a_trimmed_running_execution_leaves_the_indexes(void **state)
+{
+    fx *x = *state;
+    char id[VB_UUID_SIZE], ex[4][VB_UUID_SIZE], idx[96];
+    vb_error err = {0};
+    vb_jobs *j2 = NULL;
+    vb_jobs_opts o = {.redis_url = vb_test_redis_url(DB), .exec_cap = 2};
+    assert_int_equal(vb_jobs_new(&o, &j2, &err), VB_OK);
+    make_job(x, "0 0 1 1 *", "allow", id);
+    snprintf(idx, sizeof idx, "visionbatch:job:%s:running", id);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(vb_jobs_exec_start_manual(j2, id, "p", 1000 + i, 0, ex[i], &err), VB_OK);
+        assert_int_equal(zcard(x, idx), i < 2 ? i + 1 : 2);
+        assert_int_equal(zcard(x, "visionbatch:execs:running"), i < 2 ? i + 1 : 2);
+    }
+    vb_exec e;
+    assert_int_equal(vb_jobs_exec_get(j2, ex[1], &e, &err), VB_ERR_NOT_FOUND);
+    assert_int_equal(vb_jobs_exec_get(j2, ex[2], &e, &err), VB_OK);
+    vb_exec_free(&e);
+    vb_jobs_free(j2);
+}
+
 static void a_stale_running_execution_no_longer_blocks(void **state)
 {
     fx *x = *state;
@@ -1445,6 +1530,8 @@ int main(void)
         T(runs_finished_before_firing_ends_are_counted),
         T(nothing_published_ends_at_once),
         T(expire_turns_stuck_executions_into_timeout_and_error),
+        T(settled_executions_leave_the_running_index),
+        T(a_trimmed_running_execution_leaves_the_indexes),
         T(a_stale_running_execution_no_longer_blocks),
         T(run_done_rejects_bad_input_and_unknown_executions),
     };

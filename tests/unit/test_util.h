@@ -1,5 +1,5 @@
-/* Helpers shared by the unit tests: reading files from tests/data and
- * building large strings. Header-only; each test includes it once. */
+/* Helpers shared by the unit tests: reading files from tests/data,
+ * building large strings, counting lines of a log. Header-only; each test includes it once. */
 #ifndef VB_TEST_UTIL_H
 #define VB_TEST_UTIL_H
 
@@ -80,6 +80,20 @@ static inline void tu_unset_env_prefix(const char *prefix)
             }
         }
     }
+}
+
+/* The lines of file `path` that contain `what`; -1 when it cannot be read. */
+static inline int tu_lines_with(const char *path, const char *what)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, what) != NULL;
+    fclose(f);
+    return n;
 }
 
 #endif
