@@ -234,7 +234,7 @@ static const setting settings[] = {
      0, 0, NULL, "messages fetched ahead per slot"},
     {"metrics_listen", "metrics-listen", "VISIONBATCH_METRICS_LISTEN", CT_STR, OFF(metrics_listen),
      "127.0.0.1:9101", 0, 0, P_WORK, 0, CF_ADDR, NULL, "metrics/health address"},
-    {"http_threads", "http-threads", "VISIONBATCH_HTTP_THREADS", CT_LONG, OFF(http_threads), "4",
+    {"http_threads", "http-threads", "VISIONBATCH_HTTP_THREADS", CT_LONG, OFF(http_threads), "16",
      1, 64, P_PROD | P_WORK, 0, 0, NULL, "event-loop threads of the HTTP listener"},
     {"http_max_connections", "http-max-connections", "VISIONBATCH_HTTP_MAX_CONNECTIONS", CT_LONG,
      OFF(http_max_connections), "512", 16, 65536, P_PROD | P_WORK, 0, 0, NULL,

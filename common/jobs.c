@@ -609,9 +609,12 @@ static vb_err eval_int(vb_jobs *j, const char *script, args *a, long long *resul
     return rc;
 }
 
+/* A new job has no executions, so its running index (jobs_exec.h) covers
+ * them all from the start: its first tick need not look for any. */
 static const char *const script_create =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) "
+    "redis.call('HSET', KEYS[1], 'running_idx', '1') "
     "redis.call('SADD', KEYS[2], ARGV[1]) "
     "redis.call('INCR', KEYS[3]) return 1";
 

@@ -63,10 +63,11 @@
 #define VB_SCHED_MANUAL_QUEUE 64 /* manual runs waiting to be fired */
 #define VB_SCHED_FIRE_THREADS_DEFAULT 4
 #define VB_SCHED_FIRE_THREADS_MAX 64
-/* Ticks per claim script and firing ends per record script: ~1.1 ms of
- * Redis each (docs/benchmarks.md, "Smaller scripts"). */
-#define VB_SCHED_CLAIM_BATCH 50
-#define VB_SCHED_END_BATCH 32
+/* Ticks per claim script and firing ends per record script: ~0.5 ms of
+ * Redis each with 10,000 jobs (docs/benchmarks.md, "The REST API while
+ * 10,000 jobs fire"). */
+#define VB_SCHED_CLAIM_BATCH 25
+#define VB_SCHED_END_BATCH 16
 
 typedef struct vb_scheduler vb_scheduler;
 

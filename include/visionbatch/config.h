@@ -94,7 +94,7 @@ typedef struct vb_config {
     long concurrency;      /* worker slots, default 4 */
     long prefetch;         /* worker: messages queued ahead per slot, default 32 */
     char *metrics_listen;  /* worker metrics/health, default 127.0.0.1:9101 */
-    long http_threads;                /* HTTP listener event-loop threads, default 4 */
+    long http_threads;                /* HTTP listener event-loop threads, default 16 */
     long http_max_connections;        /* open HTTP connections, default 512 */
     long http_max_connections_per_ip; /* of one client address, default 32 */
     long http_header_timeout_s;       /* request headers complete within, default 10 */

@@ -35,7 +35,7 @@
 #include "visionbatch/error.h"
 #include "visionbatch/metrics.h"
 
-#define VB_ENDPOINT_THREADS_DEFAULT 4
+#define VB_ENDPOINT_THREADS_DEFAULT 16
 #define VB_ENDPOINT_MAX_CONNECTIONS_DEFAULT 512
 #define VB_ENDPOINT_PER_IP_DEFAULT 32
 #define VB_ENDPOINT_HEADER_TIMEOUT_DEFAULT 10

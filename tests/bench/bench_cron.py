@@ -14,13 +14,20 @@ deploy/local/services.sh), then:
      creation, sends GET /cron-jobs/{id} (random ids) to the first producer at
      a fixed ~1,000 requests/s (`--get-rate`; wrk, 10 connections, each
      request waiting its turn) for `--get-seconds`: latency p50/p99 while the
-     jobs fire;
+     jobs fire, and the share of those requests the producer itself handled
+     within 5 / 10 ms (its visionbatch_api_request_seconds histogram: from
+     reading the request to the answer, so without the wait for its thread);
   3. reads every execution's scheduled_for / started_at / completed_at /
      producer from Redis: schedule lag (claim time - tick) and firing lag
      (firing finished - tick), p50/p99/max per tick, executions per producer,
-     and checks every job fired exactly once per tick;
+     and checks every job fired exactly once per tick; with Redis's CPU
+     seconds and its time per kind of command (claim scripts, end scripts,
+     the commands inside them: every command goes to the slow log during the
+     ticks), and the CPU seconds of Redis, each producer and nginx;
   4. runs wrk on GET /cron-jobs/{id} for `--wrk-seconds` at a few connection
-     counts (closed loop: as fast as it goes), p50/p99 and requests/s;
+     counts (closed loop: as fast as it goes), p50/p99 and requests/s (wrk
+     connects from one address: above 32 connections the producers'
+     http_max_connections_per_ip is raised to fit);
   5. reads the first producer's VmRSS / VmHWM (/proc/<pid>/status) after
      creation, after the ticks and after the wrk runs;
   6. (after creation) times GET /cron-jobs whole and in pages of 100, and
@@ -32,8 +39,8 @@ deploy/local/services.sh), then:
                                               for the minute boundary)
   VB_BIN_DIR=build python3 tests/bench/bench_cron.py --jobs 5000 --producers 1
 
---fire-threads sets VISIONBATCH_CRON_FIRE_THREADS for the producers (omit it
-to use the producer's default). Needs Kafka (deploy/local/services.sh start),
+--fire-threads and --http-threads set VISIONBATCH_CRON_FIRE_THREADS and
+VISIONBATCH_HTTP_THREADS for the producers (omit them to use the defaults). Needs Kafka (deploy/local/services.sh start),
 redis-server, wrk and nginx (or --platform stub). Exits non-zero when a
 measured tick did not fire every job exactly once with status success, or
 when an API request failed.
@@ -442,6 +449,8 @@ def main():
     ap.add_argument("--connections", default="2,16,64", help="wrk connection counts")
     ap.add_argument("--fire-threads", type=int, default=None,
                     help="VISIONBATCH_CRON_FIRE_THREADS for the producers")
+    ap.add_argument("--http-threads", type=int, default=None,
+                    help="VISIONBATCH_HTTP_THREADS for the producers (omit: their default)")
     ap.add_argument("--producers", type=int, default=2,
                     help="producers sharing the jobs (default 2)")
     ap.add_argument("--platform", choices=("nginx", "stub"), default="nginx",
@@ -494,6 +503,12 @@ def main():
                                                               {})}
             if args.fire_threads is not None:
                 env["VISIONBATCH_CRON_FIRE_THREADS"] = str(args.fire_threads)
+            if args.http_threads is not None:
+                env["VISIONBATCH_HTTP_THREADS"] = str(args.http_threads)
+            # wrk opens every connection from one address: above the
+            # per-address limit (default 32) the producer would evict them
+            if max(conns) > 32:
+                env["VISIONBATCH_HTTP_MAX_CONNECTIONS_PER_IP"] = str(max(conns) + 16)
             pdir = os.path.join(tmp, "producer-%d" % (i + 1))
             os.makedirs(pdir)
             procs.append(harness.start_binary(binary, ["--listen", "127.0.0.1:%d" % port],
@@ -503,9 +518,11 @@ def main():
         for p, pr in zip(ports, procs):
             harness.wait_until(lambda: producer_up(p, pr), timeout=30,
                                message="producer API up")
-        print("jobs %d, producers %d, platform %s, fire threads %s, ticks %d, wrk %d s, cores %d"
+        print("jobs %d, producers %d, platform %s, fire threads %s, http threads %s, ticks %d, "
+              "wrk %d s, cores %d"
               % (n, len(procs), args.platform,
-                 args.fire_threads if args.fire_threads is not None else "default", ticks, wrk_s,
+                 args.fire_threads if args.fire_threads is not None else "default",
+                 args.http_threads if args.http_threads is not None else "default", ticks, wrk_s,
                  os.cpu_count()))
 
         ids, took = create_jobs(port, n, platform, distinct_keys=args.distinct_keys)

@@ -65,8 +65,8 @@ static int bench_fail(const char *what, const vb_error *err)
     return 1;
 }
 
-/* Stores n jobs `* * * * *` (as the API would, minus the optional fields),
- * pipelined. */
+/* Stores n jobs `* * * * *` as vb_jobs_create would (minus the optional
+ * fields), pipelined. */
 static int make_jobs(redisContext *c, char (*ids)[VB_UUID_SIZE], int n, long long created_ms)
 {
     vb_error err = {0};
@@ -78,7 +78,8 @@ static int make_jobs(redisContext *c, char (*ids)[VB_UUID_SIZE], int n, long lon
         redisAppendCommand(c,
                            "HSET visionbatch:job:%s name bench schedule %s timezone UTC "
                            "external_api_get_url https://a/x external_api_post_url https://a/y "
-                           "organization_id o enabled 1 overlap skip created_at %s updated_at %s",
+                           "organization_id o enabled 1 overlap skip created_at %s updated_at %s "
+                           "running_idx 1",
                            ids[i], "* * * * *", now, now);
         redisAppendCommand(c, "SADD visionbatch:jobs %s", ids[i]);
     }

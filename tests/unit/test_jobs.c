@@ -277,6 +277,11 @@ static void jobs_create_stores_sealed_key_and_defaults(void **state)
     char *enc = hget(key, "external_api_key_enc");
     assert_true(strncmp(enc, "v1:", 3) == 0);
     free(enc);
+    /* no executions yet: the running index covers them from the start */
+    char *idx = hget(key, "running_idx");
+    assert_non_null(idx);
+    assert_string_equal(idx, "1");
+    free(idx);
     char *plain = NULL;
     assert_int_equal(vb_jobs_open_key(j, &job, &plain, NULL), VB_OK);
     assert_string_equal(plain, "your_jwt_token");
