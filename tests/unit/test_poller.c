@@ -1,7 +1,8 @@
 /* Unit tests of one producer pass (producer/poller.c): a run that fails by
  * itself — its Redis key holds another type, or Kafka refuses its message as
  * too large — is counted and the pass goes on with the other runs; a run
- * whose sealed copy makes its message too large goes without it. The
+ * whose sealed copy makes its message too large goes without it; a cron
+ * firing that finds nothing logs only at DEBUG. The
  * platform is a libmicrohttpd server in this process serving one page of
  * runs; Redis is database 11 of the test server (redis_test_url.h); Kafka is
  * $KAFKA_BROKERS (else 127.0.0.1:9092) with the default topic. Without Redis
@@ -266,44 +267,57 @@ static void a_run_too_large_to_send_sealed_is_sent_without(void **state)
         assert_int_equal(state_of(x->ids[i]), VB_RUN_QUEUED);
 }
 
+/* Polls once (as job `job`'s firing, or the organization's poll when
+ * NULL) with INFO and up going to a log file of its own, read once closed. */
+static void poll_logged(fx *x, const char *job, const char *dir, const char *name, char *path,
+                        size_t pathlen, vb_poll_stats *st)
+{
+    vb_error err = {0};
+    snprintf(path, pathlen, "%s/%s", dir, name);
+    vb_log_set_stderr(0);
+    vb_log_open(path, VB_LOG_TEXT, VB_LOG_INFO);
+    assert_int_equal(vb_producer_poll(x->ctx, &x->cfg, job, NULL, st, &err), VB_OK);
+    vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_WARN);
+    vb_log_set_stderr(1);
+}
+
+#define JOB "0b6f3a52-0d8e-4a37-9a3c-6e0f1a2b3c4d"
+
 /* A cron firing (a job's poll) that finds nothing writes nothing at INFO:
  * 10,000 every-minute jobs would write 20,000 lines a minute. The
- * organization's periodic poll still says so, and a firing that finds runs
- * too. */
+ * organization's periodic poll still says so. */
 static void a_firing_that_finds_nothing_logs_only_at_debug(void **state)
 {
     fx *x = *state;
     x->page1 = strdup(x->empty);
-    char dir[] = "/tmp/vb_test_poller_log_XXXXXX", path[3][64];
+    char dir[] = "/tmp/vb_test_poller_log_XXXXXX", job_log[64], org_log[64];
     assert_non_null(mkdtemp(dir));
-    for (int i = 0; i < 3; i++)
-        snprintf(path[i], sizeof path[i], "%s/%d.log", dir, i);
-    vb_poll_stats st[3];
-    vb_error err = {0};
-    const char *job = "0b6f3a52-0d8e-4a37-9a3c-6e0f1a2b3c4d";
-    vb_log_set_stderr(0);
-    /* each poll with its own log file, read once closed */
-    for (int i = 0; i < 3; i++) {
-        if (i == 2) {
-            free(x->page1);
-            x->page1 = listing(x, -1);
-            sas_len = 0;
-        }
-        vb_log_open(path[i], VB_LOG_TEXT, VB_LOG_INFO);
-        assert_int_equal(vb_producer_poll(x->ctx, &x->cfg, i == 1 ? NULL : job, NULL, &st[i],
-                                          &err),
-                         VB_OK);
-    }
-    vb_log_open(NULL, VB_LOG_TEXT, VB_LOG_WARN);
-    vb_log_set_stderr(1);
-    assert_int_equal(st[0].found + st[1].found, 0);
-    assert_int_equal(st[2].found, NRUNS);
-    assert_int_equal(tu_lines_with(path[0], " INFO "), 0);
-    assert_int_equal(tu_lines_with(path[1], "poll summary: organization="), 1);
-    assert_int_equal(tu_lines_with(path[2], "poll summary: job="), 1);
-    assert_int_equal(tu_lines_with(path[2], "page(s): 3 run(s) found"), 1);
-    for (int i = 0; i < 3; i++)
-        unlink(path[i]);
+    vb_poll_stats st;
+    poll_logged(x, JOB, dir, "job.log", job_log, sizeof job_log, &st);
+    assert_int_equal(st.found, 0);
+    poll_logged(x, NULL, dir, "org.log", org_log, sizeof org_log, &st);
+    assert_int_equal(st.found, 0);
+    assert_int_equal(tu_lines_with(job_log, " INFO "), 0);
+    assert_int_equal(tu_lines_with(org_log, "poll summary: organization="), 1);
+    unlink(job_log);
+    unlink(org_log);
+    rmdir(dir);
+}
+
+/* ... and a firing that finds runs says so at INFO. */
+static void a_firing_that_finds_runs_logs_at_info(void **state)
+{
+    fx *x = *state;
+    x->page1 = listing(x, -1);
+    sas_len = 0;
+    char dir[] = "/tmp/vb_test_poller_log_XXXXXX", log[64];
+    assert_non_null(mkdtemp(dir));
+    vb_poll_stats st;
+    poll_logged(x, JOB, dir, "job.log", log, sizeof log, &st);
+    assert_int_equal(st.found, NRUNS);
+    assert_int_equal(tu_lines_with(log, "poll summary: job=" JOB " found=3"), 1);
+    assert_int_equal(tu_lines_with(log, "page(s): 3 run(s) found"), 1);
+    unlink(log);
     rmdir(dir);
 }
 
@@ -321,6 +335,7 @@ int main(void)
                                         setup_sealed, teardown),
         cmocka_unit_test_setup_teardown(a_firing_that_finds_nothing_logs_only_at_debug, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_firing_that_finds_runs_logs_at_info, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     vb_http_global_cleanup();
