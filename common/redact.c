@@ -15,6 +15,10 @@
  * of three bytes or more, one '*' per byte below that), so redaction works in
  * place and a redacted string is never longer than the original.
  *
+ * The registry is an array sorted by length (the order of layer 1) and a
+ * hash set of the same strings, so registering a known secret again (every
+ * cron firing registers its job's key) is one lookup with 10,000 keys too.
+ *
  * Threading: the registry is process-wide and guarded by one mutex; the scrub
  * functions only read it under that mutex. Everything else is stateless.
  */
@@ -45,6 +49,11 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static secret_entry *registry; /* sorted by length, longest first */
 static size_t registry_len;    /* entries in use */
 static size_t registry_cap;    /* entries allocated */
+/* The registered strings again, in an open-addressing set keyed by their
+ * hash, so that registering a secret already known (a cron job's key, once
+ * per firing) costs one lookup, not a walk of the registry. */
+static const char **known;  /* known_cap slots (a power of two), NULL = empty */
+static size_t known_cap;
 
 #define HEAD_BITS 16 /* a scan's window set: 2^16 bits (8 KiB) */
 #define HEAD_SCAN_FROM 8 /* registries smaller than this are searched directly */
@@ -90,6 +99,50 @@ static const char *const secret_params[] = {
     "x-goog-credential",
 };
 
+/* FNV-1a of a secret. */
+static uint64_t secret_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* known_* run under registry_lock. */
+static int known_has(const char *s, uint64_t h)
+{
+    for (size_t at = (size_t)h & (known_cap - 1); known_cap && known[at];
+         at = (at + 1) & (known_cap - 1))
+        if (strcmp(known[at], s) == 0)
+            return 1;
+    return 0;
+}
+
+static void known_put(const char *s, uint64_t h)
+{
+    size_t at = (size_t)h & (known_cap - 1);
+    while (known[at])
+        at = (at + 1) & (known_cap - 1);
+    known[at] = s;
+}
+
+/* Doubles the set (16 slots at first) and refiles the registry into it. */
+static int known_grow(void)
+{
+    size_t cap = known_cap ? known_cap * 2 : 16;
+    const char **more = calloc(cap, sizeof *more);
+    if (!more)
+        return 0;
+    free(known);
+    known = more;
+    known_cap = cap;
+    for (size_t i = 0; i < registry_len; i++)
+        known_put(registry[i].s, secret_hash(registry[i].s));
+    return 1;
+}
+
 void vb_redact_add_secret(const char *secret)
 {
     if (!secret)
@@ -98,11 +151,13 @@ void vb_redact_add_secret(const char *secret)
     if (n < REDACT_MIN_SECRET)
         return;
     unsigned head = head_bit(secret);
+    uint64_t h = secret_hash(secret);
     pthread_mutex_lock(&registry_lock);
-    for (size_t i = 0; i < registry_len; i++) {
-        if (registry[i].len == n && registry[i].head == head && strcmp(registry[i].s, secret) == 0)
-            goto done;
-    }
+    if (known_has(secret, h))
+        goto done;
+    /* the set stays at most half full: grown before the registry is */
+    if ((registry_len + 1) * 2 > known_cap && !known_grow())
+        goto done; /* out of memory: the other layers still apply */
     if (registry_len == registry_cap) {
         size_t cap = registry_cap ? registry_cap * 2 : 8;
         secret_entry *grown = realloc(registry, cap * sizeof *grown);
@@ -124,6 +179,7 @@ void vb_redact_add_secret(const char *secret)
                                    .head = head,
                                    .has_star = memchr(secret, '*', REDACT_MIN_SECRET) != NULL};
     registry_len++;
+    known_put(copy, h);
 done:
     pthread_mutex_unlock(&registry_lock);
 }
@@ -138,6 +194,9 @@ void vb_redact_clear_secrets(void)
     free(registry);
     registry = NULL;
     registry_len = registry_cap = 0;
+    free(known);
+    known = NULL;
+    known_cap = 0;
     pthread_mutex_unlock(&registry_lock);
 }
 

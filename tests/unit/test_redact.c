@@ -221,6 +221,10 @@ static void clear_forgets_secrets(void **state)
     vb_redact_add_secret("forget-me");
     vb_redact_clear_secrets();
     expect_text("forget-me", "forget-me");
+    /* ... entirely: registered again, it is masked again */
+    vb_redact_add_secret("forget-me");
+    vb_redact_add_secret("forget-me");
+    expect_text("forget-me", "***");
 }
 
 static void *register_many(void *arg)
