@@ -47,10 +47,8 @@ static const vb__backend_hooks *hooks;
 /* FNV-1a over the backend URL and the batch size; never 0. */
 static uint64_t key_of(const char *backend, size_t nimages)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = backend ? backend : ""; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    h = (h ^ (uint64_t)nimages) * 1099511628211ULL;
+    uint64_t h = vb__fnv1a_step(vb__fnv1a_str(VB__FNV_START, backend ? backend : ""),
+                                 (uint64_t)nimages);
     return h ? h : 1;
 }
 

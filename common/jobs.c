@@ -744,11 +744,7 @@ long vb_job_jitter_ms(const vb_job *job)
 {
     if (!job || job->jitter_s <= 0)
         return 0;
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *p = job->job_id; *p; p++) {
-        h ^= (unsigned char)*p;
-        h *= 1099511628211ULL;
-    }
+    uint64_t h = vb__fnv1a_str(VB__FNV_START, job->job_id);
     long span = (job->jitter_s > VB_JOBS_JITTER_MAX ? VB_JOBS_JITTER_MAX : job->jitter_s) * 1000;
     return (long)(h % (uint64_t)(span + 1));
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
 #include "visionbatch/buf.h"
 
 typedef enum { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM } metric_kind;
@@ -205,15 +206,9 @@ vb_metric *vb_metrics_histogram(vb_metrics *r, const char *name, const char *hel
 /* FNV-1a over the label values, each followed by a 0xff separator. */
 static uint64_t values_hash(const vb_metric *m, const char *const *values)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t j = 0; j < m->nlabels; j++) {
-        for (const char *p = values[j] ? values[j] : ""; *p; p++) {
-            h ^= (unsigned char)*p;
-            h *= 1099511628211ULL;
-        }
-        h ^= 0xff;
-        h *= 1099511628211ULL;
-    }
+    uint64_t h = VB__FNV_START;
+    for (size_t j = 0; j < m->nlabels; j++)
+        h = vb__fnv1a_step(vb__fnv1a_str(h, values[j] ? values[j] : ""), 0xff);
     return h;
 }
 

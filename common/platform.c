@@ -29,6 +29,7 @@
 
 #include "excerpt.h"
 #include "platform_internal.h"
+#include "util.h"
 #include "visionbatch/log.h"
 
 #define DEFAULT_PAGE_SIZE 50
@@ -111,10 +112,10 @@ typedef struct idset {
 
 static size_t id_hash(const char *s)
 {
-    size_t h = 1469598103934665603ULL & (size_t)-1;
+    uint64_t h = VB__FNV_START;
     for (; *s; s++)
-        h = (h ^ (unsigned char)tolower((unsigned char)*s)) * (size_t)1099511628211ULL;
-    return h;
+        h = vb__fnv1a_step(h, (unsigned char)tolower((unsigned char)*s));
+    return (size_t)h;
 }
 
 static void idset_free(idset *s)

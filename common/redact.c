@@ -99,15 +99,9 @@ static const char *const secret_params[] = {
     "x-goog-credential",
 };
 
-/* FNV-1a of a secret. */
 static uint64_t secret_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return vb__fnv1a_str(VB__FNV_START, s);
 }
 
 /* known_* run under registry_lock. */

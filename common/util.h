@@ -9,6 +9,7 @@
 #define VISIONBATCH_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 /* Wall-clock time in unix milliseconds (CLOCK_REALTIME). */
@@ -31,5 +32,21 @@ void vb__format_ms_utc(long long ms, char *out, size_t outlen);
 /* A malloc'd NUL-terminated copy of the n bytes at p (which may hold NUL
  * bytes; p may be NULL when n is 0), or NULL when out of memory. */
 char *vb__dup_bytes(const void *p, size_t n);
+
+/* FNV-1a, the one hash of in-process tables and of the jitter offsets
+ * (vb_job_jitter_ms: the same in every producer). Start from
+ * VB__FNV_START; vb__fnv1a_step folds in one value, vb__fnv1a_str the bytes
+ * of a string. */
+#define VB__FNV_START 1469598103934665603ULL
+static inline uint64_t vb__fnv1a_step(uint64_t h, uint64_t v)
+{
+    return (h ^ v) * 1099511628211ULL;
+}
+static inline uint64_t vb__fnv1a_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = vb__fnv1a_step(h, (unsigned char)*s);
+    return h;
+}
 
 #endif
